@@ -1,0 +1,25 @@
+// EngineConfig: how an LLM is built. Fields and defaults follow nano-vLLM's Config.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace nanovllm {
+
+struct EngineConfig {
+  std::string model;                  // Hugging Face model directory
+  int max_num_batched_tokens = 16384; // token budget of one engine step
+  int max_num_seqs = 512;             // sequences in one step
+  int max_model_len = 4096;           // capped by the model's max_position_embeddings
+  float gpu_memory_utilization = 0.9f;
+  int tensor_parallel_size = 1;
+  bool enforce_eager = false;         // CUDA: no graphs
+  int kvcache_block_size = 256;       // tokens per KV block
+  int num_kvcache_blocks = -1;        // -1: sized from memory
+  std::string device = "auto";        // "cpu", "cuda" or "auto" (CUDA when a GPU is usable)
+  uint64_t seed = 0;                  // default seed of sampling; a request's own seed wins
+  bool enable_prefix_caching = true;
+  double cpu_kvcache_space_gb = 2.0;  // CPU: KV cache bytes when num_kvcache_blocks is -1 (vLLM's VLLM_CPU_KVCACHE_SPACE)
+  int num_threads = 0;                // CPU: worker threads, 0 = all cores
+};
+
+}  // namespace nanovllm

@@ -1,0 +1,70 @@
+// LLM: the public entry point, shaped like nano-vLLM's.
+//   nanovllm::LLM llm("/models/Qwen3-0.6B", config);
+//   auto outs = llm.generate({"Hello"}, nanovllm::SamplingParams{.temperature = 0.6f, .max_tokens = 256});
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nanovllm/config.h"
+#include "nanovllm/output.h"
+#include "nanovllm/sampling_params.h"
+
+namespace nanovllm {
+
+class LLMEngine;
+
+struct ChatMessage {
+  std::string role;     // "system", "user", "assistant", "tool"
+  std::string content;
+  std::string reasoning_content;  // assistant's thinking, if given apart from content
+};
+
+class LLM {
+ public:
+  // Loads the model in `model_dir` (config.model is ignored when a directory is given here).
+  LLM(const std::string& model_dir, EngineConfig config = {});
+  explicit LLM(EngineConfig config);
+  ~LLM();
+  LLM(const LLM&) = delete;
+  LLM& operator=(const LLM&) = delete;
+
+  // Runs every prompt to completion; outputs come back in prompt order.
+  // `params` holds one SamplingParams for all prompts, or one per prompt.
+  std::vector<RequestOutput> generate(const std::vector<std::string>& prompts,
+                                      const std::vector<SamplingParams>& params, bool use_tqdm = true);
+  std::vector<RequestOutput> generate(const std::vector<std::vector<int32_t>>& prompts,
+                                      const std::vector<SamplingParams>& params, bool use_tqdm = true);
+  std::vector<RequestOutput> generate(const std::vector<std::string>& prompts, const SamplingParams& params,
+                                      bool use_tqdm = true) {
+    return generate(prompts, std::vector<SamplingParams>{params}, use_tqdm);
+  }
+  std::vector<RequestOutput> generate(const std::vector<std::vector<int32_t>>& prompts,
+                                      const SamplingParams& params, bool use_tqdm = true) {
+    return generate(prompts, std::vector<SamplingParams>{params}, use_tqdm);
+  }
+
+  // For callers that drive the loop (the server): queue, step, collect.
+  int64_t add_request(std::vector<int32_t> prompt_token_ids, const SamplingParams& params);
+  int64_t add_request(const std::string& prompt, const SamplingParams& params);
+  std::vector<StepOutput> step();
+  bool is_finished() const;                 // nothing waiting or running
+  void abort_request(int64_t request_id);   // frees its blocks; no-op for unknown ids
+  // The finished request's full output; call once after step() reported it finished.
+  RequestOutput take_output(int64_t request_id);
+
+  // Tokenizer access (throws when the model directory has no tokenizer).
+  bool has_tokenizer() const;
+  std::vector<int32_t> encode(const std::string& text) const;
+  std::string decode(const std::vector<int32_t>& ids) const;
+  std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt = true,
+                                  bool enable_thinking = true) const;
+
+  const EngineConfig& config() const;       // as resolved (device, max_model_len, blocks)
+  EngineStats stats() const;
+
+ private:
+  std::unique_ptr<LLMEngine> engine_;
+};
+
+}  // namespace nanovllm

@@ -1,0 +1,34 @@
+// make_backend: picks the CPU or CUDA backend by name.
+#include "backend/backend.h"
+
+#include <stdexcept>
+
+#include "backend/cpu/cpu_backend.h"
+#ifdef NANOVLLM_WITH_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace nanovllm {
+
+bool cuda_available(std::string* why) {
+#ifdef NANOVLLM_WITH_CUDA
+  return cuda_device_usable(why);
+#else
+  if (why) *why = "this build of nanovllm has no CUDA backend (nvcc was not found when it was built)";
+  return false;
+#endif
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& opts) {
+  if (device == "cpu") return make_cpu_backend(opts);
+  if (device == "cuda") {
+    std::string why;
+    if (!cuda_available(&why)) throw std::runtime_error("--device cuda: no usable GPU: " + why);
+#ifdef NANOVLLM_WITH_CUDA
+    return make_cuda_backend(opts);
+#endif
+  }
+  throw std::invalid_argument("unknown device '" + device + "' (expected cpu, cuda or auto)");
+}
+
+}  // namespace nanovllm

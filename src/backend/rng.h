@@ -1,0 +1,28 @@
+// Counter-based random numbers shared by the CPU and CUDA samplers, so both backends draw the
+// same numbers for the same (key, counter, index): sampling is reproducible and independent of
+// batch composition. The sampler adds Gumbel noise: argmax(logit/T - log(-log u)) is a draw from
+// softmax(logit/T) (equivalently nano-vLLM's argmax(p / Exp(1)) "exponential race").
+#pragma once
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define NANOVLLM_HD __host__ __device__ __forceinline__
+#else
+#define NANOVLLM_HD inline
+#endif
+
+namespace nanovllm {
+
+NANOVLLM_HD uint64_t mix64(uint64_t z) {  // splitmix64's finalizer
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Uniform in (0, 1), never 0 or 1, from 24 random bits (exact in float32).
+NANOVLLM_HD float uniform01(uint64_t key, uint64_t counter, uint32_t index) {
+  uint64_t h = mix64(key ^ mix64(counter * 0x9e3779b97f4a7c15ULL + index));
+  return (static_cast<float>(h >> 40) + 0.5f) * (1.0f / 16777216.0f);
+}
+
+}  // namespace nanovllm

@@ -1,0 +1,77 @@
+// Tensor: a non-owning view of contiguous row-major memory on one device.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+namespace nanovllm {
+
+enum class DType : uint8_t { f32, bf16, f16, i32, i64 };
+enum class DeviceKind : uint8_t { cpu, cuda };
+
+inline size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: case DType::i32: return 4;
+    case DType::bf16: case DType::f16: return 2;
+    case DType::i64: return 8;
+  }
+  return 0;
+}
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "F32";
+    case DType::bf16: return "BF16";
+    case DType::f16: return "F16";
+    case DType::i32: return "I32";
+    case DType::i64: return "I64";
+  }
+  return "?";
+}
+
+struct Tensor {
+  static constexpr int kMaxDims = 4;
+  void* data = nullptr;
+  DType dtype = DType::f32;
+  DeviceKind device = DeviceKind::cpu;
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {0, 0, 0, 0};
+
+  Tensor() = default;
+  Tensor(void* p, DType t, std::initializer_list<int64_t> dims, DeviceKind dev = DeviceKind::cpu)
+      : data(p), dtype(t), device(dev) {
+    for (int64_t d : dims) shape[ndim++] = d;
+  }
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= shape[i];
+    return n;
+  }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+  int64_t size(int i) const { return shape[i < 0 ? ndim + i : i]; }
+  bool defined() const { return data != nullptr; }
+  template <class T> T* ptr() const { return static_cast<T*>(data); }
+
+  // Same memory, new shape (same number of elements).
+  Tensor view(std::initializer_list<int64_t> dims) const {
+    Tensor t = *this;
+    t.ndim = 0;
+    for (int64_t d : dims) t.shape[t.ndim++] = d;
+    return t;
+  }
+  // Rows [begin, end) along the first dimension.
+  Tensor rows(int64_t begin, int64_t end) const {
+    Tensor t = *this;
+    t.shape[0] = end - begin;
+    t.data = static_cast<char*>(data) + begin * (nbytes() / (shape[0] ? shape[0] : 1));
+    return t;
+  }
+  std::string shape_str() const {
+    std::string s = "[";
+    for (int i = 0; i < ndim; ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+  }
+};
+
+}  // namespace nanovllm

@@ -1,0 +1,49 @@
+// Qwen3Model: Qwen3 dense decoder written once over Backend ops.
+#pragma once
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/hf_config.h"
+#include "model/safetensors.h"
+
+namespace nanovllm {
+
+// One forward's inputs, all in the backend's memory.
+struct ForwardInputs {
+  Tensor input_ids;           // i32 [T]: the batch's new tokens, sequence after sequence
+  Tensor positions;           // i32 [T]
+  Tensor last_token_indices;  // i32 [B]: the rows of T whose logits are wanted (one per sequence)
+  AttentionMetadata meta;
+};
+
+class Qwen3Model {
+ public:
+  // Uploads the weights by their Hugging Face names (q/k/v and gate/up packed on load, lm_head
+  // tied or separate) and allocates activations for up to max_num_tokens tokens and
+  // max_num_seqs logits rows. Throws naming a missing or misshapen tensor.
+  Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backend& backend, int max_num_tokens,
+             int max_num_seqs);
+
+  // Runs every layer over the batch, stores the new tokens' K/V in `kv`, and writes the logits of
+  // the rows in last_token_indices to `logits` (f32 [B, vocab]). Issues backend ops only: it may be
+  // captured into a CUDA graph.
+  void forward(const ForwardInputs& in, KVCache& kv, Tensor& logits);
+
+  const ModelConfig& config() const { return config_; }
+  size_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  struct Layer {
+    Tensor input_norm, qkv_proj, q_norm, k_norm, o_proj, post_norm, gate_up_proj, down_proj;
+  };
+  ModelConfig config_;
+  Backend& backend_;
+  std::vector<DeviceBuffer> buffers_;  // weights, rope table and activations
+  Tensor embed_tokens_, final_norm_, lm_head_, cos_sin_;
+  std::vector<Layer> layers_;
+  // activations, sized for max_num_tokens rows
+  Tensor hidden_, residual_, normed_, qkv_, q_, attn_out_, gate_up_, act_, last_hidden_;
+  size_t weight_bytes_ = 0;
+};
+
+}  // namespace nanovllm
