@@ -87,6 +87,7 @@ class Backend {
   virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;  // async w.r.t. host on CUDA when src is pinned
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;    // waits for the copy
   virtual void copy_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill_zero(void* dst, size_t bytes) = 0;
   virtual void synchronize() = 0;
   // Memory the KV cache may take: (free, total) bytes on the device.
   virtual void memory_info(size_t* free_bytes, size_t* total_bytes) = 0;
