@@ -1,0 +1,147 @@
+// Scheduler: prefill (chunked) and decode batches, preemption by recompute, and postprocess.
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <cassert>
+#include <stdexcept>
+#include <string>
+
+namespace nanovllm {
+
+Scheduler::Scheduler(SchedulerConfig config, BlockManager& block_manager)
+    : config_(std::move(config)), block_manager_(block_manager) {
+  if (config_.max_num_seqs <= 0 || config_.max_num_batched_tokens <= 0)
+    throw std::invalid_argument("scheduler: max_num_seqs and max_num_batched_tokens must be > 0");
+}
+
+void Scheduler::add(Sequence* seq) {
+  seq->status = SequenceStatus::waiting;
+  waiting_.push_back(seq);
+}
+
+std::pair<std::vector<Sequence*>, bool> Scheduler::schedule() {
+  std::vector<Sequence*> batch = schedule_prefill();
+  if (!batch.empty()) return {std::move(batch), true};
+  batch = schedule_decode();
+  if (batch.empty() && !waiting_.empty() && running_.empty()) {
+    // Every block is free and the first waiting sequence still does not fit.
+    const Sequence* s = waiting_.front();
+    throw std::runtime_error("KV cache too small: request " + std::to_string(s->seq_id) + " needs " +
+                             std::to_string(s->num_blocks()) + " blocks of " +
+                             std::to_string(block_manager_.block_size()) + " tokens, the cache has " +
+                             std::to_string(block_manager_.num_blocks()));
+  }
+  return {std::move(batch), false};
+}
+
+std::vector<Sequence*> Scheduler::schedule_prefill() {
+  std::vector<Sequence*> batch;
+  int num_batched_tokens = 0;
+  Sequence* partial = nullptr;
+  while (!waiting_.empty() && static_cast<int>(batch.size()) < config_.max_num_seqs) {
+    int budget = config_.max_num_batched_tokens - num_batched_tokens;
+    if (budget <= 0) break;
+    Sequence* seq = waiting_.front();
+    if (seq->block_table.empty()) {  // not started (or preempted): blocks for all its tokens now
+      if (!block_manager_.can_allocate(*seq)) break;
+      block_manager_.allocate(*seq);
+      if (seq->num_completion_tokens() == 0) seq->num_prompt_cached_tokens = seq->num_cached_tokens;
+    }
+    int remaining = seq->num_tokens() - seq->num_computed_tokens;
+    assert(remaining > 0);
+    seq->num_scheduled_tokens = std::min(remaining, budget);
+    block_manager_.hash_blocks(*seq);
+    waiting_.pop_front();
+    batch.push_back(seq);
+    num_batched_tokens += seq->num_scheduled_tokens;
+    if (seq->num_scheduled_tokens == remaining) {
+      seq->status = SequenceStatus::running;
+      running_.push_back(seq);
+    } else {
+      partial = seq;  // the budget is spent; the rest of its prompt comes next step
+      break;
+    }
+  }
+  if (partial) waiting_.push_front(partial);
+  return batch;
+}
+
+std::vector<Sequence*> Scheduler::schedule_decode() {
+  std::vector<Sequence*> batch;
+  int max_batch = std::min(config_.max_num_seqs, config_.max_num_batched_tokens);
+  while (!running_.empty() && static_cast<int>(batch.size()) < max_batch) {
+    Sequence* seq = running_.front();
+    running_.pop_front();
+    bool preempted_self = false;
+    while (!block_manager_.can_append(*seq)) {
+      if (!running_.empty()) {
+        Sequence* victim = running_.back();
+        running_.pop_back();
+        preempt(victim);
+      } else {
+        preempt(seq);
+        preempted_self = true;
+        break;
+      }
+    }
+    if (preempted_self) continue;
+    seq->num_scheduled_tokens = 1;
+    block_manager_.may_append(*seq);
+    block_manager_.hash_blocks(*seq);
+    batch.push_back(seq);
+  }
+  running_.insert(running_.begin(), batch.begin(), batch.end());
+  return batch;
+}
+
+void Scheduler::preempt(Sequence* seq) {
+  seq->status = SequenceStatus::waiting;
+  block_manager_.deallocate(*seq);
+  waiting_.push_front(seq);
+  ++num_preemptions_;
+}
+
+std::vector<Sequence*> Scheduler::postprocess(const std::vector<Sequence*>& seqs,
+                                              const std::vector<int32_t>& token_ids, double now) {
+  std::vector<Sequence*> finished;
+  size_t next = 0;
+  for (Sequence* seq : seqs) {
+    bool samples = seq->samples_this_step();
+    seq->num_computed_tokens += seq->num_scheduled_tokens;
+    seq->num_scheduled_tokens = 0;
+    if (!samples) continue;
+    if (next >= token_ids.size()) throw std::logic_error("postprocess: fewer sampled tokens than sampling sequences");
+    int32_t token = token_ids[next++];
+    seq->append_token(token);
+    if (seq->first_token_time == 0) seq->first_token_time = now;
+    const char* reason = nullptr;
+    if (!seq->params.ignore_eos && config_.eos_token_ids.count(token)) reason = "stop";
+    else if (seq->num_completion_tokens() >= seq->params.max_tokens) reason = "length";
+    else if (seq->num_tokens() >= config_.max_model_len) reason = "length";
+    if (reason) {
+      seq->status = SequenceStatus::finished;
+      seq->finish_reason = reason;
+      seq->finish_time = now;
+      block_manager_.deallocate(*seq);
+      auto it = std::find(running_.begin(), running_.end(), seq);
+      if (it != running_.end()) running_.erase(it);
+      finished.push_back(seq);
+    }
+  }
+  if (next != token_ids.size()) throw std::logic_error("postprocess: more sampled tokens than sampling sequences");
+  return finished;
+}
+
+void Scheduler::abort(Sequence* seq) {
+  auto drop = [seq](std::deque<Sequence*>& q) {
+    auto it = std::find(q.begin(), q.end(), seq);
+    if (it != q.end()) q.erase(it);
+  };
+  drop(waiting_);
+  drop(running_);
+  if (!seq->block_table.empty()) block_manager_.deallocate(*seq);
+  seq->status = SequenceStatus::finished;
+  seq->finish_reason = "abort";
+}
+
+}  // namespace nanovllm
