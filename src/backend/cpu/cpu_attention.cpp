@@ -1,0 +1,137 @@
+// CPU attention path: q/k RMS-norm + RoPE + KV store, and paged attention over block tables.
+// Attention is two-pass per query (scores, then max-subtracted softmax and the weighted V sum),
+// so it is exact up to float rounding and serves as the oracle the CUDA kernels are held to.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/cpu_ops.h"
+
+namespace nanovllm::cpu {
+namespace {
+
+inline float dot(const float* a, const float* b, int n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  acc0 = _mm256_add_ps(acc0, acc1);
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  float s = _mm_cvtss_f32(lo);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// y += a * x
+inline void axpy(float a, const float* x, float* y, int n) {
+  const __m256 av = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+// RMS-norm one head over D with weight w, then rotate-half RoPE with this position's cos/sin.
+inline void norm_rope_head(const float* x, const float* w, const float* cs, float eps, int D, float* out) {
+  double ss = 0;
+  for (int d = 0; d < D; ++d) ss += static_cast<double>(x[d]) * x[d];
+  const float inv = static_cast<float>(1.0 / std::sqrt(ss / D + eps));
+  const int half = D / 2;
+  for (int d = 0; d < half; ++d) {
+    const float x1 = x[d] * inv * w[d], x2 = x[d + half] * inv * w[d + half];
+    const float c = cs[d], s = cs[half + d];
+    out[d] = x1 * c - x2 * s;
+    out[d + half] = x2 * c + x1 * s;
+  }
+}
+
+}  // namespace
+
+void qk_norm_rope_store(const float* qkv, const float* q_norm_w, const float* k_norm_w, const int32_t* positions,
+                        const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
+                        const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, int num_threads) {
+  const int64_t row = static_cast<int64_t>(Hq + 2 * Hkv) * D;
+  const int heads = Hq + Hkv;  // v heads are a plain copy, done with their k head
+#pragma omp parallel for num_threads(num_threads) schedule(static) collapse(2)
+  for (int64_t t = 0; t < T; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      const float* src = qkv + t * row;
+      const float* cs = cos_sin + static_cast<int64_t>(positions[t]) * D;
+      if (h < Hq) {
+        norm_rope_head(src + static_cast<int64_t>(h) * D, q_norm_w, cs, eps, D, q_out + (t * Hq + h) * D);
+      } else {
+        const int kh = h - Hq;
+        const int64_t slot = slot_mapping ? slot_mapping[t] : -1;
+        if (slot < 0) continue;
+        const int64_t dst = (slot * Hkv + kh) * D;
+        norm_rope_head(src + static_cast<int64_t>(Hq + kh) * D, k_norm_w, cs, eps, D, k_cache + dst);
+        std::copy_n(src + static_cast<int64_t>(Hq + Hkv + kh) * D, D, v_cache + dst);
+      }
+    }
+  }
+}
+
+void paged_attention(const float* q, const float* k_cache, const float* v_cache, const AttentionMetadata& meta,
+                     const AttentionShape& s, float scale, float* out, int num_threads) {
+  const int G = s.num_q_heads / s.num_kv_heads;  // query heads per kv head (GQA)
+  const int D = s.head_dim, bs = s.block_size, Hkv = s.num_kv_heads;
+  const int64_t items = static_cast<int64_t>(meta.num_tokens) * Hkv;
+  // One work item = one new token and one kv head: its K/V rows are read once for all G query heads.
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<float> scores;  // [G, n], reused across this thread's items
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t item = 0; item < items; ++item) {
+      const int t = static_cast<int>(item / Hkv), kvh = static_cast<int>(item % Hkv);
+      const int i = static_cast<int>(std::upper_bound(meta.cu_seqlens_q, meta.cu_seqlens_q + meta.num_seqs + 1, t) -
+                                     meta.cu_seqlens_q) - 1;
+      const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
+      const int j = t - meta.cu_seqlens_q[i];
+      const int n = meta.seqlens_k[i] - q_len + j + 1;  // keys at positions [0, n)
+      const int32_t* table = meta.block_tables + static_cast<int64_t>(i) * meta.max_num_blocks;
+      const float* qh = q + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
+      float* oh = out + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
+      if (n <= 0) {  // nothing to attend to (cannot happen for valid metadata): define it as zeros
+        std::fill(oh, oh + static_cast<int64_t>(G) * D, 0.0f);
+        continue;
+      }
+      if (scores.size() < static_cast<size_t>(G) * n) scores.resize(static_cast<size_t>(G) * n);
+      for (int p0 = 0; p0 < n; p0 += bs) {
+        const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
+        const int rows = std::min(bs, n - p0);
+        for (int r = 0; r < rows; ++r) {
+          const float* k = k_cache + ((base + r) * Hkv + kvh) * D;
+          for (int g = 0; g < G; ++g) scores[static_cast<size_t>(g) * n + p0 + r] = scale * dot(qh + g * D, k, D);
+        }
+      }
+      for (int g = 0; g < G; ++g) {
+        float* sc = scores.data() + static_cast<size_t>(g) * n;
+        const float mx = *std::max_element(sc, sc + n);
+        float sum = 0;
+        for (int p = 0; p < n; ++p) {
+          sc[p] = std::exp(sc[p] - mx);
+          sum += sc[p];
+        }
+        const float inv = 1.0f / sum;
+        for (int p = 0; p < n; ++p) sc[p] *= inv;
+        std::fill(oh + g * D, oh + (g + 1) * D, 0.0f);
+      }
+      for (int p0 = 0; p0 < n; p0 += bs) {
+        const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
+        const int rows = std::min(bs, n - p0);
+        for (int r = 0; r < rows; ++r) {
+          const float* v = v_cache + ((base + r) * Hkv + kvh) * D;
+          for (int g = 0; g < G; ++g) axpy(scores[static_cast<size_t>(g) * n + p0 + r], v, oh + g * D, D);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace nanovllm::cpu

@@ -1,0 +1,92 @@
+// CPU GEMM (out = x @ w^T): OpenBLAS for many rows, our AVX2 kernel for few rows (decode), where
+// the work is a weight-streaming GEMV and OpenBLAS's packing and thread start-up cost dominate.
+#include <cblas.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "backend/cpu/cpu_ops.h"
+
+namespace nanovllm::cpu {
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+// R rows of x against 2 rows of w: each weight vector is loaded once and used R times, and the
+// 2R independent FMA chains hide the FMA latency.
+template <int R>
+inline void dot_block(const float* x, int64_t ldx, const float* w0, const float* w1, int64_t K, float* out,
+                      int64_t ldo, bool two) {
+  __m256 a0[R], a1[R];
+  for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 v0 = _mm256_loadu_ps(w0 + k);
+    __m256 v1 = _mm256_loadu_ps(w1 + k);
+    for (int r = 0; r < R; ++r) {
+      __m256 xv = _mm256_loadu_ps(x + r * ldx + k);
+      a0[r] = _mm256_fmadd_ps(xv, v0, a0[r]);
+      a1[r] = _mm256_fmadd_ps(xv, v1, a1[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float s0 = hsum(a0[r]), s1 = hsum(a1[r]);
+    for (int64_t kk = k; kk < K; ++kk) {
+      s0 += x[r * ldx + kk] * w0[kk];
+      s1 += x[r * ldx + kk] * w1[kk];
+    }
+    out[r * ldo] = s0;
+    if (two) out[r * ldo + 1] = s1;
+  }
+}
+
+void openblas_threads(int n) {
+  // openblas_set_num_threads is not free; remember the last value.
+  static std::atomic<int> current{-1};
+  if (current.load(std::memory_order_relaxed) != n) {
+    openblas_set_num_threads(n);
+    current.store(n, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads) {
+  const int64_t pairs = (N + 1) / 2;
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+  for (int64_t p = 0; p < pairs; ++p) {
+    const int64_t n = 2 * p;
+    const bool two = n + 1 < N;
+    const float* w0 = w + n * K;
+    const float* w1 = two ? w0 + K : w0;
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) dot_block<4>(x + m * K, K, w0, w1, K, out + m * N + n, N, two);
+    for (; m < M; ++m) dot_block<1>(x + m * K, K, w0, w1, K, out + m * N + n, N, two);
+  }
+}
+
+void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads) {
+  openblas_threads(num_threads);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), static_cast<blasint>(N),
+              static_cast<blasint>(K), 1.0f, x, static_cast<blasint>(K), w, static_cast<blasint>(K), 0.0f, out,
+              static_cast<blasint>(N));
+}
+
+void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads) {
+  if (M <= 0 || N <= 0) return;
+  if (K == 0) {
+    std::fill(out, out + M * N, 0.0f);
+    return;
+  }
+  if (M <= kSmallGemmRows) gemm_avx2(x, w, out, M, N, K, num_threads);
+  else gemm_blas(x, w, out, M, N, K, num_threads);
+}
+
+}  // namespace nanovllm::cpu

@@ -1,0 +1,32 @@
+// The CPU backend's kernels as plain functions over raw f32 pointers, so the backend class stays
+// a thin validating shell and the benchmarks can time each GEMM path on its own.
+#pragma once
+#include <cstdint>
+
+#include "backend/backend.h"
+
+namespace nanovllm::cpu {
+
+// out[M, N] = x[M, K] @ w[N, K]^T, picking the faster path for M (see docs/cpu-backend.md).
+void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads);
+// The two paths gemm chooses between, exposed for the benchmark.
+void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads);
+void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads);
+// At and below this many rows, gemm uses the AVX2 kernel (measured on the dev machine).
+inline constexpr int64_t kSmallGemmRows = 8;
+
+struct AttentionShape {
+  int num_q_heads, num_kv_heads, head_dim, block_size, num_blocks;
+};
+// Paged attention exactly as AttentionMetadata documents it; q/out [T, Hq, D], caches NHD.
+void paged_attention(const float* q, const float* k_cache, const float* v_cache, const AttentionMetadata& meta,
+                     const AttentionShape& s, float scale, float* out, int num_threads);
+
+void qk_norm_rope_store(const float* qkv, const float* q_norm_w, const float* k_norm_w, const int32_t* positions,
+                        const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
+                        const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, int num_threads);
+
+void sample(const float* logits, int64_t B, int64_t V, const float* temperatures, const int64_t* keys,
+            const int64_t* counters, int32_t* out, int num_threads);
+
+}  // namespace nanovllm::cpu

@@ -1,0 +1,159 @@
+// Qwen3Model: loads a Qwen3 checkpoint onto a backend (packing q/k/v and gate/up) and runs
+// nano-vLLM's Qwen3 forward over the backend's ops, with every activation allocated up front.
+#include "model/qwen3.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace nanovllm {
+namespace {
+
+// The rotary table, as HF and nano-vLLM compute it in float32: inv_freq = 1 / theta^(2i/D),
+// angle = position * inv_freq; row p holds cos(angle) for i < D/2, then sin(angle).
+std::vector<float> rope_table(int max_pos, int D, double theta) {
+  const int half = D / 2;
+  std::vector<float> inv_freq(half);
+  for (int i = 0; i < half; ++i)
+    inv_freq[i] = 1.0f / std::pow(static_cast<float>(theta), static_cast<float>(2 * i) / static_cast<float>(D));
+  std::vector<float> table(static_cast<size_t>(max_pos) * D);
+  for (int p = 0; p < max_pos; ++p) {
+    for (int i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(p) * inv_freq[i];
+      table[static_cast<size_t>(p) * D + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      table[static_cast<size_t>(p) * D + half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  }
+  return table;
+}
+
+}  // namespace
+
+Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backend& backend, int max_num_tokens,
+                       int max_num_seqs)
+    : config_(config), backend_(backend) {
+  const ModelConfig& c = config_;
+  if (max_num_tokens < 1 || max_num_seqs < 1)
+    throw std::invalid_argument("Qwen3Model: max_num_tokens and max_num_seqs must be >= 1");
+  if (c.num_hidden_layers < 1 || c.head_dim % 2 || c.num_key_value_heads < 1 ||
+      c.num_attention_heads % c.num_key_value_heads)
+    throw std::invalid_argument("Qwen3Model: inconsistent config (layers " + std::to_string(c.num_hidden_layers) +
+                                ", heads " + std::to_string(c.num_attention_heads) + "/" +
+                                std::to_string(c.num_key_value_heads) + ", head_dim " + std::to_string(c.head_dim) + ")");
+  const DType dt = backend.compute_dtype();
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, D = c.head_dim;
+  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  const int64_t qkv_rows = (Hq + 2 * Hkv) * D;
+
+  // Uploads checkpoint tensors (checked against their expected shapes) into `dst` rows [row, row + n).
+  auto upload = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor dst, int64_t row) {
+    Tensor src = ckpt.get(name, shape);
+    Tensor part = dst.rows(row, row + src.shape[0]);
+    if (src.ndim == 1) part = dst;
+    backend.upload_convert(src, part);
+  };
+  auto weight = [&](std::initializer_list<int64_t> shape) {
+    Tensor t = backend.alloc_tensor(dt, shape, buffers_);
+    weight_bytes_ += t.nbytes();
+    return t;
+  };
+
+  embed_tokens_ = weight({V, H});
+  upload("model.embed_tokens.weight", {V, H}, embed_tokens_, 0);
+  layers_.resize(c.num_hidden_layers);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Layer& L = layers_[l];
+    L.input_norm = weight({H});
+    upload(p + "input_layernorm.weight", {H}, L.input_norm, 0);
+    L.qkv_proj = weight({qkv_rows, H});
+    upload(p + "self_attn.q_proj.weight", {Hq * D, H}, L.qkv_proj, 0);
+    upload(p + "self_attn.k_proj.weight", {Hkv * D, H}, L.qkv_proj, Hq * D);
+    upload(p + "self_attn.v_proj.weight", {Hkv * D, H}, L.qkv_proj, (Hq + Hkv) * D);
+    for (const char* b : {"q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias"})
+      if (ckpt.contains(p + "self_attn." + b))
+        throw std::runtime_error("checkpoint has tensor '" + p + "self_attn." + b +
+                                 "', but Qwen3 attention has no bias (attention_bias must be false)");
+    L.q_norm = weight({D});
+    upload(p + "self_attn.q_norm.weight", {D}, L.q_norm, 0);
+    L.k_norm = weight({D});
+    upload(p + "self_attn.k_norm.weight", {D}, L.k_norm, 0);
+    L.o_proj = weight({H, Hq * D});
+    upload(p + "self_attn.o_proj.weight", {H, Hq * D}, L.o_proj, 0);
+    L.post_norm = weight({H});
+    upload(p + "post_attention_layernorm.weight", {H}, L.post_norm, 0);
+    L.gate_up_proj = weight({2 * I, H});
+    upload(p + "mlp.gate_proj.weight", {I, H}, L.gate_up_proj, 0);
+    upload(p + "mlp.up_proj.weight", {I, H}, L.gate_up_proj, I);
+    L.down_proj = weight({H, I});
+    upload(p + "mlp.down_proj.weight", {H, I}, L.down_proj, 0);
+  }
+  final_norm_ = weight({H});
+  upload("model.norm.weight", {H}, final_norm_, 0);
+  if (c.tie_word_embeddings) {
+    lm_head_ = embed_tokens_;  // a lm_head.weight in the checkpoint is a copy; HF ignores it too
+  } else {
+    if (!ckpt.contains("lm_head.weight"))
+      throw std::runtime_error("checkpoint has no tensor 'lm_head.weight' and config.json says tie_word_embeddings = false");
+    lm_head_ = weight({V, H});
+    upload("lm_head.weight", {V, H}, lm_head_, 0);
+  }
+
+  const std::vector<float> table = rope_table(c.max_position_embeddings, c.head_dim, c.rope_theta);
+  cos_sin_ = backend.alloc_tensor(DType::f32, {c.max_position_embeddings, D}, buffers_);
+  backend.copy_to_device(cos_sin_.data, table.data(), table.size() * sizeof(float));
+
+  const int64_t T = max_num_tokens;
+  hidden_ = backend.alloc_tensor(dt, {T, H}, buffers_);
+  residual_ = backend.alloc_tensor(dt, {T, H}, buffers_);
+  normed_ = backend.alloc_tensor(dt, {T, H}, buffers_);
+  qkv_ = backend.alloc_tensor(dt, {T, qkv_rows}, buffers_);
+  q_ = backend.alloc_tensor(dt, {T, Hq, D}, buffers_);
+  attn_out_ = backend.alloc_tensor(dt, {T, Hq, D}, buffers_);
+  gate_up_ = backend.alloc_tensor(dt, {T, 2 * I}, buffers_);
+  act_ = backend.alloc_tensor(dt, {T, I}, buffers_);
+  last_hidden_ = backend.alloc_tensor(dt, {max_num_seqs, H}, buffers_);
+}
+
+void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
+  const ModelConfig& c = config_;
+  const int64_t T = in.input_ids.numel(), B = in.last_token_indices.numel();
+  if (T < 1 || T > hidden_.size(0))
+    throw std::invalid_argument("Qwen3Model::forward: " + std::to_string(T) + " tokens, the model was built for 1.." +
+                                std::to_string(hidden_.size(0)));
+  if (B < 1 || B > last_hidden_.size(0))
+    throw std::invalid_argument("Qwen3Model::forward: " + std::to_string(B) + " logits rows, the model was built for 1.." +
+                                std::to_string(last_hidden_.size(0)));
+  if (static_cast<int>(kv.k.size()) != c.num_hidden_layers || kv.v.size() != kv.k.size())
+    throw std::invalid_argument("Qwen3Model::forward: the KV cache has " + std::to_string(kv.k.size()) +
+                                " layers, the model " + std::to_string(c.num_hidden_layers));
+  const int Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const float eps = c.rms_norm_eps;
+
+  Tensor hidden = hidden_.rows(0, T), residual = residual_.rows(0, T), normed = normed_.rows(0, T);
+  Tensor qkv = qkv_.rows(0, T), q = q_.rows(0, T), attn_out = attn_out_.rows(0, T);
+  Tensor attn_flat = attn_out.view({T, static_cast<int64_t>(Hq) * c.head_dim});
+  Tensor gate_up = gate_up_.rows(0, T), act = act_.rows(0, T), last = last_hidden_.rows(0, B);
+
+  backend_.embedding(in.input_ids, embed_tokens_, residual);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    Layer& L = layers_[l];
+    if (l == 0) backend_.rms_norm(residual, L.input_norm, eps, normed);
+    else backend_.add_rms_norm(hidden, residual, L.input_norm, eps, normed);
+    backend_.linear(normed, L.qkv_proj, qkv);
+    backend_.qk_norm_rope_store(qkv, L.q_norm, L.k_norm, in.positions, cos_sin_, eps, Hq, Hkv, in.meta.slot_mapping,
+                                kv.k[l], kv.v[l], q);
+    backend_.attention(q, kv.k[l], kv.v[l], in.meta, scale, attn_out);
+    backend_.linear(attn_flat, L.o_proj, hidden);
+    backend_.add_rms_norm(hidden, residual, L.post_norm, eps, normed);
+    backend_.linear(normed, L.gate_up_proj, gate_up);
+    backend_.silu_mul(gate_up, act);
+    backend_.linear(act, L.down_proj, hidden);
+  }
+  backend_.add_rms_norm(hidden, residual, final_norm_, eps, normed);
+  backend_.gather_rows(normed, in.last_token_indices, last);
+  backend_.linear(last, lm_head_, logits);
+}
+
+}  // namespace nanovllm
