@@ -1,0 +1,161 @@
+// Generation: events to text to OpenAI's completion and chat response shapes.
+#include "server/generation.h"
+
+#include <chrono>
+#include <random>
+
+#include "server/api_error.h"
+#include "server/sse.h"
+
+namespace nanovllm::server {
+namespace {
+
+using json = nlohmann::json;
+
+std::string random_id(const char* prefix) {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%s%016llx%08llx", prefix, static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng() & 0xffffffffULL));
+  return buf;
+}
+
+}  // namespace
+
+Generation::Generation(const CompletionRequest& req, const PreparedRequest& prep, const Tokenizer& tok,
+                       std::string model_name, EngineLoop& engine, std::shared_ptr<RequestChannel> channel)
+    : req_(req), prompt_tokens_(prep.prompt_tokens), engine_(engine), channel_(std::move(channel)),
+      id_(random_id(req.endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-")), model_(std::move(model_name)),
+      created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+                   .count()) {
+  choices_.resize(prep.subs.size());
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    choices_[i].text = std::make_unique<TextStream>(tok, req.stop, req.stop_token_ids, req.include_stop_str_in_output,
+                                                    req.skip_special_tokens);
+    choices_[i].prompt = static_cast<int>(i) / req.n;
+  }
+}
+
+void Generation::apply(std::vector<ChoiceEvent>& events,
+                       const std::function<void(int, const std::string&, bool)>& on_delta) {
+  for (auto& ev : events) {
+    if (ev.index < 0 || ev.index >= static_cast<int>(choices_.size())) continue;
+    Choice& c = choices_[ev.index];
+    if (c.done) continue;  // e.g. the engine's "abort" after a stop string ended the choice here
+    std::string delta;
+    for (int32_t id : ev.new_token_ids) {
+      delta += c.text->push(id);
+      if (c.text->stopped()) break;
+    }
+    if (c.text->stopped()) {
+      c.done = true;
+      c.finish_reason = "stop";
+      engine_.abort(channel_, ev.index);  // frees its KV blocks now rather than at max_tokens
+    } else if (ev.finished) {
+      delta += c.text->finish();
+      c.done = true;
+      c.finish_reason = ev.finish_reason;
+    }
+    if (!delta.empty() || c.done) on_delta(ev.index, delta, c.done);
+  }
+}
+
+bool Generation::all_done() const {
+  for (const auto& c : choices_)
+    if (!c.done) return false;
+  return true;
+}
+
+void Generation::abort() {
+  if (!all_done()) engine_.abort(channel_, -1);
+}
+
+json Generation::usage() const {
+  int64_t prompt = 0, completion = 0;
+  for (int p : prompt_tokens_) prompt += p;
+  for (const auto& c : choices_) completion += c.text->num_tokens();
+  return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+}
+
+json Generation::run_to_completion() {
+  std::vector<ChoiceEvent> events;
+  while (!all_done()) {
+    if (!channel_->wait_events(events, std::chrono::milliseconds(1000))) continue;
+    apply(events, [&](int i, const std::string& delta, bool) { choices_[i].output += delta; });
+    events.clear();
+  }
+  json choices = json::array();
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    const Choice& c = choices_[i];
+    if (c.finish_reason == "abort")
+      throw ApiError(503, "the request was aborted: the server is shutting down or the engine failed", "",
+                     "request_aborted");
+    if (req_.endpoint == Endpoint::chat) {
+      choices.push_back({{"index", i},
+                         {"message", {{"role", "assistant"}, {"content", c.output}}},
+                         {"logprobs", nullptr},
+                         {"finish_reason", c.finish_reason}});
+    } else {
+      choices.push_back({{"index", i}, {"text", c.output}, {"logprobs", nullptr}, {"finish_reason", c.finish_reason}});
+    }
+  }
+  return {{"id", id_},
+          {"object", req_.endpoint == Endpoint::chat ? "chat.completion" : "text_completion"},
+          {"created", created_},
+          {"model", model_},
+          {"choices", std::move(choices)},
+          {"usage", usage()}};
+}
+
+json Generation::chunk(int index, const std::string& text, bool finished, bool first) const {
+  json choice;
+  if (req_.endpoint == Endpoint::chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (first || !text.empty()) delta["content"] = text;
+    choice = {{"index", index}, {"delta", std::move(delta)}, {"logprobs", nullptr}};
+  } else {
+    choice = {{"index", index}, {"text", text}, {"logprobs", nullptr}};
+  }
+  choice["finish_reason"] = finished ? json(choices_[index].finish_reason) : json(nullptr);
+  json j = {{"id", id_},
+            {"object", req_.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", created_},
+            {"model", model_},
+            {"choices", json::array({std::move(choice)})}};
+  if (req_.include_usage) j["usage"] = nullptr;
+  return j;
+}
+
+bool Generation::stream(const std::function<bool(const std::string&)>& write) {
+  bool ok = true;
+  // Chat opens each choice with the assistant role, as OpenAI does, before any token.
+  if (req_.endpoint == Endpoint::chat)
+    for (size_t i = 0; i < choices_.size() && ok; ++i) ok = write(sse_event(chunk(static_cast<int>(i), "", false, true)));
+  std::vector<ChoiceEvent> events;
+  std::string batch;
+  while (ok && !all_done()) {
+    if (!channel_->wait_events(events, std::chrono::milliseconds(1000))) continue;
+    // One write per wake-up: every chunk that became ready in this engine step goes out together.
+    batch.clear();
+    apply(events, [&](int i, const std::string& delta, bool finished) {
+      batch += sse_event(chunk(i, delta, finished, false));
+    });
+    events.clear();
+    if (!batch.empty()) ok = write(batch);
+  }
+  if (ok && req_.include_usage) {
+    json j = {{"id", id_},
+              {"object", req_.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", created_},
+              {"model", model_},
+              {"choices", json::array()},
+              {"usage", usage()}};
+    ok = write(sse_event(j));
+  }
+  if (ok) ok = write(sse_done());
+  if (!ok) abort();
+  return ok;
+}
+
+}  // namespace nanovllm::server

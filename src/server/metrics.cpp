@@ -1,0 +1,158 @@
+// Metrics: recording and the Prometheus text rendering.
+#include "server/metrics.h"
+
+#include <cstdio>
+
+namespace nanovllm::server {
+namespace {
+
+std::string fmt(double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
+}
+
+std::string with_label(const std::string& labels, const std::string& extra) {
+  return labels.empty() ? extra : labels + "," + extra;
+}
+
+void header(std::string& out, const std::string& name, const char* type, const char* help) {
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+void sample(std::string& out, const std::string& name, const std::string& labels, double v) {
+  out += name + "{" + labels + "} " + fmt(v) + "\n";
+}
+
+// vLLM's bucket bounds, with finer low buckets where a small model on a CPU lands.
+const std::vector<double> kTtft = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+                                   2.5,   5.0,   7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+const std::vector<double> kItl = {0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
+                                  0.3,   0.4,    0.5,   0.75,   1.0,  2.5,   5.0,  7.5,   10.0, 20.0, 40.0, 80.0};
+const std::vector<double> kE2e = {0.01, 0.05, 0.1,  0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0, 15.0,
+                                  20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
+const std::vector<double> kLen = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000};
+
+}  // namespace
+
+Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+
+void Histogram::observe(double x) {
+  size_t i = 0;
+  while (i < bounds_.size() && x > bounds_[i]) ++i;
+  ++counts_[i];
+  sum_ += x;
+  ++count_;
+}
+
+void Histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
+  int64_t cum = 0;
+  for (size_t i = 0; i < bounds_.size(); ++i) {
+    cum += counts_[i];
+    sample(out, name + "_bucket", with_label(labels, "le=\"" + fmt(bounds_[i]) + "\""), static_cast<double>(cum));
+  }
+  sample(out, name + "_bucket", with_label(labels, "le=\"+Inf\""), static_cast<double>(count_));
+  sample(out, name + "_sum", labels, sum_);
+  sample(out, name + "_count", labels, static_cast<double>(count_));
+}
+
+Metrics::Metrics(std::string model_name)
+    : ttft_(kTtft), itl_(kItl), e2e_(kE2e), prompt_len_(kLen), gen_len_(kLen) {
+  // Label values escape backslash, quote and newline (Prometheus text format).
+  std::string esc;
+  for (char c : model_name) {
+    if (c == '\\' || c == '"') esc += '\\', esc += c;
+    else if (c == '\n') esc += "\\n";
+    else esc += c;
+  }
+  labels_ = "model_name=\"" + esc + "\"";
+}
+
+void Metrics::on_prompt(int n) {
+  std::lock_guard lk(mu_);
+  prompt_tokens_ += n;
+}
+void Metrics::on_first_token(double s) {
+  std::lock_guard lk(mu_);
+  ttft_.observe(s);
+}
+void Metrics::on_inter_token(double s) {
+  std::lock_guard lk(mu_);
+  itl_.observe(s);
+}
+void Metrics::on_generated(int n) {
+  std::lock_guard lk(mu_);
+  generation_tokens_ += n;
+}
+void Metrics::on_finished(const std::string& reason, double e2e, int prompt_tokens, int generation_tokens) {
+  std::lock_guard lk(mu_);
+  ++finished_[reason];
+  if (reason != "abort") {
+    e2e_.observe(e2e);
+    prompt_len_.observe(prompt_tokens);
+    gen_len_.observe(generation_tokens);
+  }
+}
+void Metrics::on_http(int status) {
+  std::lock_guard lk(mu_);
+  ++http_[status];
+}
+void Metrics::set_engine(const EngineStats& s) {
+  std::lock_guard lk(mu_);
+  engine_ = s;
+}
+
+std::string Metrics::render() const {
+  std::lock_guard lk(mu_);
+  std::string o;
+  o.reserve(16384);
+  const std::string& L = labels_;
+  header(o, "vllm:num_requests_running", "gauge", "Number of requests in model execution batches.");
+  sample(o, "vllm:num_requests_running", L, engine_.num_running);
+  header(o, "vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.");
+  sample(o, "vllm:num_requests_waiting", L, engine_.num_waiting);
+  double usage = engine_.num_kvcache_blocks > 0
+                     ? 1.0 - static_cast<double>(engine_.num_free_blocks) / engine_.num_kvcache_blocks
+                     : 0.0;
+  header(o, "vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.");
+  sample(o, "vllm:kv_cache_usage_perc", L, usage);
+  header(o, "vllm:gpu_cache_usage_perc", "gauge", "KV-cache usage (vLLM v0 name). 1 means 100 percent usage.");
+  sample(o, "vllm:gpu_cache_usage_perc", L, usage);
+  header(o, "nanovllm:num_kvcache_blocks", "gauge", "KV-cache blocks in total.");
+  sample(o, "nanovllm:num_kvcache_blocks", L, engine_.num_kvcache_blocks);
+  header(o, "nanovllm:num_free_kvcache_blocks", "gauge", "KV-cache blocks free.");
+  sample(o, "nanovllm:num_free_kvcache_blocks", L, engine_.num_free_blocks);
+  header(o, "vllm:num_preemptions_total", "counter", "Cumulative number of preemptions from the engine.");
+  sample(o, "vllm:num_preemptions_total", L, static_cast<double>(engine_.num_preemptions));
+  header(o, "vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in tokens.");
+  sample(o, "vllm:prefix_cache_queries_total", L, static_cast<double>(engine_.prefix_cache_queries));
+  header(o, "vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in tokens.");
+  sample(o, "vllm:prefix_cache_hits_total", L, static_cast<double>(engine_.prefix_cache_hits));
+  header(o, "vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.");
+  sample(o, "vllm:prompt_tokens_total", L, static_cast<double>(prompt_tokens_));
+  header(o, "vllm:generation_tokens_total", "counter", "Number of generation tokens processed.");
+  sample(o, "vllm:generation_tokens_total", L, static_cast<double>(generation_tokens_));
+  header(o, "vllm:request_success_total", "counter", "Count of successfully processed requests.");
+  for (const char* reason : {"stop", "length", "abort"}) {
+    auto it = finished_.find(reason);
+    sample(o, "vllm:request_success_total", with_label(L, std::string("finished_reason=\"") + reason + "\""),
+           it == finished_.end() ? 0.0 : static_cast<double>(it->second));
+  }
+  header(o, "vllm:time_to_first_token_seconds", "histogram", "Histogram of time to first token in seconds.");
+  ttft_.render(o, "vllm:time_to_first_token_seconds", L);
+  header(o, "vllm:time_per_output_token_seconds", "histogram", "Histogram of time per output token in seconds.");
+  itl_.render(o, "vllm:time_per_output_token_seconds", L);
+  header(o, "vllm:e2e_request_latency_seconds", "histogram", "Histogram of end to end request latency in seconds.");
+  e2e_.render(o, "vllm:e2e_request_latency_seconds", L);
+  header(o, "vllm:request_prompt_tokens", "histogram", "Number of prefill tokens processed.");
+  prompt_len_.render(o, "vllm:request_prompt_tokens", L);
+  header(o, "vllm:request_generation_tokens", "histogram", "Number of generation tokens processed.");
+  gen_len_.render(o, "vllm:request_generation_tokens", L);
+  header(o, "nanovllm:http_responses_total", "counter", "HTTP responses by status code.");
+  for (const auto& [status, n] : http_)
+    sample(o, "nanovllm:http_responses_total", with_label(L, "status=\"" + std::to_string(status) + "\""),
+           static_cast<double>(n));
+  return o;
+}
+
+}  // namespace nanovllm::server

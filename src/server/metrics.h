@@ -1,0 +1,55 @@
+// Metrics: the server's Prometheus counters, gauges and histograms, under vLLM's metric names so
+// vLLM dashboards and scrapers work unchanged. Thread-safe: handlers and the engine loop record.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "nanovllm/output.h"
+
+namespace nanovllm::server {
+
+// A Prometheus histogram with fixed upper bounds (the +Inf bucket is implicit).
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+  void observe(double x);
+  // Appends the _bucket/_sum/_count lines for `name` with `labels` ("k=\"v\"", may be empty).
+  void render(std::string& out, const std::string& name, const std::string& labels) const;
+  int64_t count() const { return count_; }
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<int64_t> counts_;  // per bucket, not cumulative; last is +Inf
+  double sum_ = 0;
+  int64_t count_ = 0;
+};
+
+class Metrics {
+ public:
+  explicit Metrics(std::string model_name);
+
+  void on_prompt(int num_prompt_tokens);
+  void on_first_token(double seconds_since_arrival);
+  void on_inter_token(double seconds);
+  void on_generated(int num_tokens);
+  // A request left the engine: finish_reason is "stop", "length" or "abort".
+  void on_finished(const std::string& finish_reason, double e2e_seconds, int prompt_tokens, int generation_tokens);
+  void on_http(int status);  // one answered HTTP request
+  void set_engine(const EngineStats& stats);  // the engine loop's latest snapshot
+
+  std::string render() const;  // Prometheus text exposition format 0.0.4
+
+ private:
+  mutable std::mutex mu_;
+  std::string labels_;
+  EngineStats engine_;
+  int64_t prompt_tokens_ = 0, generation_tokens_ = 0;
+  std::map<std::string, int64_t> finished_;  // by finish reason
+  std::map<int, int64_t> http_;              // by status
+  Histogram ttft_, itl_, e2e_, prompt_len_, gen_len_;
+};
+
+}  // namespace nanovllm::server

@@ -1,0 +1,64 @@
+// OpenAIServer: `nanovllm serve`'s HTTP front end (cpp-httplib): /v1/completions,
+// /v1/chat/completions, /v1/models, /health, /metrics, over one EngineLoop thread.
+#pragma once
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "nanovllm/llm.h"
+#include "server/engine_loop.h"
+#include "server/metrics.h"
+#include "server/prepare.h"
+#include "tokenizer/tokenizer.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace nanovllm::server {
+
+struct ServerConfig {
+  std::string model_dir;          // the served model (its tokenizer.json and config.json)
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string served_model_name;  // "" = the --model argument, as vLLM does
+  std::string api_key;            // "" = no authentication
+  int max_pending = 4096;         // admitted, unfinished choices; beyond it requests get 503
+  int http_threads = 512;         // each streaming client holds one while it streams
+  size_t max_body_bytes = 32u << 20;
+};
+
+class OpenAIServer {
+ public:
+  OpenAIServer(LLM& llm, ServerConfig config);
+  ~OpenAIServer();
+
+  // Binds host:port (port 0: any free port; see port()). Throws std::runtime_error naming the
+  // address when it cannot bind.
+  void bind();
+  int port() const { return port_; }
+  // Serves until shutdown(); the engine loop runs for the duration.
+  void serve();
+  // Thread-safe, idempotent: refuse new requests (503), abort the ones in flight (streams get a
+  // final chunk and [DONE]), wait a little for handlers to finish, stop listening.
+  void shutdown();
+
+ private:
+  void routes();
+  class ActiveGuard;
+
+  LLM& llm_;
+  ServerConfig config_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  ModelLimits limits_;
+  Metrics metrics_;
+  EngineLoop engine_;
+  std::unique_ptr<httplib::Server> http_;
+  int port_ = 0;
+  std::atomic<bool> accepting_{true};
+  std::atomic<int> active_{0};  // handlers (and streams) in progress
+  std::once_flag shutdown_once_;
+};
+
+}  // namespace nanovllm::server

@@ -1,0 +1,348 @@
+// Parsing and checking of completion and chat request bodies. Every field OpenAI or vLLM defines
+// is either used, accepted at its no-op default, or refused by name: nothing is silently dropped.
+#include "server/request.h"
+
+#include <cmath>
+#include <limits>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "server/api_error.h"
+
+namespace nanovllm::server {
+namespace {
+
+using json = nlohmann::json;
+
+std::string type_name(const json& v) {
+  if (v.is_boolean()) return "boolean";
+  if (v.is_number_integer() || v.is_number_unsigned()) return "integer";
+  if (v.is_number_float()) return "number";
+  return v.type_name();
+}
+
+ApiError wrong_type(const std::string& param, const char* expected, const json& v) {
+  return bad_request(param, "'" + param + "' must be " + expected + ", got " + type_name(v));
+}
+
+// Integers may arrive as 3 or 3.0 (Python clients); anything else is a type error.
+int64_t as_int(const json& v, const std::string& param) {
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_unsigned()) {
+    uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      throw bad_request(param, "'" + param + "' is out of range: " + v.dump());
+    return static_cast<int64_t>(u);
+  }
+  if (v.is_number_float()) {
+    double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e18) return static_cast<int64_t>(d);
+  }
+  throw wrong_type(param, "an integer", v);
+}
+
+int64_t int_in_range(const json& v, const std::string& param, int64_t lo, int64_t hi) {
+  int64_t x = as_int(v, param);
+  if (x < lo || x > hi)
+    throw bad_request(param, "'" + param + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                                 "], got " + std::to_string(x));
+  return x;
+}
+
+double as_number(const json& v, const std::string& param) {
+  if (!v.is_number()) throw wrong_type(param, "a number", v);
+  return v.get<double>();
+}
+
+bool as_bool(const json& v, const std::string& param) {
+  if (!v.is_boolean()) throw wrong_type(param, "a boolean", v);
+  return v.get<bool>();
+}
+
+const std::string& as_string(const json& v, const std::string& param) {
+  if (!v.is_string()) throw wrong_type(param, "a string", v);
+  return v.get_ref<const std::string&>();
+}
+
+std::vector<int32_t> as_token_ids(const json& v, const std::string& param) {
+  std::vector<int32_t> ids;
+  ids.reserve(v.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    ids.push_back(static_cast<int32_t>(int_in_range(v[i], param + "[" + std::to_string(i) + "]", 0,
+                                                    std::numeric_limits<int32_t>::max())));
+  return ids;
+}
+
+bool is_int_array(const json& v) {
+  if (!v.is_array() || v.empty()) return false;
+  for (const auto& x : v)
+    if (!x.is_number() || x.is_boolean()) return false;
+  return true;
+}
+
+// prompt: "text" | ["text", ...] | [id, ...] | [[id, ...], ...]
+std::vector<PromptInput> parse_prompt(const json& v) {
+  std::vector<PromptInput> out;
+  if (v.is_string()) {
+    out.push_back({true, v.get<std::string>(), {}});
+  } else if (is_int_array(v)) {
+    out.push_back({false, "", as_token_ids(v, "prompt")});
+  } else if (v.is_array() && !v.empty()) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      const json& p = v[i];
+      std::string name = "prompt[" + std::to_string(i) + "]";
+      if (p.is_string()) {
+        out.push_back({true, p.get<std::string>(), {}});
+      } else if (is_int_array(p)) {
+        out.push_back({false, "", as_token_ids(p, name)});
+      } else {
+        throw bad_request("prompt", "'" + name + "' must be a string or a non-empty list of token ids, got " +
+                                        type_name(p));
+      }
+    }
+  } else if (v.is_array()) {
+    throw bad_request("prompt", "'prompt' must not be an empty list");
+  } else {
+    throw wrong_type("prompt", "a string, a list of strings, a list of token ids or a list of token-id lists", v);
+  }
+  if (out.size() > 1024) throw bad_request("prompt", "'prompt' holds more than 1024 prompts");
+  return out;
+}
+
+// A message's content: a string, null, or a list of {"type": "text", "text": ...} parts.
+std::string parse_content(const json& v, const std::string& param) {
+  if (v.is_null()) return "";
+  if (v.is_string()) return v.get<std::string>();
+  if (!v.is_array()) throw wrong_type(param, "a string or a list of content parts", v);
+  std::string text;
+  for (size_t i = 0; i < v.size(); ++i) {
+    std::string pname = param + "[" + std::to_string(i) + "]";
+    const json& part = v[i];
+    if (!part.is_object()) throw wrong_type(pname, "an object", part);
+    auto t = part.find("type");
+    if (t == part.end() || !t->is_string()) throw bad_request(pname, "'" + pname + ".type' must be a string");
+    if (*t != "text")
+      throw bad_request(pname, "content part type '" + t->get<std::string>() + "' is not supported (text only)");
+    auto txt = part.find("text");
+    if (txt == part.end()) throw bad_request(pname, "'" + pname + ".text' is required");
+    text += as_string(*txt, pname + ".text");
+  }
+  return text;
+}
+
+std::vector<ChatMessage> parse_messages(const json& v) {
+  if (!v.is_array()) throw wrong_type("messages", "a list of messages", v);
+  if (v.empty()) throw bad_request("messages", "'messages' must not be empty");
+  std::vector<ChatMessage> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    std::string name = "messages[" + std::to_string(i) + "]";
+    const json& m = v[i];
+    if (!m.is_object()) throw wrong_type(name, "an object", m);
+    ChatMessage msg;
+    for (const auto& [key, val] : m.items()) {
+      std::string pname = name + "." + key;
+      if (key == "role") {
+        msg.role = as_string(val, pname);
+      } else if (key == "content") {
+        msg.content = parse_content(val, pname);
+      } else if (key == "reasoning_content" || key == "reasoning") {
+        if (!val.is_null()) msg.reasoning_content = as_string(val, pname);
+      } else if (key == "name" || key == "tool_call_id") {
+        if (!val.is_null()) as_string(val, pname);  // accepted; the Qwen3 template does not render them
+      } else if (key == "tool_calls" || key == "function_call" || key == "refusal" || key == "audio") {
+        if (!val.is_null() && !(val.is_array() && val.empty()))
+          throw bad_request(pname, "'" + pname + "' is not supported by this server");
+      } else {
+        throw bad_request(pname, "unrecognized message field '" + pname + "'");
+      }
+    }
+    if (msg.role.empty()) throw bad_request(name + ".role", "'" + name + ".role' is required");
+    if (msg.role == "developer") msg.role = "system";  // OpenAI's newer name for the system role
+    static const std::set<std::string> roles = {"system", "user", "assistant", "tool"};
+    if (!roles.count(msg.role))
+      throw bad_request(name + ".role", "'" + name + ".role' must be system, developer, user, assistant or tool, got '" +
+                                            msg.role + "'");
+    out.push_back(std::move(msg));
+  }
+  return out;
+}
+
+std::vector<std::string> parse_stop(const json& v) {
+  std::vector<std::string> out;
+  if (v.is_null()) return out;
+  if (v.is_string()) {
+    out.push_back(v.get<std::string>());
+  } else if (v.is_array()) {
+    for (size_t i = 0; i < v.size(); ++i) out.push_back(as_string(v[i], "stop[" + std::to_string(i) + "]"));
+  } else {
+    throw wrong_type("stop", "a string or a list of strings", v);
+  }
+  if (out.size() > 64) throw bad_request("stop", "'stop' holds more than 64 strings");
+  for (const auto& s : out)
+    if (s.empty()) throw bad_request("stop", "'stop' strings must not be empty");
+  return out;
+}
+
+// A sampling feature the engine lacks: accepted only at the value that means "off".
+void require_default(const std::string& key, const json& v, bool is_default) {
+  if (!is_default)
+    throw ApiError(400, "'" + key + "' = " + v.dump() + " is not supported by this server (only its default)", key,
+                   "unsupported_parameter");
+}
+
+bool number_equals(const json& v, const std::string& key, double x) { return as_number(v, key) == x; }
+
+bool empty_or_null(const json& v) { return v.is_null() || (v.is_array() && v.empty()) || (v.is_object() && v.empty()); }
+
+// Handles the parameters the engine cannot honour; returns false when `key` is none of them.
+bool check_unsupported(const std::string& key, const json& v, const CompletionRequest& r) {
+  if (key == "top_p") {
+    require_default(key, v, v.is_null() || number_equals(v, key, 1.0));
+  } else if (key == "top_k") {
+    require_default(key, v, v.is_null() || as_int(v, key) == -1 || as_int(v, key) == 0);
+  } else if (key == "min_p" || key == "presence_penalty" || key == "frequency_penalty") {
+    require_default(key, v, v.is_null() || number_equals(v, key, 0.0));
+  } else if (key == "repetition_penalty" || key == "length_penalty") {
+    require_default(key, v, v.is_null() || number_equals(v, key, 1.0));
+  } else if (key == "logprobs") {
+    // Completions: an integer count (null = off); chat: a boolean.
+    require_default(key, v, v.is_null() || (v.is_boolean() && !v.get<bool>()));
+  } else if (key == "top_logprobs") {
+    require_default(key, v, v.is_null() || as_int(v, key) == 0);
+  } else if (key == "prompt_logprobs" || key == "truncate_prompt_tokens" || key == "allowed_token_ids" ||
+             key == "guided_json" || key == "guided_regex" || key == "guided_choice" || key == "guided_grammar" ||
+             key == "structured_outputs" || key == "prediction" || key == "audio" || key == "reasoning_effort" ||
+             key == "chat_template" || key == "documents") {
+    require_default(key, v, v.is_null());
+  } else if (key == "suffix") {
+    require_default(key, v, v.is_null() || as_string(v, key).empty());
+  } else if (key == "best_of") {
+    require_default(key, v, v.is_null() || as_int(v, key) == r.n || as_int(v, key) == 1);
+  } else if (key == "echo" || key == "use_beam_search" || key == "continue_final_message") {
+    require_default(key, v, v.is_null() || !as_bool(v, key));
+  } else if (key == "min_tokens") {
+    require_default(key, v, v.is_null() || as_int(v, key) == 0);
+  } else if (key == "logit_bias" || key == "bad_words" || key == "tools" || key == "functions") {
+    require_default(key, v, empty_or_null(v));
+  } else if (key == "tool_choice" || key == "function_call") {
+    require_default(key, v, v.is_null() || v == "none" || v == "auto");
+  } else if (key == "response_format") {
+    require_default(key, v, v.is_null() || (v.is_object() && v.value("type", "") == "text" && v.size() == 1));
+  } else if (key == "modalities") {
+    require_default(key, v, v.is_null() || v == json::array({"text"}));
+  } else {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+CompletionRequest parse_request(std::string_view body, Endpoint endpoint) {
+  json j;
+  try {
+    j = json::parse(body.begin(), body.end());
+  } catch (const json::parse_error& e) {
+    // nlohmann also rejects invalid UTF-8 and lone surrogate escapes here.
+    throw ApiError(400, std::string("request body is not valid JSON: ") + e.what(), "", "invalid_json");
+  }
+  if (!j.is_object()) throw ApiError(400, "request body must be a JSON object, got " + type_name(j), "", "invalid_json");
+
+  CompletionRequest r;
+  r.endpoint = endpoint;
+  const bool chat = endpoint == Endpoint::chat;
+  // n first: best_of is checked against it.
+  if (auto it = j.find("n"); it != j.end() && !it->is_null()) r.n = static_cast<int>(int_in_range(*it, "n", 1, 128));
+
+  std::optional<int> max_tokens, max_completion_tokens;
+  bool have_prompt = false, have_messages = false;
+  const json* stream_options = nullptr;
+  for (const auto& [key, v] : j.items()) {
+    if (key == "model") {
+      if (!v.is_null()) r.model = as_string(v, key);
+    } else if (key == "prompt" && !chat) {
+      r.prompts = parse_prompt(v);
+      have_prompt = true;
+    } else if (key == "messages" && chat) {
+      r.messages = parse_messages(v);
+      have_messages = true;
+    } else if (key == "max_tokens") {
+      if (!v.is_null()) max_tokens = static_cast<int>(int_in_range(v, key, 1, std::numeric_limits<int32_t>::max()));
+    } else if (key == "max_completion_tokens" && chat) {
+      if (!v.is_null())
+        max_completion_tokens = static_cast<int>(int_in_range(v, key, 1, std::numeric_limits<int32_t>::max()));
+    } else if (key == "temperature") {
+      if (!v.is_null()) {
+        double t = as_number(v, key);
+        if (!(t >= 0.0 && t <= 2.0)) throw bad_request(key, "'temperature' must be in [0, 2], got " + v.dump());
+        r.temperature = static_cast<float>(t);
+      }
+    } else if (key == "ignore_eos") {
+      r.ignore_eos = as_bool(v, key);
+    } else if (key == "seed") {
+      if (!v.is_null()) r.seed = as_int(v, key);
+    } else if (key == "n") {
+      // parsed above
+    } else if (key == "stop") {
+      r.stop = parse_stop(v);
+    } else if (key == "stop_token_ids") {
+      if (!v.is_null()) {
+        if (!v.is_array()) throw wrong_type(key, "a list of token ids", v);
+        r.stop_token_ids = as_token_ids(v, key);
+      }
+    } else if (key == "include_stop_str_in_output") {
+      r.include_stop_str_in_output = as_bool(v, key);
+    } else if (key == "skip_special_tokens") {
+      r.skip_special_tokens = as_bool(v, key);
+    } else if (key == "spaces_between_special_tokens") {
+      require_default(key, v, as_bool(v, key));  // the Qwen3 decoder never adds spaces
+    } else if (key == "add_special_tokens") {
+      as_bool(v, key);  // Qwen3's tokenizer adds no special tokens either way
+    } else if (key == "stream") {
+      if (!v.is_null()) r.stream = as_bool(v, key);
+    } else if (key == "stream_options") {
+      if (!v.is_null()) stream_options = &v;
+    } else if (key == "add_generation_prompt" && chat) {
+      r.add_generation_prompt = as_bool(v, key);
+    } else if (key == "chat_template_kwargs" && chat) {
+      if (v.is_null()) continue;
+      if (!v.is_object()) throw wrong_type(key, "an object", v);
+      for (const auto& [k2, v2] : v.items()) {
+        if (k2 != "enable_thinking")
+          throw bad_request(key, "chat_template_kwargs." + k2 + " is not supported (only enable_thinking)");
+        r.enable_thinking = as_bool(v2, "chat_template_kwargs.enable_thinking");
+      }
+    } else if (key == "user" || key == "request_id" || key == "service_tier") {
+      if (!v.is_null()) as_string(v, key);  // bookkeeping fields: no effect on the output
+    } else if (key == "metadata") {
+      if (!v.is_null() && !v.is_object()) throw wrong_type(key, "an object", v);
+    } else if (key == "store" || key == "parallel_tool_calls") {
+      if (!v.is_null()) as_bool(v, key);
+    } else if (check_unsupported(key, v, r)) {
+      // refused unless at its default
+    } else {
+      throw ApiError(400, "unrecognized request argument supplied: '" + key + "'", key, "unrecognized_argument");
+    }
+  }
+
+  if (!chat && !have_prompt) throw bad_request("prompt", "'prompt' is required");
+  if (chat && !have_messages) throw bad_request("messages", "'messages' is required");
+  r.max_tokens = max_completion_tokens ? max_completion_tokens : max_tokens;
+  if (stream_options) {
+    if (!r.stream) throw bad_request("stream_options", "'stream_options' is only allowed when 'stream' is true");
+    if (!stream_options->is_object()) throw wrong_type("stream_options", "an object", *stream_options);
+    for (const auto& [k2, v2] : stream_options->items()) {
+      if (k2 == "include_usage") {
+        r.include_usage = !v2.is_null() && as_bool(v2, "stream_options.include_usage");
+      } else if (k2 == "continuous_usage_stats") {
+        require_default("stream_options.continuous_usage_stats", v2, v2.is_null() || !as_bool(v2, k2));
+      } else {
+        throw bad_request("stream_options", "unrecognized field stream_options." + k2);
+      }
+    }
+  }
+  return r;
+}
+
+}  // namespace nanovllm::server
