@@ -1,0 +1,314 @@
+// ModelRunner: batch preparation (one host->device copy per step), KV-cache sizing, CUDA-graph
+// capture and replay for decode, and on-device sampling.
+#include "engine/model_runner.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace nanovllm {
+namespace {
+
+std::string mib(double bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
+  return buf;
+}
+
+// nano-vLLM's capture sizes: 1, 2, 4, 8, then every 16 up to the largest decode batch.
+std::vector<int> graph_batch_sizes(int max_bs) {
+  std::vector<int> sizes;
+  for (int bs : {1, 2, 4, 8})
+    if (bs <= max_bs) sizes.push_back(bs);
+  for (int bs = 16; bs <= max_bs; bs += 16) sizes.push_back(bs);
+  if (sizes.empty() || sizes.back() != max_bs) sizes.push_back(max_bs);
+  return sizes;
+}
+
+}  // namespace
+
+ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_config)
+    : config_(config),
+      model_config_(model_config),
+      backend_(make_backend(config.device, BackendOptions{.num_threads = config.num_threads})),
+      checkpoint_(Checkpoint::open(config.model)) {
+  if (config_.tensor_parallel_size != 1)
+    throw std::invalid_argument("tensor_parallel_size " + std::to_string(config_.tensor_parallel_size) +
+                                ": tensor parallelism is not supported yet (use 1)");
+  const int bs = config_.kvcache_block_size;
+  backend_->check_attention_shape(bs, model_config_.head_dim);
+  max_num_tokens_ = config_.max_num_batched_tokens;
+  max_num_seqs_ = config_.max_num_seqs;
+  max_num_blocks_ = (config_.max_model_len + bs - 1) / bs;
+  model_ = std::make_unique<Qwen3Model>(model_config_, checkpoint_, *backend_, max_num_tokens_, max_num_seqs_);
+
+  // Persistent per-step buffers, sized for the largest batch; nothing is allocated per step.
+  BatchLayout largest(max_num_tokens_, max_num_seqs_, max_num_seqs_, max_num_blocks_);
+  staging_ = static_cast<char*>(backend_->host_alloc(largest.total));
+  std::memset(staging_, 0, largest.total);
+  inputs_device_ = backend_->alloc(largest.total);
+  logits_ = Tensor(nullptr, DType::f32, {max_num_seqs_, model_config_.vocab_size}, backend_->device());
+  logits_buffer_ = backend_->alloc(logits_.nbytes());
+  logits_.data = logits_buffer_.get();
+  sampled_buffer_ = backend_->alloc(sizeof(int32_t) * max_num_seqs_);
+  sampled_host_.resize(max_num_seqs_);
+
+  allocate_kv_cache(decide_num_blocks());
+  if (backend_->supports_graphs() && !config_.enforce_eager) capture_graphs();
+}
+
+ModelRunner::~ModelRunner() {
+  if (staging_) backend_->host_free(staging_);
+}
+
+int64_t ModelRunner::kv_block_bytes() const {
+  return 2LL * model_config_.num_hidden_layers * config_.kvcache_block_size * model_config_.num_key_value_heads *
+         model_config_.head_dim * static_cast<int64_t>(dtype_size(backend_->compute_dtype()));
+}
+
+int ModelRunner::decide_num_blocks() {
+  const int64_t block_bytes = kv_block_bytes();
+  const int64_t needed = block_bytes * max_num_blocks_;  // one sequence of max_model_len
+  // More blocks than every sequence at full length can never be used.
+  const int64_t useful = static_cast<int64_t>(max_num_seqs_) * max_num_blocks_ + 1;
+  int64_t num_blocks = 0;
+  std::string available;
+  if (config_.num_kvcache_blocks > 0) {
+    num_blocks = config_.num_kvcache_blocks;
+    available = "num_kvcache_blocks " + std::to_string(num_blocks) + " = " + std::to_string(num_blocks * block_bytes) +
+                " bytes";
+  } else if (backend_->device() == DeviceKind::cpu) {
+    double bytes = config_.cpu_kvcache_space_gb * 1024.0 * 1024.0 * 1024.0;
+    num_blocks = std::min<int64_t>(static_cast<int64_t>(bytes / block_bytes), useful);
+    available = "cpu_kvcache_space_gb " + std::to_string(config_.cpu_kvcache_space_gb) + " = " +
+                std::to_string(static_cast<int64_t>(bytes)) + " bytes";
+  } else {
+    // nano-vLLM's rule: run the largest batch once (with a throw-away cache for one sequence) so
+    // every workspace exists, then give the cache what is left of total x utilization.
+    {
+      allocate_kv_cache(max_num_blocks_);
+      int len = std::min(config_.max_model_len, max_num_tokens_);
+      int num_seqs = std::min(max_num_seqs_, std::max(1, max_num_tokens_ / len));
+      BatchLayout layout(num_seqs * len, num_seqs, num_seqs, max_num_blocks_);
+      ForwardInputs in = prepare_dummy(num_seqs, len, layout, len);
+      in.meta.is_prefill = true;
+      in.meta.max_seqlen_q = len;
+      Tensor logits = logits_.rows(0, num_seqs);
+      model_->forward(in, kv_, logits);
+      backend_->synchronize();
+      kv_ = KVCache{};
+      kv_buffer_ = DeviceBuffer{};
+    }
+    size_t free_bytes = 0, total_bytes = 0;
+    backend_->memory_info(&free_bytes, &total_bytes);
+    double budget = static_cast<double>(total_bytes) * config_.gpu_memory_utilization -
+                    static_cast<double>(total_bytes - free_bytes);
+    num_blocks = budget > 0 ? std::min<int64_t>(static_cast<int64_t>(budget / block_bytes), useful) : 0;
+    available = std::to_string(static_cast<int64_t>(std::max(budget, 0.0))) + " bytes available (" +
+                std::to_string(free_bytes) + " free of " + std::to_string(total_bytes) +
+                ", gpu_memory_utilization " + std::to_string(config_.gpu_memory_utilization) + ")";
+  }
+  if (num_blocks < max_num_blocks_)
+    throw std::runtime_error("KV cache too small for one sequence of max_model_len " +
+                             std::to_string(config_.max_model_len) + ": needs " + std::to_string(needed) +
+                             " bytes (" + std::to_string(max_num_blocks_) + " blocks of " +
+                             std::to_string(block_bytes) + " bytes), has " + available +
+                             "; lower --max-model-len or give the cache more memory");
+  if (num_blocks > (1LL << 30)) throw std::runtime_error("KV cache: too many blocks " + std::to_string(num_blocks));
+  return static_cast<int>(num_blocks);
+}
+
+void ModelRunner::allocate_kv_cache(int num_blocks) {
+  const ModelConfig& mc = model_config_;
+  const int L = mc.num_hidden_layers, bs = config_.kvcache_block_size;
+  const int64_t per_tensor = kv_block_bytes() / (2LL * L) * num_blocks;
+  kv_ = KVCache{};
+  kv_buffer_ = DeviceBuffer{};
+  kv_buffer_ = backend_->alloc(static_cast<size_t>(per_tensor) * 2 * L);
+  backend_->fill_zero(kv_buffer_.get(), kv_buffer_.bytes());
+  char* base = static_cast<char*>(kv_buffer_.get());
+  for (int l = 0; l < 2 * L; ++l) {
+    Tensor t(base + per_tensor * l, backend_->compute_dtype(), {num_blocks, bs, mc.num_key_value_heads, mc.head_dim},
+             backend_->device());
+    (l < L ? kv_.k : kv_.v).push_back(t);
+  }
+  kv_.num_blocks = num_blocks;
+  kv_.block_size = bs;
+  kvcache_bytes_ = per_tensor * 2 * L;
+}
+
+ForwardInputs ModelRunner::inputs_at(const BatchLayout& layout, int num_tokens, int num_seqs, int num_rows,
+                                     bool is_prefill, int max_seqlen_q, int max_seqlen_k) {
+  char* dev = static_cast<char*>(inputs_device_.get());
+  const DeviceKind d = backend_->device();
+  ForwardInputs in;
+  in.input_ids = Tensor(dev + layout.input_ids, DType::i32, {num_tokens}, d);
+  in.positions = Tensor(dev + layout.positions, DType::i32, {num_tokens}, d);
+  in.last_token_indices = Tensor(dev + layout.last_token_indices, DType::i32, {num_rows}, d);
+  AttentionMetadata& m = in.meta;
+  m.is_prefill = is_prefill;
+  m.num_seqs = num_seqs;
+  m.num_tokens = num_tokens;
+  m.max_seqlen_q = max_seqlen_q;
+  m.max_seqlen_k = max_seqlen_k;
+  m.cu_seqlens_q = reinterpret_cast<const int32_t*>(dev + layout.cu_seqlens_q);
+  m.seqlens_k = reinterpret_cast<const int32_t*>(dev + layout.seqlens_k);
+  m.slot_mapping = reinterpret_cast<const int32_t*>(dev + layout.slot_mapping);
+  m.block_tables = reinterpret_cast<const int32_t*>(dev + layout.block_tables);
+  m.max_num_blocks = max_num_blocks_;
+  return in;
+}
+
+void ModelRunner::copy_staging(const BatchLayout& layout) {
+  backend_->copy_to_device(inputs_device_.get(), staging_, layout.total);
+}
+
+ForwardInputs ModelRunner::prepare_dummy(int num_seqs, int len, const BatchLayout& layout, int max_seqlen_k) {
+  auto* ids = reinterpret_cast<int32_t*>(staging_ + layout.input_ids);
+  auto* pos = reinterpret_cast<int32_t*>(staging_ + layout.positions);
+  auto* slots = reinterpret_cast<int32_t*>(staging_ + layout.slot_mapping);
+  auto* cu = reinterpret_cast<int32_t*>(staging_ + layout.cu_seqlens_q);
+  auto* lens = reinterpret_cast<int32_t*>(staging_ + layout.seqlens_k);
+  auto* last = reinterpret_cast<int32_t*>(staging_ + layout.last_token_indices);
+  auto* tables = reinterpret_cast<int32_t*>(staging_ + layout.block_tables);
+  const int blocks_used = (len + config_.kvcache_block_size - 1) / config_.kvcache_block_size;
+  cu[0] = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int j = 0; j < len; ++j) {
+      int t = s * len + j;
+      ids[t] = 0;
+      pos[t] = j;
+      slots[t] = -1;  // store nothing: the zeroed blocks keep every read finite
+    }
+    cu[s + 1] = (s + 1) * len;
+    lens[s] = len;
+    last[s] = (s + 1) * len - 1;
+    int32_t* row = tables + static_cast<size_t>(s) * max_num_blocks_;
+    for (int b = 0; b < max_num_blocks_; ++b) row[b] = b < blocks_used ? b : -1;
+  }
+  copy_staging(layout);
+  return inputs_at(layout, num_seqs * len, num_seqs, num_seqs, false, len, max_seqlen_k);
+}
+
+void ModelRunner::capture_graphs() {
+  const int max_bs = std::min(max_num_seqs_, max_num_tokens_);
+  std::vector<int> sizes = graph_batch_sizes(max_bs);
+  // Largest first, as nano-vLLM does, so smaller graphs reuse the largest one's memory.
+  for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
+    const int bs = *it;
+    BatchLayout layout(bs, bs, bs, max_num_blocks_);
+    ForwardInputs in = prepare_dummy(bs, 1, layout, config_.max_model_len);
+    Tensor logits = logits_.rows(0, bs);
+    model_->forward(in, kv_, logits);  // warm-up outside the graph
+    graphs_[bs] = backend_->capture_graph([&] { model_->forward(in, kv_, logits); });
+  }
+  backend_->synchronize();
+  std::fprintf(stderr, "nanovllm: captured %zu decode CUDA graphs (batch sizes 1..%d)\n", sizes.size(), max_bs);
+}
+
+ForwardInputs ModelRunner::prepare(const std::vector<Sequence*>& seqs, bool is_prefill, const BatchLayout& layout,
+                                   int num_rows, int* num_sampled) {
+  auto* keys = reinterpret_cast<int64_t*>(staging_ + layout.keys);
+  auto* counters = reinterpret_cast<int64_t*>(staging_ + layout.counters);
+  auto* temps = reinterpret_cast<float*>(staging_ + layout.temperatures);
+  auto* ids = reinterpret_cast<int32_t*>(staging_ + layout.input_ids);
+  auto* pos = reinterpret_cast<int32_t*>(staging_ + layout.positions);
+  auto* slots = reinterpret_cast<int32_t*>(staging_ + layout.slot_mapping);
+  auto* cu = reinterpret_cast<int32_t*>(staging_ + layout.cu_seqlens_q);
+  auto* lens = reinterpret_cast<int32_t*>(staging_ + layout.seqlens_k);
+  auto* last = reinterpret_cast<int32_t*>(staging_ + layout.last_token_indices);
+  auto* tables = reinterpret_cast<int32_t*>(staging_ + layout.block_tables);
+  const int bs = config_.kvcache_block_size;
+
+  int t = 0, rows = 0, max_q = 0, max_k = 0;
+  cu[0] = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const Sequence& s = *seqs[i];
+    const int begin = s.num_computed_tokens, end = begin + s.num_scheduled_tokens;
+    for (int p = begin; p < end; ++p, ++t) {
+      ids[t] = s.token_ids[p];
+      pos[t] = p;
+      slots[t] = s.block_table[p / bs] * bs + p % bs;
+    }
+    cu[i + 1] = t;
+    lens[i] = end;
+    max_q = std::max(max_q, s.num_scheduled_tokens);
+    max_k = std::max(max_k, end);
+    int32_t* row = tables + i * max_num_blocks_;
+    const int nb = static_cast<int>(s.block_table.size());
+    std::copy(s.block_table.begin(), s.block_table.end(), row);
+    std::fill(row + nb, row + max_num_blocks_, -1);
+    if (s.samples_this_step()) {
+      last[rows] = t - 1;
+      temps[rows] = s.params.temperature;
+      keys[rows] = static_cast<int64_t>(s.sample_key);
+      counters[rows] = s.num_completion_tokens();
+      ++rows;
+    }
+  }
+  *num_sampled = rows;
+  const int num_seqs = static_cast<int>(seqs.size());
+  if (rows == 0) last[rows++] = t - 1;  // a lone partial chunk: one row of logits, not sampled
+  // Decode padding up to a captured graph's batch size: one dummy token per row that stores
+  // nothing and reads block 0 (zeroed) for one position.
+  for (int i = num_seqs; i < num_rows; ++i, ++t) {
+    ids[t] = 0;
+    pos[t] = 0;
+    slots[t] = -1;
+    cu[i + 1] = t + 1;
+    lens[i] = 1;
+    last[rows++] = t;
+    int32_t* row = tables + static_cast<size_t>(i) * max_num_blocks_;
+    row[0] = 0;
+    std::fill(row + 1, row + max_num_blocks_, -1);
+  }
+  copy_staging(layout);
+  const int padded_seqs = std::max(num_seqs, num_rows);
+  return inputs_at(layout, t, is_prefill ? num_seqs : padded_seqs, rows, is_prefill, max_q, max_k);
+}
+
+std::vector<int32_t> ModelRunner::run(const std::vector<Sequence*>& seqs, bool is_prefill) {
+  const int num_seqs = static_cast<int>(seqs.size());
+  if (num_seqs == 0) return {};
+  if (num_seqs > max_num_seqs_) throw std::logic_error("ModelRunner: batch larger than max_num_seqs");
+  int num_tokens = 0, num_rows = 0;
+  for (const Sequence* s : seqs) {
+    num_tokens += s->num_scheduled_tokens;
+    num_rows += s->samples_this_step() ? 1 : 0;
+  }
+  if (num_tokens > max_num_tokens_) throw std::logic_error("ModelRunner: batch larger than max_num_batched_tokens");
+  // Decode replays the smallest captured graph that fits, padding the batch up to its size.
+  auto graph = is_prefill ? graphs_.end() : graphs_.lower_bound(num_seqs);
+  const bool use_graph = graph != graphs_.end();
+  const int padded = use_graph ? graph->first : num_seqs;
+  const BatchLayout layout = is_prefill ? BatchLayout(num_tokens, num_seqs, std::max(num_rows, 1), max_num_blocks_)
+                                        : BatchLayout(padded, padded, padded, max_num_blocks_);
+  int num_sampled = 0;
+  ForwardInputs in = prepare(seqs, is_prefill, layout, is_prefill ? 0 : padded, &num_sampled);
+  if (use_graph) {
+    backend_->replay_graph(graph->second);
+  } else {
+    Tensor logits = logits_.rows(0, in.last_token_indices.size(0));
+    model_->forward(in, kv_, logits);
+  }
+  if (num_sampled == 0) {  // only a partial prefill chunk ran
+    backend_->synchronize();
+    return {};
+  }
+  // Sample the real rows (the sampling arrays hold them first), then one copy back.
+  char* dev = static_cast<char*>(inputs_device_.get());
+  const DeviceKind d = backend_->device();
+  const int64_t n = num_sampled;
+  Tensor logits = logits_.rows(0, n);
+  Tensor temps(dev + layout.temperatures, DType::f32, {n}, d);
+  Tensor keys(dev + layout.keys, DType::i64, {n}, d);
+  Tensor counters(dev + layout.counters, DType::i64, {n}, d);
+  Tensor out(sampled_buffer_.get(), DType::i32, {n}, d);
+  backend_->sample(logits, temps, keys, counters, out);
+  backend_->copy_to_host(sampled_host_.data(), sampled_buffer_.get(), sizeof(int32_t) * n);
+  return std::vector<int32_t>(sampled_host_.begin(), sampled_host_.begin() + n);
+}
+
+}  // namespace nanovllm
