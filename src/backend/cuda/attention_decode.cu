@@ -1,0 +1,242 @@
+// Paged decode attention (one query token per sequence), split-KV ("flash-decoding"):
+// block (split, kv head, sequence) reads its slice of that kv head's K and V rows once and serves
+// all G = Hq/Hkv query heads that share them (GQA). Pass 1 computes the slice's scores into shared
+// memory, pass 2 turns them into exp weights, pass 3 accumulates V; a combine kernel merges the
+// splits by their (max, sum) when there is more than one. Graph-safe: lengths come from device
+// arrays, the grid from host upper bounds (blocks past a sequence's end exit at once).
+#include <stdexcept>
+#include <string>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+
+namespace nanovllm::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kUnroll = 4;  // tokens per lane group in flight: 4 independent 16-byte loads
+constexpr float kLog2e = 1.4426950408889634f;
+
+// A token's head row of D bf16 is read by LPT = D/8 lanes, 16 bytes each; a warp covers
+// TPW = 32/LPT tokens at a time. MAXG bounds G (kept in registers).
+template <int D, int MAXG>
+__global__ void __launch_bounds__(kWarps * 32)
+decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
+              const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
+              int hq, int hkv, int log2_bs, float scale_log2, int num_splits, int partition,
+              float* __restrict__ workspace, bf16* __restrict__ out) {
+  constexpr int LPT = D / 8, TPW = 32 / LPT, TPI = TPW * kWarps;
+  extern __shared__ float smem[];
+  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int G = hq / hkv;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, li = lane % LPT, tg = lane / LPT;
+  const int seqlen = seqlens_k[b];
+  const int start = split * partition;
+  const int end = min(start + partition, seqlen);
+  if (start >= end) {
+    if (split == 0)  // an empty sequence attends to nothing: write zeros rather than leave garbage
+      for (int i = threadIdx.x; i < G * D; i += blockDim.x) out[((size_t)b * hq + h * G) * D + i] = from_f<bf16>(0.f);
+    return;
+  }
+  const int n = end - start;
+  float* scores = smem;                        // [G][partition]
+  float* red = smem + G * partition;           // [kWarps][G][D]
+  float* stats = red + kWarps * G * D;         // [G][2]: max, sum
+
+  float qf[MAXG][8];
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    if (g < G) {
+      load8(q + ((size_t)b * hq + h * G + g) * D + li * 8, qf[g]);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qf[g][j] *= scale_log2;
+    }
+  }
+  const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
+  const int bmask = (1 << log2_bs) - 1;
+  const size_t head_off = (size_t)h * D + li * 8;
+  auto row_of = [&](int t) -> size_t {
+    return ((size_t)bt[t >> log2_bs] * (bmask + 1) + (t & bmask)) * hkv * D + head_off;
+  };
+
+  // Pass 1: scores (log2 domain) of this slice's tokens.
+  for (int base = start + warp * TPW + tg; base - tg < end; base += TPI * kUnroll) {
+    uint4 kv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * TPI;
+      kv[u] = t < end ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      float kf[8];
+      load8(reinterpret_cast<const bf16*>(&kv[u]), kf);
+      const int t = base + u * TPI;
+#pragma unroll
+      for (int g = 0; g < MAXG; ++g) {
+        if (g < G) {
+          float d = 0.f;
+#pragma unroll
+          for (int j = 0; j < 8; ++j) d += qf[g][j] * kf[j];
+#pragma unroll
+          for (int o = LPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+          if (li == 0 && t < end) scores[g * partition + (t - start)] = d;
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // Pass 2: per head, max and sum of exp; scores become weights.
+  for (int g = warp; g < G; g += kWarps) {
+    float m = -INFINITY;
+    for (int i = lane; i < n; i += 32) m = fmaxf(m, scores[g * partition + i]);
+    m = warp_max(m);
+    float s = 0.f;
+    for (int i = lane; i < n; i += 32) {
+      const float p = exp2f(scores[g * partition + i] - m);
+      scores[g * partition + i] = p;
+      s += p;
+    }
+    s = warp_sum(s);
+    if (lane == 0) { stats[2 * g] = m; stats[2 * g + 1] = s; }
+  }
+  __syncthreads();
+
+  // Pass 3: weighted sum of V rows.
+  float acc[MAXG][8];
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[g][j] = 0.f;
+  for (int base = start + warp * TPW + tg; base - tg < end; base += TPI * kUnroll) {
+    uint4 vv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * TPI;
+      vv[u] = t < end ? *reinterpret_cast<const uint4*>(v_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * TPI;
+      if (t < end) {
+        float vf[8];
+        load8(reinterpret_cast<const bf16*>(&vv[u]), vf);
+#pragma unroll
+        for (int g = 0; g < MAXG; ++g) {
+          if (g < G) {
+            const float p = scores[g * partition + (t - start)];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[g][j] += p * vf[j];
+          }
+        }
+      }
+    }
+  }
+  // Reduce over the lane groups of the warp, then over warps through shared memory.
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    if (g < G) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int o = LPT; o < 32; o <<= 1) acc[g][j] += __shfl_xor_sync(0xffffffffu, acc[g][j], o);
+      }
+      if (tg == 0) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) red[(warp * G + g) * D + li * 8 + j] = acc[g][j];
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, d = i % D;
+    float o = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) o += red[(w * G + g) * D + d];
+    const size_t qrow = (size_t)b * hq + h * G + g;
+    if (num_splits == 1) {
+      out[qrow * D + d] = from_f<bf16>(o / stats[2 * g + 1]);
+    } else {
+      float* part = workspace + (qrow * num_splits + split) * (D + 2);
+      part[d] = o;
+      if (d == 0) { part[D] = stats[2 * g]; part[D + 1] = stats[2 * g + 1]; }
+    }
+  }
+}
+
+// Merges the splits of one (sequence, q head): out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s.
+template <int D>
+__global__ void combine_kernel(const float* __restrict__ workspace, const int32_t* __restrict__ seqlens_k, int hq,
+                               int num_splits, int partition, bf16* __restrict__ out) {
+  const int hd = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
+  const int seqlen = seqlens_k[b];
+  const int used = min(num_splits, (seqlen + partition - 1) / partition);
+  const size_t qrow = (size_t)b * hq + hd;
+  if (used <= 0) return;  // written as zeros by the split kernel
+  const float* part = workspace + qrow * num_splits * (D + 2);
+  float m = -INFINITY;
+  for (int s = 0; s < used; ++s) m = fmaxf(m, part[s * (D + 2) + D]);
+  float num = 0.f, den = 0.f;
+  for (int s = 0; s < used; ++s) {
+    const float w = exp2f(part[s * (D + 2) + D] - m);
+    num += w * part[s * (D + 2) + d];
+    den += w * part[s * (D + 2) + D + 1];
+  }
+  out[qrow * D + d] = from_f<bf16>(num / den);
+}
+
+template <int D, int MAXG>
+void launch_dg(const void* q, const void* kc, const void* vc, const int32_t* seqlens_k, const int32_t* bts, int mnb,
+               int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, void* out,
+               cudaStream_t s) {
+  const int G = sh.num_q_heads / sh.num_kv_heads;
+  const size_t smem = sizeof(float) * ((size_t)G * partition + (size_t)kWarps * G * D + 2 * G);
+  auto kern = decode_kernel<D, MAXG>;
+  if (smem > 48 * 1024) check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                              "attention", "cudaFuncSetAttribute");
+  dim3 grid(num_splits, sh.num_kv_heads, num_seqs);
+  kern<<<grid, kWarps * 32, smem, s>>>(static_cast<const bf16*>(q), static_cast<const bf16*>(kc),
+                                        static_cast<const bf16*>(vc), seqlens_k, bts, mnb, sh.num_q_heads,
+                                        sh.num_kv_heads, log2_bs, sh.scale * kLog2e, num_splits, partition, ws,
+                                        static_cast<bf16*>(out));
+  check_launch("attention (decode)");
+  if (num_splits > 1) {
+    combine_kernel<D><<<dim3(sh.num_q_heads, num_seqs), D, 0, s>>>(ws, seqlens_k, sh.num_q_heads, num_splits,
+                                                                    partition, static_cast<bf16*>(out));
+    check_launch("attention (decode combine)");
+  }
+}
+
+template <int D>
+void launch_d(const void* q, const void* kc, const void* vc, const int32_t* seqlens_k, const int32_t* bts, int mnb,
+              int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, void* out,
+              cudaStream_t s) {
+  const int G = sh.num_q_heads / sh.num_kv_heads;
+  if (G <= 1) launch_dg<D, 1>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, out, s);
+  else if (G <= 2) launch_dg<D, 2>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, out, s);
+  else if (G <= 4) launch_dg<D, 4>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, out, s);
+  else if (G <= 8) launch_dg<D, 8>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, out, s);
+  else throw std::invalid_argument("attention: " + std::to_string(G) + " query heads per kv head (CUDA takes up to 8)");
+}
+
+}  // namespace
+
+void launch_attention_decode(const void* q, const void* k_cache, const void* v_cache, const int32_t* seqlens_k,
+                             const int32_t* block_tables, int max_num_blocks, int num_seqs, const AttnShape& sh,
+                             int num_splits, int partition, float* workspace, void* out, cudaStream_t s) {
+  if (num_seqs == 0) return;
+  int log2_bs = 0;
+  while ((1 << log2_bs) < sh.block_size) ++log2_bs;
+  if (sh.head_dim == 64)
+    launch_d<64>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs, num_splits,
+                 partition, workspace, out, s);
+  else if (sh.head_dim == 128)
+    launch_d<128>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs, num_splits,
+                  partition, workspace, out, s);
+  else
+    throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");
+}
+
+}  // namespace nanovllm::cuda

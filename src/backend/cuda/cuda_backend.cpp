@@ -1,0 +1,401 @@
+// CudaBackend: the Backend op set on one GPU. One non-blocking stream carries every op in issue
+// order (and is what CUDA graphs capture); memory is plain cudaMalloc, counted for the peak;
+// GEMMs go to cuBLASLt, everything else to our kernels (kernels.h).
+#include "backend/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/host_convert.h"
+#include "backend/cuda/kernels.h"
+
+namespace nanovllm {
+namespace {
+
+using cuda::check;
+
+void require(bool ok, const std::string& op, const std::string& what) {
+  if (!ok) throw std::invalid_argument(op + ": " + what);
+}
+void require_cuda(const Tensor& t, const std::string& op, const char* name) {
+  require(t.device == DeviceKind::cuda && t.data != nullptr, op,
+          std::string(name) + " must be a CUDA tensor (got " + (t.data ? "a CPU tensor" : "no data") + ")");
+}
+void require_dtype(const Tensor& t, DType want, const std::string& op, const char* name) {
+  require(t.dtype == want, op, std::string(name) + " must be " + dtype_name(want) + ", got " + dtype_name(t.dtype));
+}
+bool is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
+int64_t rows_of(const Tensor& t) { return t.ndim == 0 ? 0 : t.numel() / t.size(-1); }
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const BackendOptions& opts) : device_id_(opts.device_id) {
+    check(cudaSetDevice(device_id_), "init", "cudaSetDevice");
+    check(cudaGetDeviceProperties(&props_, device_id_), "init", "cudaGetDeviceProperties");
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init", "cudaStreamCreate");
+    gemm_ws_ = raw_alloc(kGemmWorkspace);
+    gemm_.set_workspace(gemm_ws_, kGemmWorkspace);
+  }
+
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    for (cudaGraphExec_t g : graphs_) cudaGraphExecDestroy(g);
+    for (void* p : workspaces_) cudaFree(p);
+    cudaFree(gemm_ws_);
+    cudaStreamDestroy(stream_);
+  }
+
+  DeviceKind device() const override { return DeviceKind::cuda; }
+  std::string name() const override { return props_.name; }
+  DType compute_dtype() const override { return DType::bf16; }
+
+  // ---- memory ----
+  void* raw_alloc(size_t bytes) override {
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky-free allocation error
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      throw std::runtime_error("CUDA backend: cannot allocate " + std::to_string(bytes) + " bytes on GPU " +
+                               std::to_string(device_id_) + " (" + std::to_string(free_b) + " of " +
+                               std::to_string(total_b) + " bytes free): " + cudaGetErrorString(e));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    sizes_[p] = bytes;
+    allocated_ += bytes;
+    peak_ = std::max(peak_, allocated_);
+    return p;
+  }
+  void raw_free(void* p) override {
+    if (!p) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = sizes_.find(p);
+      if (it != sizes_.end()) {
+        allocated_ -= it->second;
+        sizes_.erase(it);
+      }
+    }
+    cudaFree(p);  // no throw: called from destructors
+  }
+  void copy_to_device(void* dst, const void* src, size_t bytes) override {
+    if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "copy_to_device", "cudaMemcpyAsync");
+  }
+  void copy_to_host(void* dst, const void* src, size_t bytes) override {
+    if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy_to_host", "cudaMemcpyAsync");
+    check(cudaStreamSynchronize(stream_), "copy_to_host", "cudaStreamSynchronize");
+  }
+  void copy_device(void* dst, const void* src, size_t bytes) override {
+    if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "copy_device", "cudaMemcpyAsync");
+  }
+  void fill_zero(void* dst, size_t bytes) override {
+    if (bytes) check(cudaMemsetAsync(dst, 0, bytes, stream_), "fill_zero", "cudaMemsetAsync");
+  }
+  void synchronize() override { check(cudaStreamSynchronize(stream_), "synchronize", "cudaStreamSynchronize"); }
+  void memory_info(size_t* free_bytes, size_t* total_bytes) override {
+    check(cudaMemGetInfo(free_bytes, total_bytes), "memory_info", "cudaMemGetInfo");
+  }
+  size_t peak_allocated_bytes() const override { return peak_; }
+  void* host_alloc(size_t bytes) override {
+    void* p = nullptr;
+    cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      throw std::runtime_error("CUDA backend: cannot allocate " + std::to_string(bytes) +
+                               " bytes of pinned host memory: " + cudaGetErrorString(e));
+    }
+    return p;
+  }
+  void host_free(void* p) override {
+    if (p) cudaFreeHost(p);
+  }
+
+  void upload_convert(const Tensor& src, Tensor& dst) override {
+    const std::string op = "upload_convert";
+    require(src.device == DeviceKind::cpu, op, "source must be a host tensor");
+    require_cuda(dst, op, "dst");
+    require(src.numel() == dst.numel(), op,
+            "element counts differ: source " + src.shape_str() + ", destination " + dst.shape_str());
+    if (src.dtype == dst.dtype) {
+      check(cudaMemcpy(dst.data, src.data, src.nbytes(), cudaMemcpyHostToDevice), op.c_str(), "cudaMemcpy");
+      return;
+    }
+    auto in_ok = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
+    require(in_ok(src.dtype) && in_ok(dst.dtype), op,
+            std::string("cannot convert ") + dtype_name(src.dtype) + " to " + dtype_name(dst.dtype));
+    // Convert on the host a chunk at a time (bounded staging memory), then copy.
+    constexpr int64_t kChunk = 1 << 22;
+    std::vector<uint8_t> stage(static_cast<size_t>(std::min<int64_t>(kChunk, src.numel())) * dtype_size(dst.dtype));
+    const int64_t n = src.numel();
+    synchronize();  // the staging buffer is reused: copies below are synchronous
+    for (int64_t b = 0; b < n; b += kChunk) {
+      const int64_t e = std::min(n, b + kChunk);
+      for (int64_t i = b; i < e; ++i) {
+        float f;
+        switch (src.dtype) {
+          case DType::f32: f = src.ptr<float>()[i]; break;
+          case DType::bf16: f = cuda::bf16_bits_to_f32(src.ptr<uint16_t>()[i]); break;
+          default: f = cuda::f16_bits_to_f32(src.ptr<uint16_t>()[i]); break;
+        }
+        const size_t j = static_cast<size_t>(i - b);
+        switch (dst.dtype) {
+          case DType::f32: reinterpret_cast<float*>(stage.data())[j] = f; break;
+          case DType::bf16: reinterpret_cast<uint16_t*>(stage.data())[j] = cuda::f32_to_bf16_bits(f); break;
+          default: reinterpret_cast<uint16_t*>(stage.data())[j] = cuda::f32_to_f16_bits(f); break;
+        }
+      }
+      check(cudaMemcpy(static_cast<char*>(dst.data) + b * dtype_size(dst.dtype), stage.data(),
+                       (e - b) * dtype_size(dst.dtype), cudaMemcpyHostToDevice),
+            op.c_str(), "cudaMemcpy");
+    }
+  }
+
+  void check_attention_shape(int block_size, int head_dim) const override {
+    if (!is_pow2(block_size) || block_size > 1024)
+      throw std::invalid_argument("CUDA attention: block_size " + std::to_string(block_size) +
+                                  " not supported (a power of two from 1 to 1024)");
+    if (head_dim != 64 && head_dim != 128)
+      throw std::invalid_argument("CUDA attention: head_dim " + std::to_string(head_dim) +
+                                  " not supported (64 or 128)");
+  }
+
+  // ---- ops ----
+  void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
+    const std::string op = "embedding";
+    require_cuda(ids, op, "ids"); require_cuda(table, op, "table"); require_cuda(out, op, "out");
+    require_dtype(ids, DType::i32, op, "ids");
+    require(table.ndim == 2 && out.ndim == 2 && out.size(1) == table.size(1) && out.size(0) == ids.numel(), op,
+            "shapes ids " + ids.shape_str() + ", table " + table.shape_str() + ", out " + out.shape_str());
+    cuda::launch_gather_rows(table.data, table.dtype, ids.ptr<int32_t>(), out.data, out.dtype, (int)out.size(0),
+                             (int)out.size(1), (int)table.size(0), stream_);
+  }
+
+  void gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) override {
+    const std::string op = "gather_rows";
+    require_cuda(x, op, "x"); require_cuda(idx, op, "idx"); require_cuda(out, op, "out");
+    require_dtype(idx, DType::i32, op, "idx");
+    require(x.ndim == 2 && out.ndim == 2 && out.size(1) == x.size(1) && out.size(0) == idx.numel(), op,
+            "shapes x " + x.shape_str() + ", idx " + idx.shape_str() + ", out " + out.shape_str());
+    cuda::launch_gather_rows(x.data, x.dtype, idx.ptr<int32_t>(), out.data, out.dtype, (int)out.size(0),
+                             (int)out.size(1), (int)x.size(0), stream_);
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
+    const std::string op = "rms_norm";
+    require_cuda(x, op, "x"); require_cuda(w, op, "w"); require_cuda(out, op, "out");
+    require(x.numel() == out.numel() && x.dtype == out.dtype && w.numel() == x.size(-1), op,
+            "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str());
+    cuda::launch_rms_norm(x.data, nullptr, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)x.size(-1), eps,
+                          stream_);
+  }
+
+  void add_rms_norm(const Tensor& x, Tensor& residual, const Tensor& w, float eps, Tensor& out) override {
+    const std::string op = "add_rms_norm";
+    require_cuda(x, op, "x"); require_cuda(residual, op, "residual"); require_cuda(w, op, "w");
+    require_cuda(out, op, "out");
+    require(x.numel() == out.numel() && x.numel() == residual.numel() && x.dtype == out.dtype &&
+                x.dtype == residual.dtype && w.numel() == x.size(-1),
+            op, "shapes x " + x.shape_str() + ", residual " + residual.shape_str() + ", w " + w.shape_str() + ", out " +
+                    out.shape_str());
+    cuda::launch_rms_norm(x.data, residual.data, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)x.size(-1),
+                          eps, stream_);
+  }
+
+  void linear(const Tensor& x, const Tensor& w, Tensor& out) override {
+    const std::string op = "linear";
+    require_cuda(x, op, "x"); require_cuda(w, op, "w"); require_cuda(out, op, "out");
+    require(w.ndim == 2 && x.size(-1) == w.size(1) && out.size(-1) == w.size(0) && rows_of(x) == rows_of(out), op,
+            "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str());
+    require(x.dtype == w.dtype, op,
+            std::string("x and w dtypes differ: ") + dtype_name(x.dtype) + " vs " + dtype_name(w.dtype));
+    gemm_.linear(x.data, w.data, out.data, rows_of(x), w.size(0), w.size(1), x.dtype, out.dtype, stream_);
+  }
+
+  void qk_norm_rope_store(const Tensor& qkv, const Tensor& q_norm_w, const Tensor& k_norm_w, const Tensor& positions,
+                          const Tensor& cos_sin, float eps, int num_q_heads, int num_kv_heads,
+                          const int32_t* slot_mapping, Tensor& k_cache, Tensor& v_cache, Tensor& q_out) override {
+    const std::string op = "qk_norm_rope_store";
+    require_cuda(qkv, op, "qkv"); require_cuda(q_norm_w, op, "q_norm_w"); require_cuda(k_norm_w, op, "k_norm_w");
+    require_cuda(positions, op, "positions"); require_cuda(cos_sin, op, "cos_sin");
+    require_cuda(k_cache, op, "k_cache"); require_cuda(v_cache, op, "v_cache"); require_cuda(q_out, op, "q_out");
+    require_dtype(qkv, DType::bf16, op, "qkv"); require_dtype(q_out, DType::bf16, op, "q_out");
+    require_dtype(k_cache, DType::bf16, op, "k_cache"); require_dtype(v_cache, DType::bf16, op, "v_cache");
+    require_dtype(positions, DType::i32, op, "positions"); require_dtype(cos_sin, DType::f32, op, "cos_sin");
+    require(q_norm_w.dtype == k_norm_w.dtype, op, "q_norm_w and k_norm_w dtypes differ");
+    const int64_t T = rows_of(qkv);
+    const int64_t D = cos_sin.size(-1);
+    require(qkv.size(-1) == (num_q_heads + 2 * num_kv_heads) * D && q_out.numel() == T * num_q_heads * D &&
+                positions.numel() == T && q_norm_w.numel() == D && k_norm_w.numel() == D,
+            op, "shapes qkv " + qkv.shape_str() + ", q_out " + q_out.shape_str() + ", cos_sin " + cos_sin.shape_str() +
+                    ", positions " + positions.shape_str() + " for " + std::to_string(num_q_heads) + " q heads, " +
+                    std::to_string(num_kv_heads) + " kv heads");
+    cuda::launch_qk_norm_rope_store(qkv.data, q_norm_w.data, k_norm_w.data, q_norm_w.dtype, positions.ptr<int32_t>(),
+                                    cos_sin.ptr<float>(), eps, (int)T, num_q_heads, num_kv_heads, (int)D, slot_mapping,
+                                    k_cache.data, v_cache.data, q_out.data, stream_);
+  }
+
+  void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
+                 float scale, Tensor& out) override {
+    const std::string op = "attention";
+    require_cuda(q, op, "q"); require_cuda(k_cache, op, "k_cache"); require_cuda(v_cache, op, "v_cache");
+    require_cuda(out, op, "out");
+    require_dtype(q, DType::bf16, op, "q"); require_dtype(out, DType::bf16, op, "out");
+    require_dtype(k_cache, DType::bf16, op, "k_cache"); require_dtype(v_cache, DType::bf16, op, "v_cache");
+    require(q.ndim == 3 && k_cache.ndim == 4 && out.numel() == q.numel(), op,
+            "q must be [T, Hq, D] and the caches [blocks, block_size, Hkv, D]; got q " + q.shape_str() + ", k_cache " +
+                k_cache.shape_str());
+    cuda::AttnShape sh{(int)q.size(1), (int)k_cache.size(2), (int)q.size(2), (int)k_cache.size(1), scale};
+    check_attention_shape(sh.block_size, sh.head_dim);
+    require(k_cache.size(3) == sh.head_dim && sh.num_kv_heads > 0 && sh.num_q_heads % sh.num_kv_heads == 0, op,
+            "q " + q.shape_str() + " does not match k_cache " + k_cache.shape_str());
+    require(sh.num_q_heads / sh.num_kv_heads <= 8, op,
+            std::to_string(sh.num_q_heads / sh.num_kv_heads) + " query heads per kv head (CUDA takes up to 8)");
+    if (meta.num_seqs == 0) return;
+    if (meta.is_prefill) {
+      cuda::launch_attention_prefill(q.data, k_cache.data, v_cache.data, meta.cu_seqlens_q, meta.seqlens_k,
+                                     meta.block_tables, meta.max_num_blocks, meta.num_seqs, meta.max_seqlen_q, sh,
+                                     out.data, stream_);
+      return;
+    }
+    require(q.size(0) >= meta.num_seqs, op, "decode needs one query row per sequence");
+    // Split the context so that the grid fills the GPU even for few sequences; at most
+    // kMaxPartition tokens a split (their scores live in shared memory).
+    const int maxk = std::max(1, meta.max_seqlen_k);
+    const int ctas = meta.num_seqs * sh.num_kv_heads;
+    const int want = (4 * props_.multiProcessorCount + ctas - 1) / ctas;
+    int splits = std::min(want, (maxk + 63) / 64);
+    splits = std::max({splits, (maxk + kMaxPartition - 1) / kMaxPartition, 1});
+    int partition = (maxk + splits - 1) / splits;
+    partition = (partition + 31) / 32 * 32;
+    splits = (maxk + partition - 1) / partition;
+    float* ws = nullptr;
+    if (splits > 1)
+      ws = workspace((size_t)meta.num_seqs * sh.num_q_heads * splits * (sh.head_dim + 2) * sizeof(float));
+    cuda::launch_attention_decode(q.data, k_cache.data, v_cache.data, meta.seqlens_k, meta.block_tables,
+                                  meta.max_num_blocks, meta.num_seqs, sh, splits, partition, ws, out.data, stream_);
+  }
+
+  void silu_mul(const Tensor& x, Tensor& out) override {
+    const std::string op = "silu_mul";
+    require_cuda(x, op, "x"); require_cuda(out, op, "out");
+    require(x.dtype == out.dtype && x.size(-1) == 2 * out.size(-1) && rows_of(x) == rows_of(out), op,
+            "shapes x " + x.shape_str() + ", out " + out.shape_str());
+    cuda::launch_silu_mul(x.data, out.data, x.dtype, (int)rows_of(x), (int)out.size(-1), stream_);
+  }
+
+  void sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
+              Tensor& out) override {
+    const std::string op = "sample";
+    require_cuda(logits, op, "logits"); require_cuda(temperatures, op, "temperatures"); require_cuda(keys, op, "keys");
+    require_cuda(counters, op, "counters"); require_cuda(out, op, "out");
+    require_dtype(logits, DType::f32, op, "logits"); require_dtype(temperatures, DType::f32, op, "temperatures");
+    require_dtype(keys, DType::i64, op, "keys"); require_dtype(counters, DType::i64, op, "counters");
+    require_dtype(out, DType::i32, op, "out");
+    const int64_t B = rows_of(logits);
+    require(temperatures.numel() >= B && keys.numel() >= B && counters.numel() >= B && out.numel() >= B, op,
+            "one temperature, key, counter and output per logits row " + logits.shape_str());
+    cuda::launch_sample(logits.ptr<float>(), temperatures.ptr<float>(), keys.ptr<int64_t>(), counters.ptr<int64_t>(),
+                        out.ptr<int32_t>(), (int)B, (int)logits.size(-1), stream_);
+  }
+
+  // ---- CUDA graphs ----
+  bool supports_graphs() const override { return true; }
+  int capture_graph(const std::function<void()>& fn) override {
+    // Relaxed mode: a workspace that must grow mid-capture may still be cudaMalloc'ed.
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "capture_graph", "cudaStreamBeginCapture");
+    cudaGraph_t graph = nullptr;
+    try {
+      fn();
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      throw;
+    }
+    check(cudaStreamEndCapture(stream_, &graph), "capture_graph", "cudaStreamEndCapture");
+    cudaGraphExec_t exec = nullptr;
+    cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    check(e, "capture_graph", "cudaGraphInstantiate");
+    graphs_.push_back(exec);
+    return static_cast<int>(graphs_.size()) - 1;
+  }
+  void replay_graph(int handle) override {
+    if (handle < 0 || handle >= static_cast<int>(graphs_.size()))
+      throw std::invalid_argument("replay_graph: no graph with handle " + std::to_string(handle));
+    check(cudaGraphLaunch(graphs_[handle], stream_), "replay_graph", "cudaGraphLaunch");
+  }
+
+ private:
+  static constexpr size_t kGemmWorkspace = 32u << 20;
+  static constexpr int kMaxPartition = 1024;
+
+  // Scratch for split-KV partials. Grows, never shrinks: a captured graph may hold the old
+  // pointer, so old buffers live until the backend does.
+  float* workspace(size_t bytes) {
+    if (bytes > ws_bytes_) {
+      void* p = nullptr;
+      const size_t want = std::max(bytes, ws_bytes_ * 2);
+      check(cudaMalloc(&p, want), "attention", "cudaMalloc (split-KV workspace)");
+      workspaces_.push_back(p);
+      ws_ = static_cast<float*>(p);
+      ws_bytes_ = want;
+    }
+    return ws_;
+  }
+
+  int device_id_;
+  cudaDeviceProp props_{};
+  cudaStream_t stream_ = nullptr;
+  cuda::Gemm gemm_;
+  void* gemm_ws_ = nullptr;
+  std::vector<cudaGraphExec_t> graphs_;
+  std::vector<void*> workspaces_;
+  float* ws_ = nullptr;
+  size_t ws_bytes_ = 0;
+  std::mutex mu_;
+  std::unordered_map<void*, size_t> sizes_;
+  size_t allocated_ = 0, peak_ = 0;
+};
+
+}  // namespace
+
+bool cuda_device_usable(std::string* why) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    if (why) *why = std::string("no CUDA device: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+    return false;
+  }
+  if (n == 0) {
+    if (why) *why = "no CUDA device found";
+    return false;
+  }
+  cudaDeviceProp p{};
+  e = cudaGetDeviceProperties(&p, 0);
+  if (e != cudaSuccess) {
+    if (why) *why = std::string("cudaGetDeviceProperties: ") + cudaGetErrorString(e);
+    return false;
+  }
+  if (p.major < 9) {
+    if (why)
+      *why = std::string(p.name) + " is compute capability " + std::to_string(p.major) + "." +
+             std::to_string(p.minor) + "; this build's kernels need 9.0 (Hopper) or newer";
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts) { return std::make_unique<CudaBackend>(opts); }
+
+}  // namespace nanovllm

@@ -1,0 +1,117 @@
+// Row gathers (embedding lookup, picking the last token's hidden row) and SiLU x mul: memory-bound
+// kernels with 16-byte accesses where the row width and alignment allow.
+#include <stdexcept>
+#include <string>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+
+namespace nanovllm::cuda {
+namespace {
+
+// Same dtype: copy 16-byte words (or bytes when misaligned). One block per output row.
+template <class V>
+__global__ void gather_copy_kernel(const V* __restrict__ src, const int32_t* __restrict__ idx, V* __restrict__ out,
+                                   int words, int src_rows) {
+  const int r = blockIdx.x;
+  const int i = idx[r];
+  V* o = out + (size_t)r * words;
+  if (i < 0 || i >= src_rows) {
+    for (int c = threadIdx.x; c < words; c += blockDim.x) o[c] = V{};
+    return;
+  }
+  const V* in = src + (size_t)i * words;
+  for (int c = threadIdx.x; c < words; c += blockDim.x) o[c] = in[c];
+}
+
+template <class S, class D>
+__global__ void gather_convert_kernel(const S* __restrict__ src, const int32_t* __restrict__ idx, D* __restrict__ out,
+                                      int cols, int src_rows) {
+  const int r = blockIdx.x;
+  const int i = idx[r];
+  const bool ok = i >= 0 && i < src_rows;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x)
+    out[(size_t)r * cols + c] = from_f<D>(ok ? to_f(src[(size_t)i * cols + c]) : 0.f);
+}
+
+__device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
+
+template <class T>
+__global__ void silu_mul_vec_kernel(const T* __restrict__ x, T* __restrict__ out, int rows, int inter) {
+  const int nvec = inter / 8;
+  const size_t total = (size_t)rows * nvec;
+  for (size_t v = blockIdx.x * (size_t)blockDim.x + threadIdx.x; v < total; v += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = v / nvec, c = (v % nvec) * 8;
+    float g[8], u[8];
+    load8(x + r * 2 * inter + c, g);
+    load8(x + r * 2 * inter + inter + c, u);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) g[j] = silu(g[j]) * u[j];
+    store8(out + r * inter + c, g);
+  }
+}
+
+template <class T>
+__global__ void silu_mul_scalar_kernel(const T* __restrict__ x, T* __restrict__ out, int rows, int inter) {
+  const size_t total = (size_t)rows * inter;
+  for (size_t v = blockIdx.x * (size_t)blockDim.x + threadIdx.x; v < total; v += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = v / inter, c = v % inter;
+    out[v] = from_f<T>(silu(to_f(x[r * 2 * inter + c])) * to_f(x[r * 2 * inter + inter + c]));
+  }
+}
+
+int grid_for(size_t work, int threads) {
+  size_t b = (work + threads - 1) / threads;
+  return static_cast<int>(b < 132 * 16 ? (b ? b : 1) : 132 * 16);
+}
+
+}  // namespace
+
+void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* out, DType out_t, int rows, int cols,
+                        int src_rows, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  if (src_t == out_t) {
+    const size_t bytes = (size_t)cols * dtype_size(src_t);
+    if (bytes % 16 == 0 && aligned16(src) && aligned16(out))
+      gather_copy_kernel<uint4><<<rows, 128, 0, s>>>(static_cast<const uint4*>(src), idx, static_cast<uint4*>(out),
+                                                     (int)(bytes / 16), src_rows);
+    else
+      gather_copy_kernel<uint8_t><<<rows, 256, 0, s>>>(static_cast<const uint8_t*>(src), idx,
+                                                       static_cast<uint8_t*>(out), (int)bytes, src_rows);
+  } else if (src_t == DType::bf16 && out_t == DType::f32) {
+    gather_convert_kernel<bf16, float><<<rows, 256, 0, s>>>(static_cast<const bf16*>(src), idx,
+                                                            static_cast<float*>(out), cols, src_rows);
+  } else if (src_t == DType::f32 && out_t == DType::bf16) {
+    gather_convert_kernel<float, bf16><<<rows, 256, 0, s>>>(static_cast<const float*>(src), idx,
+                                                            static_cast<bf16*>(out), cols, src_rows);
+  } else {
+    throw std::invalid_argument(std::string("gather_rows/embedding: unsupported dtypes ") + dtype_name(src_t) +
+                                " -> " + dtype_name(out_t));
+  }
+  check_launch("gather_rows");
+}
+
+void launch_silu_mul(const void* x, void* out, DType t, int rows, int inter, cudaStream_t s) {
+  if (rows == 0 || inter == 0) return;
+  if (t == DType::bf16) {
+    if (inter % 8 == 0 && aligned16(x) && aligned16(out))
+      silu_mul_vec_kernel<bf16><<<grid_for((size_t)rows * inter / 8, 256), 256, 0, s>>>(
+          static_cast<const bf16*>(x), static_cast<bf16*>(out), rows, inter);
+    else
+      silu_mul_scalar_kernel<bf16><<<grid_for((size_t)rows * inter, 256), 256, 0, s>>>(
+          static_cast<const bf16*>(x), static_cast<bf16*>(out), rows, inter);
+  } else if (t == DType::f32) {
+    if (inter % 8 == 0 && aligned32(x) && aligned32(out))
+      silu_mul_vec_kernel<float><<<grid_for((size_t)rows * inter / 8, 256), 256, 0, s>>>(
+          static_cast<const float*>(x), static_cast<float*>(out), rows, inter);
+    else
+      silu_mul_scalar_kernel<float><<<grid_for((size_t)rows * inter, 256), 256, 0, s>>>(
+          static_cast<const float*>(x), static_cast<float*>(out), rows, inter);
+  } else {
+    throw std::invalid_argument(std::string("silu_mul: unsupported dtype ") + dtype_name(t));
+  }
+  check_launch("silu_mul");
+}
+
+}  // namespace nanovllm::cuda

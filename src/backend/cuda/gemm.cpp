@@ -1,0 +1,77 @@
+// cuBLASLt linear layers with a per-shape plan cache (see gemm.h).
+#include "backend/cuda/gemm.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "backend/cuda/cuda_check.h"
+
+namespace nanovllm::cuda {
+namespace {
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f32: return CUDA_R_32F;
+    case DType::f16: return CUDA_R_16F;
+    default: break;
+  }
+  throw std::invalid_argument(std::string("linear: unsupported dtype ") + dtype_name(t));
+}
+}  // namespace
+
+Gemm::Gemm() { check_cublas(cublasLtCreate(&handle_), "linear", "cublasLtCreate"); }
+
+Gemm::~Gemm() {
+  for (auto& [key, p] : plans_) {
+    cublasLtMatrixLayoutDestroy(p.a);
+    cublasLtMatrixLayoutDestroy(p.b);
+    cublasLtMatrixLayoutDestroy(p.c);
+    cublasLtMatmulDescDestroy(p.op);
+  }
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+// cuBLAS is column-major: there row-major w [N, K] is a K x N matrix (ld K), used transposed;
+// x [M, K] is K x M (ld K); out [M, N] is N x M (ld N). So out^T = w x^T needs no copies.
+Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t) {
+  Key key{m, n, k, static_cast<int>(in_t), static_cast<int>(out_t)};
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second;
+  Plan p;
+  const cudaDataType_t ab = cuda_type(in_t), c = cuda_type(out_t);
+  const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  check_cublas(cublasLtMatmulDescCreate(&p.op, compute, CUDA_R_32F), "linear", "cublasLtMatmulDescCreate");
+  cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  check_cublas(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "linear", "set TRANSA");
+  check_cublas(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "linear", "set TRANSB");
+  check_cublas(cublasLtMatrixLayoutCreate(&p.a, ab, k, n, k), "linear", "layout w");
+  check_cublas(cublasLtMatrixLayoutCreate(&p.b, ab, k, m, k), "linear", "layout x");
+  check_cublas(cublasLtMatrixLayoutCreate(&p.c, c, n, m, n), "linear", "layout out");
+
+  cublasLtMatmulPreference_t pref;
+  check_cublas(cublasLtMatmulPreferenceCreate(&pref), "linear", "preference");
+  size_t ws = ws_bytes_;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  cublasLtMatmulHeuristicResult_t res[1];
+  int found = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, 1, res, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+    throw std::runtime_error("linear: cuBLASLt has no algorithm for x [" + std::to_string(m) + ", " +
+                             std::to_string(k) + "] @ w [" + std::to_string(n) + ", " + std::to_string(k) + "]^T (" +
+                             dtype_name(in_t) + " -> " + dtype_name(out_t) + ")");
+  p.algo = res[0].algo;
+  return plans_.emplace(key, p).first->second;
+}
+
+void Gemm::linear(const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t,
+                  cudaStream_t s) {
+  if (m == 0 || n == 0) return;
+  Plan& p = plan_for(m, n, k, in_t, out_t);
+  const float alpha = 1.f, beta = 0.f;
+  check_cublas(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, ws_,
+                              ws_bytes_, s),
+               "linear", "cublasLtMatmul");
+}
+
+}  // namespace nanovllm::cuda

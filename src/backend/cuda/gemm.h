@@ -1,0 +1,42 @@
+// Linear layers through cuBLASLt: out[M, N] = x[M, K] @ w[N, K]^T with fp32 accumulation. The
+// algorithm for each (M, N, K, dtypes) is chosen once by cuBLASLt's heuristic and cached, so a
+// step (or a CUDA-graph capture) pays no planning after the first call at that shape.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <tuple>
+
+#include "backend/tensor.h"
+
+namespace nanovllm::cuda {
+
+class Gemm {
+ public:
+  Gemm();  // creates the cuBLASLt handle; the caller provides the workspace
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  void set_workspace(void* ws, size_t bytes) { ws_ = ws; ws_bytes_ = bytes; }
+  // x and w share a dtype (bf16 or f32); out may be bf16 or f32.
+  void linear(const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t,
+              cudaStream_t s);
+
+ private:
+  struct Plan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  using Key = std::tuple<int64_t, int64_t, int64_t, int, int>;
+  Plan& plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t);
+
+  cublasLtHandle_t handle_ = nullptr;
+  void* ws_ = nullptr;
+  size_t ws_bytes_ = 0;
+  std::map<Key, Plan> plans_;
+};
+
+}  // namespace nanovllm::cuda

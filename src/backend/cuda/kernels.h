@@ -1,0 +1,59 @@
+// Launchers for the CUDA backend's kernels: plain C++ declarations over raw device pointers, so
+// the backend class compiles with the host compiler. Each launcher checks its launch.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/tensor.h"
+
+namespace nanovllm::cuda {
+
+// out = norm(x (+ residual)) * w over rows of `hidden`; with residual != nullptr the sum is also
+// written back to residual. act: dtype of x/residual/out (f32 or bf16); wt: dtype of w.
+void launch_rms_norm(const void* x, void* residual, const void* w, void* out, DType act, DType wt,
+                     int rows, int hidden, float eps, cudaStream_t s);
+
+// out[r, :] = src[idx[r], :] for r < rows (row of `cols` elements), converting dtype if needed.
+// Rows whose index is outside [0, src_rows) are written as zeros.
+void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* out, DType out_t,
+                        int rows, int cols, int src_rows, cudaStream_t s);
+
+// out = silu(x[:, :inter]) * x[:, inter:]
+void launch_silu_mul(const void* x, void* out, DType t, int rows, int inter, cudaStream_t s);
+
+// Per-head RMS norm of q and k, neox RoPE, q to q_out and k/v into the paged cache (see
+// Backend::qk_norm_rope_store). Activations and cache are bf16; norm weights bf16 or f32.
+void launch_qk_norm_rope_store(const void* qkv, const void* q_norm_w, const void* k_norm_w, DType wt,
+                               const int32_t* positions, const float* cos_sin, float eps, int tokens,
+                               int num_q_heads, int num_kv_heads, int head_dim,
+                               const int32_t* slot_mapping, void* k_cache, void* v_cache, void* q_out,
+                               cudaStream_t s);
+
+// Shapes shared by both attention kernels.
+struct AttnShape {
+  int num_q_heads, num_kv_heads, head_dim, block_size;
+  float scale;
+};
+
+// Decode (one query token per sequence), split-KV: num_splits partitions of `partition` tokens
+// per sequence, combined by a second kernel when num_splits > 1. workspace holds
+// num_seqs * num_q_heads * num_splits * (head_dim + 2) floats.
+void launch_attention_decode(const void* q, const void* k_cache, const void* v_cache,
+                             const int32_t* seqlens_k, const int32_t* block_tables, int max_num_blocks,
+                             int num_seqs, const AttnShape& sh, int num_splits, int partition,
+                             float* workspace, void* out, cudaStream_t s);
+
+// Prefill over a variable-length batch whose K/V are already in the paged cache (prefix hits and
+// chunked prefill included); causal within each sequence.
+void launch_attention_prefill(const void* q, const void* k_cache, const void* v_cache,
+                              const int32_t* cu_seqlens_q, const int32_t* seqlens_k,
+                              const int32_t* block_tables, int max_num_blocks, int num_seqs,
+                              int max_seqlen_q, const AttnShape& sh, void* out, cudaStream_t s);
+
+// One token per row of logits [rows, vocab]: argmax when temperature is 0, else Gumbel-max with
+// uniform01(key, counter, v) (backend/rng.h), bit-compatible with the CPU sampler's draws.
+void launch_sample(const float* logits, const float* temperatures, const int64_t* keys,
+                   const int64_t* counters, int32_t* out, int rows, int vocab, cudaStream_t s);
+
+}  // namespace nanovllm::cuda

@@ -1,0 +1,114 @@
+// Fused per-head q/k RMSNorm + rotary embedding (neox rotate-half) + paged KV-cache store: one warp
+// per (token, q head) and per (token, kv head); the kv warp also copies the v head. One read of
+// the fused qkv projection, one write of q and of the new K/V rows.
+#include <stdexcept>
+#include <string>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+
+namespace nanovllm::cuda {
+namespace {
+
+// Lane l owns elements [l*P, l*P+P) of the first half of the head and their rotation partners
+// [D/2 + l*P, ...) in the second half, so RoPE needs no data exchange: D = 64 * P.
+template <int P, class W>
+__global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const W* __restrict__ q_norm_w,
+                                          const W* __restrict__ k_norm_w, const int32_t* __restrict__ positions,
+                                          const float* __restrict__ cos_sin, float eps, int tokens, int hq,
+                                          int hkv, const int32_t* __restrict__ slot_mapping, bf16* __restrict__ k_cache,
+                                          bf16* __restrict__ v_cache, bf16* __restrict__ q_out) {
+  constexpr int D = 64 * P, H = D / 2;
+  const int warp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int heads = hq + hkv;
+  if (warp >= tokens * heads) return;
+  const int t = warp / heads, h = warp % heads;
+  const bool is_q = h < hq;
+  int slot = -1;
+  if (!is_q) {
+    slot = slot_mapping[t];
+    if (slot < 0) return;  // this token's K/V are not stored (padding row)
+  }
+  const bf16* src = qkv + (size_t)t * (hq + 2 * hkv) * D + (size_t)h * D;
+  float a[P], b[P];
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    a[p] = to_f(src[lane * P + p]);
+    b[p] = to_f(src[H + lane * P + p]);
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int p = 0; p < P; ++p) ss += a[p] * a[p] + b[p] * b[p];
+  const float inv = rsqrtf(warp_sum(ss) / D + eps);
+  const W* w = is_q ? q_norm_w : k_norm_w;
+  const float* cs = cos_sin + (size_t)positions[t] * D;
+  float ya[P], yb[P];
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int i = lane * P + p;
+    const float xa = a[p] * inv * to_f(w[i]), xb = b[p] * inv * to_f(w[H + i]);
+    const float c = cs[i], s = cs[H + i];
+    ya[p] = xa * c - xb * s;
+    yb[p] = xb * c + xa * s;
+  }
+  bf16* dst = is_q ? q_out + ((size_t)t * hq + h) * D
+                   : k_cache + ((size_t)slot * hkv + (h - hq)) * D;
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    dst[lane * P + p] = from_f<bf16>(ya[p]);
+    dst[H + lane * P + p] = from_f<bf16>(yb[p]);
+  }
+  if (!is_q) {  // v head (h - hq) follows all k heads
+    const bf16* vsrc = src + (size_t)hkv * D;
+    bf16* vdst = v_cache + ((size_t)slot * hkv + (h - hq)) * D;
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      vdst[lane * P + p] = vsrc[lane * P + p];
+      vdst[H + lane * P + p] = vsrc[H + lane * P + p];
+    }
+  }
+}
+
+template <int P>
+void launch_p(const void* qkv, const void* qw, const void* kw, DType wt, const int32_t* positions, const float* cos_sin,
+              float eps, int tokens, int hq, int hkv, const int32_t* slots, void* kc, void* vc, void* q_out,
+              cudaStream_t s) {
+  const int warps = tokens * (hq + hkv), per_block = 4;
+  const int blocks = (warps + per_block - 1) / per_block;
+  if (wt == DType::bf16)
+    qk_norm_rope_store_kernel<P, bf16><<<blocks, per_block * 32, 0, s>>>(
+        static_cast<const bf16*>(qkv), static_cast<const bf16*>(qw), static_cast<const bf16*>(kw), positions, cos_sin,
+        eps, tokens, hq, hkv, slots, static_cast<bf16*>(kc), static_cast<bf16*>(vc), static_cast<bf16*>(q_out));
+  else if (wt == DType::f32)
+    qk_norm_rope_store_kernel<P, float><<<blocks, per_block * 32, 0, s>>>(
+        static_cast<const bf16*>(qkv), static_cast<const float*>(qw), static_cast<const float*>(kw), positions,
+        cos_sin, eps, tokens, hq, hkv, slots, static_cast<bf16*>(kc), static_cast<bf16*>(vc),
+        static_cast<bf16*>(q_out));
+  else
+    throw std::invalid_argument(std::string("qk_norm_rope_store: norm weights must be BF16 or F32, got ") +
+                                dtype_name(wt));
+}
+
+}  // namespace
+
+void launch_qk_norm_rope_store(const void* qkv, const void* q_norm_w, const void* k_norm_w, DType wt,
+                               const int32_t* positions, const float* cos_sin, float eps, int tokens, int num_q_heads,
+                               int num_kv_heads, int head_dim, const int32_t* slot_mapping, void* k_cache,
+                               void* v_cache, void* q_out, cudaStream_t s) {
+  if (tokens == 0) return;
+  switch (head_dim) {
+    case 64: launch_p<1>(qkv, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
+                         slot_mapping, k_cache, v_cache, q_out, s); break;
+    case 128: launch_p<2>(qkv, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
+                          slot_mapping, k_cache, v_cache, q_out, s); break;
+    case 256: launch_p<4>(qkv, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
+                          slot_mapping, k_cache, v_cache, q_out, s); break;
+    default:
+      throw std::invalid_argument("qk_norm_rope_store: head_dim " + std::to_string(head_dim) +
+                                  " not supported by the CUDA backend (64, 128 or 256)");
+  }
+  check_launch("qk_norm_rope_store");
+}
+
+}  // namespace nanovllm::cuda
