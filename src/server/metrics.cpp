@@ -2,13 +2,18 @@
 #include "server/metrics.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace nanovllm::server {
 namespace {
 
+// The shortest decimal that reads back as x, so bucket bounds print as 0.1, not 0.10000000000000001.
 std::string fmt(double x) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", x);
+  for (int prec = 15; prec <= 17; ++prec) {
+    std::snprintf(buf, sizeof buf, "%.*g", prec, x);
+    if (std::strtod(buf, nullptr) == x) break;
+  }
   return buf;
 }
 
