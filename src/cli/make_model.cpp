@@ -1,12 +1,126 @@
-// PLACEHOLDER until its issue lands: registers the subcommand and refuses to run.
+// `nanovllm make-model`: writes a seeded random Qwen3 checkpoint (a preset, or any shape), with
+// Qwen3's tokenizer copied in when the vocabulary is large enough to hold its ids.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
+#include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "model/random_model.h"
 
 namespace nanovllm::cli {
-void add_make_model_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("make-model", "not built yet");
-  cmd->allow_extras();
-  cmd->callback([] { throw std::runtime_error("'make-model' is not built yet"); });
+namespace fs = std::filesystem;
+namespace {
+
+struct MakeModelArgs {
+  std::string preset = "tiny", out, tokenizer, dtype = "bf16";
+  uint64_t seed = 0;
+  int hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0, max_pos = 0;
+  double rope_theta = 0;
+  bool tie = false, no_tie = false;
+};
+
+// The number of ids a tokenizer.json uses (largest id + 1), vocabulary and added tokens alike.
+int tokenizer_vocab_size(const fs::path& file) {
+  std::ifstream in(file);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw std::runtime_error(file.string() + ": malformed JSON: " + e.what());
+  }
+  int64_t max_id = -1;
+  if (j.contains("model") && j["model"].contains("vocab") && j["model"]["vocab"].is_object())
+    for (auto& [k, v] : j["model"]["vocab"].items())
+      if (v.is_number_integer()) max_id = std::max<int64_t>(max_id, v.get<int64_t>());
+  if (j.contains("added_tokens") && j["added_tokens"].is_array())
+    for (auto& t : j["added_tokens"])
+      if (t.contains("id") && t["id"].is_number_integer()) max_id = std::max<int64_t>(max_id, t["id"].get<int64_t>());
+  return static_cast<int>(max_id + 1);
 }
+
+void run(const MakeModelArgs& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  RandomModelSpec s = random_model_preset(a.preset);
+  s.seed = a.seed;
+  if (a.hidden) s.hidden_size = a.hidden;
+  if (a.intermediate) s.intermediate_size = a.intermediate;
+  if (a.layers) s.num_layers = a.layers;
+  if (a.heads) s.num_heads = a.heads;
+  if (a.kv_heads) s.num_kv_heads = a.kv_heads;
+  if (a.head_dim) s.head_dim = a.head_dim;
+  if (a.vocab) s.vocab_size = a.vocab;
+  if (a.max_pos) s.max_position_embeddings = a.max_pos;
+  if (a.rope_theta > 0) s.rope_theta = a.rope_theta;
+  if (a.tie) s.tie_word_embeddings = true;
+  if (a.no_tie) s.tie_word_embeddings = false;
+  if (a.dtype == "bf16") s.dtype = DType::bf16;
+  else if (a.dtype == "f32") s.dtype = DType::f32;
+  else if (a.dtype == "f16") s.dtype = DType::f16;
+  else throw std::invalid_argument("--dtype " + a.dtype + ": expected bf16, f16 or f32");
+
+  // Without Qwen3's tokenizer the special ids 151643/151645 may not exist: end on the last id.
+  const bool special_ids_fit = s.vocab_size > 151645;
+  if (!special_ids_fit) {
+    s.bos_token_id.reset();
+    s.eos_token_ids = {s.vocab_size - 1};
+  }
+
+  fs::path tok_dir = a.tokenizer;
+  const bool tok_given = !a.tokenizer.empty();
+  if (!tok_given && fs::exists("models/qwen3-tokenizer/tokenizer.json")) tok_dir = "models/qwen3-tokenizer";
+  if (tok_given && !fs::exists(tok_dir / "tokenizer.json"))
+    throw std::runtime_error("--tokenizer " + tok_dir.string() + ": no tokenizer.json there");
+
+  write_random_model(s, a.out);
+
+  std::string tok_note = "no tokenizer (none found; pass --tokenizer DIR)";
+  if (!tok_dir.empty()) {
+    const int need = tokenizer_vocab_size(tok_dir / "tokenizer.json");
+    if (need > s.vocab_size) {
+      tok_note = "no tokenizer: " + tok_dir.string() + " uses ids up to " + std::to_string(need - 1) +
+                 " but the vocabulary has " + std::to_string(s.vocab_size);
+    } else {
+      for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+        if (fs::exists(tok_dir / f)) fs::copy_file(tok_dir / f, fs::path(a.out) / f, fs::copy_options::overwrite_existing);
+      tok_note = "tokenizer from " + tok_dir.string();
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("make-model: wrote %s (preset %s, %d layers, hidden %d, vocab %d, %s, seed %llu) in %.1f s; %s\n",
+              a.out.c_str(), a.preset.c_str(), s.num_layers, s.hidden_size, s.vocab_size, a.dtype.c_str(),
+              static_cast<unsigned long long>(s.seed), secs, tok_note.c_str());
+}
+
+}  // namespace
+
+void add_make_model_command(CLI::App& app) {
+  auto args = std::make_shared<MakeModelArgs>();
+  auto* cmd = app.add_subcommand("make-model", "Write a random Qwen3 checkpoint (config.json, model.safetensors)");
+  cmd->add_option("--preset", args->preset, "tiny (hidden 64, 2 layers, Qwen3 vocab) or qwen3-0.6b")
+      ->capture_default_str();
+  cmd->add_option("--out", args->out, "output directory")->required();
+  cmd->add_option("--seed", args->seed, "random seed")->capture_default_str();
+  cmd->add_option("--hidden-size", args->hidden);
+  cmd->add_option("--intermediate-size", args->intermediate);
+  cmd->add_option("--num-layers", args->layers);
+  cmd->add_option("--num-heads", args->heads);
+  cmd->add_option("--num-kv-heads", args->kv_heads);
+  cmd->add_option("--head-dim", args->head_dim);
+  cmd->add_option("--vocab-size", args->vocab);
+  cmd->add_option("--max-position-embeddings", args->max_pos);
+  cmd->add_option("--rope-theta", args->rope_theta);
+  auto* tie = cmd->add_flag("--tie-word-embeddings", args->tie, "share embed_tokens as lm_head");
+  auto* no_tie = cmd->add_flag("--no-tie", args->no_tie, "write a separate lm_head.weight");
+  tie->excludes(no_tie);
+  cmd->add_option("--dtype", args->dtype, "bf16, f16 or f32")->capture_default_str();
+  cmd->add_option("--tokenizer", args->tokenizer,
+                  "directory with tokenizer.json to copy (default: models/qwen3-tokenizer when present)");
+  cmd->callback([args] { run(*args); });
+}
+
 }  // namespace nanovllm::cli

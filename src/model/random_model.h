@@ -1,0 +1,40 @@
+// Random Qwen3 checkpoints for tests and benchmarks: HF-format config.json, generation_config.json
+// and model.safetensors with deterministic, seeded weights (`nanovllm make-model` writes them).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend/tensor.h"
+
+namespace nanovllm {
+
+struct RandomModelSpec {
+  int hidden_size = 64;
+  int intermediate_size = 128;
+  int num_layers = 2;
+  int num_heads = 4;
+  int num_kv_heads = 2;
+  int head_dim = 32;
+  int vocab_size = 151936;
+  int max_position_embeddings = 4096;
+  bool tie_word_embeddings = true;
+  double rope_theta = 1000000.0;
+  double rms_norm_eps = 1e-6;
+  DType dtype = DType::bf16;           // bf16 or f32
+  uint64_t seed = 0;
+  std::optional<int> bos_token_id = 151643;
+  std::vector<int> eos_token_ids = {151645, 151643};
+};
+
+// "tiny" (hidden 64, 2 layers, Qwen3's vocabulary so the real tokenizer fits) or "qwen3-0.6b"
+// (Qwen3-0.6B's exact shapes). Throws naming the preset otherwise.
+RandomModelSpec random_model_preset(const std::string& name);
+
+// Writes config.json, generation_config.json and model.safetensors into `dir` (created if needed).
+// Matrices are ~N(0, 0.02), norm weights ~1 + N(0, 0.05); the same spec and seed give the same bytes.
+void write_random_model(const RandomModelSpec& spec, const std::filesystem::path& dir);
+
+}  // namespace nanovllm

@@ -1,0 +1,430 @@
+// The CPU backend's ops against naive double-precision references written here: random inputs,
+// several shapes, block boundaries, GQA, and prefix-cached prefill equal to a full prefill.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/half.h"
+#include "backend/rng.h"
+
+namespace nanovllm {
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(gen);
+  return v;
+}
+
+Tensor T32(std::vector<float>& v, std::initializer_list<int64_t> shape) { return Tensor(v.data(), DType::f32, shape); }
+Tensor TI(std::vector<int32_t>& v, std::initializer_list<int64_t> shape) { return Tensor(v.data(), DType::i32, shape); }
+
+class CpuOps : public ::testing::Test {
+ protected:
+  std::unique_ptr<Backend> be = make_cpu_backend(BackendOptions{.num_threads = 2});
+};
+
+// ---- linear ----
+TEST_F(CpuOps, LinearMatchesDoubleReferenceOnBothGemmPaths) {
+  // Rows 1..8 take the AVX2 kernel, more take OpenBLAS; odd N and K exercise the tails.
+  const int shapes[][3] = {{1, 7, 5}, {1, 64, 1024}, {3, 33, 17}, {4, 2, 8}, {8, 65, 130}, {9, 50, 70}, {40, 96, 200}};
+  uint32_t seed = 1;
+  for (auto [M, N, K] : shapes) {
+    auto x = randn(size_t(M) * K, seed++), w = randn(size_t(N) * K, seed++);
+    std::vector<float> out(size_t(M) * N, -1.0f);
+    Tensor o = T32(out, {M, N});
+    be->linear(T32(x, {M, K}), T32(w, {N, K}), o);
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) {
+        double ref = 0, mag = 0;
+        for (int k = 0; k < K; ++k) {
+          ref += double(x[m * K + k]) * w[n * K + k];
+          mag += std::abs(double(x[m * K + k]) * w[n * K + k]);
+        }
+        ASSERT_NEAR(out[m * N + n], ref, 1e-5 * mag + 1e-6) << "M=" << M << " N=" << N << " K=" << K << " at " << m << "," << n;
+      }
+  }
+}
+
+// ---- norms, activation, gathers ----
+TEST_F(CpuOps, RmsNormAndFusedAddNorm) {
+  const int T = 5, H = 37;
+  const float eps = 1e-6f;
+  auto x = randn(T * H, 10), r = randn(T * H, 11), w = randn(H, 12);
+  std::vector<float> out(T * H), res = r;
+  Tensor o = T32(out, {T, H}), rt = T32(res, {T, H});
+  be->rms_norm(T32(x, {T, H}), T32(w, {H}), eps, o);
+  for (int t = 0; t < T; ++t) {
+    double ss = 0;
+    for (int i = 0; i < H; ++i) ss += double(x[t * H + i]) * x[t * H + i];
+    for (int i = 0; i < H; ++i) EXPECT_NEAR(out[t * H + i], x[t * H + i] / std::sqrt(ss / H + eps) * w[i], 1e-5);
+  }
+  be->add_rms_norm(T32(x, {T, H}), rt, T32(w, {H}), eps, o);
+  for (int t = 0; t < T; ++t) {
+    double ss = 0;
+    for (int i = 0; i < H; ++i) {
+      double s = double(x[t * H + i]) + r[t * H + i];
+      EXPECT_NEAR(res[t * H + i], s, 1e-6);
+      ss += s * s;
+    }
+    for (int i = 0; i < H; ++i)
+      EXPECT_NEAR(out[t * H + i], (double(x[t * H + i]) + r[t * H + i]) / std::sqrt(ss / H + eps) * w[i], 1e-5);
+  }
+}
+
+TEST_F(CpuOps, SiluMul) {
+  const int T = 3, I = 29;
+  auto x = randn(T * 2 * I, 20, 3.0f);
+  std::vector<float> out(T * I);
+  Tensor o = T32(out, {T, I});
+  be->silu_mul(T32(x, {T, 2 * I}), o);
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < I; ++i) {
+      double g = x[t * 2 * I + i], u = x[t * 2 * I + I + i];
+      EXPECT_NEAR(out[t * I + i], g / (1 + std::exp(-g)) * u, 1e-5 * (1 + std::abs(g * u)));
+    }
+}
+
+TEST_F(CpuOps, EmbeddingAndGatherRows) {
+  const int V = 10, H = 6;
+  auto table = randn(V * H, 30);
+  std::vector<int32_t> ids = {3, 0, 9, 3};
+  std::vector<float> out(4 * H);
+  Tensor o = T32(out, {4, H});
+  be->embedding(TI(ids, {4}), T32(table, {V, H}), o);
+  for (int t = 0; t < 4; ++t)
+    for (int i = 0; i < H; ++i) EXPECT_EQ(out[t * H + i], table[ids[t] * H + i]);
+  std::vector<int32_t> idx = {2, 0};
+  std::vector<float> g(2 * H);
+  Tensor gt = T32(g, {2, H});
+  be->gather_rows(o, TI(idx, {2}), gt);
+  for (int i = 0; i < H; ++i) {
+    EXPECT_EQ(g[i], table[9 * H + i]);
+    EXPECT_EQ(g[H + i], table[3 * H + i]);
+  }
+  std::vector<int32_t> bad_ids = {10};
+  Tensor o1 = T32(out, {1, H});
+  EXPECT_THROW(be->embedding(TI(bad_ids, {1}), T32(table, {V, H}), o1), std::invalid_argument);
+}
+
+TEST_F(CpuOps, UploadConvertHalfTypes) {
+  std::vector<float> vals = {0.0f, 1.0f, -2.5f, 3.140625f, 65504.0f, 1e-7f, -0.0f};
+  std::vector<uint16_t> bf(vals.size()), hf(vals.size());
+  for (size_t i = 0; i < vals.size(); ++i) {
+    bf[i] = f32_to_bf16(vals[i]);
+    hf[i] = f32_to_f16(vals[i]);
+  }
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
+  EXPECT_EQ(f32_to_f16(-2.5f), 0xc100);
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);
+  EXPECT_EQ(f32_to_bf16(1.00390625f), 0x3f80);  // halfway: rounds to even
+  std::vector<float> out(vals.size());
+  Tensor o = T32(out, {int64_t(vals.size())});
+  be->upload_convert(Tensor(bf.data(), DType::bf16, {int64_t(vals.size())}), o);
+  for (size_t i = 0; i < vals.size(); ++i) EXPECT_NEAR(out[i], vals[i], std::abs(vals[i]) / 128) << i;
+  be->upload_convert(Tensor(hf.data(), DType::f16, {int64_t(vals.size())}), o);
+  for (size_t i = 0; i < vals.size(); ++i) EXPECT_NEAR(out[i], vals[i], std::abs(vals[i]) / 1024 + 6e-8) << i;
+}
+
+// ---- q/k norm + rope + store ----
+// Reference rope table as HF builds it (float32 inv_freq and angle).
+std::vector<float> rope_table(int max_pos, int D, double theta) {
+  std::vector<float> t(size_t(max_pos) * D);
+  for (int p = 0; p < max_pos; ++p)
+    for (int i = 0; i < D / 2; ++i) {
+      double a = double(p) / std::pow(theta, 2.0 * i / D);
+      t[p * D + i] = float(std::cos(a));
+      t[p * D + D / 2 + i] = float(std::sin(a));
+    }
+  return t;
+}
+
+void ref_norm_rope(const float* x, const float* w, const float* cs, double eps, int D, double* out) {
+  double ss = 0;
+  for (int d = 0; d < D; ++d) ss += double(x[d]) * x[d];
+  double inv = 1 / std::sqrt(ss / D + eps);
+  for (int d = 0; d < D / 2; ++d) {
+    double x1 = x[d] * inv * w[d], x2 = x[d + D / 2] * inv * w[d + D / 2];
+    out[d] = x1 * cs[d] - x2 * cs[D / 2 + d];
+    out[d + D / 2] = x2 * cs[d] + x1 * cs[D / 2 + d];
+  }
+}
+
+TEST_F(CpuOps, QkNormRopeStore) {
+  const int T = 4, Hq = 4, Hkv = 2, D = 16, nb = 3, bs = 4, max_pos = 64;
+  const float eps = 1e-6f;
+  auto qkv = randn(T * (Hq + 2 * Hkv) * D, 40), qw = randn(D, 41), kw = randn(D, 42);
+  auto cs = rope_table(max_pos, D, 10000.0);
+  std::vector<int32_t> pos = {0, 5, 63, 17}, slots = {0, 7, -1, 11};
+  std::vector<float> kc(nb * bs * Hkv * D, 99.0f), vc(nb * bs * Hkv * D, 99.0f), q(T * Hq * D);
+  Tensor kt = T32(kc, {nb, bs, Hkv, D}), vt = T32(vc, {nb, bs, Hkv, D}), qt = T32(q, {T, Hq, D});
+  be->qk_norm_rope_store(T32(qkv, {T, (Hq + 2 * Hkv) * D}), T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
+                         T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data(), kt, vt, qt);
+  std::vector<double> ref(D);
+  const int row = (Hq + 2 * Hkv) * D;
+  for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < Hq; ++h) {
+      ref_norm_rope(&qkv[t * row + h * D], qw.data(), &cs[pos[t] * D], eps, D, ref.data());
+      for (int d = 0; d < D; ++d) EXPECT_NEAR(q[(t * Hq + h) * D + d], ref[d], 1e-4 * (1 + std::abs(ref[d])));
+    }
+    for (int h = 0; h < Hkv; ++h) {
+      if (slots[t] < 0) continue;
+      ref_norm_rope(&qkv[t * row + (Hq + h) * D], kw.data(), &cs[pos[t] * D], eps, D, ref.data());
+      for (int d = 0; d < D; ++d) {
+        EXPECT_NEAR(kc[(slots[t] * Hkv + h) * D + d], ref[d], 1e-4 * (1 + std::abs(ref[d])));
+        EXPECT_EQ(vc[(slots[t] * Hkv + h) * D + d], qkv[t * row + (Hq + Hkv + h) * D + d]);
+      }
+    }
+  }
+  // Slots not written keep their old contents (token 2 had slot -1).
+  int untouched = 0;
+  for (float v : kc) untouched += v == 99.0f;
+  EXPECT_EQ(untouched, (nb * bs - 3) * Hkv * D);
+}
+
+// ---- paged attention ----
+struct Batch {
+  std::vector<int32_t> cu_q, seqlens_k, tables, slots;
+  int max_blocks = 0;
+  AttentionMetadata meta(bool prefill) const {
+    AttentionMetadata m;
+    m.is_prefill = prefill;
+    m.num_seqs = int(seqlens_k.size());
+    m.num_tokens = cu_q.back();
+    for (size_t i = 0; i < seqlens_k.size(); ++i) {
+      m.max_seqlen_q = std::max(m.max_seqlen_q, cu_q[i + 1] - cu_q[i]);
+      m.max_seqlen_k = std::max(m.max_seqlen_k, seqlens_k[i]);
+    }
+    m.cu_seqlens_q = cu_q.data();
+    m.seqlens_k = seqlens_k.data();
+    m.slot_mapping = slots.data();
+    m.block_tables = tables.data();
+    m.max_num_blocks = max_blocks;
+    return m;
+  }
+};
+
+// Builds sequences with (q_len, k_len) over a shuffled set of blocks, so that tables are not identity.
+Batch make_batch(const std::vector<std::pair<int, int>>& seqs, int bs, int num_blocks, uint32_t seed) {
+  Batch b;
+  std::vector<int32_t> free_blocks(num_blocks);
+  std::iota(free_blocks.begin(), free_blocks.end(), 0);
+  std::shuffle(free_blocks.begin(), free_blocks.end(), std::mt19937(seed));
+  for (auto [q, k] : seqs) b.max_blocks = std::max(b.max_blocks, (k + bs - 1) / bs + 1);
+  b.cu_q.push_back(0);
+  size_t next = 0;
+  for (auto [q, k] : seqs) {
+    b.cu_q.push_back(b.cu_q.back() + q);
+    b.seqlens_k.push_back(k);
+    std::vector<int32_t> row(b.max_blocks, -1);
+    for (int i = 0; i < (k + bs - 1) / bs; ++i) row[i] = free_blocks.at(next++);
+    for (int j = 0; j < q; ++j) {
+      int p = k - q + j;
+      b.slots.push_back(row[p / bs] * bs + p % bs);
+    }
+    b.tables.insert(b.tables.end(), row.begin(), row.end());
+  }
+  return b;
+}
+
+// softmax(scale q.k) v over cache positions [0, pos], in double, read straight from the tables.
+void ref_attention(const std::vector<float>& q, const std::vector<float>& kc, const std::vector<float>& vc,
+                   const Batch& b, int Hq, int Hkv, int D, int bs, float scale, std::vector<double>& out) {
+  out.assign(q.size(), 0.0);
+  for (size_t i = 0; i < b.seqlens_k.size(); ++i) {
+    const int q_len = b.cu_q[i + 1] - b.cu_q[i];
+    for (int j = 0; j < q_len; ++j) {
+      const int t = b.cu_q[i] + j, pos = b.seqlens_k[i] - q_len + j;
+      for (int h = 0; h < Hq; ++h) {
+        const int kvh = h / (Hq / Hkv);
+        std::vector<double> s(pos + 1);
+        double mx = -1e300, sum = 0;
+        for (int p = 0; p <= pos; ++p) {
+          const int slot = b.tables[i * b.max_blocks + p / bs] * bs + p % bs;
+          double d = 0;
+          for (int e = 0; e < D; ++e) d += double(q[(t * Hq + h) * D + e]) * kc[(slot * Hkv + kvh) * D + e];
+          s[p] = scale * d;
+          mx = std::max(mx, s[p]);
+        }
+        for (auto& x : s) sum += (x = std::exp(x - mx));
+        for (int p = 0; p <= pos; ++p) {
+          const int slot = b.tables[i * b.max_blocks + p / bs] * bs + p % bs;
+          for (int e = 0; e < D; ++e) out[(t * Hq + h) * D + e] += s[p] / sum * vc[(slot * Hkv + kvh) * D + e];
+        }
+      }
+    }
+  }
+}
+
+struct AttnCase {
+  int Hq, Hkv, D, bs;
+  bool prefill;
+  std::vector<std::pair<int, int>> seqs;  // (new tokens, context length including them)
+};
+
+TEST_F(CpuOps, PagedAttentionMatchesReference) {
+  const std::vector<AttnCase> cases = {
+      {4, 2, 16, 4, true, {{5, 5}, {3, 9}, {1, 1}}},         // fresh prefill, prefix-cached prefill, 1-token
+      {6, 1, 8, 1, true, {{7, 7}, {2, 12}}},                 // block size 1, MQA
+      {8, 8, 64, 16, true, {{20, 37}, {16, 16}, {17, 33}}},   // block boundaries at 16, 32
+      {4, 2, 12, 3, false, {{1, 1}, {1, 3}, {1, 4}, {1, 50}}}, // decode, head_dim not a multiple of 8
+      {16, 8, 128, 256, false, {{1, 300}, {1, 256}, {1, 257}}},
+  };
+  uint32_t seed = 100;
+  for (const auto& c : cases) {
+    int need = 0;
+    for (auto [q, k] : c.seqs) need += (k + c.bs - 1) / c.bs;
+    const int nb = need + 3;
+    Batch b = make_batch(c.seqs, c.bs, nb, seed++);
+    const int T = b.cu_q.back();
+    auto q = randn(size_t(T) * c.Hq * c.D, seed++);
+    auto kc = randn(size_t(nb) * c.bs * c.Hkv * c.D, seed++), vc = randn(size_t(nb) * c.bs * c.Hkv * c.D, seed++);
+    std::vector<float> out(q.size());
+    Tensor ot = T32(out, {T, c.Hq, c.D});
+    const float scale = 1.0f / std::sqrt(float(c.D));
+    be->attention(T32(q, {T, c.Hq, c.D}), T32(kc, {nb, c.bs, c.Hkv, c.D}), T32(vc, {nb, c.bs, c.Hkv, c.D}),
+                  b.meta(c.prefill), scale, ot);
+    std::vector<double> ref;
+    ref_attention(q, kc, vc, b, c.Hq, c.Hkv, c.D, c.bs, scale, ref);
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_NEAR(out[i], ref[i], 2e-5 * (1 + std::abs(ref[i]))) << "case Hq=" << c.Hq << " D=" << c.D << " bs=" << c.bs << " i=" << i;
+  }
+}
+
+// The cache path end to end: a prompt prefilled at once, or as a cached prefix plus a chunk,
+// or token by token as decode, gives the same attention output for the same tokens.
+TEST_F(CpuOps, PrefixCachedPrefillEqualsFullPrefill) {
+  const int Hq = 4, Hkv = 2, D = 32, bs = 8, L = 21, P = 13, nb = 6, max_pos = 64;
+  const int row = (Hq + 2 * Hkv) * D;
+  auto qkv = randn(size_t(L) * row, 200), qw = randn(D, 201), kw = randn(D, 202);
+  auto cs = rope_table(max_pos, D, 1e6);
+  const float scale = 1.0f / std::sqrt(float(D));
+  auto run = [&](const std::vector<std::pair<int, int>>& chunks) {
+    std::vector<float> kc(nb * bs * Hkv * D, 0.0f), vc(kc.size(), 0.0f), last;
+    std::vector<float> all(size_t(L) * Hq * D);
+    for (auto [begin, end] : chunks) {
+      const int T = end - begin;
+      Batch b = make_batch({{T, end}}, bs, nb, 7);  // same seed: the same block table every chunk
+      std::vector<int32_t> pos(T);
+      std::iota(pos.begin(), pos.end(), begin);
+      std::vector<float> part(qkv.begin() + size_t(begin) * row, qkv.begin() + size_t(end) * row);
+      std::vector<float> q(size_t(T) * Hq * D), out(q.size());
+      Tensor kt = T32(kc, {nb, bs, Hkv, D}), vt = T32(vc, {nb, bs, Hkv, D}), qt = T32(q, {T, Hq, D}),
+             ot = T32(out, {T, Hq, D});
+      be->qk_norm_rope_store(T32(part, {T, row}), T32(qw, {D}), T32(kw, {D}), TI(pos, {T}), T32(cs, {max_pos, D}),
+                             1e-6f, Hq, Hkv, b.slots.data(), kt, vt, qt);
+      be->attention(qt, kt, vt, b.meta(T > 1), scale, ot);
+      std::copy(out.begin(), out.end(), all.begin() + size_t(begin) * Hq * D);
+    }
+    return all;
+  };
+  auto full = run({{0, L}});
+  auto cached = run({{0, P}, {P, L}});
+  std::vector<std::pair<int, int>> steps = {{0, P}};
+  for (int t = P; t < L; ++t) steps.push_back({t, t + 1});
+  auto decoded = run(steps);
+  for (size_t i = 0; i < full.size(); ++i) {
+    ASSERT_NEAR(cached[i], full[i], 1e-5 * (1 + std::abs(full[i]))) << i;
+    ASSERT_NEAR(decoded[i], full[i], 1e-5 * (1 + std::abs(full[i]))) << i;
+  }
+}
+
+TEST_F(CpuOps, AttentionRejectsBadBlockTables) {
+  const int Hq = 2, Hkv = 1, D = 8, bs = 4, nb = 2;
+  Batch b = make_batch({{3, 6}}, bs, nb, 1);
+  b.tables[1] = 5;  // outside the cache
+  auto q = randn(3 * Hq * D, 1), kc = randn(nb * bs * Hkv * D, 2), vc = kc;
+  std::vector<float> out(q.size());
+  Tensor ot = T32(out, {3, Hq, D});
+  EXPECT_THROW(be->attention(T32(q, {3, Hq, D}), T32(kc, {nb, bs, Hkv, D}), T32(vc, {nb, bs, Hkv, D}), b.meta(true),
+                             1.0f, ot),
+               std::invalid_argument);
+  EXPECT_THROW(be->check_attention_shape(0, 64), std::invalid_argument);
+  EXPECT_NO_THROW(be->check_attention_shape(1, 6));
+}
+
+// ---- sampling ----
+TEST_F(CpuOps, GreedySamplingTakesLowestIndexOnTies) {
+  const int B = 3, V = 10000;
+  auto logits = randn(size_t(B) * V, 300);
+  logits[0 * V + 7000] = 50;
+  logits[0 * V + 9000] = 50;  // tie: 7000 wins
+  logits[1 * V + 4096] = 50;  // at a chunk boundary
+  logits[2 * V + 9999] = 50;
+  std::vector<float> temps(B, 0.0f);
+  std::vector<int64_t> keys(B, 1), counters(B, 0);
+  std::vector<int32_t> out(B, -1);
+  Tensor ot(out.data(), DType::i32, {B});
+  be->sample(T32(logits, {B, V}), T32(temps, {B}), Tensor(keys.data(), DType::i64, {B}),
+             Tensor(counters.data(), DType::i64, {B}), ot);
+  EXPECT_EQ(out, (std::vector<int32_t>{7000, 4096, 9999}));
+}
+
+TEST_F(CpuOps, GumbelSamplingFollowsTheDocumentedFormula) {
+  const int B = 4, V = 20000;
+  auto logits = randn(size_t(B) * V, 301, 2.0f);
+  std::vector<float> temps = {0.7f, 1.0f, 1.3f, 0.0f};
+  std::vector<int64_t> keys = {11, 12, 13, 14}, counters = {0, 5, 9, 2};
+  std::vector<int32_t> out(B);
+  Tensor ot(out.data(), DType::i32, {B});
+  be->sample(T32(logits, {B, V}), T32(temps, {B}), Tensor(keys.data(), DType::i64, {B}),
+             Tensor(counters.data(), DType::i64, {B}), ot);
+  for (int b = 0; b < B; ++b) {
+    int best = 0;
+    double bv = -1e300;
+    for (int v = 0; v < V; ++v) {
+      double s = temps[b] == 0 ? logits[b * V + v]
+                               : logits[b * V + v] / double(temps[b]) - std::log(-std::log(double(uniform01(keys[b], counters[b], v))));
+      if (s > bv) bv = s, best = v;
+    }
+    EXPECT_EQ(out[b], best) << "row " << b;
+  }
+}
+
+TEST_F(CpuOps, SamplingFrequenciesMatchSoftmax) {
+  // 4000 draws (by counter) from softmax([0, 1, 2, ln 0.5]/T): each frequency within 0.03.
+  const int V = 4, N = 4000;
+  const float T = 0.9f;
+  std::vector<float> row = {0.0f, 1.0f, 2.0f, std::log(0.5f)};
+  std::vector<float> logits;
+  for (int i = 0; i < N; ++i) logits.insert(logits.end(), row.begin(), row.end());
+  std::vector<float> temps(N, T);
+  std::vector<int64_t> keys(N, 42), counters(N);
+  std::iota(counters.begin(), counters.end(), 0);
+  std::vector<int32_t> out(N);
+  Tensor ot(out.data(), DType::i32, {N});
+  be->sample(T32(logits, {N, V}), T32(temps, {N}), Tensor(keys.data(), DType::i64, {N}),
+             Tensor(counters.data(), DType::i64, {N}), ot);
+  double z = 0;
+  for (float l : row) z += std::exp(l / T);
+  std::vector<int> count(V, 0);
+  for (int t : out) count.at(t)++;
+  for (int v = 0; v < V; ++v) EXPECT_NEAR(count[v] / double(N), std::exp(row[v] / T) / z, 0.03) << v;
+}
+
+TEST_F(CpuOps, MemoryAccounting) {
+  size_t free_b = 0, total_b = 0;
+  be->memory_info(&free_b, &total_b);
+  EXPECT_GT(total_b, 0u);
+  EXPECT_LE(free_b, total_b);
+  const size_t before = be->peak_allocated_bytes();
+  {
+    DeviceBuffer b = be->alloc(1 << 20);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % 64, 0u);
+  }
+  EXPECT_GE(be->peak_allocated_bytes(), before + (1 << 20));
+  EXPECT_EQ(be->compute_dtype(), DType::f32);
+}
+
+}  // namespace
+}  // namespace nanovllm
