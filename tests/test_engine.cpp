@@ -1,0 +1,153 @@
+// The CPU engine end to end against Hugging Face: greedy continuations of random Qwen3 checkpoints
+// (tests/fixtures/models/*, made by tests/reference/make_model_fixtures.py in float64), token for
+// token, batched and one at a time, with prefix caching on and off and hitting, and under chunked
+// prefill and preemption.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "nanovllm/llm.h"
+
+namespace nanovllm {
+namespace {
+
+struct Case {
+  std::vector<int32_t> ids, greedy;
+};
+
+std::string model_dir(const std::string& name) {
+  return std::string(NANOVLLM_SOURCE_DIR) + "/tests/fixtures/models/" + name;
+}
+
+std::vector<Case> load_cases(const std::string& name) {
+  std::ifstream f(model_dir(name) + "/expected.json");
+  if (!f) throw std::runtime_error("missing fixture " + model_dir(name) + "/expected.json");
+  nlohmann::json j = nlohmann::json::parse(f);
+  std::vector<Case> cases;
+  for (const auto& p : j.at("prompts"))
+    cases.push_back({p.at("ids").get<std::vector<int32_t>>(), p.at("greedy").get<std::vector<int32_t>>()});
+  return cases;
+}
+
+EngineConfig cpu_config() {
+  EngineConfig c;
+  c.device = "cpu";
+  c.kvcache_block_size = 16;
+  c.max_model_len = 256;
+  c.num_kvcache_blocks = 256;
+  c.max_num_batched_tokens = 1024;
+  c.max_num_seqs = 16;
+  c.num_threads = 1;  // tiny models: threads cost more than they give on a busy 2-core CI
+  return c;
+}
+
+SamplingParams greedy(int max_tokens) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_tokens = max_tokens;
+  p.ignore_eos = true;  // the fixtures' continuations run through eos (id 2)
+  return p;
+}
+
+std::vector<std::vector<int32_t>> prompts_of(const std::vector<Case>& cases) {
+  std::vector<std::vector<int32_t>> v;
+  for (const Case& c : cases) v.push_back(c.ids);
+  return v;
+}
+
+void expect_matches(const std::vector<Case>& cases, const std::vector<RequestOutput>& outs, const std::string& what) {
+  ASSERT_EQ(outs.size(), cases.size()) << what;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    EXPECT_EQ(outs[i].prompt_token_ids, cases[i].ids) << what << ", prompt " << i;
+    EXPECT_EQ(outs[i].token_ids, cases[i].greedy) << what << ", prompt " << i << " (" << cases[i].ids.size()
+                                                   << " tokens)";
+    EXPECT_EQ(outs[i].finish_reason, "length") << what;
+  }
+}
+
+class EngineVsHF : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EngineVsHF, AllPromptsBatched) {
+  auto cases = load_cases(GetParam());
+  LLM llm(model_dir(GetParam()), cpu_config());
+  expect_matches(cases, llm.generate(prompts_of(cases), greedy(16), false), "batched");
+  EngineStats s = llm.stats();
+  EXPECT_EQ(s.num_free_blocks, s.num_kvcache_blocks);
+  EXPECT_EQ(s.generation_tokens, 16 * static_cast<int64_t>(cases.size()));
+  EXPECT_EQ(s.device, "cpu");
+}
+
+TEST_P(EngineVsHF, OneAtATimeWithoutPrefixCaching) {
+  auto cases = load_cases(GetParam());
+  EngineConfig c = cpu_config();
+  c.enable_prefix_caching = false;
+  LLM llm(model_dir(GetParam()), c);
+  for (const Case& cs : cases) expect_matches({cs}, llm.generate({cs.ids}, greedy(16), false), "alone");
+  EXPECT_EQ(llm.stats().prefix_cache_hits, 0);
+}
+
+TEST_P(EngineVsHF, PrefixCacheHits) {
+  auto cases = load_cases(GetParam());
+  LLM llm(model_dir(GetParam()), cpu_config());
+  expect_matches(cases, llm.generate(prompts_of(cases), greedy(16), false), "first run");
+  int64_t hits_before = llm.stats().prefix_cache_hits;
+  // The same prompts again hit the blocks the first run left cached (freed, hashes kept).
+  auto again = llm.generate(prompts_of(cases), greedy(16), false);
+  expect_matches(cases, again, "second run");
+  EXPECT_GT(llm.stats().prefix_cache_hits, hits_before);
+  EXPECT_GT(again.back().num_cached_prompt_tokens, 0);
+  // Each prompt twice in one batch: the copy hits blocks its twin computes in the same step.
+  std::vector<Case> twice;
+  for (const Case& cs : cases) twice.push_back(cs), twice.push_back(cs);
+  expect_matches(twice, llm.generate(prompts_of(twice), greedy(16), false), "twins");
+  // A prompt extended by its own first 8 greedy tokens continues with the other 8, reusing blocks
+  // that were filled while decoding.
+  std::vector<Case> extended;
+  for (const Case& cs : cases) {
+    Case e;
+    e.ids = cs.ids;
+    e.ids.insert(e.ids.end(), cs.greedy.begin(), cs.greedy.begin() + 8);
+    e.greedy.assign(cs.greedy.begin() + 8, cs.greedy.end());
+    extended.push_back(e);
+  }
+  expect_matches(extended, llm.generate(prompts_of(extended), greedy(8), false), "extended");
+}
+
+TEST_P(EngineVsHF, ChunkedPrefillAndPreemption) {
+  auto cases = load_cases(GetParam());
+  EngineConfig c = cpu_config();
+  c.max_num_batched_tokens = 40;  // long prompts take several prefill steps
+  c.kvcache_block_size = 4;
+  c.num_kvcache_blocks = 66;      // 64 blocks hold one max_model_len sequence: running ones get preempted
+  c.max_num_seqs = 12;
+  LLM llm(model_dir(GetParam()), c);
+  expect_matches(cases, llm.generate(prompts_of(cases), greedy(16), false), "chunked + preempted");
+  EngineStats s = llm.stats();
+  EXPECT_GT(s.num_preemptions, 0);
+  EXPECT_EQ(s.num_free_blocks, 66);
+}
+
+TEST_P(EngineVsHF, ChunkedPrefillWithoutPrefixCachingAndBlockSize1) {
+  auto cases = load_cases(GetParam());
+  EngineConfig c = cpu_config();
+  c.kvcache_block_size = 1;
+  c.num_kvcache_blocks = 600;
+  c.max_num_batched_tokens = 77;
+  c.enable_prefix_caching = false;
+  LLM llm(model_dir(GetParam()), c);
+  expect_matches(cases, llm.generate(prompts_of(cases), greedy(16), false), "block size 1");
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, EngineVsHF, ::testing::Values("tiny-tied", "small-untied"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n)
+                             if (ch == '-') ch = '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace nanovllm
