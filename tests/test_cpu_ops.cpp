@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/half.h"
+#include "backend/cpu/thread_pool.h"
 #include "backend/rng.h"
 
 namespace nanovllm {
@@ -424,6 +425,28 @@ TEST_F(CpuOps, MemoryAccounting) {
   }
   EXPECT_GE(be->peak_allocated_bytes(), before + (1 << 20));
   EXPECT_EQ(be->compute_dtype(), DType::f32);
+}
+
+// ---- the worker pool under every op ----
+TEST(CpuThreadPool, EveryIndexOnceAndErrorsPropagate) {
+  for (int threads : {1, 2, 3}) {
+    cpu::ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 5, 1000}) {
+      for (int rep = 0; rep < 50; ++rep) {  // many fork-joins in a row: no lost or doubled runs
+        std::vector<std::atomic<int>> hits(n);
+        pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) hits[i]++;
+        });
+        pool.parallel_for_dynamic(n, [&](int64_t i) { hits[i]++; });
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 2) << threads << " threads, n=" << n;
+      }
+    }
+    EXPECT_THROW(pool.parallel_for_dynamic(10, [](int64_t i) { if (i == 7) throw std::runtime_error("x"); }),
+                 std::runtime_error);
+    int after = 0;
+    pool.run(1, [&](int) { after = 1; });  // still usable after an error
+    EXPECT_EQ(after, 1);
+  }
 }
 
 }  // namespace

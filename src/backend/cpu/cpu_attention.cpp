@@ -55,12 +55,14 @@ inline void norm_rope_head(const float* x, const float* w, const float* cs, floa
 
 void qk_norm_rope_store(const float* qkv, const float* q_norm_w, const float* k_norm_w, const int32_t* positions,
                         const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
-                        const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, int num_threads) {
+                        const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, ThreadPool& pool) {
   const int64_t row = static_cast<int64_t>(Hq + 2 * Hkv) * D;
   const int heads = Hq + Hkv;  // v heads are a plain copy, done with their k head
-#pragma omp parallel for num_threads(num_threads) schedule(static) collapse(2)
-  for (int64_t t = 0; t < T; ++t) {
-    for (int h = 0; h < heads; ++h) {
+  const int64_t grain = std::max<int64_t>(1, 8192 / D);
+  pool.parallel_for(T * heads, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t t = item / heads;
+      const int h = static_cast<int>(item % heads);
       const float* src = qkv + t * row;
       const float* cs = cos_sin + static_cast<int64_t>(positions[t]) * D;
       if (h < Hq) {
@@ -74,20 +76,17 @@ void qk_norm_rope_store(const float* qkv, const float* q_norm_w, const float* k_
         std::copy_n(src + static_cast<int64_t>(Hq + Hkv + kh) * D, D, v_cache + dst);
       }
     }
-  }
+  });
 }
 
 void paged_attention(const float* q, const float* k_cache, const float* v_cache, const AttentionMetadata& meta,
-                     const AttentionShape& s, float scale, float* out, int num_threads) {
+                     const AttentionShape& s, float scale, float* out, ThreadPool& pool) {
   const int G = s.num_q_heads / s.num_kv_heads;  // query heads per kv head (GQA)
   const int D = s.head_dim, bs = s.block_size, Hkv = s.num_kv_heads;
   const int64_t items = static_cast<int64_t>(meta.num_tokens) * Hkv;
   // One work item = one new token and one kv head: its K/V rows are read once for all G query heads.
-#pragma omp parallel num_threads(num_threads)
-  {
-    std::vector<float> scores;  // [G, n], reused across this thread's items
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t item = 0; item < items; ++item) {
+  pool.parallel_for_dynamic(items, [&](int64_t item) {
+      thread_local std::vector<float> scores;  // [G, n], reused across items and calls
       const int t = static_cast<int>(item / Hkv), kvh = static_cast<int>(item % Hkv);
       const int i = static_cast<int>(std::upper_bound(meta.cu_seqlens_q, meta.cu_seqlens_q + meta.num_seqs + 1, t) -
                                      meta.cu_seqlens_q) - 1;
@@ -99,7 +98,7 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
       float* oh = out + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
       if (n <= 0) {  // nothing to attend to (cannot happen for valid metadata): define it as zeros
         std::fill(oh, oh + static_cast<int64_t>(G) * D, 0.0f);
-        continue;
+        return;
       }
       if (scores.size() < static_cast<size_t>(G) * n) scores.resize(static_cast<size_t>(G) * n);
       for (int p0 = 0; p0 < n; p0 += bs) {
@@ -130,8 +129,7 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
           for (int g = 0; g < G; ++g) axpy(scores[static_cast<size_t>(g) * n + p0 + r], v, oh + g * D, D);
         }
       }
-    }
-  }
+  });
 }
 
 }  // namespace nanovllm::cpu

@@ -2,7 +2,7 @@
 // clear std::invalid_argument rather than a wild read) and hands the math to cpu_ops.
 #include "backend/cpu/cpu_backend.h"
 
-#include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -57,7 +57,8 @@ void read_meminfo(size_t* avail, size_t* total) {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendOptions& opts)
-      : threads_(opts.num_threads > 0 ? opts.num_threads : std::max(1, omp_get_num_procs())) {}
+      : threads_(opts.num_threads > 0 ? opts.num_threads : std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)))),
+        pool_(threads_) {}
 
   DeviceKind device() const override { return DeviceKind::cpu; }
   std::string name() const override { return "cpu (" + std::to_string(threads_) + " threads)"; }
@@ -122,8 +123,9 @@ class CpuBackend final : public Backend {
     const DType st = src.dtype, dt = dst.dtype;
     const void* s = src.data;
     void* d = dst.data;
-#pragma omp parallel for num_threads(threads_) schedule(static)
-    for (int64_t i = 0; i < n; ++i) store_from_f32(d, dt, i, load_as_f32(s, st, i));
+    pool_.parallel_for(n, 65536, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) store_from_f32(d, dt, i, load_as_f32(s, st, i));
+    });
   }
 
   void check_attention_shape(int block_size, int head_dim) const override {
@@ -146,7 +148,6 @@ class CpuBackend final : public Backend {
                              " is outside the vocabulary [0, " + std::to_string(V) + ")");
     const float* tab = table.ptr<float>();
     float* o = out.ptr<float>();
-#pragma omp parallel for num_threads(threads_) schedule(static) if (T > 16)
     for (int64_t t = 0; t < T; ++t) std::memcpy(o + t * H, tab + id[t] * H, H * sizeof(float));
   }
 
@@ -171,7 +172,7 @@ class CpuBackend final : public Backend {
     if (w.ndim != 2 || w.size(1) != K) bad("linear", "w " + w.shape_str() + " does not match x " + x.shape_str());
     if (out.numel() != M * N || cols_of(out) != N)
       bad("linear", "out " + out.shape_str() + ", expected [" + std::to_string(M) + ", " + std::to_string(N) + "]");
-    cpu::gemm(x.ptr<float>(), w.ptr<float>(), out.ptr<float>(), M, N, K, threads_);
+    cpu::gemm(x.ptr<float>(), w.ptr<float>(), out.ptr<float>(), M, N, K, pool_);
   }
 
   void qk_norm_rope_store(const Tensor& qkv, const Tensor& q_norm_w, const Tensor& k_norm_w, const Tensor& positions,
@@ -202,7 +203,7 @@ class CpuBackend final : public Backend {
     }
     cpu::qk_norm_rope_store(qkv.ptr<float>(), q_norm_w.ptr<float>(), k_norm_w.ptr<float>(), pos, cos_sin.ptr<float>(),
                             eps, T, num_q_heads, num_kv_heads, static_cast<int>(D), slot_mapping, k_cache.ptr<float>(),
-                            v_cache.ptr<float>(), q_out.ptr<float>(), threads_);
+                            v_cache.ptr<float>(), q_out.ptr<float>(), pool_);
   }
 
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
@@ -221,7 +222,7 @@ class CpuBackend final : public Backend {
     check_meta(meta, bs, nb);
     cpu::paged_attention(q.ptr<float>(), k_cache.ptr<float>(), v_cache.ptr<float>(), meta,
                          cpu::AttentionShape{static_cast<int>(Hq), Hkv, static_cast<int>(D), bs, nb}, scale,
-                         out.ptr<float>(), threads_);
+                         out.ptr<float>(), pool_);
   }
 
   void silu_mul(const Tensor& x, Tensor& out) override {
@@ -232,13 +233,14 @@ class CpuBackend final : public Backend {
     need_shape("silu_mul", "out", out, {T, I});
     const float* xp = x.ptr<float>();
     float* o = out.ptr<float>();
-#pragma omp parallel for num_threads(threads_) schedule(static) if (T * I > 4096)
-    for (int64_t t = 0; t < T; ++t) {
-      const float* g = xp + t * 2 * I;
-      const float* u = g + I;
-      float* r = o + t * I;
-      for (int64_t i = 0; i < I; ++i) r[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-    }
+    pool_.parallel_for(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, I)), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const float* g = xp + t * 2 * I;
+        const float* u = g + I;
+        float* r = o + t * I;
+        for (int64_t i = 0; i < I; ++i) r[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+      }
+    });
   }
 
   void gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) override {
@@ -270,7 +272,7 @@ class CpuBackend final : public Backend {
     for (int64_t b = 0; b < B; ++b)
       if (!(tp[b] >= 0.0f) || std::isinf(tp[b])) bad("sample", "temperature " + std::to_string(tp[b]) + " in row " + std::to_string(b));
     cpu::sample(logits.ptr<float>(), B, V, tp, keys.ptr<int64_t>(), counters.ptr<int64_t>(), out.ptr<int32_t>(),
-                threads_);
+                pool_);
   }
 
  private:
@@ -318,8 +320,8 @@ class CpuBackend final : public Backend {
 
   // out = (x [+ residual, written back]) / rms * w, row by row; the sum of squares in double.
   void norm_rows(const float* x, float* residual, const float* w, float eps, float* out, int64_t T, int64_t H) {
-#pragma omp parallel for num_threads(threads_) schedule(static) if (T > 4)
-    for (int64_t t = 0; t < T; ++t) {
+    pool_.parallel_for(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H)), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
       const float* src = x + t * H;
       if (residual) {
         float* r = residual + t * H;
@@ -332,9 +334,11 @@ class CpuBackend final : public Backend {
       float* o = out + t * H;
       for (int64_t i = 0; i < H; ++i) o[i] = src[i] * inv * w[i];
     }
+    });
   }
 
   const int threads_;
+  cpu::ThreadPool pool_;
   mutable std::mutex mu_;
   std::unordered_map<void*, size_t> sizes_;
   size_t current_ = 0, peak_ = 0;

@@ -58,10 +58,12 @@ void openblas_threads(int n) {
 
 }  // namespace
 
-void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads) {
+void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool) {
   const int64_t pairs = (N + 1) / 2;
-#pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (int64_t p = 0; p < pairs; ++p) {
+  // At least ~64K multiply-adds per thread, or the fork-join costs more than it saves.
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, 2 * M * K));
+  pool.parallel_for(pairs, grain, [&](int64_t p_begin, int64_t p_end) {
+  for (int64_t p = p_begin; p < p_end; ++p) {
     const int64_t n = 2 * p;
     const bool two = n + 1 < N;
     const float* w0 = w + n * K;
@@ -70,23 +72,28 @@ void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N,
     for (; m + 4 <= M; m += 4) dot_block<4>(x + m * K, K, w0, w1, K, out + m * N + n, N, two);
     for (; m < M; ++m) dot_block<1>(x + m * K, K, w0, w1, K, out + m * N + n, N, two);
   }
+  });
 }
 
-void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads) {
-  openblas_threads(num_threads);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), static_cast<blasint>(N),
-              static_cast<blasint>(K), 1.0f, x, static_cast<blasint>(K), w, static_cast<blasint>(K), 0.0f, out,
-              static_cast<blasint>(N));
+void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool) {
+  openblas_threads(1);
+  // Column slices of at least 64 outputs (OpenBLAS's kernels want wide panels).
+  const int64_t grain = std::max<int64_t>(64, 4194304 / std::max<int64_t>(1, M * K));
+  pool.parallel_for(N, grain, [&](int64_t n0, int64_t n1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), static_cast<blasint>(n1 - n0),
+                static_cast<blasint>(K), 1.0f, x, static_cast<blasint>(K), w + n0 * K, static_cast<blasint>(K), 0.0f,
+                out + n0, static_cast<blasint>(N));
+  });
 }
 
-void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads) {
+void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool) {
   if (M <= 0 || N <= 0) return;
   if (K == 0) {
     std::fill(out, out + M * N, 0.0f);
     return;
   }
-  if (M <= kSmallGemmRows) gemm_avx2(x, w, out, M, N, K, num_threads);
-  else gemm_blas(x, w, out, M, N, K, num_threads);
+  if (M <= kSmallGemmRows) gemm_avx2(x, w, out, M, N, K, pool);
+  else gemm_blas(x, w, out, M, N, K, pool);
 }
 
 }  // namespace nanovllm::cpu

@@ -4,14 +4,16 @@
 #include <cstdint>
 
 #include "backend/backend.h"
+#include "backend/cpu/thread_pool.h"
 
 namespace nanovllm::cpu {
 
 // out[M, N] = x[M, K] @ w[N, K]^T, picking the faster path for M (see docs/cpu-backend.md).
-void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads);
-// The two paths gemm chooses between, exposed for the benchmark.
-void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads);
-void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, int num_threads);
+void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool);
+// The two paths gemm chooses between, exposed for the benchmark. gemm_blas runs single-threaded
+// OpenBLAS on column slices, one per pool thread, so only one set of threads ever exists.
+void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool);
+void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool);
 // At and below this many rows, gemm uses the AVX2 kernel (measured on the dev machine).
 inline constexpr int64_t kSmallGemmRows = 8;
 
@@ -20,13 +22,13 @@ struct AttentionShape {
 };
 // Paged attention exactly as AttentionMetadata documents it; q/out [T, Hq, D], caches NHD.
 void paged_attention(const float* q, const float* k_cache, const float* v_cache, const AttentionMetadata& meta,
-                     const AttentionShape& s, float scale, float* out, int num_threads);
+                     const AttentionShape& s, float scale, float* out, ThreadPool& pool);
 
 void qk_norm_rope_store(const float* qkv, const float* q_norm_w, const float* k_norm_w, const int32_t* positions,
                         const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
-                        const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, int num_threads);
+                        const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, ThreadPool& pool);
 
 void sample(const float* logits, int64_t B, int64_t V, const float* temperatures, const int64_t* keys,
-            const int64_t* counters, int32_t* out, int num_threads);
+            const int64_t* counters, int32_t* out, ThreadPool& pool);
 
 }  // namespace nanovllm::cpu

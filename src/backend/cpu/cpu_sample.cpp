@@ -36,16 +36,18 @@ Best scan(const float* row, int64_t begin, int64_t end, float temperature, uint6
 }  // namespace
 
 void sample(const float* logits, int64_t B, int64_t V, const float* temperatures, const int64_t* keys,
-            const int64_t* counters, int32_t* out, int num_threads) {
+            const int64_t* counters, int32_t* out, ThreadPool& pool) {
   // Split each row into chunks so that one row (batch 1) still uses every thread.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads, V / 4096));
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool.size(), V / 4096));
   const int64_t chunk = (V + chunks - 1) / chunks;
   std::vector<Best> partial(static_cast<size_t>(B * chunks));
-#pragma omp parallel for num_threads(num_threads) schedule(static) collapse(2)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < chunks; ++c)
-      partial[b * chunks + c] = scan(logits + b * V, c * chunk, std::min(V, (c + 1) * chunk), temperatures[b],
-                                     static_cast<uint64_t>(keys[b]), static_cast<uint64_t>(counters[b]));
+  pool.parallel_for(B * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks, c = item % chunks;
+      partial[item] = scan(logits + b * V, c * chunk, std::min(V, (c + 1) * chunk), temperatures[b],
+                           static_cast<uint64_t>(keys[b]), static_cast<uint64_t>(counters[b]));
+    }
+  });
   for (int64_t b = 0; b < B; ++b) {
     Best best;
     for (int64_t c = 0; c < chunks; ++c) {  // chunks ascend in index, so '>' keeps the lowest on ties

@@ -1,0 +1,45 @@
+// ThreadPool: the CPU backend's worker threads. Not OpenMP: libgomp's workers spin-wait at
+// barriers by default, which on a busy 2-core machine made small forwards ~25x slower (see
+// docs/cpu-backend.md); these spin briefly, then sleep on a futex (std::atomic::wait).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace nanovllm::cpu {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int num_threads);  // threads in all, the calling thread included
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return num_threads_; }
+  // fn(begin, end) over [0, n) in at most size() contiguous parts of at least `grain` items.
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+  // fn(i) for each i in [0, n); threads take the next index as they finish (for uneven items).
+  void parallel_for_dynamic(int64_t n, const std::function<void(int64_t)>& fn);
+  // job(part) for each part in [0, parts), parts <= size(); part 0 runs on the caller.
+  void run(int parts, const std::function<void(int)>& job);
+
+ private:
+  void worker(int id);
+
+  const int num_threads_;
+  std::vector<std::thread> threads_;
+  std::mutex run_mu_;  // one run at a time
+  const std::function<void(int)>* job_ = nullptr;
+  int parts_ = 0;
+  std::atomic<uint32_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::exception_ptr error_;
+  std::mutex error_mu_;
+};
+
+}  // namespace nanovllm::cpu
