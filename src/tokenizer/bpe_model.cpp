@@ -1,0 +1,186 @@
+// BPE vocabulary, merge ranks and the merge loop (see bpe_model.h).
+#include "tokenizer/bpe_model.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <queue>
+#include <stdexcept>
+
+#include "tokenizer/byte_level.h"
+
+namespace nanovllm {
+
+size_t BpeModel::StrHash::operator()(std::string_view s) const { return XXH3_64bits(s.data(), s.size()); }
+
+void BpeModel::add_token(std::string_view token, int32_t id, std::string_view where) {
+  if (id < 0) throw std::runtime_error(std::string(where) + ": model.vocab id " + std::to_string(id) + " is negative");
+  if (!token_to_id_.emplace(std::string(token), id).second)
+    throw std::runtime_error(std::string(where) + ": model.vocab has \"" + std::string(token) + "\" twice");
+  if (static_cast<size_t>(id) >= id_to_token_.size()) {
+    id_to_token_.resize(id + 1);
+    has_id_.resize(id + 1, false);
+  }
+  if (has_id_[id])
+    throw std::runtime_error(std::string(where) + ": model.vocab gives id " + std::to_string(id) + " to two tokens");
+  has_id_[id] = true;
+  id_to_token_[id] = std::string(token);
+}
+
+void BpeModel::add_merge(std::string_view left, std::string_view right, std::string_view where) {
+  auto missing = [&](std::string_view what) {
+    return std::runtime_error(std::string(where) + ": merge \"" + std::string(left) + " " + std::string(right) +
+                              "\" uses \"" + std::string(what) + "\", which is not in model.vocab");
+  };
+  auto l = token_to_id(left);
+  if (!l) throw missing(left);
+  auto r = token_to_id(right);
+  if (!r) throw missing(right);
+  std::string merged = std::string(left) + std::string(right);
+  auto m = token_to_id(merged);
+  if (!m) throw missing(merged);
+  uint64_t rank = pending_merges_.size();
+  uint64_t key = ((uint64_t(uint32_t(*l)) << 32) | uint32_t(*r)) + 1;
+  pending_merges_.push_back({key, (rank << 32) | uint32_t(*m)});
+}
+
+void BpeModel::MergeTable::build(const std::vector<std::pair<uint64_t, uint64_t>>& entries) {
+  size_t cap = 16;
+  while (cap < entries.size() * 2) cap <<= 1;  // load factor <= 1/2 keeps probes short
+  keys.assign(cap, 0);
+  values.assign(cap, 0);
+  mask = cap - 1;
+  for (const auto& [k, v] : entries) {
+    uint64_t h = (k * 0x9E3779B97F4A7C15ull) >> 20;
+    for (;; ++h) {
+      uint64_t slot = h & mask;
+      // A pair listed twice takes its later rank, as HF's HashMap collect does.
+      if (keys[slot] == 0 || keys[slot] == k) {
+        keys[slot] = k;
+        values[slot] = v;
+        break;
+      }
+    }
+  }
+}
+
+void BpeModel::finish(bool ignore_merges, std::string_view where) {
+  ignore_merges_ = ignore_merges;
+  bytes_off_.assign(id_to_token_.size() + 1, 0);
+  bytes_.clear();
+  for (size_t id = 0; id < id_to_token_.size(); ++id) {
+    bytes_off_[id] = static_cast<uint32_t>(bytes_.size());
+    if (has_id_[id]) bytes_ += byte_level::token_to_bytes(id_to_token_[id]);
+  }
+  bytes_off_[id_to_token_.size()] = static_cast<uint32_t>(bytes_.size());
+  for (int b = 0; b < 256; ++b) {
+    std::string tok = byte_level::bytes_to_token(std::string(1, static_cast<char>(b)));
+    auto id = token_to_id(tok);
+    if (!id) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, ": model.vocab lacks the byte-level token for byte 0x%02X", b);
+      throw std::runtime_error(std::string(where) + buf);
+    }
+    byte_id_[b] = *id;
+  }
+  if (ignore_merges_) {
+    for (size_t id = 0; id < id_to_token_.size(); ++id)
+      if (has_id_[id]) bytes_to_id_.emplace(std::string(id_bytes(static_cast<int32_t>(id))), static_cast<int32_t>(id));
+  }
+  merges_.build(pending_merges_);
+  pending_merges_.clear();
+  pending_merges_.shrink_to_fit();
+}
+
+std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
+  auto it = token_to_id_.find(token);
+  if (it == token_to_id_.end()) return std::nullopt;
+  return it->second;
+}
+
+const std::string* BpeModel::id_to_token(int32_t id) const {
+  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size() || !has_id_[id]) return nullptr;
+  return &id_to_token_[id];
+}
+
+void BpeModel::encode_word(std::string_view bytes, std::vector<int32_t>& out) const {
+  if (ignore_merges_) {
+    auto it = bytes_to_id_.find(bytes);
+    if (it != bytes_to_id_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  auto p = reinterpret_cast<const uint8_t*>(bytes.data());
+  // The quadratic scan is fastest for the short pieces that make up nearly all text; the heap
+  // keeps a 100 KB piece (a long run of one character) from taking minutes.
+  if (bytes.size() <= 64) encode_short(p, bytes.size(), out);
+  else encode_long(p, bytes.size(), out);
+}
+
+// Repeatedly merges the lowest-ranked adjacent pair, leftmost first.
+void BpeModel::encode_short(const uint8_t* p, size_t n, std::vector<int32_t>& out) const {
+  int32_t ids[64];
+  uint64_t pr[64];  // rank << 32 | merged id of (ids[i], ids[i+1]); UINT64_MAX when none
+  for (size_t i = 0; i < n; ++i) ids[i] = byte_id_[p[i]];
+  size_t m = n;
+  for (size_t i = 0; i + 1 < m; ++i) pr[i] = merges_.find(ids[i], ids[i + 1]);
+  while (m > 1) {
+    uint64_t best = UINT64_MAX;
+    size_t bi = 0;
+    for (size_t i = 0; i + 1 < m; ++i) {
+      if (pr[i] < best) {  // same rank means same pair: strict < keeps the leftmost
+        best = pr[i];
+        bi = i;
+      }
+    }
+    if (best == UINT64_MAX) break;
+    ids[bi] = static_cast<int32_t>(best & 0xFFFFFFFFu);
+    --m;
+    for (size_t j = bi + 1; j < m; ++j) ids[j] = ids[j + 1];
+    for (size_t j = bi; j + 1 < m; ++j) pr[j] = pr[j + 1];
+    if (bi > 0) pr[bi - 1] = merges_.find(ids[bi - 1], ids[bi]);
+    if (bi + 1 < m) pr[bi] = merges_.find(ids[bi], ids[bi + 1]);
+  }
+  out.insert(out.end(), ids, ids + m);
+}
+
+// HF's algorithm: a min-heap of candidate merges (rank, then position) over a linked list of
+// symbols; entries made stale by an earlier merge are skipped when popped.
+void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out) const {
+  struct Sym {
+    int32_t id;
+    int32_t prev, next;
+    bool alive;
+  };
+  std::vector<Sym> s(n);
+  for (size_t i = 0; i < n; ++i)
+    s[i] = {byte_id_[p[i]], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1, true};
+  // (rank << 32 | merged id, position): the smallest pair on top.
+  using Cand = std::pair<uint64_t, int32_t>;
+  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+  auto push = [&](int32_t pos) {
+    if (pos < 0 || s[pos].next < 0) return;
+    uint64_t v = merges_.find(s[pos].id, s[s[pos].next].id);
+    if (v != UINT64_MAX) heap.push({v, pos});
+  };
+  for (size_t i = 0; i + 1 < n; ++i) push(static_cast<int32_t>(i));
+  while (!heap.empty()) {
+    auto [v, pos] = heap.top();
+    heap.pop();
+    Sym& a = s[pos];
+    if (!a.alive || a.next < 0) continue;
+    Sym& b = s[a.next];
+    if (merges_.find(a.id, b.id) != v) continue;  // the pair changed since it was queued
+    a.id = static_cast<int32_t>(v & 0xFFFFFFFFu);
+    b.alive = false;
+    a.next = b.next;
+    if (a.next >= 0) s[a.next].prev = pos;
+    push(a.prev);
+    push(pos);
+  }
+  for (int32_t i = 0; i >= 0; i = s[i].next) out.push_back(s[i].id);
+}
+
+}  // namespace nanovllm
