@@ -1,11 +1,16 @@
-// `nanovllm serve`: the OpenAI-compatible HTTP server (vLLM's flags), with SIGINT/SIGTERM handled
-// by a dedicated thread so a signal never interrupts a handler or the engine mid-step.
-#include <pthread.h>
+// `nanovllm serve`: the OpenAI-compatible HTTP server (vLLM's flags). SIGINT/SIGTERM only write a
+// byte to a pipe (async-signal-safe, whichever thread takes the signal, including threads that
+// libraries start before main); a watcher thread reads it and shuts the server down cleanly.
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
-#include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "cli/commands.h"
@@ -21,16 +26,29 @@ struct ServeOptions {
   server::ServerConfig server;
 };
 
-void run_serve(ServeOptions& o) {
-  // Block the stop signals before any thread starts, so every thread inherits the mask and only
-  // the sigwait thread below ever sees them. SIGPIPE: a client that hung up is a failed write.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+int g_signal_pipe[2] = {-1, -1};
 
+extern "C" void on_stop_signal(int sig) {
+  const int saved = errno;
+  unsigned char b = static_cast<unsigned char>(sig);
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &b, 1);
+  errno = saved;
+}
+
+void install_stop_signals() {
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0)
+    throw std::runtime_error(std::string("serve: cannot create the signal pipe: ") + std::strerror(errno));
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a client that hung up is a failed write, not the end of the server
+}
+
+void run_serve(ServeOptions& o) {
+  install_stop_signals();
   o.server.model_dir = o.engine.model;
   LLM llm(o.engine.model, o.engine);
   server::OpenAIServer srv(llm, o.server);
@@ -41,21 +59,21 @@ void run_serve(ServeOptions& o) {
   std::printf("nanovllm serve: listening on http://%s:%d\n", o.server.host.c_str(), srv.port());
   std::fflush(stdout);
 
-  std::atomic<bool> got_signal{false};
-  std::thread signals([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    got_signal = true;
-    std::fprintf(stderr, "nanovllm serve: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  std::thread watcher([&] {
+    unsigned char sig = 0;
+    while (read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    }
+    if (sig != 0) std::fprintf(stderr, "nanovllm serve: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     srv.shutdown();
   });
   srv.serve();
   srv.shutdown();  // no-op when a signal started it
-  // The listener can only stop through shutdown(), which the signal thread runs; if it stopped
-  // otherwise, wake the thread so it can be joined.
-  if (!got_signal) pthread_kill(signals.native_handle(), SIGTERM);
-  signals.join();
+  // Wake the watcher if no signal came (a zero byte means "just exit").
+  unsigned char zero = 0;
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &zero, 1);
+  watcher.join();
   std::printf("nanovllm serve: stopped\n");
+  std::fflush(stdout);
 }
 
 }  // namespace
