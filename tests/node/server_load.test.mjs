@@ -41,7 +41,7 @@ async function idleMetrics() {
   }
 }
 
-test(`${CLIENTS} concurrent streaming clients get exactly what each request gets alone`, { timeout: 600000 }, async () => {
+test(`${CLIENTS} concurrent streaming clients get exactly what each request gets alone`, { timeout: 600000 }, async (t) => {
   // The references: every prompt run alone on the idle server.
   const expected = [];
   for (const prompt of prompts) {
@@ -67,7 +67,20 @@ test(`${CLIENTS} concurrent streaming clients get exactly what each request gets
       ++done;
     }
   }
+  // Watch the batch while the clients run: the point is many sequences in one engine step.
+  let maxRunning = 0, polling = true;
+  const poller = (async () => {
+    while (polling) {
+      const m = await metrics(server.baseURL);
+      maxRunning = Math.max(maxRunning, m['vllm:num_requests_running']);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
   await Promise.all(Array.from({ length: CLIENTS }, (_, k) => runClient(k)));
+  polling = false;
+  await poller;
+  t.diagnostic(`most requests running in one step: ${maxRunning}`);
+  assert.ok(maxRunning >= 32, `only ${maxRunning} requests ever ran together`);
   assert.equal(done, CLIENTS * REQUESTS_PER_CLIENT);
   assert.deepEqual(failures.slice(0, 5), [], `${failures.length} responses differ from the request run alone`);
 
