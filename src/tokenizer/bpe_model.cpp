@@ -12,20 +12,15 @@
 
 namespace nanovllm {
 
-size_t BpeModel::StrHash::operator()(std::string_view s) const { return XXH3_64bits(s.data(), s.size()); }
-
 void BpeModel::add_token(std::string_view token, int32_t id, std::string_view where) {
   if (id < 0) throw std::runtime_error(std::string(where) + ": model.vocab id " + std::to_string(id) + " is negative");
-  if (!token_to_id_.emplace(std::string(token), id).second)
+  if (!token_to_id_.insert(token, id))
     throw std::runtime_error(std::string(where) + ": model.vocab has \"" + std::string(token) + "\" twice");
-  if (static_cast<size_t>(id) >= id_to_token_.size()) {
-    id_to_token_.resize(id + 1);
-    has_id_.resize(id + 1, false);
-  }
-  if (has_id_[id])
+  if (static_cast<size_t>(id) >= id_token_.size()) id_token_.resize(id + 1, {0, UINT32_MAX});
+  if (id_token_[id].second != UINT32_MAX)
     throw std::runtime_error(std::string(where) + ": model.vocab gives id " + std::to_string(id) + " to two tokens");
-  has_id_[id] = true;
-  id_to_token_[id] = std::string(token);
+  id_token_[id] = {static_cast<uint32_t>(token_arena_.size()), static_cast<uint32_t>(token.size())};
+  token_arena_.append(token);
 }
 
 void BpeModel::add_merge(std::string_view left, std::string_view right, std::string_view where) {
@@ -37,9 +32,10 @@ void BpeModel::add_merge(std::string_view left, std::string_view right, std::str
   if (!l) throw missing(left);
   auto r = token_to_id(right);
   if (!r) throw missing(right);
-  std::string merged = std::string(left) + std::string(right);
-  auto m = token_to_id(merged);
-  if (!m) throw missing(merged);
+  merge_scratch_.assign(left);
+  merge_scratch_.append(right);
+  auto m = token_to_id(merge_scratch_);
+  if (!m) throw missing(merge_scratch_);
   uint64_t rank = pending_merges_.size();
   uint64_t key = ((uint64_t(uint32_t(*l)) << 32) | uint32_t(*r)) + 1;
   pending_merges_.push_back({key, (rank << 32) | uint32_t(*m)});
@@ -67,13 +63,15 @@ void BpeModel::MergeTable::build(const std::vector<std::pair<uint64_t, uint64_t>
 
 void BpeModel::finish(bool ignore_merges, std::string_view where) {
   ignore_merges_ = ignore_merges;
-  bytes_off_.assign(id_to_token_.size() + 1, 0);
+  const size_t n = id_token_.size();
+  bytes_off_.assign(n + 1, 0);
   bytes_.clear();
-  for (size_t id = 0; id < id_to_token_.size(); ++id) {
+  bytes_.reserve(token_arena_.size());
+  for (size_t id = 0; id < n; ++id) {
     bytes_off_[id] = static_cast<uint32_t>(bytes_.size());
-    if (has_id_[id]) bytes_ += byte_level::token_to_bytes(id_to_token_[id]);
+    if (auto tok = id_to_token(static_cast<int32_t>(id))) bytes_ += byte_level::token_to_bytes(*tok);
   }
-  bytes_off_[id_to_token_.size()] = static_cast<uint32_t>(bytes_.size());
+  bytes_off_[n] = static_cast<uint32_t>(bytes_.size());
   for (int b = 0; b < 256; ++b) {
     std::string tok = byte_level::bytes_to_token(std::string(1, static_cast<char>(b)));
     auto id = token_to_id(tok);
@@ -85,8 +83,8 @@ void BpeModel::finish(bool ignore_merges, std::string_view where) {
     byte_id_[b] = *id;
   }
   if (ignore_merges_) {
-    for (size_t id = 0; id < id_to_token_.size(); ++id)
-      if (has_id_[id]) bytes_to_id_.emplace(std::string(id_bytes(static_cast<int32_t>(id))), static_cast<int32_t>(id));
+    for (size_t id = 0; id < n; ++id)
+      if (id_to_token(static_cast<int32_t>(id))) bytes_to_id_.insert(id_bytes(static_cast<int32_t>(id)), static_cast<int32_t>(id));
   }
   merges_.build(pending_merges_);
   pending_merges_.clear();
@@ -94,21 +92,20 @@ void BpeModel::finish(bool ignore_merges, std::string_view where) {
 }
 
 std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
-  auto it = token_to_id_.find(token);
-  if (it == token_to_id_.end()) return std::nullopt;
-  return it->second;
+  const int32_t* v = token_to_id_.find(token);
+  if (!v) return std::nullopt;
+  return *v;
 }
 
-const std::string* BpeModel::id_to_token(int32_t id) const {
-  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size() || !has_id_[id]) return nullptr;
-  return &id_to_token_[id];
+std::optional<std::string_view> BpeModel::id_to_token(int32_t id) const {
+  if (id < 0 || static_cast<size_t>(id) >= id_token_.size() || id_token_[id].second == UINT32_MAX) return std::nullopt;
+  return std::string_view(token_arena_.data() + id_token_[id].first, id_token_[id].second);
 }
 
 void BpeModel::encode_word(std::string_view bytes, std::vector<int32_t>& out) const {
   if (ignore_merges_) {
-    auto it = bytes_to_id_.find(bytes);
-    if (it != bytes_to_id_.end()) {
-      out.push_back(it->second);
+    if (const int32_t* id = bytes_to_id_.find(bytes)) {
+      out.push_back(*id);
       return;
     }
   }

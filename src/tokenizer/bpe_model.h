@@ -5,8 +5,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
+
+#include "tokenizer/string_table.h"
 
 namespace nanovllm {
 
@@ -22,22 +23,16 @@ class BpeModel {
   void encode_word(std::string_view bytes, std::vector<int32_t>& out) const;
 
   size_t vocab_entries() const { return token_to_id_.size(); }
-  int32_t max_id() const { return static_cast<int32_t>(id_to_token_.size()) - 1; }
+  int32_t max_id() const { return static_cast<int32_t>(id_token_.size()) - 1; }
   std::optional<int32_t> token_to_id(std::string_view token) const;
-  // The vocabulary string of id, or nullptr when id is not in the vocabulary.
-  const std::string* id_to_token(int32_t id) const;
+  // The vocabulary string of id, or nullopt when id is not in the vocabulary.
+  std::optional<std::string_view> id_to_token(int32_t id) const;
   // The bytes id stands for (empty for an id not in the vocabulary).
   std::string_view id_bytes(int32_t id) const {
     return std::string_view(bytes_.data() + bytes_off_[id], bytes_off_[id + 1] - bytes_off_[id]);
   }
 
  private:
-  struct StrHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const;
-  };
-  using StrMap = std::unordered_map<std::string, int32_t, StrHash, std::equal_to<>>;
-
   // Open-addressing map from a pair of ids to (rank, merged id): the inner loop's only lookup.
   struct MergeTable {
     std::vector<uint64_t> keys;    // (left << 32 | right) + 1; 0 marks an empty slot
@@ -59,15 +54,16 @@ class BpeModel {
   void encode_short(const uint8_t* p, size_t n, std::vector<int32_t>& out) const;
   void encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out) const;
 
-  StrMap token_to_id_;
-  std::vector<std::string> id_to_token_;
-  std::vector<bool> has_id_;
-  StrMap bytes_to_id_;  // only filled when ignore_merges is on
+  StringTable token_to_id_;
+  std::string token_arena_;                          // every vocabulary string, back to back
+  std::vector<std::pair<uint32_t, uint32_t>> id_token_;  // id -> (offset, length); length UINT32_MAX: no such id
+  StringTable bytes_to_id_;  // only filled when ignore_merges is on
   std::string bytes_;
   std::vector<uint32_t> bytes_off_;
   int32_t byte_id_[256];
   std::vector<std::pair<uint64_t, uint64_t>> pending_merges_;
   MergeTable merges_;
+  std::string merge_scratch_;
   bool ignore_merges_ = false;
 };
 

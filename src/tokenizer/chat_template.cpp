@@ -10,7 +10,7 @@ namespace {
 
 // XXH3-64 of Qwen3's template text (Qwen3-0.6B ... Qwen3-235B-A22B, first release); checked by
 // test_chat_template against models/qwen3-tokenizer/tokenizer_config.json.
-constexpr uint64_t kQwen3TemplateHashes[] = {0x0ull};
+constexpr uint64_t kQwen3TemplateHashes[] = {0x0283f874ff58d644ull};
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 bool ends_with(std::string_view s, std::string_view p) {

@@ -47,7 +47,7 @@ class JsonReader {
     std::string scratch;
     for (;;) {
       if (peek() != '"') fail("expected a string key");
-      std::string key(string(scratch));
+      std::string_view key = string(scratch);  // valid until the next key
       expect(':');
       on_member(key);
       char c = peek();
@@ -141,7 +141,7 @@ class JsonReader {
     char c = peek();
     if (c == '{') {
       nlohmann::json obj = nlohmann::json::object();
-      object([&](const std::string& k) { obj[k] = value(depth + 1); });
+      object([&](std::string_view k) { obj[std::string(k)] = value(depth + 1); });
       return obj;
     }
     if (c == '[') {
@@ -248,9 +248,13 @@ BpeTokenizer::Parts load_tokenizer_json(std::string_view text, const std::string
   BpeTokenizer::Parts parts;
   JsonReader r(text, where);
   nlohmann::json top = nlohmann::json::object(), model = nlohmann::json::object();
-  std::vector<std::pair<std::string, std::string>> merges;  // kept until the vocabulary is in
+  std::vector<std::pair<std::string, std::string>> merges;  // only when merges come before vocab
   bool have_vocab = false, have_merges = false;
 
+  auto add_merge = [&](std::string_view a, std::string_view b) {
+    if (have_vocab) parts.model.add_merge(a, b, where);
+    else merges.emplace_back(std::string(a), std::string(b));
+  };
   auto read_merges = [&] {
     have_merges = true;
     std::string s1, s2;
@@ -260,7 +264,7 @@ BpeTokenizer::Parts load_tokenizer_json(std::string_view text, const std::string
         size_t sp = m.find(' ');
         if (sp == std::string_view::npos || m.find(' ', sp + 1) != std::string_view::npos)
           throw std::runtime_error(where + ": model.merges entry \"" + std::string(m) + "\" is not \"left right\"");
-        merges.emplace_back(std::string(m.substr(0, sp)), std::string(m.substr(sp + 1)));
+        add_merge(m.substr(0, sp), m.substr(sp + 1));
       } else {  // ["left", "right"]
         int k = 0;
         std::string a, b;
@@ -270,21 +274,21 @@ BpeTokenizer::Parts load_tokenizer_json(std::string_view text, const std::string
           ++k;
         });
         if (k != 2) throw std::runtime_error(where + ": model.merges entry must be a pair of strings");
-        merges.emplace_back(std::move(a), std::move(b));
+        add_merge(a, b);
       }
     });
   };
 
-  r.object([&](const std::string& key) {
+  r.object([&](std::string_view key) {
     if (key != "model") {
-      top[key] = r.value();
+      top[std::string(key)] = r.value();
       return;
     }
-    r.object([&](const std::string& mkey) {
+    r.object([&](std::string_view mkey) {
       if (mkey == "vocab") {
         have_vocab = true;
         if (r.peek() != '{') r.fail("model.vocab must be an object");
-        r.object([&](const std::string& token) {
+        r.object([&](std::string_view token) {
           int64_t id = r.integer();
           if (id > INT32_MAX) throw std::runtime_error(where + ": model.vocab id " + std::to_string(id) + " too large");
           parts.model.add_token(token, static_cast<int32_t>(id), where);
@@ -293,7 +297,7 @@ BpeTokenizer::Parts load_tokenizer_json(std::string_view text, const std::string
         if (r.peek() != '[') r.fail("model.merges must be an array");
         read_merges();
       } else {
-        model[mkey] = r.value();
+        model[std::string(mkey)] = r.value();
       }
     });
   });

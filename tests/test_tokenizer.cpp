@@ -1,0 +1,159 @@
+// Tokenizer against Hugging Face: encode/decode on the committed corpus (tests/fixtures/tokenizer,
+// made by tests/reference/make_tokenizer_fixtures.py with HF tokenizers), incremental
+// detokenizing, the config-derived ids, and clear errors for bad input.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
+
+namespace nanovllm {
+namespace {
+
+const std::filesystem::path kSource = NANOVLLM_SOURCE_DIR;
+const std::filesystem::path kQwen3Dir = kSource / "models" / "qwen3-tokenizer";
+
+nlohmann::json read_json(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  if (!f) throw std::runtime_error(p.string() + ": cannot open");
+  return nlohmann::json::parse(f);
+}
+
+// One Qwen3 tokenizer for the whole suite: loading it is the slow part.
+const Tokenizer* qwen3() {
+  static std::unique_ptr<Tokenizer> tok = Tokenizer::present(kQwen3Dir) ? Tokenizer::from_dir(kQwen3Dir) : nullptr;
+  return tok.get();
+}
+
+#define REQUIRE_QWEN3()                                                                               \
+  if (!qwen3()) GTEST_SKIP() << "models/qwen3-tokenizer is missing: run scripts/setup.sh to fetch it"
+
+const nlohmann::json& encode_fixture() {
+  static nlohmann::json j = read_json(kSource / "tests/fixtures/tokenizer/encode.json");
+  return j;
+}
+
+std::vector<int32_t> ids_of(const nlohmann::json& j) { return j.get<std::vector<int32_t>>(); }
+
+TEST(Tokenizer, FixtureCorpusIsLargeAndVaried) {
+  const auto& cases = encode_fixture()["cases"];
+  EXPECT_GE(cases.size(), 200u);
+}
+
+TEST(Tokenizer, EncodeMatchesHuggingFace) {
+  REQUIRE_QWEN3();
+  int failures = 0;
+  for (const auto& c : encode_fixture()["cases"]) {
+    std::string text = c["text"];
+    auto got = qwen3()->encode(text);
+    auto want = ids_of(c["ids"]);
+    if (got != want && ++failures <= 5) ADD_FAILURE() << "encode differs for " << nlohmann::json(text).dump();
+  }
+  EXPECT_EQ(failures, 0);
+}
+
+TEST(Tokenizer, DecodeMatchesHuggingFace) {
+  REQUIRE_QWEN3();
+  for (const auto& c : encode_fixture()["cases"]) {
+    auto ids = ids_of(c["ids"]);
+    EXPECT_EQ(qwen3()->decode(ids), c["decoded"].get<std::string>()) << c["text"].dump();
+    EXPECT_EQ(qwen3()->decode(ids, true), c["decoded_skip_special"].get<std::string>()) << c["text"].dump();
+  }
+}
+
+// Streams ids one at a time: no piece may split a character, and the pieces must add up to the
+// full decode, for every corpus text, with and without special tokens.
+TEST(Tokenizer, IncrementalDetokenizerEqualsDecode) {
+  REQUIRE_QWEN3();
+  for (bool skip : {false, true}) {
+    for (const auto& c : encode_fixture()["cases"]) {
+      auto ids = ids_of(c["ids"]);
+      IncrementalDetokenizer detok(*qwen3(), skip);
+      std::string all;
+      for (int32_t id : ids) {
+        std::string piece = detok.push(id);
+        ASSERT_EQ(utf8::find_invalid(piece), std::string::npos) << "broken UTF-8 piece in " << c["text"].dump();
+        all += piece;
+      }
+      all += detok.flush();
+      EXPECT_EQ(all, c[skip ? "decoded_skip_special" : "decoded"].get<std::string>()) << c["text"].dump();
+    }
+  }
+}
+
+// Byte tokens that never form a character (a lone continuation byte, a truncated sequence) must
+// come out as U+FFFD exactly where decode puts them, and the stream must not stall on them.
+TEST(Tokenizer, IncrementalDetokenizerOnInvalidBytes) {
+  REQUIRE_QWEN3();
+  auto byte_id = [](const char* token) { return *qwen3()->token_to_id(token); };
+  // Byte-level alphabet: 0x80 -> U+0122 "Ģ", 0xE4 -> "ä", 0xBD -> "½", 'a' -> "a".
+  std::vector<int32_t> ids = {byte_id("Ģ"), byte_id("a"), byte_id("ä"), byte_id("½"), byte_id("a"), byte_id("ä")};
+  IncrementalDetokenizer detok(*qwen3());
+  std::string all;
+  std::vector<std::string> pieces;
+  for (int32_t id : ids) pieces.push_back(detok.push(id)), all += pieces.back();
+  EXPECT_EQ(pieces[0], "\xEF\xBF\xBD");  // a lone continuation byte is final at once
+  all += detok.flush();
+  EXPECT_EQ(all, qwen3()->decode(ids));
+  EXPECT_EQ(all, "\xEF\xBF\xBD" "a" "\xEF\xBF\xBD" "a" "\xEF\xBF\xBD");
+}
+
+TEST(Tokenizer, ConfigIds) {
+  REQUIRE_QWEN3();
+  // Qwen3's tokenizer_config.json: eos "<|im_end|>", pad "<|endoftext|>", no bos.
+  EXPECT_EQ(qwen3()->eos_token_id(), 151645);
+  EXPECT_EQ(qwen3()->pad_token_id(), 151643);
+  EXPECT_EQ(qwen3()->bos_token_id(), std::nullopt);
+  EXPECT_EQ(qwen3()->vocab_size(), 151669);  // 151643 BPE entries + 26 added tokens
+  EXPECT_EQ(qwen3()->token_to_id("<think>"), 151667);
+  EXPECT_EQ(qwen3()->token_to_id("Hello"), 9707);
+  EXPECT_EQ(qwen3()->token_to_id("no such token"), std::nullopt);
+}
+
+TEST(Tokenizer, InvalidUtf8NamesTheOffset) {
+  REQUIRE_QWEN3();
+  try {
+    qwen3()->encode(std::string("ok \xC3\x28 bad"));
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("byte offset 3"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(qwen3()->encode("\xED\xA0\x80"), std::invalid_argument);  // a surrogate
+  EXPECT_THROW(qwen3()->encode("abc\xF0\x9F\x98"), std::invalid_argument);  // cut short
+}
+
+TEST(Tokenizer, DecodeRejectsUnknownIds) {
+  REQUIRE_QWEN3();
+  EXPECT_THROW(qwen3()->decode({9707, 151669}), std::out_of_range);
+  EXPECT_THROW(qwen3()->decode({-1}), std::out_of_range);
+}
+
+// Round trip on random Unicode: decode(encode(s)) gives s back (s drawn already in NFC-inert
+// ranges so the normalizer leaves it as it is).
+TEST(Tokenizer, RandomRoundTrip) {
+  REQUIRE_QWEN3();
+  std::mt19937 rng(1234);
+  const std::pair<uint32_t, uint32_t> ranges[] = {{0x20, 0x7E}, {0x09, 0x0D}, {0xA0, 0x2FF}, {0x400, 0x4FF},
+                                                  {0x4E00, 0x4FFF}, {0x1F300, 0x1F64F}, {0x3040, 0x3096}};
+  for (int t = 0; t < 300; ++t) {
+    std::string s;
+    int n = std::uniform_int_distribution<int>(0, 60)(rng);
+    for (int k = 0; k < n; ++k) {
+      auto [lo, hi] = ranges[std::uniform_int_distribution<int>(0, 6)(rng)];
+      utf8::append_codepoint(s, std::uniform_int_distribution<uint32_t>(lo, hi)(rng));
+    }
+    EXPECT_EQ(qwen3()->decode(qwen3()->encode(s)), s);
+  }
+}
+
+TEST(Tokenizer, MissingDirectory) {
+  EXPECT_FALSE(Tokenizer::present(kSource / "no-such-dir"));
+  EXPECT_THROW(Tokenizer::from_dir(kSource / "no-such-dir"), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace nanovllm
