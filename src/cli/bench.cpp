@@ -1,12 +1,91 @@
-// PLACEHOLDER until its issue lands: registers the subcommand and refuses to run.
+// `nanovllm bench`: nano-vLLM bench.py's workload and report, plus --repeat, --sweep, --online.
+#include <cstdio>
+#include <iostream>
+#include <memory>
 #include <stdexcept>
 
+#include "cli/bench.h"
 #include "cli/commands.h"
+#include "cli/engine_flags.h"
+#include "util/bench_metrics.h"
 
 namespace nanovllm::cli {
-void add_bench_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("bench", "not built yet");
-  cmd->allow_extras();
-  cmd->callback([] { throw std::runtime_error("'bench' is not built yet"); });
+
+namespace {
+void print_dry_run(const WorkloadSpec& spec, const Workload& w, bool json) {
+  if (json) {
+    nlohmann::json j = {{"num_seqs", w.prompts.size()},  {"prompt_tokens", w.prompt_tokens()},
+                        {"output_tokens", w.output_tokens()}, {"seed", spec.seed},
+                        {"min_input", spec.min_input},    {"max_input", spec.max_input},
+                        {"min_output", spec.min_output},  {"max_output", spec.max_output},
+                        {"max_token_id", spec.max_token_id}};
+    std::cout << j.dump(2) << std::endl;
+  } else {
+    std::printf("Workload: %zu sequences, %lld prompt tokens, %lld output tokens (seed %lld)\n", w.prompts.size(),
+                (long long)w.prompt_tokens(), (long long)w.output_tokens(), (long long)spec.seed);
+  }
 }
+
+void run(EngineConfig config, BenchOptions opts) {
+  opts.workload.seed = int64_t(config.seed);  // one --seed: bench.py's random.seed(0) and the sampler's default
+  if (opts.repeat < 1) throw std::invalid_argument("--repeat must be >= 1, got " + std::to_string(opts.repeat));
+  const Workload workload = make_workload(opts.workload);
+  if (opts.dry_run) return print_dry_run(opts.workload, workload, opts.json);
+
+  nlohmann::json result;
+  if (opts.online) {
+    result = run_online(workload, opts, config.seed);
+  } else {
+    if (config.model.empty()) throw std::invalid_argument("--model is required (except with --dry-run or --online)");
+    if (!opts.sweep.empty()) {
+      result = run_sweep(config, workload, opts);
+      if (opts.json) {
+        std::cout << result.dump(2) << std::endl;
+      } else {
+        std::printf("%s", sweep_csv(result).c_str());
+        std::printf("Wrote %s.csv and %s.svg\n", opts.out_prefix.c_str(), opts.out_prefix.c_str());
+      }
+      return;
+    }
+    result = run_offline(config, workload, opts);
+  }
+  if (opts.json) {
+    std::cout << result.dump(2) << std::endl;
+  } else {
+    std::printf("%s", format_report(result).c_str());
+  }
+}
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "throughput and latency on nano-vLLM bench.py's workload");
+  auto config = std::make_shared<EngineConfig>();
+  auto opts = std::make_shared<BenchOptions>();
+  add_engine_flags(cmd, *config);
+  cmd->get_option("--model")->required(false);  // not needed for --dry-run or --online
+  auto& w = opts->workload;
+  cmd->add_option("--num-seqs", w.num_seqs, "requests in the workload")->check(CLI::PositiveNumber);
+  cmd->add_option("--min-input", w.min_input, "shortest prompt (tokens)")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-input", w.max_input, "longest prompt (tokens)")->check(CLI::PositiveNumber);
+  cmd->add_option("--min-output", w.min_output, "fewest output tokens")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-output", w.max_output, "most output tokens")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-token-id", w.max_token_id, "prompt ids are drawn from [0, this] (bench.py: 10000)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temperature", opts->temperature, "sampling temperature")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--json", opts->json, "print one JSON object");
+  cmd->add_flag("--dry-run", opts->dry_run, "print the workload's totals; load no model");
+  cmd->add_option("--repeat", opts->repeat, "timed runs (after one warm-up); reports medians and spread")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--sweep", opts->sweep, "FIELD=V1,V2,...: a fresh engine per EngineConfig value");
+  cmd->add_option("--out-prefix", opts->out_prefix, "sweep: write PREFIX.csv and PREFIX.svg");
+  cmd->add_flag("--online", opts->online, "benchmark a running `nanovllm serve` over HTTP");
+  cmd->add_option("--url", opts->url, "online: the server's base URL");
+  cmd->add_option("--request-rate", opts->request_rate, "online: requests/s, Poisson arrivals (0: all at once)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-concurrency", opts->max_concurrency, "online: requests in flight at most")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--served-model-name", opts->served_model, "online: the request's model (default: the server's)");
+  cmd->callback([config, opts] { run(*config, *opts); });
+}
+
 }  // namespace nanovllm::cli
