@@ -214,3 +214,131 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, Qwen3VsHuggingFace, ::testing::Values("tiny-t
 
 }  // namespace
 }  // namespace nanovllm
+
+namespace nanovllm {
+namespace {
+
+class RandomModel : public ::testing::Test {
+ protected:
+  fs::path dir;
+  void SetUp() override {
+    dir = fs::temp_directory_path() / ("nanovllm_rm_" + std::to_string(::getpid()) + "_" +
+                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir);
+  }
+  void TearDown() override { fs::remove_all(dir); }
+  static RandomModelSpec small() {
+    RandomModelSpec s;
+    s.vocab_size = 300;
+    s.bos_token_id = 1;
+    s.eos_token_ids = {2};
+    s.max_position_embeddings = 128;
+    return s;
+  }
+  static std::string read(const fs::path& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string model_error(const ModelConfig& c) {
+    auto be = make_cpu_backend({.num_threads = 1});
+    try {
+      Qwen3Model m(c, Checkpoint::open(dir), *be, 8, 1);
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  }
+};
+
+TEST_F(RandomModel, DeterministicLoadableAndScaled) {
+  RandomModelSpec s = small();
+  s.seed = 7;
+  write_random_model(s, dir / "a");
+  write_random_model(s, dir / "b");
+  s.seed = 8;
+  write_random_model(s, dir / "c");
+  EXPECT_EQ(read(dir / "a/model.safetensors"), read(dir / "b/model.safetensors"));
+  EXPECT_NE(read(dir / "a/model.safetensors"), read(dir / "c/model.safetensors"));
+
+  ModelConfig c = load_model_config(dir / "a");
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.num_hidden_layers, 2);
+  EXPECT_EQ(c.num_key_value_heads, 2);
+  EXPECT_EQ(c.head_dim, 32);
+  EXPECT_EQ(c.vocab_size, 300);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+  EXPECT_EQ(c.eos_token_ids, std::vector<int>{2});
+  Checkpoint ck = Checkpoint::open(dir / "a");
+  EXPECT_FALSE(ck.contains("lm_head.weight"));
+  // Weights: matrices ~N(0, 0.02), norms ~1 + N(0, 0.05), in bf16.
+  auto be = make_cpu_backend({.num_threads = 1});
+  auto stats = [&](const std::string& name) {
+    Tensor t = ck.get(name);
+    EXPECT_EQ(t.dtype, DType::bf16);
+    std::vector<float> v(t.numel());
+    Tensor f(v.data(), DType::f32, {t.numel()});
+    be->upload_convert(t, f);
+    double m = 0, sq = 0;
+    for (float x : v) m += x, sq += double(x) * x;
+    m /= v.size();
+    return std::pair<double, double>(m, std::sqrt(sq / v.size() - m * m));
+  };
+  auto [em, es] = stats("model.embed_tokens.weight");
+  EXPECT_NEAR(em, 0.0, 0.002);
+  EXPECT_NEAR(es, 0.02, 0.002);
+  auto [nm, ns] = stats("model.layers.1.post_attention_layernorm.weight");
+  EXPECT_NEAR(nm, 1.0, 0.03);
+  EXPECT_NEAR(ns, 0.05, 0.02);
+
+  // The model runs on it: a prompt's logits are finite and not all equal.
+  Qwen3Model m(c, ck, *be, 16, 1);
+  KVCache kv;
+  kv.num_blocks = 2;
+  kv.block_size = 8;
+  std::vector<DeviceBuffer> bufs;
+  for (int l = 0; l < 2; ++l) {
+    kv.k.push_back(be->alloc_tensor(DType::f32, {2, 8, 2, 32}, bufs));
+    kv.v.push_back(be->alloc_tensor(DType::f32, {2, 8, 2, 32}, bufs));
+  }
+  std::vector<int32_t> ids = {5, 17, 250}, pos = {0, 1, 2}, cu = {0, 3}, klen = {3}, table = {1, 0}, last = {2};
+  ForwardInputs in;
+  in.input_ids = Tensor(ids.data(), DType::i32, {3});
+  in.positions = Tensor(pos.data(), DType::i32, {3});
+  in.last_token_indices = Tensor(last.data(), DType::i32, {1});
+  std::vector<int32_t> slots = {8, 9, 10};
+  in.meta = {true, 1, 3, 3, 3, cu.data(), klen.data(), slots.data(), table.data(), 2};
+  std::vector<float> logits(300);
+  Tensor lt(logits.data(), DType::f32, {1, 300});
+  m.forward(in, kv, lt);
+  float lo = logits[0], hi = logits[0];
+  for (float x : logits) {
+    ASSERT_TRUE(std::isfinite(x));
+    lo = std::min(lo, x), hi = std::max(hi, x);
+  }
+  EXPECT_GT(hi - lo, 1e-3f);
+  EXPECT_EQ(m.weight_bytes(), size_t(300 * 64 + 2 * (64 + 128 * 64 + 64 * 64 * 2 + 64 * 128 + 32 * 2 + 64 + 256 * 64 + 64 * 128) + 64) * 4);
+}
+
+TEST_F(RandomModel, MissingAndMisshapenTensorsAreNamed) {
+  RandomModelSpec s = small();
+  s.dtype = DType::f32;
+  write_random_model(s, dir);
+  ModelConfig c = load_model_config(dir);
+  ModelConfig more_layers = c;
+  more_layers.num_hidden_layers = 3;
+  EXPECT_THAT(model_error(more_layers), ::testing::HasSubstr("'model.layers.2.input_layernorm.weight'"));
+  ModelConfig wider = c;
+  wider.intermediate_size = 96;
+  const std::string e = model_error(wider);
+  EXPECT_THAT(e, ::testing::HasSubstr("model.layers.0.mlp.gate_proj.weight"));
+  EXPECT_THAT(e, ::testing::HasSubstr("[128, 64]"));
+  EXPECT_THAT(e, ::testing::HasSubstr("[96, 64]"));
+  ModelConfig untied = c;
+  untied.tie_word_embeddings = false;
+  EXPECT_THAT(model_error(untied), ::testing::HasSubstr("lm_head.weight"));
+  EXPECT_EQ(model_error(c), "(no error)");
+}
+
+}  // namespace
+}  // namespace nanovllm

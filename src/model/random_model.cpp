@@ -4,11 +4,13 @@
 
 #include <cmath>
 #include <fstream>
+#include <memory>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/half.h"
+#include "backend/cpu/thread_pool.h"
 #include "backend/rng.h"
 #include "model/safetensors.h"
 
@@ -39,16 +41,18 @@ namespace {
 
 // Fills n values ~ mean + std * N(0,1). The normal is approximated by the sum of four 16-bit
 // uniforms (Irwin-Hall): integer-only, so ~1 ns per value, and ample for random test weights.
-void fill_random(void* out, DType dt, int64_t n, uint64_t seed, uint64_t tensor_id, float mean, float std) {
+void fill_random(cpu::ThreadPool& pool, void* out, DType dt, int64_t n, uint64_t seed, uint64_t tensor_id, float mean,
+                 float std) {
   const uint64_t base = mix64(seed * 0x9e3779b97f4a7c15ULL ^ mix64(tensor_id + 1));
   // The sum of 4 uniforms on [0, 65535] has mean 131070 and standard deviation 65536 * sqrt(1/3).
   const float scale = std / (65536.0f * 0.57735027f);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const uint64_t h = mix64(base + static_cast<uint64_t>(i));
-    const int64_t s = static_cast<int64_t>(h & 0xffff) + ((h >> 16) & 0xffff) + ((h >> 32) & 0xffff) + (h >> 48);
-    store_from_f32(out, dt, i, mean + static_cast<float>(s - 131070) * scale);
-  }
+  pool.parallel_for(n, 1 << 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const uint64_t h = mix64(base + static_cast<uint64_t>(i));
+      const int64_t s = static_cast<int64_t>(h & 0xffff) + ((h >> 16) & 0xffff) + ((h >> 32) & 0xffff) + (h >> 48);
+      store_from_f32(out, dt, i, mean + static_cast<float>(s - 131070) * scale);
+    }
+  });
 }
 
 void write_json(const fs::path& file, const nlohmann::ordered_json& j) {
@@ -123,13 +127,15 @@ void write_random_model(const RandomModelSpec& s, const fs::path& dir) {
     for (int64_t d : sp.shape) n *= static_cast<size_t>(d);
     total += n * dtype_size(s.dtype);
   }
-  std::vector<uint8_t> storage(total);
+  // Not a std::vector: zero-filling 1.2 GB first would cost as much as generating it.
+  std::unique_ptr<uint8_t[]> storage(new uint8_t[std::max<size_t>(total, 1)]);
   std::vector<std::pair<std::string, Tensor>> tensors;
+  cpu::ThreadPool pool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   size_t offset = 0;
   for (size_t k = 0; k < specs.size(); ++k) {
-    Tensor t(storage.data() + offset, s.dtype, {});
+    Tensor t(storage.get() + offset, s.dtype, {});
     for (int64_t d : specs[k].shape) t.shape[t.ndim++] = d;
-    fill_random(t.data, s.dtype, t.numel(), s.seed, k, specs[k].norm ? 1.0f : 0.0f, specs[k].norm ? 0.05f : 0.02f);
+    fill_random(pool, t.data, s.dtype, t.numel(), s.seed, k, specs[k].norm ? 1.0f : 0.0f, specs[k].norm ? 0.05f : 0.02f);
     offset += t.nbytes();
     tensors.emplace_back(specs[k].name, t);
   }
