@@ -168,6 +168,8 @@ std::string format_report(const nlohmann::json& j) {
     o << ", prefix-cache hit rate: " << fmt("%.2f", 100 * j.value("prefix_cache_hit_rate", 0.0))
       << "%, preemptions: " << j.value("num_preemptions", int64_t(0)) << '\n';
   }
+  if (j.value("failed_requests", 0) > 0)
+    o << "Failed requests: " << j["failed_requests"].get<int64_t>() << " (first: " << j.value("first_error", "") << ")\n";
   if (j.contains("device") && j["device"].is_string()) o << "Device: " << j["device"].get<std::string>() << '\n';
   return o.str();
 }

@@ -153,12 +153,19 @@ std::string render_svg(const Chart& chart) {
     for (size_t i = 0; i < s.x.size(); ++i) {
       o << "<circle cx=\"" << num(px(s.x[i])) << "\" cy=\"" << num(py(s.y[i])) << "\" r=\"4\"><title>"
         << xml_escape(s.name + (s.point_labels.empty() ? "" : " " + s.point_labels[i])) << "</title></circle>\n";
-      if (!s.point_labels.empty())
-        o << "<text x=\"" << num(px(s.x[i]) + 6) << "\" y=\"" << num(py(s.y[i]) - 6) << "\" stroke=\"none\" font-size=\"10\">"
-          << xml_escape(s.point_labels[i]) << "</text>\n";
     }
     o << "</g>\n";
   }
+  // Point labels over every series' lines, so a later series never hides an earlier one's labels.
+  o << "<g class=\"point-labels\" font-size=\"10\">\n";
+  for (size_t si = 0; si < chart.series.size(); ++si) {
+    const auto& s = chart.series[si];
+    const char* color = kPalette[si % (sizeof kPalette / sizeof kPalette[0])];
+    for (size_t i = 0; i < s.point_labels.size(); ++i)
+      o << "<text x=\"" << num(px(s.x[i]) + 6) << "\" y=\"" << num(py(s.y[i]) - 6) << "\" fill=\"" << color << "\">"
+        << xml_escape(s.point_labels[i]) << "</text>\n";
+  }
+  o << "</g>\n";
 
   // Legend: top-left of the plot area, where a throughput-latency curve (rising to the right) is empty.
   const double lx = left + 12, ly = top + 8;
