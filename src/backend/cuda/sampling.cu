@@ -30,9 +30,10 @@ __global__ void sample_kernel(const float* __restrict__ logits, const float* __r
       if (better(s, v, best, bi)) { best = s; bi = v; }
     }
   } else {
+    const float inv_t = 1.f / t;  // multiply by 1/T exactly as the CPU sampler does
     for (int v = threadIdx.x; v < vocab; v += kThreads) {
       const float u = uniform01(key, ctr, static_cast<uint32_t>(v));
-      const float s = l[v] / t - logf(-logf(u));
+      const float s = l[v] * inv_t - logf(-logf(u));
       if (better(s, v, best, bi)) { best = s; bi = v; }
     }
   }
