@@ -1,12 +1,134 @@
-// PLACEHOLDER until its issue lands: registers the subcommand and refuses to run.
+// `nanovllm generate`: runs prompts through the engine (the LLM API) and prints the completions,
+// as text or as one JSON object per prompt per line.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
+#include "cli/engine_flags.h"
+#include "nanovllm/llm.h"
 
 namespace nanovllm::cli {
-void add_generate_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("generate", "not built yet");
-  cmd->allow_extras();
-  cmd->callback([] { throw std::runtime_error("'generate' is not built yet"); });
+namespace {
+
+struct Prompt {
+  bool is_text = true;
+  std::string text;
+  std::vector<int32_t> ids;
+};
+
+struct GenerateArgs {
+  EngineConfig config;
+  std::vector<Prompt> prompts;  // in command-line order, --prompt and --prompt-ids mixed
+  SamplingParams params;
+  bool json = false, chat = false, no_thinking = false, no_progress = false;
+};
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t comma = s.find(',', pos);
+    std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || v < 0 || v > INT32_MAX)
+      throw std::invalid_argument("--prompt-ids '" + s + "': '" + item + "' is not a token id");
+    ids.push_back(static_cast<int32_t>(v));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return ids;
 }
+
+std::string ids_str(const std::vector<int32_t>& ids) {
+  std::string s = "[";
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? ", " : "") + std::to_string(ids[i]);
+  return s + "]";
+}
+
+void run(GenerateArgs& a) {
+  if (a.prompts.empty()) throw std::invalid_argument("generate: give at least one --prompt or --prompt-ids");
+  LLM llm(a.config);
+  std::vector<std::vector<int32_t>> ids;
+  for (const Prompt& p : a.prompts) {
+    if (!p.is_text) {
+      ids.push_back(p.ids);
+      continue;
+    }
+    if (!llm.has_tokenizer())
+      throw std::invalid_argument("--prompt needs a tokenizer, and '" + a.config.model +
+                                  "' has no tokenizer.json (use --prompt-ids)");
+    std::string text = a.chat ? llm.apply_chat_template({{"user", p.text, ""}}, true, !a.no_thinking) : p.text;
+    ids.push_back(llm.encode(text));
+  }
+  std::vector<RequestOutput> outs = llm.generate(ids, a.params, !a.no_progress);
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const RequestOutput& o = outs[i];
+    const Prompt& p = a.prompts[i];
+    if (a.json) {
+      nlohmann::json j;
+      if (p.is_text) j["prompt"] = p.text;
+      j["prompt_token_ids"] = o.prompt_token_ids;
+      j["token_ids"] = o.token_ids;
+      if (llm.has_tokenizer()) j["text"] = o.text;
+      j["finish_reason"] = o.finish_reason;
+      j["num_cached_prompt_tokens"] = o.num_cached_prompt_tokens;
+      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    } else {
+      if (i) std::cout << "\n";
+      std::cout << "Prompt: " << (p.is_text ? p.text : ids_str(p.ids)) << "\n";
+      std::cout << "Completion: " << (llm.has_tokenizer() ? o.text : ids_str(o.token_ids)) << "\n";
+      std::cout << "(" << o.token_ids.size() << " tokens, finish_reason " << o.finish_reason << ")\n";
+    }
+  }
+  std::cout.flush();
+  EngineStats s = llm.stats();
+  std::fprintf(stderr,
+               "nanovllm: %zu prompts; prefill %lld tokens in %.2fs (%.0f tok/s), decode %lld tokens in %.2fs "
+               "(%.1f tok/s); prefix cache hits %lld/%lld tokens; peak memory %.1f MiB\n",
+               outs.size(), static_cast<long long>(s.prefill_tokens), s.prefill_seconds,
+               s.prefill_seconds > 0 ? s.prefill_tokens / s.prefill_seconds : 0.0,
+               static_cast<long long>(s.decode_tokens), s.decode_seconds,
+               s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0.0,
+               static_cast<long long>(s.prefix_cache_hits), static_cast<long long>(s.prefix_cache_queries),
+               s.peak_device_bytes / (1024.0 * 1024.0));
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  auto* cmd = app.add_subcommand("generate", "Generate completions for prompts");
+  add_engine_flags(cmd, a->config);
+  cmd->add_option_function<std::string>(
+         "--prompt", [a](const std::string& s) { a->prompts.push_back({true, s, {}}); }, "a text prompt (repeatable)")
+      ->trigger_on_parse()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option_function<std::string>(
+         "--prompt-ids", [a](const std::string& s) { a->prompts.push_back({false, "", parse_ids(s)}); },
+         "a prompt as token ids, e.g. 1,2,3 (repeatable)")
+      ->trigger_on_parse()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--temperature", a->params.temperature, "0 = greedy")->capture_default_str();
+  cmd->add_option("--max-tokens", a->params.max_tokens, "tokens to generate at most")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--ignore-eos", a->params.ignore_eos, "keep generating past end-of-sequence");
+  cmd->add_flag("--json", a->json, "one JSON object per prompt per line");
+  cmd->add_flag("--chat", a->chat, "wrap each --prompt in the chat template as one user message");
+  cmd->add_flag("--no-thinking", a->no_thinking, "--chat: turn Qwen3's thinking off");
+  cmd->add_flag("--no-progress", a->no_progress, "no progress bar");
+  cmd->callback([a] { run(*a); });
+}
+
 }  // namespace nanovllm::cli
