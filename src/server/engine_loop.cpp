@@ -81,10 +81,10 @@ Admission EngineLoop::submit(const std::shared_ptr<RequestChannel>& channel, std
   return Admission::accepted;
 }
 
-void EngineLoop::abort(const std::shared_ptr<RequestChannel>& channel, int index) {
+void EngineLoop::abort(const std::shared_ptr<RequestChannel>& channel, int index, std::string reason) {
   {
     std::lock_guard lk(mu_);
-    aborts_.push_back({channel, index});
+    aborts_.push_back({channel, index, std::move(reason)});
   }
   cv_.notify_all();
 }
@@ -104,7 +104,7 @@ void EngineLoop::run() {
       stopping = stopping_;
     }
     for (auto& s : subs) admit(s);
-    for (auto& a : aborts) abort_now(a.channel.get(), a.index);
+    for (auto& a : aborts) abort_now(a.channel.get(), a.index, a.reason);
     if (stopping) {
       while (!live_.empty()) finish(live_.begin()->first, "abort", true);
       publish_stats(true);
@@ -139,13 +139,13 @@ void EngineLoop::admit(Submission& s) {
   s.channel->set_admitted("");
 }
 
-void EngineLoop::abort_now(RequestChannel* channel, int index) {
+void EngineLoop::abort_now(RequestChannel* channel, int index, const std::string& reason) {
   auto it = channel_ids_.find(channel);
   if (it == channel_ids_.end()) return;  // already finished
   std::vector<int64_t> ids = it->second;  // finish() edits the map
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || (index >= 0 && static_cast<int>(i) != index)) continue;
-    finish(ids[i], "abort", true);
+    finish(ids[i], reason, true);
   }
 }
 

@@ -70,8 +70,9 @@ class EngineLoop {
 
   // Queues the choices of one HTTP request (choice i is subs[i]), all or none.
   Admission submit(const std::shared_ptr<RequestChannel>& channel, std::vector<SubRequest> subs);
-  // Aborts choice `index` of `channel` (-1: all of them); a no-op for finished choices.
-  void abort(const std::shared_ptr<RequestChannel>& channel, int index);
+  // Aborts choice `index` of `channel` (-1: all of them); a no-op for finished choices. `reason`
+  // is what the metrics count it as: "abort", or "stop" when a stop string ended it.
+  void abort(const std::shared_ptr<RequestChannel>& channel, int index, std::string reason = "abort");
 
   int num_in_flight() const { return in_flight_.load(); }
 
@@ -83,6 +84,7 @@ class EngineLoop {
   struct Abort {
     std::shared_ptr<RequestChannel> channel;
     int index;
+    std::string reason;
   };
   // A request the engine is running (engine thread only).
   struct Live {
@@ -94,7 +96,7 @@ class EngineLoop {
 
   void run();
   void admit(Submission& s);
-  void abort_now(RequestChannel* channel, int index);
+  void abort_now(RequestChannel* channel, int index, const std::string& reason);
   void finish(int64_t id, const std::string& reason, bool aborted);
   void step_once();
   void publish_stats(bool force);

@@ -50,7 +50,7 @@ void Generation::apply(std::vector<ChoiceEvent>& events,
     if (c.text->stopped()) {
       c.done = true;
       c.finish_reason = "stop";
-      engine_.abort(channel_, ev.index);  // frees its KV blocks now rather than at max_tokens
+      engine_.abort(channel_, ev.index, "stop");  // frees its KV blocks now, not at max_tokens
     } else if (ev.finished) {
       delta += c.text->finish();
       c.done = true;

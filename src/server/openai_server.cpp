@@ -92,8 +92,9 @@ void OpenAIServer::bind() {
 
 void OpenAIServer::serve() {
   engine_.start();
-  http_->listen_after_bind();
+  const bool ok = http_->listen_after_bind();
   engine_.stop();
+  if (!ok && accepting_) throw std::runtime_error("serve: the HTTP listener failed on port " + std::to_string(port_));
 }
 
 void OpenAIServer::shutdown() {

@@ -32,7 +32,7 @@ export function makeTinyModel() {
 // Starts the server with `--port 0` and resolves once it prints the port it listens on.
 export async function startServer(modelDir, extraArgs = []) {
   const args = ['serve', '--model', modelDir, '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
-    '--served-model-name', 'tiny', ...extraArgs];
+    '--served-model-name', 'tiny', '--cpu-kvcache-space', '0.25', ...extraArgs];  // 256 MiB: ~256k tokens here
   const proc = spawn(BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '', stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
