@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The one script that runs every GPU test and benchmark on the device machine, logs under $OUT.
+#   here:   bash scripts/device.sh pack [build-dir]   # copies binaries + the libraries they need
+#                                                    # into .devbin/ (git-ignored), xz-compressed
+#   device: bash scripts/device.sh [steps...]         # run with carry: [".devbin"]
+# Steps (default: env tests bench sanitize e2e): env, tests, bench, sanitize, e2e, prof.
+# The device image has the CUDA toolkit (libcublasLt, compute-sanitizer) but not the Debian
+# libraries the binaries were linked against here, hence the bundle.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+if [[ "${1:-}" == "pack" ]]; then
+  BUILD=${2:-build-cuda}
+  rm -rf .devbin && mkdir -p .devbin/stage/lib
+  mkdir -p "$(git rev-parse --git-path info)"
+  grep -qx "/.devbin/" "$(git rev-parse --git-path info/exclude)" 2>/dev/null || echo "/.devbin/" >>"$(git rev-parse --git-path info/exclude)"
+  for b in nanovllm nanovllm_cuda_tests bench_cuda_ops; do
+    [[ -x $BUILD/$b ]] && cp "$BUILD/$b" .devbin/stage/ && strip .devbin/stage/$b
+  done
+  # Non-system libraries (everything but glibc's own and the CUDA driver/toolkit ones).
+  for b in .devbin/stage/*; do [[ -f $b ]] && ldd "$b"; done | awk '/=>/ {print $3}' | sort -u |
+    grep -vE 'libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|ld-linux|libcublas|libcuda' |
+    while read -r lib; do cp -L "$lib" .devbin/stage/lib/; done
+  git rev-parse HEAD >.devbin/stage/commit.txt
+  git status --short -- src/backend/cuda tests/test_backend_ops.cpp bench scripts >>.devbin/stage/commit.txt
+  tar -C .devbin/stage -cJf .devbin/bundle.tar.xz . && rm -rf .devbin/stage
+  ls -la .devbin
+  exit 0
+fi
+
+OUT=${OUT:-/tmp/device-out}
+mkdir -p "$OUT"
+BIN=/tmp/nanovllm-bin
+rm -rf $BIN && mkdir -p $BIN && tar -C $BIN -xJf .devbin/bundle.tar.xz
+CUBLAS_DIR=$(dirname "$(find /usr/local/cuda*/ /opt /usr/lib -name 'libcublasLt.so.13*' 2>/dev/null | head -1)")
+export LD_LIBRARY_PATH=$BIN/lib:$CUBLAS_DIR:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PATH=/usr/local/cuda/bin:$PATH
+SAN=$(command -v compute-sanitizer || find / -name compute-sanitizer -type f 2>/dev/null | head -1)
+SUMMARY=$OUT/summary.txt
+STEPS=("$@")
+[[ ${#STEPS[@]} -eq 0 ]] && STEPS=(env tests bench sanitize e2e)
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+for step in "${STEPS[@]}"; do
+  case $step in
+    env)
+      { cat $BIN/commit.txt; nvidia-smi; echo "cublasLt: $CUBLAS_DIR"; echo "sanitizer: $SAN"; } >"$OUT/env.txt" 2>&1
+      note "commit $(head -1 $BIN/commit.txt); $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
+      ;;
+    tests)
+      $BIN/nanovllm_cuda_tests 2>&1 | tee "$OUT/tests.log" | tail -25
+      note "tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests.log" | tr '\n' ' ')"
+      ;;
+    bench)
+      $BIN/bench_cuda_ops 2>&1 | tee "$OUT/bench_ops.log"
+      ;;
+    sanitize)
+      # memcheck over every op test; racecheck over the attention kernels (shared-memory users).
+      $SAN --tool memcheck --error-exitcode 3 $BIN/nanovllm_cuda_tests >"$OUT/sanitize.log" 2>&1
+      note "memcheck (op tests): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
+      $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.*:BackendOps.RmsNorm:BackendOps.Sample' >>"$OUT/sanitize.log" 2>&1
+      note "racecheck (attention, norm, sample): rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
+      if [[ -x $BIN/nanovllm ]]; then
+        $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/sanitize.log" 2>&1
+        $SAN --tool memcheck --error-exitcode 3 $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 4 --min-input 16 --min-output 4 \
+          --max-input 64 --max-output 16 >>"$OUT/sanitize.log" 2>&1
+        note "memcheck (short engine run): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
+      fi
+      ;;
+    e2e)
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/e2e.log" 2>&1
+      $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/e2e.log" | tail -30
+      note "e2e: $(grep -iE 'tok/s|throughput' "$OUT/e2e.log" | tail -3 | tr '\n' ' ')"
+      ;;
+    prof)
+      NVTX= NANOVLLM_PROFILE=1 $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} >"$OUT/prof.log" 2>&1
+      tail -40 "$OUT/prof.log"
+      ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
+echo "==== summary"
+cat "$SUMMARY"
