@@ -34,7 +34,7 @@ const int64_t kShapes[][2] = {{4096, 1024}, {1024, 2048}, {6144, 1024}, {1024, 3
 
 void gemm_args(benchmark::internal::Benchmark* b) {
   for (int s = 0; s < 4; ++s)
-    for (int m : {1, 4, 8, 16, 64, 256}) b->Args({s, m});
+    for (int m : {1, 2, 4, 8, 16, 64, 256}) b->Args({s, m});
 }
 
 template <int Path>

@@ -14,8 +14,9 @@ void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int6
 // OpenBLAS on column slices, one per pool thread, so only one set of threads ever exists.
 void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool);
 void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool);
-// At and below this many rows, gemm uses the AVX2 kernel (measured on the dev machine).
-inline constexpr int64_t kSmallGemmRows = 8;
+// At and below this many rows gemm uses the AVX2 kernel: faster than OpenBLAS at 1-2 rows (both
+// weight-bandwidth bound), a tie at 4, slower beyond (docs/cpu-backend.md has the numbers).
+inline constexpr int64_t kSmallGemmRows = 2;
 
 struct AttentionShape {
   int num_q_heads, num_kv_heads, head_dim, block_size, num_blocks;
