@@ -9,6 +9,7 @@
 #include <thread>
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <nlohmann/json.hpp>
 
@@ -79,6 +80,14 @@ OpenAIServer::OpenAIServer(LLM& llm, ServerConfig config)
 OpenAIServer::~OpenAIServer() { engine_.stop(); }
 
 void OpenAIServer::bind() {
+  // httplib 0.11 listens with a backlog of 5: hundreds of clients connecting at once overflow it
+  // and the kernel drops their handshakes (clients then fail reading). Remember the listening
+  // socket and listen() again on it with the system's maximum.
+  http_->set_socket_options([this](int fd) {
+    int yes = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);  // what httplib's default sets (less SO_REUSEPORT)
+    listen_fd_ = fd;
+  });
   if (config_.port == 0) {
     port_ = http_->bind_to_any_port(config_.host);
     if (port_ < 0) throw std::runtime_error("serve: cannot bind " + config_.host + " on any port");
@@ -88,6 +97,7 @@ void OpenAIServer::bind() {
                                " (in use, or not a local address)");
     port_ = config_.port;
   }
+  if (listen_fd_ >= 0) ::listen(listen_fd_, SOMAXCONN);
 }
 
 void OpenAIServer::serve() {

@@ -56,6 +56,7 @@ class OpenAIServer {
   EngineLoop engine_;
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
+  int listen_fd_ = -1;  // httplib's listening socket, to raise its backlog
   std::atomic<bool> accepting_{true};
   std::atomic<int> active_{0};  // handlers (and streams) in progress
   std::once_flag shutdown_once_;
