@@ -161,11 +161,6 @@ void EngineLoop::finish(int64_t id, const std::string& reason, bool aborted) {
     llm_.take_output(id);  // the engine keeps a finished request's output until it is taken
   }
   metrics_.on_finished(reason, now_seconds() - live.channel->arrival_time(), live.prompt_tokens, live.generated);
-  ChoiceEvent ev;
-  ev.index = live.index;
-  ev.finished = true;
-  ev.finish_reason = reason;
-  live.channel->push(std::move(ev));
   auto cit = channel_ids_.find(live.channel.get());
   if (cit != channel_ids_.end()) {
     cit->second[live.index] = -1;
@@ -173,7 +168,14 @@ void EngineLoop::finish(int64_t id, const std::string& reason, bool aborted) {
     for (int64_t x : cit->second) all_done = all_done && x < 0;
     if (all_done) channel_ids_.erase(cit);
   }
+  // Released before the client hears of the end, so a client that submits again at once is
+  // never refused for its own finished request.
   --in_flight_;
+  ChoiceEvent ev;
+  ev.index = live.index;
+  ev.finished = true;
+  ev.finish_reason = reason;
+  live.channel->push(std::move(ev));
 }
 
 void EngineLoop::step_once() {
