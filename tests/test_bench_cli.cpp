@@ -25,13 +25,29 @@ namespace nanovllm {
 namespace {
 namespace fs = std::filesystem;
 
+// Per-process scratch paths: ctest may run this file's tests as parallel processes.
+// Each is removed when the process exits.
+std::string scratch(const std::string& name) {
+  struct Cleanup {
+    std::vector<std::string> paths;
+    ~Cleanup() {
+      std::error_code ec;
+      for (const auto& p : paths) fs::remove_all(p, ec);
+    }
+  };
+  static Cleanup cleanup;
+  std::string path = ::testing::TempDir() + "nanovllm_bench_" + std::to_string(getpid()) + "_" + name;
+  cleanup.paths.push_back(path);
+  return path;
+}
+
 struct CliResult {
   int rc;
   std::string out, err;
 };
 
 CliResult run_cli(const std::string& args) {
-  const std::string err_path = ::testing::TempDir() + "bench_cli_stderr.txt";
+  const std::string err_path = scratch("stderr.txt");
   const std::string cmd = std::string(NANOVLLM_BINARY) + " " + args + " 2>" + err_path;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("popen failed: " + cmd);
@@ -48,7 +64,7 @@ CliResult run_cli(const std::string& args) {
 // One tiny random Qwen3 checkpoint shared by the tests of this file.
 const std::string& tiny_model() {
   static const std::string dir = [] {
-    std::string d = ::testing::TempDir() + "nanovllm_bench_tiny_model";
+    std::string d = scratch("tiny_model");
     fs::remove_all(d);
     CliResult r = run_cli("make-model --preset tiny --out " + d);
     if (r.rc != 0) throw std::runtime_error("make-model failed: " + r.err);
@@ -160,7 +176,9 @@ TEST(BenchCli, RepeatReportsMediansAndSpread) {
 }
 
 TEST(BenchCli, SweepWritesCsvAndSvg) {
-  const std::string prefix = ::testing::TempDir() + "nanovllm_bench_sweep";
+  const std::string dir = scratch("sweep");
+  fs::create_directories(dir);
+  const std::string prefix = dir + "/curve";
   CliResult r = run_cli("bench --model " + tiny_model() + " --device cpu " + kSmall +
                   " --sweep max_num_seqs=1,2,4 --json --out-prefix " + prefix);
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -194,7 +212,7 @@ TEST(BenchCli, SweepWritesCsvAndSvg) {
 class Server {
  public:
   explicit Server(const std::string& model) {
-    log_ = ::testing::TempDir() + "nanovllm_bench_serve.log";
+    log_ = scratch("serve.log");
     std::string cmd = std::string("exec ") + NANOVLLM_BINARY + " serve --model " + model +
                       " --device cpu --num-kvcache-blocks 32 --host 127.0.0.1 --port 0 > " + log_ + " 2>&1";
     const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
