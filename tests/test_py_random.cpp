@@ -90,6 +90,16 @@ TEST(PyRandom, IntSeedEqualsDecimalSeed) {
   }
 }
 
+TEST(PyRandom, UnsignedSeedCoversAllOf64Bits) {
+  const uint64_t big = (uint64_t(1) << 63) + 7;  // above INT64_MAX: random.seed(2**63 + 7)
+  PyRandom a = PyRandom::from_unsigned(big), b = PyRandom::from_decimal("9223372036854775815");
+  PyRandom c = PyRandom::from_unsigned(42), d(42);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(a.genrand_uint32(), b.genrand_uint32());
+    EXPECT_EQ(c.genrand_uint32(), d.genrand_uint32());
+  }
+}
+
 TEST(PyRandom, BadInputsThrow) {
   EXPECT_THROW(PyRandom::from_decimal("12a"), std::invalid_argument);
   EXPECT_THROW(PyRandom::from_decimal(""), std::invalid_argument);

@@ -21,13 +21,13 @@ void print_dry_run(const WorkloadSpec& spec, const Workload& w, bool json) {
                         {"max_token_id", spec.max_token_id}};
     std::cout << j.dump(2) << std::endl;
   } else {
-    std::printf("Workload: %zu sequences, %lld prompt tokens, %lld output tokens (seed %lld)\n", w.prompts.size(),
-                (long long)w.prompt_tokens(), (long long)w.output_tokens(), (long long)spec.seed);
+    std::printf("Workload: %zu sequences, %lld prompt tokens, %lld output tokens (seed %llu)\n", w.prompts.size(),
+                (long long)w.prompt_tokens(), (long long)w.output_tokens(), (unsigned long long)spec.seed);
   }
 }
 
 void run(EngineConfig config, BenchOptions opts) {
-  opts.workload.seed = int64_t(config.seed);  // one --seed: bench.py's random.seed(0) and the sampler's default
+  opts.workload.seed = config.seed;  // one --seed: bench.py's random.seed(0) and the sampler's default
   if (opts.repeat < 1) throw std::invalid_argument("--repeat must be >= 1, got " + std::to_string(opts.repeat));
   const Workload workload = make_workload(opts.workload);
   if (opts.dry_run) return print_dry_run(opts.workload, workload, opts.json);

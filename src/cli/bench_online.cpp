@@ -114,7 +114,7 @@ nlohmann::json run_online(const Workload& workload, const BenchOptions& opts, ui
 
   // vLLM's benchmark_serving: send a request, then wait an exponential interval (rate r: mean 1/r).
   std::vector<double> send_at(n, 0.0);
-  PyRandom rng(int64_t(seed & 0x7fffffffffffffffULL));
+  PyRandom rng = PyRandom::from_unsigned(seed);
   if (opts.request_rate > 0)
     for (size_t i = 1; i < n; ++i) send_at[i] = send_at[i - 1] + rng.expovariate(opts.request_rate);
 

@@ -29,6 +29,8 @@ PyRandom PyRandom::from_words(std::vector<uint32_t> key) {
   return r;
 }
 
+PyRandom PyRandom::from_unsigned(uint64_t n) { return from_words({uint32_t(n), uint32_t(n >> 32)}); }
+
 PyRandom PyRandom::from_decimal(const std::string& text) {
   size_t i = (!text.empty() && (text[0] == '-' || text[0] == '+')) ? 1 : 0;
   if (i == text.size()) throw std::invalid_argument("seed '" + text + "' is not a decimal integer");

@@ -12,6 +12,8 @@ class PyRandom {
  public:
   // random.seed(n) for an int n: the key is |n| as little-endian 32-bit words ([0] for 0).
   explicit PyRandom(int64_t seed = 0);
+  // random.seed(n) for an unsigned 64-bit n (all of its range, unlike the int64 constructor).
+  static PyRandom from_unsigned(uint64_t n);
   // Seeds from an integer written in decimal (any size, optional '-'), as random.seed(int(text)).
   static PyRandom from_decimal(const std::string& text);
   // Seeds from |n|'s little-endian 32-bit words (init_by_array); an empty key means [0].

@@ -38,7 +38,7 @@ void validate(const WorkloadSpec& s) {
 
 Workload make_workload(const WorkloadSpec& s) {
   validate(s);
-  PyRandom rng(s.seed);
+  PyRandom rng = PyRandom::from_unsigned(s.seed);
   Workload w;
   w.prompts.resize(size_t(s.num_seqs));
   for (auto& p : w.prompts) {

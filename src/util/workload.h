@@ -12,7 +12,7 @@ struct WorkloadSpec {
   int min_input = 100, max_input = 1024;    // prompt lengths, both ends included
   int min_output = 100, max_output = 1024;  // max_tokens per request, both ends included
   int max_token_id = 10000;                 // prompt ids are randint(0, max_token_id)
-  int64_t seed = 0;                         // random.seed(seed)
+  uint64_t seed = 0;                        // random.seed(seed)
 };
 
 struct Workload {
