@@ -11,12 +11,6 @@
 namespace nanovllm {
 namespace {
 
-std::string mib(double bytes) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
-  return buf;
-}
-
 // nano-vLLM's capture sizes: 1, 2, 4, 8, then every 16 up to the largest decode batch.
 std::vector<int> graph_batch_sizes(int max_bs) {
   std::vector<int> sizes;
@@ -166,6 +160,9 @@ void ModelRunner::copy_staging(const BatchLayout& layout) {
 }
 
 ForwardInputs ModelRunner::prepare_dummy(int num_seqs, int len, const BatchLayout& layout, int max_seqlen_k) {
+  // The previous staging copy may still be in flight on the device's stream (steps end with a
+  // synchronizing copy back; warm-up and capture do not): wait before overwriting the buffer.
+  backend_->synchronize();
   auto* ids = reinterpret_cast<int32_t*>(staging_ + layout.input_ids);
   auto* pos = reinterpret_cast<int32_t*>(staging_ + layout.positions);
   auto* slots = reinterpret_cast<int32_t*>(staging_ + layout.slot_mapping);
