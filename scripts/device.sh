@@ -3,7 +3,7 @@
 #   here:   bash scripts/device.sh pack [build-dir]   # copies binaries + the libraries they need
 #                                                    # into .devbin/ (git-ignored), xz-compressed
 #   device: bash scripts/device.sh [steps...]         # run with carry: [".devbin"]
-# Steps (default: env tests bench sanitize e2e): env, tests, bench, sanitize, e2e, prof.
+# Steps (default: env tests bench e2e sanitize): env, tests, bench, e2e, sanitize, prof.
 # The device image has the CUDA toolkit (libcublasLt, compute-sanitizer) but not the Debian
 # libraries the binaries were linked against here, hence the bundle.
 set -uo pipefail
@@ -39,7 +39,7 @@ export PATH=/usr/local/cuda/bin:$PATH
 SAN=$(command -v compute-sanitizer || find / -name compute-sanitizer -type f 2>/dev/null | head -1)
 SUMMARY=$OUT/summary.txt
 STEPS=("$@")
-[[ ${#STEPS[@]} -eq 0 ]] && STEPS=(env tests bench sanitize e2e)
+[[ ${#STEPS[@]} -eq 0 ]] && STEPS=(env tests bench e2e sanitize)
 note() { echo "$*" | tee -a "$SUMMARY"; }
 
 for step in "${STEPS[@]}"; do
@@ -62,16 +62,22 @@ for step in "${STEPS[@]}"; do
       $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.*:BackendOps.RmsNorm:BackendOps.Sample' >>"$OUT/sanitize.log" 2>&1
       note "racecheck (attention, norm, sample): rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
       if [[ -x $BIN/nanovllm ]]; then
-        $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/sanitize.log" 2>&1
-        $SAN --tool memcheck --error-exitcode 3 $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 4 --min-input 16 --min-output 4 \
-          --max-input 64 --max-output 16 >>"$OUT/sanitize.log" 2>&1
-        note "memcheck (short engine run): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
+        # A small model with CUDA-supported head_dim 64, graphs for batch sizes up to 8.
+        $BIN/nanovllm make-model --preset tiny --head-dim 64 --out /tmp/tiny64 >>"$OUT/sanitize.log" 2>&1
+        $SAN --tool memcheck --error-exitcode 3 $BIN/nanovllm bench --model /tmp/tiny64 --device cuda --num-seqs 6 \
+          --max-num-seqs 8 --min-input 16 --max-input 300 --min-output 4 --max-output 40 >>"$OUT/sanitize.log" 2>&1
+        note "memcheck (short engine run, graphs): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
       fi
       ;;
     e2e)
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/e2e.log" 2>&1
-      $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/e2e.log" | tail -30
-      note "e2e: $(grep -iE 'tok/s|throughput' "$OUT/e2e.log" | tail -3 | tr '\n' ' ')"
+      # nano-vLLM's bench.py workload (256 seqs, prompts 100-1024, outputs 100-1024).
+      $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/e2e.log" | tail -12
+      note "e2e bench.py workload: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
+      # Batch-1 decode latency.
+      $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
+        --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -8
+      note "e2e batch 1: $(grep -E '^TPOT' "$OUT/e2e.log" | tail -1)"
       ;;
     prof)
       NVTX= NANOVLLM_PROFILE=1 $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} >"$OUT/prof.log" 2>&1

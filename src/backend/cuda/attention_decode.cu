@@ -1,8 +1,8 @@
 // Paged decode attention (one query token per sequence), split-KV ("flash-decoding"):
 // block (split, kv head, sequence) reads its slice of that kv head's K and V rows once and serves
 // all G = Hq/Hkv query heads that share them (GQA). Pass 1 computes the slice's scores into shared
-// memory, pass 2 turns them into exp weights, pass 3 accumulates V; a combine kernel merges the
-// splits by their (max, sum) when there is more than one. Graph-safe: lengths come from device
+// memory, pass 2 turns them into exp weights, pass 3 accumulates V; with more than one split the
+// last block to finish for a (sequence, kv head) merges the splits by their (max, sum). Graph-safe: lengths come from device
 // arrays, the grid from host upper bounds (blocks past a sequence's end exit at once).
 #include <stdexcept>
 #include <string>
@@ -18,6 +18,46 @@ constexpr int kWarps = 4;
 constexpr int kUnroll = 4;  // tokens per lane group in flight: 4 independent 16-byte loads
 constexpr float kLog2e = 1.4426950408889634f;
 
+// out[qrow] from the splits' partials: sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s. Partials
+// were written by other blocks of this launch, so they are read past L1 (__ldcg).
+template <int D>
+__device__ __forceinline__ float merge_splits(const float* part, int used, int d) {
+  float m = -INFINITY;
+  for (int s = 0; s < used; ++s) m = fmaxf(m, __ldcg(part + s * (D + 2) + D));
+  float num = 0.f, den = 0.f;
+  for (int s = 0; s < used; ++s) {
+    const float w = exp2f(__ldcg(part + s * (D + 2) + D) - m);
+    num += w * __ldcg(part + s * (D + 2) + d);
+    den += w * __ldcg(part + s * (D + 2) + D + 1);
+  }
+  return num / den;
+}
+
+// The last block of a (sequence, kv head) to finish merges the splits of its G query heads, so no
+// second launch is needed; it resets the counter for the next call (or graph replay).
+template <int D>
+__device__ void finish_splits(const float* workspace, int* counters, int b, int h, int hq, int hkv, int G, int seqlen,
+                              int num_splits, int partition, bf16* out) {
+  __shared__ bool last;
+  __threadfence();  // this thread's partials are visible device-wide before the count says so
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int done = atomicAdd(&counters[b * hkv + h], 1);
+    last = done == num_splits - 1;
+    if (last) counters[b * hkv + h] = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int used = min(num_splits, (seqlen + partition - 1) / partition);
+  if (used <= 0) return;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, d = i % D;
+    const size_t qrow = (size_t)b * hq + h * G + g;
+    out[qrow * D + d] = from_f<bf16>(merge_splits<D>(workspace + qrow * num_splits * (D + 2), used, d));
+  }
+}
+
 // A token's head row of D bf16 is read by LPT = D/8 lanes, 16 bytes each; a warp covers
 // TPW = 32/LPT tokens at a time. MAXG bounds G (kept in registers).
 template <int D, int MAXG>
@@ -25,7 +65,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
               const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
               int hq, int hkv, int log2_bs, float scale_log2, int num_splits, int partition,
-              float* __restrict__ workspace, bf16* __restrict__ out) {
+              float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out) {
   constexpr int LPT = D / 8, TPW = 32 / LPT, TPI = TPW * kWarps;
   extern __shared__ float smem[];
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -37,6 +77,8 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
   if (start >= end) {
     if (split == 0)  // an empty sequence attends to nothing: write zeros rather than leave garbage
       for (int i = threadIdx.x; i < G * D; i += blockDim.x) out[((size_t)b * hq + h * G) * D + i] = from_f<bf16>(0.f);
+    if (num_splits > 1 && counters) finish_splits<D>(workspace, counters, b, h, hq, hkv, G, seqlen, num_splits,
+                                                     partition, out);
     return;
   }
   const int n = end - start;
@@ -164,6 +206,8 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
       if (d == 0) { part[D] = stats[2 * g]; part[D + 1] = stats[2 * g + 1]; }
     }
   }
+  if (num_splits > 1 && counters)
+    finish_splits<D>(workspace, counters, b, h, hq, hkv, G, seqlen, num_splits, partition, out);
 }
 
 // Merges the splits of one (sequence, q head): out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s.
@@ -175,22 +219,13 @@ __global__ void combine_kernel(const float* __restrict__ workspace, const int32_
   const int used = min(num_splits, (seqlen + partition - 1) / partition);
   const size_t qrow = (size_t)b * hq + hd;
   if (used <= 0) return;  // written as zeros by the split kernel
-  const float* part = workspace + qrow * num_splits * (D + 2);
-  float m = -INFINITY;
-  for (int s = 0; s < used; ++s) m = fmaxf(m, part[s * (D + 2) + D]);
-  float num = 0.f, den = 0.f;
-  for (int s = 0; s < used; ++s) {
-    const float w = exp2f(part[s * (D + 2) + D] - m);
-    num += w * part[s * (D + 2) + d];
-    den += w * part[s * (D + 2) + D + 1];
-  }
-  out[qrow * D + d] = from_f<bf16>(num / den);
+  out[qrow * D + d] = from_f<bf16>(merge_splits<D>(workspace + qrow * num_splits * (D + 2), used, d));
 }
 
 template <int D, int MAXG>
 void launch_dg(const void* q, const void* kc, const void* vc, const int32_t* seqlens_k, const int32_t* bts, int mnb,
-               int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, void* out,
-               cudaStream_t s) {
+               int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, int* counters,
+               void* out, cudaStream_t s) {
   const int G = sh.num_q_heads / sh.num_kv_heads;
   const size_t smem = sizeof(float) * ((size_t)G * partition + (size_t)kWarps * G * D + 2 * G);
   auto kern = decode_kernel<D, MAXG>;
@@ -200,9 +235,9 @@ void launch_dg(const void* q, const void* kc, const void* vc, const int32_t* seq
   kern<<<grid, kWarps * 32, smem, s>>>(static_cast<const bf16*>(q), static_cast<const bf16*>(kc),
                                         static_cast<const bf16*>(vc), seqlens_k, bts, mnb, sh.num_q_heads,
                                         sh.num_kv_heads, log2_bs, sh.scale * kLog2e, num_splits, partition, ws,
-                                        static_cast<bf16*>(out));
+                                        counters, static_cast<bf16*>(out));
   check_launch("attention (decode)");
-  if (num_splits > 1) {
+  if (num_splits > 1 && !counters) {
     combine_kernel<D><<<dim3(sh.num_q_heads, num_seqs), D, 0, s>>>(ws, seqlens_k, sh.num_q_heads, num_splits,
                                                                     partition, static_cast<bf16*>(out));
     check_launch("attention (decode combine)");
@@ -211,13 +246,13 @@ void launch_dg(const void* q, const void* kc, const void* vc, const int32_t* seq
 
 template <int D>
 void launch_d(const void* q, const void* kc, const void* vc, const int32_t* seqlens_k, const int32_t* bts, int mnb,
-              int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, void* out,
-              cudaStream_t s) {
+              int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, int* cnt,
+              void* out, cudaStream_t s) {
   const int G = sh.num_q_heads / sh.num_kv_heads;
-  if (G <= 1) launch_dg<D, 1>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, out, s);
-  else if (G <= 2) launch_dg<D, 2>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, out, s);
-  else if (G <= 4) launch_dg<D, 4>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, out, s);
-  else if (G <= 8) launch_dg<D, 8>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, out, s);
+  if (G <= 1) launch_dg<D, 1>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
+  else if (G <= 2) launch_dg<D, 2>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
+  else if (G <= 4) launch_dg<D, 4>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
+  else if (G <= 8) launch_dg<D, 8>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
   else throw std::invalid_argument("attention: " + std::to_string(G) + " query heads per kv head (CUDA takes up to 8)");
 }
 
@@ -225,16 +260,17 @@ void launch_d(const void* q, const void* kc, const void* vc, const int32_t* seql
 
 void launch_attention_decode(const void* q, const void* k_cache, const void* v_cache, const int32_t* seqlens_k,
                              const int32_t* block_tables, int max_num_blocks, int num_seqs, const AttnShape& sh,
-                             int num_splits, int partition, float* workspace, void* out, cudaStream_t s) {
+                             int num_splits, int partition, float* workspace, int* counters, void* out,
+                             cudaStream_t s) {
   if (num_seqs == 0) return;
   int log2_bs = 0;
   while ((1 << log2_bs) < sh.block_size) ++log2_bs;
   if (sh.head_dim == 64)
     launch_d<64>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs, num_splits,
-                 partition, workspace, out, s);
+                 partition, workspace, counters, out, s);
   else if (sh.head_dim == 128)
     launch_d<128>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs, num_splits,
-                  partition, workspace, out, s);
+                  partition, workspace, counters, out, s);
   else
     throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");
 }

@@ -43,13 +43,15 @@ class CudaBackend final : public Backend {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init", "cudaStreamCreate");
     gemm_ws_ = raw_alloc(kGemmWorkspace);
     gemm_.set_workspace(gemm_ws_, kGemmWorkspace);
+    split_counters_ = static_cast<int*>(raw_alloc(kSplitCounters * sizeof(int)));
+    check(cudaMemset(split_counters_, 0, kSplitCounters * sizeof(int)), "init", "cudaMemset");
   }
 
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
     for (cudaGraphExec_t g : graphs_) cudaGraphExecDestroy(g);
-    for (void* p : workspaces_) cudaFree(p);
     cudaFree(gemm_ws_);
+    cudaFree(split_counters_);
     cudaStreamDestroy(stream_);
   }
 
@@ -279,9 +281,12 @@ class CudaBackend final : public Backend {
     splits = (maxk + partition - 1) / partition;
     float* ws = nullptr;
     if (splits > 1)
-      ws = workspace((size_t)meta.num_seqs * sh.num_q_heads * splits * (sh.head_dim + 2) * sizeof(float));
+      ws = static_cast<float*>(
+          attn_ws_.get((size_t)meta.num_seqs * sh.num_q_heads * splits * (sh.head_dim + 2) * sizeof(float)));
+    int* counters = meta.num_seqs * sh.num_kv_heads <= kSplitCounters ? split_counters_ : nullptr;
     cuda::launch_attention_decode(q.data, k_cache.data, v_cache.data, meta.seqlens_k, meta.block_tables,
-                                  meta.max_num_blocks, meta.num_seqs, sh, splits, partition, ws, out.data, stream_);
+                                  meta.max_num_blocks, meta.num_seqs, sh, splits, partition, ws, counters, out.data,
+                                  stream_);
   }
 
   void silu_mul(const Tensor& x, Tensor& out) override {
@@ -303,8 +308,9 @@ class CudaBackend final : public Backend {
     const int64_t B = rows_of(logits);
     require(temperatures.numel() >= B && keys.numel() >= B && counters.numel() >= B && out.numel() >= B, op,
             "one temperature, key, counter and output per logits row " + logits.shape_str());
+    void* scratch = sample_ws_.get(cuda::sample_scratch_bytes((int)B, (int)logits.size(-1)));
     cuda::launch_sample(logits.ptr<float>(), temperatures.ptr<float>(), keys.ptr<int64_t>(), counters.ptr<int64_t>(),
-                        out.ptr<int32_t>(), (int)B, (int)logits.size(-1), stream_);
+                        out.ptr<int32_t>(), (int)B, (int)logits.size(-1), scratch, stream_);
   }
 
   // ---- CUDA graphs ----
@@ -338,30 +344,38 @@ class CudaBackend final : public Backend {
  private:
   static constexpr size_t kGemmWorkspace = 32u << 20;
   static constexpr int kMaxPartition = 1024;
+  static constexpr int kSplitCounters = 1 << 16;  // (sequence, kv head) pairs a decode step may have
 
-  // Scratch for split-KV partials. Grows, never shrinks: a captured graph may hold the old
-  // pointer, so old buffers live until the backend does.
-  float* workspace(size_t bytes) {
-    if (bytes > ws_bytes_) {
-      void* p = nullptr;
-      const size_t want = std::max(bytes, ws_bytes_ * 2);
-      check(cudaMalloc(&p, want), "attention", "cudaMalloc (split-KV workspace)");
-      workspaces_.push_back(p);
-      ws_ = static_cast<float*>(p);
-      ws_bytes_ = want;
+  // Scratch memory for an op (split-KV partials, sampling picks). Grows, never shrinks: a
+  // captured graph may hold the old pointer, so old buffers live until the backend does.
+  struct Scratch {
+    std::vector<void*> all;
+    void* cur = nullptr;
+    size_t bytes = 0;
+    void* get(size_t want) {
+      if (want > bytes) {
+        void* p = nullptr;
+        const size_t n = std::max(want, bytes * 2);
+        check(cudaMalloc(&p, n), "scratch", "cudaMalloc");
+        all.push_back(p);
+        cur = p;
+        bytes = n;
+      }
+      return cur;
     }
-    return ws_;
-  }
+    ~Scratch() {
+      for (void* p : all) cudaFree(p);
+    }
+  };
 
   int device_id_;
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
   cuda::Gemm gemm_;
   void* gemm_ws_ = nullptr;
+  int* split_counters_ = nullptr;
   std::vector<cudaGraphExec_t> graphs_;
-  std::vector<void*> workspaces_;
-  float* ws_ = nullptr;
-  size_t ws_bytes_ = 0;
+  Scratch attn_ws_, sample_ws_;
   std::mutex mu_;
   std::unordered_map<void*, size_t> sizes_;
   size_t allocated_ = 0, peak_ = 0;

@@ -33,7 +33,8 @@ Gemm::~Gemm() {
 
 // cuBLAS is column-major: there row-major w [N, K] is a K x N matrix (ld K), used transposed;
 // x [M, K] is K x M (ld K); out [M, N] is N x M (ld N). So out^T = w x^T needs no copies.
-Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t) {
+Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, const void* x, const void* w,
+                           void* out, cudaStream_t s) {
   Key key{m, n, k, static_cast<int>(in_t), static_cast<int>(out_t)};
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
@@ -52,22 +53,61 @@ Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType ou
   check_cublas(cublasLtMatmulPreferenceCreate(&pref), "linear", "preference");
   size_t ws = ws_bytes_;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-  cublasLtMatmulHeuristicResult_t res[1];
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(s, &capturing), "linear", "cudaStreamIsCapturing");
+  const bool tune = m <= kTuneMaxM && capturing == cudaStreamCaptureStatusNone;
+  cublasLtMatmulHeuristicResult_t res[kCandidates];
   int found = 0;
-  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, 1, res, &found);
+  cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, tune ? kCandidates : 1, res, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0)
     throw std::runtime_error("linear: cuBLASLt has no algorithm for x [" + std::to_string(m) + ", " +
                              std::to_string(k) + "] @ w [" + std::to_string(n) + ", " + std::to_string(k) + "]^T (" +
                              dtype_name(in_t) + " -> " + dtype_name(out_t) + ")");
   p.algo = res[0].algo;
+  if (tune && found > 1) p.algo = res[fastest(p, res, found, x, w, out, s)].algo;
   return plans_.emplace(key, p).first->second;
+}
+
+// Times each candidate (a warm-up call, then kTimedCalls calls between events) and returns the
+// index of the fastest; candidates that fail to run are skipped.
+int Gemm::fastest(const Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w,
+                  void* out, cudaStream_t s) {
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "linear", "cudaEventCreate");
+  check(cudaEventCreate(&stop), "linear", "cudaEventCreate");
+  const float alpha = 1.f, beta = 0.f;
+  int best = 0;
+  float best_ms = 1e30f;
+  for (int i = 0; i < found; ++i) {
+    if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    auto call = [&] {
+      return cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &res[i].algo, ws_,
+                            ws_bytes_, s);
+    };
+    if (call() != CUBLAS_STATUS_SUCCESS) continue;
+    cudaEventRecord(start, s);
+    bool ok = true;
+    for (int r = 0; r < kTimedCalls && ok; ++r) ok = call() == CUBLAS_STATUS_SUCCESS;
+    cudaEventRecord(stop, s);
+    check(cudaEventSynchronize(stop), "linear", "cudaEventSynchronize (tuning)");
+    float ms = 0.f;
+    cudaEventElapsedTime(&ms, start, stop);
+    if (ok && ms < best_ms) {
+      best_ms = ms;
+      best = i;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return best;
 }
 
 void Gemm::linear(const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t,
                   cudaStream_t s) {
   if (m == 0 || n == 0) return;
-  Plan& p = plan_for(m, n, k, in_t, out_t);
+  Plan& p = plan_for(m, n, k, in_t, out_t, x, w, out, s);
   const float alpha = 1.f, beta = 0.f;
   check_cublas(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, ws_,
                               ws_bytes_, s),

@@ -1,6 +1,8 @@
 // Linear layers through cuBLASLt: out[M, N] = x[M, K] @ w[N, K]^T with fp32 accumulation. The
-// algorithm for each (M, N, K, dtypes) is chosen once by cuBLASLt's heuristic and cached, so a
-// step (or a CUDA-graph capture) pays no planning after the first call at that shape.
+// algorithm for each (M, N, K, dtypes) is chosen once and cached, so a step (or a CUDA-graph
+// capture) pays no planning after the first call at that shape: for small M (decode batches,
+// where the heuristic's first pick often leaves SMs idle) by timing cuBLASLt's candidates on the
+// call's own operands, otherwise the heuristic's first pick.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -31,8 +33,15 @@ class Gemm {
     cublasLtMatmulAlgo_t algo{};
   };
   using Key = std::tuple<int64_t, int64_t, int64_t, int, int>;
-  Plan& plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t);
+  Plan& plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, const void* x, const void* w, void* out,
+                 cudaStream_t s);
 
+  int fastest(const Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w,
+              void* out, cudaStream_t s);
+
+  static constexpr int64_t kTuneMaxM = 512;
+  static constexpr int kCandidates = 16;
+  static constexpr int kTimedCalls = 10;
   cublasLtHandle_t handle_ = nullptr;
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;

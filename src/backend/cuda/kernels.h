@@ -37,12 +37,13 @@ struct AttnShape {
 };
 
 // Decode (one query token per sequence), split-KV: num_splits partitions of `partition` tokens
-// per sequence, combined by a second kernel when num_splits > 1. workspace holds
-// num_seqs * num_q_heads * num_splits * (head_dim + 2) floats.
+// per sequence, merged when num_splits > 1 (workspace: num_seqs * num_q_heads * num_splits *
+// (head_dim + 2) floats). counters (num_seqs * num_kv_heads ints, zero, left zero) let the last
+// block of each (sequence, kv head) merge in the same launch; nullptr: a second kernel merges.
 void launch_attention_decode(const void* q, const void* k_cache, const void* v_cache,
                              const int32_t* seqlens_k, const int32_t* block_tables, int max_num_blocks,
                              int num_seqs, const AttnShape& sh, int num_splits, int partition,
-                             float* workspace, void* out, cudaStream_t s);
+                             float* workspace, int* counters, void* out, cudaStream_t s);
 
 // Prefill over a variable-length batch whose K/V are already in the paged cache (prefix hits and
 // chunked prefill included); causal within each sequence.
@@ -53,7 +54,9 @@ void launch_attention_prefill(const void* q, const void* k_cache, const void* v_
 
 // One token per row of logits [rows, vocab]: argmax when temperature is 0, else Gumbel-max with
 // uniform01(key, counter, v) (backend/rng.h), bit-compatible with the CPU sampler's draws.
+// scratch: sample_scratch_bytes(rows, vocab) bytes of device memory.
+size_t sample_scratch_bytes(int rows, int vocab);
 void launch_sample(const float* logits, const float* temperatures, const int64_t* keys,
-                   const int64_t* counters, int32_t* out, int rows, int vocab, cudaStream_t s);
+                   const int64_t* counters, int32_t* out, int rows, int vocab, void* scratch, cudaStream_t s);
 
 }  // namespace nanovllm::cuda
