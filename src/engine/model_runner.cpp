@@ -40,7 +40,9 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
 
   // Persistent per-step buffers, sized for the largest batch; nothing is allocated per step.
   BatchLayout largest(max_num_tokens_, max_num_seqs_, max_num_seqs_, max_num_blocks_);
-  staging_ = static_cast<char*>(backend_->host_alloc(largest.total));
+  staging_buffer_ = std::unique_ptr<char, HostFree>(static_cast<char*>(backend_->host_alloc(largest.total)),
+                                                    HostFree{backend_.get()});
+  staging_ = staging_buffer_.get();
   std::memset(staging_, 0, largest.total);
   inputs_device_ = backend_->alloc(largest.total);
   logits_ = Tensor(nullptr, DType::f32, {max_num_seqs_, model_config_.vocab_size}, backend_->device());
@@ -53,9 +55,7 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
   if (backend_->supports_graphs() && !config_.enforce_eager) capture_graphs();
 }
 
-ModelRunner::~ModelRunner() {
-  if (staging_) backend_->host_free(staging_);
-}
+ModelRunner::~ModelRunner() = default;
 
 int64_t ModelRunner::kv_block_bytes() const {
   return 2LL * model_config_.num_hidden_layers * config_.kvcache_block_size * model_config_.num_key_value_heads *

@@ -63,7 +63,13 @@ class ModelRunner {
   DeviceBuffer kv_buffer_;
   int64_t kvcache_bytes_ = 0;
 
-  char* staging_ = nullptr;      // host (pinned on CUDA), the largest layout's bytes
+  // Host staging (pinned on CUDA) for the largest layout; freed by the backend, which outlives it.
+  struct HostFree {
+    Backend* backend;
+    void operator()(char* p) const { backend->host_free(p); }
+  };
+  std::unique_ptr<char, HostFree> staging_buffer_{nullptr, HostFree{nullptr}};
+  char* staging_ = nullptr;
   DeviceBuffer inputs_device_;   // the same layout on the device, written once per step
   DeviceBuffer logits_buffer_, sampled_buffer_;
   Tensor logits_;                // f32 [max_num_seqs, vocab]
