@@ -50,6 +50,7 @@ void ProgressBar::update(int done, double prefill_tps, double decode_tps) {
 
 void ProgressBar::draw() {
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  drawn_done_ = done_;
   std::fprintf(stderr, "\r\033[K%s", format(done_, total_, elapsed, prefill_tps_, decode_tps_).c_str());
   std::fflush(stderr);
 }
@@ -57,7 +58,7 @@ void ProgressBar::draw() {
 void ProgressBar::close() {
   if (!enabled_ || closed_) return;
   closed_ = true;
-  draw();
+  if (drawn_done_ != done_) draw();
   std::fputc('\n', stderr);
 }
 

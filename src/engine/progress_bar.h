@@ -19,7 +19,7 @@ class ProgressBar {
 
  private:
   void draw();
-  int total_, done_ = 0;
+  int total_, done_ = 0, drawn_done_ = -1;
   double prefill_tps_ = 0, decode_tps_ = 0;
   bool enabled_, closed_ = false;
   std::chrono::steady_clock::time_point start_, last_draw_;
