@@ -40,7 +40,8 @@ void sample(const float* logits, int64_t B, int64_t V, const float* temperatures
   // Split each row into chunks so that one row (batch 1) still uses every thread.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool.size(), V / 4096));
   const int64_t chunk = (V + chunks - 1) / chunks;
-  std::vector<Best> partial(static_cast<size_t>(B * chunks));
+  thread_local std::vector<Best> partial;  // grows to the largest batch once, then is reused
+  partial.assign(static_cast<size_t>(B * chunks), Best{});
   pool.parallel_for(B * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, c = item % chunks;

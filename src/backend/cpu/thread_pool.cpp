@@ -44,7 +44,7 @@ void ThreadPool::worker(int id) {
   }
 }
 
-void ThreadPool::run(int parts, const std::function<void(int)>& job) {
+void ThreadPool::run(int parts, FunctionRef<void(int)> job) {
   parts = std::min(parts, num_threads_);
   if (parts <= 1) {
     job(0);
@@ -70,7 +70,7 @@ void ThreadPool::run(int parts, const std::function<void(int)>& job) {
   if (error_) std::rethrow_exception(error_);
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn) {
   if (n <= 0) return;
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads_, n / std::max<int64_t>(1, grain)));
   if (parts == 1) {
@@ -83,7 +83,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   });
 }
 
-void ThreadPool::parallel_for_dynamic(int64_t n, const std::function<void(int64_t)>& fn) {
+void ThreadPool::parallel_for_dynamic(int64_t n, FunctionRef<void(int64_t)> fn) {
   if (n <= 0) return;
   if (n == 1 || num_threads_ == 1) {
     for (int64_t i = 0; i < n; ++i) fn(i);
