@@ -147,31 +147,40 @@ void BpeModel::encode_short(const uint8_t* p, size_t n, std::vector<int32_t>& ou
 // symbols; entries made stale by an earlier merge are skipped when popped.
 void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out) const {
   struct Sym {
-    int32_t id;
-    int32_t prev, next;
-    bool alive;
+    int32_t id, prev, next;
   };
-  std::vector<Sym> s(n);
+  struct Cand {
+    uint64_t key;          // rank << 32 | position: pops the lowest rank, then the leftmost
+    int32_t left, right;   // the ids it was made from, to spot a stale entry without a lookup
+    int32_t merged;
+    bool operator>(const Cand& o) const { return key > o.key; }
+  };
+  thread_local std::vector<Sym> s;
+  thread_local std::vector<Cand> heap;
+  s.resize(n);
+  heap.clear();
   for (size_t i = 0; i < n; ++i)
-    s[i] = {byte_id_[p[i]], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1, true};
-  // (rank << 32 | merged id, position): the smallest pair on top.
-  using Cand = std::pair<uint64_t, int32_t>;
-  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+    s[i] = {byte_id_[p[i]], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1};
   auto push = [&](int32_t pos) {
     if (pos < 0 || s[pos].next < 0) return;
-    uint64_t v = merges_.find(s[pos].id, s[s[pos].next].id);
-    if (v != UINT64_MAX) heap.push({v, pos});
+    int32_t l = s[pos].id, r = s[s[pos].next].id;
+    uint64_t v = merges_.find(l, r);
+    if (v == UINT64_MAX) return;
+    heap.push_back({(v & 0xFFFFFFFF00000000ull) | uint32_t(pos), l, r, static_cast<int32_t>(v & 0xFFFFFFFFu)});
+    std::push_heap(heap.begin(), heap.end(), std::greater<Cand>());
   };
   for (size_t i = 0; i + 1 < n; ++i) push(static_cast<int32_t>(i));
   while (!heap.empty()) {
-    auto [v, pos] = heap.top();
-    heap.pop();
+    std::pop_heap(heap.begin(), heap.end(), std::greater<Cand>());
+    Cand c = heap.back();
+    heap.pop_back();
+    auto pos = static_cast<int32_t>(c.key & 0xFFFFFFFFu);
     Sym& a = s[pos];
-    if (!a.alive || a.next < 0) continue;
+    // Stale: the left symbol was merged into another (id -1) or changed, or its neighbour did.
+    if (a.id != c.left || a.next < 0 || s[a.next].id != c.right) continue;
     Sym& b = s[a.next];
-    if (merges_.find(a.id, b.id) != v) continue;  // the pair changed since it was queued
-    a.id = static_cast<int32_t>(v & 0xFFFFFFFFu);
-    b.alive = false;
+    a.id = c.merged;
+    b.id = -1;
     a.next = b.next;
     if (a.next >= 0) s[a.next].prev = pos;
     push(a.prev);

@@ -21,7 +21,7 @@ struct PieceCache {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return XXH3_64bits(s.data(), s.size()); }
   };
-  static constexpr size_t kMaxPiece = 128;      // longer pieces are rare and would bloat the cache
+  static constexpr size_t kMaxPiece = 256;      // as HF's BPE cache: longer pieces are rare
   static constexpr size_t kMaxEntries = 1 << 18;
   uint64_t owner = 0;
   std::unordered_map<std::string, std::pair<uint32_t, uint32_t>, Hash, std::equal_to<>> map;  // -> (offset, count)
