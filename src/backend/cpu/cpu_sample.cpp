@@ -40,7 +40,8 @@ void sample(const float* logits, int64_t B, int64_t V, const float* temperatures
   // Split each row into chunks so that one row (batch 1) still uses every thread.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool.size(), V / 4096));
   const int64_t chunk = (V + chunks - 1) / chunks;
-  thread_local std::vector<Best> partial;  // grows to the largest batch once, then is reused
+  thread_local std::vector<Best> scratch;  // the caller's; grows to the largest batch once
+  std::vector<Best>& partial = scratch;     // a reference, so pool threads write the caller's copy
   partial.assign(static_cast<size_t>(B * chunks), Best{});
   pool.parallel_for(B * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
