@@ -149,14 +149,23 @@ void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out
   struct Sym {
     int32_t id, prev, next;
   };
-  struct Cand {
-    uint64_t key;          // rank << 32 | position: pops the lowest rank, then the leftmost
-    int32_t left, right;   // the ids it was made from, to spot a stale entry without a lookup
-    int32_t merged;
-    bool operator>(const Cand& o) const { return key > o.key; }
-  };
+  // A candidate merge is just rank << 32 | position: popping the smallest takes the lowest rank,
+  // then the leftmost. 8-byte entries keep the heap operations cheap.
   thread_local std::vector<Sym> s;
-  thread_local std::vector<Cand> heap;
+  thread_local std::vector<uint64_t> heap;
+  // Long pieces are mostly runs that ask about the same few pairs again and again: a small
+  // direct-mapped memo in front of the (cache-missing) merge table.
+  struct Memo {
+    uint64_t key, value;
+  };
+  thread_local Memo memo[1024];
+  for (Memo& m : memo) m.key = UINT64_MAX;
+  auto find = [&](int32_t l, int32_t r) {
+    uint64_t k = (uint64_t(uint32_t(l)) << 32) | uint32_t(r);
+    Memo& m = memo[((k * 0x9E3779B97F4A7C15ull) >> 54) & 1023];
+    if (m.key != k) m = {k, merges_.find(l, r)};
+    return m.value;
+  };
   s.resize(n);
   heap.clear();
   for (size_t i = 0; i < n; ++i)
@@ -164,22 +173,24 @@ void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out
   auto push = [&](int32_t pos) {
     if (pos < 0 || s[pos].next < 0) return;
     int32_t l = s[pos].id, r = s[s[pos].next].id;
-    uint64_t v = merges_.find(l, r);
+    uint64_t v = find(l, r);
     if (v == UINT64_MAX) return;
-    heap.push_back({(v & 0xFFFFFFFF00000000ull) | uint32_t(pos), l, r, static_cast<int32_t>(v & 0xFFFFFFFFu)});
-    std::push_heap(heap.begin(), heap.end(), std::greater<Cand>());
+    heap.push_back((v & 0xFFFFFFFF00000000ull) | uint32_t(pos));
+    std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
   };
   for (size_t i = 0; i + 1 < n; ++i) push(static_cast<int32_t>(i));
   while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), std::greater<Cand>());
-    Cand c = heap.back();
+    std::pop_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    uint64_t c = heap.back();
     heap.pop_back();
-    auto pos = static_cast<int32_t>(c.key & 0xFFFFFFFFu);
+    auto pos = static_cast<int32_t>(c & 0xFFFFFFFFu);
     Sym& a = s[pos];
-    // Stale: the left symbol was merged into another (id -1) or changed, or its neighbour did.
-    if (a.id != c.left || a.next < 0 || s[a.next].id != c.right) continue;
+    // Stale when the left symbol was merged away (id -1) or the pair there is no longer this rank.
+    if (a.id < 0 || a.next < 0) continue;
+    uint64_t v = find(a.id, s[a.next].id);
+    if ((v >> 32) != (c >> 32)) continue;
     Sym& b = s[a.next];
-    a.id = c.merged;
+    a.id = static_cast<int32_t>(v & 0xFFFFFFFFu);
     b.id = -1;
     a.next = b.next;
     if (a.next >= 0) s[a.next].prev = pos;
