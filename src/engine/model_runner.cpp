@@ -26,8 +26,7 @@ std::vector<int> graph_batch_sizes(int max_bs) {
 ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_config)
     : config_(config),
       model_config_(model_config),
-      backend_(make_backend(config.device, BackendOptions{.num_threads = config.num_threads})),
-      checkpoint_(Checkpoint::open(config.model)) {
+      backend_(make_backend(config.device, BackendOptions{.num_threads = config.num_threads})) {
   if (config_.tensor_parallel_size != 1)
     throw std::invalid_argument("tensor_parallel_size " + std::to_string(config_.tensor_parallel_size) +
                                 ": tensor parallelism is not supported yet (use 1)");
@@ -36,7 +35,12 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
   max_num_tokens_ = config_.max_num_batched_tokens;
   max_num_seqs_ = config_.max_num_seqs;
   max_num_blocks_ = (config_.max_model_len + bs - 1) / bs;
-  model_ = std::make_unique<Qwen3Model>(model_config_, checkpoint_, *backend_, max_num_tokens_, max_num_seqs_);
+  {
+    // The model copies its weights out of the mapped files; unmapping them before the KV cache is
+    // allocated keeps the file's pages out of the peak memory.
+    Checkpoint checkpoint = Checkpoint::open(config_.model);
+    model_ = std::make_unique<Qwen3Model>(model_config_, checkpoint, *backend_, max_num_tokens_, max_num_seqs_);
+  }
 
   // Persistent per-step buffers, sized for the largest batch; nothing is allocated per step.
   BatchLayout largest(max_num_tokens_, max_num_seqs_, max_num_seqs_, max_num_blocks_);

@@ -55,7 +55,6 @@ class ModelRunner {
   EngineConfig config_;
   ModelConfig model_config_;
   std::unique_ptr<Backend> backend_;
-  Checkpoint checkpoint_;
   std::unique_ptr<Qwen3Model> model_;
   int max_num_tokens_, max_num_seqs_, max_num_blocks_;
 
