@@ -48,6 +48,9 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
   // Uploads checkpoint tensors (checked against their expected shapes) into `dst` rows [row, row + n).
   auto upload = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor dst, int64_t row) {
     Tensor src = ckpt.get(name, shape);
+    if (src.dtype != DType::f32 && src.dtype != DType::bf16 && src.dtype != DType::f16)
+      throw std::runtime_error("tensor '" + name + "' has dtype " + dtype_name(src.dtype) +
+                               "; weights must be F32, BF16 or F16");
     Tensor part = dst.rows(row, row + src.shape[0]);
     if (src.ndim == 1) part = dst;
     backend.upload_convert(src, part);
