@@ -262,6 +262,11 @@ TEST(BenchCli, OnlineAgainstServeReportsTheSameTable) {
   EXPECT_EQ(j["num_seqs"].get<int>(), 4);
   EXPECT_EQ(j["prompt_tokens"].get<int64_t>(), w.prompt_tokens());
   EXPECT_EQ(j["output_tokens"].get<int64_t>(), w.output_tokens());  // the server's usage counts
+  // What the server's /metrics tells: its KV cache (started with 32 blocks), the hit rate over the run.
+  EXPECT_EQ(j["kvcache_blocks"].get<int64_t>(), 32);
+  const double hit = j["prefix_cache_hit_rate"].get<double>();
+  EXPECT_TRUE(hit >= 0 && hit <= 1) << hit;
+  EXPECT_EQ(j["num_preemptions"].get<int64_t>(), 0);
   for (const char* k : {"ttft_ms", "tpot_ms", "e2e_ms"}) expect_summary_ordered(j[k], k);
   for (const char* k : {"mean", "p50", "p95", "p99"})
     EXPECT_LE(j["ttft_ms"][k].get<double>(), j["e2e_ms"][k].get<double>()) << k;

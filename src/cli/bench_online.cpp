@@ -4,8 +4,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
-#include <mutex>
+#include <map>
+#include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -95,6 +98,41 @@ Outcome send_one(httplib::Client& client, const nlohmann::json& body, Clock::tim
   return out;
 }
 
+// The server's Prometheus counters and gauges (GET /metrics), summed over label sets; empty
+// when the server has no /metrics, so the engine-side fields stay null.
+std::map<std::string, double> scrape_metrics(const std::string& url) {
+  std::map<std::string, double> m;
+  httplib::Client client(url);
+  client.set_connection_timeout(10);
+  auto res = client.Get("/metrics");
+  if (!res || res->status != 200) return m;
+  std::istringstream in(res->body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t name_end = line.find_first_of("{ ");
+    const size_t value_at = line.find_last_of(' ');
+    if (name_end == std::string::npos || value_at == std::string::npos) continue;
+    char* end = nullptr;
+    const double v = std::strtod(line.c_str() + value_at + 1, &end);
+    if (end != line.c_str() + value_at + 1) m[line.substr(0, name_end)] += v;
+  }
+  return m;
+}
+
+// Engine-side fields from /metrics snapshots around the run: what the server exposes of them.
+void add_server_stats(nlohmann::json& result, const std::map<std::string, double>& before,
+                      const std::map<std::string, double>& after) {
+  auto delta = [&](const char* name) -> std::optional<double> {
+    auto a = after.find(name), b = before.find(name);
+    if (a == after.end() || b == before.end()) return std::nullopt;
+    return a->second - b->second;
+  };
+  auto queries = delta("vllm:prefix_cache_queries_total"), hits = delta("vllm:prefix_cache_hits_total");
+  if (queries && hits) result["prefix_cache_hit_rate"] = *queries > 0 ? *hits / *queries : 0.0;
+  if (auto p = delta("vllm:num_preemptions_total")) result["num_preemptions"] = int64_t(*p);
+  if (auto it = after.find("nanovllm:num_kvcache_blocks"); it != after.end()) result["kvcache_blocks"] = int64_t(it->second);
+}
+
 std::string served_model(const std::string& url) {
   httplib::Client client(url);
   client.set_connection_timeout(10);
@@ -128,6 +166,7 @@ nlohmann::json run_online(const Workload& workload, const BenchOptions& opts, ui
                  {"stream", true},
                  {"stream_options", {{"include_usage", true}}}};
 
+  const auto metrics_before = scrape_metrics(opts.url);
   std::vector<Outcome> outcomes(n);
   std::atomic<size_t> next{0};
   const auto t0 = Clock::now();
@@ -146,6 +185,7 @@ nlohmann::json run_online(const Workload& workload, const BenchOptions& opts, ui
   for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
   for (auto& t : pool) t.join();
   const double elapsed = seconds_since(t0);
+  const auto metrics_after = scrape_metrics(opts.url);
 
   std::vector<RequestTiming> ok;
   std::string first_error;
@@ -155,6 +195,7 @@ nlohmann::json run_online(const Workload& workload, const BenchOptions& opts, ui
   }
   if (ok.empty()) throw std::runtime_error("--online: every request failed; the first: " + first_error);
   nlohmann::json result = to_json(measure_run(ok, elapsed));
+  add_server_stats(result, metrics_before, metrics_after);
   result["failed_requests"] = n - ok.size();
   if (!first_error.empty()) result["first_error"] = first_error;
   result["device"] = "server " + opts.url;

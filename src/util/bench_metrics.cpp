@@ -160,14 +160,20 @@ std::string format_report(const nlohmann::json& j) {
                   s.at("p50").get<double>(), s.at("p95").get<double>(), s.at("p99").get<double>());
     o << line;
   }
-  if (j.value("peak_memory_bytes", nlohmann::json()).is_number()) {
-    o << "Peak memory: " << fmt("%.2f", j["peak_memory_bytes"].get<double>() / (1 << 30)) << " GiB, KV cache: "
-      << j.value("kvcache_blocks", int64_t(0)) << " blocks";
+  // Engine-side facts, each where known (online, the server exposes only some).
+  auto known = [&](const char* key) { return j.contains(key) && j[key].is_number(); };
+  std::string facts;
+  auto add = [&](const std::string& text) { facts += (facts.empty() ? "" : ", ") + text; };
+  if (known("peak_memory_bytes")) add("Peak memory: " + fmt("%.2f", j["peak_memory_bytes"].get<double>() / (1 << 30)) + " GiB");
+  if (known("kvcache_blocks")) {
+    std::string kv = "KV cache: " + std::to_string(j["kvcache_blocks"].get<int64_t>()) + " blocks";
     if (j.contains("config") && j["config"].contains("kvcache_block_size"))
-      o << " x " << j["config"]["kvcache_block_size"].get<int>() << " tokens";
-    o << ", prefix-cache hit rate: " << fmt("%.2f", 100 * j.value("prefix_cache_hit_rate", 0.0))
-      << "%, preemptions: " << j.value("num_preemptions", int64_t(0)) << '\n';
+      kv += " x " + std::to_string(j["config"]["kvcache_block_size"].get<int>()) + " tokens";
+    add(kv);
   }
+  if (known("prefix_cache_hit_rate")) add("prefix-cache hit rate: " + fmt("%.2f", 100 * j["prefix_cache_hit_rate"].get<double>()) + "%");
+  if (known("num_preemptions")) add("preemptions: " + std::to_string(j["num_preemptions"].get<int64_t>()));
+  if (!facts.empty()) o << facts << '\n';
   if (j.value("failed_requests", 0) > 0)
     o << "Failed requests: " << j["failed_requests"].get<int64_t>() << " (first: " << j.value("first_error", "") << ")\n";
   if (j.contains("device") && j["device"].is_string()) o << "Device: " << j["device"].get<std::string>() << '\n';
