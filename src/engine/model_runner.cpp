@@ -23,10 +23,11 @@ std::vector<int> graph_batch_sizes(int max_bs) {
 
 }  // namespace
 
-ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_config)
+ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend)
     : config_(config),
       model_config_(model_config),
-      backend_(make_backend(config.device, BackendOptions{.num_threads = config.num_threads})) {
+      backend_(backend ? std::move(backend)
+                       : make_backend(config.device, BackendOptions{.num_threads = config.num_threads})) {
   if (config_.tensor_parallel_size != 1)
     throw std::invalid_argument("tensor_parallel_size " + std::to_string(config_.tensor_parallel_size) +
                                 ": tensor parallelism is not supported yet (use 1)");
@@ -200,10 +201,11 @@ void ModelRunner::capture_graphs() {
   for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
     const int bs = *it;
     BatchLayout layout(bs, bs, bs, max_num_blocks_);
-    ForwardInputs in = prepare_dummy(bs, 1, layout, config_.max_model_len);
-    Tensor logits = logits_.rows(0, bs);
-    model_->forward(in, kv_, logits);  // warm-up outside the graph
-    graphs_[bs] = backend_->capture_graph([&] { model_->forward(in, kv_, logits); });
+    GraphIO& io = graph_io_[bs];
+    io.in = prepare_dummy(bs, 1, layout, config_.max_model_len);
+    io.logits = logits_.rows(0, bs);
+    model_->forward(io.in, kv_, io.logits);  // warm-up outside the graph
+    graphs_[bs] = backend_->capture_graph([this, &io] { model_->forward(io.in, kv_, io.logits); });
   }
   backend_->synchronize();
   std::fprintf(stderr, "nanovllm: captured %zu decode CUDA graphs (batch sizes 1..%d)\n", sizes.size(), max_bs);

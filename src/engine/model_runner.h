@@ -20,7 +20,8 @@ namespace nanovllm {
 class ModelRunner {
  public:
   // `config` is resolved: device is "cpu" or "cuda", max_model_len already capped by the model.
-  ModelRunner(const EngineConfig& config, const ModelConfig& model_config);
+  // `backend`: the one to run on (tests pass a wrapped one); null makes config.device's.
+  ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend = nullptr);
   ~ModelRunner();
   ModelRunner(const ModelRunner&) = delete;
   ModelRunner& operator=(const ModelRunner&) = delete;
@@ -74,7 +75,14 @@ class ModelRunner {
   Tensor logits_;                // f32 [max_num_seqs, vocab]
   std::vector<int32_t> sampled_host_;
 
-  std::map<int, int> graphs_;    // decode batch size -> graph handle
+  // Decode batch size -> graph handle, and the inputs and logits each graph was captured with
+  // (kept alive: a backend may re-run the captured function on replay).
+  std::map<int, int> graphs_;
+  struct GraphIO {
+    ForwardInputs in;
+    Tensor logits;
+  };
+  std::map<int, GraphIO> graph_io_;
 };
 
 }  // namespace nanovllm
