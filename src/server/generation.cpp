@@ -77,13 +77,28 @@ json Generation::usage() const {
   return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
 }
 
+bool Generation::wait(std::vector<ChoiceEvent>& events) {
+  const bool got = channel_->wait_events(events, std::chrono::milliseconds(250));
+  // Checked by the clock, not only when idle: a running request has events every step.
+  const auto now = std::chrono::steady_clock::now();
+  if (!gone_ && client_gone_ && now - last_client_check_ >= std::chrono::milliseconds(250)) {
+    last_client_check_ = now;
+    if (client_gone_()) {
+      gone_ = true;
+      abort();  // the engine answers with "abort" events, which end the wait loops
+    }
+  }
+  return got;
+}
+
 json Generation::run_to_completion() {
   std::vector<ChoiceEvent> events;
   while (!all_done()) {
-    if (!channel_->wait_events(events, std::chrono::milliseconds(1000))) continue;
+    if (!wait(events)) continue;
     apply(events, [&](int i, const std::string& delta, bool) { choices_[i].output += delta; });
     events.clear();
   }
+  if (gone_) throw ApiError(499, "the client closed the connection", "", "client_closed_request");
   json choices = json::array();
   for (size_t i = 0; i < choices_.size(); ++i) {
     const Choice& c = choices_[i];
@@ -134,8 +149,8 @@ bool Generation::stream(const std::function<bool(const std::string&)>& write) {
     for (size_t i = 0; i < choices_.size() && ok; ++i) ok = write(sse_event(chunk(static_cast<int>(i), "", false, true)));
   std::vector<ChoiceEvent> events;
   std::string batch;
-  while (ok && !all_done()) {
-    if (!channel_->wait_events(events, std::chrono::milliseconds(1000))) continue;
+  while (ok && !all_done() && !gone_) {
+    if (!wait(events)) continue;
     // One write per wake-up: every chunk that became ready in this engine step goes out together.
     batch.clear();
     apply(events, [&](int i, const std::string& delta, bool finished) {
@@ -144,6 +159,7 @@ bool Generation::stream(const std::function<bool(const std::string&)>& write) {
     events.clear();
     if (!batch.empty()) ok = write(batch);
   }
+  if (gone_) return false;
   if (ok && req_.include_usage) {
     json j = {{"id", id_},
               {"object", req_.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},

@@ -1,6 +1,7 @@
 // Generation: one HTTP request's choices in flight. Turns the engine loop's token events into text
 // (detokenized, stop strings applied) and into OpenAI's response objects or SSE chunks.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,6 +33,9 @@ class Generation {
   // Aborts every unfinished choice (the client went away).
   void abort();
 
+  // Polled while no tokens arrive: true when the client has gone (then the request is aborted).
+  void set_client_gone(std::function<bool()> f) { client_gone_ = std::move(f); }
+
  private:
   struct Choice {
     std::unique_ptr<TextStream> text;
@@ -40,6 +44,8 @@ class Generation {
     std::string finish_reason;
     std::string output;  // non-streaming: all text so far
   };
+  // Waits for the next events; false when none came in time (and then checks the client).
+  bool wait(std::vector<ChoiceEvent>& events);
   // Applies the channel's events; for each change calls on_delta(index, text, finished).
   void apply(std::vector<ChoiceEvent>& events, const std::function<void(int, const std::string&, bool)>& on_delta);
   bool all_done() const;
@@ -53,6 +59,9 @@ class Generation {
   std::string id_, model_;
   int64_t created_;
   std::vector<Choice> choices_;
+  std::function<bool()> client_gone_;
+  std::chrono::steady_clock::time_point last_client_check_ = std::chrono::steady_clock::now();
+  bool gone_ = false;
 };
 
 }  // namespace nanovllm::server

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/api_error.h"
+#include "server/connection.h"
 #include "server/generation.h"
 #include "server/request.h"
 #include "server/sse.h"
@@ -191,6 +192,12 @@ void OpenAIServer::routes() {
         auto channel = std::make_shared<RequestChannel>();
         call->gen = std::make_unique<Generation>(call->req, call->prep, *tokenizer_, config_.served_model_name,
                                                  engine_, channel);
+        // Looked up only once a request outlasts a wait (short requests never pay for the scan).
+        call->gen->set_client_gone([fd = -2, addr = req.remote_addr, rport = req.remote_port,
+                                    lport = req.local_port]() mutable {
+          if (fd == -2) fd = find_connection_socket(addr, rport, lport);
+          return fd >= 0 && peer_closed(fd);
+        });
         switch (engine_.submit(channel, std::move(call->prep.subs))) {
           case Admission::accepted: break;
           case Admission::queue_full:

@@ -93,7 +93,7 @@ test(`${CLIENTS} concurrent streaming clients get exactly what each request gets
     CLIENTS * REQUESTS_PER_CLIENT * MAX_TOKENS);
 });
 
-test('clients that disconnect mid-stream have their requests aborted and KV blocks freed', { timeout: 300000 }, async () => {
+test('clients that disconnect mid-request have their requests aborted and KV blocks freed', { timeout: 300000 }, async () => {
   const idle = await idleMetrics();
   const N = 24;
   // Long generations: left alone they would run for minutes on this model.
@@ -104,9 +104,22 @@ test('clients that disconnect mid-stream have their requests aborted and KV bloc
     await it.next();
     return stream;
   }));
+  // And non-streamed requests whose clients give up waiting (the server notices the closed socket).
+  const M = 4;
+  const controllers = Array.from({ length: M }, () => new AbortController());
+  const unstreamed = controllers.map((ac, i) => client.completions
+    .create({ ...greedy, prompt: prompts[i], max_tokens: 3500 }, { signal: ac.signal })
+    .then(() => 'finished', (e) => e.constructor.name));
+  for (;;) {
+    const m = await metrics(server.baseURL);
+    if (m['vllm:num_requests_running'] + m['vllm:num_requests_waiting'] >= N + M) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
   const busy = await metrics(server.baseURL);
   assert.ok(busy['vllm:kv_cache_usage_perc'] > idle['vllm:kv_cache_usage_perc'], 'the streams hold KV blocks');
   for (const s of opened) s.controller.abort();
+  for (const ac of controllers) ac.abort();
+  assert.deepEqual(await Promise.all(unstreamed), Array(M).fill('APIUserAbortError'));
 
   const deadline = Date.now() + 60000;
   let m;
@@ -119,7 +132,7 @@ test('clients that disconnect mid-stream have their requests aborted and KV bloc
     await new Promise((r) => setTimeout(r, 100));
   }
   assert.equal(m['vllm:request_success_total{finished_reason="abort"}']
-    - idle['vllm:request_success_total{finished_reason="abort"}'], N);
+    - idle['vllm:request_success_total{finished_reason="abort"}'], N + M);
   // The server is still healthy and exact.
   const r = await client.completions.create({ ...greedy, prompt: prompts[0] });
   assert.equal(r.choices[0].finish_reason, 'length');
