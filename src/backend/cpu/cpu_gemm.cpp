@@ -77,8 +77,9 @@ void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N,
 
 void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool) {
   openblas_threads(1);
-  // Column slices of at least 64 outputs (OpenBLAS's kernels want wide panels).
-  const int64_t grain = std::max<int64_t>(64, 4194304 / std::max<int64_t>(1, M * K));
+  // Column slices of at least 64 outputs (OpenBLAS's kernels want wide panels) and ~256K
+  // multiply-adds, below which a fork-join costs more than the second thread saves.
+  const int64_t grain = std::max<int64_t>(64, 262144 / std::max<int64_t>(1, M * K));
   pool.parallel_for(N, grain, [&](int64_t n0, int64_t n1) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), static_cast<blasint>(n1 - n0),
                 static_cast<blasint>(K), 1.0f, x, static_cast<blasint>(K), w + n0 * K, static_cast<blasint>(K), 0.0f,
