@@ -135,6 +135,9 @@ TEST(BenchCli, BadArgumentsFailWithAMessage) {
   r = run_cli("bench --num-seqs 2");  // a real run needs a model
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.err.find("--model"), std::string::npos) << r.err;
+  r = run_cli("bench --online --repeat 2");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("--repeat"), std::string::npos) << r.err;
   r = run_cli("bench --model " + tiny_model() + " --sweep no_such_field=1,2");
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.err.find("no_such_field"), std::string::npos) << r.err;

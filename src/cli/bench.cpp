@@ -29,6 +29,8 @@ void print_dry_run(const WorkloadSpec& spec, const Workload& w, bool json) {
 void run(EngineConfig config, BenchOptions opts) {
   opts.workload.seed = config.seed;  // one --seed: bench.py's random.seed(0) and the sampler's default
   if (opts.repeat < 1) throw std::invalid_argument("--repeat must be >= 1, got " + std::to_string(opts.repeat));
+  if (opts.online && (opts.repeat > 1 || !opts.sweep.empty()))
+    throw std::invalid_argument("--online runs once against a running server: --repeat and --sweep are offline only");
   const Workload workload = make_workload(opts.workload);
   if (opts.dry_run) return print_dry_run(opts.workload, workload, opts.json);
 
