@@ -154,6 +154,8 @@ TEST_F(HfConfig, Errors) {
   EXPECT_THAT(error(), HasSubstr("not a multiple of num_key_value_heads = 5"));
   write_with("attention_bias", "true");
   EXPECT_THAT(error(), HasSubstr("attention_bias"));
+  write_with("use_sliding_window", "true");
+  EXPECT_THAT(error(), HasSubstr("use_sliding_window"));
   write_with("rms_norm_eps", "-1");
   EXPECT_THAT(error(), HasSubstr("rms_norm_eps"));
   write_with("eos_token_id", "200000");

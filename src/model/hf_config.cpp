@@ -163,6 +163,8 @@ ModelConfig load_model_config(const fs::path& dir) {
   c.tie_word_embeddings = get_bool(j, file, "tie_word_embeddings", false);
   if (get_bool(j, file, "attention_bias", false))
     fail(file, "attention_bias = true is not supported (Qwen3's attention projections have no bias)");
+  if (get_bool(j, file, "use_sliding_window", false))
+    fail(file, "use_sliding_window = true is not supported (every layer attends to the full context)");
   if (auto act = j.find("hidden_act"); act != j.end() && !act->is_null() && *act != "silu")
     fail(file, "hidden_act = " + act->dump() + " is not supported (Qwen3 uses \"silu\")");
 
