@@ -86,49 +86,49 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
   const int64_t items = static_cast<int64_t>(meta.num_tokens) * Hkv;
   // One work item = one new token and one kv head: its K/V rows are read once for all G query heads.
   pool.parallel_for_dynamic(items, [&](int64_t item) {
-      thread_local std::vector<float> scores;  // [G, n], reused across items and calls
-      const int t = static_cast<int>(item / Hkv), kvh = static_cast<int>(item % Hkv);
-      const int i = static_cast<int>(std::upper_bound(meta.cu_seqlens_q, meta.cu_seqlens_q + meta.num_seqs + 1, t) -
-                                     meta.cu_seqlens_q) - 1;
-      const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
-      const int j = t - meta.cu_seqlens_q[i];
-      const int n = meta.seqlens_k[i] - q_len + j + 1;  // keys at positions [0, n)
-      const int32_t* table = meta.block_tables + static_cast<int64_t>(i) * meta.max_num_blocks;
-      const float* qh = q + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
-      float* oh = out + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
-      if (n <= 0) {  // nothing to attend to (cannot happen for valid metadata): define it as zeros
-        std::fill(oh, oh + static_cast<int64_t>(G) * D, 0.0f);
-        return;
+    thread_local std::vector<float> scores;  // [G, n], reused across items and calls
+    const int t = static_cast<int>(item / Hkv), kvh = static_cast<int>(item % Hkv);
+    const int i = static_cast<int>(std::upper_bound(meta.cu_seqlens_q, meta.cu_seqlens_q + meta.num_seqs + 1, t) -
+                                   meta.cu_seqlens_q) - 1;
+    const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
+    const int j = t - meta.cu_seqlens_q[i];
+    const int n = meta.seqlens_k[i] - q_len + j + 1;  // keys at positions [0, n)
+    const int32_t* table = meta.block_tables + static_cast<int64_t>(i) * meta.max_num_blocks;
+    const float* qh = q + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
+    float* oh = out + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
+    if (n <= 0) {  // nothing to attend to (cannot happen for valid metadata): define it as zeros
+      std::fill(oh, oh + static_cast<int64_t>(G) * D, 0.0f);
+      return;
+    }
+    if (scores.size() < static_cast<size_t>(G) * n) scores.resize(static_cast<size_t>(G) * n);
+    for (int p0 = 0; p0 < n; p0 += bs) {
+      const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
+      const int rows = std::min(bs, n - p0);
+      for (int r = 0; r < rows; ++r) {
+        const float* k = k_cache + ((base + r) * Hkv + kvh) * D;
+        for (int g = 0; g < G; ++g) scores[static_cast<size_t>(g) * n + p0 + r] = scale * dot(qh + g * D, k, D);
       }
-      if (scores.size() < static_cast<size_t>(G) * n) scores.resize(static_cast<size_t>(G) * n);
-      for (int p0 = 0; p0 < n; p0 += bs) {
-        const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
-        const int rows = std::min(bs, n - p0);
-        for (int r = 0; r < rows; ++r) {
-          const float* k = k_cache + ((base + r) * Hkv + kvh) * D;
-          for (int g = 0; g < G; ++g) scores[static_cast<size_t>(g) * n + p0 + r] = scale * dot(qh + g * D, k, D);
-        }
+    }
+    for (int g = 0; g < G; ++g) {
+      float* sc = scores.data() + static_cast<size_t>(g) * n;
+      const float mx = *std::max_element(sc, sc + n);
+      double sum = 0;  // in double: contexts run to tens of thousands of terms
+      for (int p = 0; p < n; ++p) {
+        sc[p] = std::exp(sc[p] - mx);
+        sum += sc[p];
       }
-      for (int g = 0; g < G; ++g) {
-        float* sc = scores.data() + static_cast<size_t>(g) * n;
-        const float mx = *std::max_element(sc, sc + n);
-        float sum = 0;
-        for (int p = 0; p < n; ++p) {
-          sc[p] = std::exp(sc[p] - mx);
-          sum += sc[p];
-        }
-        const float inv = 1.0f / sum;
-        for (int p = 0; p < n; ++p) sc[p] *= inv;
-        std::fill(oh + g * D, oh + (g + 1) * D, 0.0f);
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int p = 0; p < n; ++p) sc[p] *= inv;
+      std::fill(oh + g * D, oh + (g + 1) * D, 0.0f);
+    }
+    for (int p0 = 0; p0 < n; p0 += bs) {
+      const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
+      const int rows = std::min(bs, n - p0);
+      for (int r = 0; r < rows; ++r) {
+        const float* v = v_cache + ((base + r) * Hkv + kvh) * D;
+        for (int g = 0; g < G; ++g) axpy(scores[static_cast<size_t>(g) * n + p0 + r], v, oh + g * D, D);
       }
-      for (int p0 = 0; p0 < n; p0 += bs) {
-        const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
-        const int rows = std::min(bs, n - p0);
-        for (int r = 0; r < rows; ++r) {
-          const float* v = v_cache + ((base + r) * Hkv + kvh) * D;
-          for (int g = 0; g < G; ++g) axpy(scores[static_cast<size_t>(g) * n + p0 + r], v, oh + g * D, D);
-        }
-      }
+    }
   });
 }
 
