@@ -104,6 +104,7 @@ void OpenAIServer::bind() {
 void OpenAIServer::serve() {
   engine_.start();
   const bool ok = http_->listen_after_bind();
+  listener_done_ = true;
   engine_.stop();
   if (!ok && accepting_) throw std::runtime_error("serve: the HTTP listener failed on port " + std::to_string(port_));
 }
@@ -116,6 +117,11 @@ void OpenAIServer::shutdown() {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (active_.load() > 0 && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // httplib's stop() does nothing before the listener runs: a signal during start-up must
+    // wait for serve() to get there (or to have failed).
+    deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!http_->is_running() && !listener_done_ && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     http_->stop();
   });
 }

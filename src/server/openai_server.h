@@ -58,6 +58,7 @@ class OpenAIServer {
   int port_ = 0;
   int listen_fd_ = -1;  // httplib's listening socket, to raise its backlog
   std::atomic<bool> accepting_{true};
+  std::atomic<bool> listener_done_{false};
   std::atomic<int> active_{0};  // handlers (and streams) in progress
   std::once_flag shutdown_once_;
 };
