@@ -321,19 +321,19 @@ class CpuBackend final : public Backend {
   // out = (x [+ residual, written back]) / rms * w, row by row; the sum of squares in double.
   void norm_rows(const float* x, float* residual, const float* w, float eps, float* out, int64_t T, int64_t H) {
     pool_.parallel_for(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H)), [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const float* src = x + t * H;
-      if (residual) {
-        float* r = residual + t * H;
-        for (int64_t i = 0; i < H; ++i) r[i] += src[i];
-        src = r;
+      for (int64_t t = b; t < e; ++t) {
+        const float* src = x + t * H;
+        if (residual) {
+          float* r = residual + t * H;
+          for (int64_t i = 0; i < H; ++i) r[i] += src[i];
+          src = r;
+        }
+        double ss = 0;
+        for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(src[i]) * src[i];
+        const float inv = static_cast<float>(1.0 / std::sqrt(ss / H + eps));
+        float* o = out + t * H;
+        for (int64_t i = 0; i < H; ++i) o[i] = src[i] * inv * w[i];
       }
-      double ss = 0;
-      for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(src[i]) * src[i];
-      const float inv = static_cast<float>(1.0 / std::sqrt(ss / H + eps));
-      float* o = out + t * H;
-      for (int64_t i = 0; i < H; ++i) o[i] = src[i] * inv * w[i];
-    }
     });
   }
 
