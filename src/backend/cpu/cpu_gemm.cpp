@@ -63,15 +63,15 @@ void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N,
   // At least ~64K multiply-adds per thread, or the fork-join costs more than it saves.
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, 2 * M * K));
   pool.parallel_for(pairs, grain, [&](int64_t p_begin, int64_t p_end) {
-  for (int64_t p = p_begin; p < p_end; ++p) {
-    const int64_t n = 2 * p;
-    const bool two = n + 1 < N;
-    const float* w0 = w + n * K;
-    const float* w1 = two ? w0 + K : w0;
-    int64_t m = 0;
-    for (; m + 4 <= M; m += 4) dot_block<4>(x + m * K, K, w0, w1, K, out + m * N + n, N, two);
-    for (; m < M; ++m) dot_block<1>(x + m * K, K, w0, w1, K, out + m * N + n, N, two);
-  }
+    for (int64_t p = p_begin; p < p_end; ++p) {
+      const int64_t n = 2 * p;
+      const bool two = n + 1 < N;
+      const float* w0 = w + n * K;
+      const float* w1 = two ? w0 + K : w0;
+      int64_t m = 0;
+      for (; m + 4 <= M; m += 4) dot_block<4>(x + m * K, K, w0, w1, K, out + m * N + n, N, two);
+      for (; m < M; ++m) dot_block<1>(x + m * K, K, w0, w1, K, out + m * N + n, N, two);
+    }
   });
 }
 
