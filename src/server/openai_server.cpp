@@ -221,7 +221,13 @@ void OpenAIServer::routes() {
         res.set_chunked_content_provider(
             "text/event-stream",
             [call, guard](size_t, httplib::DataSink& sink) {
-              bool ok = call->gen->stream([&](const std::string& s) { return sink.write(s.data(), s.size()); });
+              bool ok = false;
+              try {
+                ok = call->gen->stream([&](const std::string& s) { return sink.write(s.data(), s.size()); });
+              } catch (const std::exception& e) {
+                // Past the headers there is no status left to send: log, and cut the stream.
+                std::fprintf(stderr, "nanovllm serve: stream failed: %s\n", e.what());
+              }
               if (ok) sink.done();
               return ok;
             },
