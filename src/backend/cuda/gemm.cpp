@@ -5,6 +5,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
 
 namespace nanovllm::cuda {
 namespace {
@@ -66,48 +67,80 @@ Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType ou
                              std::to_string(k) + "] @ w [" + std::to_string(n) + ", " + std::to_string(k) + "]^T (" +
                              dtype_name(in_t) + " -> " + dtype_name(out_t) + ")");
   p.algo = res[0].algo;
-  if (tune && found > 1) p.algo = res[fastest(p, res, found, x, w, out, s)].algo;
+  if (tune) this->tune(p, res, found, x, w, out, m, n, k, in_t, out_t, s);
   return plans_.emplace(key, p).first->second;
 }
 
-// Times each candidate (a warm-up call, then kTimedCalls calls between events) and returns the
-// index of the fastest; candidates that fail to run are skipped.
-int Gemm::fastest(const Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w,
-                  void* out, cudaStream_t s) {
-  cudaEvent_t start, stop;
-  check(cudaEventCreate(&start), "linear", "cudaEventCreate");
-  check(cudaEventCreate(&stop), "linear", "cudaEventCreate");
+// Milliseconds for kTimedCalls calls of `call` captured into a CUDA graph and replayed once (after a
+// warm-up replay), as the engine runs them: timing eager calls would measure the host's launch
+// rate, not the kernels. Negative when the call fails.
+float Gemm::time_in_graph(const std::function<bool()>& call, cudaStream_t s) {
+  if (!call()) return -1.f;
+  if (cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return -1.f;
+  bool ok = true;
+  for (int r = 0; r < kTimedCalls && ok; ++r) ok = call();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ok = cudaStreamEndCapture(s, &graph) == cudaSuccess && ok;
+  ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+  float ms = -1.f;
+  if (ok) {
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    ok = cudaGraphLaunch(exec, s) == cudaSuccess;
+    cudaEventRecord(start, s);
+    ok = ok && cudaGraphLaunch(exec, s) == cudaSuccess;
+    cudaEventRecord(stop, s);
+    ok = cudaEventSynchronize(stop) == cudaSuccess && ok;
+    if (ok) cudaEventElapsedTime(&ms, start, stop);
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+  }
+  if (exec) cudaGraphExecDestroy(exec);
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // a candidate that failed leaves no error behind
+  return ok ? ms : -1.f;
+}
+
+// Times cuBLASLt's candidates (and our skinny GEMM where it applies) and keeps the fastest.
+void Gemm::tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w,
+                void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, cudaStream_t s) {
   const float alpha = 1.f, beta = 0.f;
-  int best = 0;
   float best_ms = 1e30f;
   for (int i = 0; i < found; ++i) {
     if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
-    auto call = [&] {
-      return cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &res[i].algo, ws_,
-                            ws_bytes_, s);
-    };
-    if (call() != CUBLAS_STATUS_SUCCESS) continue;
-    cudaEventRecord(start, s);
-    bool ok = true;
-    for (int r = 0; r < kTimedCalls && ok; ++r) ok = call() == CUBLAS_STATUS_SUCCESS;
-    cudaEventRecord(stop, s);
-    check(cudaEventSynchronize(stop), "linear", "cudaEventSynchronize (tuning)");
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, start, stop);
-    if (ok && ms < best_ms) {
+    const float ms = time_in_graph(
+        [&] {
+          return cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &res[i].algo, ws_,
+                                ws_bytes_, s) == CUBLAS_STATUS_SUCCESS;
+        },
+        s);
+    if (ms >= 0.f && ms < best_ms) {
       best_ms = ms;
-      best = i;
+      p.algo = res[i].algo;
     }
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return best;
+  if (gemv_supported(x, w, in_t, out_t, m, k)) {
+    const float ms = time_in_graph(
+        [&] {
+          launch_gemv(x, w, out, out_t, (int)m, (int)n, (int)k, s);
+          return true;
+        },
+        s);
+    if (ms >= 0.f && ms < best_ms) p.gemv = true;
+  }
+  check(cudaStreamSynchronize(s), "linear", "cudaStreamSynchronize (tuning)");
 }
 
 void Gemm::linear(const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t,
                   cudaStream_t s) {
   if (m == 0 || n == 0) return;
   Plan& p = plan_for(m, n, k, in_t, out_t, x, w, out, s);
+  if (p.gemv && gemv_supported(x, w, in_t, out_t, m, k)) {
+    launch_gemv(x, w, out, out_t, (int)m, (int)n, (int)k, s);
+    return;
+  }
   const float alpha = 1.f, beta = 0.f;
   check_cublas(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, ws_,
                               ws_bytes_, s),

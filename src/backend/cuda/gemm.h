@@ -2,11 +2,13 @@
 // algorithm for each (M, N, K, dtypes) is chosen once and cached, so a step (or a CUDA-graph
 // capture) pays no planning after the first call at that shape: for small M (decode batches,
 // where the heuristic's first pick often leaves SMs idle) by timing cuBLASLt's candidates on the
-// call's own operands, otherwise the heuristic's first pick.
+// call's own operands (our skinny GEMM, gemv.cu, competing for M <= 8), otherwise the heuristic's
+// first pick.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <functional>
 #include <map>
 #include <tuple>
 
@@ -31,13 +33,15 @@ class Gemm {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
+    bool gemv = false;  // our skinny GEMM (gemv.cu) won the timing
   };
   using Key = std::tuple<int64_t, int64_t, int64_t, int, int>;
   Plan& plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, const void* x, const void* w, void* out,
                  cudaStream_t s);
 
-  int fastest(const Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w,
-              void* out, cudaStream_t s);
+  float time_in_graph(const std::function<bool()>& call, cudaStream_t s);
+  void tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w, void* out,
+            int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, cudaStream_t s);
 
   static constexpr int64_t kTuneMaxM = 512;
   static constexpr int kCandidates = 16;

@@ -30,6 +30,10 @@ void launch_qk_norm_rope_store(const void* qkv, const void* q_norm_w, const void
                                const int32_t* slot_mapping, void* k_cache, void* v_cache, void* q_out,
                                cudaStream_t s);
 
+// Skinny GEMM for M <= 8 (bf16 x and w, bf16 or f32 out): out[M, N] = x[M, K] w[N, K]^T.
+bool gemv_supported(const void* x, const void* w, DType in_t, DType out_t, int64_t m, int64_t k);
+void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, cudaStream_t s);
+
 // Shapes shared by both attention kernels.
 struct AttnShape {
   int num_q_heads, num_kv_heads, head_dim, block_size;
