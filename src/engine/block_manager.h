@@ -60,7 +60,7 @@ class BlockManager {
   int64_t num_hit_tokens() const { return hit_tokens_; }
 
  private:
-  // The cached block for full block `i` of `seq` whose chained hash is `h`, or -1.
+  // The cached block holding `token_ids` after `prefix` under chained hash `h`, or -1.
   int lookup(uint64_t h, uint64_t prefix, std::span<const int32_t> token_ids) const;
   // The leading blocks of `seq` the prefix cache holds (at most (num_tokens - 1) / block_size).
   std::vector<int> find_cached_prefix(const Sequence& seq) const;

@@ -42,7 +42,6 @@ class Sequence {
   int32_t last_token() const { return token_ids.back(); }
   bool is_finished() const { return status == SequenceStatus::finished; }
   int num_blocks() const { return (num_tokens() + block_size - 1) / block_size; }
-  int last_block_num_tokens() const { return num_tokens() - (num_blocks() - 1) * block_size; }
   // Token ids of block i (the last block may be partly filled).
   std::span<const int32_t> block(int i) const;
   // The generated tokens only.
