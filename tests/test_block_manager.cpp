@@ -223,6 +223,28 @@ TEST(BlockManager, PrefixCachingOff) {
   EXPECT_EQ(bm.num_hit_tokens(), 0);
 }
 
+TEST(BlockManager, FailedStepLeavesNoHitsOnUncomputedBlocks) {
+  BlockManager bm(16, 4, true);
+  Sequence a = make_seq(0, iota_tokens(6));
+  bm.allocate(a);
+  compute_all(bm, a);  // block 0 computed and hashed
+  a.append_token(100);
+  a.append_token(101);  // now 8 tokens: a decode step would fill block 1
+  a.num_computed_tokens = 7;
+  a.num_scheduled_tokens = 1;
+  bm.may_append(a);
+  bm.hash_blocks(a);
+  bm.unhash_uncomputed_blocks(a);  // the step's forward failed
+  EXPECT_EQ(a.num_hashed_blocks, 1);
+  std::vector<int32_t> tb = iota_tokens(6);
+  tb.push_back(100);
+  tb.push_back(101);
+  tb.push_back(7);
+  Sequence b = make_seq(1, tb);
+  bm.allocate(b);
+  EXPECT_EQ(b.num_cached_tokens, 4);  // block 0 only
+}
+
 TEST(BlockManager, RejectsBadSizes) {
   EXPECT_THROW(BlockManager(0, 4, true), std::invalid_argument);
   EXPECT_THROW(BlockManager(4, 0, true), std::invalid_argument);

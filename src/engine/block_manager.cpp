@@ -142,4 +142,17 @@ void BlockManager::hash_blocks(Sequence& seq) {
   seq.num_hashed_blocks = std::max(seq.num_hashed_blocks, full);
 }
 
+void BlockManager::unhash_uncomputed_blocks(Sequence& seq) {
+  const int computed_blocks = seq.num_computed_tokens / block_size_;
+  for (int i = computed_blocks; i < seq.num_hashed_blocks && i < static_cast<int>(seq.block_table.size()); ++i) {
+    Block& b = blocks_[seq.block_table[i]];
+    if (!b.hashed) continue;
+    auto it = hash_to_block_id_.find(b.hash);
+    if (it != hash_to_block_id_.end() && it->second == b.block_id) hash_to_block_id_.erase(it);
+    b.hashed = false;
+    b.token_ids.clear();
+  }
+  seq.num_hashed_blocks = std::min(seq.num_hashed_blocks, computed_blocks);
+}
+
 }  // namespace nanovllm

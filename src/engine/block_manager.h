@@ -50,6 +50,9 @@ class BlockManager {
   // scheduled: a sequence scheduled after it in the same step may already hit these blocks,
   // because every token's K/V of a batch is stored before attention reads the cache.
   void hash_blocks(Sequence& seq);
+  // Undoes hash_blocks for the blocks this step was to compute (past num_computed_tokens), for a
+  // step whose forward failed: their K/V was never written, so no prompt may hit them.
+  void unhash_uncomputed_blocks(Sequence& seq);
 
   int num_blocks() const { return static_cast<int>(blocks_.size()); }
   int num_free_blocks() const { return static_cast<int>(free_block_ids_.size()); }

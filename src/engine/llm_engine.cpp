@@ -122,7 +122,13 @@ std::vector<StepOutput> LLMEngine::step() {
     if (s->samples_this_step()) sampling.push_back(s);
   }
   const double t0 = now();
-  std::vector<int32_t> tokens = runner_->run(batch, is_prefill);
+  std::vector<int32_t> tokens;
+  try {
+    tokens = runner_->run(batch, is_prefill);
+  } catch (...) {
+    scheduler_->forget_step(batch);  // the caller decides the requests' fate (generate aborts them)
+    throw;
+  }
   const double t1 = now();
   const double dt = std::max(t1 - t0, 1e-9);
   if (is_prefill) {

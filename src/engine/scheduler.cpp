@@ -144,4 +144,11 @@ void Scheduler::abort(Sequence* seq) {
   seq->finish_reason = "abort";
 }
 
+void Scheduler::forget_step(const std::vector<Sequence*>& seqs) {
+  for (Sequence* seq : seqs) {
+    block_manager_.unhash_uncomputed_blocks(*seq);
+    seq->num_scheduled_tokens = 0;
+  }
+}
+
 }  // namespace nanovllm

@@ -38,6 +38,9 @@ class Scheduler {
                                      double now);
   // Takes `seq` out of whichever queue holds it and frees its blocks.
   void abort(Sequence* seq);
+  // The forward of a scheduled batch failed: nothing it was to compute may be found in the prefix
+  // cache, and no sequence keeps tokens scheduled.
+  void forget_step(const std::vector<Sequence*>& seqs);
 
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
   int num_running() const { return static_cast<int>(running_.size()); }
