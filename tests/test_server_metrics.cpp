@@ -38,6 +38,7 @@ TEST(ServerMetrics, VllmNamesAndValues) {
   m.on_generated(4);
   m.on_first_token(0.02);
   m.on_inter_token(0.003);
+  m.on_request_tpot(0.004);
   m.on_finished("stop", 0.2, 15, 4);
   m.on_finished("abort", 0.1, 3, 0);
   std::string t = m.render();
@@ -51,6 +52,9 @@ TEST(ServerMetrics, VllmNamesAndValues) {
   EXPECT_TRUE(has_line(t, "vllm:request_success_total{" + L + ",finished_reason=\"abort\"} 1"));
   EXPECT_TRUE(has_line(t, "vllm:time_to_first_token_seconds_count{" + L + "} 1"));
   EXPECT_TRUE(has_line(t, "vllm:time_per_output_token_seconds_count{" + L + "} 1"));
+  EXPECT_TRUE(has_line(t, "vllm:inter_token_latency_seconds_sum{" + L + "} 0.003"));
+  EXPECT_TRUE(has_line(t, "vllm:request_time_per_output_token_seconds_bucket{" + L + ",le=\"0.005\"} 1"));
+  EXPECT_TRUE(has_line(t, "vllm:request_time_per_output_token_seconds_bucket{" + L + ",le=\"0.0025\"} 0"));
   // Aborted requests do not count toward the latency histogram.
   EXPECT_TRUE(has_line(t, "vllm:e2e_request_latency_seconds_count{" + L + "} 1"));
   EXPECT_NE(t.find("# TYPE vllm:e2e_request_latency_seconds histogram"), std::string::npos);

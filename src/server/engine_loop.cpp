@@ -122,7 +122,7 @@ void EngineLoop::admit(Submission& s) {
       int prompt_tokens = static_cast<int>(s.subs[i].prompt_token_ids.size());
       int64_t id = llm_.add_request(std::move(s.subs[i].prompt_token_ids), s.subs[i].params);
       ids.push_back(id);
-      live_[id] = Live{s.channel, static_cast<int>(i), prompt_tokens, 0, 0};
+      live_[id] = Live{s.channel, static_cast<int>(i), prompt_tokens, 0, 0, 0};
       metrics_.on_prompt(prompt_tokens);
     }
   } catch (const std::exception& e) {
@@ -161,6 +161,8 @@ void EngineLoop::finish(int64_t id, const std::string& reason, bool aborted) {
     llm_.take_output(id);  // the engine keeps a finished request's output until it is taken
   }
   metrics_.on_finished(reason, now_seconds() - live.channel->arrival_time(), live.prompt_tokens, live.generated);
+  if (reason != "abort" && live.generated > 1)
+    metrics_.on_request_tpot((live.last_token_time - live.first_token_time) / (live.generated - 1));
   auto cit = channel_ids_.find(live.channel.get());
   if (cit != channel_ids_.end()) {
     cit->second[live.index] = -1;
@@ -198,6 +200,7 @@ void EngineLoop::step_once() {
     if (!out.new_token_ids.empty()) {
       if (live.generated == 0) {
         metrics_.on_first_token(now - live.channel->arrival_time());
+        live.first_token_time = now;
       } else {
         metrics_.on_inter_token((now - live.last_token_time) / static_cast<double>(out.new_token_ids.size()));
       }

@@ -91,7 +91,7 @@ class EngineLoop {
     std::shared_ptr<RequestChannel> channel;
     int index = 0;
     int prompt_tokens = 0, generated = 0;
-    double last_token_time = 0;
+    double first_token_time = 0, last_token_time = 0;
   };
 
   void run();

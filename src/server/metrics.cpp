@@ -62,7 +62,7 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
 }
 
 Metrics::Metrics(std::string model_name)
-    : ttft_(kTtft), itl_(kItl), e2e_(kE2e), prompt_len_(kLen), gen_len_(kLen) {
+    : ttft_(kTtft), itl_(kItl), req_tpot_(kItl), e2e_(kE2e), prompt_len_(kLen), gen_len_(kLen) {
   // Label values escape backslash, quote and newline (Prometheus text format).
   std::string esc;
   for (char c : model_name) {
@@ -84,6 +84,10 @@ void Metrics::on_first_token(double s) {
 void Metrics::on_inter_token(double s) {
   std::lock_guard lk(mu_);
   itl_.observe(s);
+}
+void Metrics::on_request_tpot(double s) {
+  std::lock_guard lk(mu_);
+  req_tpot_.observe(s);
 }
 void Metrics::on_generated(int n) {
   std::lock_guard lk(mu_);
@@ -147,6 +151,12 @@ std::string Metrics::render() const {
   ttft_.render(o, "vllm:time_to_first_token_seconds", L);
   header(o, "vllm:time_per_output_token_seconds", "histogram", "Histogram of time per output token in seconds.");
   itl_.render(o, "vllm:time_per_output_token_seconds", L);
+  // vLLM's newer names: the same inter-token histogram, and TPOT per finished request.
+  header(o, "vllm:inter_token_latency_seconds", "histogram", "Histogram of inter-token latency in seconds.");
+  itl_.render(o, "vllm:inter_token_latency_seconds", L);
+  header(o, "vllm:request_time_per_output_token_seconds", "histogram",
+         "Histogram of time_per_output_token_seconds per request.");
+  req_tpot_.render(o, "vllm:request_time_per_output_token_seconds", L);
   header(o, "vllm:e2e_request_latency_seconds", "histogram", "Histogram of end to end request latency in seconds.");
   e2e_.render(o, "vllm:e2e_request_latency_seconds", L);
   header(o, "vllm:request_prompt_tokens", "histogram", "Number of prefill tokens processed.");

@@ -34,6 +34,7 @@ class Metrics {
   void on_prompt(int num_prompt_tokens);
   void on_first_token(double seconds_since_arrival);
   void on_inter_token(double seconds);
+  void on_request_tpot(double seconds);  // a finished request's mean time per output token
   void on_generated(int num_tokens);
   // A request left the engine: finish_reason is "stop", "length" or "abort".
   void on_finished(const std::string& finish_reason, double e2e_seconds, int prompt_tokens, int generation_tokens);
@@ -49,7 +50,7 @@ class Metrics {
   int64_t prompt_tokens_ = 0, generation_tokens_ = 0;
   std::map<std::string, int64_t> finished_;  // by finish reason
   std::map<int, int64_t> http_;              // by status
-  Histogram ttft_, itl_, e2e_, prompt_len_, gen_len_;
+  Histogram ttft_, itl_, req_tpot_, e2e_, prompt_len_, gen_len_;
 };
 
 }  // namespace nanovllm::server
