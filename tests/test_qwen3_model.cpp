@@ -4,11 +4,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -338,6 +342,59 @@ TEST_F(RandomModel, MissingAndMisshapenTensorsAreNamed) {
   untied.tie_word_embeddings = false;
   EXPECT_THAT(model_error(untied), ::testing::HasSubstr("lm_head.weight"));
   EXPECT_EQ(model_error(c), "(no error)");
+}
+
+}  // namespace
+}  // namespace nanovllm
+
+namespace nanovllm {
+namespace {
+
+// `nanovllm make-model` end to end: flags override the preset; the tokenizer comes along only
+// when the vocabulary holds its ids.
+TEST(MakeModelCli, FlagsAndTokenizerRule) {
+  const fs::path dir = fs::temp_directory_path() / ("nanovllm_mm_cli_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto run = [&](const std::string& args) {
+    const std::string cmd = std::string(NANOVLLM_BINARY) + " make-model " + args + " > " + (dir / "out.txt").string() + " 2>&1";
+    fs::create_directories(dir);
+    const int rc = std::system(cmd.c_str());
+    std::ifstream in(dir / "out.txt");
+    return std::pair<int, std::string>(rc, std::string(std::istreambuf_iterator<char>(in), {}));
+  };
+  auto [rc, out] = run("--preset tiny --vocab-size 512 --num-layers 1 --no-tie --dtype f32 --seed 3 --out " +
+                       (dir / "small").string());
+  ASSERT_EQ(rc, 0) << out;
+  ModelConfig c = load_model_config(dir / "small");
+  EXPECT_EQ(c.vocab_size, 512);
+  EXPECT_EQ(c.num_hidden_layers, 1);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_EQ(c.torch_dtype, "float32");
+  EXPECT_EQ(c.eos_token_ids, std::vector<int>{511});  // Qwen3's special ids do not exist here
+  EXPECT_FALSE(c.bos_token_id.has_value());
+  EXPECT_TRUE(Checkpoint::open(dir / "small").contains("lm_head.weight"));
+  EXPECT_FALSE(fs::exists(dir / "small/tokenizer.json"));
+
+  const fs::path tok = fs::path(NANOVLLM_SOURCE_DIR) / "models/qwen3-tokenizer";
+  if (fs::exists(tok / "tokenizer.json")) {
+    std::tie(rc, out) = run("--preset tiny --vocab-size 512 --tokenizer " + tok.string() + " --out " + (dir / "t1").string());
+    ASSERT_EQ(rc, 0) << out;
+    EXPECT_THAT(out, ::testing::HasSubstr("no tokenizer"));
+    EXPECT_FALSE(fs::exists(dir / "t1/tokenizer.json"));
+    std::tie(rc, out) = run("--preset tiny --hidden-size 32 --num-heads 2 --num-kv-heads 1 --head-dim 16 --tokenizer " +
+                            tok.string() + " --out " + (dir / "t2").string());
+    ASSERT_EQ(rc, 0) << out;
+    EXPECT_TRUE(fs::exists(dir / "t2/tokenizer.json"));
+    EXPECT_TRUE(fs::exists(dir / "t2/tokenizer_config.json"));
+    EXPECT_EQ(load_model_config(dir / "t2").eos_token_ids, (std::vector<int>{151645, 151643}));
+  }
+  std::tie(rc, out) = run("--preset huge --out " + (dir / "x").string());
+  EXPECT_NE(rc, 0);
+  EXPECT_THAT(out, ::testing::HasSubstr("unknown model preset 'huge'"));
+  std::tie(rc, out) = run("--num-heads 3 --out " + (dir / "x").string());
+  EXPECT_NE(rc, 0);
+  EXPECT_THAT(out, ::testing::HasSubstr("num_heads 3"));
+  fs::remove_all(dir);
 }
 
 }  // namespace
