@@ -1,6 +1,7 @@
 // load_model_config: Qwen3 config.json variants (transformers 4 and 5), defaults, and each error.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>

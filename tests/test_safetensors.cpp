@@ -2,6 +2,7 @@
 // of corrupt file giving an error that names the file and tensor (never a crash).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
