@@ -280,6 +280,10 @@ TEST_F(CpuOps, PagedAttentionMatchesReference) {
       {8, 8, 64, 16, true, {{20, 37}, {16, 16}, {17, 33}}},   // block boundaries at 16, 32
       {4, 2, 12, 3, false, {{1, 1}, {1, 3}, {1, 4}, {1, 50}}}, // decode, head_dim not a multiple of 8
       {16, 8, 128, 256, false, {{1, 300}, {1, 256}, {1, 257}}},
+      // 8-key score batches with a head_dim tail (12), and P.V chunks of 5 and 8+2 vectors
+      {2, 1, 12, 16, true, {{19, 40}, {1, 9}}},
+      {4, 2, 40, 8, false, {{1, 30}, {1, 8}, {1, 17}}},
+      {4, 4, 80, 32, true, {{40, 70}, {1, 33}}},
   };
   uint32_t seed = 100;
   for (const auto& c : cases) {

@@ -37,6 +37,45 @@ inline void axpy(float a, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// Eight dot products at once, q against 8 key rows `stride` floats apart, times `scale`. One
+// horizontal reduction (a hadd tree) serves all eight, instead of one per key.
+inline void dot8(const float* q, const float* k, int64_t stride, int D, float scale, float* out) {
+  __m256 acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  int d = 0;
+  for (; d + 8 <= D; d += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + d);
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + j * stride + d), acc[j]);
+  }
+  // hadd(a, b) sums neighbours within each 128-bit lane; two levels leave per-lane partial sums of
+  // keys 0-3 and 4-7, and adding the two lanes finishes them.
+  const __m256 s01 = _mm256_hadd_ps(acc[0], acc[1]), s23 = _mm256_hadd_ps(acc[2], acc[3]);
+  const __m256 s45 = _mm256_hadd_ps(acc[4], acc[5]), s67 = _mm256_hadd_ps(acc[6], acc[7]);
+  const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+  const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
+                                    _mm256_permute2f128_ps(s0123, s4567, 0x31));
+  alignas(32) float r[8];
+  _mm256_store_ps(r, sums);
+  for (int j = 0; j < 8; ++j) {
+    for (int dd = d; dd < D; ++dd) r[j] += q[dd] * k[j * stride + dd];
+    out[j] = scale * r[j];
+  }
+}
+
+// out[0, 8*NV) = sum over keys p of w[p] * v_p[0, 8*NV), the accumulators held in registers
+// across all keys. `row(p)` gives key p's V row (already offset to this chunk).
+template <int NV, class Row>
+inline void weighted_sum(const float* w, int n, Row row, float* out) {
+  __m256 acc[NV];
+  for (int j = 0; j < NV; ++j) acc[j] = _mm256_setzero_ps();
+  for (int p = 0; p < n; ++p) {
+    const __m256 wp = _mm256_set1_ps(w[p]);
+    const float* v = row(p);
+    for (int j = 0; j < NV; ++j) acc[j] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(v + 8 * j), acc[j]);
+  }
+  for (int j = 0; j < NV; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
+}
+
 // RMS-norm one head over D with weight w, then rotate-half RoPE with this position's cos/sin.
 inline void norm_rope_head(const float* x, const float* w, const float* cs, float eps, int D, float* out) {
   double ss = 0;
@@ -101,12 +140,16 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
       return;
     }
     if (scores.size() < static_cast<size_t>(G) * n) scores.resize(static_cast<size_t>(G) * n);
+    const int64_t stride = static_cast<int64_t>(Hkv) * D;  // floats between a head's rows
     for (int p0 = 0; p0 < n; p0 += bs) {
       const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
       const int rows = std::min(bs, n - p0);
-      for (int r = 0; r < rows; ++r) {
-        const float* k = k_cache + ((base + r) * Hkv + kvh) * D;
-        for (int g = 0; g < G; ++g) scores[static_cast<size_t>(g) * n + p0 + r] = scale * dot(qh + g * D, k, D);
+      const float* k = k_cache + (base * Hkv + kvh) * D;
+      for (int g = 0; g < G; ++g) {
+        float* sc = scores.data() + static_cast<size_t>(g) * n + p0;
+        int r = 0;
+        for (; r + 8 <= rows; r += 8) dot8(qh + g * D, k + r * stride, stride, D, scale, sc + r);
+        for (; r < rows; ++r) sc[r] = scale * dot(qh + g * D, k + r * stride, D);
       }
     }
     for (int g = 0; g < G; ++g) {
@@ -119,14 +162,29 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
       }
       const float inv = static_cast<float>(1.0 / sum);
       for (int p = 0; p < n; ++p) sc[p] *= inv;
-      std::fill(oh + g * D, oh + (g + 1) * D, 0.0f);
     }
-    for (int p0 = 0; p0 < n; p0 += bs) {
-      const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
-      const int rows = std::min(bs, n - p0);
-      for (int r = 0; r < rows; ++r) {
-        const float* v = v_cache + ((base + r) * Hkv + kvh) * D;
-        for (int g = 0; g < G; ++g) axpy(scores[static_cast<size_t>(g) * n + p0 + r], v, oh + g * D, D);
+    // out = P V in chunks of up to 64 columns, each held in registers over all n keys.
+    for (int g = 0; g < G; ++g) {
+      const float* w = scores.data() + static_cast<size_t>(g) * n;
+      for (int d0 = 0; d0 < D; d0 += 64) {
+        const int width = std::min(64, D - d0);
+        auto row = [&](int p) {
+          return v_cache + ((static_cast<int64_t>(table[p / bs]) * bs + p % bs) * Hkv + kvh) * D + d0;
+        };
+        float* o = oh + g * D + d0;
+        switch (width % 8 ? 0 : width / 8) {
+          case 8: weighted_sum<8>(w, n, row, o); break;
+          case 7: weighted_sum<7>(w, n, row, o); break;
+          case 6: weighted_sum<6>(w, n, row, o); break;
+          case 5: weighted_sum<5>(w, n, row, o); break;
+          case 4: weighted_sum<4>(w, n, row, o); break;
+          case 3: weighted_sum<3>(w, n, row, o); break;
+          case 2: weighted_sum<2>(w, n, row, o); break;
+          case 1: weighted_sum<1>(w, n, row, o); break;
+          default:  // a width that is not a multiple of 8 (head_dim 12, say)
+            std::fill(o, o + width, 0.0f);
+            for (int p = 0; p < n; ++p) axpy(w[p], row(p), o, width);
+        }
       }
     }
   });

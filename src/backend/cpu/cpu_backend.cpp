@@ -2,6 +2,7 @@
 // clear std::invalid_argument rather than a wild read) and hands the math to cpu_ops.
 #include "backend/cpu/cpu_backend.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -66,8 +67,14 @@ class CpuBackend final : public Backend {
 
   // ---- memory ----
   void* raw_alloc(size_t bytes) override {
-    const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded);
+    // Big buffers (weights, KV cache) get 2 MiB alignment and transparent huge pages: attention
+    // reads one 4 KiB-apart row per key from the NHD cache, and with 4 KiB pages that is a TLB
+    // miss per key (docs/cpu-backend.md). THP is often "madvise"-only, hence the explicit ask.
+    const bool huge = bytes >= (4u << 20);
+    const size_t align = huge ? (2u << 20) : 64;
+    const size_t rounded = (std::max<size_t>(bytes, 1) + align - 1) / align * align;
+    void* p = std::aligned_alloc(align, rounded);
+    if (p && huge) madvise(p, rounded, MADV_HUGEPAGE);  // a hint: failure only costs speed
     if (!p) {
       size_t avail, total;
       read_meminfo(&avail, &total);
