@@ -347,7 +347,7 @@ TEST_F(AttentionOps, Decode) {
            {"gqa 5 d64 bs64", 10, 2, 64, 64, false, dec({63, 64, 65})},
            {"gqa 8 d128 bs16", 64, 8, 128, 16, false, dec({333, 2})},
            {"many seqs", 16, 8, 128, 16, false, dec(std::vector<int>(64, 300)), 1000},
-           // One split per sequence walking several 1024-token chunks (large batch, graph bound).
+           // Large batch under a graph bound: few splits of the longest partition, most blocks idle.
            {"chunked splits", 16, 8, 128, 32, false, [&] {
               std::vector<int> ks;
               for (int i = 0; i < 128; ++i) ks.push_back(900 + 13 * i);

@@ -1,10 +1,9 @@
 // Paged decode attention (one query token per sequence), split-KV ("flash-decoding"):
 // block (split, kv head, sequence) reads its slice of that kv head's K and V rows once and serves
-// all G = Hq/Hkv query heads that share them (GQA). Per chunk of the slice, pass 1 computes scores
-// into shared memory, pass 2 turns them into exp weights, pass 3 accumulates V; with more than one split the
+// all G = Hq/Hkv query heads that share them (GQA). Pass 1 computes the slice's scores into shared
+// memory, pass 2 turns them into exp weights, pass 3 accumulates V; with more than one split the
 // last block to finish for a (sequence, kv head) merges the splits by their (max, sum). Graph-safe: lengths come from device
 // arrays, the grid from host upper bounds (blocks past a sequence's end exit at once).
-#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -17,7 +16,6 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kUnroll = 4;  // tokens per lane group in flight: 4 independent 16-byte loads
-constexpr int kChunk = 1024;  // tokens whose scores are held in shared memory at a time
 constexpr float kLog2e = 1.4426950408889634f;
 
 // out[qrow] from the splits' partials: sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s. Partials
@@ -66,7 +64,7 @@ template <int D, int MAXG>
 __global__ void __launch_bounds__(kWarps * 32)
 decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
               const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
-              int hq, int hkv, int log2_bs, float scale_log2, int num_splits, int partition, int chunk,
+              int hq, int hkv, int log2_bs, float scale_log2, int num_splits, int partition,
               float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out) {
   constexpr int LPT = D / 8, TPW = 32 / LPT, TPI = TPW * kWarps;
   extern __shared__ float smem[];
@@ -83,10 +81,10 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
                                                      partition, out);
     return;
   }
-  float* scores = smem;                        // [G][chunk]
-  float* red = smem + G * chunk;               // [kWarps][G][D]
-  float* stats = red + kWarps * G * D;         // [G][2]: running max, running sum
-  float* corr = stats + 2 * G;                 // [G]: rescale of the accumulators for this chunk
+  const int n = end - start;
+  float* scores = smem;                        // [G][partition]
+  float* red = smem + G * partition;           // [kWarps][G][D]
+  float* stats = red + kWarps * G * D;         // [G][2]: max, sum
 
   float qf[MAXG][8];
 #pragma unroll
@@ -97,111 +95,86 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
       for (int j = 0; j < 8; ++j) qf[g][j] *= scale_log2;
     }
   }
-  if (threadIdx.x < G) {
-    stats[2 * threadIdx.x] = -INFINITY;
-    stats[2 * threadIdx.x + 1] = 0.f;
-  }
   const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
   const int bmask = (1 << log2_bs) - 1;
   const size_t head_off = (size_t)h * D + li * 8;
   auto row_of = [&](int t) -> size_t {
     return ((size_t)bt[t >> log2_bs] * (bmask + 1) + (t & bmask)) * hkv * D + head_off;
   };
+
+  // Pass 1: scores (log2 domain) of this slice's tokens.
+  for (int base = start + warp * TPW + tg; base - tg < end; base += TPI * kUnroll) {
+    uint4 kv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * TPI;
+      kv[u] = t < end ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      float kf[8];
+      load8(reinterpret_cast<const bf16*>(&kv[u]), kf);
+      const int t = base + u * TPI;
+#pragma unroll
+      for (int g = 0; g < MAXG; ++g) {
+        if (g < G) {
+          float d = 0.f;
+#pragma unroll
+          for (int j = 0; j < 8; ++j) d += qf[g][j] * kf[j];
+#pragma unroll
+          for (int o = LPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+          if (li == 0 && t < end) scores[g * partition + (t - start)] = d;
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // Pass 2: per head, max and sum of exp; scores become weights.
+  for (int g = warp; g < G; g += kWarps) {
+    float m = -INFINITY;
+    for (int i = lane; i < n; i += 32) m = fmaxf(m, scores[g * partition + i]);
+    m = warp_max(m);
+    float s = 0.f;
+    for (int i = lane; i < n; i += 32) {
+      const float p = exp2f(scores[g * partition + i] - m);
+      scores[g * partition + i] = p;
+      s += p;
+    }
+    s = warp_sum(s);
+    if (lane == 0) { stats[2 * g] = m; stats[2 * g + 1] = s; }
+  }
+  __syncthreads();
+
+  // Pass 3: weighted sum of V rows.
   float acc[MAXG][8];
 #pragma unroll
   for (int g = 0; g < MAXG; ++g)
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc[g][j] = 0.f;
-
-  // The split is walked in chunks of at most `chunk` tokens whose scores fit in shared memory;
-  // chunks are merged online (running max and sum per head), so shared memory does not grow
-  // with the split and one split may cover a whole long context.
-  for (int c0 = start; c0 < end; c0 += chunk) {
-    const int c1 = min(c0 + chunk, end), n = c1 - c0;
-    // Pass 1: scores (log2 domain) of this chunk's tokens.
-    for (int base = c0 + warp * TPW + tg; base - tg < c1; base += TPI * kUnroll) {
-      uint4 kv[kUnroll];
+  for (int base = start + warp * TPW + tg; base - tg < end; base += TPI * kUnroll) {
+    uint4 vv[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int t = base + u * TPI;
-        kv[u] = t < c1 ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
-      }
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * TPI;
+      vv[u] = t < end ? *reinterpret_cast<const uint4*>(v_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        float kf[8];
-        load8(reinterpret_cast<const bf16*>(&kv[u]), kf);
-        const int t = base + u * TPI;
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * TPI;
+      if (t < end) {
+        float vf[8];
+        load8(reinterpret_cast<const bf16*>(&vv[u]), vf);
 #pragma unroll
         for (int g = 0; g < MAXG; ++g) {
           if (g < G) {
-            float d = 0.f;
+            const float p = scores[g * partition + (t - start)];
 #pragma unroll
-            for (int j = 0; j < 8; ++j) d += qf[g][j] * kf[j];
-#pragma unroll
-            for (int o = LPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-            if (li == 0 && t < c1) scores[g * chunk + (t - c0)] = d;
+            for (int j = 0; j < 8; ++j) acc[g][j] += p * vf[j];
           }
         }
       }
     }
-    __syncthreads();
-
-    // Pass 2: per head, the new running max; scores become weights; running sum rescaled.
-    for (int g = warp; g < G; g += kWarps) {
-      float m = -INFINITY;
-      for (int i = lane; i < n; i += 32) m = fmaxf(m, scores[g * chunk + i]);
-      const float m_old = stats[2 * g];
-      m = fmaxf(warp_max(m), m_old);
-      float sum = 0.f;
-      for (int i = lane; i < n; i += 32) {
-        const float p = exp2f(scores[g * chunk + i] - m);
-        scores[g * chunk + i] = p;
-        sum += p;
-      }
-      sum = warp_sum(sum);
-      if (lane == 0) {
-        const float c = exp2f(m_old - m);  // 0 for the first chunk (m_old = -inf)
-        corr[g] = c;
-        stats[2 * g] = m;
-        stats[2 * g + 1] = stats[2 * g + 1] * c + sum;
-      }
-    }
-    __syncthreads();
-
-    // Pass 3: weighted sum of V rows.
-#pragma unroll
-    for (int g = 0; g < MAXG; ++g) {
-      if (g < G) {
-        const float c = corr[g];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[g][j] *= c;
-      }
-    }
-    for (int base = c0 + warp * TPW + tg; base - tg < c1; base += TPI * kUnroll) {
-      uint4 vv[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int t = base + u * TPI;
-        vv[u] = t < c1 ? *reinterpret_cast<const uint4*>(v_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int t = base + u * TPI;
-        if (t < c1) {
-          float vf[8];
-          load8(reinterpret_cast<const bf16*>(&vv[u]), vf);
-#pragma unroll
-          for (int g = 0; g < MAXG; ++g) {
-            if (g < G) {
-              const float p = scores[g * chunk + (t - c0)];
-#pragma unroll
-              for (int j = 0; j < 8; ++j) acc[g][j] += p * vf[j];
-            }
-          }
-        }
-      }
-    }
-    __syncthreads();  // the next chunk overwrites scores and corr
   }
   // Reduce over the lane groups of the warp, then over warps through shared memory.
 #pragma unroll
@@ -254,15 +227,14 @@ void launch_dg(const void* q, const void* kc, const void* vc, const int32_t* seq
                int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, int* counters,
                void* out, cudaStream_t s) {
   const int G = sh.num_q_heads / sh.num_kv_heads;
-  const int chunk = std::min(partition, kChunk);
-  const size_t smem = sizeof(float) * ((size_t)G * chunk + (size_t)kWarps * G * D + 3 * G);
+  const size_t smem = sizeof(float) * ((size_t)G * partition + (size_t)kWarps * G * D + 2 * G);
   auto kern = decode_kernel<D, MAXG>;
   if (smem > 48 * 1024) check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                               "attention", "cudaFuncSetAttribute");
   dim3 grid(num_splits, sh.num_kv_heads, num_seqs);
   kern<<<grid, kWarps * 32, smem, s>>>(static_cast<const bf16*>(q), static_cast<const bf16*>(kc),
                                         static_cast<const bf16*>(vc), seqlens_k, bts, mnb, sh.num_q_heads,
-                                        sh.num_kv_heads, log2_bs, sh.scale * kLog2e, num_splits, partition, chunk, ws,
+                                        sh.num_kv_heads, log2_bs, sh.scale * kLog2e, num_splits, partition, ws,
                                         counters, static_cast<bf16*>(out));
   check_launch("attention (decode)");
   if (num_splits > 1 && !counters) {
