@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include <utf8proc.h>
 
@@ -66,6 +67,24 @@ TEST(Tokenizer, DecodeMatchesHuggingFace) {
     EXPECT_EQ(qwen3()->decode(ids), c["decoded"].get<std::string>()) << c["text"].dump();
     EXPECT_EQ(qwen3()->decode(ids, true), c["decoded_skip_special"].get<std::string>()) << c["text"].dump();
   }
+}
+
+// encode is const and keeps its caches per thread: several threads at once get HF's ids too.
+TEST(Tokenizer, EncodeFromSeveralThreads) {
+  REQUIRE_QWEN3();
+  const auto& cases = encode_fixture()["cases"];
+  std::vector<int> failures(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t k = t; k < cases.size() * 2; k += 2) {  // overlapping halves, different orders
+        const auto& c = cases[(k * 7919) % cases.size()];
+        if (qwen3()->encode(c["text"].get<std::string>()) != c["ids"].get<std::vector<int32_t>>()) ++failures[t];
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures, std::vector<int>(4, 0));
 }
 
 // Streams ids one at a time: no piece may split a character, and the pieces must add up to the

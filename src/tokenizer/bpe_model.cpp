@@ -178,7 +178,11 @@ void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out
     heap.push_back((v & 0xFFFFFFFF00000000ull) | uint32_t(pos));
     std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
   };
-  for (size_t i = 0; i + 1 < n; ++i) push(static_cast<int32_t>(i));
+  for (size_t i = 0; i + 1 < n; ++i) {  // the first candidates go in unordered, then one O(n) heapify
+    uint64_t v = find(s[i].id, s[i + 1].id);
+    if (v != UINT64_MAX) heap.push_back((v & 0xFFFFFFFF00000000ull) | uint32_t(i));
+  }
+  std::make_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
     uint64_t c = heap.back();

@@ -22,7 +22,7 @@ struct PieceCache {
     size_t operator()(std::string_view s) const { return XXH3_64bits(s.data(), s.size()); }
   };
   static constexpr size_t kMaxPiece = 256;      // as HF's BPE cache: longer pieces are rare
-  static constexpr size_t kMaxEntries = 1 << 18;
+  static constexpr size_t kMaxEntries = 1 << 16;  // bounds a thread's cache to a few MB
   uint64_t owner = 0;
   std::unordered_map<std::string, std::pair<uint32_t, uint32_t>, Hash, std::equal_to<>> map;  // -> (offset, count)
   std::vector<int32_t> ids;
