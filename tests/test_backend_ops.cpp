@@ -350,7 +350,7 @@ TEST_F(AttentionOps, Decode) {
            // Large batch under a graph bound: few splits of the longest partition, most blocks idle.
            {"chunked splits", 16, 8, 128, 32, false, [&] {
               std::vector<int> ks;
-              for (int i = 0; i < 128; ++i) ks.push_back(900 + 13 * i);
+              for (int i = 0; i < 128; ++i) ks.push_back(300 + 11 * i);
               return dec(ks);
             }(), 4096},
        })
