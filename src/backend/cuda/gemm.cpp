@@ -56,7 +56,9 @@ Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType ou
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   check(cudaStreamIsCapturing(s, &capturing), "linear", "cudaStreamIsCapturing");
-  const bool tune = m <= kTuneMaxM && capturing == cudaStreamCaptureStatusNone;
+  // Tune the decode batch sizes (the engine's graph sizes: 1, 2, 4, 8, then multiples of 16),
+  // not every prefill length: each tuning costs a few milliseconds once per shape.
+  const bool tune = m <= kTuneMaxM && (m <= 8 || m % 16 == 0) && capturing == cudaStreamCaptureStatusNone;
   cublasLtMatmulHeuristicResult_t res[kCandidates];
   int found = 0;
   cublasStatus_t st =
