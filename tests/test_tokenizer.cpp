@@ -107,6 +107,43 @@ TEST(Tokenizer, IncrementalDetokenizerEqualsDecode) {
   }
 }
 
+// A Tokenizer that is not the built-in BPE (here: one that forwards to it) takes the detokenizer's
+// generic path, which only sees decode(); its pieces must add up the same way.
+class ForwardingTokenizer final : public Tokenizer {
+ public:
+  explicit ForwardingTokenizer(const Tokenizer& t) : t_(t) {}
+  std::vector<int32_t> encode(std::string_view text) const override { return t_.encode(text); }
+  std::string decode(const std::vector<int32_t>& ids, bool skip) const override { return t_.decode(ids, skip); }
+  int vocab_size() const override { return t_.vocab_size(); }
+  std::optional<int32_t> token_to_id(std::string_view s) const override { return t_.token_to_id(s); }
+  std::optional<int32_t> eos_token_id() const override { return t_.eos_token_id(); }
+  std::optional<int32_t> pad_token_id() const override { return t_.pad_token_id(); }
+  std::optional<int32_t> bos_token_id() const override { return t_.bos_token_id(); }
+  std::string apply_chat_template(const std::vector<ChatMessage>& m, bool agp, bool think) const override {
+    return t_.apply_chat_template(m, agp, think);
+  }
+
+ private:
+  const Tokenizer& t_;
+};
+
+TEST(Tokenizer, IncrementalDetokenizerGenericPath) {
+  REQUIRE_QWEN3();
+  ForwardingTokenizer fwd(*qwen3());
+  for (const auto& c : encode_fixture()["cases"]) {
+    auto ids = ids_of(c["ids"]);
+    IncrementalDetokenizer detok(fwd);
+    std::string all;
+    for (int32_t id : ids) {
+      std::string piece = detok.push(id);
+      ASSERT_EQ(utf8::find_invalid(piece), std::string::npos);
+      all += piece;
+    }
+    all += detok.flush();
+    EXPECT_EQ(all, c["decoded"].get<std::string>()) << c["text"].dump();
+  }
+}
+
 // Byte tokens that never form a character (a lone continuation byte, a truncated sequence) must
 // come out as U+FFFD exactly where decode puts them, and the stream must not stall on them.
 TEST(Tokenizer, IncrementalDetokenizerOnInvalidBytes) {
