@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -38,6 +39,8 @@ int64_t rows_of(const Tensor& t) { return t.ndim == 0 ? 0 : t.numel() / t.size(-
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& opts) : device_id_(opts.device_id) {
+    const char* sync = std::getenv("NANOVLLM_CUDA_SYNC");
+    sync_each_op_ = sync && *sync && std::string(sync) != "0";
     check(cudaSetDevice(device_id_), "init", "cudaSetDevice");
     check(cudaGetDeviceProperties(&props_, device_id_), "init", "cudaGetDeviceProperties");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init", "cudaStreamCreate");
@@ -179,6 +182,7 @@ class CudaBackend final : public Backend {
             "shapes ids " + ids.shape_str() + ", table " + table.shape_str() + ", out " + out.shape_str());
     cuda::launch_gather_rows(table.data, table.dtype, ids.ptr<int32_t>(), out.data, out.dtype, (int)out.size(0),
                              (int)out.size(1), (int)table.size(0), stream_);
+    debug_sync("embedding");
   }
 
   void gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) override {
@@ -189,6 +193,7 @@ class CudaBackend final : public Backend {
             "shapes x " + x.shape_str() + ", idx " + idx.shape_str() + ", out " + out.shape_str());
     cuda::launch_gather_rows(x.data, x.dtype, idx.ptr<int32_t>(), out.data, out.dtype, (int)out.size(0),
                              (int)out.size(1), (int)x.size(0), stream_);
+    debug_sync("gather_rows");
   }
 
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
@@ -198,6 +203,7 @@ class CudaBackend final : public Backend {
             "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str());
     cuda::launch_rms_norm(x.data, nullptr, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)x.size(-1), eps,
                           stream_);
+    debug_sync("rms_norm");
   }
 
   void add_rms_norm(const Tensor& x, Tensor& residual, const Tensor& w, float eps, Tensor& out) override {
@@ -210,6 +216,7 @@ class CudaBackend final : public Backend {
                     out.shape_str());
     cuda::launch_rms_norm(x.data, residual.data, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)x.size(-1),
                           eps, stream_);
+    debug_sync("add_rms_norm");
   }
 
   void linear(const Tensor& x, const Tensor& w, Tensor& out) override {
@@ -220,6 +227,7 @@ class CudaBackend final : public Backend {
     require(x.dtype == w.dtype, op,
             std::string("x and w dtypes differ: ") + dtype_name(x.dtype) + " vs " + dtype_name(w.dtype));
     gemm_.linear(x.data, w.data, out.data, rows_of(x), w.size(0), w.size(1), x.dtype, out.dtype, stream_);
+    debug_sync("linear");
   }
 
   void qk_norm_rope_store(const Tensor& qkv, const Tensor& q_norm_w, const Tensor& k_norm_w, const Tensor& positions,
@@ -243,6 +251,7 @@ class CudaBackend final : public Backend {
     cuda::launch_qk_norm_rope_store(qkv.data, q_norm_w.data, k_norm_w.data, q_norm_w.dtype, positions.ptr<int32_t>(),
                                     cos_sin.ptr<float>(), eps, (int)T, num_q_heads, num_kv_heads, (int)D, slot_mapping,
                                     k_cache.data, v_cache.data, q_out.data, stream_);
+    debug_sync("qk_norm_rope_store");
   }
 
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
@@ -266,6 +275,7 @@ class CudaBackend final : public Backend {
       cuda::launch_attention_prefill(q.data, k_cache.data, v_cache.data, meta.cu_seqlens_q, meta.seqlens_k,
                                      meta.block_tables, meta.max_num_blocks, meta.num_seqs, meta.max_seqlen_q, sh,
                                      out.data, stream_);
+      debug_sync("attention (prefill)");
       return;
     }
     require(q.size(0) >= meta.num_seqs, op, "decode needs one query row per sequence");
@@ -289,6 +299,7 @@ class CudaBackend final : public Backend {
     cuda::launch_attention_decode(q.data, k_cache.data, v_cache.data, meta.seqlens_k, meta.block_tables,
                                   meta.max_num_blocks, meta.num_seqs, sh, splits, partition, ws, counters, out.data,
                                   stream_);
+    debug_sync("attention (decode)");
   }
 
   void silu_mul(const Tensor& x, Tensor& out) override {
@@ -297,6 +308,7 @@ class CudaBackend final : public Backend {
     require(x.dtype == out.dtype && x.size(-1) == 2 * out.size(-1) && rows_of(x) == rows_of(out), op,
             "shapes x " + x.shape_str() + ", out " + out.shape_str());
     cuda::launch_silu_mul(x.data, out.data, x.dtype, (int)rows_of(x), (int)out.size(-1), stream_);
+    debug_sync("silu_mul");
   }
 
   void sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
@@ -313,6 +325,7 @@ class CudaBackend final : public Backend {
     void* scratch = sample_ws_.get(cuda::sample_scratch_bytes((int)B, (int)logits.size(-1)));
     cuda::launch_sample(logits.ptr<float>(), temperatures.ptr<float>(), keys.ptr<int64_t>(), counters.ptr<int64_t>(),
                         out.ptr<int32_t>(), (int)B, (int)logits.size(-1), scratch, stream_);
+    debug_sync("sample");
   }
 
   // ---- CUDA graphs ----
@@ -349,6 +362,15 @@ class CudaBackend final : public Backend {
   static constexpr int kMaxPartition = 1024;  // scores of a split's tokens fit in shared memory
   static constexpr int kSplitCounters = 1 << 16;  // (sequence, kv head) pairs a decode step may have
 
+  // With NANOVLLM_CUDA_SYNC=1 every op waits for its kernels, so a fault inside one is reported
+  // with that op's name (otherwise it surfaces at the next synchronizing call). Not while capturing.
+  void debug_sync(const char* op) {
+    if (!sync_each_op_) return;
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    check(cudaStreamIsCapturing(stream_, &st), op, "cudaStreamIsCapturing");
+    if (st == cudaStreamCaptureStatusNone) check(cudaStreamSynchronize(stream_), op, "kernel execution");
+  }
+
   // Scratch memory for an op (split-KV partials, sampling picks). Grows, never shrinks: a
   // captured graph may hold the old pointer, so old buffers live until the backend does.
   struct Scratch {
@@ -372,6 +394,7 @@ class CudaBackend final : public Backend {
   };
 
   int device_id_;
+  bool sync_each_op_ = false;
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
   cuda::Gemm gemm_;
