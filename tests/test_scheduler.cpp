@@ -87,6 +87,23 @@ TEST(Scheduler, PrefillRespectsTokenBudgetAndMaxSeqs) {
   EXPECT_EQ(h.sched.num_running(), 2);
 }
 
+// vLLM's meaning: max_num_seqs bounds the running set, so a request waits while the running set is full
+// (nano-vLLM bounds only each step's batch, so its running set grows past max_num_seqs).
+TEST(Scheduler, RunningSetNeverExceedsMaxSeqs) {
+  Harness h(64, 4, {.max_num_seqs = 2, .max_num_batched_tokens = 100, .max_model_len = 64});
+  for (int i = 0; i < 5; ++i) h.add(tokens(10, i * 100), 3);
+  for (int step = 0; step < 30 && (h.sched.num_waiting() || h.sched.num_running()); ++step) {
+    auto [batch, is_prefill] = h.sched.schedule();
+    EXPECT_LE(h.sched.num_running(), 2);
+    std::vector<int32_t> sampled;
+    for (auto* s : batch)
+      if (s->samples_this_step()) sampled.push_back(7);
+    h.sched.postprocess(batch, sampled, 1.0);
+  }
+  EXPECT_EQ(h.sched.num_waiting(), 0);
+  EXPECT_EQ(h.sched.num_running(), 0);
+}
+
 TEST(Scheduler, PrefillFirstThenDecode) {
   Harness h(64, 4, {.max_num_seqs = 8, .max_num_batched_tokens = 100, .max_model_len = 64});
   h.add(tokens(6, 0), 3);

@@ -38,7 +38,9 @@ std::vector<Sequence*> Scheduler::schedule_prefill() {
   std::vector<Sequence*> batch;
   int num_batched_tokens = 0;
   Sequence* partial = nullptr;
-  while (!waiting_.empty() && static_cast<int>(batch.size()) < config_.max_num_seqs) {
+  // max_num_seqs bounds the running set (vLLM's meaning), not only one step's batch: a sequence
+  // admitted here joins running_, so running_ counts this step's finished prefills too.
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < config_.max_num_seqs) {
     int budget = config_.max_num_batched_tokens - num_batched_tokens;
     if (budget <= 0) break;
     Sequence* seq = waiting_.front();
