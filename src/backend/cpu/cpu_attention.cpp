@@ -62,18 +62,40 @@ inline void dot8(const float* q, const float* k, int64_t stride, int D, float sc
   }
 }
 
-// out[0, 8*NV) = sum over keys p of w[p] * v_p[0, 8*NV), the accumulators held in registers
-// across all keys. `row(p)` gives key p's V row (already offset to this chunk).
-template <int NV, class Row>
-inline void weighted_sum(const float* w, int n, Row row, float* out) {
+// Where keys live: key p's row of this head is at
+// head + (table[p / bs] * bs + p % bs) * stride.
+struct PagedRows {
+  const float* head;  // cache + kv head * D (+ a column offset)
+  const int32_t* table;
+  int bs;
+  int64_t stride;     // floats between consecutive rows (Hkv * D)
+};
+
+// out[0, 8*NV) = sum over keys p < n of w[p] * v_p[0, 8*NV), the accumulators held in registers
+// across all keys.
+template <int NV>
+inline void weighted_sum(const float* w, int n, const PagedRows& v, float* out) {
   __m256 acc[NV];
   for (int j = 0; j < NV; ++j) acc[j] = _mm256_setzero_ps();
-  for (int p = 0; p < n; ++p) {
-    const __m256 wp = _mm256_set1_ps(w[p]);
-    const float* v = row(p);
-    for (int j = 0; j < NV; ++j) acc[j] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(v + 8 * j), acc[j]);
+  for (int p0 = 0; p0 < n; p0 += v.bs) {
+    const float* row = v.head + static_cast<int64_t>(v.table[p0 / v.bs]) * v.bs * v.stride;
+    const int rows = std::min(v.bs, n - p0);
+    for (int r = 0; r < rows; ++r, row += v.stride) {
+      const __m256 wp = _mm256_set1_ps(w[p0 + r]);
+      for (int j = 0; j < NV; ++j) acc[j] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(row + 8 * j), acc[j]);
+    }
   }
   for (int j = 0; j < NV; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
+}
+
+// The same for any width (a head_dim that is not a multiple of 8).
+inline void weighted_sum_any(const float* w, int n, const PagedRows& v, int width, float* out) {
+  std::fill(out, out + width, 0.0f);
+  for (int p0 = 0; p0 < n; p0 += v.bs) {
+    const float* row = v.head + static_cast<int64_t>(v.table[p0 / v.bs]) * v.bs * v.stride;
+    const int rows = std::min(v.bs, n - p0);
+    for (int r = 0; r < rows; ++r, row += v.stride) axpy(w[p0 + r], row, out, width);
+  }
 }
 
 // RMS-norm one head over D with weight w, then rotate-half RoPE with this position's cos/sin.
@@ -168,22 +190,18 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
       const float* w = scores.data() + static_cast<size_t>(g) * n;
       for (int d0 = 0; d0 < D; d0 += 64) {
         const int width = std::min(64, D - d0);
-        auto row = [&](int p) {
-          return v_cache + ((static_cast<int64_t>(table[p / bs]) * bs + p % bs) * Hkv + kvh) * D + d0;
-        };
+        const PagedRows v{v_cache + static_cast<int64_t>(kvh) * D + d0, table, bs, stride};
         float* o = oh + g * D + d0;
         switch (width % 8 ? 0 : width / 8) {
-          case 8: weighted_sum<8>(w, n, row, o); break;
-          case 7: weighted_sum<7>(w, n, row, o); break;
-          case 6: weighted_sum<6>(w, n, row, o); break;
-          case 5: weighted_sum<5>(w, n, row, o); break;
-          case 4: weighted_sum<4>(w, n, row, o); break;
-          case 3: weighted_sum<3>(w, n, row, o); break;
-          case 2: weighted_sum<2>(w, n, row, o); break;
-          case 1: weighted_sum<1>(w, n, row, o); break;
-          default:  // a width that is not a multiple of 8 (head_dim 12, say)
-            std::fill(o, o + width, 0.0f);
-            for (int p = 0; p < n; ++p) axpy(w[p], row(p), o, width);
+          case 8: weighted_sum<8>(w, n, v, o); break;
+          case 7: weighted_sum<7>(w, n, v, o); break;
+          case 6: weighted_sum<6>(w, n, v, o); break;
+          case 5: weighted_sum<5>(w, n, v, o); break;
+          case 4: weighted_sum<4>(w, n, v, o); break;
+          case 3: weighted_sum<3>(w, n, v, o); break;
+          case 2: weighted_sum<2>(w, n, v, o); break;
+          case 1: weighted_sum<1>(w, n, v, o); break;
+          default: weighted_sum_any(w, n, v, width, o);
         }
       }
     }
