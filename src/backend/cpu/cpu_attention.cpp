@@ -1,6 +1,7 @@
 // CPU attention path: q/k RMS-norm + RoPE + KV store, and paged attention over block tables.
 // Attention is two-pass per query (scores, then max-subtracted softmax and the weighted V sum),
 // so it is exact up to float rounding and serves as the oracle the CUDA kernels are held to.
+#include <cblas.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -140,71 +141,167 @@ void qk_norm_rope_store(const float* qkv, const float* q_norm_w, const float* k_
   });
 }
 
-void paged_attention(const float* q, const float* k_cache, const float* v_cache, const AttentionMetadata& meta,
-                     const AttentionShape& s, float scale, float* out, ThreadPool& pool) {
-  const int G = s.num_q_heads / s.num_kv_heads;  // query heads per kv head (GQA)
+namespace {
+
+struct AttnArgs {
+  const float *q, *k_cache, *v_cache;
+  const AttentionMetadata& meta;
+  const AttentionShape& s;
+  float scale;
+  float* out;
+};
+
+// One new token t against its context, for the G query heads of kv head kvh: two passes per head
+// (scores, then max-subtracted softmax and P.V). Decode, and short prefill chunks, take this path.
+void attend_token(const AttnArgs& a, int t, int kvh) {
+  const AttentionMetadata& meta = a.meta;
+  const AttentionShape& s = a.s;
+  const float *q = a.q, *k_cache = a.k_cache, *v_cache = a.v_cache;
+  const float scale = a.scale;
+  float* out = a.out;
+  const int G = s.num_q_heads / s.num_kv_heads;
   const int D = s.head_dim, bs = s.block_size, Hkv = s.num_kv_heads;
-  const int64_t items = static_cast<int64_t>(meta.num_tokens) * Hkv;
-  // One work item = one new token and one kv head: its K/V rows are read once for all G query heads.
-  pool.parallel_for_dynamic(items, [&](int64_t item) {
-    thread_local std::vector<float> scores;  // [G, n], reused across items and calls
-    const int t = static_cast<int>(item / Hkv), kvh = static_cast<int>(item % Hkv);
-    const int i = static_cast<int>(std::upper_bound(meta.cu_seqlens_q, meta.cu_seqlens_q + meta.num_seqs + 1, t) -
-                                   meta.cu_seqlens_q) - 1;
-    const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
-    const int j = t - meta.cu_seqlens_q[i];
-    const int n = meta.seqlens_k[i] - q_len + j + 1;  // keys at positions [0, n)
-    const int32_t* table = meta.block_tables + static_cast<int64_t>(i) * meta.max_num_blocks;
-    const float* qh = q + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
-    float* oh = out + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
-    if (n <= 0) {  // nothing to attend to (cannot happen for valid metadata): define it as zeros
-      std::fill(oh, oh + static_cast<int64_t>(G) * D, 0.0f);
-      return;
+  thread_local std::vector<float> scores;  // [G, n], reused across items and calls
+  const int i = static_cast<int>(std::upper_bound(meta.cu_seqlens_q, meta.cu_seqlens_q + meta.num_seqs + 1, t) -
+                                 meta.cu_seqlens_q) - 1;
+  const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
+  const int j = t - meta.cu_seqlens_q[i];
+  const int n = meta.seqlens_k[i] - q_len + j + 1;  // keys at positions [0, n)
+  const int32_t* table = meta.block_tables + static_cast<int64_t>(i) * meta.max_num_blocks;
+  const float* qh = q + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
+  float* oh = out + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
+  if (n <= 0) {  // nothing to attend to (cannot happen for valid metadata): define it as zeros
+    std::fill(oh, oh + static_cast<int64_t>(G) * D, 0.0f);
+    return;
+  }
+  if (scores.size() < static_cast<size_t>(G) * n) scores.resize(static_cast<size_t>(G) * n);
+  const int64_t stride = static_cast<int64_t>(Hkv) * D;  // floats between a head's rows
+  for (int p0 = 0; p0 < n; p0 += bs) {
+    const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
+    const int rows = std::min(bs, n - p0);
+    const float* k = k_cache + (base * Hkv + kvh) * D;
+    for (int g = 0; g < G; ++g) {
+      float* sc = scores.data() + static_cast<size_t>(g) * n + p0;
+      int r = 0;
+      for (; r + 8 <= rows; r += 8) dot8(qh + g * D, k + r * stride, stride, D, scale, sc + r);
+      for (; r < rows; ++r) sc[r] = scale * dot(qh + g * D, k + r * stride, D);
     }
-    if (scores.size() < static_cast<size_t>(G) * n) scores.resize(static_cast<size_t>(G) * n);
-    const int64_t stride = static_cast<int64_t>(Hkv) * D;  // floats between a head's rows
-    for (int p0 = 0; p0 < n; p0 += bs) {
-      const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
-      const int rows = std::min(bs, n - p0);
-      const float* k = k_cache + (base * Hkv + kvh) * D;
-      for (int g = 0; g < G; ++g) {
-        float* sc = scores.data() + static_cast<size_t>(g) * n + p0;
-        int r = 0;
-        for (; r + 8 <= rows; r += 8) dot8(qh + g * D, k + r * stride, stride, D, scale, sc + r);
-        for (; r < rows; ++r) sc[r] = scale * dot(qh + g * D, k + r * stride, D);
+  }
+  for (int g = 0; g < G; ++g) {
+    float* sc = scores.data() + static_cast<size_t>(g) * n;
+    const float mx = *std::max_element(sc, sc + n);
+    double sum = 0;  // in double: contexts run to tens of thousands of terms
+    for (int p = 0; p < n; ++p) {
+      sc[p] = std::exp(sc[p] - mx);
+      sum += sc[p];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int p = 0; p < n; ++p) sc[p] *= inv;
+  }
+  // out = P V in chunks of up to 64 columns, each held in registers over all n keys.
+  for (int g = 0; g < G; ++g) {
+    const float* w = scores.data() + static_cast<size_t>(g) * n;
+    for (int d0 = 0; d0 < D; d0 += 64) {
+      const int width = std::min(64, D - d0);
+      const PagedRows v{v_cache + static_cast<int64_t>(kvh) * D + d0, table, bs, stride};
+      float* o = oh + g * D + d0;
+      switch (width % 8 ? 0 : width / 8) {
+        case 8: weighted_sum<8>(w, n, v, o); break;
+        case 7: weighted_sum<7>(w, n, v, o); break;
+        case 6: weighted_sum<6>(w, n, v, o); break;
+        case 5: weighted_sum<5>(w, n, v, o); break;
+        case 4: weighted_sum<4>(w, n, v, o); break;
+        case 3: weighted_sum<3>(w, n, v, o); break;
+        case 2: weighted_sum<2>(w, n, v, o); break;
+        case 1: weighted_sum<1>(w, n, v, o); break;
+        default: weighted_sum_any(w, n, v, width, o);
       }
     }
-    for (int g = 0; g < G; ++g) {
-      float* sc = scores.data() + static_cast<size_t>(g) * n;
+  }
+}
+
+// Query tokens [j0, j1) of prefill sequence i against their context, for kv head kvh, as two
+// GEMMs per query head: S = scale * Q K^T over the gathered keys [0, n_max), a causal mask and
+// row softmax, then O = P V. The same math as attend_token, blocked so OpenBLAS does the work.
+void attend_tile(const AttnArgs& a, int i, int kvh, int j0, int j1) {
+  const AttentionMetadata& meta = a.meta;
+  const AttentionShape& s = a.s;
+  const int G = s.num_q_heads / s.num_kv_heads;
+  const int D = s.head_dim, bs = s.block_size, Hkv = s.num_kv_heads, Hq = s.num_q_heads;
+  const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
+  const int start = meta.seqlens_k[i] - q_len;  // cached tokens before this chunk
+  const int n_max = start + j1, tq = j1 - j0;
+  const int32_t* table = meta.block_tables + static_cast<int64_t>(i) * meta.max_num_blocks;
+  thread_local std::vector<float> kbuf, vbuf, sbuf;
+  kbuf.resize(static_cast<size_t>(n_max) * D);
+  vbuf.resize(static_cast<size_t>(n_max) * D);
+  sbuf.resize(static_cast<size_t>(tq) * n_max);
+  for (int p0 = 0; p0 < n_max; p0 += bs) {  // gather this head's K/V rows out of the pages
+    const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
+    const int rows = std::min(bs, n_max - p0);
+    for (int r = 0; r < rows; ++r) {
+      const int64_t src = ((base + r) * Hkv + kvh) * D;
+      std::copy_n(a.k_cache + src, D, kbuf.data() + static_cast<size_t>(p0 + r) * D);
+      std::copy_n(a.v_cache + src, D, vbuf.data() + static_cast<size_t>(p0 + r) * D);
+    }
+  }
+  const int64_t t0 = meta.cu_seqlens_q[i] + j0;
+  for (int g = 0; g < G; ++g) {
+    const int64_t col = static_cast<int64_t>(kvh * G + g) * D;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, n_max, D, a.scale, a.q + t0 * Hq * D + col, Hq * D,
+                kbuf.data(), D, 0.0f, sbuf.data(), n_max);
+    for (int r = 0; r < tq; ++r) {
+      float* sc = sbuf.data() + static_cast<size_t>(r) * n_max;
+      const int n = start + j0 + r + 1;  // causal: keys [0, n)
       const float mx = *std::max_element(sc, sc + n);
-      double sum = 0;  // in double: contexts run to tens of thousands of terms
+      double sum = 0;
       for (int p = 0; p < n; ++p) {
         sc[p] = std::exp(sc[p] - mx);
         sum += sc[p];
       }
       const float inv = static_cast<float>(1.0 / sum);
       for (int p = 0; p < n; ++p) sc[p] *= inv;
+      std::fill(sc + n, sc + n_max, 0.0f);
     }
-    // out = P V in chunks of up to 64 columns, each held in registers over all n keys.
-    for (int g = 0; g < G; ++g) {
-      const float* w = scores.data() + static_cast<size_t>(g) * n;
-      for (int d0 = 0; d0 < D; d0 += 64) {
-        const int width = std::min(64, D - d0);
-        const PagedRows v{v_cache + static_cast<int64_t>(kvh) * D + d0, table, bs, stride};
-        float* o = oh + g * D + d0;
-        switch (width % 8 ? 0 : width / 8) {
-          case 8: weighted_sum<8>(w, n, v, o); break;
-          case 7: weighted_sum<7>(w, n, v, o); break;
-          case 6: weighted_sum<6>(w, n, v, o); break;
-          case 5: weighted_sum<5>(w, n, v, o); break;
-          case 4: weighted_sum<4>(w, n, v, o); break;
-          case 3: weighted_sum<3>(w, n, v, o); break;
-          case 2: weighted_sum<2>(w, n, v, o); break;
-          case 1: weighted_sum<1>(w, n, v, o); break;
-          default: weighted_sum_any(w, n, v, width, o);
-        }
-      }
-    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, D, n_max, 1.0f, sbuf.data(), n_max, vbuf.data(), D,
+                0.0f, a.out + t0 * Hq * D + col, Hq * D);
+  }
+}
+
+struct Item {
+  int a, b, c, d;  // token: (-1, t, kvh, 0); tile: (i, kvh, j0, j1)
+};
+
+}  // namespace
+
+void paged_attention(const float* q, const float* k_cache, const float* v_cache, const AttentionMetadata& meta,
+                     const AttentionShape& s, float scale, float* out, ThreadPool& pool) {
+  const int Hkv = s.num_kv_heads;
+  const AttnArgs args{q, k_cache, v_cache, meta, s, scale, out};
+  // Work items, longest first so the dynamic schedule ends evenly: query tiles of prefill chunks
+  // of at least kMinTiledQuery tokens, then single tokens (decode and short chunks).
+  thread_local std::vector<Item> scratch;
+  std::vector<Item>& items = scratch;  // a reference: pool threads read the caller's list
+  items.clear();
+  bool tiled = false;
+  for (int i = 0; i < meta.num_seqs; ++i) {
+    const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
+    if (q_len < kMinTiledQuery) continue;
+    tiled = true;
+    for (int j0 = 0; j0 < q_len; j0 += kQueryTile)
+      for (int h = 0; h < Hkv; ++h) items.push_back({i, h, j0, std::min(q_len, j0 + kQueryTile)});
+  }
+  for (int i = 0; i < meta.num_seqs; ++i) {
+    const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
+    if (q_len >= kMinTiledQuery) continue;
+    for (int t = meta.cu_seqlens_q[i]; t < meta.cu_seqlens_q[i + 1]; ++t)
+      for (int h = 0; h < Hkv; ++h) items.push_back({-1, t, h, 0});
+  }
+  if (tiled) blas_single_thread();
+  pool.parallel_for_dynamic(static_cast<int64_t>(items.size()), [&](int64_t k) {
+    const Item& it = items[k];
+    if (it.a < 0) attend_token(args, it.b, it.c);
+    else attend_tile(args, it.a, it.b, it.c, it.d);
   });
 }
 

@@ -58,6 +58,8 @@ void openblas_threads(int n) {
 
 }  // namespace
 
+void blas_single_thread() { openblas_threads(1); }
+
 void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool) {
   const int64_t pairs = (N + 1) / 2;
   // At least ~64K multiply-adds per thread, or the fork-join costs more than it saves.

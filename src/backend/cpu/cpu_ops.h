@@ -18,10 +18,16 @@ void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N,
 // weight-bandwidth bound), a tie at 4, slower beyond (docs/cpu-backend.md has the numbers).
 inline constexpr int64_t kSmallGemmRows = 2;
 
+// Pins OpenBLAS to the calling thread: our pool supplies the parallelism (docs/cpu-backend.md).
+void blas_single_thread();
+
 struct AttentionShape {
   int num_q_heads, num_kv_heads, head_dim, block_size, num_blocks;
 };
 // Paged attention exactly as AttentionMetadata documents it; q/out [T, Hq, D], caches NHD.
+// Prefill chunks of at least kMinTiledQuery tokens go through OpenBLAS in tiles of kQueryTile
+// queries; decode and shorter chunks through the per-token kernel.
+inline constexpr int kMinTiledQuery = 8, kQueryTile = 32;
 void paged_attention(const float* q, const float* k_cache, const float* v_cache, const AttentionMetadata& meta,
                      const AttentionShape& s, float scale, float* out, ThreadPool& pool);
 
