@@ -161,6 +161,15 @@ TEST(Tokenizer, IncrementalDetokenizerOnInvalidBytes) {
   EXPECT_EQ(all, "\xEF\xBF\xBD" "a" "\xEF\xBF\xBD" "a" "\xEF\xBF\xBD");
 }
 
+TEST(Tokenizer, IncrementalDetokenizerRejectsUnknownIds) {
+  REQUIRE_QWEN3();
+  IncrementalDetokenizer detok(*qwen3());
+  EXPECT_EQ(detok.push(9707), "Hello");
+  EXPECT_THROW(detok.push(1 << 30), std::out_of_range);
+  EXPECT_EQ(detok.push(1879), " world");  // the stream goes on without the bad id
+  EXPECT_EQ(detok.flush(), "");
+}
+
 TEST(Tokenizer, ConfigIds) {
   REQUIRE_QWEN3();
   // Qwen3's tokenizer_config.json: eos "<|im_end|>", pad "<|endoftext|>", no bos.

@@ -28,13 +28,14 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tok, bool skip_s
 // ids_[read_offset_..] are the ids whose bytes have not all been emitted; prefix_offset_ counts
 // the bytes of ids_[read_offset_] that already have been (a token can end mid-character).
 std::string IncrementalDetokenizer::push(int32_t id) {
-  ids_.push_back(id);
   std::string out;
   if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tok_)) {
     auto bytes_of = [&](int32_t t) {
       std::string_view b = bpe->id_bytes(t);  // throws for an unknown id, as decode does
       return skip_special_ && bpe->is_special(t) ? std::string_view() : b;
     };
+    bytes_of(id);  // an unknown id throws here, before it joins the stream
+    ids_.push_back(id);
     std::string pending;
     for (size_t k = read_offset_; k < ids_.size(); ++k) pending.append(bytes_of(ids_[k]));
     std::string_view fresh = std::string_view(pending).substr(prefix_offset_);
@@ -53,8 +54,15 @@ std::string IncrementalDetokenizer::push(int32_t id) {
   }
   // Any other Tokenizer: decode the pending ids and hold them back while the text ends in U+FFFD
   // (which may be an incomplete character); once it does not, their bytes ended on a boundary.
+  ids_.push_back(id);
   std::vector<int32_t> pending(ids_.begin() + static_cast<std::ptrdiff_t>(read_offset_), ids_.end());
-  std::string text = tok_.decode(pending, skip_special_);
+  std::string text;
+  try {
+    text = tok_.decode(pending, skip_special_);
+  } catch (...) {
+    ids_.pop_back();  // keep the stream usable after a bad id
+    throw;
+  }
   if (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) return out;
   read_offset_ = ids_.size();
   return text;
