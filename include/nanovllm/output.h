@@ -36,6 +36,8 @@ struct EngineStats {
   int64_t num_preemptions = 0;
   double prefill_seconds = 0, decode_seconds = 0;          // time in prefill and decode steps
   int64_t prefill_tokens = 0, decode_tokens = 0;           // tokens computed in those steps
+  double host_gap_seconds = 0;   // device idle while the host works between consecutive steps of a generate()
+  int64_t num_steps = 0;
   int64_t peak_device_bytes = 0;                           // CUDA: peak allocated; CPU: peak RSS
   std::string device;                                      // "cpu" or the GPU's name
 };

@@ -130,6 +130,7 @@ std::vector<StepOutput> LLMEngine::step() {
     throw;
   }
   const double t1 = now();
+  ++num_steps_;
   const double dt = std::max(t1 - t0, 1e-9);
   if (is_prefill) {
     prefill_seconds_ += dt;
@@ -217,6 +218,7 @@ std::vector<RequestOutput> LLMEngine::generate(const std::vector<std::vector<int
       pending.insert(ids.back());
     }
     ProgressBar bar(static_cast<int>(prompts.size()), use_tqdm);
+    runner_->pause_gap_clock();
     while (!pending.empty()) {
       if (is_finished()) throw std::logic_error("generate: the engine went idle with requests pending");
       for (const StepOutput& o : step())
@@ -224,6 +226,7 @@ std::vector<RequestOutput> LLMEngine::generate(const std::vector<std::vector<int
       bar.update(static_cast<int>(prompts.size() - pending.size()), last_prefill_tps_, last_decode_tps_);
     }
     bar.close();
+    runner_->pause_gap_clock();
   } catch (...) {
     for (int64_t id : ids) abort_request(id);
     throw;
@@ -259,6 +262,8 @@ EngineStats LLMEngine::stats() const {
   s.decode_seconds = decode_seconds_;
   s.prefill_tokens = prefill_tokens_;
   s.decode_tokens = decode_tokens_;
+  s.host_gap_seconds = runner_->host_gap_seconds();
+  s.num_steps = num_steps_;
   const Backend& b = runner_->backend();
   if (b.device() == DeviceKind::cpu) {
     struct rusage ru {};

@@ -65,6 +65,7 @@ class LLMEngine {
   // Counters for stats() and the progress bar.
   int64_t prompt_tokens_ = 0, generation_tokens_ = 0;
   double prefill_seconds_ = 0, decode_seconds_ = 0;
+  int64_t num_steps_ = 0;
   int64_t prefill_tokens_ = 0, decode_tokens_ = 0;
   double last_prefill_tps_ = 0, last_decode_tps_ = 0;
 };

@@ -1,5 +1,6 @@
 // ModelRunner: batch preparation (one host->device copy per step), KV-cache sizing, CUDA-graph
 // capture and replay for decode, and on-device sampling.
+#include <chrono>
 #include "engine/model_runner.h"
 
 #include <algorithm>
@@ -290,6 +291,7 @@ std::vector<int32_t> ModelRunner::run(const std::vector<Sequence*>& seqs, bool i
                                         : BatchLayout(padded, padded, padded, max_num_blocks_);
   int num_sampled = 0;
   ForwardInputs in = prepare(seqs, is_prefill, layout, is_prefill ? 0 : padded, &num_sampled);
+  mark_launch();
   if (use_graph) {
     backend_->replay_graph(graph->second);
   } else {
@@ -298,6 +300,7 @@ std::vector<int32_t> ModelRunner::run(const std::vector<Sequence*>& seqs, bool i
   }
   if (num_sampled == 0) {  // only a partial prefill chunk ran
     backend_->synchronize();
+    mark_idle();
     return {};
   }
   // Sample the real rows (the sampling arrays hold them first), then one copy back.
@@ -311,7 +314,18 @@ std::vector<int32_t> ModelRunner::run(const std::vector<Sequence*>& seqs, bool i
   Tensor out(sampled_buffer_.get(), DType::i32, {n}, d);
   backend_->sample(logits, temps, keys, counters, out);
   backend_->copy_to_host(sampled_host_.data(), sampled_buffer_.get(), sizeof(int32_t) * n);
+  mark_idle();
   return std::vector<int32_t>(sampled_host_.begin(), sampled_host_.begin() + n);
 }
+
+static double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void ModelRunner::mark_launch() {
+  if (idle_since_ > 0) host_gap_seconds_ += seconds_now() - idle_since_;
+}
+
+void ModelRunner::mark_idle() { idle_since_ = seconds_now(); }
 
 }  // namespace nanovllm

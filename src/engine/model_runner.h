@@ -36,6 +36,11 @@ class ModelRunner {
   int64_t kvcache_bytes() const { return kvcache_bytes_; }
   int max_num_blocks() const { return max_num_blocks_; }
   int num_graphs() const { return static_cast<int>(graphs_.size()); }
+  // Time from one step's results reaching the host to the next step's launch: the device idles
+  // then (every step ends with a synchronizing copy). pause_gap_clock() stops counting until the
+  // next step, for callers that go idle on purpose (between generate() calls).
+  double host_gap_seconds() const { return host_gap_seconds_; }
+  void pause_gap_clock() { idle_since_ = 0; }
 
  private:
   // Fills the staging buffer for `seqs` into `layout` (decode rows beyond seqs.size() are padding)
@@ -83,6 +88,10 @@ class ModelRunner {
     Tensor logits;
   };
   std::map<int, GraphIO> graph_io_;
+
+  double host_gap_seconds_ = 0, idle_since_ = 0;
+  void mark_launch();
+  void mark_idle();
 };
 
 }  // namespace nanovllm

@@ -73,6 +73,8 @@ void add_engine_stats(BenchRun& run, const EngineStats& before, const EngineStat
   run.peak_memory_bytes = after.peak_device_bytes;
   run.kvcache_blocks = after.num_kvcache_blocks;
   run.num_preemptions = after.num_preemptions - before.num_preemptions;
+  run.num_steps = after.num_steps - before.num_steps;
+  run.host_gap_s = after.host_gap_seconds - before.host_gap_seconds;
 }
 
 nlohmann::json to_json(const BenchRun& r) {
@@ -91,6 +93,8 @@ nlohmann::json to_json(const BenchRun& r) {
   put("kvcache_blocks", r.kvcache_blocks);
   put("prefix_cache_hit_rate", r.prefix_cache_hit_rate);
   put("num_preemptions", r.num_preemptions);
+  put("num_steps", r.num_steps);
+  put("host_gap_s", r.host_gap_s);
   return j;
 }
 
@@ -174,6 +178,10 @@ std::string format_report(const nlohmann::json& j) {
   if (known("prefix_cache_hit_rate")) add("prefix-cache hit rate: " + fmt("%.2f", 100 * j["prefix_cache_hit_rate"].get<double>()) + "%");
   if (known("num_preemptions")) add("preemptions: " + std::to_string(j["num_preemptions"].get<int64_t>()));
   if (!facts.empty()) o << facts << '\n';
+  if (known("host_gap_s") && known("num_steps") && j["num_steps"].get<int64_t>() > 0)
+    o << "Steps: " << j["num_steps"].get<int64_t>() << ", host gaps between steps (device idle): "
+      << fmt("%.3f", j["host_gap_s"].get<double>()) << " s ("
+      << fmt("%.3f", 1e3 * j["host_gap_s"].get<double>() / double(j["num_steps"].get<int64_t>())) << " ms/step)\n";
   if (j.value("failed_requests", 0) > 0)
     o << "Failed requests: " << j["failed_requests"].get<int64_t>() << " (first: " << j.value("first_error", "") << ")\n";
   if (j.contains("device") && j["device"].is_string()) o << "Device: " << j["device"].get<std::string>() << '\n';

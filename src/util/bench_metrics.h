@@ -29,7 +29,8 @@ struct BenchRun {
   Summary tpot_ms;                          // over requests with >= 2 output tokens; count 0 if none
   // From the engine's counters over the run (absent online, where only the server knows them).
   std::optional<double> prefill_tok_s, decode_tok_s, prefix_cache_hit_rate;
-  std::optional<int64_t> peak_memory_bytes, kvcache_blocks, num_preemptions;
+  std::optional<int64_t> peak_memory_bytes, kvcache_blocks, num_preemptions, num_steps;
+  std::optional<double> host_gap_s;  // device idle between steps while the host schedules and prepares
 };
 
 // TTFT = first_token - arrival, e2e = finish - arrival, TPOT = (finish - first_token) / (n - 1).
