@@ -17,6 +17,7 @@
 #include "cli/engine_flags.h"
 #include "nanovllm/llm.h"
 #include "server/openai_server.h"
+#include "tokenizer/tokenizer.h"
 
 namespace nanovllm::cli {
 namespace {
@@ -50,6 +51,10 @@ void install_stop_signals() {
 void run_serve(ServeOptions& o) {
   install_stop_signals();
   o.server.model_dir = o.engine.model;
+  // Before the (slow) model load: the server cannot work without a tokenizer.
+  if (!Tokenizer::present(o.engine.model))
+    throw std::runtime_error("serve: the model directory '" + o.engine.model +
+                             "' has no tokenizer.json; the server needs one to read and write text");
   LLM llm(o.engine.model, o.engine);
   server::OpenAIServer srv(llm, o.server);
   srv.bind();
