@@ -12,6 +12,7 @@
 #include <utf8proc.h>
 
 #include "tokenizer/normalizer.h"
+#include "tokenizer/tokenizer_json.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 
@@ -237,6 +238,34 @@ TEST(Tokenizer, NfcSpansEqualWholeStringNfc) {
     std::string got;
     if (!nfc.apply(s, got)) got = s;
     EXPECT_EQ(got, want) << "input " << nlohmann::json(s).dump();
+  }
+}
+
+// The long-piece merge loop (passes, then a heap) must agree with the plain scan on Qwen3's real
+// merges: runs, repeated words, random letters, CJK, mixed bytes.
+TEST(Tokenizer, LongPieceMergeLoopAgreesWithScan) {
+  REQUIRE_QWEN3();
+  std::ifstream f(kQwen3Dir / "tokenizer.json");
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const BpeModel model = load_tokenizer_json(text, "tokenizer.json").model;
+  std::mt19937 rng(5);
+  const std::vector<std::string> atoms = {"a", "x", "ab", "the", "=", "-", " ", "\xE7\x9A\x84", "\xF0\x9F\x99\x82",
+                                          "ing", "Q", "7", "\xC3\xA9", "\xE2\x80\x8D"};
+  for (int t = 0; t < 3000; ++t) {
+    std::string piece;
+    int kinds = std::uniform_int_distribution<int>(1, 4)(rng);  // few kinds: runs; many: varied text
+    size_t want = std::uniform_int_distribution<size_t>(1, 64)(rng);
+    while (piece.size() < want) {
+      const std::string& a = atoms[std::uniform_int_distribution<size_t>(0, std::min<size_t>(atoms.size(), kinds * 4) - 1)(rng)];
+      if (piece.size() + a.size() > 64) break;
+      piece += a;
+    }
+    if (piece.empty()) continue;
+    std::vector<int32_t> scan, passes;
+    auto p = reinterpret_cast<const uint8_t*>(piece.data());
+    model.encode_short(p, piece.size(), scan);
+    model.encode_long(p, piece.size(), passes);
+    ASSERT_EQ(passes, scan) << nlohmann::json(piece).dump();
   }
 }
 

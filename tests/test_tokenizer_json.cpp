@@ -117,6 +117,20 @@ TEST_F(TokenizerJson, MergeOrderIsRankThenLeftmost) {
   EXPECT_EQ(tok->encode(run), want);
 }
 
+// Merges out of training order: ab+a (rank 0) is listed before a+b (rank 1). After a+b fires at
+// the start of "abab", the new pair ab+a outranks the second a+b, so HF merges it next:
+// [aba, b]. Merging every a+b first would give [ab, ab]. Both piece lengths (scan; long-piece
+// loop, which must notice and fall back to the heap) must follow HF.
+TEST_F(TokenizerJson, MergesOutOfTrainingOrder) {
+  Spec s;
+  s.merges = {{"ab", "a"}, {"a", "b"}};  // 256 "aba", 257 "ab"
+  auto tok = load(s);
+  EXPECT_EQ(tok->encode("abab"), (std::vector<int32_t>{256, byte_id('b')}));
+  std::vector<int32_t> want = {256, byte_id('b')};
+  want.insert(want.end(), 70, byte_id('c'));
+  EXPECT_EQ(tok->encode("abab" + std::string(70, 'c')), want);
+}
+
 TEST_F(TokenizerJson, IgnoreMergesTakesWholeWordsFromTheVocab) {
   Spec s;
   s.extra_vocab = {"xyz"};  // id 256, unreachable by merges

@@ -143,18 +143,24 @@ void BpeModel::encode_short(const uint8_t* p, size_t n, std::vector<int32_t>& ou
   out.insert(out.end(), ids, ids + m);
 }
 
-// HF's algorithm: a min-heap of candidate merges (rank, then position) over a linked list of
-// symbols; entries made stale by an earlier merge are skipped when popped.
+// Long pieces, in two phases that give HF's result (lowest rank first, leftmost on ties):
+//  1. Whole passes: find the lowest-ranked pair, merge every occurrence left to right. Long
+//     pieces are mostly runs ("=====", "xxxx") that need only a few distinct merges, so a few
+//     linear passes finish them. This equals rank order as long as no merge creates a pair
+//     ranked below the current one (true of trained BPE); if one does, start over in phase 2.
+//  2. After kMaxPasses (a long piece of varied text needs many distinct merges), HF's algorithm
+//     takes over from the current state: a min-heap of candidates (rank << 32 | position) over
+//     the linked list of symbols, stale entries skipped when popped.
 void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out) const {
+  constexpr int kMaxPasses = 16;
   struct Sym {
     int32_t id, prev, next;
+    uint64_t pair;  // rank << 32 | merged id of (this, next); UINT64_MAX when they do not merge
   };
-  // A candidate merge is just rank << 32 | position: popping the smallest takes the lowest rank,
-  // then the leftmost. 8-byte entries keep the heap operations cheap.
   thread_local std::vector<Sym> s;
   thread_local std::vector<uint64_t> heap;
-  // Long pieces are mostly runs that ask about the same few pairs again and again: a small
-  // direct-mapped memo in front of the (cache-missing) merge table.
+  // Long pieces ask about the same few pairs again and again: a small direct-mapped memo in
+  // front of the (cache-missing) merge table.
   struct Memo {
     uint64_t key, value;
   };
@@ -166,40 +172,74 @@ void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out
     if (m.key != k) m = {k, merges_.find(l, r)};
     return m.value;
   };
-  s.resize(n);
-  heap.clear();
-  for (size_t i = 0; i < n; ++i)
-    s[i] = {byte_id_[p[i]], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1};
-  auto push = [&](int32_t pos) {
-    if (pos < 0 || s[pos].next < 0) return;
-    int32_t l = s[pos].id, r = s[s[pos].next].id;
-    uint64_t v = find(l, r);
-    if (v == UINT64_MAX) return;
-    heap.push_back((v & 0xFFFFFFFF00000000ull) | uint32_t(pos));
-    std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+  auto pair_of = [&](int32_t i) { return s[i].next < 0 ? UINT64_MAX : find(s[i].id, s[s[i].next].id); };
+  auto reset = [&] {
+    s.resize(n);
+    for (size_t i = 0; i < n; ++i)
+      s[i] = {byte_id_[p[i]], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1, 0};
+    for (size_t i = 0; i < n; ++i) s[i].pair = pair_of(static_cast<int32_t>(i));
   };
-  for (size_t i = 0; i + 1 < n; ++i) {  // the first candidates go in unordered, then one O(n) heapify
-    uint64_t v = find(s[i].id, s[i + 1].id);
-    if (v != UINT64_MAX) heap.push_back((v & 0xFFFFFFFF00000000ull) | uint32_t(i));
-  }
-  std::make_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
-  while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
-    uint64_t c = heap.back();
-    heap.pop_back();
-    auto pos = static_cast<int32_t>(c & 0xFFFFFFFFu);
-    Sym& a = s[pos];
-    // Stale when the left symbol was merged away (id -1) or the pair there is no longer this rank.
-    if (a.id < 0 || a.next < 0) continue;
-    uint64_t v = find(a.id, s[a.next].id);
-    if ((v >> 32) != (c >> 32)) continue;
-    Sym& b = s[a.next];
-    a.id = static_cast<int32_t>(v & 0xFFFFFFFFu);
+  // Merges symbol i with its right neighbour into `merged`.
+  auto merge_at = [&](int32_t i, int32_t merged) {
+    Sym& b = s[s[i].next];
+    s[i].id = merged;
     b.id = -1;
-    a.next = b.next;
-    if (a.next >= 0) s[a.next].prev = pos;
-    push(a.prev);
-    push(pos);
+    s[i].next = b.next;
+    if (b.next >= 0) s[b.next].prev = i;
+  };
+  reset();  // symbol 0 stays the head: merges only ever remove the right-hand symbol
+
+  bool heap_phase = false;
+  for (int pass = 0;; ++pass) {
+    uint64_t best = UINT64_MAX;
+    for (int32_t i = 0; i >= 0; i = s[i].next) best = std::min(best, s[i].pair);
+    if (best == UINT64_MAX) break;
+    if (pass == kMaxPasses) {
+      heap_phase = true;
+      break;
+    }
+    const uint64_t rank = best >> 32;
+    const auto merged = static_cast<int32_t>(best & 0xFFFFFFFFu);
+    bool out_of_order = false;
+    for (int32_t i = 0; i >= 0; i = s[i].next) {
+      if (s[i].pair != best) continue;  // same rank means the same pair
+      merge_at(i, merged);
+      s[i].pair = pair_of(i);
+      if (s[i].prev >= 0) s[s[i].prev].pair = pair_of(s[i].prev);
+      if ((s[i].pair >> 32) < rank || (s[i].prev >= 0 && (s[s[i].prev].pair >> 32) < rank)) out_of_order = true;
+    }
+    if (out_of_order) {  // a merge made a pair that outranks this one: rank order needs the heap
+      reset();
+      heap_phase = true;
+      break;
+    }
+  }
+
+  if (heap_phase) {
+    heap.clear();
+    for (int32_t i = 0; i >= 0; i = s[i].next)
+      if (s[i].pair != UINT64_MAX) heap.push_back((s[i].pair & 0xFFFFFFFF00000000ull) | uint32_t(i));
+    std::make_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    auto push = [&](int32_t i) {
+      if (i < 0) return;
+      uint64_t v = pair_of(i);
+      if (v == UINT64_MAX) return;
+      heap.push_back((v & 0xFFFFFFFF00000000ull) | uint32_t(i));
+      std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    };
+    while (!heap.empty()) {
+      std::pop_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+      uint64_t c = heap.back();
+      heap.pop_back();
+      auto i = static_cast<int32_t>(c & 0xFFFFFFFFu);
+      // Stale when the symbol was merged away (id -1) or the pair there is no longer this rank.
+      if (s[i].id < 0 || s[i].next < 0) continue;
+      uint64_t v = pair_of(i);
+      if ((v >> 32) != (c >> 32)) continue;
+      merge_at(i, static_cast<int32_t>(v & 0xFFFFFFFFu));
+      push(s[i].prev);
+      push(i);
+    }
   }
   for (int32_t i = 0; i >= 0; i = s[i].next) out.push_back(s[i].id);
 }

@@ -21,6 +21,10 @@ class BpeModel {
 
   // Appends the ids of one piece (raw bytes, non-empty).
   void encode_word(std::string_view bytes, std::vector<int32_t>& out) const;
+  // The two merge loops encode_word picks between by length (public so tests can hold them to
+  // each other): a scan for pieces of at most 64 bytes, passes-then-heap for any length.
+  void encode_short(const uint8_t* p, size_t n, std::vector<int32_t>& out) const;
+  void encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out) const;
 
   size_t vocab_entries() const { return token_to_id_.size(); }
   int32_t max_id() const { return static_cast<int32_t>(id_token_.size()) - 1; }
@@ -50,9 +54,6 @@ class BpeModel {
       }
     }
   };
-
-  void encode_short(const uint8_t* p, size_t n, std::vector<int32_t>& out) const;
-  void encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out) const;
 
   StringTable token_to_id_;
   std::string token_arena_;                          // every vocabulary string, back to back
