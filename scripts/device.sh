@@ -15,7 +15,7 @@ if [[ "${1:-}" == "pack" ]]; then
   rm -rf .devbin && mkdir -p .devbin/stage/lib
   mkdir -p "$(git rev-parse --git-path info)"
   grep -qx "/.devbin/" "$(git rev-parse --git-path info/exclude)" 2>/dev/null || echo "/.devbin/" >>"$(git rev-parse --git-path info/exclude)"
-  for b in nanovllm nanovllm_cuda_tests bench_cuda_ops; do
+  for b in nanovllm nanovllm_cuda_tests bench_cuda_ops bench_tokenizer; do
     [[ -x $BUILD/$b ]] && cp "$BUILD/$b" .devbin/stage/ && strip .devbin/stage/$b
   done
   # Non-system libraries (everything but glibc's own and the CUDA driver/toolkit ones).

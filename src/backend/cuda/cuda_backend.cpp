@@ -41,6 +41,14 @@ class CudaBackend final : public Backend {
   explicit CudaBackend(const BackendOptions& opts) : device_id_(opts.device_id) {
     const char* sync = std::getenv("NANOVLLM_CUDA_SYNC");
     sync_each_op_ = sync && *sync && std::string(sync) != "0";
+    // Tokens per decode split at most; NANOVLLM_DECODE_PARTITION overrides it for measurements.
+    if (const char* p = std::getenv("NANOVLLM_DECODE_PARTITION")) {
+      const int v = std::atoi(p);
+      if (v < kMinPartition || v > kMaxPartition || v % 32 != 0)
+        throw std::invalid_argument("NANOVLLM_DECODE_PARTITION=" + std::string(p) + ": expected a multiple of 32 in [" +
+                                    std::to_string(kMinPartition) + ", " + std::to_string(kMaxPartition) + "]");
+      max_partition_ = v;
+    }
     check(cudaSetDevice(device_id_), "init", "cudaSetDevice");
     check(cudaGetDeviceProperties(&props_, device_id_), "init", "cudaGetDeviceProperties");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init", "cudaStreamCreate");
@@ -287,7 +295,7 @@ class CudaBackend final : public Backend {
     const int ctas = meta.num_seqs * sh.num_kv_heads;
     const int want = (4 * props_.multiProcessorCount + ctas - 1) / ctas;
     int splits = std::min(want, (maxk + kMinPartition - 1) / kMinPartition);
-    splits = std::max({splits, (maxk + kMaxPartition - 1) / kMaxPartition, 1});
+    splits = std::max({splits, (maxk + max_partition_ - 1) / max_partition_, 1});
     int partition = (maxk + splits - 1) / splits;
     partition = (partition + 31) / 32 * 32;
     splits = (maxk + partition - 1) / partition;
@@ -360,6 +368,10 @@ class CudaBackend final : public Backend {
   static constexpr size_t kGemmWorkspace = 32u << 20;
   static constexpr int kMinPartition = 64;   // tokens per split at least: less is all overhead
   static constexpr int kMaxPartition = 1024;  // scores of a split's tokens fit in shared memory
+  // 256, not 1024: under a graph the bound is max_model_len, and contexts of uneven length leave
+  // long 1024-token splits running alone at the end of the wave. bench.py workload on the H100:
+  // 17,420 tok/s at 1024, 18,580 at 512, 18,800 at 256 (docs/cuda.md).
+  int max_partition_ = 256;
   static constexpr int kSplitCounters = 1 << 16;  // (sequence, kv head) pairs a decode step may have
 
   // With NANOVLLM_CUDA_SYNC=1 every op waits for its kernels, so a fault inside one is reported
