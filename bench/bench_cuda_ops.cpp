@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "backend/cuda/host_convert.h"
+#include "backend/half.h"
 
 using namespace nanovllm;
 
@@ -31,7 +31,7 @@ struct Bench {
     Tensor t = be->alloc_tensor(DType::bf16, shape, bufs);
     std::vector<uint16_t> h(static_cast<size_t>(t.numel()));
     std::normal_distribution<float> d(0.f, scale);
-    for (auto& x : h) x = cuda::f32_to_bf16_bits(d(rng));
+    for (auto& x : h) x = f32_to_bf16(d(rng));
     be->copy_to_device(t.data, h.data(), h.size() * 2);
     be->synchronize();
     return t;

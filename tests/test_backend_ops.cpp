@@ -13,16 +13,13 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "backend/cuda/host_convert.h"
+#include "backend/half.h"
 #include "backend/rng.h"
 
 namespace nanovllm {
 namespace {
 
-using cuda::bf16_bits_to_f32;
-using cuda::f32_to_bf16_bits;
-
-float round_bf16(float f) { return bf16_bits_to_f32(f32_to_bf16_bits(f)); }
+float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
 // One value living on both backends: f32 on the CPU, `gpu_dtype` on the GPU.
 struct Both {
@@ -96,7 +93,7 @@ class BackendOps : public ::testing::Test {
     } else {
       std::vector<uint16_t> h(v.size());
       gpu_->copy_to_host(h.data(), g.data, g.nbytes());
-      for (size_t i = 0; i < v.size(); ++i) v[i] = bf16_bits_to_f32(h[i]);
+      for (size_t i = 0; i < v.size(); ++i) v[i] = bf16_to_f32(h[i]);
     }
     return v;
   }

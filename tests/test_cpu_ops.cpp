@@ -10,7 +10,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
-#include "backend/cpu/half.h"
+#include "backend/half.h"
 #include "backend/cpu/thread_pool.h"
 #include "backend/rng.h"
 

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend/cpu/half.h"
+#include "backend/half.h"
 #include "backend/cpu/thread_pool.h"
 #include "backend/rng.h"
 #include "model/safetensors.h"

@@ -16,7 +16,7 @@
 #include <unordered_map>
 
 #include "backend/cpu/cpu_ops.h"
-#include "backend/cpu/half.h"
+#include "backend/half.h"
 
 namespace nanovllm {
 namespace {

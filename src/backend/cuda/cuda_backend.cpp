@@ -15,7 +15,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm.h"
-#include "backend/cuda/host_convert.h"
+#include "backend/half.h"
 #include "backend/cuda/kernels.h"
 
 namespace nanovllm {
@@ -152,20 +152,7 @@ class CudaBackend final : public Backend {
     synchronize();  // the staging buffer is reused: copies below are synchronous
     for (int64_t b = 0; b < n; b += kChunk) {
       const int64_t e = std::min(n, b + kChunk);
-      for (int64_t i = b; i < e; ++i) {
-        float f;
-        switch (src.dtype) {
-          case DType::f32: f = src.ptr<float>()[i]; break;
-          case DType::bf16: f = cuda::bf16_bits_to_f32(src.ptr<uint16_t>()[i]); break;
-          default: f = cuda::f16_bits_to_f32(src.ptr<uint16_t>()[i]); break;
-        }
-        const size_t j = static_cast<size_t>(i - b);
-        switch (dst.dtype) {
-          case DType::f32: reinterpret_cast<float*>(stage.data())[j] = f; break;
-          case DType::bf16: reinterpret_cast<uint16_t*>(stage.data())[j] = cuda::f32_to_bf16_bits(f); break;
-          default: reinterpret_cast<uint16_t*>(stage.data())[j] = cuda::f32_to_f16_bits(f); break;
-        }
-      }
+      for (int64_t i = b; i < e; ++i) store_from_f32(stage.data(), dst.dtype, i - b, load_as_f32(src.data, src.dtype, i));
       check(cudaMemcpy(static_cast<char*>(dst.data) + b * dtype_size(dst.dtype), stage.data(),
                        (e - b) * dtype_size(dst.dtype), cudaMemcpyHostToDevice),
             op.c_str(), "cudaMemcpy");

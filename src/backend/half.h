@@ -1,4 +1,4 @@
-// bf16 / f16 <-> f32 conversions on the host (the checkpoint's dtypes; the CPU computes in f32).
+// bf16 / f16 <-> f32 conversions on the host: checkpoint dtypes for the CPU backend (f32 math), weight upload for CUDA, tests.
 #pragma once
 #include <cstdint>
 #include <cstring>
