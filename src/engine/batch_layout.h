@@ -36,6 +36,19 @@ struct BatchLayout {
     block_tables = take(S * static_cast<size_t>(max_num_blocks) * 4);
     total = off;
   }
+
+  // The arrays as typed pointers into a buffer laid out this way (host staging or device).
+  struct Arrays {
+    int64_t *keys, *counters;
+    float* temperatures;
+    int32_t *input_ids, *positions, *slot_mapping, *cu_seqlens_q, *seqlens_k, *last_token_indices, *block_tables;
+  };
+  Arrays arrays(char* base) const {
+    auto i32 = [base](size_t off) { return reinterpret_cast<int32_t*>(base + off); };
+    return {reinterpret_cast<int64_t*>(base + keys), reinterpret_cast<int64_t*>(base + counters),
+            reinterpret_cast<float*>(base + temperatures), i32(input_ids), i32(positions), i32(slot_mapping),
+            i32(cu_seqlens_q), i32(seqlens_k), i32(last_token_indices), i32(block_tables)};
+  }
 };
 
 }  // namespace nanovllm

@@ -141,22 +141,22 @@ void ModelRunner::allocate_kv_cache(int num_blocks) {
 
 ForwardInputs ModelRunner::inputs_at(const BatchLayout& layout, int num_tokens, int num_seqs, int num_rows,
                                      bool is_prefill, int max_seqlen_q, int max_seqlen_k) {
-  char* dev = static_cast<char*>(inputs_device_.get());
+  const BatchLayout::Arrays dev = layout.arrays(static_cast<char*>(inputs_device_.get()));
   const DeviceKind d = backend_->device();
   ForwardInputs in;
-  in.input_ids = Tensor(dev + layout.input_ids, DType::i32, {num_tokens}, d);
-  in.positions = Tensor(dev + layout.positions, DType::i32, {num_tokens}, d);
-  in.last_token_indices = Tensor(dev + layout.last_token_indices, DType::i32, {num_rows}, d);
+  in.input_ids = Tensor(dev.input_ids, DType::i32, {num_tokens}, d);
+  in.positions = Tensor(dev.positions, DType::i32, {num_tokens}, d);
+  in.last_token_indices = Tensor(dev.last_token_indices, DType::i32, {num_rows}, d);
   AttentionMetadata& m = in.meta;
   m.is_prefill = is_prefill;
   m.num_seqs = num_seqs;
   m.num_tokens = num_tokens;
   m.max_seqlen_q = max_seqlen_q;
   m.max_seqlen_k = max_seqlen_k;
-  m.cu_seqlens_q = reinterpret_cast<const int32_t*>(dev + layout.cu_seqlens_q);
-  m.seqlens_k = reinterpret_cast<const int32_t*>(dev + layout.seqlens_k);
-  m.slot_mapping = reinterpret_cast<const int32_t*>(dev + layout.slot_mapping);
-  m.block_tables = reinterpret_cast<const int32_t*>(dev + layout.block_tables);
+  m.cu_seqlens_q = dev.cu_seqlens_q;
+  m.seqlens_k = dev.seqlens_k;
+  m.slot_mapping = dev.slot_mapping;
+  m.block_tables = dev.block_tables;
   m.max_num_blocks = max_num_blocks_;
   return in;
 }
@@ -169,13 +169,7 @@ ForwardInputs ModelRunner::prepare_dummy(int num_seqs, int len, const BatchLayou
   // The previous staging copy may still be in flight on the device's stream (steps end with a
   // synchronizing copy back; warm-up and capture do not): wait before overwriting the buffer.
   backend_->synchronize();
-  auto* ids = reinterpret_cast<int32_t*>(staging_ + layout.input_ids);
-  auto* pos = reinterpret_cast<int32_t*>(staging_ + layout.positions);
-  auto* slots = reinterpret_cast<int32_t*>(staging_ + layout.slot_mapping);
-  auto* cu = reinterpret_cast<int32_t*>(staging_ + layout.cu_seqlens_q);
-  auto* lens = reinterpret_cast<int32_t*>(staging_ + layout.seqlens_k);
-  auto* last = reinterpret_cast<int32_t*>(staging_ + layout.last_token_indices);
-  auto* tables = reinterpret_cast<int32_t*>(staging_ + layout.block_tables);
+  auto [keys, counters, temps, ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_);
   const int blocks_used = (len + config_.kvcache_block_size - 1) / config_.kvcache_block_size;
   cu[0] = 0;
   for (int s = 0; s < num_seqs; ++s) {
@@ -214,16 +208,7 @@ void ModelRunner::capture_graphs() {
 
 ForwardInputs ModelRunner::prepare(const std::vector<Sequence*>& seqs, bool is_prefill, const BatchLayout& layout,
                                    int num_rows, int* num_sampled) {
-  auto* keys = reinterpret_cast<int64_t*>(staging_ + layout.keys);
-  auto* counters = reinterpret_cast<int64_t*>(staging_ + layout.counters);
-  auto* temps = reinterpret_cast<float*>(staging_ + layout.temperatures);
-  auto* ids = reinterpret_cast<int32_t*>(staging_ + layout.input_ids);
-  auto* pos = reinterpret_cast<int32_t*>(staging_ + layout.positions);
-  auto* slots = reinterpret_cast<int32_t*>(staging_ + layout.slot_mapping);
-  auto* cu = reinterpret_cast<int32_t*>(staging_ + layout.cu_seqlens_q);
-  auto* lens = reinterpret_cast<int32_t*>(staging_ + layout.seqlens_k);
-  auto* last = reinterpret_cast<int32_t*>(staging_ + layout.last_token_indices);
-  auto* tables = reinterpret_cast<int32_t*>(staging_ + layout.block_tables);
+  auto [keys, counters, temps, ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_);
   const int bs = config_.kvcache_block_size;
 
   int t = 0, rows = 0, max_q = 0, max_k = 0;
@@ -304,13 +289,13 @@ std::vector<int32_t> ModelRunner::run(const std::vector<Sequence*>& seqs, bool i
     return {};
   }
   // Sample the real rows (the sampling arrays hold them first), then one copy back.
-  char* dev = static_cast<char*>(inputs_device_.get());
+  const BatchLayout::Arrays dev = layout.arrays(static_cast<char*>(inputs_device_.get()));
   const DeviceKind d = backend_->device();
   const int64_t n = num_sampled;
   Tensor logits = logits_.rows(0, n);
-  Tensor temps(dev + layout.temperatures, DType::f32, {n}, d);
-  Tensor keys(dev + layout.keys, DType::i64, {n}, d);
-  Tensor counters(dev + layout.counters, DType::i64, {n}, d);
+  Tensor temps(dev.temperatures, DType::f32, {n}, d);
+  Tensor keys(dev.keys, DType::i64, {n}, d);
+  Tensor counters(dev.counters, DType::i64, {n}, d);
   Tensor out(sampled_buffer_.get(), DType::i32, {n}, d);
   backend_->sample(logits, temps, keys, counters, out);
   backend_->copy_to_host(sampled_host_.data(), sampled_buffer_.get(), sizeof(int32_t) * n);
