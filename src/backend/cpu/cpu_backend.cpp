@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/allocation_tracker.h"
 #include "backend/half.h"
 
 namespace nanovllm {
@@ -81,22 +82,12 @@ class CpuBackend final : public Backend {
       throw std::runtime_error("cpu backend: cannot allocate " + std::to_string(bytes) + " bytes (" +
                                std::to_string(avail) + " bytes available)");
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    sizes_[p] = rounded;
-    current_ += rounded;
-    peak_ = std::max(peak_, current_);
+    allocations_.add(p, rounded);
     return p;
   }
   void raw_free(void* p) override {
     if (!p) return;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = sizes_.find(p);
-      if (it != sizes_.end()) {
-        current_ -= it->second;
-        sizes_.erase(it);
-      }
-    }
+    allocations_.remove(p);
     std::free(p);
   }
   void copy_to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
@@ -105,10 +96,7 @@ class CpuBackend final : public Backend {
   void fill_zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
   void synchronize() override {}
   void memory_info(size_t* free_bytes, size_t* total_bytes) override { read_meminfo(free_bytes, total_bytes); }
-  size_t peak_allocated_bytes() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return peak_;
-  }
+  size_t peak_allocated_bytes() const override { return allocations_.peak(); }
   void* host_alloc(size_t bytes) override {
     void* p = std::malloc(std::max<size_t>(bytes, 1));
     if (!p) throw std::runtime_error("cpu backend: cannot allocate " + std::to_string(bytes) + " host bytes");
@@ -346,9 +334,7 @@ class CpuBackend final : public Backend {
 
   const int threads_;
   cpu::ThreadPool pool_;
-  mutable std::mutex mu_;
-  std::unordered_map<void*, size_t> sizes_;
-  size_t current_ = 0, peak_ = 0;
+  AllocationTracker allocations_;
 };
 
 }  // namespace

@@ -15,6 +15,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm.h"
+#include "backend/allocation_tracker.h"
 #include "backend/half.h"
 #include "backend/cuda/kernels.h"
 
@@ -82,22 +83,12 @@ class CudaBackend final : public Backend {
                                std::to_string(device_id_) + " (" + std::to_string(free_b) + " of " +
                                std::to_string(total_b) + " bytes free): " + cudaGetErrorString(e));
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    sizes_[p] = bytes;
-    allocated_ += bytes;
-    peak_ = std::max(peak_, allocated_);
+    allocations_.add(p, bytes);
     return p;
   }
   void raw_free(void* p) override {
     if (!p) return;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = sizes_.find(p);
-      if (it != sizes_.end()) {
-        allocated_ -= it->second;
-        sizes_.erase(it);
-      }
-    }
+    allocations_.remove(p);
     cudaFree(p);  // no throw: called from destructors
   }
   void copy_to_device(void* dst, const void* src, size_t bytes) override {
@@ -117,7 +108,7 @@ class CudaBackend final : public Backend {
   void memory_info(size_t* free_bytes, size_t* total_bytes) override {
     check(cudaMemGetInfo(free_bytes, total_bytes), "memory_info", "cudaMemGetInfo");
   }
-  size_t peak_allocated_bytes() const override { return peak_; }
+  size_t peak_allocated_bytes() const override { return allocations_.peak(); }
   void* host_alloc(size_t bytes) override {
     void* p = nullptr;
     cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 1);
@@ -401,9 +392,7 @@ class CudaBackend final : public Backend {
   int* split_counters_ = nullptr;
   std::vector<cudaGraphExec_t> graphs_;
   Scratch attn_ws_, sample_ws_;
-  std::mutex mu_;
-  std::unordered_map<void*, size_t> sizes_;
-  size_t allocated_ = 0, peak_ = 0;
+  AllocationTracker allocations_;
 };
 
 }  // namespace
