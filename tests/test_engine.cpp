@@ -9,28 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "hf_fixture.h"
 #include "nanovllm/llm.h"
 
 namespace nanovllm {
 namespace {
 
-struct Case {
-  std::vector<int32_t> ids, greedy;
-};
-
-std::string model_dir(const std::string& name) {
-  return std::string(NANOVLLM_SOURCE_DIR) + "/tests/fixtures/models/" + name;
-}
-
-std::vector<Case> load_cases(const std::string& name) {
-  std::ifstream f(model_dir(name) + "/expected.json");
-  if (!f) throw std::runtime_error("missing fixture " + model_dir(name) + "/expected.json");
-  nlohmann::json j = nlohmann::json::parse(f);
-  std::vector<Case> cases;
-  for (const auto& p : j.at("prompts"))
-    cases.push_back({p.at("ids").get<std::vector<int32_t>>(), p.at("greedy").get<std::vector<int32_t>>()});
-  return cases;
-}
+using Case = fixtures::HfPrompt;
+const auto& model_dir = fixtures::hf_fixture_dir;
+const auto& load_cases = fixtures::load_hf_fixture;
 
 EngineConfig cpu_config() {
   EngineConfig c;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "hf_fixture.h"
 #include "nanovllm/llm.h"
 
 namespace nanovllm {
@@ -18,24 +19,9 @@ namespace {
 
 constexpr double kNearTie = 0.1;  // logit margin under which bf16 may pick the runner-up
 
-struct Case {
-  std::vector<int32_t> ids, greedy;
-  std::vector<double> margins;
-};
-
-std::string model_dir(const std::string& name) {
-  return std::string(NANOVLLM_SOURCE_DIR) + "/tests/fixtures/models/" + name;
-}
-
-std::vector<Case> load_cases(const std::string& name) {
-  std::ifstream f(model_dir(name) + "/expected.json");
-  nlohmann::json j = nlohmann::json::parse(f);
-  std::vector<Case> cases;
-  for (const auto& p : j.at("prompts"))
-    cases.push_back({p.at("ids").get<std::vector<int32_t>>(), p.at("greedy").get<std::vector<int32_t>>(),
-                     p.at("greedy_margins").get<std::vector<double>>()});
-  return cases;
-}
+using Case = fixtures::HfPrompt;
+const auto& model_dir = fixtures::hf_fixture_dir;
+const auto& load_cases = fixtures::load_hf_fixture;
 
 // Returns how many leading tokens match; fails when they part at a step that is not a near tie.
 size_t expect_follows_hf(const Case& c, const std::vector<int32_t>& got, const std::string& what) {

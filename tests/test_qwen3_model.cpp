@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
+#include "hf_fixture.h"
 #include "model/qwen3.h"
 #include "model/random_model.h"
 
@@ -24,24 +25,8 @@ namespace nanovllm {
 namespace {
 namespace fs = std::filesystem;
 
-struct Prompt {
-  std::vector<int32_t> ids, greedy;
-  std::vector<std::pair<int, double>> top;
-};
+using Prompt = fixtures::HfPrompt;
 
-std::vector<Prompt> load_expected(const fs::path& dir) {
-  std::ifstream in(dir / "expected.json");
-  nlohmann::json j = nlohmann::json::parse(in);
-  std::vector<Prompt> out;
-  for (const auto& p : j["prompts"]) {
-    Prompt q;
-    q.ids = p["ids"].get<std::vector<int32_t>>();
-    q.greedy = p["greedy"].get<std::vector<int32_t>>();
-    for (const auto& t : p["last_logits_top"]) q.top.emplace_back(t[0].get<int>(), t[1].get<double>());
-    out.push_back(std::move(q));
-  }
-  return out;
-}
 
 // Owns a model and a KV cache on the CPU backend, and runs batched forwards over sequences whose
 // blocks are handed out from a shuffled pool (so block tables are not the identity).
@@ -137,7 +122,7 @@ class Qwen3VsHuggingFace : public ::testing::TestWithParam<std::string> {};
 // Each prompt alone: prefill, compare the last logits, then 16 greedy decode steps.
 TEST_P(Qwen3VsHuggingFace, EachPromptAloneLogitsAndGreedy) {
   const fs::path dir = kFixtures / GetParam();
-  const auto prompts = load_expected(dir);
+  const auto prompts = fixtures::load_hf_fixture(GetParam());
   ASSERT_FALSE(prompts.empty());
   for (const auto& p : prompts) {
     const int L = static_cast<int>(p.ids.size());
@@ -164,7 +149,7 @@ TEST_P(Qwen3VsHuggingFace, EachPromptAloneLogitsAndGreedy) {
 // the first through the cache), odd block size, shuffled blocks, then batched decode.
 TEST_P(Qwen3VsHuggingFace, BatchedChunkedPrefillThenBatchedDecode) {
   const fs::path dir = kFixtures / GetParam();
-  const auto prompts = load_expected(dir);
+  const auto prompts = fixtures::load_hf_fixture(GetParam());
   int total = 0, blocks = 0;
   const int bs = 7;
   for (const auto& p : prompts) {

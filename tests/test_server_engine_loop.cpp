@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hf_fixture.h"
 #include "nanovllm/llm.h"
 #include "server/engine_loop.h"
 
@@ -16,7 +17,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string tiny() { return std::string(NANOVLLM_SOURCE_DIR) + "/tests/fixtures/models/tiny-tied"; }
+std::string tiny() { return fixtures::hf_fixture_dir("tiny-tied"); }
 
 EngineConfig cfg() {
   EngineConfig c;
@@ -41,12 +42,10 @@ struct Fixture {
   std::vector<std::vector<int32_t>> ids, greedy;
 };
 Fixture load_fixture() {
-  std::ifstream f(tiny() + "/expected.json");
-  auto j = nlohmann::json::parse(f);
   Fixture fx;
-  for (const auto& p : j.at("prompts")) {
-    fx.ids.push_back(p.at("ids").get<std::vector<int32_t>>());
-    fx.greedy.push_back(p.at("greedy").get<std::vector<int32_t>>());
+  for (const fixtures::HfPrompt& p : fixtures::load_hf_fixture("tiny-tied")) {
+    fx.ids.push_back(p.ids);
+    fx.greedy.push_back(p.greedy);
   }
   return fx;
 }

@@ -1,0 +1,41 @@
+// The Hugging Face reference fixtures every end-to-end test reads: tests/fixtures/models/<name>/
+// (made by tests/reference/make_model_fixtures.py) and its expected.json.
+#pragma once
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace nanovllm::fixtures {
+
+struct HfPrompt {
+  std::vector<int32_t> ids;                   // the prompt
+  std::vector<int32_t> greedy;                // transformers' next 16 greedy tokens
+  std::vector<double> margins;                // top-1 minus top-2 logit at each greedy step
+  std::vector<std::pair<int, double>> top;    // the prompt's last-position top-8 logits
+};
+
+inline std::string hf_fixture_dir(const std::string& name) {
+  return std::string(NANOVLLM_SOURCE_DIR) + "/tests/fixtures/models/" + name;
+}
+
+inline std::vector<HfPrompt> load_hf_fixture(const std::string& name) {
+  const std::string path = hf_fixture_dir(name) + "/expected.json";
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error("missing fixture " + path);
+  const nlohmann::json j = nlohmann::json::parse(f);
+  std::vector<HfPrompt> out;
+  for (const auto& p : j.at("prompts")) {
+    HfPrompt q;
+    q.ids = p.at("ids").get<std::vector<int32_t>>();
+    q.greedy = p.at("greedy").get<std::vector<int32_t>>();
+    q.margins = p.at("greedy_margins").get<std::vector<double>>();
+    for (const auto& t : p.at("last_logits_top")) q.top.emplace_back(t[0].get<int>(), t[1].get<double>());
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
+}  // namespace nanovllm::fixtures
