@@ -6,6 +6,7 @@
 #include "cli/bench.h"
 #include "nanovllm/llm.h"
 #include "util/bench_metrics.h"
+#include "util/clock.h"
 
 namespace nanovllm::cli {
 
@@ -41,7 +42,6 @@ nlohmann::json workload_json(const BenchOptions& o) {
 }
 
 namespace {
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 void warm_up(LLM& llm) {
   // bench.py: llm.generate(["Benchmark: "], SamplingParams()). A model without a tokenizer gets
@@ -54,9 +54,9 @@ void warm_up(LLM& llm) {
 
 nlohmann::json timed_run(LLM& llm, const Workload& workload, const std::vector<SamplingParams>& params) {
   const EngineStats before = llm.stats();
-  const double t0 = now_s();
+  const double t0 = steady_seconds();
   std::vector<RequestOutput> outs = llm.generate(workload.prompts, params, false);
-  const double t = now_s() - t0;
+  const double t = steady_seconds() - t0;
   const EngineStats after = llm.stats();
   std::vector<RequestTiming> timings;
   timings.reserve(outs.size());

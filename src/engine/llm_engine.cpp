@@ -13,6 +13,7 @@
 #include "backend/backend.h"
 #include "engine/progress_bar.h"
 #include "engine/sampler.h"
+#include "util/clock.h"
 
 namespace nanovllm {
 namespace {
@@ -40,10 +41,6 @@ void check_config(const EngineConfig& c) {
 }
 
 }  // namespace
-
-double LLMEngine::now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 LLMEngine::LLMEngine(EngineConfig config) : config_(std::move(config)) {
   check_config(config_);
@@ -101,7 +98,7 @@ int64_t LLMEngine::add_request(std::vector<int32_t> prompt, const SamplingParams
   validate(prompt, params);
   const int64_t id = next_request_id_++;
   auto seq = std::make_unique<Sequence>(id, std::move(prompt), params, config_.kvcache_block_size,
-                                        sampling_key(params, config_.seed, id), now());
+                                        sampling_key(params, config_.seed, id), steady_seconds());
   prompt_tokens_ += seq->num_tokens();
   scheduler_->add(seq.get());
   seqs_.emplace(id, std::move(seq));
@@ -121,7 +118,7 @@ std::vector<StepOutput> LLMEngine::step() {
     num_tokens += s->num_scheduled_tokens;
     if (s->samples_this_step()) sampling.push_back(s);
   }
-  const double t0 = now();
+  const double t0 = steady_seconds();
   std::vector<int32_t> tokens;
   try {
     tokens = runner_->run(batch, is_prefill);
@@ -129,7 +126,7 @@ std::vector<StepOutput> LLMEngine::step() {
     scheduler_->forget_step(batch);  // the caller decides the requests' fate (generate aborts them)
     throw;
   }
-  const double t1 = now();
+  const double t1 = steady_seconds();
   ++num_steps_;
   const double dt = std::max(t1 - t0, 1e-9);
   if (is_prefill) {

@@ -50,7 +50,6 @@ class LLMEngine {
   EngineStats stats() const;
 
  private:
-  static double now();
   void validate(const std::vector<int32_t>& prompt, const SamplingParams& params) const;
 
   EngineConfig config_;

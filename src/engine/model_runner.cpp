@@ -1,7 +1,7 @@
 // ModelRunner: batch preparation (one host->device copy per step), KV-cache sizing, CUDA-graph
 // capture and replay for decode, and on-device sampling.
-#include <chrono>
 #include "engine/model_runner.h"
+#include "util/clock.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -303,14 +303,10 @@ std::vector<int32_t> ModelRunner::run(const std::vector<Sequence*>& seqs, bool i
   return std::vector<int32_t>(sampled_host_.begin(), sampled_host_.begin() + n);
 }
 
-static double seconds_now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 void ModelRunner::mark_launch() {
-  if (idle_since_ > 0) host_gap_seconds_ += seconds_now() - idle_since_;
+  if (idle_since_ > 0) host_gap_seconds_ += steady_seconds() - idle_since_;
 }
 
-void ModelRunner::mark_idle() { idle_since_ = seconds_now(); }
+void ModelRunner::mark_idle() { idle_since_ = steady_seconds(); }
 
 }  // namespace nanovllm

@@ -125,12 +125,12 @@ std::vector<Sequence*> Scheduler::postprocess(const std::vector<Sequence*>& seqs
       seq->finish_reason = reason;
       seq->finish_time = now;
       block_manager_.deallocate(*seq);
-      auto it = std::find(running_.begin(), running_.end(), seq);
-      if (it != running_.end()) running_.erase(it);
       finished.push_back(seq);
     }
   }
   if (next != token_ids.size()) throw std::logic_error("postprocess: more sampled tokens than sampling sequences");
+  // One pass over the running queue, however many finished this step.
+  if (!finished.empty()) std::erase_if(running_, [](const Sequence* s) { return s->is_finished(); });
   return finished;
 }
 

@@ -1,18 +1,15 @@
 // EngineLoop: the engine thread, its inbox, and the request channels it feeds.
 #include "server/engine_loop.h"
+#include "util/clock.h"
 
 #include <cstdio>
 #include <exception>
 
 namespace nanovllm::server {
 
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 // ---- RequestChannel ----
 
-RequestChannel::RequestChannel() : arrival_time_(now_seconds()) {}
+RequestChannel::RequestChannel() : arrival_time_(steady_seconds()) {}
 
 void RequestChannel::set_admitted(std::string error) {
   {
@@ -160,7 +157,7 @@ void EngineLoop::finish(int64_t id, const std::string& reason, bool aborted) {
   } else {
     llm_.take_output(id);  // the engine keeps a finished request's output until it is taken
   }
-  metrics_.on_finished(reason, now_seconds() - live.channel->arrival_time(), live.prompt_tokens, live.generated);
+  metrics_.on_finished(reason, steady_seconds() - live.channel->arrival_time(), live.prompt_tokens, live.generated);
   if (reason != "abort" && live.generated > 1)
     metrics_.on_request_tpot((live.last_token_time - live.first_token_time) / (live.generated - 1));
   auto cit = channel_ids_.find(live.channel.get());
@@ -192,7 +189,7 @@ void EngineLoop::step_once() {
     while (!live_.empty()) finish(live_.begin()->first, "abort", true);
     return;
   }
-  const double now = now_seconds();
+  const double now = steady_seconds();
   for (auto& out : outs) {
     auto it = live_.find(out.request_id);
     if (it == live_.end()) continue;

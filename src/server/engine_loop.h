@@ -119,6 +119,5 @@ class EngineLoop {
   std::thread thread_;
 };
 
-double now_seconds();  // steady clock, seconds
 
 }  // namespace nanovllm::server

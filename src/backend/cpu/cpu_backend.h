@@ -1,4 +1,4 @@
-// The CPU backend: float32 math over f32/bf16/f16 weights, multi-threaded with OpenMP.
+// The CPU backend: float32 math over f32/bf16/f16 weights, multi-threaded on its own thread pool (cpu/thread_pool.h).
 #pragma once
 #include <memory>
 
