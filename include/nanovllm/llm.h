@@ -49,7 +49,7 @@ class LLM {
   int64_t add_request(const std::string& prompt, const SamplingParams& params);
   std::vector<StepOutput> step();
   bool is_finished() const;                 // nothing waiting or running
-  void abort_request(int64_t request_id);   // frees its blocks; no-op for unknown ids
+  void abort_request(int64_t request_id);   // frees its blocks (or drops a finished one's output); no-op for unknown ids
   // The finished request's full output; call once after step() reported it finished.
   RequestOutput take_output(int64_t request_id);
 

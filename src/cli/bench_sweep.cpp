@@ -1,7 +1,9 @@
 // `bench --sweep FIELD=V1,V2,...`: a fresh engine per value of one EngineConfig field, the
 // workload run on each, and the throughput-latency curve written as CSV and SVG.
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -129,10 +131,12 @@ nlohmann::json run_sweep(const EngineConfig& base, const Workload& workload, con
     out["points"].push_back(std::move(point));
   }
   const std::string csv_path = opts.out_prefix + ".csv", svg_path = opts.out_prefix + ".svg";
-  std::ofstream csv(csv_path), svg(svg_path);
-  if (!csv || !svg) throw std::runtime_error("--out-prefix: cannot write " + csv_path + " or " + svg_path);
-  csv << sweep_csv(out);
-  svg << sweep_svg(out);
+  auto write = [](const std::string& path, const std::string& text) {
+    std::ofstream f(path);
+    if (!(f << text)) throw std::runtime_error("--out-prefix: cannot write " + path + ": " + std::strerror(errno));
+  };
+  write(csv_path, sweep_csv(out));
+  write(svg_path, sweep_svg(out));
   out["csv"] = csv_path;
   out["svg"] = svg_path;
   return out;

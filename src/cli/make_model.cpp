@@ -3,14 +3,12 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "cli/commands.h"
 #include "model/random_model.h"
+#include "tokenizer/tokenizer.h"
 
 namespace nanovllm::cli {
 namespace fs = std::filesystem;
@@ -23,25 +21,6 @@ struct MakeModelArgs {
   double rope_theta = 0;
   bool tie = false, no_tie = false;
 };
-
-// The number of ids a tokenizer.json uses (largest id + 1), vocabulary and added tokens alike.
-int tokenizer_vocab_size(const fs::path& file) {
-  std::ifstream in(file);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw std::runtime_error(file.string() + ": malformed JSON: " + e.what());
-  }
-  int64_t max_id = -1;
-  if (j.contains("model") && j["model"].contains("vocab") && j["model"]["vocab"].is_object())
-    for (auto& [k, v] : j["model"]["vocab"].items())
-      if (v.is_number_integer()) max_id = std::max<int64_t>(max_id, v.get<int64_t>());
-  if (j.contains("added_tokens") && j["added_tokens"].is_array())
-    for (auto& t : j["added_tokens"])
-      if (t.contains("id") && t["id"].is_number_integer()) max_id = std::max<int64_t>(max_id, t["id"].get<int64_t>());
-  return static_cast<int>(max_id + 1);
-}
 
 void run(const MakeModelArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -76,11 +55,13 @@ void run(const MakeModelArgs& a) {
   if (tok_given && !fs::exists(tok_dir / "tokenizer.json"))
     throw std::runtime_error("--tokenizer " + tok_dir.string() + ": no tokenizer.json there");
 
+  // Loaded (and so validated) before anything is written: a bad tokenizer leaves no half-made model.
+  const int need = tok_dir.empty() ? 0 : Tokenizer::from_dir(tok_dir)->vocab_size();
+
   write_random_model(s, a.out);
 
   std::string tok_note = "no tokenizer (none found; pass --tokenizer DIR)";
   if (!tok_dir.empty()) {
-    const int need = tokenizer_vocab_size(tok_dir / "tokenizer.json");
     if (need > s.vocab_size) {
       tok_note = "no tokenizer: " + tok_dir.string() + " uses ids up to " + std::to_string(need - 1) +
                  " but the vocabulary has " + std::to_string(s.vocab_size);

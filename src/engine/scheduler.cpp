@@ -11,7 +11,9 @@ namespace nanovllm {
 Scheduler::Scheduler(SchedulerConfig config, BlockManager& block_manager)
     : config_(std::move(config)), block_manager_(block_manager) {
   if (config_.max_num_seqs <= 0 || config_.max_num_batched_tokens <= 0)
-    throw std::invalid_argument("scheduler: max_num_seqs and max_num_batched_tokens must be > 0");
+    throw std::invalid_argument("scheduler: max_num_seqs (" + std::to_string(config_.max_num_seqs) +
+                                ") and max_num_batched_tokens (" + std::to_string(config_.max_num_batched_tokens) +
+                                ") must be > 0");
 }
 
 void Scheduler::add(Sequence* seq) {

@@ -34,7 +34,8 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
     : config_(config), backend_(backend) {
   const ModelConfig& c = config_;
   if (max_num_tokens < 1 || max_num_seqs < 1)
-    throw std::invalid_argument("Qwen3Model: max_num_tokens and max_num_seqs must be >= 1");
+    throw std::invalid_argument("Qwen3Model: max_num_tokens (" + std::to_string(max_num_tokens) + ") and max_num_seqs (" +
+                                std::to_string(max_num_seqs) + ") must be >= 1");
   if (c.num_hidden_layers < 1 || c.head_dim % 2 || c.num_key_value_heads < 1 ||
       c.num_attention_heads % c.num_key_value_heads)
     throw std::invalid_argument("Qwen3Model: inconsistent config (layers " + std::to_string(c.num_hidden_layers) +

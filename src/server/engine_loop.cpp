@@ -103,7 +103,7 @@ void EngineLoop::run() {
     for (auto& s : subs) admit(s);
     for (auto& a : aborts) abort_now(a.channel.get(), a.index, a.reason);
     if (stopping) {
-      while (!live_.empty()) finish(live_.begin()->first, "abort", true);
+      while (!live_.empty()) finish(live_.begin()->first, "abort");
       publish_stats(true);
       return;
     }
@@ -142,21 +142,19 @@ void EngineLoop::abort_now(RequestChannel* channel, int index, const std::string
   std::vector<int64_t> ids = it->second;  // finish() edits the map
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || (index >= 0 && static_cast<int>(i) != index)) continue;
-    finish(ids[i], reason, true);
+    finish(ids[i], reason);
   }
 }
 
 // Retires engine request `id`: tells its channel, updates the metrics and the pending count.
-void EngineLoop::finish(int64_t id, const std::string& reason, bool aborted) {
+void EngineLoop::finish(int64_t id, const std::string& reason) {
   auto it = live_.find(id);
   if (it == live_.end()) return;
   Live live = std::move(it->second);
   live_.erase(it);
-  if (aborted) {
-    llm_.abort_request(id);
-  } else {
-    llm_.take_output(id);  // the engine keeps a finished request's output until it is taken
-  }
+  // Frees the blocks of one still running, and drops a finished one's kept output: the tokens
+  // were streamed as they came, so decoding the whole output (take_output) would be wasted work.
+  llm_.abort_request(id);
   metrics_.on_finished(reason, steady_seconds() - live.channel->arrival_time(), live.prompt_tokens, live.generated);
   if (reason != "abort" && live.generated > 1)
     metrics_.on_request_tpot((live.last_token_time - live.first_token_time) / (live.generated - 1));
@@ -186,7 +184,7 @@ void EngineLoop::step_once() {
     // stream wrong tokens; the server keeps serving new ones.
     std::fprintf(stderr, "nanovllm serve: engine step failed: %s; aborting %zu requests\n", e.what(),
                  live_.size());
-    while (!live_.empty()) finish(live_.begin()->first, "abort", true);
+    while (!live_.empty()) finish(live_.begin()->first, "abort");
     return;
   }
   const double now = steady_seconds();
@@ -209,7 +207,7 @@ void EngineLoop::step_once() {
       ev.new_token_ids = std::move(out.new_token_ids);
       live.channel->push(std::move(ev));
     }
-    if (out.finished) finish(out.request_id, out.finish_reason.empty() ? "stop" : out.finish_reason, false);
+    if (out.finished) finish(out.request_id, out.finish_reason.empty() ? "stop" : out.finish_reason);
   }
 }
 

@@ -97,7 +97,7 @@ class EngineLoop {
   void run();
   void admit(Submission& s);
   void abort_now(RequestChannel* channel, int index, const std::string& reason);
-  void finish(int64_t id, const std::string& reason, bool aborted);
+  void finish(int64_t id, const std::string& reason);
   void step_once();
   void publish_stats(bool force);
 

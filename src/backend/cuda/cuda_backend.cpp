@@ -35,7 +35,14 @@ void require_dtype(const Tensor& t, DType want, const std::string& op, const cha
   require(t.dtype == want, op, std::string(name) + " must be " + dtype_name(want) + ", got " + dtype_name(t.dtype));
 }
 bool is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
-int64_t rows_of(const Tensor& t) { return t.ndim == 0 ? 0 : t.numel() / t.size(-1); }
+// Rows of a tensor seen as [rows, last dim]: the product of every dim but the last (no division,
+// so a zero-width last dim is fine).
+int64_t rows_of(const Tensor& t) {
+  if (t.ndim == 0) return 0;
+  int64_t r = 1;
+  for (int i = 0; i + 1 < t.ndim; ++i) r *= t.shape[i];
+  return r;
+}
 
 class CudaBackend final : public Backend {
  public:
