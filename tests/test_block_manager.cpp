@@ -50,6 +50,27 @@ TEST(BlockManager, CannotAllocateBeyondFreeBlocks) {
   EXPECT_TRUE(bm.can_allocate(t));
 }
 
+// The scheduler's admission: one walk of the prefix cache decides and allocates, agreeing with
+// can_allocate + allocate (a shared cached block costs no free block).
+TEST(BlockManager, TryAllocateAgreesWithCanAllocate) {
+  BlockManager bm(4, 4, true);
+  Sequence a = make_seq(0, iota_tokens(10));  // 3 blocks
+  ASSERT_TRUE(bm.try_allocate(a));
+  compute_all(bm, a);
+  EXPECT_EQ(bm.num_free_blocks(), 1);
+  Sequence big = make_seq(1, iota_tokens(9, 500));  // 3 new blocks: only 1 free
+  EXPECT_FALSE(bm.can_allocate(big));
+  EXPECT_FALSE(bm.try_allocate(big));
+  EXPECT_TRUE(big.block_table.empty());
+  EXPECT_EQ(bm.num_free_blocks(), 1);
+  Sequence shared = make_seq(2, iota_tokens(9));  // 2 cached blocks in use by a, plus 1 new
+  EXPECT_TRUE(bm.can_allocate(shared));
+  ASSERT_TRUE(bm.try_allocate(shared));
+  EXPECT_EQ(shared.num_cached_tokens, 8);
+  EXPECT_EQ(shared.block_table[0], a.block_table[0]);
+  EXPECT_EQ(bm.num_free_blocks(), 0);
+}
+
 TEST(BlockManager, PrefixHitSharesBlocksAndCountsRefs) {
   BlockManager bm(16, 4, true);
   Sequence a = make_seq(0, iota_tokens(10));

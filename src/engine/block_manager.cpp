@@ -53,11 +53,22 @@ std::vector<int> BlockManager::find_cached_prefix(const Sequence& seq) const {
   return hits;
 }
 
-bool BlockManager::can_allocate(const Sequence& seq) const {
+int BlockManager::blocks_needed(const Sequence& seq, const std::vector<int>& hits) const {
   int needed = seq.num_blocks();
-  for (int id : find_cached_prefix(seq))
+  for (int id : hits)
     if (blocks_[id].ref_count > 0) --needed;  // shared with a running sequence: no free block used
-  return needed <= num_free_blocks();
+  return needed;
+}
+
+bool BlockManager::can_allocate(const Sequence& seq) const {
+  return blocks_needed(seq, find_cached_prefix(seq)) <= num_free_blocks();
+}
+
+bool BlockManager::try_allocate(Sequence& seq) {
+  std::vector<int> hits = find_cached_prefix(seq);
+  if (blocks_needed(seq, hits) > num_free_blocks()) return false;
+  allocate_with(seq, hits);
+  return true;
 }
 
 int BlockManager::take_free_block() {
@@ -88,9 +99,10 @@ void BlockManager::unref_block(int id) {
   if (--b.ref_count == 0) b.free_pos = free_block_ids_.insert(free_block_ids_.end(), id);
 }
 
-void BlockManager::allocate(Sequence& seq) {
+void BlockManager::allocate(Sequence& seq) { allocate_with(seq, find_cached_prefix(seq)); }
+
+void BlockManager::allocate_with(Sequence& seq, const std::vector<int>& hits) {
   assert(seq.block_table.empty());
-  std::vector<int> hits = find_cached_prefix(seq);
   for (int id : hits) {
     ref_block(id);
     seq.block_table.push_back(id);

@@ -38,6 +38,9 @@ class BlockManager {
   // its leading full blocks; sets num_cached_tokens = num_computed_tokens = the tokens reused.
   // At least the last token is always left to compute, so the step has logits to sample.
   void allocate(Sequence& seq);
+  // can_allocate + allocate with one walk of the prefix cache (the scheduler's admission path):
+  // false, and nothing changed, when the blocks are not there.
+  bool try_allocate(Sequence& seq);
   // Drops `seq`'s blocks (a block goes back to the free list when no one else holds it; it keeps
   // its hash, so a later prompt can still hit it until the block is handed out again).
   void deallocate(Sequence& seq);
@@ -67,6 +70,8 @@ class BlockManager {
   int lookup(uint64_t h, uint64_t prefix, std::span<const int32_t> token_ids) const;
   // The leading blocks of `seq` the prefix cache holds (at most (num_tokens - 1) / block_size).
   std::vector<int> find_cached_prefix(const Sequence& seq) const;
+  int blocks_needed(const Sequence& seq, const std::vector<int>& hits) const;
+  void allocate_with(Sequence& seq, const std::vector<int>& hits);
   int take_free_block();     // the least recently freed block, its old hash forgotten
   void ref_block(int id);    // one more holder of a cached block (leaves the free list if there)
   void unref_block(int id);

@@ -47,8 +47,7 @@ std::vector<Sequence*> Scheduler::schedule_prefill() {
     if (budget <= 0) break;
     Sequence* seq = waiting_.front();
     if (seq->block_table.empty()) {  // not started (or preempted): blocks for all its tokens now
-      if (!block_manager_.can_allocate(*seq)) break;
-      block_manager_.allocate(*seq);
+      if (!block_manager_.try_allocate(*seq)) break;
       if (seq->num_completion_tokens() == 0) seq->num_prompt_cached_tokens = seq->num_cached_tokens;
     }
     int remaining = seq->num_tokens() - seq->num_computed_tokens;
