@@ -61,6 +61,7 @@ class LLM {
                                   bool enable_thinking = true) const;
 
   const EngineConfig& config() const;       // as resolved (device, max_model_len, blocks)
+  int vocab_size() const;                   // the model's (config.json); token ids must be below it
   EngineStats stats() const;
 
  private:

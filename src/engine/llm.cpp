@@ -42,5 +42,6 @@ std::string LLM::apply_chat_template(const std::vector<ChatMessage>& messages, b
 
 const EngineConfig& LLM::config() const { return engine_->config(); }
 EngineStats LLM::stats() const { return engine_->stats(); }
+int LLM::vocab_size() const { return engine_->model_config().vocab_size; }
 
 }  // namespace nanovllm

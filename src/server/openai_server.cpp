@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <stdexcept>
 #include <thread>
 
@@ -30,20 +29,6 @@ void send_json(httplib::Response& res, int status, const json& body) {
 }
 
 void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status(), e.to_json()); }
-
-// The model's vocabulary size from config.json (it can exceed the tokenizer's: padded rows).
-int model_vocab_size(const std::string& model_dir, const Tokenizer& tok) {
-  std::ifstream in(model_dir + "/config.json");
-  if (in) {
-    try {
-      json cfg = json::parse(in);
-      if (cfg.contains("vocab_size") && cfg["vocab_size"].is_number_integer()) return cfg["vocab_size"].get<int>();
-    } catch (const json::exception&) {
-      // The engine has already loaded this file; a failure here only loses the stricter check.
-    }
-  }
-  return tok.vocab_size();
-}
 
 // What one generate call keeps alive while its response streams.
 struct Call {
@@ -74,7 +59,7 @@ OpenAIServer::OpenAIServer(LLM& llm, ServerConfig config)
                              "' has no tokenizer.json; the server needs one to read and write text");
   tokenizer_ = Tokenizer::from_dir(config_.model_dir);
   limits_.max_model_len = llm.config().max_model_len;
-  limits_.vocab_size = model_vocab_size(config_.model_dir, *tokenizer_);
+  limits_.vocab_size = llm.vocab_size();  // can exceed the tokenizer's: padded rows
   routes();
 }
 
