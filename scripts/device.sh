@@ -72,6 +72,15 @@ for step in "${STEPS[@]}"; do
       ;;
     e2e)
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/e2e.log" 2>&1
+      # Process start to first generated token (the whole process, teardown included), 3 times.
+      for i in 1 2 3; do
+        t0=$(date +%s.%N)
+        $BIN/nanovllm generate --model /tmp/m06 --device cuda --prompt "Hello" --max-tokens 1 --no-progress \
+          >>"$OUT/startup.log" 2>&1
+        t1=$(date +%s.%N)
+        note "start to first token (generate --max-tokens 1, wall): $(awk "BEGIN{printf \"%.2f\", $t1 - $t0}") s"
+      done
+      grep "start-up" "$OUT/startup.log" | tee -a "$SUMMARY"
       # nano-vLLM's bench.py workload (256 seqs, prompts 100-1024, outputs 100-1024).
       $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/e2e.log" | tail -12
       note "e2e bench.py workload: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
@@ -79,6 +88,15 @@ for step in "${STEPS[@]}"; do
       $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
         --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -8
       note "e2e batch 1: $(grep -E '^TPOT' "$OUT/e2e.log" | tail -1)"
+      for env in ${BENCH_ENV_SWEEP:-}; do  # the same workload under each NAME=VALUE given
+        env "$env" $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/e2e.log" | tail -3
+        note "e2e bench.py workload, $env: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
+      done
+      if [[ -n ${PDL_AB:-} ]]; then  # the same without programmatic dependent launch
+        NANOVLLM_PDL=0 $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
+          --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -3
+        note "e2e batch 1, NANOVLLM_PDL=0: $(grep -E '^TPOT' "$OUT/e2e.log" | tail -1)"
+      fi
       ;;
     prof)
       NVTX= NANOVLLM_PROFILE=1 $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} >"$OUT/prof.log" 2>&1

@@ -359,6 +359,8 @@ TEST_F(AttentionOps, DecodeLargeBatch) {
   for (const AttnCase& ac : std::vector<AttnCase>{
            {"many seqs", 16, 8, 128, 16, false, dec(std::vector<int>(64, 300)), 1000},
            {"128 seqs under a 4096 bound", 16, 8, 128, 32, false, dec(varied), 4096},
+           {"short and long mixed", 16, 8, 128, 16, false,
+            dec({1, 2, 3, 64, 65, 1023, 1024, 1025, 5, 4000, 7, 130})},
        })
     run(ac);
 }

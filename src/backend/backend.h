@@ -133,6 +133,9 @@ class Backend {
   virtual void sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys,
                       const Tensor& counters, Tensor& out) = 0;
 
+  // Seconds this backend has spent choosing kernels by timing them (the CUDA GEMM tuning).
+  virtual double tuning_seconds() const { return 0; }
+
   // ---- CUDA graphs (the CPU backend has none) ----
   virtual bool supports_graphs() const { return false; }
   // Records the ops `fn` issues into a graph and returns its handle; replay_graph reissues them.

@@ -43,6 +43,7 @@ void check_config(const EngineConfig& c) {
 }  // namespace
 
 LLMEngine::LLMEngine(EngineConfig config) : config_(std::move(config)) {
+  const double t_start = steady_seconds();
   check_config(config_);
   model_config_ = load_model_config(config_.model);
   if (model_config_.max_position_embeddings > 0)
@@ -59,11 +60,21 @@ LLMEngine::LLMEngine(EngineConfig config) : config_(std::move(config)) {
     if (auto eos = tokenizer_->eos_token_id()) sc.eos_token_ids.insert(*eos);
   }
 
+  const double t_runner = steady_seconds();
   runner_ = std::make_unique<ModelRunner>(config_, model_config_);
   config_.num_kvcache_blocks = runner_->num_kvcache_blocks();
   std::fprintf(stderr, "nanovllm: %s, KV cache %d blocks x %d tokens (%.1f MiB), max_model_len %d\n",
                runner_->backend().name().c_str(), runner_->num_kvcache_blocks(), config_.kvcache_block_size,
                runner_->kvcache_bytes() / (1024.0 * 1024.0), config_.max_model_len);
+  const ModelRunner::StartupTimes& st = runner_->startup_times();
+  const double runner_s = steady_seconds() - t_runner;
+  std::fprintf(stderr,
+               "nanovllm: start-up %.2f s: config+tokenizer %.2f s, backend %.2f s, weights %.2f GB in %.2f s, "
+               "memory profile %.2f s, KV cache %.2f s, graphs %.2f s (GEMM tuning %.2f s)\n",
+               steady_seconds() - t_start, t_runner - t_start,
+               runner_s - st.weights_s - st.profile_s - st.kv_cache_s - st.graphs_s,
+               runner_->weight_bytes() / 1e9, st.weights_s, st.profile_s, st.kv_cache_s, st.graphs_s,
+               runner_->backend().tuning_seconds());
   block_manager_ = std::make_unique<BlockManager>(runner_->num_kvcache_blocks(), config_.kvcache_block_size,
                                                   config_.enable_prefix_caching);
   scheduler_ = std::make_unique<Scheduler>(std::move(sc), *block_manager_);

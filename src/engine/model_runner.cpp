@@ -32,6 +32,12 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
   if (config_.tensor_parallel_size != 1)
     throw std::invalid_argument("tensor_parallel_size " + std::to_string(config_.tensor_parallel_size) +
                                 ": tensor parallelism is not supported yet (use 1)");
+  double t = steady_seconds();
+  auto lap = [&t] {
+    const double now = steady_seconds(), d = now - t;
+    t = now;
+    return d;
+  };
   const int bs = config_.kvcache_block_size;
   backend_->check_attention_shape(bs, model_config_.head_dim);
   max_num_tokens_ = config_.max_num_batched_tokens;
@@ -42,7 +48,9 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
     // allocated keeps the file's pages out of the peak memory.
     Checkpoint checkpoint = Checkpoint::open(config_.model);
     model_ = std::make_unique<Qwen3Model>(model_config_, checkpoint, *backend_, max_num_tokens_, max_num_seqs_);
+    backend_->synchronize();
   }
+  startup_.weights_s = lap();
 
   // Persistent per-step buffers, sized for the largest batch; nothing is allocated per step.
   BatchLayout largest(max_num_tokens_, max_num_seqs_, max_num_seqs_, max_num_blocks_);
@@ -57,8 +65,13 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
   sampled_buffer_ = backend_->alloc(sizeof(int32_t) * max_num_seqs_);
   sampled_host_.resize(max_num_seqs_);
 
-  allocate_kv_cache(decide_num_blocks());
+  const int num_blocks = decide_num_blocks();
+  startup_.profile_s = lap();
+  allocate_kv_cache(num_blocks);
+  backend_->synchronize();
+  startup_.kv_cache_s = lap();
   if (backend_->supports_graphs() && !config_.enforce_eager) capture_graphs();
+  startup_.graphs_s = lap();
 }
 
 ModelRunner::~ModelRunner() = default;

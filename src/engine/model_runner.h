@@ -40,6 +40,12 @@ class ModelRunner {
   // then (every step ends with a synchronizing copy). pause_gap_clock() stops counting until the
   // next step, for callers that go idle on purpose (between generate() calls).
   double host_gap_seconds() const { return host_gap_seconds_; }
+  // Seconds spent in each start-up phase (the engine's start-up log line).
+  struct StartupTimes {
+    double weights_s = 0, profile_s = 0, kv_cache_s = 0, graphs_s = 0;
+  };
+  const StartupTimes& startup_times() const { return startup_; }
+  size_t weight_bytes() const { return model_->weight_bytes(); }
   void pause_gap_clock() { idle_since_ = 0; }
 
  private:
@@ -89,6 +95,7 @@ class ModelRunner {
   };
   std::map<int, GraphIO> graph_io_;
 
+  StartupTimes startup_;
   double host_gap_seconds_ = 0, idle_since_ = 0;
   void mark_launch();
   void mark_idle();

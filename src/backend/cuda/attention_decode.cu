@@ -33,24 +33,23 @@ __device__ __forceinline__ float merge_splits(const float* part, int used, int d
   return num / den;
 }
 
-// The last block of a (sequence, kv head) to finish merges the splits of its G query heads, so no
-// second launch is needed; it resets the counter for the next call (or graph replay).
+// The last block of a (sequence, kv head) to finish merges the `used` splits (those holding
+// tokens) of its G query heads, so no second launch is needed; it resets the counter for the next
+// call (or graph replay).
 template <int D>
-__device__ void finish_splits(const float* workspace, int* counters, int b, int h, int hq, int hkv, int G, int seqlen,
-                              int num_splits, int partition, bf16* out) {
+__device__ void finish_splits(const float* workspace, int* counters, int b, int h, int hq, int hkv, int G,
+                              int num_splits, int used, bf16* out) {
   __shared__ bool last;
   __threadfence();  // this thread's partials are visible device-wide before the count says so
   __syncthreads();
   if (threadIdx.x == 0) {
     const int done = atomicAdd(&counters[b * hkv + h], 1);
-    last = done == num_splits - 1;
+    last = done == used - 1;
     if (last) counters[b * hkv + h] = 0;
   }
   __syncthreads();
   if (!last) return;
   __threadfence();
-  const int used = min(num_splits, (seqlen + partition - 1) / partition);
-  if (used <= 0) return;
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, d = i % D;
     const size_t qrow = (size_t)b * hq + h * G + g;
@@ -61,30 +60,57 @@ __device__ void finish_splits(const float* workspace, int* counters, int b, int 
 // A token's head row of D bf16 is read by LPT = D/8 lanes, 16 bytes each; a warp covers
 // TPW = 32/LPT tokens at a time. MAXG bounds G (kept in registers).
 template <int D, int MAXG>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, MAXG <= 2 ? 9 : 1)
 decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
               const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
               int hq, int hkv, int log2_bs, float scale_log2, int num_splits, int partition,
               float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out) {
   constexpr int LPT = D / 8, TPW = 32 / LPT, TPI = TPW * kWarps;
   extern __shared__ float smem[];
+  pdl_launch_dependents();
+  // Before pdl_wait() (while the kernels before this one finish) only what no kernel of this
+  // forward writes is read: the lengths and block tables (the host's copy before the forward) and
+  // K rows other than the newest, which the step before this one stored.
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int G = hq / hkv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, li = lane % LPT, tg = lane / LPT;
   const int seqlen = seqlens_k[b];
-  const int start = split * partition;
-  const int end = min(start + partition, seqlen);
-  if (start >= end) {
-    if (split == 0)  // an empty sequence attends to nothing: write zeros rather than leave garbage
+  // Splits past the sequence's end (the grid is sized for the longest one, under a graph for
+  // max_model_len) leave at once and take no part in the merge count.
+  const int used = min(num_splits, (seqlen + partition - 1) / partition);
+  if (split >= used) {
+    if (split == 0) {  // an empty sequence attends to nothing: write zeros rather than leave garbage
+      pdl_wait();
       for (int i = threadIdx.x; i < G * D; i += blockDim.x) out[((size_t)b * hq + h * G) * D + i] = from_f<bf16>(0.f);
-    if (num_splits > 1 && counters) finish_splits<D>(workspace, counters, b, h, hq, hkv, G, seqlen, num_splits,
-                                                     partition, out);
+    }
     return;
   }
+  const int start = split * partition;
+  const int end = min(start + partition, seqlen);
+  // A sequence with one used split writes its output directly (when the merge is in-launch).
+  const bool direct = num_splits == 1 || (used == 1 && counters);
   const int n = end - start;
   float* scores = smem;                        // [G][partition]
   float* red = smem + G * partition;           // [kWarps][G][D]
   float* stats = red + kWarps * G * D;         // [G][2]: max, sum
+
+  const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
+  const int bmask = (1 << log2_bs) - 1;
+  const size_t head_off = (size_t)h * D + li * 8;
+  auto row_of = [&](int t) -> size_t {
+    return ((size_t)bt[t >> log2_bs] * (bmask + 1) + (t & bmask)) * hkv * D + head_off;
+  };
+  const int base0 = start + warp * TPW + tg, newest = seqlen - 1;
+  uint4 kv[kUnroll];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int t = base0 + u * TPI;
+    kv[u] = t < end && t != newest ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+  }
+  pdl_wait();
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u)
+    if (base0 + u * TPI == newest) kv[u] = *reinterpret_cast<const uint4*>(k_cache + row_of(newest));
 
   float qf[MAXG][8];
 #pragma unroll
@@ -95,20 +121,15 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
       for (int j = 0; j < 8; ++j) qf[g][j] *= scale_log2;
     }
   }
-  const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
-  const int bmask = (1 << log2_bs) - 1;
-  const size_t head_off = (size_t)h * D + li * 8;
-  auto row_of = [&](int t) -> size_t {
-    return ((size_t)bt[t >> log2_bs] * (bmask + 1) + (t & bmask)) * hkv * D + head_off;
-  };
 
-  // Pass 1: scores (log2 domain) of this slice's tokens.
-  for (int base = start + warp * TPW + tg; base - tg < end; base += TPI * kUnroll) {
-    uint4 kv[kUnroll];
+  // Pass 1: scores (log2 domain) of this slice's tokens (the first round's rows already loaded).
+  for (int base = base0; base - tg < end; base += TPI * kUnroll) {
+    if (base != base0) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int t = base + u * TPI;
-      kv[u] = t < end ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+      for (int u = 0; u < kUnroll; ++u) {
+        const int t = base + u * TPI;
+        kv[u] = t < end ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+      }
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -198,7 +219,7 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) o += red[(w * G + g) * D + d];
     const size_t qrow = (size_t)b * hq + h * G + g;
-    if (num_splits == 1) {
+    if (direct) {
       out[qrow * D + d] = from_f<bf16>(o / stats[2 * g + 1]);
     } else {
       float* part = workspace + (qrow * num_splits + split) * (D + 2);
@@ -206,14 +227,15 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
       if (d == 0) { part[D] = stats[2 * g]; part[D + 1] = stats[2 * g + 1]; }
     }
   }
-  if (num_splits > 1 && counters)
-    finish_splits<D>(workspace, counters, b, h, hq, hkv, G, seqlen, num_splits, partition, out);
+  if (!direct && counters) finish_splits<D>(workspace, counters, b, h, hq, hkv, G, num_splits, used, out);
 }
 
 // Merges the splits of one (sequence, q head): out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s.
 template <int D>
 __global__ void combine_kernel(const float* __restrict__ workspace, const int32_t* __restrict__ seqlens_k, int hq,
                                int num_splits, int partition, bf16* __restrict__ out) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int hd = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
   const int seqlen = seqlens_k[b];
   const int used = min(num_splits, (seqlen + partition - 1) / partition);
@@ -229,19 +251,19 @@ void launch_dg(const void* q, const void* kc, const void* vc, const int32_t* seq
   const int G = sh.num_q_heads / sh.num_kv_heads;
   const size_t smem = sizeof(float) * ((size_t)G * partition + (size_t)kWarps * G * D + 2 * G);
   auto kern = decode_kernel<D, MAXG>;
-  if (smem > 48 * 1024) check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                              "attention", "cudaFuncSetAttribute");
-  dim3 grid(num_splits, sh.num_kv_heads, num_seqs);
-  kern<<<grid, kWarps * 32, smem, s>>>(static_cast<const bf16*>(q), static_cast<const bf16*>(kc),
-                                        static_cast<const bf16*>(vc), seqlens_k, bts, mnb, sh.num_q_heads,
-                                        sh.num_kv_heads, log2_bs, sh.scale * kLog2e, num_splits, partition, ws,
-                                        counters, static_cast<bf16*>(out));
-  check_launch("attention (decode)");
-  if (num_splits > 1 && !counters) {
-    combine_kernel<D><<<dim3(sh.num_q_heads, num_seqs), D, 0, s>>>(ws, seqlens_k, sh.num_q_heads, num_splits,
-                                                                    partition, static_cast<bf16*>(out));
-    check_launch("attention (decode combine)");
+  static size_t smem_allowed = 48 * 1024;  // per instantiation; raised once when a launch needs more
+  if (smem > smem_allowed) {
+    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "attention",
+          "cudaFuncSetAttribute");
+    smem_allowed = smem;
   }
+  dim3 grid(num_splits, sh.num_kv_heads, num_seqs);
+  launch("attention (decode)", kern, grid, kWarps * 32, smem, s, static_cast<const bf16*>(q),
+         static_cast<const bf16*>(kc), static_cast<const bf16*>(vc), seqlens_k, bts, mnb, sh.num_q_heads,
+         sh.num_kv_heads, log2_bs, sh.scale * kLog2e, num_splits, partition, ws, counters, static_cast<bf16*>(out));
+  if (num_splits > 1 && !counters)
+    launch("attention (decode combine)", combine_kernel<D>, dim3(sh.num_q_heads, num_seqs), D, 0, s,
+           static_cast<const float*>(ws), seqlens_k, sh.num_q_heads, num_splits, partition, static_cast<bf16*>(out));
 }
 
 template <int D>

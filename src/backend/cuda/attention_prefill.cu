@@ -72,6 +72,8 @@ prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, con
   __shared__ __align__(16) bf16 ks[kBN * (D + 8)];
   __shared__ __align__(16) bf16 vs[kBN * (D + 8)];
 
+  pdl_launch_dependents();
+  pdl_wait();
   const int mb = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int G = hq / hkv;
   const int q0 = cu_seqlens_q[b], q_len = cu_seqlens_q[b + 1] - q0;
@@ -233,15 +235,15 @@ void launch_attention_prefill(const void* q, const void* k_cache, const void* v_
   auto kp = static_cast<const bf16*>(k_cache);
   auto vp = static_cast<const bf16*>(v_cache);
   auto op = static_cast<bf16*>(out);
+  const char* name = "attention (prefill)";
   if (sh.head_dim == 64)
-    prefill_kernel<64><<<grid, kThreads, 0, s>>>(qp, kp, vp, cu_seqlens_q, seqlens_k, block_tables, max_num_blocks,
-                                                 sh.num_q_heads, sh.num_kv_heads, log2_bs, sl, op);
+    launch(name, prefill_kernel<64>, grid, kThreads, 0, s, qp, kp, vp, cu_seqlens_q, seqlens_k, block_tables,
+           max_num_blocks, sh.num_q_heads, sh.num_kv_heads, log2_bs, sl, op);
   else if (sh.head_dim == 128)
-    prefill_kernel<128><<<grid, kThreads, 0, s>>>(qp, kp, vp, cu_seqlens_q, seqlens_k, block_tables, max_num_blocks,
-                                                  sh.num_q_heads, sh.num_kv_heads, log2_bs, sl, op);
+    launch(name, prefill_kernel<128>, grid, kThreads, 0, s, qp, kp, vp, cu_seqlens_q, seqlens_k, block_tables,
+           max_num_blocks, sh.num_q_heads, sh.num_kv_heads, log2_bs, sl, op);
   else
     throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");
-  check_launch("attention (prefill)");
 }
 
 }  // namespace nanovllm::cuda

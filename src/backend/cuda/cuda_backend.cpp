@@ -272,13 +272,14 @@ class CudaBackend final : public Backend {
       return;
     }
     require(q.size(0) >= meta.num_seqs, op, "decode needs one query row per sequence");
-    // Split the context so that the grid fills the GPU (4 blocks per SM) even for few sequences;
-    // at most kMaxPartition tokens a split (their scores live in shared memory). A version whose
-    // splits walked the context in chunks (so one split could take any length) measured 12% less
-    // bandwidth at batch 256 (72 instead of 56 registers: lower occupancy), see docs/cuda.md.
+    // Split the context so that the grid fills the GPU (8 blocks per SM) even for few sequences;
+    // at most max_partition_ tokens a split. Splits past a sequence's real length (the bound is
+    // max_model_len under a graph) leave at once. A version whose splits walked the context in
+    // chunks measured 12% less bandwidth at batch 256 (72 instead of 56 registers), and one that
+    // cut the whole batch's tokens into equal chunks 7% less end to end (docs/cuda.md).
     const int maxk = std::max(1, meta.max_seqlen_k);
     const int ctas = meta.num_seqs * sh.num_kv_heads;
-    const int want = (4 * props_.multiProcessorCount + ctas - 1) / ctas;
+    const int want = (8 * props_.multiProcessorCount + ctas - 1) / ctas;
     int splits = std::min(want, (maxk + kMinPartition - 1) / kMinPartition);
     splits = std::max({splits, (maxk + max_partition_ - 1) / max_partition_, 1});
     int partition = (maxk + splits - 1) / splits;
@@ -321,6 +322,8 @@ class CudaBackend final : public Backend {
     debug_sync("sample");
   }
 
+  double tuning_seconds() const override { return gemm_.tuning_seconds(); }
+
   // ---- CUDA graphs ----
   bool supports_graphs() const override { return true; }
   int capture_graph(const std::function<void()>& fn) override {
@@ -351,7 +354,8 @@ class CudaBackend final : public Backend {
 
  private:
   static constexpr size_t kGemmWorkspace = 32u << 20;
-  static constexpr int kMinPartition = 64;   // tokens per split at least: less is all overhead
+  // Tokens per split at least: 32 is one round of loads a block (batch 1, where latency counts).
+  static constexpr int kMinPartition = 32;
   static constexpr int kMaxPartition = 1024;  // scores of a split's tokens fit in shared memory
   // 256, not 1024: under a graph the bound is max_model_len, and contexts of uneven length leave
   // long 1024-token splits running alone at the end of the wave. bench.py workload on the H100:

@@ -14,6 +14,8 @@ namespace {
 template <class V>
 __global__ void gather_copy_kernel(const V* __restrict__ src, const int32_t* __restrict__ idx, V* __restrict__ out,
                                    int words, int src_rows) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int r = blockIdx.x;
   const int i = idx[r];
   V* o = out + (size_t)r * words;
@@ -28,6 +30,8 @@ __global__ void gather_copy_kernel(const V* __restrict__ src, const int32_t* __r
 template <class S, class D>
 __global__ void gather_convert_kernel(const S* __restrict__ src, const int32_t* __restrict__ idx, D* __restrict__ out,
                                       int cols, int src_rows) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int r = blockIdx.x;
   const int i = idx[r];
   const bool ok = i >= 0 && i < src_rows;
@@ -39,6 +43,8 @@ __device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); 
 
 template <class T>
 __global__ void silu_mul_vec_kernel(const T* __restrict__ x, T* __restrict__ out, int rows, int inter) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int nvec = inter / 8;
   const size_t total = (size_t)rows * nvec;
   for (size_t v = blockIdx.x * (size_t)blockDim.x + threadIdx.x; v < total; v += (size_t)gridDim.x * blockDim.x) {
@@ -54,6 +60,8 @@ __global__ void silu_mul_vec_kernel(const T* __restrict__ x, T* __restrict__ out
 
 template <class T>
 __global__ void silu_mul_scalar_kernel(const T* __restrict__ x, T* __restrict__ out, int rows, int inter) {
+  pdl_launch_dependents();
+  pdl_wait();
   const size_t total = (size_t)rows * inter;
   for (size_t v = blockIdx.x * (size_t)blockDim.x + threadIdx.x; v < total; v += (size_t)gridDim.x * blockDim.x) {
     const size_t r = v / inter, c = v % inter;
@@ -61,9 +69,10 @@ __global__ void silu_mul_scalar_kernel(const T* __restrict__ x, T* __restrict__ 
   }
 }
 
+// Grid-stride kernels: enough blocks to fill the GPU 16 deep, no more.
 int grid_for(size_t work, int threads) {
-  size_t b = (work + threads - 1) / threads;
-  return static_cast<int>(b < 132 * 16 ? (b ? b : 1) : 132 * 16);
+  const size_t b = (work + threads - 1) / threads, cap = (size_t)num_sms() * 16;
+  return static_cast<int>(b < cap ? (b ? b : 1) : cap);
 }
 
 }  // namespace
@@ -71,47 +80,47 @@ int grid_for(size_t work, int threads) {
 void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* out, DType out_t, int rows, int cols,
                         int src_rows, cudaStream_t s) {
   if (rows == 0 || cols == 0) return;
+  const char* op = "gather_rows";
   if (src_t == out_t) {
     const size_t bytes = (size_t)cols * dtype_size(src_t);
     if (bytes % 16 == 0 && aligned16(src) && aligned16(out))
-      gather_copy_kernel<uint4><<<rows, 128, 0, s>>>(static_cast<const uint4*>(src), idx, static_cast<uint4*>(out),
-                                                     (int)(bytes / 16), src_rows);
+      launch(op, gather_copy_kernel<uint4>, rows, 128, 0, s, static_cast<const uint4*>(src), idx,
+             static_cast<uint4*>(out), (int)(bytes / 16), src_rows);
     else
-      gather_copy_kernel<uint8_t><<<rows, 256, 0, s>>>(static_cast<const uint8_t*>(src), idx,
-                                                       static_cast<uint8_t*>(out), (int)bytes, src_rows);
+      launch(op, gather_copy_kernel<uint8_t>, rows, 256, 0, s, static_cast<const uint8_t*>(src), idx,
+             static_cast<uint8_t*>(out), (int)bytes, src_rows);
   } else if (src_t == DType::bf16 && out_t == DType::f32) {
-    gather_convert_kernel<bf16, float><<<rows, 256, 0, s>>>(static_cast<const bf16*>(src), idx,
-                                                            static_cast<float*>(out), cols, src_rows);
+    launch(op, gather_convert_kernel<bf16, float>, rows, 256, 0, s, static_cast<const bf16*>(src), idx,
+           static_cast<float*>(out), cols, src_rows);
   } else if (src_t == DType::f32 && out_t == DType::bf16) {
-    gather_convert_kernel<float, bf16><<<rows, 256, 0, s>>>(static_cast<const float*>(src), idx,
-                                                            static_cast<bf16*>(out), cols, src_rows);
+    launch(op, gather_convert_kernel<float, bf16>, rows, 256, 0, s, static_cast<const float*>(src), idx,
+           static_cast<bf16*>(out), cols, src_rows);
   } else {
     throw std::invalid_argument(std::string("gather_rows/embedding: unsupported dtypes ") + dtype_name(src_t) +
                                 " -> " + dtype_name(out_t));
   }
-  check_launch("gather_rows");
 }
 
 void launch_silu_mul(const void* x, void* out, DType t, int rows, int inter, cudaStream_t s) {
   if (rows == 0 || inter == 0) return;
+  const char* op = "silu_mul";
   if (t == DType::bf16) {
     if (inter % 8 == 0 && aligned16(x) && aligned16(out))
-      silu_mul_vec_kernel<bf16><<<grid_for((size_t)rows * inter / 8, 256), 256, 0, s>>>(
-          static_cast<const bf16*>(x), static_cast<bf16*>(out), rows, inter);
+      launch(op, silu_mul_vec_kernel<bf16>, grid_for((size_t)rows * inter / 8, 256), 256, 0, s,
+             static_cast<const bf16*>(x), static_cast<bf16*>(out), rows, inter);
     else
-      silu_mul_scalar_kernel<bf16><<<grid_for((size_t)rows * inter, 256), 256, 0, s>>>(
-          static_cast<const bf16*>(x), static_cast<bf16*>(out), rows, inter);
+      launch(op, silu_mul_scalar_kernel<bf16>, grid_for((size_t)rows * inter, 256), 256, 0, s,
+             static_cast<const bf16*>(x), static_cast<bf16*>(out), rows, inter);
   } else if (t == DType::f32) {
     if (inter % 8 == 0 && aligned32(x) && aligned32(out))
-      silu_mul_vec_kernel<float><<<grid_for((size_t)rows * inter / 8, 256), 256, 0, s>>>(
-          static_cast<const float*>(x), static_cast<float*>(out), rows, inter);
+      launch(op, silu_mul_vec_kernel<float>, grid_for((size_t)rows * inter / 8, 256), 256, 0, s,
+             static_cast<const float*>(x), static_cast<float*>(out), rows, inter);
     else
-      silu_mul_scalar_kernel<float><<<grid_for((size_t)rows * inter, 256), 256, 0, s>>>(
-          static_cast<const float*>(x), static_cast<float*>(out), rows, inter);
+      launch(op, silu_mul_scalar_kernel<float>, grid_for((size_t)rows * inter, 256), 256, 0, s,
+             static_cast<const float*>(x), static_cast<float*>(out), rows, inter);
   } else {
     throw std::invalid_argument(std::string("silu_mul: unsupported dtype ") + dtype_name(t));
   }
-  check_launch("silu_mul");
 }
 
 }  // namespace nanovllm::cuda

@@ -1,8 +1,13 @@
 // cuBLASLt linear layers with a per-shape plan cache (see gemm.h).
 #include "backend/cuda/gemm.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
@@ -20,7 +25,11 @@ cudaDataType_t cuda_type(DType t) {
 }
 }  // namespace
 
-Gemm::Gemm() { check_cublas(cublasLtCreate(&handle_), "linear", "cublasLtCreate"); }
+Gemm::Gemm() {
+  check_cublas(cublasLtCreate(&handle_), "linear", "cublasLtCreate");
+  const char* all = std::getenv("NANOVLLM_GEMM_TUNE_ALL");  // time every decode size (measurements)
+  tune_all_ = all && std::string(all) == "1";
+}
 
 Gemm::~Gemm() {
   for (auto& [key, p] : plans_) {
@@ -56,81 +65,119 @@ Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType ou
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   check(cudaStreamIsCapturing(s, &capturing), "linear", "cudaStreamIsCapturing");
-  // Tune the decode batch sizes (the engine's graph sizes: 1, 2, 4, 8, then multiples of 16),
-  // not every prefill length: each tuning costs a few milliseconds once per shape.
-  const bool tune = m <= kTuneMaxM && (m <= 8 || m % 16 == 0) && capturing == cudaStreamCaptureStatusNone;
+  // Decode batch sizes (the engine's graph sizes: 1, 2, 4, 8, then multiples of 16) are tuned,
+  // prefill lengths are not. To keep start-up short only powers of two are timed; a size between
+  // takes the plan of the power of two above it (captured first: the engine goes largest first)
+  // when that algorithm accepts its shape. Large weights (the lm-head: streaming-bound, where the
+  // heuristic's pick is good) are timed only at M <= 8, where the skinny GEMM may win, over fewer
+  // candidates: each of their calls takes ~0.1 ms.
+  const bool big = n * k > kBigWeight;
+  const bool decode_size = big ? m <= 8 : m <= kTuneMaxM && (m <= 8 || m % 16 == 0);
+  const bool pow2 = (m & (m - 1)) == 0;
+  const Plan* above = nullptr;
+  if (decode_size && !pow2 && !tune_all_) {
+    int64_t p2 = 1;
+    while (p2 < m) p2 <<= 1;
+    auto a = plans_.find(Key{p2, n, k, static_cast<int>(in_t), static_cast<int>(out_t)});
+    if (a != plans_.end()) above = &a->second;
+  }
+  const bool tune = decode_size && !above && capturing == cudaStreamCaptureStatusNone;
+  const int candidates = big ? kBigCandidates : kCandidates;
   cublasLtMatmulHeuristicResult_t res[kCandidates];
   int found = 0;
   cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, tune ? kCandidates : 1, res, &found);
+      cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, tune ? candidates : 1, res, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0)
     throw std::runtime_error("linear: cuBLASLt has no algorithm for x [" + std::to_string(m) + ", " +
                              std::to_string(k) + "] @ w [" + std::to_string(n) + ", " + std::to_string(k) + "]^T (" +
                              dtype_name(in_t) + " -> " + dtype_name(out_t) + ")");
   p.algo = res[0].algo;
-  if (tune) this->tune(p, res, found, x, w, out, m, n, k, in_t, out_t, s);
+  if (above) {
+    cublasLtMatmulHeuristicResult_t check_res{};
+    if (above->gemv && gemv_supported(x, w, in_t, out_t, m, k))
+      p.gemv = true;
+    else if (!above->gemv &&
+             cublasLtMatmulAlgoCheck(handle_, p.op, p.a, p.b, p.c, p.c, &above->algo, &check_res) == CUBLAS_STATUS_SUCCESS)
+      p.algo = above->algo;
+  }
+  if (tune) {
+    const auto t0 = std::chrono::steady_clock::now();
+    this->tune(p, res, found, x, w, out, m, n, k, in_t, out_t, s);
+    tuning_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
   return plans_.emplace(key, p).first->second;
 }
 
-// Milliseconds for kTimedCalls calls of `call` captured into a CUDA graph and replayed once (after a
-// warm-up replay), as the engine runs them: timing eager calls would measure the host's launch
-// rate, not the kernels. Negative when the call fails.
-float Gemm::time_in_graph(const std::function<bool()>& call, cudaStream_t s) {
-  if (!call()) return -1.f;
-  if (cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return -1.f;
-  bool ok = true;
-  for (int r = 0; r < kTimedCalls && ok; ++r) ok = call();
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  ok = cudaStreamEndCapture(s, &graph) == cudaSuccess && ok;
-  ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-  float ms = -1.f;
-  if (ok) {
-    cudaEvent_t start, stop;
-    cudaEventCreate(&start);
-    cudaEventCreate(&stop);
-    ok = cudaGraphLaunch(exec, s) == cudaSuccess;
-    cudaEventRecord(start, s);
+// Milliseconds per candidate for kTimedCalls calls, each candidate's calls captured into a CUDA
+// graph and replayed (after a warm-up replay) as the engine runs them: timing eager calls would
+// measure the host's launch rate, not the kernels. Negative for a candidate that fails.
+std::vector<float> Gemm::time_in_graph(const std::vector<std::function<bool()>>& calls, cudaStream_t s) {
+  std::vector<float> ms(calls.size(), -1.f);
+  cudaEvent_t start = nullptr, stop = nullptr;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    auto run = [&] {
+      try {
+        return calls[i]();
+      } catch (const std::exception&) {  // a launch that fails must not leave a capture open
+        return false;
+      }
+    };
+    if (!run()) continue;
+    if (cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) != cudaSuccess) continue;
+    bool ok = true;
+    for (int r = 0; r < kTimedCalls && ok; ++r) ok = run();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ok = cudaStreamEndCapture(s, &graph) == cudaSuccess && ok;
+    ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
     ok = ok && cudaGraphLaunch(exec, s) == cudaSuccess;
-    cudaEventRecord(stop, s);
-    ok = cudaEventSynchronize(stop) == cudaSuccess && ok;
-    if (ok) cudaEventElapsedTime(&ms, start, stop);
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
+    ok = ok && cudaEventRecord(start, s) == cudaSuccess && cudaGraphLaunch(exec, s) == cudaSuccess &&
+         cudaEventRecord(stop, s) == cudaSuccess && cudaEventSynchronize(stop) == cudaSuccess;
+    if (ok) cudaEventElapsedTime(&ms[i], start, stop);
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();  // a candidate that failed leaves no error behind
   }
-  if (exec) cudaGraphExecDestroy(exec);
-  if (graph) cudaGraphDestroy(graph);
-  cudaGetLastError();  // a candidate that failed leaves no error behind
-  return ok ? ms : -1.f;
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms;
 }
 
 // Times cuBLASLt's candidates (and our skinny GEMM where it applies) and keeps the fastest.
 void Gemm::tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w,
                 void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, cudaStream_t s) {
   const float alpha = 1.f, beta = 0.f;
-  float best_ms = 1e30f;
+  std::vector<std::function<bool()>> calls;
+  std::vector<int> which;  // index into res, or -1 for the skinny GEMM
   for (int i = 0; i < found; ++i) {
     if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
-    const float ms = time_in_graph(
-        [&] {
-          return cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &res[i].algo, ws_,
-                                ws_bytes_, s) == CUBLAS_STATUS_SUCCESS;
-        },
-        s);
-    if (ms >= 0.f && ms < best_ms) {
-      best_ms = ms;
-      p.algo = res[i].algo;
-    }
+    const cublasLtMatmulAlgo_t* algo = &res[i].algo;
+    calls.push_back([=, this, &p] {
+      return cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, algo, ws_, ws_bytes_,
+                            s) == CUBLAS_STATUS_SUCCESS;
+    });
+    which.push_back(i);
   }
   if (gemv_supported(x, w, in_t, out_t, m, k)) {
-    const float ms = time_in_graph(
-        [&] {
-          launch_gemv(x, w, out, out_t, (int)m, (int)n, (int)k, s);
-          return true;
-        },
-        s);
-    if (ms >= 0.f && ms < best_ms) p.gemv = true;
+    calls.push_back([=] {
+      launch_gemv(x, w, out, out_t, (int)m, (int)n, (int)k, s);
+      return true;
+    });
+    which.push_back(-1);
+  }
+  const std::vector<float> ms = time_in_graph(calls, s);
+  if (std::none_of(ms.begin(), ms.end(), [](float v) { return v >= 0.f; }))
+    std::fprintf(stderr, "nanovllm: warning: could not time GEMM candidates for [%lld x %lld x %lld]; using "
+                 "cuBLASLt's heuristic pick\n", (long long)m, (long long)n, (long long)k);
+  float best_ms = 1e30f;
+  for (size_t i = 0; i < ms.size(); ++i) {
+    if (ms[i] < 0.f || ms[i] >= best_ms) continue;
+    best_ms = ms[i];
+    p.gemv = which[i] < 0;
+    if (!p.gemv) p.algo = res[which[i]].algo;
   }
   check(cudaStreamSynchronize(s), "linear", "cudaStreamSynchronize (tuning)");
 }

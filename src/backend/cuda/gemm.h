@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <tuple>
+#include <vector>
 
 #include "backend/tensor.h"
 
@@ -24,6 +25,7 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
 
   void set_workspace(void* ws, size_t bytes) { ws_ = ws; ws_bytes_ = bytes; }
+  double tuning_seconds() const { return tuning_seconds_; }  // spent timing candidates so far
   // x and w share a dtype (bf16 or f32); out may be bf16 or f32.
   void linear(const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t,
               cudaStream_t s);
@@ -39,17 +41,21 @@ class Gemm {
   Plan& plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, const void* x, const void* w, void* out,
                  cudaStream_t s);
 
-  float time_in_graph(const std::function<bool()>& call, cudaStream_t s);
+  std::vector<float> time_in_graph(const std::vector<std::function<bool()>>& calls, cudaStream_t s);
   void tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w, void* out,
             int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, cudaStream_t s);
 
   static constexpr int64_t kTuneMaxM = 512;
   static constexpr int kCandidates = 16;
+  static constexpr int64_t kBigWeight = 32LL << 20;  // elements of w
+  static constexpr int kBigCandidates = 4;
   static constexpr int kTimedCalls = 10;
   cublasLtHandle_t handle_ = nullptr;
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;
   std::map<Key, Plan> plans_;
+  bool tune_all_ = false;
+  double tuning_seconds_ = 0;
 };
 
 }  // namespace nanovllm::cuda

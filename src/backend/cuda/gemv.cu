@@ -1,6 +1,7 @@
 // Skinny GEMM (M <= 8 rows of x, decode at small batch): out[m, n] = x[m, :] . w[n, :]. One warp
 // per output column n reads w's row once for all M rows of x, 16 bytes a lane, so the op runs
-// at weight-streaming bandwidth; cuBLASLt's tiles leave most SMs idle for the N=1024 projections.
+// at weight-streaming bandwidth (and, launched with programmatic dependent launch, loads its
+// weights while the kernel before it finishes); cuBLASLt's tiles leave most SMs idle for the N=1024 projections.
 // Gemm (gemm.cpp) times this against cuBLASLt per shape and keeps the faster.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_check.h"
@@ -11,9 +12,56 @@ namespace {
 
 constexpr int kWarps = 8;
 
-template <int MAXM, class O>
+// Lanes of a warp stride over w's row in 16-byte chunks: chunk c = lane + 32 * u. CPL = chunks
+// per lane (K / 256), so the whole row slice lives in registers and is loaded before pdl_wait():
+// the weights (which no kernel writes) stream in while the previous kernel is still finishing.
+template <int MAXM, int CPL, class O>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restrict__ out, int m, int n, int k) {
+  const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const bool active = col < n;
+  uint4 wv[CPL];
+  if (active) {
+    const uint4* wr = reinterpret_cast<const uint4*>(w + (size_t)col * k);
+#pragma unroll
+    for (int u = 0; u < CPL; ++u) wv[u] = __ldcs(wr + lane + 32 * u);  // streamed once: skip L1
+  }
+  pdl_launch_dependents();
+  pdl_wait();
+  if (!active) return;
+  float acc[MAXM];
+#pragma unroll
+  for (int r = 0; r < MAXM; ++r) acc[r] = 0.f;
+#pragma unroll
+  for (int u = 0; u < CPL; ++u) {
+    float wf[8];
+    load8(reinterpret_cast<const bf16*>(&wv[u]), wf);
+    const int c = lane + 32 * u;
+#pragma unroll
+    for (int r = 0; r < MAXM; ++r) {
+      if (r < m) {
+        float xf[8];
+        load8(x + (size_t)r * k + c * 8, xf);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[r] += wf[j] * xf[j];
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < MAXM; ++r) {
+    if (r < m) {
+      const float v = warp_sum(acc[r]);
+      if (lane == 0) out[(size_t)r * n + col] = from_f<O>(v);
+    }
+  }
+}
+
+// Any K that is a multiple of 8: the row is walked in a loop (nothing loaded before pdl_wait()).
+template <int MAXM, class O>
+__global__ void __launch_bounds__(kWarps * 32)
+gemv_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restrict__ out, int m, int n, int k) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (col >= n) return;
   const bf16* wr = w + (size_t)col * k;
@@ -44,15 +92,26 @@ gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restric
   }
 }
 
+template <int MAXM, class O>
+void launch_mo(const bf16* x, const bf16* w, O* out, int m, int n, int k, cudaStream_t s) {
+  const int blocks = (n + kWarps - 1) / kWarps;
+  const char* op = "linear (gemv)";
+  switch (k % 256 == 0 ? k / 256 : 0) {
+    case 2: launch(op, gemv_kernel<MAXM, 2, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
+    case 4: launch(op, gemv_kernel<MAXM, 4, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
+    case 8: launch(op, gemv_kernel<MAXM, 8, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
+    case 12: launch(op, gemv_kernel<MAXM, 12, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
+    case 16: launch(op, gemv_kernel<MAXM, 16, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
+    default: launch(op, gemv_loop_kernel<MAXM, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
+  }
+}
+
 template <int MAXM>
 void launch_m(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, cudaStream_t s) {
-  const int blocks = (n + kWarps - 1) / kWarps;
-  if (out_t == DType::bf16)
-    gemv_kernel<MAXM, bf16><<<blocks, kWarps * 32, 0, s>>>(static_cast<const bf16*>(x), static_cast<const bf16*>(w),
-                                                            static_cast<bf16*>(out), m, n, k);
-  else
-    gemv_kernel<MAXM, float><<<blocks, kWarps * 32, 0, s>>>(static_cast<const bf16*>(x), static_cast<const bf16*>(w),
-                                                             static_cast<float*>(out), m, n, k);
+  auto xp = static_cast<const bf16*>(x);
+  auto wp = static_cast<const bf16*>(w);
+  if (out_t == DType::bf16) launch_mo<MAXM>(xp, wp, static_cast<bf16*>(out), m, n, k, s);
+  else launch_mo<MAXM>(xp, wp, static_cast<float*>(out), m, n, k, s);
 }
 
 }  // namespace
@@ -67,7 +126,6 @@ void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, in
   else if (m <= 2) launch_m<2>(x, w, out, out_t, m, n, k, s);
   else if (m <= 4) launch_m<4>(x, w, out, out_t, m, n, k, s);
   else launch_m<8>(x, w, out, out_t, m, n, k, s);
-  check_launch("linear (gemv)");
 }
 
 }  // namespace nanovllm::cuda

@@ -17,6 +17,8 @@ constexpr int kMaxVecs = 8;  // vectors of 8 per thread: rows up to 8192 wide st
 template <class T, class W, bool ADD>
 __global__ void rms_norm_vec_kernel(const T* x, T* __restrict__ residual,
                                     const W* __restrict__ w, T* out, int hidden, float eps) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int row = blockIdx.x, nvec = hidden / 8;
   const T* xr = x + (size_t)row * hidden;
   T* rr = ADD ? residual + (size_t)row * hidden : nullptr;
@@ -56,6 +58,8 @@ __global__ void rms_norm_vec_kernel(const T* x, T* __restrict__ residual,
 template <class T, class W, bool ADD>
 __global__ void rms_norm_scalar_kernel(const T* __restrict__ x, T* residual, const W* __restrict__ w,
                                        T* out, int hidden, float eps) {
+  pdl_launch_dependents();
+  pdl_wait();
   const size_t base = (size_t)blockIdx.x * hidden;
   float ss = 0.f;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
@@ -85,12 +89,13 @@ void launch_typed(const void* x, void* residual, const void* w, void* out, int r
   auto rp = static_cast<T*>(residual);
   auto wp = static_cast<const W*>(w);
   auto op = static_cast<T*>(out);
+  const char* name = add ? "add_rms_norm" : "rms_norm";
   if (vec) {
-    if (add) rms_norm_vec_kernel<T, W, true><<<rows, kThreads, 0, s>>>(xp, rp, wp, op, hidden, eps);
-    else rms_norm_vec_kernel<T, W, false><<<rows, kThreads, 0, s>>>(xp, rp, wp, op, hidden, eps);
+    if (add) launch(name, rms_norm_vec_kernel<T, W, true>, rows, kThreads, 0, s, xp, rp, wp, op, hidden, eps);
+    else launch(name, rms_norm_vec_kernel<T, W, false>, rows, kThreads, 0, s, xp, rp, wp, op, hidden, eps);
   } else {
-    if (add) rms_norm_scalar_kernel<T, W, true><<<rows, 256, 0, s>>>(xp, rp, wp, op, hidden, eps);
-    else rms_norm_scalar_kernel<T, W, false><<<rows, 256, 0, s>>>(xp, rp, wp, op, hidden, eps);
+    if (add) launch(name, rms_norm_scalar_kernel<T, W, true>, rows, 256, 0, s, xp, rp, wp, op, hidden, eps);
+    else launch(name, rms_norm_scalar_kernel<T, W, false>, rows, 256, 0, s, xp, rp, wp, op, hidden, eps);
   }
 }
 
@@ -107,7 +112,6 @@ void launch_rms_norm(const void* x, void* residual, const void* w, void* out, DT
   else
     throw std::invalid_argument(std::string(op) + ": unsupported dtypes " + dtype_name(act) + " / " + dtype_name(wt) +
                                 " (CUDA takes F32 or BF16)");
-  check_launch(op);
 }
 
 }  // namespace nanovllm::cuda

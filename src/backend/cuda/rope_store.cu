@@ -20,6 +20,8 @@ __global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const W*
                                           int hkv, const int32_t* __restrict__ slot_mapping, bf16* __restrict__ k_cache,
                                           bf16* __restrict__ v_cache, bf16* __restrict__ q_out) {
   constexpr int D = 64 * P, H = D / 2;
+  pdl_launch_dependents();
+  pdl_wait();
   const int warp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   const int heads = hq + hkv;
   if (warp >= tokens * heads) return;
@@ -76,15 +78,15 @@ void launch_p(const void* qkv, const void* qw, const void* kw, DType wt, const i
               cudaStream_t s) {
   const int warps = tokens * (hq + hkv), per_block = 4;
   const int blocks = (warps + per_block - 1) / per_block;
+  const char* op = "qk_norm_rope_store";
   if (wt == DType::bf16)
-    qk_norm_rope_store_kernel<P, bf16><<<blocks, per_block * 32, 0, s>>>(
-        static_cast<const bf16*>(qkv), static_cast<const bf16*>(qw), static_cast<const bf16*>(kw), positions, cos_sin,
-        eps, tokens, hq, hkv, slots, static_cast<bf16*>(kc), static_cast<bf16*>(vc), static_cast<bf16*>(q_out));
+    launch(op, qk_norm_rope_store_kernel<P, bf16>, blocks, per_block * 32, 0, s, static_cast<const bf16*>(qkv),
+           static_cast<const bf16*>(qw), static_cast<const bf16*>(kw), positions, cos_sin, eps, tokens, hq, hkv, slots,
+           static_cast<bf16*>(kc), static_cast<bf16*>(vc), static_cast<bf16*>(q_out));
   else if (wt == DType::f32)
-    qk_norm_rope_store_kernel<P, float><<<blocks, per_block * 32, 0, s>>>(
-        static_cast<const bf16*>(qkv), static_cast<const float*>(qw), static_cast<const float*>(kw), positions,
-        cos_sin, eps, tokens, hq, hkv, slots, static_cast<bf16*>(kc), static_cast<bf16*>(vc),
-        static_cast<bf16*>(q_out));
+    launch(op, qk_norm_rope_store_kernel<P, float>, blocks, per_block * 32, 0, s, static_cast<const bf16*>(qkv),
+           static_cast<const float*>(qw), static_cast<const float*>(kw), positions, cos_sin, eps, tokens, hq, hkv,
+           slots, static_cast<bf16*>(kc), static_cast<bf16*>(vc), static_cast<bf16*>(q_out));
   else
     throw std::invalid_argument(std::string("qk_norm_rope_store: norm weights must be BF16 or F32, got ") +
                                 dtype_name(wt));
@@ -108,7 +110,6 @@ void launch_qk_norm_rope_store(const void* qkv, const void* q_norm_w, const void
       throw std::invalid_argument("qk_norm_rope_store: head_dim " + std::to_string(head_dim) +
                                   " not supported by the CUDA backend (64, 128 or 256)");
   }
-  check_launch("qk_norm_rope_store");
 }
 
 }  // namespace nanovllm::cuda

@@ -34,6 +34,8 @@ __device__ __forceinline__ void warp_best(float& best, int& bi) {
 __global__ void sample_chunk_kernel(const float* __restrict__ logits, const float* __restrict__ temperatures,
                                     const int64_t* __restrict__ keys, const int64_t* __restrict__ counters,
                                     Pick* __restrict__ part, int vocab) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int row = blockIdx.y, chunk = blockIdx.x;
   const float* l = logits + (size_t)row * vocab;
   const float t = temperatures[row];
@@ -69,6 +71,8 @@ __global__ void sample_chunk_kernel(const float* __restrict__ logits, const floa
 
 // One warp per row: the best of the row's chunk picks.
 __global__ void sample_reduce_kernel(const Pick* __restrict__ part, int chunks, int32_t* __restrict__ out) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int row = blockIdx.x, lane = threadIdx.x;
   float best = -INFINITY;
   int bi = 0x7fffffff;
@@ -90,11 +94,9 @@ void launch_sample(const float* logits, const float* temperatures, const int64_t
                    int32_t* out, int rows, int vocab, void* scratch, cudaStream_t s) {
   if (rows == 0) return;
   const int chunks = (vocab + kChunk - 1) / kChunk;
-  sample_chunk_kernel<<<dim3(chunks, rows), kThreads, 0, s>>>(logits, temperatures, keys, counters,
-                                                              static_cast<Pick*>(scratch), vocab);
-  check_launch("sample");
-  sample_reduce_kernel<<<rows, 32, 0, s>>>(static_cast<const Pick*>(scratch), chunks, out);
-  check_launch("sample (reduce)");
+  launch("sample", sample_chunk_kernel, dim3(chunks, rows), kThreads, 0, s, logits, temperatures, keys, counters,
+         static_cast<Pick*>(scratch), vocab);
+  launch("sample (reduce)", sample_reduce_kernel, rows, 32, 0, s, static_cast<const Pick*>(scratch), chunks, out);
 }
 
 }  // namespace nanovllm::cuda
