@@ -82,7 +82,8 @@ for step in "${STEPS[@]}"; do
       done
       grep "start-up" "$OUT/startup.log" | tee -a "$SUMMARY"
       # nano-vLLM's bench.py workload (256 seqs, prompts 100-1024, outputs 100-1024).
-      $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/e2e.log" | tail -12
+      NANOVLLM_STEP_TRACE=$OUT/steps.csv $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 |
+        tee -a "$OUT/e2e.log" | tail -12
       note "e2e bench.py workload: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
       # Batch-1 decode latency.
       $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \

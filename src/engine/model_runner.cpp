@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -69,6 +70,12 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
   startup_.profile_s = lap();
   allocate_kv_cache(num_blocks);
   backend_->synchronize();
+  // NANOVLLM_STEP_TRACE=file: one CSV line per step (launch to results on the host), for measurements.
+  if (const char* path = std::getenv("NANOVLLM_STEP_TRACE"); path && *path) {
+    trace_.reset(std::fopen(path, "w"));
+    if (!trace_) throw std::runtime_error(std::string("NANOVLLM_STEP_TRACE: cannot write '") + path + "'");
+    std::fprintf(trace_.get(), "prefill,seqs,padded,tokens,context_tokens,us\n");
+  }
   startup_.kv_cache_s = lap();
   if (backend_->supports_graphs() && !config_.enforce_eager) capture_graphs();
   startup_.graphs_s = lap();
@@ -290,6 +297,7 @@ std::vector<int32_t> ModelRunner::run(const std::vector<Sequence*>& seqs, bool i
   int num_sampled = 0;
   ForwardInputs in = prepare(seqs, is_prefill, layout, is_prefill ? 0 : padded, &num_sampled);
   mark_launch();
+  const double t_launch = trace_ ? steady_seconds() : 0;
   if (use_graph) {
     backend_->replay_graph(graph->second);
   } else {
@@ -313,6 +321,12 @@ std::vector<int32_t> ModelRunner::run(const std::vector<Sequence*>& seqs, bool i
   backend_->sample(logits, temps, keys, counters, out);
   backend_->copy_to_host(sampled_host_.data(), sampled_buffer_.get(), sizeof(int32_t) * n);
   mark_idle();
+  if (trace_) {
+    long long ctx = 0;
+    for (const Sequence* q : seqs) ctx += q->num_computed_tokens + q->num_scheduled_tokens;
+    std::fprintf(trace_.get(), "%d,%d,%d,%d,%lld,%.1f\n", is_prefill ? 1 : 0, num_seqs, padded, num_tokens, ctx,
+                 (steady_seconds() - t_launch) * 1e6);
+  }
   return std::vector<int32_t>(sampled_host_.begin(), sampled_host_.begin() + n);
 }
 

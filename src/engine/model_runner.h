@@ -3,6 +3,7 @@
 // and the paged KV cache, which it sizes from memory. nano-vLLM's model_runner.py.
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <vector>
@@ -96,6 +97,10 @@ class ModelRunner {
   std::map<int, GraphIO> graph_io_;
 
   StartupTimes startup_;
+  struct FileClose {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+  std::unique_ptr<std::FILE, FileClose> trace_;
   double host_gap_seconds_ = 0, idle_since_ = 0;
   void mark_launch();
   void mark_idle();

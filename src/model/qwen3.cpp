@@ -156,6 +156,10 @@ void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
     backend_.linear(act, L.down_proj, hidden);
   }
   backend_.add_rms_norm(hidden, residual, final_norm_, eps, normed);
+  if (!in.meta.is_prefill && B == T) {  // decode: every row is a sequence's last token
+    backend_.linear(normed, lm_head_, logits);
+    return;
+  }
   backend_.gather_rows(normed, in.last_token_indices, last);
   backend_.linear(last, lm_head_, logits);
 }

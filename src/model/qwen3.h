@@ -12,7 +12,8 @@ namespace nanovllm {
 struct ForwardInputs {
   Tensor input_ids;           // i32 [T]: the batch's new tokens, sequence after sequence
   Tensor positions;           // i32 [T]
-  Tensor last_token_indices;  // i32 [B]: the rows of T whose logits are wanted (one per sequence)
+  Tensor last_token_indices;  // i32 [B]: the rows of T whose logits are wanted (one per sequence);
+                              // in decode (one token a sequence) every row: 0, 1, ..., T - 1
   AttentionMetadata meta;
 };
 

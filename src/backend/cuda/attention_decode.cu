@@ -17,6 +17,7 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kUnroll = 4;  // tokens per lane group in flight: 4 independent 16-byte loads
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr long long kPrefetchVPairs = 64;  // (sequence, kv head) pairs up to which PV kernels run
 
 // out[qrow] from the splits' partials: sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s. Partials
 // were written by other blocks of this launch, so they are read past L1 (__ldcg).
@@ -59,8 +60,10 @@ __device__ void finish_splits(const float* workspace, int* counters, int b, int 
 
 // A token's head row of D bf16 is read by LPT = D/8 lanes, 16 bytes each; a warp covers
 // TPW = 32/LPT tokens at a time. MAXG bounds G (kept in registers).
-template <int D, int MAXG>
-__global__ void __launch_bounds__(kWarps * 32, MAXG <= 2 ? 9 : 1)
+// PV: also load the first round of V rows before pdl_wait() (small batches, where latency and not
+// occupancy decides; the extra registers would cost occupancy at large ones).
+template <int D, int MAXG, bool PV>
+__global__ void __launch_bounds__(kWarps * 32, MAXG <= 2 && !PV ? 9 : 1)
 decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
               const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
               int hq, int hkv, int log2_bs, float scale_log2, int num_splits, int partition,
@@ -107,10 +110,22 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
     const int t = base0 + u * TPI;
     kv[u] = t < end && t != newest ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
   }
+  uint4 vpre[PV ? kUnroll : 1];
+  if constexpr (PV) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base0 + u * TPI;
+      vpre[u] = t < end && t != newest ? *reinterpret_cast<const uint4*>(v_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+    }
+  }
   pdl_wait();
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u)
-    if (base0 + u * TPI == newest) kv[u] = *reinterpret_cast<const uint4*>(k_cache + row_of(newest));
+  for (int u = 0; u < kUnroll; ++u) {
+    if (base0 + u * TPI == newest) {
+      kv[u] = *reinterpret_cast<const uint4*>(k_cache + row_of(newest));
+      if constexpr (PV) vpre[u] = *reinterpret_cast<const uint4*>(v_cache + row_of(newest));
+    }
+  }
 
   float qf[MAXG][8];
 #pragma unroll
@@ -173,12 +188,13 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
   for (int g = 0; g < MAXG; ++g)
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc[g][j] = 0.f;
-  for (int base = start + warp * TPW + tg; base - tg < end; base += TPI * kUnroll) {
+  for (int base = base0; base - tg < end; base += TPI * kUnroll) {
     uint4 vv[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int t = base + u * TPI;
-      vv[u] = t < end ? *reinterpret_cast<const uint4*>(v_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+      if (PV && base == base0) vv[u] = vpre[PV ? u : 0];
+      else vv[u] = t < end ? *reinterpret_cast<const uint4*>(v_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -244,13 +260,13 @@ __global__ void combine_kernel(const float* __restrict__ workspace, const int32_
   out[qrow * D + d] = from_f<bf16>(merge_splits<D>(workspace + qrow * num_splits * (D + 2), used, d));
 }
 
-template <int D, int MAXG>
+template <int D, int MAXG, bool PV>
 void launch_dg(const void* q, const void* kc, const void* vc, const int32_t* seqlens_k, const int32_t* bts, int mnb,
                int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, int* counters,
                void* out, cudaStream_t s) {
   const int G = sh.num_q_heads / sh.num_kv_heads;
   const size_t smem = sizeof(float) * ((size_t)G * partition + (size_t)kWarps * G * D + 2 * G);
-  auto kern = decode_kernel<D, MAXG>;
+  auto kern = decode_kernel<D, MAXG, PV>;
   static size_t smem_allowed = 48 * 1024;  // per instantiation; raised once when a launch needs more
   if (smem > smem_allowed) {
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "attention",
@@ -266,15 +282,15 @@ void launch_dg(const void* q, const void* kc, const void* vc, const int32_t* seq
            static_cast<const float*>(ws), seqlens_k, sh.num_q_heads, num_splits, partition, static_cast<bf16*>(out));
 }
 
-template <int D>
+template <int D, bool PV>
 void launch_d(const void* q, const void* kc, const void* vc, const int32_t* seqlens_k, const int32_t* bts, int mnb,
               int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, int* cnt,
               void* out, cudaStream_t s) {
   const int G = sh.num_q_heads / sh.num_kv_heads;
-  if (G <= 1) launch_dg<D, 1>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
-  else if (G <= 2) launch_dg<D, 2>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
-  else if (G <= 4) launch_dg<D, 4>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
-  else if (G <= 8) launch_dg<D, 8>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
+  if (G <= 1) launch_dg<D, 1, PV>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
+  else if (G <= 2) launch_dg<D, 2, PV>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
+  else if (G <= 4) launch_dg<D, 4, PV>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
+  else if (G <= 8) launch_dg<D, 8, PV>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
   else throw std::invalid_argument("attention: " + std::to_string(G) + " query heads per kv head (CUDA takes up to 8)");
 }
 
@@ -287,14 +303,21 @@ void launch_attention_decode(const void* q, const void* k_cache, const void* v_c
   if (num_seqs == 0) return;
   int log2_bs = 0;
   while ((1 << log2_bs) < sh.block_size) ++log2_bs;
-  if (sh.head_dim == 64)
-    launch_d<64>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs, num_splits,
-                 partition, workspace, counters, out, s);
-  else if (sh.head_dim == 128)
-    launch_d<128>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs, num_splits,
-                  partition, workspace, counters, out, s);
-  else
+  // Few (sequence, kv head) pairs: a small grid, latency-bound, so V's first rows load early too.
+  const bool pv = (long long)num_seqs * sh.num_kv_heads <= kPrefetchVPairs;
+  if (sh.head_dim == 64) {
+    if (pv) launch_d<64, true>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs,
+                               num_splits, partition, workspace, counters, out, s);
+    else launch_d<64, false>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs,
+                             num_splits, partition, workspace, counters, out, s);
+  } else if (sh.head_dim == 128) {
+    if (pv) launch_d<128, true>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs,
+                                num_splits, partition, workspace, counters, out, s);
+    else launch_d<128, false>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs,
+                              num_splits, partition, workspace, counters, out, s);
+  } else {
     throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");
+  }
 }
 
 }  // namespace nanovllm::cuda
