@@ -373,16 +373,20 @@ class CudaBackend final : public Backend {
   }
 
   // Scratch memory for an op (split-KV partials, sampling picks). Grows, never shrinks: a
-  // captured graph may hold the old pointer, so old buffers live until the backend does.
+  // captured graph may hold the old pointer, so old buffers live until the backend does. Counted
+  // in the backend's peak like every other allocation.
   struct Scratch {
+    AllocationTracker* tracker;
     std::vector<void*> all;
     void* cur = nullptr;
     size_t bytes = 0;
+    explicit Scratch(AllocationTracker* t) : tracker(t) {}
     void* get(size_t want) {
       if (want > bytes) {
         void* p = nullptr;
         const size_t n = std::max(want, bytes * 2);
         check(cudaMalloc(&p, n), "scratch", "cudaMalloc");
+        tracker->add(p, n);
         all.push_back(p);
         cur = p;
         bytes = n;
@@ -390,7 +394,10 @@ class CudaBackend final : public Backend {
       return cur;
     }
     ~Scratch() {
-      for (void* p : all) cudaFree(p);
+      for (void* p : all) {
+        tracker->remove(p);
+        cudaFree(p);
+      }
     }
   };
 
@@ -402,8 +409,8 @@ class CudaBackend final : public Backend {
   void* gemm_ws_ = nullptr;
   int* split_counters_ = nullptr;
   std::vector<cudaGraphExec_t> graphs_;
-  Scratch attn_ws_, sample_ws_;
-  AllocationTracker allocations_;
+  AllocationTracker allocations_;  // before the scratch buffers: they report to it when they go
+  Scratch attn_ws_{&allocations_}, sample_ws_{&allocations_};
 };
 
 }  // namespace
