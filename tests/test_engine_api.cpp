@@ -2,6 +2,8 @@
 // loop, abort, eos and length stops, max_model_len, stats, and text prompts through the tokenizer.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -157,6 +159,42 @@ TEST(EngineApi, StepLoopMatchesGenerate) {
   EXPECT_GT(s.peak_device_bytes, 0);
   EXPECT_EQ(s.num_running + s.num_waiting, 0);
   EXPECT_EQ(s.block_size, 8);
+}
+
+// NANOVLLM_STEP_TRACE: one CSV line per step with the batch's shape, for measurements.
+TEST(EngineApi, StepTraceWritesOneLinePerStep) {
+  Fixture fx = fixture();
+  const fs::path path = fs::temp_directory_path() / ("nanovllm_steps_" + std::to_string(getpid()) + ".csv");
+  ASSERT_EQ(setenv("NANOVLLM_STEP_TRACE", path.c_str(), 1), 0);
+  {
+    LLM llm(tiny(), cfg());
+    unsetenv("NANOVLLM_STEP_TRACE");
+    std::vector<std::vector<int32_t>> prompts(fx.ids.begin(), fx.ids.begin() + 3);
+    llm.generate(prompts, greedy(4), /*use_tqdm=*/false);
+  }
+  std::ifstream f(path);
+  std::string line;
+  ASSERT_TRUE(std::getline(f, line));
+  EXPECT_EQ(line, "prefill,seqs,padded,tokens,context_tokens,us");
+  int prefill = 0, decode = 0, decode_tokens = 0;
+  while (std::getline(f, line)) {
+    int is_prefill = 0, seqs = 0, padded = 0, tokens = 0;
+    long long ctx = 0;
+    double us = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "%d,%d,%d,%d,%lld,%lf", &is_prefill, &seqs, &padded, &tokens, &ctx, &us), 6)
+        << line;
+    EXPECT_GT(us, 0);
+    EXPECT_GE(ctx, tokens);
+    (is_prefill ? prefill : decode) += 1;
+    if (!is_prefill) {
+      EXPECT_EQ(tokens, seqs);  // one token a sequence
+      decode_tokens += tokens;
+    }
+  }
+  EXPECT_GE(prefill, 1);
+  EXPECT_EQ(decode_tokens, 3 * 3);  // 4 tokens each: the first from prefill, 3 from decode steps
+  EXPECT_GE(decode, 3);
+  fs::remove(path);
 }
 
 TEST(EngineApi, AbortFreesAndForgets) {
