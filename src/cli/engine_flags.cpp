@@ -22,4 +22,26 @@ void add_engine_flags(CLI::App* cmd, EngineConfig& c) {
   cmd->add_option("--threads", c.num_threads, "CPU: threads (0: all cores)")->check(CLI::NonNegativeNumber);
 }
 
+std::vector<int32_t> parse_token_ids(const std::string& s, const std::string& flag) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    const size_t comma = s.find(',', pos);
+    const std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || v < 0 || v > INT32_MAX)
+      throw std::invalid_argument(flag + " '" + s + "': '" + item + "' is not a token id");
+    ids.push_back(static_cast<int32_t>(v));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return ids;
+}
+
 }  // namespace nanovllm::cli

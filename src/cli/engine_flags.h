@@ -2,9 +2,17 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include "nanovllm/config.h"
 
 namespace nanovllm::cli {
+// Token ids written "1,2,3" on the command line; a bad item throws std::invalid_argument naming
+// `flag`, the whole value and the item.
+std::vector<int32_t> parse_token_ids(const std::string& s, const std::string& flag);
+
 // Adds --model and the EngineConfig flags to `cmd`, writing into `config`.
 void add_engine_flags(CLI::App* cmd, EngineConfig& config);
 }  // namespace nanovllm::cli

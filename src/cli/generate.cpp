@@ -28,28 +28,6 @@ struct GenerateArgs {
   bool json = false, chat = false, no_thinking = false, no_progress = false;
 };
 
-std::vector<int32_t> parse_ids(const std::string& s) {
-  std::vector<int32_t> ids;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t comma = s.find(',', pos);
-    std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || v < 0 || v > INT32_MAX)
-      throw std::invalid_argument("--prompt-ids '" + s + "': '" + item + "' is not a token id");
-    ids.push_back(static_cast<int32_t>(v));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return ids;
-}
-
 std::string ids_str(const std::vector<int32_t>& ids) {
   std::string s = "[";
   for (size_t i = 0; i < ids.size(); ++i) s += (i ? ", " : "") + std::to_string(ids[i]);
@@ -115,7 +93,8 @@ void add_generate_command(CLI::App& app) {
       ->trigger_on_parse()
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option_function<std::string>(
-         "--prompt-ids", [a](const std::string& s) { a->prompts.push_back({false, "", parse_ids(s)}); },
+         "--prompt-ids",
+         [a](const std::string& s) { a->prompts.push_back({false, "", parse_token_ids(s, "--prompt-ids")}); },
          "a prompt as token ids, e.g. 1,2,3 (repeatable)")
       ->trigger_on_parse()
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "cli/commands.h"
+#include "cli/engine_flags.h"
 #include "tokenizer/tokenizer.h"
 
 namespace nanovllm::cli {
@@ -46,32 +47,13 @@ std::vector<ChatMessage> read_messages(const std::string& path) {
   return msgs;
 }
 
-std::vector<int32_t> parse_ids(const std::string& s) {
-  std::vector<int32_t> ids;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    long v = 0;
-    try {
-      v = std::stol(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != item.size() || v < INT32_MIN || v > INT32_MAX)
-      throw std::invalid_argument("--decode: \"" + item + "\" is not a token id");
-    ids.push_back(static_cast<int32_t>(v));
-  }
-  return ids;
-}
-
 void run(const TokenizeArgs& a) {
   int sources = !a.text.empty() + !a.text_file.empty() + !a.chat_file.empty() + !a.decode.empty();
   if (sources != 1) throw std::invalid_argument("tokenize: give exactly one of --text, --text-file, --chat-file, --decode");
   auto tok = Tokenizer::from_dir(a.model);
   nlohmann::json out;
   if (!a.decode.empty()) {
-    out["text"] = tok->decode(parse_ids(a.decode), a.skip_special);
+    out["text"] = tok->decode(parse_token_ids(a.decode, "--decode"), a.skip_special);
   } else {
     std::string text;
     if (!a.chat_file.empty())
