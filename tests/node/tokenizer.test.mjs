@@ -112,5 +112,5 @@ test('bad input is a clear error', { skip }, () => {
   assert.throws(() => execFileSync(bin, ['tokenize', '--model', modelDir, '--text-file', f], { stdio: 'pipe' }),
     (e) => /invalid UTF-8 at byte offset 2/.test(e.stderr.toString()));
   assert.throws(() => execFileSync(bin, ['tokenize', '--model', modelDir, '--decode', '1,x'], { stdio: 'pipe' }),
-    (e) => /"x" is not a token id/.test(e.stderr.toString()));
+    (e) => /--decode '1,x': 'x' is not a token id/.test(e.stderr.toString()));
 });
