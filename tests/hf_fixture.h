@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "nanovllm/sampling_params.h"
+
 namespace nanovllm::fixtures {
 
 struct HfPrompt {
@@ -36,6 +38,29 @@ inline std::vector<HfPrompt> load_hf_fixture(const std::string& name) {
     out.push_back(std::move(q));
   }
   return out;
+}
+
+// The prompts and transformers' greedy continuations of a fixture, as two columns.
+struct HfColumns {
+  std::vector<std::vector<int32_t>> ids, greedy;
+};
+inline HfColumns load_hf_columns(const std::string& name) {
+  HfColumns c;
+  for (const HfPrompt& p : load_hf_fixture(name)) {
+    c.ids.push_back(p.ids);
+    c.greedy.push_back(p.greedy);
+  }
+  return c;
+}
+
+// Greedy decoding of `max_tokens` tokens; by default through eos, as the fixtures' continuations
+// run (id 2 may be among them).
+inline SamplingParams greedy(int max_tokens, bool ignore_eos = true) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_tokens = max_tokens;
+  p.ignore_eos = ignore_eos;
+  return p;
 }
 
 }  // namespace nanovllm::fixtures

@@ -31,13 +31,7 @@ EngineConfig cpu_config() {
   return c;
 }
 
-SamplingParams greedy(int max_tokens) {
-  SamplingParams p;
-  p.temperature = 0;
-  p.max_tokens = max_tokens;
-  p.ignore_eos = true;  // the fixtures' continuations run through eos (id 2)
-  return p;
-}
+using fixtures::greedy;
 
 std::vector<std::vector<int32_t>> prompts_of(const std::vector<Case>& cases) {
   std::vector<std::vector<int32_t>> v;

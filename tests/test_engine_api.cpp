@@ -36,25 +36,9 @@ EngineConfig cfg() {
   return c;
 }
 
-SamplingParams greedy(int n, bool ignore_eos = true) {
-  SamplingParams p;
-  p.temperature = 0;
-  p.max_tokens = n;
-  p.ignore_eos = ignore_eos;
-  return p;
-}
-
-struct Fixture {
-  std::vector<std::vector<int32_t>> ids, greedy;
-};
-Fixture fixture() {
-  Fixture fx;
-  for (const fixtures::HfPrompt& p : fixtures::load_hf_fixture("tiny-tied")) {
-    fx.ids.push_back(p.ids);
-    fx.greedy.push_back(p.greedy);
-  }
-  return fx;
-}
+using fixtures::greedy;
+using Fixture = fixtures::HfColumns;
+Fixture fixture() { return fixtures::load_hf_columns("tiny-tied"); }
 
 // Expects `fn` to throw E with a message containing every one of `parts`.
 template <class E, class F>

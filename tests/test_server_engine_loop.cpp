@@ -29,26 +29,10 @@ EngineConfig cfg() {
   return c;
 }
 
-SamplingParams greedy(int n) {
-  SamplingParams p;
-  p.temperature = 0;
-  p.max_tokens = n;
-  p.ignore_eos = true;
-  return p;
-}
-
+using fixtures::greedy;
 // HF transformers' greedy continuations of the fixture prompts (16 tokens each).
-struct Fixture {
-  std::vector<std::vector<int32_t>> ids, greedy;
-};
-Fixture load_fixture() {
-  Fixture fx;
-  for (const fixtures::HfPrompt& p : fixtures::load_hf_fixture("tiny-tied")) {
-    fx.ids.push_back(p.ids);
-    fx.greedy.push_back(p.greedy);
-  }
-  return fx;
-}
+using Fixture = fixtures::HfColumns;
+Fixture load_fixture() { return fixtures::load_hf_columns("tiny-tied"); }
 
 struct Collected {
   std::map<int, std::vector<int32_t>> tokens;

@@ -4,6 +4,7 @@
 #include "util/clock.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -73,7 +74,8 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
   // NANOVLLM_STEP_TRACE=file: one CSV line per step (launch to results on the host), for measurements.
   if (const char* path = std::getenv("NANOVLLM_STEP_TRACE"); path && *path) {
     trace_.reset(std::fopen(path, "w"));
-    if (!trace_) throw std::runtime_error(std::string("NANOVLLM_STEP_TRACE: cannot write '") + path + "'");
+    if (!trace_)
+      throw std::runtime_error(std::string("NANOVLLM_STEP_TRACE: cannot write '") + path + "': " + std::strerror(errno));
     std::fprintf(trace_.get(), "prefill,seqs,padded,tokens,context_tokens,us\n");
   }
   startup_.kv_cache_s = lap();
