@@ -63,4 +63,12 @@ inline SamplingParams greedy(int max_tokens, bool ignore_eos = true) {
   return p;
 }
 
+// gtest's name for a fixture parameter ("tiny-tied" -> "tiny_tied"): names may not hold '-'.
+inline std::string param_name(const std::string& fixture) {
+  std::string n = fixture;
+  for (char& ch : n)
+    if (ch == '-') ch = '_';
+  return n;
+}
+
 }  // namespace nanovllm::fixtures

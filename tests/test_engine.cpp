@@ -123,12 +123,7 @@ TEST_P(EngineVsHF, ChunkedPrefillWithoutPrefixCachingAndBlockSize1) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineVsHF, ::testing::Values("tiny-tied", "small-untied"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& ch : n)
-                             if (ch == '-') ch = '_';
-                           return n;
-                         });
+                         [](const auto& info) { return fixtures::param_name(info.param); });
 
 }  // namespace
 }  // namespace nanovllm

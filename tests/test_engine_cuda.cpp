@@ -98,12 +98,7 @@ TEST_P(EngineCuda, ChunkedPrefillAndPreemption) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineCuda, ::testing::Values("tiny-tied", "small-untied"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& ch : n)
-                             if (ch == '-') ch = '_';
-                           return n;
-                         });
+                         [](const auto& info) { return fixtures::param_name(info.param); });
 
 }  // namespace
 }  // namespace nanovllm

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
+#include "util/files.h"
 #include "tokenizer/tokenizer.h"
 
 namespace nanovllm::cli {
@@ -18,18 +19,10 @@ struct TokenizeArgs {
   bool no_thinking = false, no_generation_prompt = false, skip_special = false;
 };
 
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(path + ": cannot open");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 std::vector<ChatMessage> read_messages(const std::string& path) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(read_all(path));
+    j = nlohmann::json::parse(read_file(path));
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(path + ": " + e.what());
   }
@@ -59,7 +52,7 @@ void run(const TokenizeArgs& a) {
     if (!a.chat_file.empty())
       text = tok->apply_chat_template(read_messages(a.chat_file), !a.no_generation_prompt, !a.no_thinking);
     else
-      text = a.text_file.empty() ? a.text : read_all(a.text_file);
+      text = a.text_file.empty() ? a.text : read_file(a.text_file);
     out["ids"] = tok->encode(text);
   }
   std::printf("%s\n", out.dump().c_str());

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "util/files.h"
+
 namespace nanovllm {
 namespace {
 
@@ -18,12 +20,9 @@ namespace fs = std::filesystem;
 }
 
 json read_json(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail(file, "cannot open file");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string text = read_file(file);
   try {
-    json j = json::parse(ss.str());
+    json j = json::parse(text);
     if (!j.is_object()) fail(file, "expected a JSON object at the top level");
     return j;
   } catch (const json::parse_error& e) {

@@ -18,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "util/files.h"
+
 namespace nanovllm {
 namespace {
 
@@ -168,13 +170,10 @@ Checkpoint Checkpoint::open(const fs::path& dir) {
   Checkpoint ck;
   const fs::path index = dir / "model.safetensors.index.json";
   if (fs::exists(index)) {
-    std::ifstream in(index, std::ios::binary);
-    if (!in) fail(index, "cannot open file");
-    std::stringstream ss;
-    ss << in.rdbuf();
+    const std::string text = read_file(index);
     json j;
     try {
-      j = json::parse(ss.str());
+      j = json::parse(text);
     } catch (const json::parse_error& e) {
       fail(index, std::string("malformed JSON: ") + e.what());
     }

@@ -7,17 +7,10 @@
 
 #include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/tokenizer_json.h"
+#include "util/files.h"
 
 namespace nanovllm {
 namespace {
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(path.string() + ": cannot open");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // eos_token and friends: a string, an AddedToken object {"content": ...}, or null.
 std::optional<std::string> token_field(const nlohmann::json& cfg, const char* key, const std::string& where) {
