@@ -1,9 +1,9 @@
 // Linear layers through cuBLASLt: out[M, N] = x[M, K] @ w[N, K]^T with fp32 accumulation. The
 // algorithm for each (M, N, K, dtypes) is chosen once and cached, so a step (or a CUDA-graph
-// capture) pays no planning after the first call at that shape: for small M (decode batches,
-// where the heuristic's first pick often leaves SMs idle) by timing cuBLASLt's candidates on the
-// call's own operands (our skinny GEMM, gemv.cu, competing for M <= 8), otherwise the heuristic's
-// first pick.
+// capture) pays no planning after the first call at that shape: for decode batch sizes that are
+// powers of two (where the heuristic's first pick often leaves SMs idle) by timing cuBLASLt's
+// candidates on the call's own operands (our skinny GEMM, gemv.cu, competing for M <= 8); sizes
+// between reuse the plan of the power of two above; prefill sizes take the heuristic's first pick.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
