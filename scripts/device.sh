@@ -3,7 +3,7 @@
 #   here:   bash scripts/device.sh pack [build-dir]   # copies binaries + the libraries they need
 #                                                    # into .devbin/ (git-ignored), xz-compressed
 #   device: bash scripts/device.sh [steps...]         # run with carry: [".devbin"]
-# Steps (default: env tests bench e2e sanitize): env, tests, bench, e2e, sanitize, prof.
+# Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, sanitize, prof.
 # The device image has the CUDA toolkit (libcublasLt, compute-sanitizer) but not the Debian
 # libraries the binaries were linked against here, hence the bundle.
 set -uo pipefail
@@ -54,6 +54,9 @@ for step in "${STEPS[@]}"; do
       ;;
     bench)
       $BIN/bench_cuda_ops 2>&1 | tee "$OUT/bench_ops.log"
+      ;;
+    gemm)  # the 28 layers' projections at decode batches, weights streaming from HBM
+      $BIN/bench_cuda_ops --gemm-stack 2>&1 | tee -a "$OUT/gemm.log" | grep layer
       ;;
     sanitize)
       # memcheck over every op test; racecheck over the attention kernels (shared-memory users).
