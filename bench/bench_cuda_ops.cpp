@@ -2,7 +2,8 @@
 // decode attention (the bytes of the KV cache it must read), prefill attention, the GEMMs of one
 // layer at decode and prefill batch sizes, and the per-layer small ops. Each op is captured in a
 // CUDA graph of `reps` calls and the graph timed, so launch gaps do not count.
-// Run: bench_cuda_ops [--quick]   (prints a table; scripts/device.sh runs it on the GPU machine)
+// Run: bench_cuda_ops [--quick] [section ...]   sections: gemm-stack decode prefill gemm small sample
+// (default: all; prints a table; scripts/device.sh runs it on the GPU machine)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -27,11 +28,18 @@ struct Bench {
   std::vector<DeviceBuffer> bufs;
   std::mt19937 rng{1234};
 
+  // Values with the spread of N(0, scale^2) (a sum of four uniforms), fast enough for the
+  // gigabytes of KV cache the attention rows fill.
   Tensor rand_bf16(std::initializer_list<int64_t> shape, float scale = 1.f) {
     Tensor t = be->alloc_tensor(DType::bf16, shape, bufs);
     std::vector<uint16_t> h(static_cast<size_t>(t.numel()));
-    std::normal_distribution<float> d(0.f, scale);
-    for (auto& x : h) x = f32_to_bf16(d(rng));
+    uint64_t z = rng();
+    const float k = scale * std::sqrt(3.f) / 32768.f;
+    for (auto& x : h) {
+      z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+      const float v = float(int16_t(z >> 48)) + float(int16_t(z >> 32)) + float(int16_t(z >> 16)) + float(int16_t(z));
+      x = f32_to_bf16(v * 0.5f * k);
+    }
     be->copy_to_device(t.data, h.data(), h.size() * 2);
     be->synchronize();
     return t;
@@ -77,9 +85,15 @@ int main(int argc, char** argv) {
     std::printf("bench_cuda_ops: skipped: %s\n", why.c_str());
     return 0;
   }
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  const bool stack_only = argc > 1 && std::strcmp(argv[1], "--gemm-stack") == 0;
-  const bool attn_only = argc > 1 && std::strcmp(argv[1], "--attention") == 0;
+  bool quick = false;
+  std::vector<std::string> sections;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else sections.push_back(argv[i]);
+  }
+  auto want = [&](const char* name) {
+    return sections.empty() || std::find(sections.begin(), sections.end(), name) != sections.end();
+  };
   Bench b;
   b.be = make_backend("cuda");
   std::printf("device: %s\n", b.be->name().c_str());
@@ -87,7 +101,7 @@ int main(int argc, char** argv) {
 
   // ---- the four projections of all 28 layers at a decode batch, as a step runs them: each
   // layer's weights are its own, so they stream from HBM rather than from L2 ----
-  if (!attn_only) {
+  if (want("gemm-stack")) {
     const int L = 28;
     std::vector<Tensor> ws;
     for (int l = 0; l < L; ++l) {
@@ -118,183 +132,191 @@ int main(int argc, char** argv) {
       row("layer GEMMs (cold)", sh, us, rate);
     }
   }
-  if (stack_only) return 0;
   b.bufs.clear();
 
-  // ---- decode attention: bytes = K and V rows of every context token, once ----
-  for (int bs : {16, 256}) {
-    for (auto [B, ctx, bound] : std::vector<std::tuple<int, int, int>>{
-             {1, 1024, 1024}, {1, 1024, 4096}, {1, 4096, 4096}, {64, 1024, 1024}, {256, 512, 512}, {256, 1024, 1024},
-             {256, 1024, 4096}, {256, 2048, 2048}, {256, 2048, 4096}}) {
-      if (quick && bs == 16 && B != 256) continue;
-      const int blocks_per_seq = (ctx + bs - 1) / bs, nb = B * blocks_per_seq;
+  if (want("decode")) {
+    // ---- decode attention: bytes = K and V rows of every context token, once ----
+    for (int bs : {16, 256}) {
+      for (auto [B, ctx, bound] : std::vector<std::tuple<int, int, int>>{
+               {1, 1024, 1024}, {1, 1024, 4096}, {1, 4096, 4096}, {64, 1024, 1024}, {256, 512, 512}, {256, 1024, 1024},
+               {256, 1024, 4096}, {256, 2048, 2048}, {256, 2048, 4096}}) {
+        if (quick && bs == 16 && B != 256) continue;
+        const int blocks_per_seq = (ctx + bs - 1) / bs, nb = B * blocks_per_seq;
+        Tensor kc = b.rand_bf16({nb, bs, Hkv, D}), vc = b.rand_bf16({nb, bs, Hkv, D});
+        Tensor q = b.rand_bf16({B, Hq, D});
+        Tensor o = b.be->alloc_tensor(DType::bf16, {B, Hq, D}, b.bufs);
+        std::vector<int32_t> perm(nb), cu(B + 1), lens(B, ctx);
+        std::iota(perm.begin(), perm.end(), 0);
+        std::shuffle(perm.begin(), perm.end(), b.rng);
+        std::iota(cu.begin(), cu.end(), 0);
+        Tensor tcu = b.i32(cu), tlen = b.i32(lens), tbt = b.i32(perm);
+        AttentionMetadata m;
+        m.is_prefill = false;
+        m.num_seqs = B;
+        m.num_tokens = B;
+        m.max_seqlen_q = 1;
+        m.max_seqlen_k = bound;  // an upper bound, as under graph capture
+        m.cu_seqlens_q = tcu.ptr<int32_t>();
+        m.seqlens_k = tlen.ptr<int32_t>();
+        m.block_tables = tbt.ptr<int32_t>();
+        m.max_num_blocks = blocks_per_seq;
+        const double us = b.time_us([&] { b.be->attention(q, kc, vc, m, 0.088f, o); });
+        const double bytes = 2.0 * B * ctx * Hkv * D * 2;
+        char sh[96], rate[64];
+        std::snprintf(sh, sizeof sh, "B=%d ctx=%d bound=%d block=%d", B, ctx, bound, bs);
+        std::snprintf(rate, sizeof rate, "%.0f GB/s", bytes / us / 1e3);
+        row("attention decode", sh, us, rate);
+      }
+      b.bufs.clear();
+    }
+    // The bench.py workload's shape: contexts of uneven length (100..2048) under a graph's bound
+    // of 4096: load balance across splits, not only bandwidth; at the batch sizes a run goes through.
+    for (auto [bs, B] : std::vector<std::pair<int, int>>{{16, 256}, {256, 16}, {256, 32}, {256, 64}, {256, 128}, {256, 256}}) {
+      const int bound = 4096;
+      std::uniform_int_distribution<int> len_dist(100, 2048);
+      std::vector<int32_t> lens(B), cu(B + 1), table;
+      const int max_blocks = (bound + bs - 1) / bs;
+      int nb = 0;
+      double tokens = 0;
+      for (int i = 0; i < B; ++i) {
+        lens[i] = len_dist(b.rng);
+        tokens += lens[i];
+        for (int j = 0; j < max_blocks; ++j) table.push_back(j < (lens[i] + bs - 1) / bs ? nb++ : -1);
+      }
+      std::iota(cu.begin(), cu.end(), 0);
       Tensor kc = b.rand_bf16({nb, bs, Hkv, D}), vc = b.rand_bf16({nb, bs, Hkv, D});
       Tensor q = b.rand_bf16({B, Hq, D});
       Tensor o = b.be->alloc_tensor(DType::bf16, {B, Hq, D}, b.bufs);
-      std::vector<int32_t> perm(nb), cu(B + 1), lens(B, ctx);
-      std::iota(perm.begin(), perm.end(), 0);
-      std::shuffle(perm.begin(), perm.end(), b.rng);
-      std::iota(cu.begin(), cu.end(), 0);
-      Tensor tcu = b.i32(cu), tlen = b.i32(lens), tbt = b.i32(perm);
+      Tensor tcu = b.i32(cu), tlen = b.i32(lens), tbt = b.i32(table);
       AttentionMetadata m;
-      m.is_prefill = false;
-      m.num_seqs = B;
-      m.num_tokens = B;
+      m.num_seqs = m.num_tokens = B;
       m.max_seqlen_q = 1;
-      m.max_seqlen_k = bound;  // an upper bound, as under graph capture
+      m.max_seqlen_k = bound;
       m.cu_seqlens_q = tcu.ptr<int32_t>();
       m.seqlens_k = tlen.ptr<int32_t>();
       m.block_tables = tbt.ptr<int32_t>();
-      m.max_num_blocks = blocks_per_seq;
+      m.max_num_blocks = max_blocks;
       const double us = b.time_us([&] { b.be->attention(q, kc, vc, m, 0.088f, o); });
-      const double bytes = 2.0 * B * ctx * Hkv * D * 2;
       char sh[96], rate[64];
-      std::snprintf(sh, sizeof sh, "B=%d ctx=%d bound=%d block=%d", B, ctx, bound, bs);
-      std::snprintf(rate, sizeof rate, "%.0f GB/s", bytes / us / 1e3);
+      std::snprintf(sh, sizeof sh, "B=%d ctx=100..2048 bound=%d block=%d", B, bound, bs);
+      std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * tokens * Hkv * D * 2 / us / 1e3);
       row("attention decode", sh, us, rate);
-    }
-    b.bufs.clear();
-  }
-  // The bench.py workload's shape: contexts of uneven length (100..2048) under a graph's bound
-  // of 4096: load balance across splits, not only bandwidth; at the batch sizes a run goes through.
-  for (auto [bs, B] : std::vector<std::pair<int, int>>{{16, 256}, {256, 16}, {256, 32}, {256, 64}, {256, 128}, {256, 256}}) {
-    const int bound = 4096;
-    std::uniform_int_distribution<int> len_dist(100, 2048);
-    std::vector<int32_t> lens(B), cu(B + 1), table;
-    const int max_blocks = (bound + bs - 1) / bs;
-    int nb = 0;
-    double tokens = 0;
-    for (int i = 0; i < B; ++i) {
-      lens[i] = len_dist(b.rng);
-      tokens += lens[i];
-      for (int j = 0; j < max_blocks; ++j) table.push_back(j < (lens[i] + bs - 1) / bs ? nb++ : -1);
-    }
-    std::iota(cu.begin(), cu.end(), 0);
-    Tensor kc = b.rand_bf16({nb, bs, Hkv, D}), vc = b.rand_bf16({nb, bs, Hkv, D});
-    Tensor q = b.rand_bf16({B, Hq, D});
-    Tensor o = b.be->alloc_tensor(DType::bf16, {B, Hq, D}, b.bufs);
-    Tensor tcu = b.i32(cu), tlen = b.i32(lens), tbt = b.i32(table);
-    AttentionMetadata m;
-    m.num_seqs = m.num_tokens = B;
-    m.max_seqlen_q = 1;
-    m.max_seqlen_k = bound;
-    m.cu_seqlens_q = tcu.ptr<int32_t>();
-    m.seqlens_k = tlen.ptr<int32_t>();
-    m.block_tables = tbt.ptr<int32_t>();
-    m.max_num_blocks = max_blocks;
-    const double us = b.time_us([&] { b.be->attention(q, kc, vc, m, 0.088f, o); });
-    char sh[96], rate[64];
-    std::snprintf(sh, sizeof sh, "B=%d ctx=100..2048 bound=%d block=%d", B, bound, bs);
-    std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * tokens * Hkv * D * 2 / us / 1e3);
-    row("attention decode", sh, us, rate);
-    b.bufs.clear();
-  }
-
-  if (attn_only) return 0;
-
-  // ---- prefill attention: causal FLOPs = 4 * D * Hq * L^2 / 2 per sequence ----
-  for (auto [S, L] : std::vector<std::pair<int, int>>{{1, 512}, {8, 1024}, {4, 4096}}) {
-    if (quick && L == 4096) continue;
-    const int bs = 256, bps = (L + bs - 1) / bs, nb = S * bps, T = S * L;
-    Tensor kc = b.rand_bf16({nb, bs, Hkv, D}), vc = b.rand_bf16({nb, bs, Hkv, D});
-    Tensor q = b.rand_bf16({T, Hq, D});
-    Tensor o = b.be->alloc_tensor(DType::bf16, {T, Hq, D}, b.bufs);
-    std::vector<int32_t> bt(nb), cu(S + 1), lens(S, L);
-    std::iota(bt.begin(), bt.end(), 0);
-    for (int i = 0; i <= S; ++i) cu[i] = i * L;
-    Tensor tcu = b.i32(cu), tlen = b.i32(lens), tbt = b.i32(bt);
-    AttentionMetadata m;
-    m.is_prefill = true;
-    m.num_seqs = S;
-    m.num_tokens = T;
-    m.max_seqlen_q = L;
-    m.max_seqlen_k = L;
-    m.cu_seqlens_q = tcu.ptr<int32_t>();
-    m.seqlens_k = tlen.ptr<int32_t>();
-    m.block_tables = tbt.ptr<int32_t>();
-    m.max_num_blocks = bps;
-    const double us = b.time_us([&] { b.be->attention(q, kc, vc, m, 0.088f, o); }, 5);
-    const double flops = 4.0 * D * Hq * (double)L * L / 2 * S;
-    char sh[96], rate[64];
-    std::snprintf(sh, sizeof sh, "seqs=%d len=%d", S, L);
-    std::snprintf(rate, sizeof rate, "%.1f TFLOP/s", flops / us / 1e6);
-    row("attention prefill", sh, us, rate);
-    b.bufs.clear();
-  }
-
-  // ---- GEMMs of one layer and the lm head ----
-  struct G { const char* name; int n, k; };
-  for (int M : {1, 8, 64, 256, 2048, 8192}) {
-    if (quick && (M == 8 || M == 2048)) continue;
-    for (G g : {G{"qkv_proj", (Hq + 2 * Hkv) * D, H}, G{"o_proj", H, Hq * D}, G{"gate_up", 2 * I, H},
-                G{"down", H, I}, G{"lm_head (f32 out)", V, H}}) {
-      if (g.n == V && M > 256) continue;
-      Tensor x = b.rand_bf16({M, g.k}), w = b.rand_bf16({g.n, g.k}, 0.02f);
-      Tensor o = b.be->alloc_tensor(g.n == V ? DType::f32 : DType::bf16, {M, g.n}, b.bufs);
-      const double us = b.time_us([&] { b.be->linear(x, w, o); });
-      const double bytes = 2.0 * g.n * g.k + 2.0 * M * g.k + (g.n == V ? 4.0 : 2.0) * M * g.n;
-      char sh[96], rate[96];
-      std::snprintf(sh, sizeof sh, "M=%d N=%d K=%d", M, g.n, g.k);
-      std::snprintf(rate, sizeof rate, "%.0f GB/s  %.1f TFLOP/s", bytes / us / 1e3, 2.0 * M * g.n * g.k / us / 1e6);
-      row(g.name, sh, us, rate);
       b.bufs.clear();
     }
   }
 
-  // ---- small per-layer ops at decode batch 256 and prefill 8192 tokens ----
-  for (int T : {1, 256, 8192}) {
-    Tensor x = b.rand_bf16({T, H}), r = b.rand_bf16({T, H}), w = b.rand_bf16({H});
-    Tensor o = b.be->alloc_tensor(DType::bf16, {T, H}, b.bufs);
-    char sh[64];
-    std::snprintf(sh, sizeof sh, "T=%d H=%d", T, H);
-    double us = b.time_us([&] { b.be->add_rms_norm(x, r, w, 1e-6f, o); });
-    char rate[64];
-    std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * H * 4 / us / 1e3);
-    row("add_rms_norm", sh, us, rate);
-    Tensor gu = b.rand_bf16({T, 2 * I}), act = b.be->alloc_tensor(DType::bf16, {T, I}, b.bufs);
-    us = b.time_us([&] { b.be->silu_mul(gu, act); });
-    std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * I * 3 / us / 1e3);
-    std::snprintf(sh, sizeof sh, "T=%d I=%d", T, I);
-    row("silu_mul", sh, us, rate);
-    // q/k norm + rope + store
-    Tensor qkv = b.rand_bf16({T, (Hq + 2 * Hkv) * D}), qn = b.rand_bf16({D}), kn = b.rand_bf16({D});
-    Tensor cs = b.be->alloc_tensor(DType::f32, {4096, D}, b.bufs);
-    b.be->fill_zero(cs.data, cs.nbytes());
-    std::vector<int32_t> pos(T), slots(T);
-    for (int t = 0; t < T; ++t) { pos[t] = t % 4096; slots[t] = t; }
-    Tensor tp = b.i32(pos), ts = b.i32(slots);
-    const int nb = (T + 255) / 256;
-    Tensor kc = b.rand_bf16({nb, 256, Hkv, D}), vc = b.rand_bf16({nb, 256, Hkv, D});
-    Tensor qo = b.be->alloc_tensor(DType::bf16, {T, Hq, D}, b.bufs);
-    us = b.time_us([&] {
-      b.be->qk_norm_rope_store(qkv, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>(), kc, vc, qo);
-    });
-    std::snprintf(sh, sizeof sh, "T=%d", T);
-    std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * (Hq + 2 * Hkv) * D * 2 / us / 1e3);
-    row("qk_norm_rope_store", sh, us, rate);
-    b.bufs.clear();
+  if (want("prefill")) {
+    // ---- prefill attention: causal FLOPs = 4 * D * Hq * L^2 / 2 per sequence ----
+    for (auto [S, L] : std::vector<std::pair<int, int>>{{1, 512}, {8, 1024}, {4, 4096}}) {
+      if (quick && L == 4096) continue;
+      const int bs = 256, bps = (L + bs - 1) / bs, nb = S * bps, T = S * L;
+      Tensor kc = b.rand_bf16({nb, bs, Hkv, D}), vc = b.rand_bf16({nb, bs, Hkv, D});
+      Tensor q = b.rand_bf16({T, Hq, D});
+      Tensor o = b.be->alloc_tensor(DType::bf16, {T, Hq, D}, b.bufs);
+      std::vector<int32_t> bt(nb), cu(S + 1), lens(S, L);
+      std::iota(bt.begin(), bt.end(), 0);
+      for (int i = 0; i <= S; ++i) cu[i] = i * L;
+      Tensor tcu = b.i32(cu), tlen = b.i32(lens), tbt = b.i32(bt);
+      AttentionMetadata m;
+      m.is_prefill = true;
+      m.num_seqs = S;
+      m.num_tokens = T;
+      m.max_seqlen_q = L;
+      m.max_seqlen_k = L;
+      m.cu_seqlens_q = tcu.ptr<int32_t>();
+      m.seqlens_k = tlen.ptr<int32_t>();
+      m.block_tables = tbt.ptr<int32_t>();
+      m.max_num_blocks = bps;
+      const double us = b.time_us([&] { b.be->attention(q, kc, vc, m, 0.088f, o); }, 5);
+      const double flops = 4.0 * D * Hq * (double)L * L / 2 * S;
+      char sh[96], rate[64];
+      std::snprintf(sh, sizeof sh, "seqs=%d len=%d", S, L);
+      std::snprintf(rate, sizeof rate, "%.1f TFLOP/s", flops / us / 1e6);
+      row("attention prefill", sh, us, rate);
+      b.bufs.clear();
+    }
   }
 
-  // ---- sampling over the vocabulary ----
-  for (int B : {1, 256}) {
-    Tensor logits = b.be->alloc_tensor(DType::f32, {B, V}, b.bufs);
-    std::vector<float> h(size_t(B) * V);
-    std::normal_distribution<float> d(0.f, 3.f);
-    for (auto& x : h) x = d(b.rng);
-    b.be->copy_to_device(logits.data, h.data(), h.size() * 4);
-    std::vector<float> temps(B, 0.8f);
-    std::vector<int64_t> keys(B, 42), ctr(B, 7);
-    Tensor tt = b.be->alloc_tensor(DType::f32, {B}, b.bufs), tk = b.be->alloc_tensor(DType::i64, {B}, b.bufs),
-           tc = b.be->alloc_tensor(DType::i64, {B}, b.bufs), to = b.be->alloc_tensor(DType::i32, {B}, b.bufs);
-    b.be->copy_to_device(tt.data, temps.data(), B * 4);
-    b.be->copy_to_device(tk.data, keys.data(), B * 8);
-    b.be->copy_to_device(tc.data, ctr.data(), B * 8);
-    const double us = b.time_us([&] { b.be->sample(logits, tt, tk, tc, to); });
-    char sh[64], rate[64];
-    std::snprintf(sh, sizeof sh, "B=%d V=%d T=0.8", B, V);
-    std::snprintf(rate, sizeof rate, "%.0f GB/s", 4.0 * B * V / us / 1e3);
-    row("sample", sh, us, rate);
-    b.bufs.clear();
+  if (want("gemm")) {
+    // ---- GEMMs of one layer and the lm head ----
+    struct G { const char* name; int n, k; };
+    for (int M : {1, 8, 64, 256, 2048, 8192}) {
+      if (quick && (M == 8 || M == 2048)) continue;
+      for (G g : {G{"qkv_proj", (Hq + 2 * Hkv) * D, H}, G{"o_proj", H, Hq * D}, G{"gate_up", 2 * I, H},
+                  G{"down", H, I}, G{"lm_head (f32 out)", V, H}}) {
+        if (g.n == V && M > 256) continue;
+        Tensor x = b.rand_bf16({M, g.k}), w = b.rand_bf16({g.n, g.k}, 0.02f);
+        Tensor o = b.be->alloc_tensor(g.n == V ? DType::f32 : DType::bf16, {M, g.n}, b.bufs);
+        const double us = b.time_us([&] { b.be->linear(x, w, o); });
+        const double bytes = 2.0 * g.n * g.k + 2.0 * M * g.k + (g.n == V ? 4.0 : 2.0) * M * g.n;
+        char sh[96], rate[96];
+        std::snprintf(sh, sizeof sh, "M=%d N=%d K=%d", M, g.n, g.k);
+        std::snprintf(rate, sizeof rate, "%.0f GB/s  %.1f TFLOP/s", bytes / us / 1e3, 2.0 * M * g.n * g.k / us / 1e6);
+        row(g.name, sh, us, rate);
+        b.bufs.clear();
+      }
+    }
   }
+
+  if (want("small")) {
+    // ---- small per-layer ops at decode batch 256 and prefill 8192 tokens ----
+    for (int T : {1, 256, 8192}) {
+      Tensor x = b.rand_bf16({T, H}), r = b.rand_bf16({T, H}), w = b.rand_bf16({H});
+      Tensor o = b.be->alloc_tensor(DType::bf16, {T, H}, b.bufs);
+      char sh[64];
+      std::snprintf(sh, sizeof sh, "T=%d H=%d", T, H);
+      double us = b.time_us([&] { b.be->add_rms_norm(x, r, w, 1e-6f, o); });
+      char rate[64];
+      std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * H * 4 / us / 1e3);
+      row("add_rms_norm", sh, us, rate);
+      Tensor gu = b.rand_bf16({T, 2 * I}), act = b.be->alloc_tensor(DType::bf16, {T, I}, b.bufs);
+      us = b.time_us([&] { b.be->silu_mul(gu, act); });
+      std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * I * 3 / us / 1e3);
+      std::snprintf(sh, sizeof sh, "T=%d I=%d", T, I);
+      row("silu_mul", sh, us, rate);
+      // q/k norm + rope + store
+      Tensor qkv = b.rand_bf16({T, (Hq + 2 * Hkv) * D}), qn = b.rand_bf16({D}), kn = b.rand_bf16({D});
+      Tensor cs = b.be->alloc_tensor(DType::f32, {4096, D}, b.bufs);
+      b.be->fill_zero(cs.data, cs.nbytes());
+      std::vector<int32_t> pos(T), slots(T);
+      for (int t = 0; t < T; ++t) { pos[t] = t % 4096; slots[t] = t; }
+      Tensor tp = b.i32(pos), ts = b.i32(slots);
+      const int nb = (T + 255) / 256;
+      Tensor kc = b.rand_bf16({nb, 256, Hkv, D}), vc = b.rand_bf16({nb, 256, Hkv, D});
+      Tensor qo = b.be->alloc_tensor(DType::bf16, {T, Hq, D}, b.bufs);
+      us = b.time_us([&] {
+        b.be->qk_norm_rope_store(qkv, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>(), kc, vc, qo);
+      });
+      std::snprintf(sh, sizeof sh, "T=%d", T);
+      std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * (Hq + 2 * Hkv) * D * 2 / us / 1e3);
+      row("qk_norm_rope_store", sh, us, rate);
+      b.bufs.clear();
+    }
+  }
+
+  if (want("sample")) {
+    // ---- sampling over the vocabulary ----
+    for (int B : {1, 256}) {
+      Tensor logits = b.be->alloc_tensor(DType::f32, {B, V}, b.bufs);
+      std::vector<float> h(size_t(B) * V);
+      std::normal_distribution<float> d(0.f, 3.f);
+      for (auto& x : h) x = d(b.rng);
+      b.be->copy_to_device(logits.data, h.data(), h.size() * 4);
+      std::vector<float> temps(B, 0.8f);
+      std::vector<int64_t> keys(B, 42), ctr(B, 7);
+      Tensor tt = b.be->alloc_tensor(DType::f32, {B}, b.bufs), tk = b.be->alloc_tensor(DType::i64, {B}, b.bufs),
+             tc = b.be->alloc_tensor(DType::i64, {B}, b.bufs), to = b.be->alloc_tensor(DType::i32, {B}, b.bufs);
+      b.be->copy_to_device(tt.data, temps.data(), B * 4);
+      b.be->copy_to_device(tk.data, keys.data(), B * 8);
+      b.be->copy_to_device(tc.data, ctr.data(), B * 8);
+      const double us = b.time_us([&] { b.be->sample(logits, tt, tk, tc, to); });
+      char sh[64], rate[64];
+      std::snprintf(sh, sizeof sh, "B=%d V=%d T=0.8", B, V);
+      std::snprintf(rate, sizeof rate, "%.0f GB/s", 4.0 * B * V / us / 1e3);
+      row("sample", sh, us, rate);
+      b.bufs.clear();
+    }
+  }
+
   return 0;
 }

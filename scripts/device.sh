@@ -56,7 +56,7 @@ for step in "${STEPS[@]}"; do
       $BIN/bench_cuda_ops 2>&1 | tee "$OUT/bench_ops.log"
       ;;
     gemm)  # the 28 layers' projections at decode batches, weights streaming from HBM
-      $BIN/bench_cuda_ops --gemm-stack 2>&1 | tee -a "$OUT/gemm.log" | grep layer
+      $BIN/bench_cuda_ops gemm-stack 2>&1 | tee -a "$OUT/gemm.log" | grep layer
       ;;
     sanitize)
       # memcheck over every op test; racecheck over the attention kernels (shared-memory users).

@@ -19,10 +19,18 @@ NANOVLLM_HD uint64_t mix64(uint64_t z) {  // splitmix64's finalizer
   return z ^ (z >> 31);
 }
 
-// Uniform in (0, 1), never 0 or 1, from 24 random bits (exact in float32).
-NANOVLLM_HD float uniform01(uint64_t key, uint64_t counter, uint32_t index) {
-  uint64_t h = mix64(key ^ mix64(counter * 0x9e3779b97f4a7c15ULL + index));
+// One sampling draw's stream (a request's key, the draw's counter), computed once per row, so a
+// vocabulary entry costs one mix64: the GPU sampler is bound by its arithmetic otherwise.
+NANOVLLM_HD uint64_t draw_stream(uint64_t key, uint64_t counter) { return mix64(key ^ mix64(counter)); }
+
+// Uniform in (0, 1), never 0 or 1, from 24 random bits (exact in float32): entry `index` of a
+// stream, splitmix64-style (the stream plus index + 1 golden-ratio steps, mixed).
+NANOVLLM_HD float uniform01(uint64_t stream, uint32_t index) {
+  const uint64_t h = mix64(stream + (static_cast<uint64_t>(index) + 1) * 0x9e3779b97f4a7c15ULL);
   return (static_cast<float>(h >> 40) + 0.5f) * (1.0f / 16777216.0f);
+}
+NANOVLLM_HD float uniform01(uint64_t key, uint64_t counter, uint32_t index) {
+  return uniform01(draw_stream(key, counter), index);
 }
 
 }  // namespace nanovllm

@@ -24,8 +24,9 @@ Best scan(const float* row, int64_t begin, int64_t end, float temperature, uint6
       if (row[v] > b.value || b.index < 0) b = {row[v], v};
   } else {
     const float inv_t = 1.0f / temperature;
+    const uint64_t stream = draw_stream(key, counter);
     for (int64_t v = begin; v < end; ++v) {
-      const float u = uniform01(key, counter, static_cast<uint32_t>(v));
+      const float u = uniform01(stream, static_cast<uint32_t>(v));
       const float score = row[v] * inv_t - std::log(-std::log(u));
       if (score > b.value || b.index < 0) b = {score, v};
     }

@@ -48,10 +48,10 @@ __global__ void sample_chunk_kernel(const float* __restrict__ logits, const floa
       if (better(s, v, best, bi)) { best = s; bi = v; }
     }
   } else {
-    const uint64_t key = static_cast<uint64_t>(keys[row]), ctr = static_cast<uint64_t>(counters[row]);
+    const uint64_t stream = draw_stream(static_cast<uint64_t>(keys[row]), static_cast<uint64_t>(counters[row]));
     const float inv_t = 1.f / t;  // multiply by 1/T exactly as the CPU sampler does
     for (int v = begin + threadIdx.x; v < end; v += kThreads) {
-      const float u = uniform01(key, ctr, static_cast<uint32_t>(v));
+      const float u = uniform01(stream, static_cast<uint32_t>(v));
       const float s = l[v] * inv_t - logf(-logf(u));
       if (better(s, v, best, bi)) { best = s; bi = v; }
     }
