@@ -12,6 +12,33 @@ namespace {
 
 constexpr int kWarps = 8;
 
+// acc[r] += w's 8 values (chunk c of the row) . x[r]'s 8 values at the same columns, for r < m.
+template <int MAXM>
+__device__ __forceinline__ void accumulate8(float (&acc)[MAXM], const float (&wf)[8], const bf16* __restrict__ x, int c,
+                                            int m, int k) {
+#pragma unroll
+  for (int r = 0; r < MAXM; ++r) {
+    if (r < m) {
+      float xf[8];
+      load8(x + (size_t)r * k + c * 8, xf);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[r] += wf[j] * xf[j];
+    }
+  }
+}
+
+// Sums each row's partial dot products over the warp; lane 0 stores out[r, col].
+template <int MAXM, class O>
+__device__ __forceinline__ void store_col(float (&acc)[MAXM], O* __restrict__ out, int m, int n, int col, int lane) {
+#pragma unroll
+  for (int r = 0; r < MAXM; ++r) {
+    if (r < m) {
+      const float v = warp_sum(acc[r]);
+      if (lane == 0) out[(size_t)r * n + col] = from_f<O>(v);
+    }
+  }
+}
+
 // Lanes of a warp stride over w's row in 16-byte chunks: chunk c = lane + 32 * u. CPL = chunks
 // per lane (K / 256), so the whole row slice lives in registers and is loaded before pdl_wait():
 // the weights (which no kernel writes) stream in while the previous kernel is still finishing.
@@ -36,24 +63,9 @@ gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restric
   for (int u = 0; u < CPL; ++u) {
     float wf[8];
     load8(reinterpret_cast<const bf16*>(&wv[u]), wf);
-    const int c = lane + 32 * u;
-#pragma unroll
-    for (int r = 0; r < MAXM; ++r) {
-      if (r < m) {
-        float xf[8];
-        load8(x + (size_t)r * k + c * 8, xf);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[r] += wf[j] * xf[j];
-      }
-    }
+    accumulate8<MAXM>(acc, wf, x, lane + 32 * u, m, k);
   }
-#pragma unroll
-  for (int r = 0; r < MAXM; ++r) {
-    if (r < m) {
-      const float v = warp_sum(acc[r]);
-      if (lane == 0) out[(size_t)r * n + col] = from_f<O>(v);
-    }
-  }
+  store_col<MAXM>(acc, out, m, n, col, lane);
 }
 
 // Any K that is a multiple of 8: the row is walked in a loop (nothing loaded before pdl_wait()).
@@ -73,23 +85,9 @@ gemv_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __re
   for (int c = lane; c < chunks; c += 32) {
     float wf[8];
     load8(wr + c * 8, wf);
-#pragma unroll
-    for (int r = 0; r < MAXM; ++r) {
-      if (r < m) {
-        float xf[8];
-        load8(x + (size_t)r * k + c * 8, xf);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[r] += wf[j] * xf[j];
-      }
-    }
+    accumulate8<MAXM>(acc, wf, x, c, m, k);
   }
-#pragma unroll
-  for (int r = 0; r < MAXM; ++r) {
-    if (r < m) {
-      const float v = warp_sum(acc[r]);
-      if (lane == 0) out[(size_t)r * n + col] = from_f<O>(v);
-    }
-  }
+  store_col<MAXM>(acc, out, m, n, col, lane);
 }
 
 template <int MAXM, class O>
