@@ -24,15 +24,26 @@ namespace {
 
 using cuda::check;
 
-void require(bool ok, const std::string& op, const std::string& what) {
-  if (!ok) throw std::invalid_argument(op + ": " + what);
+[[noreturn]] void fail(const char* op, const std::string& what) {
+  throw std::invalid_argument(std::string(op) + ": " + what);
 }
-void require_cuda(const Tensor& t, const std::string& op, const char* name) {
-  require(t.device == DeviceKind::cuda && t.data != nullptr, op,
-          std::string(name) + " must be a CUDA tensor (got " + (t.data ? "a CPU tensor" : "no data") + ")");
+// Throws "op: what" when !ok. `what` is a string or a callable that builds one: these checks run
+// for every op of an eager step, so messages are built only when one fails.
+void require(bool ok, const char* op, const char* what) {
+  if (!ok) fail(op, what);
 }
-void require_dtype(const Tensor& t, DType want, const std::string& op, const char* name) {
-  require(t.dtype == want, op, std::string(name) + " must be " + dtype_name(want) + ", got " + dtype_name(t.dtype));
+template <class F>
+void require(bool ok, const char* op, F&& what) {
+  if (!ok) fail(op, what());
+}
+void require_cuda(const Tensor& t, const char* op, const char* name) {
+  require(t.device == DeviceKind::cuda && t.data != nullptr, op, [&] {
+    return std::string(name) + " must be a CUDA tensor (got " + (t.data ? "a CPU tensor" : "no data") + ")";
+  });
+}
+void require_dtype(const Tensor& t, DType want, const char* op, const char* name) {
+  require(t.dtype == want, op,
+          [&] { return std::string(name) + " must be " + dtype_name(want) + ", got " + dtype_name(t.dtype); });
 }
 bool is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
 // Rows of a tensor seen as [rows, last dim]: the product of every dim but the last (no division,
@@ -131,18 +142,18 @@ class CudaBackend final : public Backend {
   }
 
   void upload_convert(const Tensor& src, Tensor& dst) override {
-    const std::string op = "upload_convert";
+    const char* op = "upload_convert";
     require(src.device == DeviceKind::cpu, op, "source must be a host tensor");
     require_cuda(dst, op, "dst");
     require(src.numel() == dst.numel(), op,
-            "element counts differ: source " + src.shape_str() + ", destination " + dst.shape_str());
+            [&] { return "element counts differ: source " + src.shape_str() + ", destination " + dst.shape_str(); });
     if (src.dtype == dst.dtype) {
-      check(cudaMemcpy(dst.data, src.data, src.nbytes(), cudaMemcpyHostToDevice), op.c_str(), "cudaMemcpy");
+      check(cudaMemcpy(dst.data, src.data, src.nbytes(), cudaMemcpyHostToDevice), op, "cudaMemcpy");
       return;
     }
     auto in_ok = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
     require(in_ok(src.dtype) && in_ok(dst.dtype), op,
-            std::string("cannot convert ") + dtype_name(src.dtype) + " to " + dtype_name(dst.dtype));
+            [&] { return std::string("cannot convert ") + dtype_name(src.dtype) + " to " + dtype_name(dst.dtype); });
     // Convert on the host a chunk at a time (bounded staging memory), then copy.
     constexpr int64_t kChunk = 1 << 22;
     std::vector<uint8_t> stage(static_cast<size_t>(std::min<int64_t>(kChunk, src.numel())) * dtype_size(dst.dtype));
@@ -153,7 +164,7 @@ class CudaBackend final : public Backend {
       for (int64_t i = b; i < e; ++i) store_from_f32(stage.data(), dst.dtype, i - b, load_as_f32(src.data, src.dtype, i));
       check(cudaMemcpy(static_cast<char*>(dst.data) + b * dtype_size(dst.dtype), stage.data(),
                        (e - b) * dtype_size(dst.dtype), cudaMemcpyHostToDevice),
-            op.c_str(), "cudaMemcpy");
+            op, "cudaMemcpy");
     }
   }
 
@@ -168,57 +179,62 @@ class CudaBackend final : public Backend {
 
   // ---- ops ----
   void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
-    const std::string op = "embedding";
+    const char* op = "embedding";
     require_cuda(ids, op, "ids"); require_cuda(table, op, "table"); require_cuda(out, op, "out");
     require_dtype(ids, DType::i32, op, "ids");
     require(table.ndim == 2 && out.ndim == 2 && out.size(1) == table.size(1) && out.size(0) == ids.numel(), op,
-            "shapes ids " + ids.shape_str() + ", table " + table.shape_str() + ", out " + out.shape_str());
+            [&] {
+              return "shapes ids " + ids.shape_str() + ", table " + table.shape_str() + ", out " + out.shape_str();
+            });
     cuda::launch_gather_rows(table.data, table.dtype, ids.ptr<int32_t>(), out.data, out.dtype, (int)out.size(0),
                              (int)out.size(1), (int)table.size(0), stream_);
     debug_sync("embedding");
   }
 
   void gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) override {
-    const std::string op = "gather_rows";
+    const char* op = "gather_rows";
     require_cuda(x, op, "x"); require_cuda(idx, op, "idx"); require_cuda(out, op, "out");
     require_dtype(idx, DType::i32, op, "idx");
     require(x.ndim == 2 && out.ndim == 2 && out.size(1) == x.size(1) && out.size(0) == idx.numel(), op,
-            "shapes x " + x.shape_str() + ", idx " + idx.shape_str() + ", out " + out.shape_str());
+            [&] { return "shapes x " + x.shape_str() + ", idx " + idx.shape_str() + ", out " + out.shape_str(); });
     cuda::launch_gather_rows(x.data, x.dtype, idx.ptr<int32_t>(), out.data, out.dtype, (int)out.size(0),
                              (int)out.size(1), (int)x.size(0), stream_);
     debug_sync("gather_rows");
   }
 
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
-    const std::string op = "rms_norm";
+    const char* op = "rms_norm";
     require_cuda(x, op, "x"); require_cuda(w, op, "w"); require_cuda(out, op, "out");
     require(x.numel() == out.numel() && x.dtype == out.dtype && w.numel() == x.size(-1), op,
-            "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str());
+            [&] { return "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str(); });
     cuda::launch_rms_norm(x.data, nullptr, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)x.size(-1), eps,
                           stream_);
     debug_sync("rms_norm");
   }
 
   void add_rms_norm(const Tensor& x, Tensor& residual, const Tensor& w, float eps, Tensor& out) override {
-    const std::string op = "add_rms_norm";
+    const char* op = "add_rms_norm";
     require_cuda(x, op, "x"); require_cuda(residual, op, "residual"); require_cuda(w, op, "w");
     require_cuda(out, op, "out");
     require(x.numel() == out.numel() && x.numel() == residual.numel() && x.dtype == out.dtype &&
                 x.dtype == residual.dtype && w.numel() == x.size(-1),
-            op, "shapes x " + x.shape_str() + ", residual " + residual.shape_str() + ", w " + w.shape_str() + ", out " +
-                    out.shape_str());
+            op, [&] {
+              return "shapes x " + x.shape_str() + ", residual " + residual.shape_str() + ", w " + w.shape_str() +
+                     ", out " + out.shape_str();
+            });
     cuda::launch_rms_norm(x.data, residual.data, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)x.size(-1),
                           eps, stream_);
     debug_sync("add_rms_norm");
   }
 
   void linear(const Tensor& x, const Tensor& w, Tensor& out) override {
-    const std::string op = "linear";
+    const char* op = "linear";
     require_cuda(x, op, "x"); require_cuda(w, op, "w"); require_cuda(out, op, "out");
     require(w.ndim == 2 && x.size(-1) == w.size(1) && out.size(-1) == w.size(0) && rows_of(x) == rows_of(out), op,
-            "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str());
-    require(x.dtype == w.dtype, op,
-            std::string("x and w dtypes differ: ") + dtype_name(x.dtype) + " vs " + dtype_name(w.dtype));
+            [&] { return "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str(); });
+    require(x.dtype == w.dtype, op, [&] {
+      return std::string("x and w dtypes differ: ") + dtype_name(x.dtype) + " vs " + dtype_name(w.dtype);
+    });
     gemm_.linear(x.data, w.data, out.data, rows_of(x), w.size(0), w.size(1), x.dtype, out.dtype, stream_);
     debug_sync("linear");
   }
@@ -226,7 +242,7 @@ class CudaBackend final : public Backend {
   void qk_norm_rope_store(const Tensor& qkv, const Tensor& q_norm_w, const Tensor& k_norm_w, const Tensor& positions,
                           const Tensor& cos_sin, float eps, int num_q_heads, int num_kv_heads,
                           const int32_t* slot_mapping, Tensor& k_cache, Tensor& v_cache, Tensor& q_out) override {
-    const std::string op = "qk_norm_rope_store";
+    const char* op = "qk_norm_rope_store";
     require_cuda(qkv, op, "qkv"); require_cuda(q_norm_w, op, "q_norm_w"); require_cuda(k_norm_w, op, "k_norm_w");
     require_cuda(positions, op, "positions"); require_cuda(cos_sin, op, "cos_sin");
     require_cuda(k_cache, op, "k_cache"); require_cuda(v_cache, op, "v_cache"); require_cuda(q_out, op, "q_out");
@@ -238,9 +254,11 @@ class CudaBackend final : public Backend {
     const int64_t D = cos_sin.size(-1);
     require(qkv.size(-1) == (num_q_heads + 2 * num_kv_heads) * D && q_out.numel() == T * num_q_heads * D &&
                 positions.numel() == T && q_norm_w.numel() == D && k_norm_w.numel() == D,
-            op, "shapes qkv " + qkv.shape_str() + ", q_out " + q_out.shape_str() + ", cos_sin " + cos_sin.shape_str() +
-                    ", positions " + positions.shape_str() + " for " + std::to_string(num_q_heads) + " q heads, " +
-                    std::to_string(num_kv_heads) + " kv heads");
+            op, [&] {
+              return "shapes qkv " + qkv.shape_str() + ", q_out " + q_out.shape_str() + ", cos_sin " +
+                     cos_sin.shape_str() + ", positions " + positions.shape_str() + " for " +
+                     std::to_string(num_q_heads) + " q heads, " + std::to_string(num_kv_heads) + " kv heads";
+            });
     cuda::launch_qk_norm_rope_store(qkv.data, q_norm_w.data, k_norm_w.data, q_norm_w.dtype, positions.ptr<int32_t>(),
                                     cos_sin.ptr<float>(), eps, (int)T, num_q_heads, num_kv_heads, (int)D, slot_mapping,
                                     k_cache.data, v_cache.data, q_out.data, stream_);
@@ -249,20 +267,24 @@ class CudaBackend final : public Backend {
 
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
                  float scale, Tensor& out) override {
-    const std::string op = "attention";
+    const char* op = "attention";
     require_cuda(q, op, "q"); require_cuda(k_cache, op, "k_cache"); require_cuda(v_cache, op, "v_cache");
     require_cuda(out, op, "out");
     require_dtype(q, DType::bf16, op, "q"); require_dtype(out, DType::bf16, op, "out");
     require_dtype(k_cache, DType::bf16, op, "k_cache"); require_dtype(v_cache, DType::bf16, op, "v_cache");
     require(q.ndim == 3 && k_cache.ndim == 4 && out.numel() == q.numel(), op,
-            "q must be [T, Hq, D] and the caches [blocks, block_size, Hkv, D]; got q " + q.shape_str() + ", k_cache " +
-                k_cache.shape_str());
+            [&] {
+              return "q must be [T, Hq, D] and the caches [blocks, block_size, Hkv, D]; got q " + q.shape_str() +
+                     ", k_cache " + k_cache.shape_str();
+            });
     cuda::AttnShape sh{(int)q.size(1), (int)k_cache.size(2), (int)q.size(2), (int)k_cache.size(1), scale};
     check_attention_shape(sh.block_size, sh.head_dim);
     require(k_cache.size(3) == sh.head_dim && sh.num_kv_heads > 0 && sh.num_q_heads % sh.num_kv_heads == 0, op,
-            "q " + q.shape_str() + " does not match k_cache " + k_cache.shape_str());
+            [&] { return "q " + q.shape_str() + " does not match k_cache " + k_cache.shape_str(); });
     require(sh.num_q_heads / sh.num_kv_heads <= 8, op,
-            std::to_string(sh.num_q_heads / sh.num_kv_heads) + " query heads per kv head (CUDA takes up to 8)");
+            [&] {
+              return std::to_string(sh.num_q_heads / sh.num_kv_heads) + " query heads per kv head (CUDA takes up to 8)";
+            });
     if (meta.num_seqs == 0) return;
     if (meta.is_prefill) {
       cuda::launch_attention_prefill(q.data, k_cache.data, v_cache.data, meta.cu_seqlens_q, meta.seqlens_k,
@@ -297,17 +319,17 @@ class CudaBackend final : public Backend {
   }
 
   void silu_mul(const Tensor& x, Tensor& out) override {
-    const std::string op = "silu_mul";
+    const char* op = "silu_mul";
     require_cuda(x, op, "x"); require_cuda(out, op, "out");
     require(x.dtype == out.dtype && x.size(-1) == 2 * out.size(-1) && rows_of(x) == rows_of(out), op,
-            "shapes x " + x.shape_str() + ", out " + out.shape_str());
+            [&] { return "shapes x " + x.shape_str() + ", out " + out.shape_str(); });
     cuda::launch_silu_mul(x.data, out.data, x.dtype, (int)rows_of(x), (int)out.size(-1), stream_);
     debug_sync("silu_mul");
   }
 
   void sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
               Tensor& out) override {
-    const std::string op = "sample";
+    const char* op = "sample";
     require_cuda(logits, op, "logits"); require_cuda(temperatures, op, "temperatures"); require_cuda(keys, op, "keys");
     require_cuda(counters, op, "counters"); require_cuda(out, op, "out");
     require_dtype(logits, DType::f32, op, "logits"); require_dtype(temperatures, DType::f32, op, "temperatures");
@@ -315,7 +337,7 @@ class CudaBackend final : public Backend {
     require_dtype(out, DType::i32, op, "out");
     const int64_t B = rows_of(logits);
     require(temperatures.numel() >= B && keys.numel() >= B && counters.numel() >= B && out.numel() >= B, op,
-            "one temperature, key, counter and output per logits row " + logits.shape_str());
+            [&] { return "one temperature, key, counter and output per logits row " + logits.shape_str(); });
     void* scratch = sample_ws_.get(cuda::sample_scratch_bytes((int)B, (int)logits.size(-1)));
     cuda::launch_sample(logits.ptr<float>(), temperatures.ptr<float>(), keys.ptr<int64_t>(), counters.ptr<int64_t>(),
                         out.ptr<int32_t>(), (int)B, (int)logits.size(-1), scratch, stream_);
