@@ -1,23 +1,18 @@
-// bf16 / f16 <-> f32 conversions on the host: checkpoint dtypes for the CPU backend (f32 math), weight upload for CUDA, tests.
+// bf16 / f16 <-> f32 conversions on the host: checkpoint dtypes for the CPU backend (f32 math),
+// weight upload for CUDA, tests.
 #pragma once
+#include <bit>
 #include <cstdint>
-#include <cstring>
 
 #include "backend/tensor.h"
 
 namespace nanovllm {
 
-inline float bf16_to_f32(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+inline float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
 
 // Round to nearest even, as torch does; NaN stays a (quiet) NaN.
 inline uint16_t f32_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
+  uint32_t u = std::bit_cast<uint32_t>(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
   u += 0x7fffu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
@@ -27,35 +22,22 @@ inline uint16_t f32_to_bf16(float f) {
 inline float f16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  float mag;
-  if (exp == 0) {
-    mag = static_cast<float>(man) * (1.0f / 16777216.0f);  // subnormal: man * 2^-24
-  } else if (exp == 31) {
-    uint32_t u = 0x7f800000u | (man << 13);
-    std::memcpy(&mag, &u, 4);
-  } else {
-    uint32_t u = ((exp + 112u) << 23) | (man << 13);
-    std::memcpy(&mag, &u, 4);
-  }
-  uint32_t u;
-  std::memcpy(&u, &mag, 4);
-  u |= sign;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+  uint32_t mag;
+  if (exp == 0) mag = std::bit_cast<uint32_t>(static_cast<float>(man) * (1.0f / 16777216.0f));  // man * 2^-24
+  else if (exp == 31) mag = 0x7f800000u | (man << 13);
+  else mag = ((exp + 112u) << 23) | (man << 13);
+  return std::bit_cast<float>(mag | sign);
 }
 
 // Round to nearest even; overflow goes to infinity.
 inline uint16_t f32_to_f16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
+  uint32_t u = std::bit_cast<uint32_t>(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   u &= 0x7fffffffu;
   if (u > 0x7f800000u) return sign | 0x7e00u;             // NaN
   if (u >= 0x477ff000u) return sign | 0x7c00u;            // >= 65520 rounds to inf
   if (u < 0x38800000u) {                                  // below 2^-14: subnormal or zero
-    float a;
-    std::memcpy(&a, &u, 4);
+    const float a = std::bit_cast<float>(u);
     // a * 2^24 rounded to nearest even gives the subnormal mantissa (may round up to the min normal).
     return sign | static_cast<uint16_t>(__builtin_nearbyintf(a * 16777216.0f));
   }

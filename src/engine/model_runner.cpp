@@ -58,8 +58,7 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
   BatchLayout largest(max_num_tokens_, max_num_seqs_, max_num_seqs_, max_num_blocks_);
   staging_buffer_ = std::unique_ptr<char, HostFree>(static_cast<char*>(backend_->host_alloc(largest.total)),
                                                     HostFree{backend_.get()});
-  staging_ = staging_buffer_.get();
-  std::memset(staging_, 0, largest.total);
+  std::memset(staging_buffer_.get(), 0, largest.total);
   inputs_device_ = backend_->alloc(largest.total);
   logits_ = Tensor(nullptr, DType::f32, {max_num_seqs_, model_config_.vocab_size}, backend_->device());
   logits_buffer_ = backend_->alloc(logits_.nbytes());
@@ -184,14 +183,14 @@ ForwardInputs ModelRunner::inputs_at(const BatchLayout& layout, int num_tokens, 
 }
 
 void ModelRunner::copy_staging(const BatchLayout& layout) {
-  backend_->copy_to_device(inputs_device_.get(), staging_, layout.total);
+  backend_->copy_to_device(inputs_device_.get(), staging_buffer_.get(), layout.total);
 }
 
 ForwardInputs ModelRunner::prepare_dummy(int num_seqs, int len, const BatchLayout& layout, int max_seqlen_k) {
   // The previous staging copy may still be in flight on the device's stream (steps end with a
   // synchronizing copy back; warm-up and capture do not): wait before overwriting the buffer.
   backend_->synchronize();
-  auto [keys, counters, temps, ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_);
+  auto [keys, counters, temps, ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_buffer_.get());
   const int blocks_used = (len + config_.kvcache_block_size - 1) / config_.kvcache_block_size;
   cu[0] = 0;
   for (int s = 0; s < num_seqs; ++s) {
@@ -230,7 +229,7 @@ void ModelRunner::capture_graphs() {
 
 ForwardInputs ModelRunner::prepare(const std::vector<Sequence*>& seqs, bool is_prefill, const BatchLayout& layout,
                                    int num_rows, int* num_sampled) {
-  auto [keys, counters, temps, ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_);
+  auto [keys, counters, temps, ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_buffer_.get());
   const int bs = config_.kvcache_block_size;
 
   int t = 0, rows = 0, max_q = 0, max_k = 0;

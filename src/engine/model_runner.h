@@ -81,7 +81,6 @@ class ModelRunner {
     void operator()(char* p) const { backend->host_free(p); }
   };
   std::unique_ptr<char, HostFree> staging_buffer_{nullptr, HostFree{nullptr}};
-  char* staging_ = nullptr;
   DeviceBuffer inputs_device_;   // the same layout on the device, written once per step
   DeviceBuffer logits_buffer_, sampled_buffer_;
   Tensor logits_;                // f32 [max_num_seqs, vocab]

@@ -119,5 +119,4 @@ class EngineLoop {
   std::thread thread_;
 };
 
-
 }  // namespace nanovllm::server

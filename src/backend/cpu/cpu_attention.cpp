@@ -99,6 +99,19 @@ inline void weighted_sum_any(const float* w, int n, const PagedRows& v, int widt
   }
 }
 
+// sc[0, n) = softmax(sc[0, n)), max-subtracted; the sum in double: contexts run to tens of
+// thousands of terms.
+inline void softmax_inplace(float* sc, int n) {
+  const float mx = *std::max_element(sc, sc + n);
+  double sum = 0;
+  for (int p = 0; p < n; ++p) {
+    sc[p] = std::exp(sc[p] - mx);
+    sum += sc[p];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int p = 0; p < n; ++p) sc[p] *= inv;
+}
+
 // RMS-norm one head over D with weight w, then rotate-half RoPE with this position's cos/sin.
 inline void norm_rope_head(const float* x, const float* w, const float* cs, float eps, int D, float* out) {
   double ss = 0;
@@ -187,17 +200,7 @@ void attend_token(const AttnArgs& a, int t, int kvh) {
       for (; r < rows; ++r) sc[r] = scale * dot(qh + g * D, k + r * stride, D);
     }
   }
-  for (int g = 0; g < G; ++g) {
-    float* sc = scores.data() + static_cast<size_t>(g) * n;
-    const float mx = *std::max_element(sc, sc + n);
-    double sum = 0;  // in double: contexts run to tens of thousands of terms
-    for (int p = 0; p < n; ++p) {
-      sc[p] = std::exp(sc[p] - mx);
-      sum += sc[p];
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int p = 0; p < n; ++p) sc[p] *= inv;
-  }
+  for (int g = 0; g < G; ++g) softmax_inplace(scores.data() + static_cast<size_t>(g) * n, n);
   // out = P V in chunks of up to 64 columns, each held in registers over all n keys.
   for (int g = 0; g < G; ++g) {
     const float* w = scores.data() + static_cast<size_t>(g) * n;
@@ -253,14 +256,7 @@ void attend_tile(const AttnArgs& a, int i, int kvh, int j0, int j1) {
     for (int r = 0; r < tq; ++r) {
       float* sc = sbuf.data() + static_cast<size_t>(r) * n_max;
       const int n = start + j0 + r + 1;  // causal: keys [0, n)
-      const float mx = *std::max_element(sc, sc + n);
-      double sum = 0;
-      for (int p = 0; p < n; ++p) {
-        sc[p] = std::exp(sc[p] - mx);
-        sum += sc[p];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int p = 0; p < n; ++p) sc[p] *= inv;
+      softmax_inplace(sc, n);
       std::fill(sc + n, sc + n_max, 0.0f);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, D, n_max, 1.0f, sbuf.data(), n_max, vbuf.data(), D,
@@ -268,8 +264,10 @@ void attend_tile(const AttnArgs& a, int i, int kvh, int j0, int j1) {
   }
 }
 
+// A work item: one query token (seq = -1, begin = the token) or a tile of prefill sequence seq's
+// query tokens [begin, end), for kv head kvh.
 struct Item {
-  int a, b, c, d;  // token: (-1, t, kvh, 0); tile: (i, kvh, j0, j1)
+  int seq, kvh, begin, end;
 };
 
 }  // namespace
@@ -295,13 +293,13 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
     const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
     if (q_len >= kMinTiledQuery) continue;
     for (int t = meta.cu_seqlens_q[i]; t < meta.cu_seqlens_q[i + 1]; ++t)
-      for (int h = 0; h < Hkv; ++h) items.push_back({-1, t, h, 0});
+      for (int h = 0; h < Hkv; ++h) items.push_back({-1, h, t, t + 1});
   }
   if (tiled) blas_single_thread();
   pool.parallel_for_dynamic(static_cast<int64_t>(items.size()), [&](int64_t k) {
     const Item& it = items[k];
-    if (it.a < 0) attend_token(args, it.b, it.c);
-    else attend_tile(args, it.a, it.b, it.c, it.d);
+    if (it.seq < 0) attend_token(args, it.begin, it.kvh);
+    else attend_tile(args, it.seq, it.kvh, it.begin, it.end);
   });
 }
 

@@ -10,10 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <mutex>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
 
 #include "backend/cpu/cpu_ops.h"
 #include "backend/allocation_tracker.h"

@@ -2,8 +2,9 @@
 // block (split, kv head, sequence) reads its slice of that kv head's K and V rows once and serves
 // all G = Hq/Hkv query heads that share them (GQA). Pass 1 computes the slice's scores into shared
 // memory, pass 2 turns them into exp weights, pass 3 accumulates V; with more than one split the
-// last block to finish for a (sequence, kv head) merges the splits by their (max, sum). Graph-safe: lengths come from device
-// arrays, the grid from host upper bounds (blocks past a sequence's end exit at once).
+// last block to finish for a (sequence, kv head) merges the splits by their (max, sum).
+// Graph-safe: lengths come from device arrays, the grid from host upper bounds (blocks past a
+// sequence's end exit at once).
 #include <stdexcept>
 #include <string>
 
@@ -260,12 +261,22 @@ __global__ void combine_kernel(const float* __restrict__ workspace, const int32_
   out[qrow * D + d] = from_f<bf16>(merge_splits<D>(workspace + qrow * num_splits * (D + 2), used, d));
 }
 
+// A launch's arguments, handed down the template dispatch below.
+struct DecodeLaunch {
+  const void *q, *kc, *vc;
+  const int32_t *seqlens_k, *block_tables;
+  int max_num_blocks, num_seqs;
+  AttnShape sh;
+  int log2_bs, num_splits, partition;
+  float* ws;
+  int* counters;
+  void* out;
+};
+
 template <int D, int MAXG, bool PV>
-void launch_dg(const void* q, const void* kc, const void* vc, const int32_t* seqlens_k, const int32_t* bts, int mnb,
-               int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, int* counters,
-               void* out, cudaStream_t s) {
-  const int G = sh.num_q_heads / sh.num_kv_heads;
-  const size_t smem = sizeof(float) * ((size_t)G * partition + (size_t)kWarps * G * D + 2 * G);
+void launch_dg(const DecodeLaunch& a, cudaStream_t s) {
+  const int G = a.sh.num_q_heads / a.sh.num_kv_heads;
+  const size_t smem = sizeof(float) * ((size_t)G * a.partition + (size_t)kWarps * G * D + 2 * G);
   auto kern = decode_kernel<D, MAXG, PV>;
   static size_t smem_allowed = 48 * 1024;  // per instantiation; raised once when a launch needs more
   if (smem > smem_allowed) {
@@ -273,24 +284,24 @@ void launch_dg(const void* q, const void* kc, const void* vc, const int32_t* seq
           "cudaFuncSetAttribute");
     smem_allowed = smem;
   }
-  dim3 grid(num_splits, sh.num_kv_heads, num_seqs);
-  launch("attention (decode)", kern, grid, kWarps * 32, smem, s, static_cast<const bf16*>(q),
-         static_cast<const bf16*>(kc), static_cast<const bf16*>(vc), seqlens_k, bts, mnb, sh.num_q_heads,
-         sh.num_kv_heads, log2_bs, sh.scale * kLog2e, num_splits, partition, ws, counters, static_cast<bf16*>(out));
-  if (num_splits > 1 && !counters)
-    launch("attention (decode combine)", combine_kernel<D>, dim3(sh.num_q_heads, num_seqs), D, 0, s,
-           static_cast<const float*>(ws), seqlens_k, sh.num_q_heads, num_splits, partition, static_cast<bf16*>(out));
+  dim3 grid(a.num_splits, a.sh.num_kv_heads, a.num_seqs);
+  launch("attention (decode)", kern, grid, kWarps * 32, smem, s, static_cast<const bf16*>(a.q),
+         static_cast<const bf16*>(a.kc), static_cast<const bf16*>(a.vc), a.seqlens_k, a.block_tables,
+         a.max_num_blocks, a.sh.num_q_heads, a.sh.num_kv_heads, a.log2_bs, a.sh.scale * kLog2e, a.num_splits,
+         a.partition, a.ws, a.counters, static_cast<bf16*>(a.out));
+  if (a.num_splits > 1 && !a.counters)
+    launch("attention (decode combine)", combine_kernel<D>, dim3(a.sh.num_q_heads, a.num_seqs), D, 0, s,
+           static_cast<const float*>(a.ws), a.seqlens_k, a.sh.num_q_heads, a.num_splits, a.partition,
+           static_cast<bf16*>(a.out));
 }
 
 template <int D, bool PV>
-void launch_d(const void* q, const void* kc, const void* vc, const int32_t* seqlens_k, const int32_t* bts, int mnb,
-              int num_seqs, const AttnShape& sh, int log2_bs, int num_splits, int partition, float* ws, int* cnt,
-              void* out, cudaStream_t s) {
-  const int G = sh.num_q_heads / sh.num_kv_heads;
-  if (G <= 1) launch_dg<D, 1, PV>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
-  else if (G <= 2) launch_dg<D, 2, PV>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
-  else if (G <= 4) launch_dg<D, 4, PV>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
-  else if (G <= 8) launch_dg<D, 8, PV>(q, kc, vc, seqlens_k, bts, mnb, num_seqs, sh, log2_bs, num_splits, partition, ws, cnt, out, s);
+void launch_d(const DecodeLaunch& a, cudaStream_t s) {
+  const int G = a.sh.num_q_heads / a.sh.num_kv_heads;
+  if (G <= 1) launch_dg<D, 1, PV>(a, s);
+  else if (G <= 2) launch_dg<D, 2, PV>(a, s);
+  else if (G <= 4) launch_dg<D, 4, PV>(a, s);
+  else if (G <= 8) launch_dg<D, 8, PV>(a, s);
   else throw std::invalid_argument("attention: " + std::to_string(G) + " query heads per kv head (CUDA takes up to 8)");
 }
 
@@ -303,21 +314,14 @@ void launch_attention_decode(const void* q, const void* k_cache, const void* v_c
   if (num_seqs == 0) return;
   int log2_bs = 0;
   while ((1 << log2_bs) < sh.block_size) ++log2_bs;
+  const DecodeLaunch a{q,       k_cache,    v_cache,   seqlens_k, block_tables, max_num_blocks,
+                       num_seqs, sh,         log2_bs,   num_splits, partition,  workspace,
+                       counters, out};
   // Few (sequence, kv head) pairs: a small grid, latency-bound, so V's first rows load early too.
   const bool pv = (long long)num_seqs * sh.num_kv_heads <= kPrefetchVPairs;
-  if (sh.head_dim == 64) {
-    if (pv) launch_d<64, true>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs,
-                               num_splits, partition, workspace, counters, out, s);
-    else launch_d<64, false>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs,
-                             num_splits, partition, workspace, counters, out, s);
-  } else if (sh.head_dim == 128) {
-    if (pv) launch_d<128, true>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs,
-                                num_splits, partition, workspace, counters, out, s);
-    else launch_d<128, false>(q, k_cache, v_cache, seqlens_k, block_tables, max_num_blocks, num_seqs, sh, log2_bs,
-                              num_splits, partition, workspace, counters, out, s);
-  } else {
-    throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");
-  }
+  if (sh.head_dim == 64) pv ? launch_d<64, true>(a, s) : launch_d<64, false>(a, s);
+  else if (sh.head_dim == 128) pv ? launch_d<128, true>(a, s) : launch_d<128, false>(a, s);
+  else throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");
 }
 
 }  // namespace nanovllm::cuda

@@ -18,13 +18,6 @@ inline void check(cudaError_t e, const char* op, const char* what) {
   if (e != cudaSuccess) throw_cuda(op, what, e);
 }
 
-// After a kernel launch: launch-configuration errors show here; faults inside the kernel surface
-// at the next synchronizing call, which checks too.
-inline void check_launch(const char* op) {
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw_cuda(op, "kernel launch", e);
-}
-
 inline void check_cublas(cublasStatus_t s, const char* op, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
     throw std::runtime_error(std::string("CUDA backend, op '") + op + "': " + what +

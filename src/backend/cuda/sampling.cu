@@ -1,6 +1,7 @@
-// Token sampling on the GPU, each row split over blocks of 4096 entries, then reduced: greedy argmax (lowest index on ties) or the
-// Gumbel-max draw argmax(logit/T - log(-log u)) with u from backend/rng.h, the same numbers the
-// CPU sampler draws for (key, counter, index), so both backends pick the same token.
+// Token sampling on the GPU, each row split over blocks of 4096 entries, then reduced: greedy
+// argmax (lowest index on ties) or the Gumbel-max draw argmax(logit/T - log(-log u)) with u from
+// backend/rng.h, the same numbers the CPU sampler draws for (key, counter, index), so both
+// backends pick the same token.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
