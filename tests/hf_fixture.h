@@ -8,9 +8,22 @@
 #include <utility>
 #include <vector>
 
+#include "nanovllm/config.h"
 #include "nanovllm/sampling_params.h"
 
 namespace nanovllm::fixtures {
+
+// A CPU engine for the fixture models with a fixed KV cache, on one thread: with tiny models
+// threads cost more than they give on a busy 2-core CI.
+inline EngineConfig cpu_engine_config(int block_size, int max_model_len, int num_blocks) {
+  EngineConfig c;
+  c.device = "cpu";
+  c.kvcache_block_size = block_size;
+  c.max_model_len = max_model_len;
+  c.num_kvcache_blocks = num_blocks;
+  c.num_threads = 1;
+  return c;
+}
 
 struct HfPrompt {
   std::vector<int32_t> ids;                   // the prompt

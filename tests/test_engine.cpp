@@ -20,14 +20,9 @@ const auto& model_dir = fixtures::hf_fixture_dir;
 const auto& load_cases = fixtures::load_hf_fixture;
 
 EngineConfig cpu_config() {
-  EngineConfig c;
-  c.device = "cpu";
-  c.kvcache_block_size = 16;
-  c.max_model_len = 256;
-  c.num_kvcache_blocks = 256;
+  EngineConfig c = fixtures::cpu_engine_config(16, 256, 256);
   c.max_num_batched_tokens = 1024;
   c.max_num_seqs = 16;
-  c.num_threads = 1;  // tiny models: threads cost more than they give on a busy 2-core CI
   return c;
 }
 

@@ -26,15 +26,7 @@ namespace fs = std::filesystem;
 
 std::string tiny() { return fixtures::hf_fixture_dir("tiny-tied"); }
 
-EngineConfig cfg() {
-  EngineConfig c;
-  c.device = "cpu";
-  c.kvcache_block_size = 8;
-  c.max_model_len = 256;
-  c.num_kvcache_blocks = 128;
-  c.num_threads = 1;
-  return c;
-}
+EngineConfig cfg() { return fixtures::cpu_engine_config(8, 256, 128); }
 
 using fixtures::greedy;
 using Fixture = fixtures::HfColumns;

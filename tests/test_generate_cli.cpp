@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "hf_fixture.h"
 #include "model/random_model.h"
 #include "nanovllm/llm.h"
 
@@ -113,13 +114,7 @@ TEST(GenerateCli, ChatPromptsUseTheTemplate) {
   Result r = run_cli("--model " + dir.string() + kCommon +
                      " --temperature 0 --max-tokens 4 --json --chat --no-thinking --prompt 'Hello there' --prompt 'Bye'");
   ASSERT_EQ(r.rc, 0);
-  EngineConfig c;
-  c.device = "cpu";
-  c.num_threads = 1;
-  c.max_model_len = 256;
-  c.kvcache_block_size = 16;
-  c.num_kvcache_blocks = 64;
-  LLM llm(dir.string(), c);
+  LLM llm(dir.string(), fixtures::cpu_engine_config(16, 256, 64));
   std::istringstream lines(r.out);
   std::string line;
   std::vector<std::string> prompts = {"Hello there", "Bye"};

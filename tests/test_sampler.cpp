@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "engine/sampler.h"
+#include "hf_fixture.h"
 #include "nanovllm/llm.h"
 
 namespace nanovllm {
@@ -85,17 +86,9 @@ TEST(Sampler, KeyIsTheRequestSeedOrDerived) {
 
 // ---- engine-level: reproducible random sampling -------------------------------------------------
 
-std::string tiny_model() { return std::string(NANOVLLM_SOURCE_DIR) + "/tests/fixtures/models/tiny-tied"; }
+std::string tiny_model() { return fixtures::hf_fixture_dir("tiny-tied"); }
 
-EngineConfig engine_config() {
-  EngineConfig c;
-  c.device = "cpu";
-  c.kvcache_block_size = 8;
-  c.max_model_len = 128;
-  c.num_kvcache_blocks = 128;
-  c.num_threads = 1;
-  return c;
-}
+EngineConfig engine_config() { return fixtures::cpu_engine_config(8, 128, 128); }
 
 std::vector<std::vector<int32_t>> prompts() {
   std::vector<std::vector<int32_t>> v;

@@ -19,15 +19,7 @@ using namespace std::chrono_literals;
 
 std::string tiny() { return fixtures::hf_fixture_dir("tiny-tied"); }
 
-EngineConfig cfg() {
-  EngineConfig c;
-  c.device = "cpu";
-  c.kvcache_block_size = 8;
-  c.max_model_len = 512;
-  c.num_kvcache_blocks = 256;
-  c.num_threads = 1;
-  return c;
-}
+EngineConfig cfg() { return fixtures::cpu_engine_config(8, 512, 256); }
 
 using fixtures::greedy;
 // HF transformers' greedy continuations of the fixture prompts (16 tokens each).
