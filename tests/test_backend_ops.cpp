@@ -328,12 +328,14 @@ TEST_F(AttentionOps, Prefill) {
     run(ac);
 }
 
+// Decode sequences (one query token each) with these context lengths.
+std::vector<SeqSpec> dec(const std::vector<int>& ks) {
+  std::vector<SeqSpec> v;
+  for (int k : ks) v.push_back({1, k});
+  return v;
+}
+
 TEST_F(AttentionOps, Decode) {
-  auto dec = [](std::vector<int> ks) {
-    std::vector<SeqSpec> v;
-    for (int k : ks) v.push_back({1, k});
-    return v;
-  };
   for (const AttnCase& ac : std::vector<AttnCase>{
            {"qwen3-0.6b bs16", 16, 8, 128, 16, false, dec({1, 17, 256, 257, 1000, 3000})},
            {"qwen3-0.6b bs256 bound", 16, 8, 128, 256, false, dec({5, 700, 2049}), 4096},
@@ -349,11 +351,6 @@ TEST_F(AttentionOps, Decode) {
 
 // Large batches: most blocks of the graph-bounded grid idle, splits merged by the last block.
 TEST_F(AttentionOps, DecodeLargeBatch) {
-  auto dec = [](std::vector<int> ks) {
-    std::vector<SeqSpec> v;
-    for (int k : ks) v.push_back({1, k});
-    return v;
-  };
   std::vector<int> varied;
   for (int i = 0; i < 128; ++i) varied.push_back(300 + 11 * i);
   for (const AttnCase& ac : std::vector<AttnCase>{
