@@ -98,6 +98,9 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--http-threads", opts->server.http_threads,
                   "HTTP worker threads (each streaming client holds one)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--timeout-keep-alive", opts->server.keep_alive_s,
+                  "seconds an idle keep-alive connection stays open (as uvicorn's --timeout-keep-alive)")
+      ->check(CLI::PositiveNumber);
   cmd->callback([opts] { run_serve(*opts); });
 }
 

@@ -33,10 +33,13 @@ bool name_of(const sockaddr_storage& ss, std::string& addr, int& port) {
 
 }  // namespace
 
-int find_connection_socket(const std::string& remote_addr, int remote_port, int local_port) {
+namespace {
+
+// Calls f(fd, remote address, remote port, local port) for each connected TCP socket of this process.
+template <class F>
+void for_each_connection(F&& f) {
   DIR* dir = opendir("/proc/self/fd");
-  if (!dir) return -1;
-  int found = -1;
+  if (!dir) return;
   while (dirent* e = readdir(dir)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     const int fd = std::atoi(e->d_name);
@@ -47,13 +50,29 @@ int find_connection_socket(const std::string& remote_addr, int remote_port, int 
     std::string paddr, laddr;
     int pport = -1, lport = -1;
     if (!name_of(peer, paddr, pport) || !name_of(local, laddr, lport)) continue;
-    if (pport == remote_port && lport == local_port && paddr == remote_addr) {
-      found = fd;
-      break;
-    }
+    if (!f(fd, paddr, pport, lport)) break;
   }
   closedir(dir);
+}
+
+}  // namespace
+
+int find_connection_socket(const std::string& remote_addr, int remote_port, int local_port) {
+  int found = -1;
+  for_each_connection([&](int fd, const std::string& paddr, int pport, int lport) {
+    if (pport == remote_port && lport == local_port && paddr == remote_addr) found = fd;
+    return found < 0;
+  });
   return found;
+}
+
+int shutdown_connections(int local_port) {
+  int n = 0;
+  for_each_connection([&](int fd, const std::string&, int, int lport) {
+    if (lport == local_port && ::shutdown(fd, SHUT_RDWR) == 0) ++n;
+    return true;
+  });
+  return n;
 }
 
 bool peer_closed(int fd) {

@@ -9,6 +9,11 @@ namespace nanovllm::server {
 // handler's connection stays open while the handler runs, so the fd cannot change meanwhile.
 int find_connection_socket(const std::string& remote_addr, int remote_port, int local_port);
 
+// Shuts down (both directions) every connected TCP socket of this process whose local port is
+// local_port: at server shutdown, wakes the HTTP threads that wait on idle keep-alive connections,
+// which cpp-httplib 0.11 would otherwise let run out their whole keep-alive timeout. Returns how many.
+int shutdown_connections(int local_port);
+
 // True when the peer has closed or reset the connection (a pending request byte is not a close).
 bool peer_closed(int fd);
 

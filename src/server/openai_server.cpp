@@ -108,6 +108,9 @@ void OpenAIServer::shutdown() {
     while (!http_->is_running() && !listener_done_ && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     http_->stop();
+    // No connection can arrive now; the ones left are idle keep-alives (or handlers past the
+    // deadline): close them, or httplib's threads would each wait out --timeout-keep-alive.
+    shutdown_connections(port_);
   });
 }
 
@@ -117,7 +120,7 @@ void OpenAIServer::routes() {
   s.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   s.set_tcp_nodelay(true);  // tokens are small writes; Nagle would hold them back
   s.set_payload_max_length(config_.max_body_bytes);
-  s.set_keep_alive_timeout(5);
+  s.set_keep_alive_timeout(config_.keep_alive_s);
 
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (config_.api_key.empty() || req.path.rfind("/v1", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;

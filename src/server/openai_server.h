@@ -27,6 +27,10 @@ struct ServerConfig {
   int max_pending = 4096;         // admitted, unfinished choices; beyond it requests get 503
   int http_threads = 512;         // each streaming client holds one while it streams
   size_t max_body_bytes = 32u << 20;
+  // Seconds an idle keep-alive connection stays open. Longer than clients' own idle limits (Node's
+  // fetch 4 s, httpx 5 s), so the client is the side that closes: a server that closes first races
+  // a client reusing the connection, and that client's POST fails with "other side closed".
+  int keep_alive_s = 30;
 };
 
 class OpenAIServer {

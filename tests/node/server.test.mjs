@@ -2,6 +2,7 @@
 // and not, n > 1, stop strings, usage, and the error cases (status and OpenAI's error shape).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -203,6 +204,39 @@ test('bad requests: 400 with OpenAI\'s error object naming the parameter', async
   errorObject(nf.json);
 });
 
+test('an idle keep-alive connection outlives clients\' own idle limits (no close-vs-reuse race)', async () => {
+  // Node's fetch drops idle connections after 4 s, httpx after 5 s: the server must wait longer,
+  // or a client reusing the connection as the server closes it loses its POST ("other side closed").
+  const sock = connect(server.port, '127.0.0.1');
+  await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+  let buf = '';
+  sock.on('data', (d) => { buf += d; });
+  const closed = new Promise((resolve) => sock.once('close', resolve));
+  async function post() {
+    buf = '';
+    const body = JSON.stringify({ ...greedy, prompt: 'hi', max_tokens: 2 });
+    sock.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: keep-alive\r\n\r\n${body}`);
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      const head = buf.indexOf('\r\n\r\n');
+      const len = /content-length: *(\d+)/i.exec(buf);
+      if (head >= 0 && len && buf.length >= head + 4 + Number(len[1])) return buf;
+      assert.ok(Date.now() < deadline && !sock.closed, `no full response on the kept-alive connection: ${JSON.stringify(buf)}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  const first = await post();
+  assert.match(first, /^HTTP\/1\.1 200/);
+  assert.match(first, /keep-alive: timeout=30\b/i);
+  await new Promise((r) => setTimeout(r, 6000));
+  assert.ok(!sock.closed, 'the server closed a connection idle for 6 s');
+  const second = await post();
+  assert.match(second, /^HTTP\/1\.1 200/);
+  sock.end();
+  await closed;
+});
+
 test('a full queue answers 503', async () => {
   // --max-pending 64: one request asking for more choices than that cannot be admitted.
   const r = await rawPost(server.baseURL, '/v1/completions',
@@ -242,7 +276,11 @@ test('--api-key: 401 without the key, 200 with it', async () => {
     assert.equal(ok.choices.length, 1);
     assert.equal((await fetch(keyed.baseURL + '/health')).status, 200);  // health needs no key
   } finally {
+    // The clients' kept-alive connections sit idle in the server: shutdown closes them rather
+    // than wait out --timeout-keep-alive (30 s).
+    const t0 = Date.now();
     assert.equal((await keyed.stop('SIGINT')).code, 0);
+    assert.ok(Date.now() - t0 < 10000, `shutdown took ${Date.now() - t0} ms with idle keep-alive connections`);
   }
 });
 
