@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hf_fixture.h"
@@ -99,6 +100,16 @@ TEST(GenerateCli, ErrorsNameTheInput) {
   Result none = run_cli("--model " + fixture_dir() + kCommon, true);
   EXPECT_NE(none.rc, 0);
   EXPECT_NE(none.out.find("at least one --prompt"), std::string::npos) << none.out;
+  // Numeric flags say what they want and what they got.
+  for (auto [flags, want] : std::vector<std::pair<std::string, std::string>>{
+           {" --max-num-seqs 0", "--max-num-seqs: must be a positive number, got 0"},
+           {" --max-model-len abc", "--max-model-len: 'abc' is not a number"},
+           {" --threads -1", "--threads: must be zero or more, got -1"},
+           {" --max-tokens 0", "--max-tokens: must be a positive number, got 0"}}) {
+    Result r = run_cli("--model " + fixture_dir() + " --device cpu --prompt-ids 1" + flags, true);
+    EXPECT_NE(r.rc, 0) << flags;
+    EXPECT_NE(r.out.find(want), std::string::npos) << flags << ": " << r.out;
+  }
 }
 
 TEST(GenerateCli, ChatPromptsUseTheTemplate) {

@@ -66,26 +66,26 @@ void add_bench_command(CLI::App& app) {
   add_engine_flags(cmd, *config);
   cmd->get_option("--model")->required(false);  // not needed for --dry-run or --online
   auto& w = opts->workload;
-  cmd->add_option("--num-seqs", w.num_seqs, "requests in the workload")->check(CLI::PositiveNumber);
-  cmd->add_option("--min-input", w.min_input, "shortest prompt (tokens)")->check(CLI::PositiveNumber);
-  cmd->add_option("--max-input", w.max_input, "longest prompt (tokens)")->check(CLI::PositiveNumber);
-  cmd->add_option("--min-output", w.min_output, "fewest output tokens")->check(CLI::PositiveNumber);
-  cmd->add_option("--max-output", w.max_output, "most output tokens")->check(CLI::PositiveNumber);
+  cmd->add_option("--num-seqs", w.num_seqs, "requests in the workload")->check(kPositive);
+  cmd->add_option("--min-input", w.min_input, "shortest prompt (tokens)")->check(kPositive);
+  cmd->add_option("--max-input", w.max_input, "longest prompt (tokens)")->check(kPositive);
+  cmd->add_option("--min-output", w.min_output, "fewest output tokens")->check(kPositive);
+  cmd->add_option("--max-output", w.max_output, "most output tokens")->check(kPositive);
   cmd->add_option("--max-token-id", w.max_token_id, "prompt ids are drawn from [0, this] (bench.py: 10000)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--temperature", opts->temperature, "sampling temperature")->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
+  cmd->add_option("--temperature", opts->temperature, "sampling temperature")->check(kNonNegative);
   cmd->add_flag("--json", opts->json, "print one JSON object");
   cmd->add_flag("--dry-run", opts->dry_run, "print the workload's totals; load no model");
   cmd->add_option("--repeat", opts->repeat, "timed runs (after one warm-up); reports medians and spread")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--sweep", opts->sweep, "FIELD=V1,V2,...: a fresh engine per EngineConfig value");
   cmd->add_option("--out-prefix", opts->out_prefix, "sweep: write PREFIX.csv and PREFIX.svg");
   cmd->add_flag("--online", opts->online, "benchmark a running `nanovllm serve` over HTTP");
   cmd->add_option("--url", opts->url, "online: the server's base URL");
   cmd->add_option("--request-rate", opts->request_rate, "online: requests/s, Poisson arrivals (0: all at once)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--max-concurrency", opts->max_concurrency, "online: requests in flight at most")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--served-model-name", opts->served_model, "online: the request's model (default: the server's)");
   cmd->callback([config, opts] { run(*config, *opts); });
 }

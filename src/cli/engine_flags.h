@@ -13,6 +13,10 @@ namespace nanovllm::cli {
 // `flag`, the whole value and the item.
 std::vector<int32_t> parse_token_ids(const std::string& s, const std::string& flag);
 
+// Checks for numeric flags. CLI11's PositiveNumber says "Value 0 not in range 0.000000 to
+// 1797693...": these say "--max-num-seqs: must be a positive number, got 0".
+extern const CLI::Validator kPositive, kNonNegative;
+
 // Adds --model and the EngineConfig flags to `cmd`, writing into `config`.
 void add_engine_flags(CLI::App* cmd, EngineConfig& config);
 }  // namespace nanovllm::cli

@@ -101,7 +101,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--temperature", a->params.temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--max-tokens", a->params.max_tokens, "tokens to generate at most")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_flag("--ignore-eos", a->params.ignore_eos, "keep generating past end-of-sequence");
   cmd->add_flag("--json", a->json, "one JSON object per prompt per line");
   cmd->add_flag("--chat", a->chat, "wrap each --prompt in the chat template as one user message");

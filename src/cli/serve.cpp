@@ -94,13 +94,13 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--api-key", opts->server.api_key, "require 'Authorization: Bearer KEY' on /v1 routes");
   cmd->add_option("--max-pending", opts->server.max_pending,
                   "admitted, unfinished sequences at most; beyond it requests get 503")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--http-threads", opts->server.http_threads,
                   "HTTP worker threads (each streaming client holds one)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--timeout-keep-alive", opts->server.keep_alive_s,
                   "seconds an idle keep-alive connection stays open (as uvicorn's --timeout-keep-alive)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->callback([opts] { run_serve(*opts); });
 }
 
