@@ -88,6 +88,7 @@ for step in "${STEPS[@]}"; do
       NANOVLLM_STEP_TRACE=$OUT/steps.csv $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 |
         tee -a "$OUT/e2e.log" | tail -12
       note "e2e bench.py workload: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
+      python3 scripts/fit_steps.py "$OUT/steps.csv" 2>&1 | tee -a "$SUMMARY"  # where the time went
       # Batch-1 decode latency.
       $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
         --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -8
