@@ -15,8 +15,7 @@ CLI::Validator number_check(bool (*ok)(double), const char* what, const char* na
         size_t used = 0;
         try {
           v = std::stod(s, &used);
-        } catch (const std::exception&) {
-          used = 0;
+        } catch (const std::exception&) {  // no number at all, or out of double's range
         }
         if (used == 0 || used != s.size()) return std::string("'") + s + "' is not a number";
         return ok(v) ? std::string() : std::string("must be ") + what + ", got " + s;

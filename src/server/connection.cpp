@@ -31,10 +31,6 @@ bool name_of(const sockaddr_storage& ss, std::string& addr, int& port) {
   return true;
 }
 
-}  // namespace
-
-namespace {
-
 // Calls f(fd, remote address, remote port, local port) for each connected TCP socket of this process.
 template <class F>
 void for_each_connection(F&& f) {
@@ -66,13 +62,11 @@ int find_connection_socket(const std::string& remote_addr, int remote_port, int 
   return found;
 }
 
-int shutdown_connections(int local_port) {
-  int n = 0;
+void shutdown_connections(int local_port) {
   for_each_connection([&](int fd, const std::string&, int, int lport) {
-    if (lport == local_port && ::shutdown(fd, SHUT_RDWR) == 0) ++n;
+    if (lport == local_port) ::shutdown(fd, SHUT_RDWR);
     return true;
   });
-  return n;
 }
 
 bool peer_closed(int fd) {

@@ -11,8 +11,8 @@ int find_connection_socket(const std::string& remote_addr, int remote_port, int 
 
 // Shuts down (both directions) every connected TCP socket of this process whose local port is
 // local_port: at server shutdown, wakes the HTTP threads that wait on idle keep-alive connections,
-// which cpp-httplib 0.11 would otherwise let run out their whole keep-alive timeout. Returns how many.
-int shutdown_connections(int local_port);
+// which cpp-httplib 0.11 would otherwise let run out their whole keep-alive timeout.
+void shutdown_connections(int local_port);
 
 // True when the peer has closed or reset the connection (a pending request byte is not a close).
 bool peer_closed(int fd);
