@@ -3,7 +3,9 @@
 #   here:   bash scripts/device.sh pack [build-dir]   # copies binaries + the libraries they need
 #                                                    # into .devbin/ (git-ignored), xz-compressed
 #   device: bash scripts/device.sh [steps...]         # run with carry: [".devbin"]
-# Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, sanitize, prof.
+# Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, base, sanitize, prof.
+# base: the bench.py workload and batch 1 again with an older build for an A/B in the same call
+# (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there after packing).
 # The device image has the CUDA toolkit (libcublasLt, compute-sanitizer) but not the Debian
 # libraries the binaries were linked against here, hence the bundle.
 set -uo pipefail
@@ -63,8 +65,8 @@ for step in "${STEPS[@]}"; do
       # (ClearErrors is left out: its deliberate 1 PiB cudaMalloc would count as an API error.)
       $SAN --tool memcheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter=-BackendOps.ClearErrors >"$OUT/sanitize.log" 2>&1
       note "memcheck (op tests): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
-      $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.Prefill:AttentionOps.Decode:BackendOps.RmsNorm:BackendOps.Sample' >>"$OUT/sanitize.log" 2>&1
-      note "racecheck (attention, norm, sample): rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
+      $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.Prefill:AttentionOps.Decode:BackendOps.RmsNorm:BackendOps.SiluMul:BackendOps.QkNormRopeStore:BackendOps.Sample' >>"$OUT/sanitize.log" 2>&1
+      note "racecheck (attention, norm, silu, rope, sample): rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
       if [[ -x $BIN/nanovllm ]]; then
         # A small model with CUDA-supported head_dim 64, graphs for batch sizes up to 8.
         $BIN/nanovllm make-model --preset tiny --head-dim 64 --out /tmp/tiny64 >>"$OUT/sanitize.log" 2>&1
@@ -102,6 +104,21 @@ for step in "${STEPS[@]}"; do
           --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -3
         note "e2e batch 1, NANOVLLM_PDL=0: $(grep -E '^TPOT' "$OUT/e2e.log" | tail -1)"
       fi
+      ;;
+    base)
+      BASE=/tmp/nanovllm-base
+      rm -rf $BASE && mkdir -p $BASE && tar -C $BASE -xJf "${BASE_BUNDLE:-.devbin/base.tar.xz}"
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/e2e.log" 2>&1
+      for i in 1 2; do
+        LD_LIBRARY_PATH=$BASE/lib:$LD_LIBRARY_PATH $BASE/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 |
+          tee -a "$OUT/base.log" | tail -3
+        note "base ($(head -1 $BASE/commit.txt | cut -c1-7)) bench.py workload: $(grep -E 'Throughput' "$OUT/base.log" | tail -1)"
+        $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/e2e.log" | tail -3
+        note "this build bench.py workload: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
+      done
+      LD_LIBRARY_PATH=$BASE/lib:$LD_LIBRARY_PATH $BASE/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 \
+        --min-input 128 --max-input 128 --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/base.log" | tail -3
+      note "base batch 1: $(grep -E '^TPOT' "$OUT/base.log" | tail -1)"
       ;;
     prof)
       NVTX= NANOVLLM_PROFILE=1 $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} >"$OUT/prof.log" 2>&1

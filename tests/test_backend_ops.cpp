@@ -178,14 +178,22 @@ TEST_F(BackendOps, Linear) {
   struct Case { int m, n, k; DType out; };
   for (Case cs : {Case{1, 4096, 1024, DType::bf16}, Case{7, 3072, 1024, DType::bf16}, Case{33, 1024, 2048, DType::bf16},
                   Case{256, 151, 64, DType::bf16}, Case{5, 1000, 128, DType::f32}, Case{1, 32000, 1024, DType::f32},
-                  Case{130, 6144, 1024, DType::bf16}}) {
+                  Case{130, 6144, 1024, DType::bf16}, Case{16, 1024, 3072, DType::bf16}}) {
     SCOPED_TRACE("m " + std::to_string(cs.m) + " n " + std::to_string(cs.n) + " k " + std::to_string(cs.k));
     Both x = make({cs.m, cs.k}, randn(size_t(cs.m) * cs.k));
     Both w = make({cs.n, cs.k}, randn(size_t(cs.n) * cs.k, 0.05f));
     Both o = out({cs.m, cs.n}, cs.out);
     cpu_->linear(x.c, w.c, o.c);
     gpu_->linear(x.g, w.g, o.g);
-    expect_close(host(o.c), download(o.g), cs.out == DType::f32 ? 1e-4 : 1e-2, "linear");
+    const double tol = cs.out == DType::f32 ? 1e-4 : 1e-2;
+    expect_close(host(o.c), download(o.g), tol, "linear");
+    // out += x w^T onto earlier contents (beta = 1; the skinny GEMM's add at small m). The first
+    // call at a decode size times its candidates on this very output: it must come out added to
+    // once, not once per timed call.
+    Both r = make({cs.m, cs.n}, randn(size_t(cs.m) * cs.n, 2.f), cs.out);
+    cpu_->linear_add(x.c, w.c, r.c);
+    gpu_->linear_add(x.g, w.g, r.g);
+    expect_close(host(r.c), download(r.g), tol, "linear_add");
   }
 }
 
@@ -197,9 +205,19 @@ TEST_F(BackendOps, SiluMul) {
     SCOPED_TRACE("rows " + std::to_string(cs.rows) + " inter " + std::to_string(cs.inter));
     Both x = make({cs.rows, 2 * cs.inter}, randn(size_t(cs.rows) * 2 * cs.inter, 2.f), cs.dt);
     Both o = out({cs.rows, cs.inter}, cs.dt);
-    cpu_->silu_mul(x.c, o.c);
-    gpu_->silu_mul(x.g, o.g);
+    cpu_->silu_mul(x.c, FoldedNorm{}, o.c);
+    gpu_->silu_mul(x.g, FoldedNorm{}, o.g);
     expect_close(host(o.c), download(o.g), cs.dt == DType::f32 ? 1e-5 : 1e-2, "silu_mul");
+    // A folded norm: rows scaled by 1/rms of the residual rows h first (hidden sizes with and
+    // without 16-byte vectors).
+    for (int hidden : {1024, 100}) {
+      Both h = make({cs.rows, hidden}, randn(size_t(cs.rows) * hidden, 5.f), cs.dt);
+      Both o2 = out({cs.rows, cs.inter}, cs.dt);
+      cpu_->silu_mul(x.c, FoldedNorm{&h.c, 1e-6f}, o2.c);
+      gpu_->silu_mul(x.g, FoldedNorm{&h.g, 1e-6f}, o2.g);
+      expect_close(host(o2.c), download(o2.g), cs.dt == DType::f32 ? 1e-5 : 1e-2,
+                   "silu_mul folded, hidden " + std::to_string(hidden));
+    }
   }
 }
 
@@ -241,13 +259,27 @@ TEST_F(BackendOps, QkNormRopeStore) {
     Both kc = make({blocks, cs.block_size, cs.hkv, D}, randn(cache_n));
     Both vc = make({blocks, cs.block_size, cs.hkv, D}, randn(cache_n));
     Both q = out({T, cs.hq, D});
-    cpu_->qk_norm_rope_store(qkv.c, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq, cs.hkv, slots.data(), kc.c, vc.c,
-                             q.c);
-    gpu_->qk_norm_rope_store(qkv.g, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq, cs.hkv, dev_i32(slots), kc.g, vc.g,
-                             q.g);
+    cpu_->qk_norm_rope_store(qkv.c, FoldedNorm{}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq, cs.hkv, slots.data(),
+                             kc.c, vc.c, q.c);
+    gpu_->qk_norm_rope_store(qkv.g, FoldedNorm{}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq, cs.hkv,
+                             dev_i32(slots), kc.g, vc.g, q.g);
     expect_close(host(q.c), download(q.g), 1e-2, "q_out");
     expect_close(host(kc.c), download(kc.g), 1e-2, "k_cache");
     expect_close(host(vc.c), download(vc.g), 0.0, "v_cache");  // v is copied, not computed
+
+    // A folded norm: q, k and v of token t scaled by 1/rms of the residual row h[t] first.
+    for (int hidden : {1024, 72}) {
+      Both h = make({T, hidden}, randn(size_t(T) * hidden, 4.f));
+      Both q2 = out({T, cs.hq, D});
+      cpu_->qk_norm_rope_store(qkv.c, FoldedNorm{&h.c, 1e-6f}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq, cs.hkv,
+                               slots.data(), kc.c, vc.c, q2.c);
+      gpu_->qk_norm_rope_store(qkv.g, FoldedNorm{&h.g, 1e-6f}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq,
+                               cs.hkv, dev_i32(slots), kc.g, vc.g, q2.g);
+      const std::string what = " (folded, hidden " + std::to_string(hidden) + ")";
+      expect_close(host(q2.c), download(q2.g), 1e-2, "q_out" + what);
+      expect_close(host(kc.c), download(kc.g), 1e-2, "k_cache" + what);
+      expect_close(host(vc.c), download(vc.g), 1e-2, "v_cache" + what);
+    }
   }
 }
 
@@ -409,7 +441,7 @@ TEST_F(BackendOps, GraphReplay) {
   auto ops = [&](Backend& be, bool gpu) {
     be.rms_norm(gpu ? x.g : x.c, gpu ? w.g : w.c, 1e-6f, gpu ? n.g : n.c);
     be.linear(gpu ? n.g : n.c, gpu ? wu.g : wu.c, gpu ? gu.g : gu.c);
-    be.silu_mul(gpu ? gu.g : gu.c, gpu ? a.g : a.c);
+    be.silu_mul(gpu ? gu.g : gu.c, FoldedNorm{gpu ? &x.g : &x.c, 1e-6f}, gpu ? a.g : a.c);
   };
   const int handle = gpu_->capture_graph([&] { ops(*gpu_, true); });
   ASSERT_GE(handle, 0);

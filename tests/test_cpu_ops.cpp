@@ -41,8 +41,11 @@ TEST_F(CpuOps, LinearMatchesDoubleReferenceOnBothGemmPaths) {
   for (auto [M, N, K] : shapes) {
     auto x = randn(size_t(M) * K, seed++), w = randn(size_t(N) * K, seed++);
     std::vector<float> out(size_t(M) * N, -1.0f);
-    Tensor o = T32(out, {M, N});
+    const std::vector<float> before = randn(size_t(M) * N, seed++);
+    std::vector<float> added = before;
+    Tensor o = T32(out, {M, N}), a = T32(added, {M, N});
     be->linear(T32(x, {M, K}), T32(w, {N, K}), o);
+    be->linear_add(T32(x, {M, K}), T32(w, {N, K}), a);  // out += x w^T: the residual-stream projections
     for (int m = 0; m < M; ++m)
       for (int n = 0; n < N; ++n) {
         double ref = 0, mag = 0;
@@ -51,8 +54,21 @@ TEST_F(CpuOps, LinearMatchesDoubleReferenceOnBothGemmPaths) {
           mag += std::abs(double(x[m * K + k]) * w[n * K + k]);
         }
         ASSERT_NEAR(out[m * N + n], ref, 1e-5 * mag + 1e-6) << "M=" << M << " N=" << N << " K=" << K << " at " << m << "," << n;
+        ASSERT_NEAR(added[m * N + n], before[m * N + n] + ref, 1e-5 * (mag + 1) + 1e-6)
+            << "linear_add M=" << M << " N=" << N << " K=" << K << " at " << m << "," << n;
       }
   }
+}
+
+// The per-row factor of a folded RMSNorm (FoldedNorm): 1 / sqrt(mean(h[t]^2) + eps).
+std::vector<double> folded_factors(const std::vector<float>& h, int T, int H, double eps) {
+  std::vector<double> f(T);
+  for (int t = 0; t < T; ++t) {
+    double ss = 0;
+    for (int i = 0; i < H; ++i) ss += double(h[t * H + i]) * h[t * H + i];
+    f[t] = 1 / std::sqrt(ss / H + eps);
+  }
+  return f;
 }
 
 // ---- norms, activation, gathers ----
@@ -86,11 +102,22 @@ TEST_F(CpuOps, SiluMul) {
   auto x = randn(T * 2 * I, 20, 3.0f);
   std::vector<float> out(T * I);
   Tensor o = T32(out, {T, I});
-  be->silu_mul(T32(x, {T, 2 * I}), o);
+  be->silu_mul(T32(x, {T, 2 * I}), FoldedNorm{}, o);
   for (int t = 0; t < T; ++t)
     for (int i = 0; i < I; ++i) {
       double g = x[t * 2 * I + i], u = x[t * 2 * I + I + i];
       EXPECT_NEAR(out[t * I + i], g / (1 + std::exp(-g)) * u, 1e-5 * (1 + std::abs(g * u)));
+    }
+  // With a folded norm, row t's gate and up are scaled by the norm's factor of h[t] first.
+  const int H = 11;
+  auto h = randn(T * H, 21, 4.0f);
+  Tensor ht = T32(h, {T, H});
+  be->silu_mul(T32(x, {T, 2 * I}), FoldedNorm{&ht, 1e-6f}, o);
+  const std::vector<double> f = folded_factors(h, T, H, 1e-6);
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < I; ++i) {
+      double g = x[t * 2 * I + i] * f[t], u = x[t * 2 * I + I + i] * f[t];
+      EXPECT_NEAR(out[t * I + i], g / (1 + std::exp(-g)) * u, 1e-5 * (1 + std::abs(g * u))) << t << "," << i;
     }
 }
 
@@ -169,7 +196,7 @@ TEST_F(CpuOps, QkNormRopeStore) {
   std::vector<int32_t> pos = {0, 5, 63, 17}, slots = {0, 7, -1, 11};
   std::vector<float> kc(nb * bs * Hkv * D, 99.0f), vc(nb * bs * Hkv * D, 99.0f), q(T * Hq * D);
   Tensor kt = T32(kc, {nb, bs, Hkv, D}), vt = T32(vc, {nb, bs, Hkv, D}), qt = T32(q, {T, Hq, D});
-  be->qk_norm_rope_store(T32(qkv, {T, (Hq + 2 * Hkv) * D}), T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
+  be->qk_norm_rope_store(T32(qkv, {T, (Hq + 2 * Hkv) * D}), FoldedNorm{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
                          T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data(), kt, vt, qt);
   std::vector<double> ref(D);
   const int row = (Hq + 2 * Hkv) * D;
@@ -191,6 +218,32 @@ TEST_F(CpuOps, QkNormRopeStore) {
   int untouched = 0;
   for (float v : kc) untouched += v == 99.0f;
   EXPECT_EQ(untouched, (nb * bs - 3) * Hkv * D);
+
+  // A folded norm: the same as the op on qkv rows scaled by the norm's factor of h[t] first.
+  const int H = 24;
+  auto h = randn(T * H, 43, 3.0f);
+  Tensor ht = T32(h, {T, H});
+  const std::vector<double> f = folded_factors(h, T, H, eps);
+  std::vector<float> scaled = qkv;
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < row; ++i) scaled[t * row + i] = float(qkv[t * row + i] * f[t]);
+  be->qk_norm_rope_store(T32(qkv, {T, row}), FoldedNorm{&ht, eps}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
+                         T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data(), kt, vt, qt);
+  for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < Hq; ++h) {
+      ref_norm_rope(&scaled[t * row + h * D], qw.data(), &cs[pos[t] * D], eps, D, ref.data());
+      for (int d = 0; d < D; ++d) EXPECT_NEAR(q[(t * Hq + h) * D + d], ref[d], 1e-4 * (1 + std::abs(ref[d])));
+    }
+    for (int h = 0; h < Hkv; ++h) {
+      if (slots[t] < 0) continue;
+      ref_norm_rope(&scaled[t * row + (Hq + h) * D], kw.data(), &cs[pos[t] * D], eps, D, ref.data());
+      for (int d = 0; d < D; ++d) {
+        EXPECT_NEAR(kc[(slots[t] * Hkv + h) * D + d], ref[d], 1e-4 * (1 + std::abs(ref[d])));
+        const double v = qkv[t * row + (Hq + Hkv + h) * D + d] * f[t];
+        EXPECT_NEAR(vc[(slots[t] * Hkv + h) * D + d], v, 1e-6 * (1 + std::abs(v)));
+      }
+    }
+  }
 }
 
 // ---- paged attention ----
@@ -326,7 +379,7 @@ TEST_F(CpuOps, PrefixCachedPrefillEqualsFullPrefill) {
       std::vector<float> q(size_t(T) * Hq * D), out(q.size());
       Tensor kt = T32(kc, {nb, bs, Hkv, D}), vt = T32(vc, {nb, bs, Hkv, D}), qt = T32(q, {T, Hq, D}),
              ot = T32(out, {T, Hq, D});
-      be->qk_norm_rope_store(T32(part, {T, row}), T32(qw, {D}), T32(kw, {D}), TI(pos, {T}), T32(cs, {max_pos, D}),
+      be->qk_norm_rope_store(T32(part, {T, row}), FoldedNorm{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}), T32(cs, {max_pos, D}),
                              1e-6f, Hq, Hkv, b.slots.data(), kt, vt, qt);
       be->attention(qt, kt, vt, b.meta(T > 1), scale, ot);
       std::copy(out.begin(), out.end(), all.begin() + size_t(begin) * Hq * D);

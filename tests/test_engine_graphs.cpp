@@ -48,10 +48,11 @@ class GraphEmulatingBackend : public Backend {
     b_->add_rms_norm(x, r, w, e, o);
   }
   void linear(const Tensor& x, const Tensor& w, Tensor& o) override { b_->linear(x, w, o); }
-  void qk_norm_rope_store(const Tensor& qkv, const Tensor& qn, const Tensor& kn, const Tensor& pos, const Tensor& cs,
-                          float eps, int hq, int hkv, const int32_t* slots, Tensor& kc, Tensor& vc,
+  void linear_add(const Tensor& x, const Tensor& w, Tensor& o) override { b_->linear_add(x, w, o); }
+  void qk_norm_rope_store(const Tensor& qkv, const FoldedNorm& f, const Tensor& qn, const Tensor& kn, const Tensor& pos,
+                          const Tensor& cs, float eps, int hq, int hkv, const int32_t* slots, Tensor& kc, Tensor& vc,
                           Tensor& q) override {
-    b_->qk_norm_rope_store(qkv, qn, kn, pos, cs, eps, hq, hkv, slots, kc, vc, q);
+    b_->qk_norm_rope_store(qkv, f, qn, kn, pos, cs, eps, hq, hkv, slots, kc, vc, q);
   }
   void attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const AttentionMetadata& m, float scale,
                  Tensor& o) override {
@@ -62,7 +63,7 @@ class GraphEmulatingBackend : public Backend {
     }
     b_->attention(q, kc, vc, m, scale, o);
   }
-  void silu_mul(const Tensor& x, Tensor& o) override { b_->silu_mul(x, o); }
+  void silu_mul(const Tensor& x, const FoldedNorm& f, Tensor& o) override { b_->silu_mul(x, f, o); }
   void gather_rows(const Tensor& x, const Tensor& i, Tensor& o) override { b_->gather_rows(x, i, o); }
   void sample(const Tensor& l, const Tensor& t, const Tensor& k, const Tensor& c, Tensor& o) override {
     b_->sample(l, t, k, c, o);

@@ -45,6 +45,16 @@ struct AttentionMetadata {
   int max_num_blocks = 0;                 // row stride of block_tables
 };
 
+// An RMSNorm folded into the projection that follows it. Qwen3Model multiplies each decoder
+// norm's weight into the input columns of the projection after it, so that projection reads the
+// residual stream itself and no kernel writes normalised rows; what the norm leaves over is one
+// factor per row, rsqrt(mean(rows[t, :]^2) + eps), and the op that consumes the projection's
+// output applies it to row t first. rows == nullptr: nothing folded.
+struct FoldedNorm {
+  const Tensor* rows = nullptr;  // [T, H]: the rows the norm would have normalised
+  float eps = 0;
+};
+
 // An allocation in a backend's memory, freed when it goes out of scope.
 class Backend;
 class DeviceBuffer {
@@ -110,12 +120,15 @@ class Backend {
   virtual void add_rms_norm(const Tensor& x, Tensor& residual, const Tensor& w, float eps, Tensor& out) = 0;
   // out = x @ w^T                           x [T, K], w [N, K], out [T, N]; out may be f32 on any backend
   virtual void linear(const Tensor& x, const Tensor& w, Tensor& out) = 0;
-  // From the fused projection qkv [T, (Hq + 2*Hkv) * D] (q heads, then k heads, then v heads):
+  // out += x @ w^T                          (a projection that adds into the residual stream)
+  virtual void linear_add(const Tensor& x, const Tensor& w, Tensor& out) = 0;
+  // From the fused projection qkv [T, (Hq + 2*Hkv) * D] (q heads, then k heads, then v heads),
+  // its row t first scaled by `folded`'s factor for row t (when folded.rows is set):
   // RMS-norm each q and k head over D (weights q_norm_w, k_norm_w [D]), apply rotary embedding
   // (rotate-half / neox style) at positions[t] using cos_sin [max_pos, D] (cos in the first D/2
   // columns, sin in the last D/2; f32), write q to q_out [T, Hq, D], and store k and v into the
   // cache at slot_mapping[t] (skipped when -1).
-  virtual void qk_norm_rope_store(const Tensor& qkv, const Tensor& q_norm_w, const Tensor& k_norm_w,
+  virtual void qk_norm_rope_store(const Tensor& qkv, const FoldedNorm& folded, const Tensor& q_norm_w, const Tensor& k_norm_w,
                                   const Tensor& positions, const Tensor& cos_sin, float eps,
                                   int num_q_heads, int num_kv_heads, const int32_t* slot_mapping,
                                   Tensor& k_cache, Tensor& v_cache, Tensor& q_out) = 0;
@@ -123,8 +136,9 @@ class Backend {
   // out [T, Hq, D]; GQA: query head h reads kv head h / (Hq / Hkv). softmax(scale * q.k) v.
   virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                          const AttentionMetadata& meta, float scale, Tensor& out) = 0;
-  // out = silu(x[:, :I]) * x[:, I:]         x [T, 2I], out [T, I]
-  virtual void silu_mul(const Tensor& x, Tensor& out) = 0;
+  // out = silu(x[:, :I]) * x[:, I:]         x [T, 2I], out [T, I]; row t of x first scaled by
+  // `folded`'s factor for row t (when folded.rows is set)
+  virtual void silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) = 0;
   // out[b, :] = x[idx[b], :]                x [T, H], idx i32 [B], out [B, H]
   virtual void gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) = 0;
   // Samples one token per row of logits [B, V] (f32): temperature[b] == 0 takes the argmax (lowest

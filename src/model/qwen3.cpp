@@ -2,9 +2,14 @@
 // nano-vLLM's Qwen3 forward over the backend's ops, with every activation allocated up front.
 #include "model/qwen3.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/half.h"
 
 namespace nanovllm {
 namespace {
@@ -25,6 +30,28 @@ std::vector<float> rope_table(int max_pos, int D, double theta) {
     }
   }
   return table;
+}
+
+// w [N, K] (host, any float dtype) with column k multiplied by gamma[k], as `dtype` in host memory:
+// an RMSNorm's weight folded into the projection after it (see forward()). Rows are split over
+// the host's cores: the 0.6B model folds 290M weights at start-up.
+std::vector<uint8_t> fold_columns(const Tensor& w, const Tensor& gamma, DType dtype) {
+  const int64_t N = w.shape[0], K = w.shape[1];
+  std::vector<float> g(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) g[static_cast<size_t>(k)] = load_as_f32(gamma.data, gamma.dtype, k);
+  std::vector<uint8_t> out(static_cast<size_t>(N * K) * dtype_size(dtype));
+  auto rows = [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n)
+      for (int64_t k = 0; k < K; ++k)
+        store_from_f32(out.data(), dtype, n * K + k, load_as_f32(w.data, w.dtype, n * K + k) * g[static_cast<size_t>(k)]);
+  };
+  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 16);
+  const int64_t per = (N + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  for (int64_t b = per; b < N; b += per) pool.emplace_back(rows, b, std::min(N, b + per));
+  rows(0, std::min(N, per));
+  for (auto& t : pool) t.join();
+  return out;
 }
 
 }  // namespace
@@ -56,6 +83,21 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
     if (src.ndim == 1) part = dst;
     backend.upload_convert(src, part);
   };
+  // The same into rows of a projection whose input columns take the weight of the RMSNorm before
+  // it (gamma_name, [K]).
+  auto upload_folded = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor dst, int64_t row,
+                           const std::string& gamma_name) {
+    Tensor src = ckpt.get(name, shape);
+    Tensor gamma = ckpt.get(gamma_name, {src.shape[1]});
+    for (const Tensor* t : {&src, &gamma})
+      if (t->dtype != DType::f32 && t->dtype != DType::bf16 && t->dtype != DType::f16)
+        throw std::runtime_error("tensor '" + (t == &src ? name : gamma_name) + "' has dtype " + dtype_name(t->dtype) +
+                                 "; weights must be F32, BF16 or F16");
+    std::vector<uint8_t> folded = fold_columns(src, gamma, dst.dtype);
+    Tensor host(folded.data(), dst.dtype, {src.shape[0], src.shape[1]});
+    Tensor part = dst.rows(row, row + src.shape[0]);
+    backend.upload_convert(host, part);
+  };
   auto weight = [&](std::initializer_list<int64_t> shape) {
     Tensor t = backend.alloc_tensor(dt, shape, buffers_);
     weight_bytes_ += t.nbytes();
@@ -68,12 +110,11 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     Layer& L = layers_[l];
-    L.input_norm = weight({H});
-    upload(p + "input_layernorm.weight", {H}, L.input_norm, 0);
+    const std::string in_norm = p + "input_layernorm.weight", post_norm = p + "post_attention_layernorm.weight";
     L.qkv_proj = weight({qkv_rows, H});
-    upload(p + "self_attn.q_proj.weight", {Hq * D, H}, L.qkv_proj, 0);
-    upload(p + "self_attn.k_proj.weight", {Hkv * D, H}, L.qkv_proj, Hq * D);
-    upload(p + "self_attn.v_proj.weight", {Hkv * D, H}, L.qkv_proj, (Hq + Hkv) * D);
+    upload_folded(p + "self_attn.q_proj.weight", {Hq * D, H}, L.qkv_proj, 0, in_norm);
+    upload_folded(p + "self_attn.k_proj.weight", {Hkv * D, H}, L.qkv_proj, Hq * D, in_norm);
+    upload_folded(p + "self_attn.v_proj.weight", {Hkv * D, H}, L.qkv_proj, (Hq + Hkv) * D, in_norm);
     for (const char* b : {"q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias"})
       if (ckpt.contains(p + "self_attn." + b))
         throw std::runtime_error("checkpoint has tensor '" + p + "self_attn." + b +
@@ -84,11 +125,9 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
     upload(p + "self_attn.k_norm.weight", {D}, L.k_norm, 0);
     L.o_proj = weight({H, Hq * D});
     upload(p + "self_attn.o_proj.weight", {H, Hq * D}, L.o_proj, 0);
-    L.post_norm = weight({H});
-    upload(p + "post_attention_layernorm.weight", {H}, L.post_norm, 0);
     L.gate_up_proj = weight({2 * I, H});
-    upload(p + "mlp.gate_proj.weight", {I, H}, L.gate_up_proj, 0);
-    upload(p + "mlp.up_proj.weight", {I, H}, L.gate_up_proj, I);
+    upload_folded(p + "mlp.gate_proj.weight", {I, H}, L.gate_up_proj, 0, post_norm);
+    upload_folded(p + "mlp.up_proj.weight", {I, H}, L.gate_up_proj, I, post_norm);
     L.down_proj = weight({H, I});
     upload(p + "mlp.down_proj.weight", {H, I}, L.down_proj, 0);
   }
@@ -108,7 +147,6 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
   backend.copy_to_device(cos_sin_.data, table.data(), table.size() * sizeof(float));
 
   const int64_t T = max_num_tokens;
-  hidden_ = backend.alloc_tensor(dt, {T, H}, buffers_);
   residual_ = backend.alloc_tensor(dt, {T, H}, buffers_);
   normed_ = backend.alloc_tensor(dt, {T, H}, buffers_);
   qkv_ = backend.alloc_tensor(dt, {T, qkv_rows}, buffers_);
@@ -122,9 +160,9 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
 void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
   const ModelConfig& c = config_;
   const int64_t T = in.input_ids.numel(), B = in.last_token_indices.numel();
-  if (T < 1 || T > hidden_.size(0))
+  if (T < 1 || T > residual_.size(0))
     throw std::invalid_argument("Qwen3Model::forward: " + std::to_string(T) + " tokens, the model was built for 1.." +
-                                std::to_string(hidden_.size(0)));
+                                std::to_string(residual_.size(0)));
   if (B < 1 || B > last_hidden_.size(0))
     throw std::invalid_argument("Qwen3Model::forward: " + std::to_string(B) + " logits rows, the model was built for 1.." +
                                 std::to_string(last_hidden_.size(0)));
@@ -135,27 +173,31 @@ void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const float eps = c.rms_norm_eps;
 
-  Tensor hidden = hidden_.rows(0, T), residual = residual_.rows(0, T), normed = normed_.rows(0, T);
+  Tensor residual = residual_.rows(0, T), normed = normed_.rows(0, T);
   Tensor qkv = qkv_.rows(0, T), q = q_.rows(0, T), attn_out = attn_out_.rows(0, T);
   Tensor attn_flat = attn_out.view({T, static_cast<int64_t>(Hq) * c.head_dim});
   Tensor gate_up = gate_up_.rows(0, T), act = act_.rows(0, T), last = last_hidden_.rows(0, B);
 
+  // The decoder's two norms a layer are folded (FoldedNorm): their weights were multiplied into
+  // the columns of the qkv and gate/up projections at load, so those read the residual stream as
+  // it is, and the op after each (RoPE, SiLU) scales its rows by the norm's 1/rms. The o and down
+  // projections add into the residual stream themselves. A layer is seven kernels instead of
+  // nine: in a decode step each small kernel costs a few microseconds of dependency latency,
+  // whatever its size (docs/cuda.md).
+  const FoldedNorm folded{&residual, eps};
   backend_.embedding(in.input_ids, embed_tokens_, residual);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     Layer& L = layers_[l];
-    if (l == 0) backend_.rms_norm(residual, L.input_norm, eps, normed);
-    else backend_.add_rms_norm(hidden, residual, L.input_norm, eps, normed);
-    backend_.linear(normed, L.qkv_proj, qkv);
-    backend_.qk_norm_rope_store(qkv, L.q_norm, L.k_norm, in.positions, cos_sin_, eps, Hq, Hkv, in.meta.slot_mapping,
-                                kv.k[l], kv.v[l], q);
+    backend_.linear(residual, L.qkv_proj, qkv);
+    backend_.qk_norm_rope_store(qkv, folded, L.q_norm, L.k_norm, in.positions, cos_sin_, eps, Hq, Hkv,
+                                in.meta.slot_mapping, kv.k[l], kv.v[l], q);
     backend_.attention(q, kv.k[l], kv.v[l], in.meta, scale, attn_out);
-    backend_.linear(attn_flat, L.o_proj, hidden);
-    backend_.add_rms_norm(hidden, residual, L.post_norm, eps, normed);
-    backend_.linear(normed, L.gate_up_proj, gate_up);
-    backend_.silu_mul(gate_up, act);
-    backend_.linear(act, L.down_proj, hidden);
+    backend_.linear_add(attn_flat, L.o_proj, residual);
+    backend_.linear(residual, L.gate_up_proj, gate_up);
+    backend_.silu_mul(gate_up, folded, act);
+    backend_.linear_add(act, L.down_proj, residual);
   }
-  backend_.add_rms_norm(hidden, residual, final_norm_, eps, normed);
+  backend_.rms_norm(residual, final_norm_, eps, normed);
   if (!in.meta.is_prefill && B == T) {  // decode: every row is a sequence's last token
     backend_.linear(normed, lm_head_, logits);
     return;

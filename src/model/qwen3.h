@@ -35,7 +35,7 @@ class Qwen3Model {
 
  private:
   struct Layer {
-    Tensor input_norm, qkv_proj, q_norm, k_norm, o_proj, post_norm, gate_up_proj, down_proj;
+    Tensor qkv_proj, q_norm, k_norm, o_proj, gate_up_proj, down_proj;  // the norms folded in (forward())
   };
   ModelConfig config_;
   Backend& backend_;
@@ -43,7 +43,7 @@ class Qwen3Model {
   Tensor embed_tokens_, final_norm_, lm_head_, cos_sin_;
   std::vector<Layer> layers_;
   // activations, sized for max_num_tokens rows
-  Tensor hidden_, residual_, normed_, qkv_, q_, attn_out_, gate_up_, act_, last_hidden_;
+  Tensor residual_, normed_, qkv_, q_, attn_out_, gate_up_, act_, last_hidden_;
   size_t weight_bytes_ = 0;
 };
 

@@ -112,14 +112,15 @@ inline void softmax_inplace(float* sc, int n) {
   for (int p = 0; p < n; ++p) sc[p] *= inv;
 }
 
-// RMS-norm one head over D with weight w, then rotate-half RoPE with this position's cos/sin.
-inline void norm_rope_head(const float* x, const float* w, const float* cs, float eps, int D, float* out) {
+// RMS-norm one head (x scaled by `pre` first) over D with weight w, then rotate-half RoPE with
+// this position's cos/sin.
+inline void norm_rope_head(const float* x, float pre, const float* w, const float* cs, float eps, int D, float* out) {
   double ss = 0;
-  for (int d = 0; d < D; ++d) ss += static_cast<double>(x[d]) * x[d];
+  for (int d = 0; d < D; ++d) ss += static_cast<double>(x[d] * pre) * (x[d] * pre);
   const float inv = static_cast<float>(1.0 / std::sqrt(ss / D + eps));
   const int half = D / 2;
   for (int d = 0; d < half; ++d) {
-    const float x1 = x[d] * inv * w[d], x2 = x[d + half] * inv * w[d + half];
+    const float x1 = x[d] * pre * inv * w[d], x2 = x[d + half] * pre * inv * w[d + half];
     const float c = cs[d], s = cs[half + d];
     out[d] = x1 * c - x2 * s;
     out[d + half] = x2 * c + x1 * s;
@@ -128,7 +129,7 @@ inline void norm_rope_head(const float* x, const float* w, const float* cs, floa
 
 }  // namespace
 
-void qk_norm_rope_store(const float* qkv, const float* q_norm_w, const float* k_norm_w, const int32_t* positions,
+void qk_norm_rope_store(const float* qkv, const float* in_scale, const float* q_norm_w, const float* k_norm_w, const int32_t* positions,
                         const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
                         const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, ThreadPool& pool) {
   const int64_t row = static_cast<int64_t>(Hq + 2 * Hkv) * D;
@@ -140,15 +141,17 @@ void qk_norm_rope_store(const float* qkv, const float* q_norm_w, const float* k_
       const int h = static_cast<int>(item % heads);
       const float* src = qkv + t * row;
       const float* cs = cos_sin + static_cast<int64_t>(positions[t]) * D;
+      const float pre = in_scale ? in_scale[t] : 1.0f;
       if (h < Hq) {
-        norm_rope_head(src + static_cast<int64_t>(h) * D, q_norm_w, cs, eps, D, q_out + (t * Hq + h) * D);
+        norm_rope_head(src + static_cast<int64_t>(h) * D, pre, q_norm_w, cs, eps, D, q_out + (t * Hq + h) * D);
       } else {
         const int kh = h - Hq;
         const int64_t slot = slot_mapping ? slot_mapping[t] : -1;
         if (slot < 0) continue;
         const int64_t dst = (slot * Hkv + kh) * D;
-        norm_rope_head(src + static_cast<int64_t>(Hq + kh) * D, k_norm_w, cs, eps, D, k_cache + dst);
-        std::copy_n(src + static_cast<int64_t>(Hq + Hkv + kh) * D, D, v_cache + dst);
+        norm_rope_head(src + static_cast<int64_t>(Hq + kh) * D, pre, k_norm_w, cs, eps, D, k_cache + dst);
+        const float* v = src + static_cast<int64_t>(Hq + Hkv + kh) * D;
+        for (int d = 0; d < D; ++d) v_cache[dst + d] = v[d] * pre;
       }
     }
   });

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "backend/cpu/cpu_ops.h"
 #include "backend/allocation_tracker.h"
@@ -157,19 +158,11 @@ class CpuBackend final : public Backend {
     norm_rows(x.ptr<float>(), residual.ptr<float>(), w.ptr<float>(), eps, out.ptr<float>(), rows_of(x), cols_of(x));
   }
 
-  void linear(const Tensor& x, const Tensor& w, Tensor& out) override {
-    need_dtype("linear", "x", x, DType::f32);
-    need_dtype("linear", "w", w, DType::f32);
-    need_dtype("linear", "out", out, DType::f32);
-    const int64_t M = rows_of(x), K = cols_of(x), N = w.size(0);
-    if (w.ndim != 2 || w.size(1) != K) bad("linear", "w " + w.shape_str() + " does not match x " + x.shape_str());
-    if (out.numel() != M * N || cols_of(out) != N)
-      bad("linear", "out " + out.shape_str() + ", expected [" + std::to_string(M) + ", " + std::to_string(N) + "]");
-    cpu::gemm(x.ptr<float>(), w.ptr<float>(), out.ptr<float>(), M, N, K, pool_);
-  }
+  void linear(const Tensor& x, const Tensor& w, Tensor& out) override { gemm_op("linear", x, w, out, false); }
+  void linear_add(const Tensor& x, const Tensor& w, Tensor& out) override { gemm_op("linear_add", x, w, out, true); }
 
-  void qk_norm_rope_store(const Tensor& qkv, const Tensor& q_norm_w, const Tensor& k_norm_w, const Tensor& positions,
-                          const Tensor& cos_sin, float eps, int num_q_heads, int num_kv_heads,
+  void qk_norm_rope_store(const Tensor& qkv, const FoldedNorm& folded, const Tensor& q_norm_w, const Tensor& k_norm_w,
+                          const Tensor& positions, const Tensor& cos_sin, float eps, int num_q_heads, int num_kv_heads,
                           const int32_t* slot_mapping, Tensor& k_cache, Tensor& v_cache, Tensor& q_out) override {
     const char* op = "qk_norm_rope_store";
     for (auto [n, t] : {std::pair<const char*, const Tensor*>{"qkv", &qkv}, {"q_norm_w", &q_norm_w},
@@ -194,7 +187,8 @@ class CpuBackend final : public Backend {
       if (slot_mapping && slot_mapping[t] >= slots)
         bad(op, "slot " + std::to_string(slot_mapping[t]) + " outside the cache (" + std::to_string(slots) + " slots)");
     }
-    cpu::qk_norm_rope_store(qkv.ptr<float>(), q_norm_w.ptr<float>(), k_norm_w.ptr<float>(), pos, cos_sin.ptr<float>(),
+    const float* in_scale = folded_scales(op, folded, T);
+    cpu::qk_norm_rope_store(qkv.ptr<float>(), in_scale, q_norm_w.ptr<float>(), k_norm_w.ptr<float>(), pos, cos_sin.ptr<float>(),
                             eps, T, num_q_heads, num_kv_heads, static_cast<int>(D), slot_mapping, k_cache.ptr<float>(),
                             v_cache.ptr<float>(), q_out.ptr<float>(), pool_);
   }
@@ -218,20 +212,25 @@ class CpuBackend final : public Backend {
                          out.ptr<float>(), pool_);
   }
 
-  void silu_mul(const Tensor& x, Tensor& out) override {
+  void silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) override {
     need_dtype("silu_mul", "x", x, DType::f32);
     need_dtype("silu_mul", "out", out, DType::f32);
     const int64_t T = rows_of(x), I = cols_of(x) / 2;
     if (cols_of(x) % 2) bad("silu_mul", "x " + x.shape_str() + " has an odd last dimension");
     need_shape("silu_mul", "out", out, {T, I});
+    const float* scale = folded_scales("silu_mul", folded, T);
     const float* xp = x.ptr<float>();
     float* o = out.ptr<float>();
     pool_.parallel_for(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, I)), [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const float* g = xp + t * 2 * I;
         const float* u = g + I;
+        const float f = scale ? scale[t] : 1.0f;
         float* r = o + t * I;
-        for (int64_t i = 0; i < I; ++i) r[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        for (int64_t i = 0; i < I; ++i) {
+          const float gi = g[i] * f;
+          r[i] = gi / (1.0f + std::exp(-gi)) * (u[i] * f);
+        }
       }
     });
   }
@@ -311,6 +310,37 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void gemm_op(const char* op, const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) {
+    need_dtype(op, "x", x, DType::f32);
+    need_dtype(op, "w", w, DType::f32);
+    need_dtype(op, "out", out, DType::f32);
+    const int64_t M = rows_of(x), K = cols_of(x), N = w.size(0);
+    if (w.ndim != 2 || w.size(1) != K) bad(op, "w " + w.shape_str() + " does not match x " + x.shape_str());
+    if (out.numel() != M * N || cols_of(out) != N)
+      bad(op, "out " + out.shape_str() + ", expected [" + std::to_string(M) + ", " + std::to_string(N) + "]");
+    cpu::gemm(x.ptr<float>(), w.ptr<float>(), out.ptr<float>(), M, N, K, pool_, accumulate);
+  }
+
+  // A folded norm's factor per row, rsqrt(mean(rows[t]^2) + eps) with the sum in double (as
+  // norm_rows), in scale_; nullptr when nothing is folded.
+  const float* folded_scales(const char* op, const FoldedNorm& f, int64_t T) {
+    if (!f.rows) return nullptr;
+    need_dtype(op, "folded.rows", *f.rows, DType::f32);
+    if (rows_of(*f.rows) != T)
+      bad(op, "folded.rows " + f.rows->shape_str() + " for " + std::to_string(T) + " rows");
+    const int64_t H = cols_of(*f.rows);
+    const float* rows = f.rows->ptr<float>();
+    scale_.resize(static_cast<size_t>(T));
+    pool_.parallel_for(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H)), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        double ss = 0;
+        for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(rows[t * H + i]) * rows[t * H + i];
+        scale_[static_cast<size_t>(t)] = static_cast<float>(1.0 / std::sqrt(ss / H + f.eps));
+      }
+    });
+    return scale_.data();
+  }
+
   // out = (x [+ residual, written back]) / rms * w, row by row; the sum of squares in double.
   void norm_rows(const float* x, float* residual, const float* w, float eps, float* out, int64_t T, int64_t H) {
     pool_.parallel_for(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H)), [&](int64_t b, int64_t e) {
@@ -333,6 +363,7 @@ class CpuBackend final : public Backend {
   const int threads_;
   cpu::ThreadPool pool_;
   AllocationTracker allocations_;
+  std::vector<float> scale_;  // folded_scales' result
 };
 
 }  // namespace

@@ -20,10 +20,10 @@ inline float hsum(__m256 v) {
 }
 
 // R rows of x against 2 rows of w: each weight vector is loaded once and used R times, and the
-// 2R independent FMA chains hide the FMA latency.
+// 2R independent FMA chains hide the FMA latency. acc: add to out instead of overwriting it.
 template <int R>
 inline void dot_block(const float* x, int64_t ldx, const float* w0, const float* w1, int64_t K, float* out,
-                      int64_t ldo, bool two) {
+                      int64_t ldo, bool two, bool acc) {
   __m256 a0[R], a1[R];
   for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
   int64_t k = 0;
@@ -42,8 +42,8 @@ inline void dot_block(const float* x, int64_t ldx, const float* w0, const float*
       s0 += x[r * ldx + kk] * w0[kk];
       s1 += x[r * ldx + kk] * w1[kk];
     }
-    out[r * ldo] = s0;
-    if (two) out[r * ldo + 1] = s1;
+    out[r * ldo] = acc ? out[r * ldo] + s0 : s0;
+    if (two) out[r * ldo + 1] = acc ? out[r * ldo + 1] + s1 : s1;
   }
 }
 
@@ -60,7 +60,8 @@ void openblas_threads(int n) {
 
 void blas_single_thread() { openblas_threads(1); }
 
-void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool) {
+void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool,
+               bool accumulate) {
   const int64_t pairs = (N + 1) / 2;
   // At least ~64K multiply-adds per thread, or the fork-join costs more than it saves.
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, 2 * M * K));
@@ -71,32 +72,35 @@ void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N,
       const float* w0 = w + n * K;
       const float* w1 = two ? w0 + K : w0;
       int64_t m = 0;
-      for (; m + 4 <= M; m += 4) dot_block<4>(x + m * K, K, w0, w1, K, out + m * N + n, N, two);
-      for (; m < M; ++m) dot_block<1>(x + m * K, K, w0, w1, K, out + m * N + n, N, two);
+      for (; m + 4 <= M; m += 4) dot_block<4>(x + m * K, K, w0, w1, K, out + m * N + n, N, two, accumulate);
+      for (; m < M; ++m) dot_block<1>(x + m * K, K, w0, w1, K, out + m * N + n, N, two, accumulate);
     }
   });
 }
 
-void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool) {
+void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool,
+               bool accumulate) {
   openblas_threads(1);
   // Column slices of at least 64 outputs (OpenBLAS's kernels want wide panels) and ~256K
   // multiply-adds, below which a fork-join costs more than the second thread saves.
   const int64_t grain = std::max<int64_t>(64, 262144 / std::max<int64_t>(1, M * K));
   pool.parallel_for(N, grain, [&](int64_t n0, int64_t n1) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), static_cast<blasint>(n1 - n0),
-                static_cast<blasint>(K), 1.0f, x, static_cast<blasint>(K), w + n0 * K, static_cast<blasint>(K), 0.0f,
+                static_cast<blasint>(K), 1.0f, x, static_cast<blasint>(K), w + n0 * K, static_cast<blasint>(K),
+                accumulate ? 1.0f : 0.0f,
                 out + n0, static_cast<blasint>(N));
   });
 }
 
-void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool) {
+void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool,
+          bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K == 0) {
-    std::fill(out, out + M * N, 0.0f);
+    if (!accumulate) std::fill(out, out + M * N, 0.0f);
     return;
   }
-  if (M <= kSmallGemmRows) gemm_avx2(x, w, out, M, N, K, pool);
-  else gemm_blas(x, w, out, M, N, K, pool);
+  if (M <= kSmallGemmRows) gemm_avx2(x, w, out, M, N, K, pool, accumulate);
+  else gemm_blas(x, w, out, M, N, K, pool, accumulate);
 }
 
 }  // namespace nanovllm::cpu

@@ -76,6 +76,27 @@ __device__ __forceinline__ float block_sum(float x) {
   return total;
 }
 
+// rsqrt(mean(row[0, n)^2) + eps) over the whole block: every thread must call it and gets the
+// result. 16-byte loads when n % 8 == 0 and the row is 16-byte aligned.
+template <class T>
+__device__ __forceinline__ float block_row_inv_rms(const T* __restrict__ row, int n, float eps) {
+  float ss = 0.f;
+  if (n % 8 == 0 && (reinterpret_cast<uintptr_t>(row) & 15u) == 0) {
+    for (int i = threadIdx.x * 8; i < n; i += blockDim.x * 8) {
+      float v[8];
+      load8(row + i, v);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) ss += v[j] * v[j];
+    }
+  } else {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const float v = to_f(row[i]);
+      ss += v * v;
+    }
+  }
+  return rsqrtf(block_sum(ss) / n + eps);
+}
+
 // Programmatic dependent launch (Hopper). launch() lets a kernel start while the one before it on
 // the stream is still finishing, so launch latency and prologues overlap the previous kernel's
 // tail: inside a decode graph of ~280 small kernels that is most of the batch-1 step. The rule

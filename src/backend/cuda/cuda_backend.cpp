@@ -225,20 +225,11 @@ class CudaBackend final : public Backend {
     debug_sync("add_rms_norm");
   }
 
-  void linear(const Tensor& x, const Tensor& w, Tensor& out) override {
-    const char* op = "linear";
-    require_cuda(x, op, "x"); require_cuda(w, op, "w"); require_cuda(out, op, "out");
-    require(w.ndim == 2 && x.size(-1) == w.size(1) && out.size(-1) == w.size(0) && rows_of(x) == rows_of(out), op,
-            [&] { return "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str(); });
-    require(x.dtype == w.dtype, op, [&] {
-      return std::string("x and w dtypes differ: ") + dtype_name(x.dtype) + " vs " + dtype_name(w.dtype);
-    });
-    gemm_.linear(x.data, w.data, out.data, rows_of(x), w.size(0), w.size(1), x.dtype, out.dtype, stream_);
-    debug_sync("linear");
-  }
+  void linear(const Tensor& x, const Tensor& w, Tensor& out) override { gemm_op("linear", x, w, out, false); }
+  void linear_add(const Tensor& x, const Tensor& w, Tensor& out) override { gemm_op("linear_add", x, w, out, true); }
 
-  void qk_norm_rope_store(const Tensor& qkv, const Tensor& q_norm_w, const Tensor& k_norm_w, const Tensor& positions,
-                          const Tensor& cos_sin, float eps, int num_q_heads, int num_kv_heads,
+  void qk_norm_rope_store(const Tensor& qkv, const FoldedNorm& folded, const Tensor& q_norm_w, const Tensor& k_norm_w,
+                          const Tensor& positions, const Tensor& cos_sin, float eps, int num_q_heads, int num_kv_heads,
                           const int32_t* slot_mapping, Tensor& k_cache, Tensor& v_cache, Tensor& q_out) override {
     const char* op = "qk_norm_rope_store";
     require_cuda(qkv, op, "qkv"); require_cuda(q_norm_w, op, "q_norm_w"); require_cuda(k_norm_w, op, "k_norm_w");
@@ -257,7 +248,7 @@ class CudaBackend final : public Backend {
                      cos_sin.shape_str() + ", positions " + positions.shape_str() + " for " +
                      std::to_string(num_q_heads) + " q heads, " + std::to_string(num_kv_heads) + " kv heads";
             });
-    cuda::launch_qk_norm_rope_store(qkv.data, q_norm_w.data, k_norm_w.data, q_norm_w.dtype, positions.ptr<int32_t>(),
+    cuda::launch_qk_norm_rope_store(qkv.data, row_rms(op, folded, qkv), q_norm_w.data, k_norm_w.data, q_norm_w.dtype, positions.ptr<int32_t>(),
                                     cos_sin.ptr<float>(), eps, (int)T, num_q_heads, num_kv_heads, (int)D, slot_mapping,
                                     k_cache.data, v_cache.data, q_out.data, stream_);
     debug_sync("qk_norm_rope_store");
@@ -316,12 +307,13 @@ class CudaBackend final : public Backend {
     debug_sync("attention (decode)");
   }
 
-  void silu_mul(const Tensor& x, Tensor& out) override {
+  void silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) override {
     const char* op = "silu_mul";
     require_cuda(x, op, "x"); require_cuda(out, op, "out");
     require(x.dtype == out.dtype && x.size(-1) == 2 * out.size(-1) && rows_of(x) == rows_of(out), op,
             [&] { return "shapes x " + x.shape_str() + ", out " + out.shape_str(); });
-    cuda::launch_silu_mul(x.data, out.data, x.dtype, (int)rows_of(x), (int)out.size(-1), stream_);
+    cuda::launch_silu_mul(x.data, row_rms(op, folded, x), out.data, x.dtype, (int)rows_of(x), (int)out.size(-1),
+                          stream_);
     debug_sync("silu_mul");
   }
 
@@ -382,6 +374,28 @@ class CudaBackend final : public Backend {
   // 17,420 tok/s at 1024, 18,580 at 512, 18,800 at 256 (docs/cuda.md).
   int max_partition_ = 256;
   static constexpr int kSplitCounters = 1 << 16;  // (sequence, kv head) pairs a decode step may have
+
+  void gemm_op(const char* op, const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) {
+    require_cuda(x, op, "x"); require_cuda(w, op, "w"); require_cuda(out, op, "out");
+    require(w.ndim == 2 && x.size(-1) == w.size(1) && out.size(-1) == w.size(0) && rows_of(x) == rows_of(out), op,
+            [&] { return "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str(); });
+    require(x.dtype == w.dtype, op, [&] {
+      return std::string("x and w dtypes differ: ") + dtype_name(x.dtype) + " vs " + dtype_name(w.dtype);
+    });
+    gemm_.linear(x.data, w.data, out.data, rows_of(x), w.size(0), w.size(1), x.dtype, out.dtype, accumulate, stream_);
+    debug_sync(op);
+  }
+
+  // A folded norm's rows for a kernel, checked against the op's input `x` (same rows and dtype).
+  static cuda::RowRms row_rms(const char* op, const FoldedNorm& f, const Tensor& x) {
+    if (!f.rows) return {nullptr, 0, 0.f};
+    require_cuda(*f.rows, op, "folded.rows");
+    require(f.rows->dtype == x.dtype && rows_of(*f.rows) == rows_of(x) && f.rows->size(-1) > 0, op, [&] {
+      return "folded.rows " + f.rows->shape_str() + " (" + dtype_name(f.rows->dtype) + ") for input " + x.shape_str() +
+             " (" + dtype_name(x.dtype) + ")";
+    });
+    return {f.rows->data, (int)f.rows->size(-1), f.eps};
+  }
 
   // With NANOVLLM_CUDA_SYNC=1 every op waits for its kernels, so a fault inside one is reported
   // with that op's name (otherwise it surfaces at the next synchronizing call). Not while capturing.

@@ -43,9 +43,9 @@ Gemm::~Gemm() {
 
 // cuBLAS is column-major: there row-major w [N, K] is a K x N matrix (ld K), used transposed;
 // x [M, K] is K x M (ld K); out [M, N] is N x M (ld N). So out^T = w x^T needs no copies.
-Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, const void* x, const void* w,
-                           void* out, cudaStream_t s) {
-  Key key{m, n, k, static_cast<int>(in_t), static_cast<int>(out_t)};
+Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, bool accumulate, const void* x,
+                           const void* w, void* out, cudaStream_t s) {
+  Key key{m, n, k, static_cast<int>(in_t), static_cast<int>(out_t), accumulate};
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
   Plan p;
@@ -78,7 +78,7 @@ Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType ou
   if (decode_size && !pow2 && !tune_all_) {
     int64_t p2 = 1;
     while (p2 < m) p2 <<= 1;
-    auto a = plans_.find(Key{p2, n, k, static_cast<int>(in_t), static_cast<int>(out_t)});
+    auto a = plans_.find(Key{p2, n, k, static_cast<int>(in_t), static_cast<int>(out_t), accumulate});
     if (a != plans_.end()) above = &a->second;
   }
   const bool tune = decode_size && !above && capturing == cudaStreamCaptureStatusNone;
@@ -103,7 +103,7 @@ Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType ou
   }
   if (tune) {
     const auto t0 = std::chrono::steady_clock::now();
-    this->tune(p, res, found, x, w, out, m, n, k, in_t, out_t, s);
+    this->tune(p, res, found, x, w, out, m, n, k, in_t, out_t, accumulate, s);
     tuning_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   return plans_.emplace(key, p).first->second;
@@ -146,10 +146,18 @@ std::vector<float> Gemm::time_in_graph(const std::vector<std::function<bool()>>&
   return ms;
 }
 
-// Times cuBLASLt's candidates (and our skinny GEMM where it applies) and keeps the fastest.
+// Times cuBLASLt's candidates (and our skinny GEMM where it applies) and keeps the fastest. The
+// timed calls run on the call's own operands; an accumulating call's `out` (the residual stream,
+// perhaps a live request's under enforce_eager) is saved first and put back afterwards.
 void Gemm::tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w,
-                void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, cudaStream_t s) {
-  const float alpha = 1.f, beta = 0.f;
+                void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, bool accumulate, cudaStream_t s) {
+  const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+  const size_t out_bytes = (size_t)m * n * dtype_size(out_t);
+  void* saved = nullptr;
+  if (accumulate) {
+    check(cudaMalloc(&saved, out_bytes), "linear", "cudaMalloc (the output saved while tuning)");
+    check(cudaMemcpyAsync(saved, out, out_bytes, cudaMemcpyDeviceToDevice, s), "linear", "cudaMemcpyAsync");
+  }
   std::vector<std::function<bool()>> calls;
   std::vector<int> which;  // index into res, or -1 for the skinny GEMM
   for (int i = 0; i < found; ++i) {
@@ -163,7 +171,7 @@ void Gemm::tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, 
   }
   if (gemv_supported(x, w, in_t, out_t, m, k)) {
     calls.push_back([=] {
-      launch_gemv(x, w, out, out_t, (int)m, (int)n, (int)k, s);
+      launch_gemv(x, w, out, out_t, (int)m, (int)n, (int)k, accumulate, s);
       return true;
     });
     which.push_back(-1);
@@ -179,18 +187,20 @@ void Gemm::tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, 
     p.gemv = which[i] < 0;
     if (!p.gemv) p.algo = res[which[i]].algo;
   }
+  if (saved) check(cudaMemcpyAsync(out, saved, out_bytes, cudaMemcpyDeviceToDevice, s), "linear", "cudaMemcpyAsync");
   check(cudaStreamSynchronize(s), "linear", "cudaStreamSynchronize (tuning)");
+  if (saved) check(cudaFree(saved), "linear", "cudaFree");
 }
 
 void Gemm::linear(const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t,
-                  cudaStream_t s) {
+                  bool accumulate, cudaStream_t s) {
   if (m == 0 || n == 0) return;
-  Plan& p = plan_for(m, n, k, in_t, out_t, x, w, out, s);
+  Plan& p = plan_for(m, n, k, in_t, out_t, accumulate, x, w, out, s);
   if (p.gemv && gemv_supported(x, w, in_t, out_t, m, k)) {
-    launch_gemv(x, w, out, out_t, (int)m, (int)n, (int)k, s);
+    launch_gemv(x, w, out, out_t, (int)m, (int)n, (int)k, accumulate, s);
     return;
   }
-  const float alpha = 1.f, beta = 0.f;
+  const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   check_cublas(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, ws_,
                               ws_bytes_, s),
                "linear", "cublasLtMatmul");

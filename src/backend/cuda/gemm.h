@@ -1,4 +1,5 @@
-// Linear layers through cuBLASLt: out[M, N] = x[M, K] @ w[N, K]^T with fp32 accumulation. The
+// Linear layers through cuBLASLt: out[M, N] = x[M, K] @ w[N, K]^T (or out += with `accumulate`:
+// beta = 1, how a projection adds into the residual stream) with fp32 accumulation. The
 // algorithm for each (M, N, K, dtypes) is chosen once and cached, so a step (or a CUDA-graph
 // capture) pays no planning after the first call at that shape: for decode batch sizes that are
 // powers of two (where the heuristic's first pick often leaves SMs idle) by timing cuBLASLt's
@@ -28,7 +29,7 @@ class Gemm {
   double tuning_seconds() const { return tuning_seconds_; }  // spent timing candidates so far
   // x and w share a dtype (bf16 or f32); out may be bf16 or f32.
   void linear(const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t,
-              cudaStream_t s);
+              bool accumulate, cudaStream_t s);
 
  private:
   struct Plan {
@@ -37,13 +38,13 @@ class Gemm {
     cublasLtMatmulAlgo_t algo{};
     bool gemv = false;  // our skinny GEMM (gemv.cu) won the timing
   };
-  using Key = std::tuple<int64_t, int64_t, int64_t, int, int>;
-  Plan& plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, const void* x, const void* w, void* out,
-                 cudaStream_t s);
+  using Key = std::tuple<int64_t, int64_t, int64_t, int, int, bool>;  // m, n, k, in_t, out_t, accumulate
+  Plan& plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, bool accumulate, const void* x,
+                 const void* w, void* out, cudaStream_t s);
 
   std::vector<float> time_in_graph(const std::vector<std::function<bool()>>& calls, cudaStream_t s);
   void tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w, void* out,
-            int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, cudaStream_t s);
+            int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, bool accumulate, cudaStream_t s);
 
   static constexpr int64_t kTuneMaxM = 512;
   static constexpr int kCandidates = 16;

@@ -27,14 +27,17 @@ __device__ __forceinline__ void accumulate8(float (&acc)[MAXM], const float (&wf
   }
 }
 
-// Sums each row's partial dot products over the warp; lane 0 stores out[r, col].
+// Sums each row's partial dot products over the warp; lane 0 stores out[r, col] (adds to it with
+// add_out: the residual stream, read in the same fp32 sum before the one rounding).
 template <int MAXM, class O>
-__device__ __forceinline__ void store_col(float (&acc)[MAXM], O* __restrict__ out, int m, int n, int col, int lane) {
+__device__ __forceinline__ void store_col(float (&acc)[MAXM], O* __restrict__ out, int m, int n, int col, int lane,
+                                          bool add_out) {
 #pragma unroll
   for (int r = 0; r < MAXM; ++r) {
     if (r < m) {
       const float v = warp_sum(acc[r]);
-      if (lane == 0) out[(size_t)r * n + col] = from_f<O>(v);
+      O* o = out + (size_t)r * n + col;
+      if (lane == 0) *o = from_f<O>(add_out ? v + to_f(*o) : v);
     }
   }
 }
@@ -44,7 +47,8 @@ __device__ __forceinline__ void store_col(float (&acc)[MAXM], O* __restrict__ ou
 // the weights (which no kernel writes) stream in while the previous kernel is still finishing.
 template <int MAXM, int CPL, class O>
 __global__ void __launch_bounds__(kWarps * 32)
-gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restrict__ out, int m, int n, int k) {
+gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restrict__ out, int m, int n, int k,
+            bool add_out) {
   const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   const bool active = col < n;
   uint4 wv[CPL];
@@ -65,13 +69,14 @@ gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restric
     load8(reinterpret_cast<const bf16*>(&wv[u]), wf);
     accumulate8<MAXM>(acc, wf, x, lane + 32 * u, m, k);
   }
-  store_col<MAXM>(acc, out, m, n, col, lane);
+  store_col<MAXM>(acc, out, m, n, col, lane, add_out);
 }
 
 // Any K that is a multiple of 8: the row is walked in a loop (nothing loaded before pdl_wait()).
 template <int MAXM, class O>
 __global__ void __launch_bounds__(kWarps * 32)
-gemv_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restrict__ out, int m, int n, int k) {
+gemv_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restrict__ out, int m, int n, int k,
+                 bool add_out) {
   pdl_launch_dependents();
   pdl_wait();
   const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -87,29 +92,29 @@ gemv_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __re
     load8(wr + c * 8, wf);
     accumulate8<MAXM>(acc, wf, x, c, m, k);
   }
-  store_col<MAXM>(acc, out, m, n, col, lane);
+  store_col<MAXM>(acc, out, m, n, col, lane, add_out);
 }
 
 template <int MAXM, class O>
-void launch_mo(const bf16* x, const bf16* w, O* out, int m, int n, int k, cudaStream_t s) {
+void launch_mo(const bf16* x, const bf16* w, O* out, int m, int n, int k, bool add, cudaStream_t s) {
   const int blocks = (n + kWarps - 1) / kWarps;
   const char* op = "linear (gemv)";
   switch (k % 256 == 0 ? k / 256 : 0) {
-    case 2: launch(op, gemv_kernel<MAXM, 2, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
-    case 4: launch(op, gemv_kernel<MAXM, 4, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
-    case 8: launch(op, gemv_kernel<MAXM, 8, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
-    case 12: launch(op, gemv_kernel<MAXM, 12, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
-    case 16: launch(op, gemv_kernel<MAXM, 16, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
-    default: launch(op, gemv_loop_kernel<MAXM, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k); break;
+    case 2: launch(op, gemv_kernel<MAXM, 2, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
+    case 4: launch(op, gemv_kernel<MAXM, 4, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
+    case 8: launch(op, gemv_kernel<MAXM, 8, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
+    case 12: launch(op, gemv_kernel<MAXM, 12, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
+    case 16: launch(op, gemv_kernel<MAXM, 16, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
+    default: launch(op, gemv_loop_kernel<MAXM, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
   }
 }
 
 template <int MAXM>
-void launch_m(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, cudaStream_t s) {
+void launch_m(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, bool add, cudaStream_t s) {
   auto xp = static_cast<const bf16*>(x);
   auto wp = static_cast<const bf16*>(w);
-  if (out_t == DType::bf16) launch_mo<MAXM>(xp, wp, static_cast<bf16*>(out), m, n, k, s);
-  else launch_mo<MAXM>(xp, wp, static_cast<float*>(out), m, n, k, s);
+  if (out_t == DType::bf16) launch_mo<MAXM>(xp, wp, static_cast<bf16*>(out), m, n, k, add, s);
+  else launch_mo<MAXM>(xp, wp, static_cast<float*>(out), m, n, k, add, s);
 }
 
 }  // namespace
@@ -119,11 +124,12 @@ bool gemv_supported(const void* x, const void* w, DType in_t, DType out_t, int64
          aligned16(x) && aligned16(w);
 }
 
-void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, cudaStream_t s) {
-  if (m <= 1) launch_m<1>(x, w, out, out_t, m, n, k, s);
-  else if (m <= 2) launch_m<2>(x, w, out, out_t, m, n, k, s);
-  else if (m <= 4) launch_m<4>(x, w, out, out_t, m, n, k, s);
-  else launch_m<8>(x, w, out, out_t, m, n, k, s);
+void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, bool accumulate,
+                 cudaStream_t s) {
+  if (m <= 1) launch_m<1>(x, w, out, out_t, m, n, k, accumulate, s);
+  else if (m <= 2) launch_m<2>(x, w, out, out_t, m, n, k, accumulate, s);
+  else if (m <= 4) launch_m<4>(x, w, out, out_t, m, n, k, accumulate, s);
+  else launch_m<8>(x, w, out, out_t, m, n, k, accumulate, s);
 }
 
 }  // namespace nanovllm::cuda

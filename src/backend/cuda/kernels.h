@@ -20,20 +20,31 @@ void launch_rms_norm(const void* x, void* residual, const void* w, void* out, DT
 void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* out, DType out_t,
                         int rows, int cols, int src_rows, cudaStream_t s);
 
-// out = silu(x[:, :inter]) * x[:, inter:]
-void launch_silu_mul(const void* x, void* out, DType t, int rows, int inter, cudaStream_t s);
+// A folded RMSNorm's rows (see FoldedNorm in backend.h): row r of the op's input is first scaled
+// by rsqrt(mean(rows[r, :hidden]^2) + eps). rows == nullptr: no scaling. Same dtype as the input.
+struct RowRms {
+  const void* rows;
+  int hidden;
+  float eps;
+};
+
+// out = silu(x[:, :inter]) * x[:, inter:], x's rows scaled by `rms` first
+void launch_silu_mul(const void* x, const RowRms& rms, void* out, DType t, int rows, int inter, cudaStream_t s);
 
 // Per-head RMS norm of q and k, neox RoPE, q to q_out and k/v into the paged cache (see
-// Backend::qk_norm_rope_store). Activations and cache are bf16; norm weights bf16 or f32.
-void launch_qk_norm_rope_store(const void* qkv, const void* q_norm_w, const void* k_norm_w, DType wt,
+// Backend::qk_norm_rope_store), qkv's rows scaled by `rms` first. Activations and cache are bf16;
+// norm weights bf16 or f32.
+void launch_qk_norm_rope_store(const void* qkv, const RowRms& rms, const void* q_norm_w, const void* k_norm_w, DType wt,
                                const int32_t* positions, const float* cos_sin, float eps, int tokens,
                                int num_q_heads, int num_kv_heads, int head_dim,
                                const int32_t* slot_mapping, void* k_cache, void* v_cache, void* q_out,
                                cudaStream_t s);
 
-// Skinny GEMM for M <= 8 (bf16 x and w, bf16 or f32 out): out[M, N] = x[M, K] w[N, K]^T.
+// Skinny GEMM for M <= 8 (bf16 x and w, bf16 or f32 out): out[M, N] = x[M, K] w[N, K]^T
+// (accumulate: out +=).
 bool gemv_supported(const void* x, const void* w, DType in_t, DType out_t, int64_t m, int64_t k);
-void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, cudaStream_t s);
+void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, bool accumulate,
+                 cudaStream_t s);
 
 // Shapes shared by both attention kernels.
 struct AttnShape {

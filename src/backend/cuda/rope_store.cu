@@ -1,6 +1,8 @@
 // Fused per-head q/k RMSNorm + rotary embedding (neox rotate-half) + paged KV-cache store: one warp
 // per (token, q head) and per (token, kv head); the kv warp also copies the v head. One read of
-// the fused qkv projection, one write of q and of the new K/V rows.
+// the fused qkv projection, one write of q and of the new K/V rows. A decoder norm folded into the
+// qkv projection (FoldedNorm) is finished here: its per-token factor scales q, k and v first.
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -11,82 +13,84 @@
 namespace nanovllm::cuda {
 namespace {
 
-// Lane l owns elements [l*P, l*P+P) of the first half of the head and their rotation partners
-// [D/2 + l*P, ...) in the second half, so RoPE needs no data exchange: D = 64 * P.
+// One block per token, one warp per head (q heads, then kv heads; a warp takes several when there
+// are more than 32). Lane l owns elements [l*P, l*P+P) of the first half of the head and their
+// rotation partners [D/2 + l*P, ...) in the second half, so RoPE needs no data exchange: D = 64 * P.
+// With a folded norm (rms_rows) the block first sums the token's residual row for its factor.
 template <int P, class W>
-__global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const W* __restrict__ q_norm_w,
-                                          const W* __restrict__ k_norm_w, const int32_t* __restrict__ positions,
-                                          const float* __restrict__ cos_sin, float eps, int tokens, int hq,
-                                          int hkv, const int32_t* __restrict__ slot_mapping, bf16* __restrict__ k_cache,
-                                          bf16* __restrict__ v_cache, bf16* __restrict__ q_out) {
+__global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const bf16* __restrict__ rms_rows, int hidden,
+                                          float rms_eps, const W* __restrict__ q_norm_w, const W* __restrict__ k_norm_w,
+                                          const int32_t* __restrict__ positions, const float* __restrict__ cos_sin,
+                                          float eps, int hq, int hkv, const int32_t* __restrict__ slot_mapping,
+                                          bf16* __restrict__ k_cache, bf16* __restrict__ v_cache,
+                                          bf16* __restrict__ q_out) {
   constexpr int D = 64 * P, H = D / 2;
   pdl_launch_dependents();
   pdl_wait();
-  const int warp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int t = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x & 31, nwarps = blockDim.x / 32;
   const int heads = hq + hkv;
-  if (warp >= tokens * heads) return;
-  const int t = warp / heads, h = warp % heads;
-  const bool is_q = h < hq;
-  int slot = -1;
-  if (!is_q) {
-    slot = slot_mapping[t];
-    if (slot < 0) return;  // this token's K/V are not stored (padding row)
-  }
-  const bf16* src = qkv + (size_t)t * (hq + 2 * hkv) * D + (size_t)h * D;
+  const bf16* row = qkv + (size_t)t * (hq + 2 * hkv) * D;
   float a[P], b[P];
-#pragma unroll
-  for (int p = 0; p < P; ++p) {
-    a[p] = to_f(src[lane * P + p]);
-    b[p] = to_f(src[H + lane * P + p]);
-  }
-  float ss = 0.f;
-#pragma unroll
-  for (int p = 0; p < P; ++p) ss += a[p] * a[p] + b[p] * b[p];
-  const float inv = rsqrtf(warp_sum(ss) / D + eps);
-  const W* w = is_q ? q_norm_w : k_norm_w;
-  const float* cs = cos_sin + (size_t)positions[t] * D;
-  float ya[P], yb[P];
-#pragma unroll
-  for (int p = 0; p < P; ++p) {
-    const int i = lane * P + p;
-    const float xa = a[p] * inv * to_f(w[i]), xb = b[p] * inv * to_f(w[H + i]);
-    const float c = cs[i], s = cs[H + i];
-    ya[p] = xa * c - xb * s;
-    yb[p] = xb * c + xa * s;
-  }
-  bf16* dst = is_q ? q_out + ((size_t)t * hq + h) * D
-                   : k_cache + ((size_t)slot * hkv + (h - hq)) * D;
-#pragma unroll
-  for (int p = 0; p < P; ++p) {
-    dst[lane * P + p] = from_f<bf16>(ya[p]);
-    dst[H + lane * P + p] = from_f<bf16>(yb[p]);
-  }
-  if (!is_q) {  // v head (h - hq) follows all k heads
-    const bf16* vsrc = src + (size_t)hkv * D;
-    bf16* vdst = v_cache + ((size_t)slot * hkv + (h - hq)) * D;
+  auto load_head = [&](int h) {
 #pragma unroll
     for (int p = 0; p < P; ++p) {
-      vdst[lane * P + p] = vsrc[lane * P + p];
-      vdst[H + lane * P + p] = vsrc[H + lane * P + p];
+      a[p] = to_f(row[(size_t)h * D + lane * P + p]);
+      b[p] = to_f(row[(size_t)h * D + H + lane * P + p]);
+    }
+  };
+  load_head(warp);  // in flight while the block sums the residual row (warp < heads: see the launch)
+  const float pre = rms_rows ? block_row_inv_rms(rms_rows + (size_t)t * hidden, hidden, rms_eps) : 1.f;
+  const int slot = slot_mapping ? slot_mapping[t] : -1;  // -1: this token's K/V are not stored (padding row)
+  const float* cs = cos_sin + (size_t)positions[t] * D;
+  for (int h = warp; h < heads; h += nwarps) {
+    const bool is_q = h < hq;
+    if (!is_q && slot < 0) continue;
+    if (h != warp) load_head(h);
+    float ss = 0.f;
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      a[p] *= pre;
+      b[p] *= pre;
+      ss += a[p] * a[p] + b[p] * b[p];
+    }
+    const float inv = rsqrtf(warp_sum(ss) / D + eps);
+    const W* w = is_q ? q_norm_w : k_norm_w;
+    bf16* dst = is_q ? q_out + ((size_t)t * hq + h) * D : k_cache + ((size_t)slot * hkv + (h - hq)) * D;
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const int i = lane * P + p;
+      const float xa = a[p] * inv * to_f(w[i]), xb = b[p] * inv * to_f(w[H + i]);
+      const float c = cs[i], s = cs[H + i];
+      dst[i] = from_f<bf16>(xa * c - xb * s);
+      dst[H + i] = from_f<bf16>(xb * c + xa * s);
+    }
+    if (!is_q) {  // v head (h - hq) follows all k heads
+      const bf16* vsrc = row + (size_t)(h + hkv) * D;
+      bf16* vdst = v_cache + ((size_t)slot * hkv + (h - hq)) * D;
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        vdst[lane * P + p] = from_f<bf16>(to_f(vsrc[lane * P + p]) * pre);
+        vdst[H + lane * P + p] = from_f<bf16>(to_f(vsrc[H + lane * P + p]) * pre);
+      }
     }
   }
 }
 
 template <int P>
-void launch_p(const void* qkv, const void* qw, const void* kw, DType wt, const int32_t* positions, const float* cos_sin,
-              float eps, int tokens, int hq, int hkv, const int32_t* slots, void* kc, void* vc, void* q_out,
-              cudaStream_t s) {
-  const int warps = tokens * (hq + hkv), per_block = 4;
-  const int blocks = (warps + per_block - 1) / per_block;
+void launch_p(const void* qkv, const RowRms& rms, const void* qw, const void* kw, DType wt, const int32_t* positions,
+              const float* cos_sin, float eps, int tokens, int hq, int hkv, const int32_t* slots, void* kc, void* vc,
+              void* q_out, cudaStream_t s) {
+  const int warps = std::min(hq + hkv, 32);
   const char* op = "qk_norm_rope_store";
+  auto rows = static_cast<const bf16*>(rms.rows);
   if (wt == DType::bf16)
-    launch(op, qk_norm_rope_store_kernel<P, bf16>, blocks, per_block * 32, 0, s, static_cast<const bf16*>(qkv),
-           static_cast<const bf16*>(qw), static_cast<const bf16*>(kw), positions, cos_sin, eps, tokens, hq, hkv, slots,
-           static_cast<bf16*>(kc), static_cast<bf16*>(vc), static_cast<bf16*>(q_out));
+    launch(op, qk_norm_rope_store_kernel<P, bf16>, tokens, warps * 32, 0, s, static_cast<const bf16*>(qkv), rows,
+           rms.hidden, rms.eps, static_cast<const bf16*>(qw), static_cast<const bf16*>(kw), positions, cos_sin, eps,
+           hq, hkv, slots, static_cast<bf16*>(kc), static_cast<bf16*>(vc), static_cast<bf16*>(q_out));
   else if (wt == DType::f32)
-    launch(op, qk_norm_rope_store_kernel<P, float>, blocks, per_block * 32, 0, s, static_cast<const bf16*>(qkv),
-           static_cast<const float*>(qw), static_cast<const float*>(kw), positions, cos_sin, eps, tokens, hq, hkv,
-           slots, static_cast<bf16*>(kc), static_cast<bf16*>(vc), static_cast<bf16*>(q_out));
+    launch(op, qk_norm_rope_store_kernel<P, float>, tokens, warps * 32, 0, s, static_cast<const bf16*>(qkv), rows,
+           rms.hidden, rms.eps, static_cast<const float*>(qw), static_cast<const float*>(kw), positions, cos_sin, eps,
+           hq, hkv, slots, static_cast<bf16*>(kc), static_cast<bf16*>(vc), static_cast<bf16*>(q_out));
   else
     throw std::invalid_argument(std::string("qk_norm_rope_store: norm weights must be BF16 or F32, got ") +
                                 dtype_name(wt));
@@ -94,17 +98,17 @@ void launch_p(const void* qkv, const void* qw, const void* kw, DType wt, const i
 
 }  // namespace
 
-void launch_qk_norm_rope_store(const void* qkv, const void* q_norm_w, const void* k_norm_w, DType wt,
-                               const int32_t* positions, const float* cos_sin, float eps, int tokens, int num_q_heads,
-                               int num_kv_heads, int head_dim, const int32_t* slot_mapping, void* k_cache,
-                               void* v_cache, void* q_out, cudaStream_t s) {
+void launch_qk_norm_rope_store(const void* qkv, const RowRms& rms, const void* q_norm_w, const void* k_norm_w,
+                               DType wt, const int32_t* positions, const float* cos_sin, float eps, int tokens,
+                               int num_q_heads, int num_kv_heads, int head_dim, const int32_t* slot_mapping,
+                               void* k_cache, void* v_cache, void* q_out, cudaStream_t s) {
   if (tokens == 0) return;
   switch (head_dim) {
-    case 64: launch_p<1>(qkv, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
+    case 64: launch_p<1>(qkv, rms, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
                          slot_mapping, k_cache, v_cache, q_out, s); break;
-    case 128: launch_p<2>(qkv, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
+    case 128: launch_p<2>(qkv, rms, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
                           slot_mapping, k_cache, v_cache, q_out, s); break;
-    case 256: launch_p<4>(qkv, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
+    case 256: launch_p<4>(qkv, rms, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
                           slot_mapping, k_cache, v_cache, q_out, s); break;
     default:
       throw std::invalid_argument("qk_norm_rope_store: head_dim " + std::to_string(head_dim) +
