@@ -41,12 +41,10 @@ class GraphEmulatingBackend : public Backend {
   void* host_alloc(size_t n) override { return b_->host_alloc(n); }
   void host_free(void* p) override { b_->host_free(p); }
   void upload_convert(const Tensor& s, Tensor& d) override { b_->upload_convert(s, d); }
+  void scale_columns(Tensor& w, const Tensor& s) override { b_->scale_columns(w, s); }
   void check_attention_shape(int bs, int hd) const override { b_->check_attention_shape(bs, hd); }
   void embedding(const Tensor& i, const Tensor& t, Tensor& o) override { b_->embedding(i, t, o); }
   void rms_norm(const Tensor& x, const Tensor& w, float e, Tensor& o) override { b_->rms_norm(x, w, e, o); }
-  void add_rms_norm(const Tensor& x, Tensor& r, const Tensor& w, float e, Tensor& o) override {
-    b_->add_rms_norm(x, r, w, e, o);
-  }
   void linear(const Tensor& x, const Tensor& w, Tensor& o) override { b_->linear(x, w, o); }
   void linear_add(const Tensor& x, const Tensor& w, Tensor& o) override { b_->linear_add(x, w, o); }
   void qk_norm_rope_store(const Tensor& qkv, const FoldedNorm& f, const Tensor& qn, const Tensor& kn, const Tensor& pos,

@@ -108,6 +108,9 @@ class Backend {
 
   // Converts a host tensor (f32/bf16/f16, e.g. a mmap'd checkpoint tensor) to `dtype` in device memory.
   virtual void upload_convert(const Tensor& host_src, Tensor& dst) = 0;
+  // w[n, k] *= scale[k]                    w [N, K] (compute dtype), scale f32 [K]: at load, folds an
+  // RMSNorm's weight into the projection after it (FoldedNorm).
+  virtual void scale_columns(Tensor& w, const Tensor& scale) = 0;
   // Throws std::invalid_argument when this backend's kernels cannot use this block size / head_dim.
   virtual void check_attention_shape(int block_size, int head_dim) const = 0;
 
@@ -116,8 +119,6 @@ class Backend {
   virtual void embedding(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
   // out = x / rms(x) * w                    x, out [T, H], w [H]
   virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
-  // residual += x; out = residual / rms(residual) * w      (nano-vLLM's fused add + norm)
-  virtual void add_rms_norm(const Tensor& x, Tensor& residual, const Tensor& w, float eps, Tensor& out) = 0;
   // out = x @ w^T                           x [T, K], w [N, K], out [T, N]; out may be f32 on any backend
   virtual void linear(const Tensor& x, const Tensor& w, Tensor& out) = 0;
   // out += x @ w^T                          (a projection that adds into the residual stream)

@@ -2,14 +2,9 @@
 // nano-vLLM's Qwen3 forward over the backend's ops, with every activation allocated up front.
 #include "model/qwen3.h"
 
-#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
-#include <thread>
-#include <vector>
-
-#include "backend/half.h"
 
 namespace nanovllm {
 namespace {
@@ -30,28 +25,6 @@ std::vector<float> rope_table(int max_pos, int D, double theta) {
     }
   }
   return table;
-}
-
-// w [N, K] (host, any float dtype) with column k multiplied by gamma[k], as `dtype` in host memory:
-// an RMSNorm's weight folded into the projection after it (see forward()). Rows are split over
-// the host's cores: the 0.6B model folds 290M weights at start-up.
-std::vector<uint8_t> fold_columns(const Tensor& w, const Tensor& gamma, DType dtype) {
-  const int64_t N = w.shape[0], K = w.shape[1];
-  std::vector<float> g(static_cast<size_t>(K));
-  for (int64_t k = 0; k < K; ++k) g[static_cast<size_t>(k)] = load_as_f32(gamma.data, gamma.dtype, k);
-  std::vector<uint8_t> out(static_cast<size_t>(N * K) * dtype_size(dtype));
-  auto rows = [&](int64_t b, int64_t e) {
-    for (int64_t n = b; n < e; ++n)
-      for (int64_t k = 0; k < K; ++k)
-        store_from_f32(out.data(), dtype, n * K + k, load_as_f32(w.data, w.dtype, n * K + k) * g[static_cast<size_t>(k)]);
-  };
-  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 16);
-  const int64_t per = (N + threads - 1) / threads;
-  std::vector<std::thread> pool;
-  for (int64_t b = per; b < N; b += per) pool.emplace_back(rows, b, std::min(N, b + per));
-  rows(0, std::min(N, per));
-  for (auto& t : pool) t.join();
-  return out;
 }
 
 }  // namespace
@@ -83,20 +56,13 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
     if (src.ndim == 1) part = dst;
     backend.upload_convert(src, part);
   };
-  // The same into rows of a projection whose input columns take the weight of the RMSNorm before
-  // it (gamma_name, [K]).
-  auto upload_folded = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor dst, int64_t row,
-                           const std::string& gamma_name) {
-    Tensor src = ckpt.get(name, shape);
-    Tensor gamma = ckpt.get(gamma_name, {src.shape[1]});
-    for (const Tensor* t : {&src, &gamma})
-      if (t->dtype != DType::f32 && t->dtype != DType::bf16 && t->dtype != DType::f16)
-        throw std::runtime_error("tensor '" + (t == &src ? name : gamma_name) + "' has dtype " + dtype_name(t->dtype) +
-                                 "; weights must be F32, BF16 or F16");
-    std::vector<uint8_t> folded = fold_columns(src, gamma, dst.dtype);
-    Tensor host(folded.data(), dst.dtype, {src.shape[0], src.shape[1]});
-    Tensor part = dst.rows(row, row + src.shape[0]);
-    backend.upload_convert(host, part);
+  // Multiplies a projection's input columns by the weight of the RMSNorm before it (gamma_name,
+  // [K]; see forward()), on the device, so the upload itself stays a plain copy.
+  std::vector<DeviceBuffer> gammas;  // freed after the last fold has run (synchronize below)
+  auto fold_norm = [&](Tensor w, const std::string& gamma_name) {
+    Tensor gamma = backend.alloc_tensor(DType::f32, {w.size(1)}, gammas);
+    upload(gamma_name, {w.size(1)}, gamma, 0);
+    backend.scale_columns(w, gamma);
   };
   auto weight = [&](std::initializer_list<int64_t> shape) {
     Tensor t = backend.alloc_tensor(dt, shape, buffers_);
@@ -110,11 +76,11 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     Layer& L = layers_[l];
-    const std::string in_norm = p + "input_layernorm.weight", post_norm = p + "post_attention_layernorm.weight";
     L.qkv_proj = weight({qkv_rows, H});
-    upload_folded(p + "self_attn.q_proj.weight", {Hq * D, H}, L.qkv_proj, 0, in_norm);
-    upload_folded(p + "self_attn.k_proj.weight", {Hkv * D, H}, L.qkv_proj, Hq * D, in_norm);
-    upload_folded(p + "self_attn.v_proj.weight", {Hkv * D, H}, L.qkv_proj, (Hq + Hkv) * D, in_norm);
+    upload(p + "self_attn.q_proj.weight", {Hq * D, H}, L.qkv_proj, 0);
+    upload(p + "self_attn.k_proj.weight", {Hkv * D, H}, L.qkv_proj, Hq * D);
+    upload(p + "self_attn.v_proj.weight", {Hkv * D, H}, L.qkv_proj, (Hq + Hkv) * D);
+    fold_norm(L.qkv_proj, p + "input_layernorm.weight");
     for (const char* b : {"q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias"})
       if (ckpt.contains(p + "self_attn." + b))
         throw std::runtime_error("checkpoint has tensor '" + p + "self_attn." + b +
@@ -126,8 +92,9 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
     L.o_proj = weight({H, Hq * D});
     upload(p + "self_attn.o_proj.weight", {H, Hq * D}, L.o_proj, 0);
     L.gate_up_proj = weight({2 * I, H});
-    upload_folded(p + "mlp.gate_proj.weight", {I, H}, L.gate_up_proj, 0, post_norm);
-    upload_folded(p + "mlp.up_proj.weight", {I, H}, L.gate_up_proj, I, post_norm);
+    upload(p + "mlp.gate_proj.weight", {I, H}, L.gate_up_proj, 0);
+    upload(p + "mlp.up_proj.weight", {I, H}, L.gate_up_proj, I);
+    fold_norm(L.gate_up_proj, p + "post_attention_layernorm.weight");
     L.down_proj = weight({H, I});
     upload(p + "mlp.down_proj.weight", {H, I}, L.down_proj, 0);
   }
@@ -141,6 +108,7 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
     lm_head_ = weight({V, H});
     upload("lm_head.weight", {V, H}, lm_head_, 0);
   }
+  backend.synchronize();  // the folds have read their norm weights
 
   const std::vector<float> table = rope_table(c.max_position_embeddings, c.head_dim, c.rope_theta);
   cos_sin_ = backend.alloc_tensor(DType::f32, {c.max_position_embeddings, D}, buffers_);

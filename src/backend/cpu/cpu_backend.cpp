@@ -122,6 +122,19 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void scale_columns(Tensor& w, const Tensor& scale) override {
+    need_dtype("scale_columns", "w", w, DType::f32);
+    need_dtype("scale_columns", "scale", scale, DType::f32);
+    const int64_t K = cols_of(w), N = rows_of(w);
+    need_shape("scale_columns", "scale", scale, {K});
+    float* p = w.ptr<float>();
+    const float* s = scale.ptr<float>();
+    pool_.parallel_for(N, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, K)), [&](int64_t b, int64_t e) {
+      for (int64_t n = b; n < e; ++n)
+        for (int64_t k = 0; k < K; ++k) p[n * K + k] *= s[k];
+    });
+  }
+
   void check_attention_shape(int block_size, int head_dim) const override {
     if (block_size < 1) throw std::invalid_argument("cpu backend: block size " + std::to_string(block_size) + " must be >= 1");
     if (head_dim < 2 || head_dim % 2)
@@ -147,15 +160,7 @@ class CpuBackend final : public Backend {
 
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
     check_norm("rms_norm", x, w, out);
-    norm_rows(x.ptr<float>(), nullptr, w.ptr<float>(), eps, out.ptr<float>(), rows_of(x), cols_of(x));
-  }
-
-  void add_rms_norm(const Tensor& x, Tensor& residual, const Tensor& w, float eps, Tensor& out) override {
-    check_norm("add_rms_norm", x, w, out);
-    need_dtype("add_rms_norm", "residual", residual, DType::f32);
-    if (residual.numel() != x.numel())
-      bad("add_rms_norm", "residual " + residual.shape_str() + " and x " + x.shape_str() + " differ");
-    norm_rows(x.ptr<float>(), residual.ptr<float>(), w.ptr<float>(), eps, out.ptr<float>(), rows_of(x), cols_of(x));
+    norm_rows(x.ptr<float>(), w.ptr<float>(), eps, out.ptr<float>(), rows_of(x), cols_of(x));
   }
 
   void linear(const Tensor& x, const Tensor& w, Tensor& out) override { gemm_op("linear", x, w, out, false); }
@@ -341,16 +346,11 @@ class CpuBackend final : public Backend {
     return scale_.data();
   }
 
-  // out = (x [+ residual, written back]) / rms * w, row by row; the sum of squares in double.
-  void norm_rows(const float* x, float* residual, const float* w, float eps, float* out, int64_t T, int64_t H) {
+  // out = x / rms * w, row by row; the sum of squares in double.
+  void norm_rows(const float* x, const float* w, float eps, float* out, int64_t T, int64_t H) {
     pool_.parallel_for(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H)), [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const float* src = x + t * H;
-        if (residual) {
-          float* r = residual + t * H;
-          for (int64_t i = 0; i < H; ++i) r[i] += src[i];
-          src = r;
-        }
         double ss = 0;
         for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(src[i]) * src[i];
         const float inv = static_cast<float>(1.0 / std::sqrt(ss / H + eps));

@@ -139,6 +139,8 @@ class CudaBackend final : public Backend {
     if (p) cudaFreeHost(p);
   }
 
+  // Copies on the backend's stream and waits: the tensor is in place (and ordered before any op
+  // issued after, e.g. scale_columns) when this returns.
   void upload_convert(const Tensor& src, Tensor& dst) override {
     const char* op = "upload_convert";
     require(src.device == DeviceKind::cpu, op, "source must be a host tensor");
@@ -146,7 +148,8 @@ class CudaBackend final : public Backend {
     require(src.numel() == dst.numel(), op,
             [&] { return "element counts differ: source " + src.shape_str() + ", destination " + dst.shape_str(); });
     if (src.dtype == dst.dtype) {
-      check(cudaMemcpy(dst.data, src.data, src.nbytes(), cudaMemcpyHostToDevice), op, "cudaMemcpy");
+      check(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyHostToDevice, stream_), op, "cudaMemcpyAsync");
+      check(cudaStreamSynchronize(stream_), op, "cudaStreamSynchronize");
       return;
     }
     auto in_ok = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
@@ -156,14 +159,24 @@ class CudaBackend final : public Backend {
     constexpr int64_t kChunk = 1 << 22;
     std::vector<uint8_t> stage(static_cast<size_t>(std::min<int64_t>(kChunk, src.numel())) * dtype_size(dst.dtype));
     const int64_t n = src.numel();
-    synchronize();  // the staging buffer is reused: copies below are synchronous
     for (int64_t b = 0; b < n; b += kChunk) {
       const int64_t e = std::min(n, b + kChunk);
       for (int64_t i = b; i < e; ++i) store_from_f32(stage.data(), dst.dtype, i - b, load_as_f32(src.data, src.dtype, i));
-      check(cudaMemcpy(static_cast<char*>(dst.data) + b * dtype_size(dst.dtype), stage.data(),
-                       (e - b) * dtype_size(dst.dtype), cudaMemcpyHostToDevice),
-            op, "cudaMemcpy");
+      check(cudaMemcpyAsync(static_cast<char*>(dst.data) + b * dtype_size(dst.dtype), stage.data(),
+                            (e - b) * dtype_size(dst.dtype), cudaMemcpyHostToDevice, stream_),
+            op, "cudaMemcpyAsync");
+      check(cudaStreamSynchronize(stream_), op, "cudaStreamSynchronize");  // the staging buffer is reused
     }
+  }
+
+  void scale_columns(Tensor& w, const Tensor& scale) override {
+    const char* op = "scale_columns";
+    require_cuda(w, op, "w"); require_cuda(scale, op, "scale");
+    require_dtype(scale, DType::f32, op, "scale");
+    require(w.ndim >= 1 && scale.numel() == w.size(-1), op,
+            [&] { return "shapes w " + w.shape_str() + ", scale " + scale.shape_str(); });
+    cuda::launch_scale_columns(w.data, w.dtype, scale.ptr<float>(), rows_of(w), (int)w.size(-1), stream_);
+    debug_sync(op);
   }
 
   void check_attention_shape(int block_size, int head_dim) const override {
@@ -205,24 +218,9 @@ class CudaBackend final : public Backend {
     require_cuda(x, op, "x"); require_cuda(w, op, "w"); require_cuda(out, op, "out");
     require(x.numel() == out.numel() && x.dtype == out.dtype && w.numel() == x.size(-1), op,
             [&] { return "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str(); });
-    cuda::launch_rms_norm(x.data, nullptr, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)x.size(-1), eps,
+    cuda::launch_rms_norm(x.data, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)x.size(-1), eps,
                           stream_);
     debug_sync("rms_norm");
-  }
-
-  void add_rms_norm(const Tensor& x, Tensor& residual, const Tensor& w, float eps, Tensor& out) override {
-    const char* op = "add_rms_norm";
-    require_cuda(x, op, "x"); require_cuda(residual, op, "residual"); require_cuda(w, op, "w");
-    require_cuda(out, op, "out");
-    require(x.numel() == out.numel() && x.numel() == residual.numel() && x.dtype == out.dtype &&
-                x.dtype == residual.dtype && w.numel() == x.size(-1),
-            op, [&] {
-              return "shapes x " + x.shape_str() + ", residual " + residual.shape_str() + ", w " + w.shape_str() +
-                     ", out " + out.shape_str();
-            });
-    cuda::launch_rms_norm(x.data, residual.data, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)x.size(-1),
-                          eps, stream_);
-    debug_sync("add_rms_norm");
   }
 
   void linear(const Tensor& x, const Tensor& w, Tensor& out) override { gemm_op("linear", x, w, out, false); }

@@ -71,7 +71,27 @@ __global__ void silu_mul_kernel(const T* __restrict__ x, const T* __restrict__ r
   }
 }
 
+template <class T>
+__global__ void scale_columns_kernel(T* __restrict__ w, const float* __restrict__ scale, size_t total, int cols) {
+  pdl_launch_dependents();
+  pdl_wait();
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+    w[i] = from_f<T>(to_f(w[i]) * scale[i % cols]);
+}
+
 }  // namespace
+
+void launch_scale_columns(void* w, DType t, const float* scale, int64_t rows, int cols, cudaStream_t s) {
+  const size_t total = (size_t)rows * cols;
+  if (total == 0) return;
+  const int grid = (int)std::min<size_t>((total + 255) / 256, (size_t)num_sms() * 8);
+  if (t == DType::bf16)
+    launch("scale_columns", scale_columns_kernel<bf16>, grid, 256, 0, s, static_cast<bf16*>(w), scale, total, cols);
+  else if (t == DType::f32)
+    launch("scale_columns", scale_columns_kernel<float>, grid, 256, 0, s, static_cast<float*>(w), scale, total, cols);
+  else
+    throw std::invalid_argument(std::string("scale_columns: unsupported dtype ") + dtype_name(t));
+}
 
 void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* out, DType out_t, int rows, int cols,
                         int src_rows, cudaStream_t s) {

@@ -39,6 +39,7 @@ Gemm::~Gemm() {
     cublasLtMatmulDescDestroy(p.op);
   }
   if (handle_) cublasLtDestroy(handle_);
+  if (saved_) cudaFree(saved_);
 }
 
 // cuBLAS is column-major: there row-major w [N, K] is a K x N matrix (ld K), used transposed;
@@ -153,11 +154,14 @@ void Gemm::tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, 
                 void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, bool accumulate, cudaStream_t s) {
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   const size_t out_bytes = (size_t)m * n * dtype_size(out_t);
-  void* saved = nullptr;
-  if (accumulate) {
-    check(cudaMalloc(&saved, out_bytes), "linear", "cudaMalloc (the output saved while tuning)");
-    check(cudaMemcpyAsync(saved, out, out_bytes, cudaMemcpyDeviceToDevice, s), "linear", "cudaMemcpyAsync");
+  if (accumulate && out_bytes > saved_bytes_) {  // kept for the next tuning (the o and down projections: ~1 MB)
+    check(cudaStreamSynchronize(s), "linear", "cudaStreamSynchronize (tuning)");
+    if (saved_) check(cudaFree(saved_), "linear", "cudaFree");
+    saved_ = nullptr;
+    check(cudaMalloc(&saved_, out_bytes), "linear", "cudaMalloc (the output saved while tuning)");
+    saved_bytes_ = out_bytes;
   }
+  if (accumulate) check(cudaMemcpyAsync(saved_, out, out_bytes, cudaMemcpyDeviceToDevice, s), "linear", "cudaMemcpyAsync");
   std::vector<std::function<bool()>> calls;
   std::vector<int> which;  // index into res, or -1 for the skinny GEMM
   for (int i = 0; i < found; ++i) {
@@ -187,9 +191,8 @@ void Gemm::tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, 
     p.gemv = which[i] < 0;
     if (!p.gemv) p.algo = res[which[i]].algo;
   }
-  if (saved) check(cudaMemcpyAsync(out, saved, out_bytes, cudaMemcpyDeviceToDevice, s), "linear", "cudaMemcpyAsync");
+  if (accumulate) check(cudaMemcpyAsync(out, saved_, out_bytes, cudaMemcpyDeviceToDevice, s), "linear", "cudaMemcpyAsync");
   check(cudaStreamSynchronize(s), "linear", "cudaStreamSynchronize (tuning)");
-  if (saved) check(cudaFree(saved), "linear", "cudaFree");
 }
 
 void Gemm::linear(const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t,

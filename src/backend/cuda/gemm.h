@@ -55,6 +55,8 @@ class Gemm {
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;
   std::map<Key, Plan> plans_;
+  void* saved_ = nullptr;  // an accumulating call's output, saved while its candidates are timed
+  size_t saved_bytes_ = 0;
   bool tune_all_ = false;
   double tuning_seconds_ = 0;
 };

@@ -10,15 +10,17 @@
 
 namespace nanovllm::cuda {
 
-// out = norm(x (+ residual)) * w over rows of `hidden`; with residual != nullptr the sum is also
-// written back to residual. act: dtype of x/residual/out (f32 or bf16); wt: dtype of w.
-void launch_rms_norm(const void* x, void* residual, const void* w, void* out, DType act, DType wt,
-                     int rows, int hidden, float eps, cudaStream_t s);
+// out = norm(x) * w over rows of `hidden`. act: dtype of x and out (f32 or bf16); wt: dtype of w.
+void launch_rms_norm(const void* x, const void* w, void* out, DType act, DType wt, int rows, int hidden, float eps,
+                     cudaStream_t s);
 
 // out[r, :] = src[idx[r], :] for r < rows (row of `cols` elements), converting dtype if needed.
 // Rows whose index is outside [0, src_rows) are written as zeros.
 void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* out, DType out_t,
                         int rows, int cols, int src_rows, cudaStream_t s);
+
+// w[n, k] *= scale[k] over rows x cols (w bf16 or f32).
+void launch_scale_columns(void* w, DType t, const float* scale, int64_t rows, int cols, cudaStream_t s);
 
 // A folded RMSNorm's rows (see FoldedNorm in backend.h): row r of the op's input is first scaled
 // by rsqrt(mean(rows[r, :hidden]^2) + eps). rows == nullptr: no scaling. Same dtype as the input.
