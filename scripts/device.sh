@@ -55,7 +55,7 @@ for step in "${STEPS[@]}"; do
       note "tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests.log" | tr '\n' ' ')"
       ;;
     bench)
-      $BIN/bench_cuda_ops 2>&1 | tee "$OUT/bench_ops.log"
+      $BIN/bench_cuda_ops ${BENCH_SECTIONS:-} 2>&1 | tee "$OUT/bench_ops.log"  # BENCH_SECTIONS: e.g. "decode small"
       ;;
     gemm)  # the 28 layers' projections at decode batches, weights streaming from HBM
       $BIN/bench_cuda_ops gemm-stack 2>&1 | tee -a "$OUT/gemm.log" | grep layer
