@@ -3,7 +3,9 @@
 #   here:   bash scripts/device.sh pack [build-dir]   # copies binaries + the libraries they need
 #                                                    # into .devbin/ (git-ignored), xz-compressed
 #   device: bash scripts/device.sh [steps...]         # run with carry: [".devbin"]
-# Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, gemmsearch, e2e, base, sanitize, prof.
+# Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, gemmsearch, e2e, base, curve, online,
+# sanitize.
+# (No profiler step: the device's nsys records but cannot import its report, run 34.)
 # base: the bench.py workload and batch 1 again with an older build for an A/B in the same call
 # (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there after packing).
 # The device image has the CUDA toolkit (libcublasLt, compute-sanitizer) but not the Debian
@@ -123,9 +125,25 @@ for step in "${STEPS[@]}"; do
         --min-input 128 --max-input 128 --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/base.log" | tail -3
       note "base batch 1: $(grep -E '^TPOT' "$OUT/base.log" | tail -1)"
       ;;
-    prof)
-      NVTX= NANOVLLM_PROFILE=1 $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} >"$OUT/prof.log" 2>&1
-      tail -40 "$OUT/prof.log"
+    curve)  # the throughput-latency curve: a max_num_seqs sweep
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/e2e.log" 2>&1
+      $BIN/nanovllm bench --model /tmp/m06 --device cuda --sweep max_num_seqs=${CURVE_SEQS:-8,32,64,128,256} \
+        --out-prefix "$OUT/sweep" 2>&1 | tee "$OUT/curve.log" | tail -8
+      note "sweep: $(tr '\n' ' ' <"$OUT/sweep.csv" | cut -c1-600)"
+      ;;
+    online)  # the server on the GPU under bench --online (carry "models" too: serve needs the tokenizer)
+      [[ -f /tmp/m06/tokenizer.json ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/e2e.log" 2>&1
+      $BIN/nanovllm serve --model /tmp/m06 --device cuda --port 8123 >"$OUT/serve.log" 2>&1 &
+      SERVER=$!
+      for i in $(seq 60); do
+        python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8123/health', timeout=1)" 2>/dev/null && break
+        sleep 1
+      done
+      for rate in ${ONLINE_RATES:-16 0}; do
+        $BIN/nanovllm bench --online --url http://127.0.0.1:8123 --request-rate $rate 2>&1 | tee -a "$OUT/online.log" | tail -8
+        note "online, request rate $rate: $(grep -E 'Throughput' "$OUT/online.log" | tail -1); TTFT/TPOT: $(grep -E '^(TTFT|TPOT)' "$OUT/online.log" | tail -2 | tr -s ' ' | tr '\n' ';')"
+      done
+      kill $SERVER; wait $SERVER 2>/dev/null
       ;;
     *) echo "unknown step $step" ;;
   esac
