@@ -138,20 +138,20 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
     }
   }
 
+  // Rows stream through kv[] without a gap between rounds: as soon as row u of a round is used,
+  // row u of the next round is requested into its register, so kUnroll loads stay in flight
+  // through the whole pass instead of draining at every round's end.
+  auto key = [&](int t) { return t < end ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0); };
+  auto val = [&](int t) { return t < end ? *reinterpret_cast<const uint4*>(v_cache + row_of(t)) : make_uint4(0, 0, 0, 0); };
+
   // Pass 1: scores (log2 domain) of this slice's tokens (the first round's rows already loaded).
   for (int base = base0; base - tg < end; base += TPI * kUnroll) {
-    if (base != base0) {
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int t = base + u * TPI;
-        kv[u] = t < end ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
-      }
-    }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       float kf[8];
       load8(reinterpret_cast<const bf16*>(&kv[u]), kf);
       const int t = base + u * TPI;
+      kv[u] = key(t + TPI * kUnroll);
 #pragma unroll
       for (int g = 0; g < MAXG; ++g) {
         if (g < G) {
@@ -164,6 +164,12 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
         }
       }
     }
+  }
+  // V's first round: in flight while the scores turn into weights (PV: loaded before the wait).
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    if constexpr (PV) kv[u] = vpre[u];
+    else kv[u] = val(base0 + u * TPI);
   }
   __syncthreads();
 
@@ -190,19 +196,13 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc[g][j] = 0.f;
   for (int base = base0; base - tg < end; base += TPI * kUnroll) {
-    uint4 vv[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int t = base + u * TPI;
-      if (PV && base == base0) vv[u] = vpre[PV ? u : 0];
-      else vv[u] = t < end ? *reinterpret_cast<const uint4*>(v_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int t = base + u * TPI;
+      float vf[8];
+      load8(reinterpret_cast<const bf16*>(&kv[u]), vf);
+      kv[u] = val(t + TPI * kUnroll);
       if (t < end) {
-        float vf[8];
-        load8(reinterpret_cast<const bf16*>(&vv[u]), vf);
 #pragma unroll
         for (int g = 0; g < MAXG; ++g) {
           if (g < G) {
