@@ -124,6 +124,9 @@ for step in "${STEPS[@]}"; do
       LD_LIBRARY_PATH=$BASE/lib:$LD_LIBRARY_PATH $BASE/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 \
         --min-input 128 --max-input 128 --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/base.log" | tail -3
       note "base batch 1: $(grep -E '^TPOT' "$OUT/base.log" | tail -1)"
+      $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
+        --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -3
+      note "this build batch 1: $(grep -E '^TPOT' "$OUT/e2e.log" | tail -1)"
       ;;
     curve)  # the throughput-latency curve: a max_num_seqs sweep
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/e2e.log" 2>&1
