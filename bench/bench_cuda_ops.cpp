@@ -136,7 +136,8 @@ int main(int argc, char** argv) {
       // (Run 29 measured this against the unfolded chain, docs/cuda.md.)
       Tensor qn = b.rand_bf16({D}, 0.1f), kn = b.rand_bf16({D}, 0.1f);
       Tensor res = b.rand_bf16({M, H});
-      Tensor act = b.be->alloc_tensor(DType::bf16, {M, I}, b.bufs), qo = b.be->alloc_tensor(DType::bf16, {M, Hq, D}, b.bufs);
+      Tensor act = b.be->alloc_tensor(DType::bf16, {M, I}, b.bufs);
+      Tensor qo = b.be->alloc_tensor(DType::bf16, {M, Hq, D}, b.bufs);
       Tensor cs = b.be->alloc_tensor(DType::f32, {4096, D}, b.bufs);
       b.be->fill_zero(cs.data, cs.nbytes());
       std::vector<int32_t> pos(M), slots(M);

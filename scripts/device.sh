@@ -3,7 +3,7 @@
 #   here:   bash scripts/device.sh pack [build-dir]   # copies binaries + the libraries they need
 #                                                    # into .devbin/ (git-ignored), xz-compressed
 #   device: bash scripts/device.sh [steps...]         # run with carry: [".devbin"]
-# Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, gemmsearch, e2e, base, curve, online,
+# Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, base, curve, online,
 # sanitize.
 # (No profiler step: the device's nsys records but cannot import its report, run 34.)
 # base: the bench.py workload and batch 1 again with an older build for an A/B in the same call
@@ -19,7 +19,7 @@ if [[ "${1:-}" == "pack" ]]; then
   rm -rf .devbin && mkdir -p .devbin/stage/lib
   mkdir -p "$(git rev-parse --git-path info)"
   grep -qx "/.devbin/" "$(git rev-parse --git-path info/exclude)" 2>/dev/null || echo "/.devbin/" >>"$(git rev-parse --git-path info/exclude)"
-  for b in nanovllm nanovllm_cuda_tests bench_cuda_ops bench_gemm_search bench_tokenizer; do
+  for b in nanovllm nanovllm_cuda_tests bench_cuda_ops bench_tokenizer; do
     [[ -x $BUILD/$b ]] && cp "$BUILD/$b" .devbin/stage/ && strip .devbin/stage/$b
   done
   # Non-system libraries (everything but glibc's own and the CUDA driver/toolkit ones).
@@ -58,9 +58,6 @@ for step in "${STEPS[@]}"; do
       ;;
     bench)
       $BIN/bench_cuda_ops ${BENCH_SECTIONS:-} 2>&1 | tee "$OUT/bench_ops.log"  # BENCH_SECTIONS: e.g. "decode small"
-      ;;
-    gemmsearch)  # cuBLASLt's candidates beyond the 16 the tuning times, and split-K variants
-      $BIN/bench_gemm_search 2>&1 | tee "$OUT/gemm_search.log"
       ;;
     gemm)  # the 28 layers' projections at decode batches, weights streaming from HBM
       $BIN/bench_cuda_ops gemm-stack 2>&1 | tee -a "$OUT/gemm.log" | grep layer

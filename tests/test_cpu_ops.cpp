@@ -199,24 +199,35 @@ TEST_F(CpuOps, QkNormRopeStore) {
   std::vector<int32_t> pos = {0, 5, 63, 17}, slots = {0, 7, -1, 11};
   std::vector<float> kc(nb * bs * Hkv * D, 99.0f), vc(nb * bs * Hkv * D, 99.0f), q(T * Hq * D);
   Tensor kt = T32(kc, {nb, bs, Hkv, D}), vt = T32(vc, {nb, bs, Hkv, D}), qt = T32(q, {T, Hq, D});
-  be->qk_norm_rope_store(T32(qkv, {T, (Hq + 2 * Hkv) * D}), FoldedNorm{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
-                         T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data(), kt, vt, qt);
-  std::vector<double> ref(D);
   const int row = (Hq + 2 * Hkv) * D;
-  for (int t = 0; t < T; ++t) {
-    for (int h = 0; h < Hq; ++h) {
-      ref_norm_rope(&qkv[t * row + h * D], qw.data(), &cs[pos[t] * D], eps, D, ref.data());
-      for (int d = 0; d < D; ++d) EXPECT_NEAR(q[(t * Hq + h) * D + d], ref[d], 1e-4 * (1 + std::abs(ref[d])));
-    }
-    for (int h = 0; h < Hkv; ++h) {
-      if (slots[t] < 0) continue;
-      ref_norm_rope(&qkv[t * row + (Hq + h) * D], kw.data(), &cs[pos[t] * D], eps, D, ref.data());
-      for (int d = 0; d < D; ++d) {
-        EXPECT_NEAR(kc[(slots[t] * Hkv + h) * D + d], ref[d], 1e-4 * (1 + std::abs(ref[d])));
-        EXPECT_EQ(vc[(slots[t] * Hkv + h) * D + d], qkv[t * row + (Hq + Hkv + h) * D + d]);
+  // q and k against the reference on `src` (qkv, or its rows scaled by a folded norm's factor f);
+  // v copied as it is, or scaled by f.
+  auto check = [&](const std::vector<float>& src, const std::vector<double>* f) {
+    std::vector<double> ref(D);
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < Hq; ++h) {
+        ref_norm_rope(&src[t * row + h * D], qw.data(), &cs[pos[t] * D], eps, D, ref.data());
+        for (int d = 0; d < D; ++d) EXPECT_NEAR(q[(t * Hq + h) * D + d], ref[d], 1e-4 * (1 + std::abs(ref[d])));
+      }
+      for (int h = 0; h < Hkv; ++h) {
+        if (slots[t] < 0) continue;
+        ref_norm_rope(&src[t * row + (Hq + h) * D], kw.data(), &cs[pos[t] * D], eps, D, ref.data());
+        for (int d = 0; d < D; ++d) {
+          EXPECT_NEAR(kc[(slots[t] * Hkv + h) * D + d], ref[d], 1e-4 * (1 + std::abs(ref[d])));
+          const float v_in = qkv[t * row + (Hq + Hkv + h) * D + d];
+          if (!f) {
+            EXPECT_EQ(vc[(slots[t] * Hkv + h) * D + d], v_in);
+          } else {
+            const double v = v_in * (*f)[t];
+            EXPECT_NEAR(vc[(slots[t] * Hkv + h) * D + d], v, 1e-6 * (1 + std::abs(v)));
+          }
+        }
       }
     }
-  }
+  };
+  be->qk_norm_rope_store(T32(qkv, {T, row}), FoldedNorm{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
+                         T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data(), kt, vt, qt);
+  check(qkv, nullptr);
   // Slots not written keep their old contents (token 2 had slot -1).
   int untouched = 0;
   for (float v : kc) untouched += v == 99.0f;
@@ -232,21 +243,7 @@ TEST_F(CpuOps, QkNormRopeStore) {
     for (int i = 0; i < row; ++i) scaled[t * row + i] = float(qkv[t * row + i] * f[t]);
   be->qk_norm_rope_store(T32(qkv, {T, row}), FoldedNorm{&ht, eps}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
                          T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data(), kt, vt, qt);
-  for (int t = 0; t < T; ++t) {
-    for (int h = 0; h < Hq; ++h) {
-      ref_norm_rope(&scaled[t * row + h * D], qw.data(), &cs[pos[t] * D], eps, D, ref.data());
-      for (int d = 0; d < D; ++d) EXPECT_NEAR(q[(t * Hq + h) * D + d], ref[d], 1e-4 * (1 + std::abs(ref[d])));
-    }
-    for (int h = 0; h < Hkv; ++h) {
-      if (slots[t] < 0) continue;
-      ref_norm_rope(&scaled[t * row + (Hq + h) * D], kw.data(), &cs[pos[t] * D], eps, D, ref.data());
-      for (int d = 0; d < D; ++d) {
-        EXPECT_NEAR(kc[(slots[t] * Hkv + h) * D + d], ref[d], 1e-4 * (1 + std::abs(ref[d])));
-        const double v = qkv[t * row + (Hq + Hkv + h) * D + d] * f[t];
-        EXPECT_NEAR(vc[(slots[t] * Hkv + h) * D + d], v, 1e-6 * (1 + std::abs(v)));
-      }
-    }
-  }
+  check(scaled, &f);
 }
 
 // ---- paged attention ----

@@ -129,8 +129,8 @@ class Backend {
   // (rotate-half / neox style) at positions[t] using cos_sin [max_pos, D] (cos in the first D/2
   // columns, sin in the last D/2; f32), write q to q_out [T, Hq, D], and store k and v into the
   // cache at slot_mapping[t] (skipped when -1).
-  virtual void qk_norm_rope_store(const Tensor& qkv, const FoldedNorm& folded, const Tensor& q_norm_w, const Tensor& k_norm_w,
-                                  const Tensor& positions, const Tensor& cos_sin, float eps,
+  virtual void qk_norm_rope_store(const Tensor& qkv, const FoldedNorm& folded, const Tensor& q_norm_w,
+                                  const Tensor& k_norm_w, const Tensor& positions, const Tensor& cos_sin, float eps,
                                   int num_q_heads, int num_kv_heads, const int32_t* slot_mapping,
                                   Tensor& k_cache, Tensor& v_cache, Tensor& q_out) = 0;
   // Paged attention for the batch described by `meta` (see AttentionMetadata): q [T, Hq, D],

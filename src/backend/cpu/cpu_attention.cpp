@@ -129,8 +129,8 @@ inline void norm_rope_head(const float* x, float pre, const float* w, const floa
 
 }  // namespace
 
-void qk_norm_rope_store(const float* qkv, const float* in_scale, const float* q_norm_w, const float* k_norm_w, const int32_t* positions,
-                        const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
+void qk_norm_rope_store(const float* qkv, const float* in_scale, const float* q_norm_w, const float* k_norm_w,
+                        const int32_t* positions, const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
                         const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, ThreadPool& pool) {
   const int64_t row = static_cast<int64_t>(Hq + 2 * Hkv) * D;
   const int heads = Hq + Hkv;  // v heads are a plain copy, done with their k head

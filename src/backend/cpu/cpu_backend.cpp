@@ -193,9 +193,9 @@ class CpuBackend final : public Backend {
         bad(op, "slot " + std::to_string(slot_mapping[t]) + " outside the cache (" + std::to_string(slots) + " slots)");
     }
     const float* in_scale = folded_scales(op, folded, T);
-    cpu::qk_norm_rope_store(qkv.ptr<float>(), in_scale, q_norm_w.ptr<float>(), k_norm_w.ptr<float>(), pos, cos_sin.ptr<float>(),
-                            eps, T, num_q_heads, num_kv_heads, static_cast<int>(D), slot_mapping, k_cache.ptr<float>(),
-                            v_cache.ptr<float>(), q_out.ptr<float>(), pool_);
+    cpu::qk_norm_rope_store(qkv.ptr<float>(), in_scale, q_norm_w.ptr<float>(), k_norm_w.ptr<float>(), pos,
+                            cos_sin.ptr<float>(), eps, T, num_q_heads, num_kv_heads, static_cast<int>(D), slot_mapping,
+                            k_cache.ptr<float>(), v_cache.ptr<float>(), q_out.ptr<float>(), pool_);
   }
 
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
@@ -326,8 +326,7 @@ class CpuBackend final : public Backend {
     cpu::gemm(x.ptr<float>(), w.ptr<float>(), out.ptr<float>(), M, N, K, pool_, accumulate);
   }
 
-  // A folded norm's factor per row, rsqrt(mean(rows[t]^2) + eps) with the sum in double (as
-  // norm_rows), in scale_; nullptr when nothing is folded.
+  // A folded norm's factor per row (inv_rms of rows[t]), in scale_; nullptr when nothing is folded.
   const float* folded_scales(const char* op, const FoldedNorm& f, int64_t T) {
     if (!f.rows) return nullptr;
     need_dtype(op, "folded.rows", *f.rows, DType::f32);
@@ -337,23 +336,24 @@ class CpuBackend final : public Backend {
     const float* rows = f.rows->ptr<float>();
     scale_.resize(static_cast<size_t>(T));
     pool_.parallel_for(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H)), [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        double ss = 0;
-        for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(rows[t * H + i]) * rows[t * H + i];
-        scale_[static_cast<size_t>(t)] = static_cast<float>(1.0 / std::sqrt(ss / H + f.eps));
-      }
+      for (int64_t t = b; t < e; ++t) scale_[static_cast<size_t>(t)] = inv_rms(rows + t * H, H, f.eps);
     });
     return scale_.data();
   }
 
-  // out = x / rms * w, row by row; the sum of squares in double.
+  // 1 / sqrt(mean(row^2) + eps), the sum of squares in double.
+  static float inv_rms(const float* row, int64_t H, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(row[i]) * row[i];
+    return static_cast<float>(1.0 / std::sqrt(ss / H + eps));
+  }
+
+  // out = x / rms * w, row by row.
   void norm_rows(const float* x, const float* w, float eps, float* out, int64_t T, int64_t H) {
     pool_.parallel_for(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H)), [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const float* src = x + t * H;
-        double ss = 0;
-        for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(src[i]) * src[i];
-        const float inv = static_cast<float>(1.0 / std::sqrt(ss / H + eps));
+        const float inv = inv_rms(src, H, eps);
         float* o = out + t * H;
         for (int64_t i = 0; i < H; ++i) o[i] = src[i] * inv * w[i];
       }

@@ -36,8 +36,8 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
                      const AttentionShape& s, float scale, float* out, ThreadPool& pool);
 
 // in_scale: nullptr, or a factor per token that scales its qkv row first (a folded RMSNorm).
-void qk_norm_rope_store(const float* qkv, const float* in_scale, const float* q_norm_w, const float* k_norm_w, const int32_t* positions,
-                        const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
+void qk_norm_rope_store(const float* qkv, const float* in_scale, const float* q_norm_w, const float* k_norm_w,
+                        const int32_t* positions, const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
                         const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, ThreadPool& pool);
 
 void sample(const float* logits, int64_t B, int64_t V, const float* temperatures, const int64_t* keys,

@@ -148,7 +148,8 @@ class CudaBackend final : public Backend {
     require(src.numel() == dst.numel(), op,
             [&] { return "element counts differ: source " + src.shape_str() + ", destination " + dst.shape_str(); });
     if (src.dtype == dst.dtype) {
-      check(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyHostToDevice, stream_), op, "cudaMemcpyAsync");
+      check(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyHostToDevice, stream_), op,
+            "cudaMemcpyAsync");
       check(cudaStreamSynchronize(stream_), op, "cudaStreamSynchronize");
       return;
     }
@@ -246,9 +247,10 @@ class CudaBackend final : public Backend {
                      cos_sin.shape_str() + ", positions " + positions.shape_str() + " for " +
                      std::to_string(num_q_heads) + " q heads, " + std::to_string(num_kv_heads) + " kv heads";
             });
-    cuda::launch_qk_norm_rope_store(qkv.data, row_rms(op, folded, qkv), q_norm_w.data, k_norm_w.data, q_norm_w.dtype, positions.ptr<int32_t>(),
-                                    cos_sin.ptr<float>(), eps, (int)T, num_q_heads, num_kv_heads, (int)D, slot_mapping,
-                                    k_cache.data, v_cache.data, q_out.data, stream_);
+    cuda::launch_qk_norm_rope_store(qkv.data, row_rms(op, folded, qkv), q_norm_w.data, k_norm_w.data, q_norm_w.dtype,
+                                    positions.ptr<int32_t>(), cos_sin.ptr<float>(), eps, (int)T, num_q_heads,
+                                    num_kv_heads, (int)D, slot_mapping, k_cache.data, v_cache.data, q_out.data,
+                                    stream_);
     debug_sync("qk_norm_rope_store");
   }
 

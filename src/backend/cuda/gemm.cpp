@@ -161,7 +161,8 @@ void Gemm::tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, 
     check(cudaMalloc(&saved_, out_bytes), "linear", "cudaMalloc (the output saved while tuning)");
     saved_bytes_ = out_bytes;
   }
-  if (accumulate) check(cudaMemcpyAsync(saved_, out, out_bytes, cudaMemcpyDeviceToDevice, s), "linear", "cudaMemcpyAsync");
+  if (accumulate)
+    check(cudaMemcpyAsync(saved_, out, out_bytes, cudaMemcpyDeviceToDevice, s), "linear", "cudaMemcpyAsync");
   std::vector<std::function<bool()>> calls;
   std::vector<int> which;  // index into res, or -1 for the skinny GEMM
   for (int i = 0; i < found; ++i) {
@@ -191,7 +192,8 @@ void Gemm::tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, 
     p.gemv = which[i] < 0;
     if (!p.gemv) p.algo = res[which[i]].algo;
   }
-  if (accumulate) check(cudaMemcpyAsync(out, saved_, out_bytes, cudaMemcpyDeviceToDevice, s), "linear", "cudaMemcpyAsync");
+  if (accumulate)
+    check(cudaMemcpyAsync(out, saved_, out_bytes, cudaMemcpyDeviceToDevice, s), "linear", "cudaMemcpyAsync");
   check(cudaStreamSynchronize(s), "linear", "cudaStreamSynchronize (tuning)");
 }
 

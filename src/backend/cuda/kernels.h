@@ -36,8 +36,8 @@ void launch_silu_mul(const void* x, const RowRms& rms, void* out, DType t, int r
 // Per-head RMS norm of q and k, neox RoPE, q to q_out and k/v into the paged cache (see
 // Backend::qk_norm_rope_store), qkv's rows scaled by `rms` first. Activations and cache are bf16;
 // norm weights bf16 or f32.
-void launch_qk_norm_rope_store(const void* qkv, const RowRms& rms, const void* q_norm_w, const void* k_norm_w, DType wt,
-                               const int32_t* positions, const float* cos_sin, float eps, int tokens,
+void launch_qk_norm_rope_store(const void* qkv, const RowRms& rms, const void* q_norm_w, const void* k_norm_w,
+                               DType wt, const int32_t* positions, const float* cos_sin, float eps, int tokens,
                                int num_q_heads, int num_kv_heads, int head_dim,
                                const int32_t* slot_mapping, void* k_cache, void* v_cache, void* q_out,
                                cudaStream_t s);
