@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The one script that runs every GPU test and benchmark on the device machine, logs under $OUT.
-#   here:   bash scripts/device.sh pack [build-dir]   # copies binaries + the libraries they need
-#                                                    # into .devbin/ (git-ignored), xz-compressed
-#   device: bash scripts/device.sh [steps...]         # run with carry: [".devbin"]
+# The one script that runs every GPU test and benchmark on a machine with a GPU; logs and
+# summary.txt go to $OUT (default /tmp/device-out).
+#   build machine: bash scripts/device.sh pack [build-dir]  # copies binaries + the libraries they
+#                                                           # need into .devbin/ (git-ignored), xz
+#   GPU machine:   bash scripts/device.sh [steps...]        # in a copy of the checkout with .devbin/
 # Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, base, curve, online,
 # sanitize.
-# (No profiler step: the device's nsys records but cannot import its report, run 34.)
-# base: the bench.py workload and batch 1 again with an older build for an A/B in the same call
-# (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there after packing).
-# The device image has the CUDA toolkit (libcublasLt, compute-sanitizer) but not the Debian
-# libraries the binaries were linked against here, hence the bundle.
+# (No profiler step: on the H200 machine nsys recorded but could not import its report, run 34.)
+# base: the bench.py workload and batch 1 again with an older build for an A/B on one machine,
+# alternating (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there).
+# The GPU machine needs the CUDA toolkit (libcublasLt, compute-sanitizer) but not the libraries
+# the binaries were linked against on the build machine: the bundle holds those.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -131,7 +132,7 @@ for step in "${STEPS[@]}"; do
         --out-prefix "$OUT/sweep" 2>&1 | tee "$OUT/curve.log" | tail -8
       note "sweep: $(tr '\n' ' ' <"$OUT/sweep.csv" | cut -c1-600)"
       ;;
-    online)  # the server on the GPU under bench --online (carry "models" too: serve needs the tokenizer)
+    online)  # the server on the GPU under bench --online (copy models/ too: serve needs the tokenizer)
       [[ -f /tmp/m06/tokenizer.json ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/e2e.log" 2>&1
       $BIN/nanovllm serve --model /tmp/m06 --device cuda --port 8123 >"$OUT/serve.log" 2>&1 &
       SERVER=$!

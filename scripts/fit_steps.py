@@ -13,7 +13,7 @@ prefill steps (a bench trace holds the untimed warm-up first), unless --from-ste
 
 --kv-bytes-per-token: K and V bytes one context token costs a decode step, all layers together
 (2 x layers x kv heads x head_dim x 2 bytes; Qwen3-0.6B in bf16: 2 x 28 x 8 x 128 x 2 = 114,688).
-Standard library only (the device's python3 and this machine's both run it).
+Standard library only, so any python3 runs it (the GPU machine's too).
 """
 import argparse
 import csv
