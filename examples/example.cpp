@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   }
   try {
     nanovllm::EngineConfig config;
-    if (argc >= 4 && std::string(argv[2]) == "--device") config.device = argv[3];
+    if (argc >= 4 && std::string(argv[2]) == "--device") config.device = nanovllm::parse_device(argv[3]);
     config.max_model_len = 1024;
     nanovllm::LLM llm(argv[1], config);
 
@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
                                                 /*enable_thinking=*/false));
     std::vector<nanovllm::RequestOutput> outs = llm.generate(prompts, params);
     for (size_t i = 0; i < outs.size(); ++i)
-      std::printf("\nPrompt: %s\nCompletion: %s\n", prompts[i].c_str(), outs[i].text.c_str());
+      std::printf("\nPrompt: %s\nCompletion: %s\n", prompts[i].c_str(), outs[i].text().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "example: error: %s\n", e.what());
     return 1;

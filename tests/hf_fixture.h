@@ -17,7 +17,7 @@ namespace nanovllm::fixtures {
 // threads cost more than they give on a busy 2-core CI.
 inline EngineConfig cpu_engine_config(int block_size, int max_model_len, int num_blocks) {
   EngineConfig c;
-  c.device = "cpu";
+  c.device = DeviceKind::cpu;
   c.kvcache_block_size = block_size;
   c.max_model_len = max_model_len;
   c.num_kvcache_blocks = num_blocks;

@@ -38,9 +38,9 @@ void expect_matches(const std::vector<Case>& cases, const std::vector<RequestOut
   ASSERT_EQ(outs.size(), cases.size()) << what;
   for (size_t i = 0; i < cases.size(); ++i) {
     EXPECT_EQ(outs[i].prompt_token_ids, cases[i].ids) << what << ", prompt " << i;
-    EXPECT_EQ(outs[i].token_ids, cases[i].greedy) << what << ", prompt " << i << " (" << cases[i].ids.size()
+    EXPECT_EQ(outs[i].token_ids(), cases[i].greedy) << what << ", prompt " << i << " (" << cases[i].ids.size()
                                                    << " tokens)";
-    EXPECT_EQ(outs[i].finish_reason, "length") << what;
+    EXPECT_EQ(outs[i].finish_reason(), FinishReason::length) << what;
   }
 }
 

@@ -63,7 +63,7 @@ TEST(EngineApi, RejectsBadRequests) {
                                    {"tokenizer.json", "tiny-tied"});
   EXPECT_FALSE(llm.has_tokenizer());
   EXPECT_TRUE(llm.is_finished());  // nothing was queued by the failures
-  EXPECT_EQ(llm.generate(std::vector<std::vector<int32_t>>{{5, 6}}, greedy(3), false)[0].token_ids.size(), 3u);
+  EXPECT_EQ(llm.generate(std::vector<std::vector<int32_t>>{{5, 6}}, greedy(3), false)[0].token_ids().size(), 3u);
 }
 
 TEST(EngineApi, RejectsBadConfigs) {
@@ -74,9 +74,7 @@ TEST(EngineApi, RejectsBadConfigs) {
   c = cfg();
   c.num_kvcache_blocks = 3;  // one sequence of 256 tokens needs 32 blocks of 8
   expect_error<std::runtime_error>([&] { LLM llm(tiny(), c); }, {"KV cache too small", "max_model_len 256"});
-  c = cfg();
-  c.device = "tpu";
-  expect_error<std::invalid_argument>([&] { LLM llm(tiny(), c); }, {"tpu"});
+  expect_error<std::invalid_argument>([&] { parse_device("tpu"); }, {"tpu", "cpu, cuda or auto"});
 }
 
 TEST(EngineApi, ResolvesConfig) {
@@ -84,11 +82,12 @@ TEST(EngineApi, ResolvesConfig) {
   c.max_model_len = 100000;  // capped by max_position_embeddings (512)
   c.num_kvcache_blocks = -1;
   c.cpu_kvcache_space_gb = 0.01;
-  c.device = "auto";
+  c.device = parse_device("auto");
+  EXPECT_FALSE(c.device.has_value());
   LLM llm(tiny(), c);
   EXPECT_EQ(llm.config().max_model_len, 512);
-  EXPECT_TRUE(llm.config().device == "cpu" || llm.config().device == "cuda");
-  if (llm.config().device == "cpu") {
+  ASSERT_TRUE(llm.config().device.has_value());  // resolved
+  if (llm.config().device == DeviceKind::cpu) {
     // 0.01 GiB / (2 * 2 layers * 8 tokens * 2 kv heads * 64 dims * 4 bytes) = 655 blocks.
     EXPECT_EQ(llm.config().num_kvcache_blocks, 655);
     EXPECT_EQ(llm.stats().kvcache_bytes, 655LL * 16384);
@@ -108,7 +107,7 @@ TEST(EngineApi, StepLoopMatchesGenerate) {
       streamed[o.request_id].insert(streamed[o.request_id].end(), o.new_token_ids.begin(), o.new_token_ids.end());
       if (o.finished) {
         finished.insert(o.request_id);
-        EXPECT_EQ(o.finish_reason, "length");
+        EXPECT_EQ(o.finish_reason, FinishReason::length);
       }
     }
   }
@@ -116,11 +115,11 @@ TEST(EngineApi, StepLoopMatchesGenerate) {
   for (auto [id, i] : which) {
     RequestOutput out = llm.take_output(id);
     EXPECT_EQ(out.request_id, id);
-    EXPECT_EQ(out.token_ids, fx.greedy[i]);
+    EXPECT_EQ(out.token_ids(), fx.greedy[i]);
     EXPECT_EQ(streamed[id], fx.greedy[i]);
-    EXPECT_LE(out.arrival_time, out.first_token_time);
-    EXPECT_LE(out.first_token_time, out.finish_time);
-    EXPECT_EQ(out.text, "");  // no tokenizer
+    EXPECT_LE(out.arrival_time, out.outputs[0].first_token_time);
+    EXPECT_LE(out.outputs[0].first_token_time, out.outputs[0].finish_time);
+    EXPECT_EQ(out.text(), "");  // no tokenizer
   }
   expect_error<std::invalid_argument>([&] { llm.take_output(which.begin()->first); }, {"unknown request id"});
   EngineStats s = llm.stats();
@@ -182,7 +181,7 @@ TEST(EngineApi, AbortFreesAndForgets) {
   llm.abort_request(a);
   llm.abort_request(12345);  // unknown: no-op
   while (!llm.is_finished()) llm.step();
-  EXPECT_EQ(llm.take_output(b).token_ids, fx.greedy[10]);
+  EXPECT_EQ(llm.take_output(b).token_ids(), fx.greedy[10]);
   expect_error<std::invalid_argument>([&] { llm.take_output(a); }, {"unknown request id"});
   EngineStats s = llm.stats();
   EXPECT_EQ(s.num_free_blocks, s.num_kvcache_blocks);
@@ -194,10 +193,10 @@ TEST(EngineApi, StopsAtEosUnlessIgnored) {
   ASSERT_EQ(fx.greedy[10][2], 2);
   LLM llm(tiny(), cfg());
   auto outs = llm.generate({fx.ids[10], fx.ids[10]}, {greedy(16, false), greedy(16, true)}, false);
-  EXPECT_EQ(outs[0].token_ids, std::vector<int32_t>(fx.greedy[10].begin(), fx.greedy[10].begin() + 3));
-  EXPECT_EQ(outs[0].finish_reason, "stop");
-  EXPECT_EQ(outs[1].token_ids, fx.greedy[10]);
-  EXPECT_EQ(outs[1].finish_reason, "length");
+  EXPECT_EQ(outs[0].token_ids(), std::vector<int32_t>(fx.greedy[10].begin(), fx.greedy[10].begin() + 3));
+  EXPECT_EQ(outs[0].finish_reason(), FinishReason::stop);
+  EXPECT_EQ(outs[1].token_ids(), fx.greedy[10]);
+  EXPECT_EQ(outs[1].finish_reason(), FinishReason::length);
 }
 
 TEST(EngineApi, StopsAtMaxModelLen) {
@@ -206,12 +205,12 @@ TEST(EngineApi, StopsAtMaxModelLen) {
   c.max_model_len = 205;
   LLM llm(tiny(), c);
   auto out = llm.generate({fx.ids[11]}, greedy(16), false)[0];  // 200-token prompt
-  EXPECT_EQ(out.token_ids, std::vector<int32_t>(fx.greedy[11].begin(), fx.greedy[11].begin() + 5));
-  EXPECT_EQ(out.finish_reason, "length");
+  EXPECT_EQ(out.token_ids(), std::vector<int32_t>(fx.greedy[11].begin(), fx.greedy[11].begin() + 5));
+  EXPECT_EQ(out.finish_reason(), FinishReason::length);
   // A prompt of exactly max_model_len still gets its one token.
   std::vector<int32_t> full(fx.ids[11].begin(), fx.ids[11].end());
   full.resize(205, 7);
-  EXPECT_EQ(llm.generate({full}, greedy(16), false)[0].token_ids.size(), 1u);
+  EXPECT_EQ(llm.generate({full}, greedy(16), false)[0].token_ids().size(), 1u);
 }
 
 // A random tiny Qwen3 with the real Qwen3 tokenizer beside it.
@@ -240,15 +239,15 @@ TEST_F(WithTokenizer, TextPromptsAreEncodedAndCompletionsDecoded) {
   auto by_text = llm.generate(std::vector<std::string>{prompt}, greedy(8), false)[0];
   auto by_ids = llm.generate({llm.encode(prompt)}, greedy(8), false)[0];
   EXPECT_EQ(by_text.prompt_token_ids, llm.encode(prompt));
-  EXPECT_EQ(by_text.token_ids, by_ids.token_ids);
+  EXPECT_EQ(by_text.token_ids(), by_ids.token_ids());
   // The text is the completion decoded with special tokens skipped, and without the ids of
   // Qwen3's padded embedding rows (151669 and up), which have no token (HF drops them too).
   std::vector<int32_t> expected_ids;
-  for (int32_t id : by_text.token_ids)
+  for (int32_t id : by_text.token_ids())
     if (id < 151643) expected_ids.push_back(id);  // 151643+ are special or padding
   bool has_added_nonspecial = false;
-  for (int32_t id : by_text.token_ids) has_added_nonspecial |= (id >= 151646 && id < 151669);
-  if (!has_added_nonspecial) EXPECT_EQ(by_text.text, llm.decode(expected_ids));
+  for (int32_t id : by_text.token_ids()) has_added_nonspecial |= (id >= 151646 && id < 151669);
+  if (!has_added_nonspecial) EXPECT_EQ(by_text.text(), llm.decode(expected_ids));
   auto chat = llm.apply_chat_template({{"user", "Hi", ""}}, true, false);
   EXPECT_NE(chat.find("<|im_start|>user\nHi<|im_end|>"), std::string::npos);
 }
@@ -262,7 +261,11 @@ TEST_F(WithTokenizer, CompletionTextSkipsSpecialAndUnknownIds) {
   ids.push_back(151645);  // <|im_end|>
   ids.push_back(151643);  // <|endoftext|>
   ids.push_back(151900);  // a padded embedding row: no token
-  EXPECT_EQ(engine.decode_completion(ids), "hello world");
+  TextStream text(engine.tokenizer(), {}, false, /*skip_special_tokens=*/true);
+  std::string out;
+  for (int32_t id : ids) out += text.push(id);
+  out += text.finish();
+  EXPECT_EQ(out, "hello world");
   // tokenizer_config.json's eos joins config.json's: <|im_end|> stops a request.
   EXPECT_EQ(engine.tokenizer().eos_token_id(), std::optional<int32_t>(151645));
 }

@@ -42,7 +42,7 @@ class EngineCuda : public ::testing::TestWithParam<std::string> {
   }
   EngineConfig config() const {
     EngineConfig c;
-    c.device = "cuda";
+    c.device = DeviceKind::cuda;
     c.kvcache_block_size = 16;
     c.max_model_len = 256;
     c.max_num_seqs = 16;
@@ -63,7 +63,7 @@ class EngineCuda : public ::testing::TestWithParam<std::string> {
     ASSERT_EQ(outs.size(), cases.size());
     size_t matched = 0;
     for (size_t i = 0; i < cases.size(); ++i)
-      matched += expect_follows_hf(cases[i], outs[i].token_ids, what + ", prompt " + std::to_string(i));
+      matched += expect_follows_hf(cases[i], outs[i].token_ids(), what + ", prompt " + std::to_string(i));
     // Most steps are far from a tie: most of the tokens must match.
     EXPECT_GT(matched, cases.size() * 16 * 3 / 4) << what;
     if (stats) *stats = llm.stats();

@@ -96,7 +96,7 @@ TEST(EngineGraphs, PaddedGraphReplayMatchesHuggingFace) {
 
   EngineConfig c;
   c.model = dir;
-  c.device = "cpu";
+  c.device = DeviceKind::cpu;
   c.kvcache_block_size = 8;
   c.max_model_len = 256;
   c.num_kvcache_blocks = 120;
@@ -106,6 +106,8 @@ TEST(EngineGraphs, PaddedGraphReplayMatchesHuggingFace) {
   auto owned = std::make_unique<GraphEmulatingBackend>(make_backend("cpu", {.num_threads = 1}));
   GraphEmulatingBackend* backend = owned.get();
   ModelRunner runner(c, mc, std::move(owned));
+  runner.allocate_kv_cache();
+  runner.capture_cudagraph();
   ASSERT_EQ(runner.num_graphs(), 5);
   // Handles were handed out largest first.
   int handle = 0;
@@ -133,10 +135,10 @@ TEST(EngineGraphs, PaddedGraphReplayMatchesHuggingFace) {
   std::set<size_t> unpadded_sizes = {1, 2, 4, 8, 12};
   int padded_steps = 0;
   while (!sched.is_finished()) {
-    auto [batch, is_prefill] = sched.schedule();
+    ScheduledBatch batch = sched.schedule();
     ASSERT_FALSE(batch.empty());
-    if (!is_prefill && !unpadded_sizes.count(batch.size())) ++padded_steps;
-    sched.postprocess(batch, runner.run(batch, is_prefill), 0.0);
+    if (!batch.is_prefill && !unpadded_sizes.count(batch.seqs.size())) ++padded_steps;
+    sched.postprocess(batch, runner.run(batch), 0.0);
   }
   for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(seqs[i]->completion_token_ids(), expected[i]) << "prompt " << i;
   EXPECT_GT(backend->replays, 0);

@@ -138,8 +138,8 @@ TEST(GenerateCli, ChatPromptsUseTheTemplate) {
     EXPECT_EQ(o["prompt_token_ids"].get<std::vector<int32_t>>(), llm.encode(templated));
     EXPECT_TRUE(o.contains("text"));
     auto ref = llm.generate({llm.encode(templated)}, SamplingParams{.temperature = 0, .max_tokens = 4}, false)[0];
-    EXPECT_EQ(o["token_ids"].get<std::vector<int32_t>>(), ref.token_ids);
-    EXPECT_EQ(o["text"], ref.text);
+    EXPECT_EQ(o["token_ids"].get<std::vector<int32_t>>(), ref.token_ids());
+    EXPECT_EQ(o["text"], ref.text());
     ++k;
   }
   EXPECT_EQ(k, prompts.size());

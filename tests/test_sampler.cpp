@@ -117,7 +117,7 @@ TEST(SamplerEngine, SeededDrawsDoNotDependOnBatchingOrPreemption) {
   auto together = batched.generate(ps, params, false);
   // One at a time.
   for (size_t i = 0; i < ps.size(); ++i)
-    EXPECT_EQ(batched.generate({ps[i]}, params[i], false)[0].token_ids, together[i].token_ids) << "prompt " << i;
+    EXPECT_EQ(batched.generate({ps[i]}, params[i], false)[0].token_ids(), together[i].token_ids()) << "prompt " << i;
   // A cache so small that sequences are preempted and recomputed, with chunked prefill.
   EngineConfig tight = engine_config();
   tight.num_kvcache_blocks = 17;
@@ -125,16 +125,16 @@ TEST(SamplerEngine, SeededDrawsDoNotDependOnBatchingOrPreemption) {
   LLM small(tiny_model(), tight);
   auto squeezed = small.generate(ps, params, false);
   EXPECT_GT(small.stats().num_preemptions, 0);
-  for (size_t i = 0; i < ps.size(); ++i) EXPECT_EQ(squeezed[i].token_ids, together[i].token_ids) << "prompt " << i;
+  for (size_t i = 0; i < ps.size(); ++i) EXPECT_EQ(squeezed[i].token_ids(), together[i].token_ids()) << "prompt " << i;
 }
 
 TEST(SamplerEngine, DifferentSeedsDiffer) {
   auto ps = prompts();
   LLM llm(tiny_model(), engine_config());
-  auto a = llm.generate({ps[0]}, seeded(1), false)[0].token_ids;
-  auto b = llm.generate({ps[0]}, seeded(2), false)[0].token_ids;
+  auto a = llm.generate({ps[0]}, seeded(1), false)[0].token_ids();
+  auto b = llm.generate({ps[0]}, seeded(2), false)[0].token_ids();
   EXPECT_NE(a, b);
-  EXPECT_EQ(llm.generate({ps[0]}, seeded(1), false)[0].token_ids, a);
+  EXPECT_EQ(llm.generate({ps[0]}, seeded(1), false)[0].token_ids(), a);
 }
 
 TEST(SamplerEngine, EngineSeedDecidesUnseededRequests) {
@@ -147,10 +147,10 @@ TEST(SamplerEngine, EngineSeedDecidesUnseededRequests) {
   c.seed = 5;
   LLM x(tiny_model(), c), y(tiny_model(), c);
   auto xs = x.generate(ps, p, false);
-  EXPECT_EQ(xs[3].token_ids, y.generate(ps, p, false)[3].token_ids);  // same seed, same request ids
+  EXPECT_EQ(xs[3].token_ids(), y.generate(ps, p, false)[3].token_ids());  // same seed, same request ids
   c.seed = 6;
   LLM z(tiny_model(), c);
-  EXPECT_NE(z.generate(ps, p, false)[3].token_ids, xs[3].token_ids);
+  EXPECT_NE(z.generate(ps, p, false)[3].token_ids(), xs[3].token_ids());
 }
 
 }  // namespace

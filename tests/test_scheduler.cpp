@@ -49,7 +49,9 @@ struct Harness {
 
   // One engine step with the fake model; checks the batch's invariants.
   void step() {
-    auto [batch, is_prefill] = sched.schedule();
+    ScheduledBatch batch_b = sched.schedule();
+    auto& batch = batch_b.seqs;
+    const bool is_prefill = batch_b.is_prefill;
     ASSERT_FALSE(batch.empty());
     int tokens = 0;
     std::vector<int32_t> sampled;
@@ -62,7 +64,7 @@ struct Harness {
     EXPECT_LE(tokens, sched.config().max_num_batched_tokens);
     EXPECT_LE(static_cast<int>(batch.size()), sched.config().max_num_seqs);
     steps.push_back({batch, is_prefill});
-    sched.postprocess(batch, sampled, 1.0);
+    sched.postprocess(batch_b, sampled, 1.0);
   }
   void run(int max_steps = 10000) {
     for (int i = 0; i < max_steps && !sched.is_finished(); ++i) step();
@@ -80,7 +82,9 @@ std::vector<int32_t> tokens(int n, int32_t start) {
 TEST(Scheduler, PrefillRespectsTokenBudgetAndMaxSeqs) {
   Harness h(64, 4, {.max_num_seqs = 2, .max_num_batched_tokens = 100, .max_model_len = 64});
   for (int i = 0; i < 5; ++i) h.add(tokens(10, i * 100), 3);
-  auto [batch, is_prefill] = h.sched.schedule();
+  ScheduledBatch batch_b = h.sched.schedule();
+  auto& batch = batch_b.seqs;
+  const bool is_prefill = batch_b.is_prefill;
   EXPECT_TRUE(is_prefill);
   EXPECT_EQ(batch.size(), 2u);  // max_num_seqs
   EXPECT_EQ(h.sched.num_waiting(), 3);
@@ -93,12 +97,14 @@ TEST(Scheduler, RunningSetNeverExceedsMaxSeqs) {
   Harness h(64, 4, {.max_num_seqs = 2, .max_num_batched_tokens = 100, .max_model_len = 64});
   for (int i = 0; i < 5; ++i) h.add(tokens(10, i * 100), 3);
   for (int step = 0; step < 30 && (h.sched.num_waiting() || h.sched.num_running()); ++step) {
-    auto [batch, is_prefill] = h.sched.schedule();
+    ScheduledBatch batch_b = h.sched.schedule();
+    auto& batch = batch_b.seqs;
+    const bool is_prefill = batch_b.is_prefill;
     EXPECT_LE(h.sched.num_running(), 2);
     std::vector<int32_t> sampled;
     for (auto* s : batch)
       if (s->samples_this_step()) sampled.push_back(7);
-    h.sched.postprocess(batch, sampled, 1.0);
+    h.sched.postprocess(batch_b, sampled, 1.0);
   }
   EXPECT_EQ(h.sched.num_waiting(), 0);
   EXPECT_EQ(h.sched.num_running(), 0);
@@ -116,18 +122,20 @@ TEST(Scheduler, PrefillFirstThenDecode) {
   EXPECT_FALSE(h.steps[2].second);
   for (auto& s : h.seqs) {
     EXPECT_EQ(s->completion_token_ids(), reference_completion(tokens(s->num_prompt_tokens, s->token_ids[0]), 3));
-    EXPECT_EQ(s->finish_reason, "length");
+    EXPECT_EQ(s->finish_reason, FinishReason::length);
   }
 }
 
 TEST(Scheduler, ChunkedPrefillSplitsALongPrompt) {
   Harness h(64, 4, {.max_num_seqs = 8, .max_num_batched_tokens = 16, .max_model_len = 128});
   Sequence* s = h.add(tokens(40, 7), 2);
-  auto [b1, p1] = h.sched.schedule();
+  ScheduledBatch b1_b = h.sched.schedule();
+  auto& b1 = b1_b.seqs;
+  const bool p1 = b1_b.is_prefill;
   ASSERT_TRUE(p1);
   EXPECT_EQ(s->num_scheduled_tokens, 16);
   EXPECT_FALSE(s->samples_this_step());
-  h.sched.postprocess(b1, {}, 1.0);
+  h.sched.postprocess(b1_b, {}, 1.0);
   EXPECT_EQ(s->num_computed_tokens, 16);
   EXPECT_EQ(s->num_completion_tokens(), 0);
   EXPECT_EQ(h.sched.num_waiting(), 1);  // still waiting for the rest of its prompt
@@ -141,11 +149,13 @@ TEST(Scheduler, ChunkFillsTheBudgetLeftByEarlierPrompts) {
   Harness h(64, 4, {.max_num_seqs = 8, .max_num_batched_tokens = 16, .max_model_len = 128});
   Sequence* a = h.add(tokens(10, 0), 1);
   Sequence* b = h.add(tokens(20, 300), 1);
-  auto [batch, is_prefill] = h.sched.schedule();
+  ScheduledBatch batch_b = h.sched.schedule();
+  auto& batch = batch_b.seqs;
+  const bool is_prefill = batch_b.is_prefill;
   ASSERT_EQ(batch.size(), 2u);
   EXPECT_EQ(a->num_scheduled_tokens, 10);
   EXPECT_EQ(b->num_scheduled_tokens, 6);
-  h.sched.postprocess(batch, {fake_next_token(a->token_ids)}, 1.0);
+  h.sched.postprocess(batch_b, {fake_next_token(a->token_ids)}, 1.0);
   EXPECT_TRUE(a->is_finished());
   h.run();
   EXPECT_EQ(b->completion_token_ids(), reference_completion(tokens(20, 300), 1));
@@ -180,13 +190,15 @@ TEST(Scheduler, SharedPrefixHitsTheCacheInTheSameStep) {
   pb.push_back(600);
   Sequence* a = h.add(pa, 2);
   Sequence* b = h.add(pb, 2);
-  auto [batch, is_prefill] = h.sched.schedule();
+  ScheduledBatch batch_b = h.sched.schedule();
+  auto& batch = batch_b.seqs;
+  const bool is_prefill = batch_b.is_prefill;
   ASSERT_EQ(batch.size(), 2u);
   EXPECT_EQ(a->num_scheduled_tokens, 13);
   EXPECT_EQ(b->num_cached_tokens, 12);
   EXPECT_EQ(b->num_scheduled_tokens, 1);
   EXPECT_EQ(b->num_prompt_cached_tokens, 12);
-  h.sched.postprocess(batch, {fake_next_token(a->token_ids), fake_next_token(b->token_ids)}, 1.0);
+  h.sched.postprocess(batch_b, {fake_next_token(a->token_ids), fake_next_token(b->token_ids)}, 1.0);
   h.run();
   EXPECT_EQ(b->completion_token_ids(), reference_completion(pb, 2));
 }
@@ -200,9 +212,9 @@ TEST(Scheduler, StopsAtEosUnlessIgnored) {
   Sequence* goes_on = h.add(prompt, 4, /*ignore_eos=*/true);
   h.run();
   EXPECT_EQ(stops->completion_token_ids(), std::vector<int32_t>(ref.begin(), ref.begin() + 3));
-  EXPECT_EQ(stops->finish_reason, "stop");
+  EXPECT_EQ(stops->finish_reason, FinishReason::stop);
   EXPECT_EQ(goes_on->completion_token_ids(), ref);
-  EXPECT_EQ(goes_on->finish_reason, "length");
+  EXPECT_EQ(goes_on->finish_reason, FinishReason::length);
 }
 
 TEST(Scheduler, StopsAtMaxModelLen) {
@@ -210,7 +222,7 @@ TEST(Scheduler, StopsAtMaxModelLen) {
   Sequence* s = h.add(tokens(10, 0), 50);
   h.run();
   EXPECT_EQ(s->num_tokens(), 12);
-  EXPECT_EQ(s->finish_reason, "length");
+  EXPECT_EQ(s->finish_reason, FinishReason::length);
 }
 
 TEST(Scheduler, AbortFreesBlocksFromAnyQueue) {
@@ -222,7 +234,7 @@ TEST(Scheduler, AbortFreesBlocksFromAnyQueue) {
   EXPECT_FALSE(b->block_table.empty());
   h.sched.abort(b);
   EXPECT_TRUE(b->block_table.empty());
-  EXPECT_EQ(b->finish_reason, "abort");
+  EXPECT_EQ(b->finish_reason, FinishReason::abort);
   h.sched.abort(a);  // running
   h.sched.abort(c);  // waiting, no blocks
   EXPECT_TRUE(h.sched.is_finished());

@@ -28,7 +28,7 @@ Fixture load_fixture() { return fixtures::load_hf_columns("tiny-tied"); }
 
 struct Collected {
   std::map<int, std::vector<int32_t>> tokens;
-  std::map<int, std::string> finish;
+  std::map<int, FinishReason> finish;
 };
 
 // Drains `ch` until `num_choices` choices have finished.
@@ -78,13 +78,13 @@ TEST(ServerEngineLoop, ConcurrentSubmissionsGetHfGreedyTokens) {
   for (auto& t : clients) t.join();
   for (size_t i = 0; i < fx.ids.size(); ++i) {
     EXPECT_EQ(got[i].tokens[0], fx.greedy[i]) << "prompt " << i;
-    EXPECT_EQ(got[i].finish[0], "length");
+    EXPECT_EQ(got[i].finish[0], FinishReason::length);
   }
   EXPECT_EQ(loop.num_in_flight(), 0);
   loop.stop();
 }
 
-TEST(ServerEngineLoop, AbortEndsOneChoiceAndFreesItsBlocks) {
+TEST(ServerEngineLoop, AbortEndsTheRequestAndFreesItsBlocks) {
   Fixture fx = load_fixture();
   LLM llm(tiny(), cfg());
   Metrics metrics("tiny");
@@ -95,17 +95,25 @@ TEST(ServerEngineLoop, AbortEndsOneChoiceAndFreesItsBlocks) {
   ASSERT_EQ(loop.submit(ch, {SubRequest{fx.ids[0], greedy(200)}, SubRequest{fx.ids[1], greedy(16)}}),
             Admission::accepted);
   ASSERT_EQ(ch->wait_admitted(), "");
+  // Another client's request runs beside it, and is untouched by the abort.
+  auto other = std::make_shared<RequestChannel>();
+  ASSERT_EQ(loop.submit(other, {SubRequest{fx.ids[2], greedy(16)}}), Admission::accepted);
+  ASSERT_EQ(other->wait_admitted(), "");
   bool aborted = false;
   Collected c = collect(*ch, 2, [&](const ChoiceEvent& e) {
     if (!aborted && e.index == 0 && !e.new_token_ids.empty()) {
-      loop.abort(ch, 0);
+      loop.abort(ch);
       aborted = true;
     }
   });
-  EXPECT_EQ(c.finish[0], "abort");
+  EXPECT_EQ(c.finish[0], FinishReason::abort);
   EXPECT_LT(c.tokens[0].size(), 200u);
-  EXPECT_EQ(c.finish[1], "length");
-  EXPECT_EQ(c.tokens[1], fx.greedy[1]);
+  // Choice 1 had 16 tokens to go: it either finished first or was aborted with its request.
+  if (c.finish[1] == FinishReason::length) EXPECT_EQ(c.tokens[1], fx.greedy[1]);
+  else EXPECT_EQ(c.finish[1], FinishReason::abort);
+  Collected o = collect(*other, 1);
+  EXPECT_EQ(o.finish[0], FinishReason::length);
+  EXPECT_EQ(o.tokens[0], fx.greedy[2]);
   EXPECT_EQ(loop.num_in_flight(), 0);
   // The idle loop republishes the engine's stats: every block is free again.
   std::string text;
@@ -139,7 +147,7 @@ TEST(ServerEngineLoop, PendingBoundAndEngineRefusals) {
   auto bad = std::make_shared<RequestChannel>();
   ASSERT_EQ(loop.submit(bad, {SubRequest{{5, 1000000}, greedy(1)}}), Admission::accepted);
   EXPECT_NE(bad->wait_admitted(), "");
-  loop.abort(a, -1);
+  loop.abort(a);
   collect(*a, 2);
   EXPECT_EQ(loop.num_in_flight(), 0);
   // With room again, a request is admitted.
@@ -165,8 +173,8 @@ TEST(ServerEngineLoop, StopAbortsLiveRequestsAndRefusesNewOnes) {
   Collected c = collect(*a, 32);
   int aborted = 0;
   for (const auto& [i, reason] : c.finish) {
-    if (reason == "abort") ++aborted;
-    else EXPECT_EQ(c.tokens[i].size(), 500u) << "choice " << i << " ended '" << reason << "' early";
+    if (reason == FinishReason::abort) ++aborted;
+    else EXPECT_EQ(c.tokens[i].size(), 500u) << "choice " << i << " ended '" << to_string(reason) << "' early";
   }
   EXPECT_GT(aborted, 0);
   EXPECT_EQ(loop.num_in_flight(), 0);

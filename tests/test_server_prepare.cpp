@@ -49,17 +49,25 @@ TEST(ServerPrepare, DefaultsAndChoices) {
   auto p = prepare(parse_request(R"({"prompt":["abc","de"],"n":2,"seed":10,"temperature":0.5})",
                                  Endpoint::completions),
                    tok, kLimits);
-  ASSERT_EQ(p.subs.size(), 4u);
+  ASSERT_EQ(p.subs.size(), 2u);
   EXPECT_EQ(p.prompt_tokens, (std::vector<int>{3, 2}));
-  // Choice i*n + j continues prompt i with seed + j.
+  // One engine request per prompt, of n samples (choice i*n + j is prompt i, sample j), with the
+  // request's seed and its stopping rules.
   EXPECT_EQ(p.subs[0].prompt_token_ids, (std::vector<int32_t>{'a', 'b', 'c'}));
-  EXPECT_EQ(p.subs[1].prompt_token_ids, p.subs[0].prompt_token_ids);
-  EXPECT_EQ(p.subs[2].prompt_token_ids, (std::vector<int32_t>{'d', 'e'}));
-  EXPECT_EQ(p.subs[0].params.seed, 10u);
-  EXPECT_EQ(p.subs[1].params.seed, 11u);
-  EXPECT_EQ(p.subs[2].params.seed, 10u);
-  EXPECT_EQ(p.subs[3].params.seed, 11u);
-  EXPECT_FLOAT_EQ(p.subs[3].params.temperature, 0.5f);
+  EXPECT_EQ(p.subs[1].prompt_token_ids, (std::vector<int32_t>{'d', 'e'}));
+  for (const SubRequest& s : p.subs) {
+    EXPECT_EQ(s.params.n, 2);
+    EXPECT_EQ(s.params.seed, 10u);
+  }
+  EXPECT_FLOAT_EQ(p.subs[1].params.temperature, 0.5f);
+  auto st = prepare(parse_request(R"({"prompt":"x","stop":["a","bc"],"stop_token_ids":[7],
+                                      "include_stop_str_in_output":true,"skip_special_tokens":false})",
+                                  Endpoint::completions),
+                    tok, kLimits);
+  EXPECT_EQ(st.subs[0].params.stop, (std::vector<std::string>{"a", "bc"}));
+  EXPECT_EQ(st.subs[0].params.stop_token_ids, (std::vector<int32_t>{7}));
+  EXPECT_TRUE(st.subs[0].params.include_stop_str_in_output);
+  EXPECT_FALSE(st.subs[0].params.skip_special_tokens);
   // Completions default to 16 tokens.
   EXPECT_EQ(p.subs[0].params.max_tokens, 16);
   // Without a seed the engine picks one per request.

@@ -1,7 +1,10 @@
 // EngineConfig: how an LLM is built. Fields and defaults follow nano-vLLM's Config.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
+
+#include "nanovllm/device.h"
 
 namespace nanovllm {
 
@@ -15,7 +18,7 @@ struct EngineConfig {
   bool enforce_eager = false;         // CUDA: no graphs
   int kvcache_block_size = 256;       // tokens per KV block
   int num_kvcache_blocks = -1;        // -1: sized from memory
-  std::string device = "auto";        // "cpu", "cuda" or "auto" (CUDA when a GPU is usable)
+  std::optional<DeviceKind> device;   // unset ("auto"): CUDA when a GPU is usable, else CPU; set once resolved
   uint64_t seed = 0;                  // default seed of sampling; a request's own seed wins
   bool enable_prefix_caching = true;
   double cpu_kvcache_space_gb = 2.0;  // CPU: KV cache bytes when num_kvcache_blocks is -1 (vLLM's VLLM_CPU_KVCACHE_SPACE)

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "nanovllm/chat_message.h"
 #include "nanovllm/config.h"
 #include "nanovllm/output.h"
 #include "nanovllm/sampling_params.h"
@@ -13,12 +14,7 @@
 namespace nanovllm {
 
 class LLMEngine;
-
-struct ChatMessage {
-  std::string role;     // "system", "user", "assistant", "tool"
-  std::string content;
-  std::string reasoning_content;  // assistant's thinking, if given apart from content
-};
+class Tokenizer;  // src/tokenizer/tokenizer.h, for front ends that render and tokenize themselves
 
 class LLM {
  public:
@@ -29,7 +25,8 @@ class LLM {
   LLM(const LLM&) = delete;
   LLM& operator=(const LLM&) = delete;
 
-  // Runs every prompt to completion; outputs come back in prompt order.
+  // Runs every prompt to completion; outputs come back in prompt order, each with
+  // SamplingParams::n samples.
   // `params` holds one SamplingParams for all prompts, or one per prompt.
   std::vector<RequestOutput> generate(const std::vector<std::string>& prompts,
                                       const std::vector<SamplingParams>& params, bool use_tqdm = true);
@@ -44,7 +41,8 @@ class LLM {
     return generate(prompts, std::vector<SamplingParams>{params}, use_tqdm);
   }
 
-  // For callers that drive the loop (the server): queue, step, collect.
+  // For callers that drive the loop (the server): queue, step, collect. A request's samples
+  // report their tokens and text deltas in step(); abort_request aborts all of them.
   int64_t add_request(std::vector<int32_t> prompt_token_ids, const SamplingParams& params);
   int64_t add_request(const std::string& prompt, const SamplingParams& params);
   std::vector<StepOutput> step();
@@ -53,8 +51,10 @@ class LLM {
   // The finished request's full output; call once after step() reported it finished.
   RequestOutput take_output(int64_t request_id);
 
-  // Tokenizer access (throws when the model directory has no tokenizer).
+  // Tokenizer access (throws when the model directory has no tokenizer). The engine's one
+  // tokenizer; these may be called from any thread, also while another thread steps.
   bool has_tokenizer() const;
+  const Tokenizer& tokenizer() const;
   std::vector<int32_t> encode(const std::string& text) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt = true,

@@ -2,28 +2,59 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <variant>
 #include <vector>
 
 namespace nanovllm {
 
+// Why a sample ended. Strings (vLLM's "stop", "length", "abort") only at the API edge.
+enum class FinishReason : uint8_t {
+  none,    // still running
+  stop,    // EOS, a stop token id or a stop string
+  length,  // max_tokens or max_model_len
+  abort,   // aborted by the caller (or the engine failed)
+};
+std::string_view to_string(FinishReason r);  // "" for none
+
+// What stopped a sample that ended in FinishReason::stop because of a request's own stop
+// condition: the stop string, or the stop token id (vLLM's stop_reason); monostate for EOS and
+// every other reason.
+using StopReason = std::variant<std::monostate, int32_t, std::string>;
+
+// One sample of a request (vLLM's CompletionOutput).
+struct CompletionOutput {
+  int index = 0;                        // 0 .. n-1
+  std::string text;                     // detokenized completion ("" when the model has no tokenizer)
+  std::vector<int32_t> token_ids;       // generated tokens only (a stop token included, as vLLM)
+  FinishReason finish_reason = FinishReason::none;
+  StopReason stop_reason;
+  double first_token_time = 0, finish_time = 0;  // seconds on std::chrono::steady_clock
+};
+
 // One finished request, as generate() returns it (in prompt order).
 struct RequestOutput {
   int64_t request_id = -1;
-  std::string text;                     // decoded completion ("" when the model has no tokenizer)
   std::vector<int32_t> prompt_token_ids;
-  std::vector<int32_t> token_ids;       // generated tokens only
-  std::string finish_reason;            // "stop" (eos), "length" (max_tokens or max_model_len), "abort"
-  // Seconds on std::chrono::steady_clock, for latency metrics.
-  double arrival_time = 0, first_token_time = 0, finish_time = 0;
-  int num_cached_prompt_tokens = 0;     // prompt tokens served from the prefix cache
+  std::vector<CompletionOutput> outputs;  // SamplingParams::n of them, by index
+  double arrival_time = 0;                // seconds on std::chrono::steady_clock
+  int num_cached_prompt_tokens = 0;       // prompt tokens served from the prefix cache (first sample)
+
+  // nano-vLLM's {"text", "token_ids"} for the first (with n = 1, the only) sample.
+  const std::string& text() const { return outputs.at(0).text; }
+  const std::vector<int32_t>& token_ids() const { return outputs.at(0).token_ids; }
+  FinishReason finish_reason() const { return outputs.at(0).finish_reason; }
 };
 
-// What one engine step produced for one request: the tokens sampled this step.
+// What one engine step produced for one sample of a request.
 struct StepOutput {
   int64_t request_id = -1;
-  std::vector<int32_t> new_token_ids;
+  int index = 0;                        // which sample (0 .. n-1)
+  std::vector<int32_t> new_token_ids;   // sampled this step (empty for a stop that only flushed)
+  std::string text;                     // output text that became final this step
   bool finished = false;
-  std::string finish_reason;            // set when finished
+  FinishReason finish_reason = FinishReason::none;  // set when finished
+  StopReason stop_reason;
 };
 
 // A snapshot of the engine, for metrics and benchmarks.

@@ -5,10 +5,11 @@
 #include <initializer_list>
 #include <string>
 
+#include "nanovllm/device.h"
+
 namespace nanovllm {
 
 enum class DType : uint8_t { f32, bf16, f16, i32, i64 };
-enum class DeviceKind : uint8_t { cpu, cuda };
 
 inline size_t dtype_size(DType t) {
   switch (t) {

@@ -19,7 +19,7 @@ double float_json(float f) {
 
 nlohmann::json config_json(const EngineConfig& c) {
   return {{"model", c.model},
-          {"device", c.device},
+          {"device", c.device ? to_string(*c.device) : "auto"},
           {"max_num_batched_tokens", c.max_num_batched_tokens},
           {"max_num_seqs", c.max_num_seqs},
           {"max_model_len", c.max_model_len},

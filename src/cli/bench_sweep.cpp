@@ -66,9 +66,11 @@ const std::map<std::string, Setter>& setters() {
       {"enable_prefix_caching",
        [](EngineConfig& c, const std::string& f, const std::string& v) { c.enable_prefix_caching = parse_bool(f, v); }},
       {"device", [](EngineConfig& c, const std::string& f, const std::string& v) {
-         if (v != "cpu" && v != "cuda" && v != "auto")
+         try {
+           c.device = parse_device(v);
+         } catch (const std::invalid_argument&) {
            throw std::invalid_argument("--sweep " + f + ": '" + v + "' is not cpu, cuda or auto");
-         c.device = v;
+         }
        }}};
   return s;
 }

@@ -30,7 +30,9 @@ const CLI::Validator kNonNegative = number_check([](double v) { return v >= 0; }
 
 void add_engine_flags(CLI::App* cmd, EngineConfig& c) {
   cmd->add_option("--model", c.model, "Hugging Face model directory")->required()->check(CLI::ExistingDirectory);
-  cmd->add_option("--device", c.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  cmd->add_option_function<std::string>(
+         "--device", [&c](const std::string& s) { c.device = parse_device(s); }, "cpu, cuda or auto (default)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   cmd->add_option("--max-num-batched-tokens", c.max_num_batched_tokens, "token budget of one step")
       ->check(kPositive);
   cmd->add_option("--max-num-seqs", c.max_num_seqs, "sequences in one step")->check(kPositive);

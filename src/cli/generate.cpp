@@ -1,11 +1,12 @@
 // `nanovllm generate`: runs prompts through the engine (the LLM API) and prints the completions,
-// as text or as one JSON object per prompt per line.
+// as text or as one JSON object per prompt and sample per line.
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "cli/commands.h"
@@ -34,6 +35,13 @@ std::string ids_str(const std::vector<int32_t>& ids) {
   return s + "]";
 }
 
+// vLLM's stop_reason: the stop string, the stop token id, or null.
+nlohmann::json stop_reason_json(const StopReason& r) {
+  if (const auto* id = std::get_if<int32_t>(&r)) return *id;
+  if (const auto* str = std::get_if<std::string>(&r)) return *str;
+  return nullptr;
+}
+
 void run(GenerateArgs& a) {
   if (a.prompts.empty()) throw std::invalid_argument("generate: give at least one --prompt or --prompt-ids");
   LLM llm(a.config);
@@ -53,20 +61,25 @@ void run(GenerateArgs& a) {
   for (size_t i = 0; i < outs.size(); ++i) {
     const RequestOutput& o = outs[i];
     const Prompt& p = a.prompts[i];
-    if (a.json) {
-      nlohmann::json j;
-      if (p.is_text) j["prompt"] = p.text;
-      j["prompt_token_ids"] = o.prompt_token_ids;
-      j["token_ids"] = o.token_ids;
-      if (llm.has_tokenizer()) j["text"] = o.text;
-      j["finish_reason"] = o.finish_reason;
-      j["num_cached_prompt_tokens"] = o.num_cached_prompt_tokens;
-      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    } else {
-      if (i) std::cout << "\n";
-      std::cout << "Prompt: " << (p.is_text ? p.text : ids_str(p.ids)) << "\n";
-      std::cout << "Completion: " << (llm.has_tokenizer() ? o.text : ids_str(o.token_ids)) << "\n";
-      std::cout << "(" << o.token_ids.size() << " tokens, finish_reason " << o.finish_reason << ")\n";
+    for (const CompletionOutput& c : o.outputs) {
+      if (a.json) {
+        nlohmann::json j;
+        if (p.is_text) j["prompt"] = p.text;
+        j["prompt_token_ids"] = o.prompt_token_ids;
+        j["index"] = c.index;
+        j["token_ids"] = c.token_ids;
+        if (llm.has_tokenizer()) j["text"] = c.text;
+        j["finish_reason"] = to_string(c.finish_reason);
+        j["stop_reason"] = stop_reason_json(c.stop_reason);
+        j["num_cached_prompt_tokens"] = o.num_cached_prompt_tokens;
+        std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+        continue;
+      }
+      if (i || c.index) std::cout << "\n";
+      if (c.index == 0) std::cout << "Prompt: " << (p.is_text ? p.text : ids_str(p.ids)) << "\n";
+      std::cout << (o.outputs.size() > 1 ? "Completion " + std::to_string(c.index) : std::string("Completion"))
+                << ": " << (llm.has_tokenizer() ? c.text : ids_str(c.token_ids)) << "\n";
+      std::cout << "(" << c.token_ids.size() << " tokens, finish_reason " << to_string(c.finish_reason) << ")\n";
     }
   }
   std::cout.flush();
@@ -103,7 +116,16 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str()
       ->check(kPositive);
   cmd->add_flag("--ignore-eos", a->params.ignore_eos, "keep generating past end-of-sequence");
-  cmd->add_flag("--json", a->json, "one JSON object per prompt per line");
+  cmd->add_option("--n", a->params.n, "samples per prompt (they share the prompt's KV blocks)")->check(kPositive);
+  cmd->add_option("--stop", a->params.stop, "stop when the output contains this text (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option_function<std::string>(
+         "--stop-token-ids",
+         [a](const std::string& s) { a->params.stop_token_ids = parse_token_ids(s, "--stop-token-ids"); },
+         "stop on any of these token ids, e.g. 1,2");
+  cmd->add_flag("--include-stop-str-in-output", a->params.include_stop_str_in_output,
+                "keep the stop string (or stop token's text) in the output");
+  cmd->add_flag("--json", a->json, "one JSON object per prompt and sample per line");
   cmd->add_flag("--chat", a->chat, "wrap each --prompt in the chat template as one user message");
   cmd->add_flag("--no-thinking", a->no_thinking, "--chat: turn Qwen3's thinking off");
   cmd->add_flag("--no-progress", a->no_progress, "no progress bar");

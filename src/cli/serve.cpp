@@ -59,7 +59,7 @@ void run_serve(ServeOptions& o) {
   server::OpenAIServer srv(llm, o.server);
   srv.bind();
   std::printf("nanovllm serve: model %s on %s, max_model_len %d\n", o.engine.model.c_str(),
-              llm.config().device.c_str(), llm.config().max_model_len);
+              std::string(to_string(*llm.config().device)).c_str(), llm.config().max_model_len);
   // Tests and scripts read the port from this line (with --port 0 the kernel picks it).
   std::printf("nanovllm serve: listening on http://%s:%d\n", o.server.host.c_str(), srv.port());
   std::fflush(stdout);

@@ -1,9 +1,31 @@
 // LLM: the public API (include/nanovllm/llm.h), a thin face over LLMEngine.
 #include "nanovllm/llm.h"
 
+#include <stdexcept>
+#include <string>
+
 #include "engine/llm_engine.h"
 
 namespace nanovllm {
+
+std::string_view to_string(FinishReason r) {
+  switch (r) {
+    case FinishReason::none: return "";
+    case FinishReason::stop: return "stop";
+    case FinishReason::length: return "length";
+    case FinishReason::abort: return "abort";
+  }
+  return "";
+}
+
+std::string_view to_string(DeviceKind d) { return d == DeviceKind::cuda ? "cuda" : "cpu"; }
+
+std::optional<DeviceKind> parse_device(std::string_view name) {
+  if (name == "cpu") return DeviceKind::cpu;
+  if (name == "cuda") return DeviceKind::cuda;
+  if (name == "auto") return std::nullopt;
+  throw std::invalid_argument("device '" + std::string(name) + "': expected cpu, cuda or auto");
+}
 
 LLM::LLM(const std::string& model_dir, EngineConfig config) {
   config.model = model_dir;
@@ -33,6 +55,7 @@ void LLM::abort_request(int64_t request_id) { engine_->abort_request(request_id)
 RequestOutput LLM::take_output(int64_t request_id) { return engine_->take_output(request_id); }
 
 bool LLM::has_tokenizer() const { return engine_->has_tokenizer(); }
+const Tokenizer& LLM::tokenizer() const { return engine_->tokenizer(); }
 std::vector<int32_t> LLM::encode(const std::string& text) const { return engine_->tokenizer().encode(text); }
 std::string LLM::decode(const std::vector<int32_t>& ids) const { return engine_->tokenizer().decode(ids); }
 std::string LLM::apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt,

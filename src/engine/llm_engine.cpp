@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
-#include <unordered_set>
 
 #include "backend/backend.h"
 #include "engine/progress_bar.h"
@@ -33,22 +33,25 @@ void check_config(const EngineConfig& c) {
   if (!(c.gpu_memory_utilization > 0 && c.gpu_memory_utilization <= 1))
     throw std::invalid_argument("EngineConfig.gpu_memory_utilization must be in (0, 1], got " +
                                 std::to_string(c.gpu_memory_utilization));
-  if (c.device != "cpu" && c.device != "cuda" && c.device != "auto")
-    throw std::invalid_argument("EngineConfig.device '" + c.device + "': expected cpu, cuda or auto");
   if (c.tensor_parallel_size != 1)
     throw std::invalid_argument("tensor_parallel_size " + std::to_string(c.tensor_parallel_size) +
                                 ": tensor parallelism is not supported yet (use 1)");
 }
 
+const char* step_trace_path() {
+  const char* p = std::getenv("NANOVLLM_STEP_TRACE");
+  return p ? p : "";
+}
+
 }  // namespace
 
-LLMEngine::LLMEngine(EngineConfig config) : config_(std::move(config)) {
-  const double t_start = steady_seconds();
+LLMEngine::LLMEngine(EngineConfig config) : config_(std::move(config)), stats_(step_trace_path()) {
+  StartupTimer timer;
   check_config(config_);
   model_config_ = load_model_config(config_.model);
   if (model_config_.max_position_embeddings > 0)
     config_.max_model_len = std::min(config_.max_model_len, model_config_.max_position_embeddings);
-  if (config_.device == "auto") config_.device = cuda_available() ? "cuda" : "cpu";
+  if (!config_.device) config_.device = cuda_available() ? DeviceKind::cuda : DeviceKind::cpu;
   if (Tokenizer::present(config_.model)) tokenizer_ = Tokenizer::from_dir(config_.model);
 
   SchedulerConfig sc;
@@ -59,21 +62,23 @@ LLMEngine::LLMEngine(EngineConfig config) : config_(std::move(config)) {
   if (tokenizer_) {
     if (auto eos = tokenizer_->eos_token_id()) sc.eos_token_ids.insert(*eos);
   }
+  const double config_s = timer.lap();
 
-  const double t_runner = steady_seconds();
+  // nano-vLLM's ModelRunner.__init__ phases, each timed for the start-up line.
   runner_ = std::make_unique<ModelRunner>(config_, model_config_);
+  const double weights_s = timer.lap();
+  runner_->allocate_kv_cache();
+  const double kv_s = timer.lap();
+  runner_->capture_cudagraph();
+  const double graphs_s = timer.lap();
   config_.num_kvcache_blocks = runner_->num_kvcache_blocks();
   std::fprintf(stderr, "nanovllm: %s, KV cache %d blocks x %d tokens (%.1f MiB), max_model_len %d\n",
                runner_->backend().name().c_str(), runner_->num_kvcache_blocks(), config_.kvcache_block_size,
                runner_->kvcache_bytes() / (1024.0 * 1024.0), config_.max_model_len);
-  const ModelRunner::StartupTimes& st = runner_->startup_times();
-  const double runner_s = steady_seconds() - t_runner;
   std::fprintf(stderr,
-               "nanovllm: start-up %.2f s: config+tokenizer %.2f s, backend %.2f s, weights %.2f GB in %.2f s, "
-               "memory profile %.2f s, KV cache %.2f s, graphs %.2f s (GEMM tuning %.2f s)\n",
-               steady_seconds() - t_start, t_runner - t_start,
-               runner_s - st.weights_s - st.profile_s - st.kv_cache_s - st.graphs_s,
-               runner_->weight_bytes() / 1e9, st.weights_s, st.profile_s, st.kv_cache_s, st.graphs_s,
+               "nanovllm: start-up %.2f s: config+tokenizer %.2f s, backend+weights %.2f GB in %.2f s, "
+               "KV cache (memory profile + allocation) %.2f s, graphs %.2f s (GEMM tuning %.2f s)\n",
+               timer.total(), config_s, runner_->weight_bytes() / 1e9, weights_s, kv_s, graphs_s,
                runner_->backend().tuning_seconds());
   block_manager_ = std::make_unique<BlockManager>(runner_->num_kvcache_blocks(), config_.kvcache_block_size,
                                                   config_.enable_prefix_caching);
@@ -92,27 +97,53 @@ const Tokenizer& LLMEngine::tokenizer() const {
 void LLMEngine::validate(const std::vector<int32_t>& prompt, const SamplingParams& p) const {
   if (prompt.empty()) throw std::invalid_argument("empty prompt: at least one token is needed");
   const int n = static_cast<int>(prompt.size());
+  const int vocab = model_config_.vocab_size;
   if (n > config_.max_model_len)
     throw std::invalid_argument("prompt of " + std::to_string(n) + " tokens is longer than max_model_len " +
                                 std::to_string(config_.max_model_len));
   for (int i = 0; i < n; ++i)
-    if (prompt[i] < 0 || prompt[i] >= model_config_.vocab_size)
+    if (prompt[i] < 0 || prompt[i] >= vocab)
       throw std::invalid_argument("prompt token id " + std::to_string(prompt[i]) + " at position " + std::to_string(i) +
-                                  " is outside the vocabulary [0, " + std::to_string(model_config_.vocab_size) + ")");
+                                  " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
   if (!(p.temperature >= 0) || !std::isfinite(p.temperature))
     throw std::invalid_argument("temperature must be a finite number >= 0 (0 = greedy), got " +
                                 std::to_string(p.temperature));
   if (p.max_tokens < 1) throw std::invalid_argument("max_tokens must be >= 1, got " + std::to_string(p.max_tokens));
+  if (p.n < 1) throw std::invalid_argument("n must be >= 1, got " + std::to_string(p.n));
+  if (p.n > config_.max_num_seqs)
+    throw std::invalid_argument("n " + std::to_string(p.n) + " is larger than max_num_seqs " +
+                                std::to_string(config_.max_num_seqs));
+  for (const std::string& s : p.stop)
+    if (s.empty()) throw std::invalid_argument("stop: an empty stop string would match everywhere");
+  if (!p.stop.empty() && !tokenizer_)
+    throw std::invalid_argument("stop strings need a tokenizer, and model directory '" + config_.model +
+                                "' has no tokenizer.json (use stop_token_ids)");
+  for (int32_t id : p.stop_token_ids)
+    if (id < 0 || id >= vocab)
+      throw std::invalid_argument("stop_token_ids: " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                  std::to_string(vocab) + ")");
 }
 
 int64_t LLMEngine::add_request(std::vector<int32_t> prompt, const SamplingParams& params) {
   validate(prompt, params);
   const int64_t id = next_request_id_++;
-  auto seq = std::make_unique<Sequence>(id, std::move(prompt), params, config_.kvcache_block_size,
-                                        sampling_key(params, config_.seed, id), steady_seconds());
-  prompt_tokens_ += seq->num_tokens();
-  scheduler_->add(seq.get());
-  seqs_.emplace(id, std::move(seq));
+  const double now = steady_seconds();
+  Request& r = requests_[id];
+  stats_.on_request(static_cast<int>(prompt.size()));
+  // The samples queue one after another, so they are prefilled in the same step when the budget
+  // allows: the first registers the prompt's full blocks, the others hit them and compute only
+  // the last partial block.
+  for (int i = 0; i < params.n; ++i) {
+    auto seq = std::make_unique<Sequence>(next_seq_id_++, prompt, params, config_.kvcache_block_size,
+                                          sampling_key(params, config_.seed, id, i), now);
+    seq->request_id = id;
+    seq->index = i;
+    if (tokenizer_)
+      seq->text_stream = std::make_unique<TextStream>(*tokenizer_, params.stop, params.include_stop_str_in_output,
+                                                      params.skip_special_tokens);
+    scheduler_->add(seq.get());
+    r.samples.push_back(std::move(seq));
+  }
   return id;
 }
 
@@ -121,87 +152,75 @@ int64_t LLMEngine::add_request(const std::string& prompt, const SamplingParams& 
 }
 
 std::vector<StepOutput> LLMEngine::step() {
-  auto [batch, is_prefill] = scheduler_->schedule();
+  ScheduledBatch batch = scheduler_->schedule();
   if (batch.empty()) return {};
-  std::vector<Sequence*> sampling;
-  int num_tokens = 0;
-  for (Sequence* s : batch) {
-    num_tokens += s->num_scheduled_tokens;
-    if (s->samples_this_step()) sampling.push_back(s);
-  }
-  const double t0 = steady_seconds();
-  std::vector<int32_t> tokens;
+  StepTiming timing;
+  std::vector<int32_t> token_ids;
   try {
-    tokens = runner_->run(batch, is_prefill);
+    token_ids = runner_->run(batch, &timing);
   } catch (...) {
-    scheduler_->forget_step(batch);  // the caller decides the requests' fate (generate aborts them)
+    scheduler_->forget_step(batch.seqs);  // the caller decides the requests' fate (generate aborts them)
     throw;
   }
-  const double t1 = steady_seconds();
-  ++num_steps_;
-  const double dt = std::max(t1 - t0, 1e-9);
-  if (is_prefill) {
-    prefill_seconds_ += dt;
-    prefill_tokens_ += num_tokens;
-    last_prefill_tps_ = num_tokens / dt;
-  } else {
-    decode_seconds_ += dt;
-    decode_tokens_ += num_tokens;
-    last_decode_tps_ = num_tokens / dt;
-  }
-  generation_tokens_ += static_cast<int64_t>(tokens.size());
-  scheduler_->postprocess(batch, tokens, t1);
+  stats_.on_step(batch, timing);
+  scheduler_->postprocess(batch, token_ids, timing.done);
+  return outputs_of(batch);
+}
 
+std::vector<StepOutput> LLMEngine::outputs_of(const ScheduledBatch& batch) {
   std::vector<StepOutput> outs;
-  outs.reserve(sampling.size());
-  for (size_t i = 0; i < sampling.size(); ++i) {
+  outs.reserve(batch.sampled.size());
+  for (Sequence* s : batch.sampled) {
     StepOutput o;
-    o.request_id = sampling[i]->seq_id;
-    o.new_token_ids = {tokens[i]};
-    o.finished = sampling[i]->is_finished();
-    if (o.finished) o.finish_reason = sampling[i]->finish_reason;
+    o.request_id = s->request_id;
+    o.index = s->index;
+    o.new_token_ids = {s->last_token()};
+    o.text = s->output_text.substr(s->text_reported);
+    s->text_reported = s->output_text.size();
+    o.finished = s->is_finished();
+    if (o.finished) {
+      o.finish_reason = s->finish_reason;
+      o.stop_reason = s->stop_reason;
+      ++requests_.at(s->request_id).num_finished;
+    }
     outs.push_back(std::move(o));
   }
   return outs;
 }
 
 void LLMEngine::abort_request(int64_t request_id) {
-  auto it = seqs_.find(request_id);
-  if (it == seqs_.end()) return;
-  if (!it->second->is_finished()) scheduler_->abort(it->second.get());
-  seqs_.erase(it);  // an aborted request is forgotten, output included
-}
-
-std::string LLMEngine::decode_completion(const std::vector<int32_t>& ids) const {
-  if (!tokenizer_) return "";
-  // Models pad their vocabulary past the tokenizer's (Qwen3: 151936 rows, 151669 tokens); HF's
-  // decode drops ids it has no token for, and so do we.
-  std::vector<int32_t> known;
-  known.reserve(ids.size());
-  for (int32_t id : ids)
-    if (id >= 0 && id < tokenizer_->vocab_size()) known.push_back(id);
-  return tokenizer_->decode(known, /*skip_special_tokens=*/true);
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  for (auto& s : it->second.samples)
+    if (!s->is_finished()) scheduler_->abort(s.get());
+  requests_.erase(it);  // an aborted request is forgotten, output included
 }
 
 RequestOutput LLMEngine::take_output(int64_t request_id) {
-  auto it = seqs_.find(request_id);
-  if (it == seqs_.end())
+  auto it = requests_.find(request_id);
+  if (it == requests_.end())
     throw std::invalid_argument("take_output: unknown request id " + std::to_string(request_id) +
                                 " (never added, aborted, or already taken)");
-  Sequence& s = *it->second;
-  if (!s.is_finished())
+  if (!it->second.finished())
     throw std::logic_error("take_output: request " + std::to_string(request_id) + " has not finished");
+  const Sequence& first = *it->second.samples.front();
   RequestOutput o;
-  o.request_id = s.seq_id;
-  o.prompt_token_ids.assign(s.token_ids.begin(), s.token_ids.begin() + s.num_prompt_tokens);
-  o.token_ids = s.completion_token_ids();
-  o.text = decode_completion(o.token_ids);
-  o.finish_reason = s.finish_reason;
-  o.arrival_time = s.arrival_time;
-  o.first_token_time = s.first_token_time;
-  o.finish_time = s.finish_time;
-  o.num_cached_prompt_tokens = s.num_prompt_cached_tokens;
-  seqs_.erase(it);
+  o.request_id = request_id;
+  o.prompt_token_ids.assign(first.token_ids.begin(), first.token_ids.begin() + first.num_prompt_tokens);
+  o.arrival_time = first.arrival_time;
+  o.num_cached_prompt_tokens = first.num_prompt_cached_tokens;
+  for (auto& s : it->second.samples) {
+    CompletionOutput c;
+    c.index = s->index;
+    c.text = std::move(s->output_text);
+    c.token_ids = s->completion_token_ids();
+    c.finish_reason = s->finish_reason;
+    c.stop_reason = s->stop_reason;
+    c.first_token_time = s->first_token_time;
+    c.finish_time = s->finish_time;
+    o.outputs.push_back(std::move(c));
+  }
+  requests_.erase(it);
   return o;
 }
 
@@ -210,31 +229,29 @@ std::vector<RequestOutput> LLMEngine::generate(const std::vector<std::vector<int
   if (params.size() != 1 && params.size() != prompts.size())
     throw std::invalid_argument("generate: " + std::to_string(params.size()) + " SamplingParams for " +
                                 std::to_string(prompts.size()) + " prompts (give one for all, or one per prompt)");
+  auto params_of = [&](size_t i) -> const SamplingParams& { return params.size() == 1 ? params[0] : params[i]; };
   for (size_t i = 0; i < prompts.size(); ++i) {
     try {
-      validate(prompts[i], params.size() == 1 ? params[0] : params[i]);
+      validate(prompts[i], params_of(i));
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument("prompt " + std::to_string(i) + ": " + e.what());
     }
   }
   std::vector<int64_t> ids;
   ids.reserve(prompts.size());
-  std::unordered_set<int64_t> pending;
   try {
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      ids.push_back(add_request(prompts[i], params.size() == 1 ? params[0] : params[i]));
-      pending.insert(ids.back());
-    }
+    for (size_t i = 0; i < prompts.size(); ++i) ids.push_back(add_request(prompts[i], params_of(i)));
     ProgressBar bar(static_cast<int>(prompts.size()), use_tqdm);
-    runner_->pause_gap_clock();
-    while (!pending.empty()) {
+    stats_.pause_gap_clock();
+    int done = 0;
+    while (done < static_cast<int>(ids.size())) {
       if (is_finished()) throw std::logic_error("generate: the engine went idle with requests pending");
       for (const StepOutput& o : step())
-        if (o.finished) pending.erase(o.request_id);
-      bar.update(static_cast<int>(prompts.size() - pending.size()), last_prefill_tps_, last_decode_tps_);
+        if (o.finished && requests_.at(o.request_id).finished()) ++done;
+      bar.update(done, stats_.last_prefill_tps(), stats_.last_decode_tps());
     }
     bar.close();
-    runner_->pause_gap_clock();
+    stats_.pause_gap_clock();
   } catch (...) {
     for (int64_t id : ids) abort_request(id);
     throw;
@@ -261,17 +278,10 @@ EngineStats LLMEngine::stats() const {
   s.num_free_blocks = block_manager_->num_free_blocks();
   s.block_size = block_manager_->block_size();
   s.kvcache_bytes = runner_->kvcache_bytes();
-  s.prompt_tokens = prompt_tokens_;
-  s.generation_tokens = generation_tokens_;
   s.prefix_cache_queries = block_manager_->num_queried_tokens();
   s.prefix_cache_hits = block_manager_->num_hit_tokens();
   s.num_preemptions = scheduler_->num_preemptions();
-  s.prefill_seconds = prefill_seconds_;
-  s.decode_seconds = decode_seconds_;
-  s.prefill_tokens = prefill_tokens_;
-  s.decode_tokens = decode_tokens_;
-  s.host_gap_seconds = runner_->host_gap_seconds();
-  s.num_steps = num_steps_;
+  stats_.fill(s);
   const Backend& b = runner_->backend();
   if (b.device() == DeviceKind::cpu) {
     struct rusage ru {};

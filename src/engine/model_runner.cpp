@@ -1,15 +1,14 @@
 // ModelRunner: batch preparation (one host->device copy per step), KV-cache sizing, CUDA-graph
 // capture and replay for decode, and on-device sampling.
 #include "engine/model_runner.h"
-#include "util/clock.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+
+#include "util/clock.h"
 
 namespace nanovllm {
 namespace {
@@ -30,16 +29,10 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
     : config_(config),
       model_config_(model_config),
       backend_(backend ? std::move(backend)
-                       : make_backend(config.device, BackendOptions{.num_threads = config.num_threads})) {
+                       : make_backend(std::string(to_string(config.device.value())), BackendOptions{.num_threads = config.num_threads})) {
   if (config_.tensor_parallel_size != 1)
     throw std::invalid_argument("tensor_parallel_size " + std::to_string(config_.tensor_parallel_size) +
                                 ": tensor parallelism is not supported yet (use 1)");
-  double t = steady_seconds();
-  auto lap = [&t] {
-    const double now = steady_seconds(), d = now - t;
-    t = now;
-    return d;
-  };
   const int bs = config_.kvcache_block_size;
   backend_->check_attention_shape(bs, model_config_.head_dim);
   max_num_tokens_ = config_.max_num_batched_tokens;
@@ -52,7 +45,6 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
     model_ = std::make_unique<Qwen3Model>(model_config_, checkpoint, *backend_, max_num_tokens_, max_num_seqs_);
     backend_->synchronize();
   }
-  startup_.weights_s = lap();
 
   // Persistent per-step buffers, sized for the largest batch; nothing is allocated per step.
   BatchLayout largest(max_num_tokens_, max_num_seqs_, max_num_seqs_, max_num_blocks_);
@@ -65,21 +57,11 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
   logits_.data = logits_buffer_.get();
   sampled_buffer_ = backend_->alloc(sizeof(int32_t) * max_num_seqs_);
   sampled_host_.resize(max_num_seqs_);
+}
 
-  const int num_blocks = decide_num_blocks();
-  startup_.profile_s = lap();
-  allocate_kv_cache(num_blocks);
+void ModelRunner::allocate_kv_cache() {
+  allocate_blocks(decide_num_blocks());
   backend_->synchronize();
-  // NANOVLLM_STEP_TRACE=file: one CSV line per step (launch to results on the host), for measurements.
-  if (const char* path = std::getenv("NANOVLLM_STEP_TRACE"); path && *path) {
-    trace_.reset(std::fopen(path, "w"));
-    if (!trace_)
-      throw std::runtime_error(std::string("NANOVLLM_STEP_TRACE: cannot write '") + path + "': " + std::strerror(errno));
-    std::fprintf(trace_.get(), "prefill,seqs,padded,tokens,context_tokens,us\n");
-  }
-  startup_.kv_cache_s = lap();
-  if (backend_->supports_graphs() && !config_.enforce_eager) capture_graphs();
-  startup_.graphs_s = lap();
 }
 
 ModelRunner::~ModelRunner() = default;
@@ -109,7 +91,7 @@ int ModelRunner::decide_num_blocks() {
     // nano-vLLM's rule: run the largest batch once (with a throw-away cache for one sequence) so
     // every workspace exists, then give the cache what is left of total x utilization.
     {
-      allocate_kv_cache(max_num_blocks_);
+      allocate_blocks(max_num_blocks_);
       int len = std::min(config_.max_model_len, max_num_tokens_);
       int num_seqs = std::min(max_num_seqs_, std::max(1, max_num_tokens_ / len));
       BatchLayout layout(num_seqs * len, num_seqs, num_seqs, max_num_blocks_);
@@ -141,7 +123,7 @@ int ModelRunner::decide_num_blocks() {
   return static_cast<int>(num_blocks);
 }
 
-void ModelRunner::allocate_kv_cache(int num_blocks) {
+void ModelRunner::allocate_blocks(int num_blocks) {
   const ModelConfig& mc = model_config_;
   const int L = mc.num_hidden_layers, bs = config_.kvcache_block_size;
   const int64_t per_tensor = kv_block_bytes() / (2LL * L) * num_blocks;
@@ -210,7 +192,8 @@ ForwardInputs ModelRunner::prepare_dummy(int num_seqs, int len, const BatchLayou
   return inputs_at(layout, num_seqs * len, num_seqs, num_seqs, false, len, max_seqlen_k);
 }
 
-void ModelRunner::capture_graphs() {
+void ModelRunner::capture_cudagraph() {
+  if (!backend_->supports_graphs() || config_.enforce_eager) return;
   const int max_bs = std::min(max_num_seqs_, max_num_tokens_);
   std::vector<int> sizes = graph_batch_sizes(max_bs);
   // Largest first, as nano-vLLM does, so smaller graphs reuse the largest one's memory.
@@ -227,12 +210,13 @@ void ModelRunner::capture_graphs() {
   std::fprintf(stderr, "nanovllm: captured %zu decode CUDA graphs (batch sizes 1..%d)\n", sizes.size(), max_bs);
 }
 
-ForwardInputs ModelRunner::prepare(const std::vector<Sequence*>& seqs, bool is_prefill, const BatchLayout& layout,
-                                   int num_rows, int* num_sampled) {
+ForwardInputs ModelRunner::prepare(const ScheduledBatch& batch, const BatchLayout& layout, int num_rows) {
   auto [keys, counters, temps, ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_buffer_.get());
   const int bs = config_.kvcache_block_size;
+  const std::vector<Sequence*>& seqs = batch.seqs;
 
   int t = 0, rows = 0, max_q = 0, max_k = 0;
+  size_t next_sampled = 0;  // batch.sampled is in batch order
   cu[0] = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
     const Sequence& s = *seqs[i];
@@ -250,7 +234,8 @@ ForwardInputs ModelRunner::prepare(const std::vector<Sequence*>& seqs, bool is_p
     const int nb = static_cast<int>(s.block_table.size());
     std::copy(s.block_table.begin(), s.block_table.end(), row);
     std::fill(row + nb, row + max_num_blocks_, -1);
-    if (s.samples_this_step()) {
+    if (next_sampled < batch.sampled.size() && batch.sampled[next_sampled] == &s) {
+      ++next_sampled;
       last[rows] = t - 1;
       temps[rows] = s.params.temperature;
       keys[rows] = static_cast<int64_t>(s.sample_key);
@@ -258,7 +243,6 @@ ForwardInputs ModelRunner::prepare(const std::vector<Sequence*>& seqs, bool is_p
       ++rows;
     }
   }
-  *num_sampled = rows;
   const int num_seqs = static_cast<int>(seqs.size());
   if (rows == 0) last[rows++] = t - 1;  // a lone partial chunk: one row of logits, not sampled
   // Decode padding up to a captured graph's batch size: one dummy token per row that stores
@@ -276,65 +260,48 @@ ForwardInputs ModelRunner::prepare(const std::vector<Sequence*>& seqs, bool is_p
   }
   copy_staging(layout);
   const int padded_seqs = std::max(num_seqs, num_rows);
-  return inputs_at(layout, t, is_prefill ? num_seqs : padded_seqs, rows, is_prefill, max_q, max_k);
+  return inputs_at(layout, t, batch.is_prefill ? num_seqs : padded_seqs, rows, batch.is_prefill, max_q, max_k);
 }
 
-std::vector<int32_t> ModelRunner::run(const std::vector<Sequence*>& seqs, bool is_prefill) {
-  const int num_seqs = static_cast<int>(seqs.size());
+std::vector<int32_t> ModelRunner::run(const ScheduledBatch& batch, StepTiming* timing) {
+  const int num_seqs = static_cast<int>(batch.seqs.size());
   if (num_seqs == 0) return {};
   if (num_seqs > max_num_seqs_) throw std::logic_error("ModelRunner: batch larger than max_num_seqs");
-  int num_tokens = 0, num_rows = 0;
-  for (const Sequence* s : seqs) {
-    num_tokens += s->num_scheduled_tokens;
-    num_rows += s->samples_this_step() ? 1 : 0;
-  }
-  if (num_tokens > max_num_tokens_) throw std::logic_error("ModelRunner: batch larger than max_num_batched_tokens");
+  if (batch.num_tokens > max_num_tokens_)
+    throw std::logic_error("ModelRunner: batch larger than max_num_batched_tokens");
+  const int num_sampled = static_cast<int>(batch.sampled.size());
   // Decode replays the smallest captured graph that fits, padding the batch up to its size.
-  auto graph = is_prefill ? graphs_.end() : graphs_.lower_bound(num_seqs);
+  auto graph = batch.is_prefill ? graphs_.end() : graphs_.lower_bound(num_seqs);
   const bool use_graph = graph != graphs_.end();
   const int padded = use_graph ? graph->first : num_seqs;
-  const BatchLayout layout = is_prefill ? BatchLayout(num_tokens, num_seqs, std::max(num_rows, 1), max_num_blocks_)
-                                        : BatchLayout(padded, padded, padded, max_num_blocks_);
-  int num_sampled = 0;
-  ForwardInputs in = prepare(seqs, is_prefill, layout, is_prefill ? 0 : padded, &num_sampled);
-  mark_launch();
-  const double t_launch = trace_ ? steady_seconds() : 0;
+  const BatchLayout layout = batch.is_prefill
+                                 ? BatchLayout(batch.num_tokens, num_seqs, std::max(num_sampled, 1), max_num_blocks_)
+                                 : BatchLayout(padded, padded, padded, max_num_blocks_);
+  ForwardInputs in = prepare(batch, layout, batch.is_prefill ? 0 : padded);
+  if (timing) *timing = StepTiming{steady_seconds(), 0, padded};
   if (use_graph) {
     backend_->replay_graph(graph->second);
   } else {
     Tensor logits = logits_.rows(0, in.last_token_indices.size(0));
     model_->forward(in, kv_, logits);
   }
-  if (num_sampled == 0) {  // only a partial prefill chunk ran
-    backend_->synchronize();
-    mark_idle();
-    return {};
-  }
-  // Sample the real rows (the sampling arrays hold them first), then one copy back.
-  const BatchLayout::Arrays dev = layout.arrays(static_cast<char*>(inputs_device_.get()));
-  const DeviceKind d = backend_->device();
   const int64_t n = num_sampled;
-  Tensor logits = logits_.rows(0, n);
-  Tensor temps(dev.temperatures, DType::f32, {n}, d);
-  Tensor keys(dev.keys, DType::i64, {n}, d);
-  Tensor counters(dev.counters, DType::i64, {n}, d);
-  Tensor out(sampled_buffer_.get(), DType::i32, {n}, d);
-  backend_->sample(logits, temps, keys, counters, out);
-  backend_->copy_to_host(sampled_host_.data(), sampled_buffer_.get(), sizeof(int32_t) * n);
-  mark_idle();
-  if (trace_) {
-    long long ctx = 0;
-    for (const Sequence* q : seqs) ctx += q->num_computed_tokens + q->num_scheduled_tokens;
-    std::fprintf(trace_.get(), "%d,%d,%d,%d,%lld,%.1f\n", is_prefill ? 1 : 0, num_seqs, padded, num_tokens, ctx,
-                 (steady_seconds() - t_launch) * 1e6);
+  if (n > 0) {
+    // Sample the real rows (the sampling arrays hold them first), then one copy back.
+    const BatchLayout::Arrays dev = layout.arrays(static_cast<char*>(inputs_device_.get()));
+    const DeviceKind d = backend_->device();
+    Tensor logits = logits_.rows(0, n);
+    Tensor temps(dev.temperatures, DType::f32, {n}, d);
+    Tensor keys(dev.keys, DType::i64, {n}, d);
+    Tensor counters(dev.counters, DType::i64, {n}, d);
+    Tensor out(sampled_buffer_.get(), DType::i32, {n}, d);
+    backend_->sample(logits, temps, keys, counters, out);
+    backend_->copy_to_host(sampled_host_.data(), sampled_buffer_.get(), sizeof(int32_t) * n);
+  } else {
+    backend_->synchronize();  // only a partial prefill chunk ran
   }
+  if (timing) timing->done = steady_seconds();
   return std::vector<int32_t>(sampled_host_.begin(), sampled_host_.begin() + n);
 }
-
-void ModelRunner::mark_launch() {
-  if (idle_since_ > 0) host_gap_seconds_ += steady_seconds() - idle_since_;
-}
-
-void ModelRunner::mark_idle() { idle_since_ = steady_seconds(); }
 
 }  // namespace nanovllm

@@ -3,14 +3,14 @@
 // and the paged KV cache, which it sizes from memory. nano-vLLM's model_runner.py.
 #pragma once
 #include <cstdint>
-#include <cstdio>
 #include <map>
 #include <memory>
 #include <vector>
 
 #include "backend/backend.h"
 #include "engine/batch_layout.h"
-#include "engine/sequence.h"
+#include "engine/scheduler.h"
+#include "engine/step_stats.h"
 #include "model/hf_config.h"
 #include "model/qwen3.h"
 #include "model/safetensors.h"
@@ -20,40 +20,35 @@ namespace nanovllm {
 
 class ModelRunner {
  public:
-  // `config` is resolved: device is "cpu" or "cuda", max_model_len already capped by the model.
-  // `backend`: the one to run on (tests pass a wrapped one); null makes config.device's.
+  // Loads the weights and allocates the per-step buffers. `config` is resolved: device set,
+  // max_model_len already capped by the model. `backend`: the one to run on (tests pass a wrapped
+  // one); null makes config.device's. Then allocate_kv_cache(), then capture_cudagraph().
   ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend = nullptr);
   ~ModelRunner();
   ModelRunner(const ModelRunner&) = delete;
   ModelRunner& operator=(const ModelRunner&) = delete;
 
-  // Runs one step over `seqs` (each with num_scheduled_tokens set and blocks for them) and returns
-  // one sampled token for each sequence that samples_this_step(), in batch order.
-  std::vector<int32_t> run(const std::vector<Sequence*>& seqs, bool is_prefill);
+  // Sizes the paged KV cache (config.num_kvcache_blocks, or from memory after a profiling run of
+  // the largest batch) and allocates it.
+  void allocate_kv_cache();
+  // CUDA: captures a decode graph per batch size (none under enforce_eager or on the CPU).
+  void capture_cudagraph();
+
+  // Runs one step over `batch` and returns one sampled token for each of batch.sampled, in order;
+  // `timing` gets when the work reached the device and when the results were back.
+  std::vector<int32_t> run(const ScheduledBatch& batch, StepTiming* timing = nullptr);
 
   Backend& backend() { return *backend_; }
   const Backend& backend() const { return *backend_; }
   int num_kvcache_blocks() const { return kv_.num_blocks; }
   int64_t kvcache_bytes() const { return kvcache_bytes_; }
-  int max_num_blocks() const { return max_num_blocks_; }
   int num_graphs() const { return static_cast<int>(graphs_.size()); }
-  // Time from one step's results reaching the host to the next step's launch: the device idles
-  // then (every step ends with a synchronizing copy). pause_gap_clock() stops counting until the
-  // next step, for callers that go idle on purpose (between generate() calls).
-  double host_gap_seconds() const { return host_gap_seconds_; }
-  // Seconds spent in each start-up phase (the engine's start-up log line).
-  struct StartupTimes {
-    double weights_s = 0, profile_s = 0, kv_cache_s = 0, graphs_s = 0;
-  };
-  const StartupTimes& startup_times() const { return startup_; }
   size_t weight_bytes() const { return model_->weight_bytes(); }
-  void pause_gap_clock() { idle_since_ = 0; }
 
  private:
   // Fills the staging buffer for `seqs` into `layout` (decode rows beyond seqs.size() are padding)
   // and returns the forward's inputs pointing into the device buffer.
-  ForwardInputs prepare(const std::vector<Sequence*>& seqs, bool is_prefill, const BatchLayout& layout,
-                        int num_rows, int* num_sampled);
+  ForwardInputs prepare(const ScheduledBatch& batch, const BatchLayout& layout, int num_rows);
   // Writes a batch of `num_seqs` dummy sequences of `len` tokens each (nothing stored, block table
   // [0, 1, ...]) for warm-up and graph capture.
   ForwardInputs prepare_dummy(int num_seqs, int len, const BatchLayout& layout, int max_seqlen_k);
@@ -61,9 +56,8 @@ class ModelRunner {
                           int max_seqlen_q, int max_seqlen_k);
   void copy_staging(const BatchLayout& layout);
   int64_t kv_block_bytes() const;
-  void allocate_kv_cache(int num_blocks);
+  void allocate_blocks(int num_blocks);
   int decide_num_blocks();
-  void capture_graphs();
 
   EngineConfig config_;
   ModelConfig model_config_;
@@ -94,15 +88,6 @@ class ModelRunner {
     Tensor logits;
   };
   std::map<int, GraphIO> graph_io_;
-
-  StartupTimes startup_;
-  struct FileClose {
-    void operator()(std::FILE* f) const { std::fclose(f); }
-  };
-  std::unique_ptr<std::FILE, FileClose> trace_;
-  double host_gap_seconds_ = 0, idle_since_ = 0;
-  void mark_launch();
-  void mark_idle();
 };
 
 }  // namespace nanovllm

@@ -21,11 +21,12 @@ void Scheduler::add(Sequence* seq) {
   waiting_.push_back(seq);
 }
 
-std::pair<std::vector<Sequence*>, bool> Scheduler::schedule() {
-  std::vector<Sequence*> batch = schedule_prefill();
-  if (!batch.empty()) return {std::move(batch), true};
-  batch = schedule_decode();
-  if (batch.empty() && !waiting_.empty() && running_.empty()) {
+ScheduledBatch Scheduler::schedule() {
+  ScheduledBatch b;
+  b.seqs = schedule_prefill();
+  b.is_prefill = !b.seqs.empty();
+  if (!b.is_prefill) b.seqs = schedule_decode();
+  if (b.seqs.empty() && !waiting_.empty() && running_.empty()) {
     // Every block is free and the first waiting sequence still does not fit.
     const Sequence* s = waiting_.front();
     throw std::runtime_error("KV cache too small: request " + std::to_string(s->seq_id) + " needs " +
@@ -33,7 +34,11 @@ std::pair<std::vector<Sequence*>, bool> Scheduler::schedule() {
                              std::to_string(block_manager_.block_size()) + " tokens, the cache has " +
                              std::to_string(block_manager_.num_blocks()));
   }
-  return {std::move(batch), false};
+  for (Sequence* s : b.seqs) {
+    b.num_tokens += s->num_scheduled_tokens;
+    if (s->samples_this_step()) b.sampled.push_back(s);
+  }
+  return b;
 }
 
 std::vector<Sequence*> Scheduler::schedule_prefill() {
@@ -104,35 +109,58 @@ void Scheduler::preempt(Sequence* seq) {
   ++num_preemptions_;
 }
 
-std::vector<Sequence*> Scheduler::postprocess(const std::vector<Sequence*>& seqs,
-                                              const std::vector<int32_t>& token_ids, double now) {
-  std::vector<Sequence*> finished;
-  size_t next = 0;
-  for (Sequence* seq : seqs) {
-    bool samples = seq->samples_this_step();
+std::vector<Sequence*> Scheduler::postprocess(const ScheduledBatch& batch, const std::vector<int32_t>& token_ids,
+                                              double now) {
+  if (token_ids.size() != batch.sampled.size())
+    throw std::logic_error("postprocess: " + std::to_string(token_ids.size()) + " sampled tokens for " +
+                           std::to_string(batch.sampled.size()) + " sampling sequences");
+  for (Sequence* seq : batch.seqs) {
     seq->num_computed_tokens += seq->num_scheduled_tokens;
     seq->num_scheduled_tokens = 0;
-    if (!samples) continue;
-    if (next >= token_ids.size()) throw std::logic_error("postprocess: fewer sampled tokens than sampling sequences");
-    int32_t token = token_ids[next++];
+  }
+  std::vector<Sequence*> finished;
+  for (size_t i = 0; i < token_ids.size(); ++i) {
+    Sequence* seq = batch.sampled[i];
+    const int32_t token = token_ids[i];
     seq->append_token(token);
     if (seq->first_token_time == 0) seq->first_token_time = now;
-    const char* reason = nullptr;
-    if (!seq->params.ignore_eos && config_.eos_token_ids.count(token)) reason = "stop";
-    else if (seq->num_completion_tokens() >= seq->params.max_tokens) reason = "length";
-    else if (seq->num_tokens() >= config_.max_model_len) reason = "length";
-    if (reason) {
+    if (finish_on(*seq, token)) {
       seq->status = SequenceStatus::finished;
-      seq->finish_reason = reason;
       seq->finish_time = now;
       block_manager_.deallocate(*seq);
       finished.push_back(seq);
     }
   }
-  if (next != token_ids.size()) throw std::logic_error("postprocess: more sampled tokens than sampling sequences");
   // One pass over the running queue, however many finished this step.
   if (!finished.empty()) std::erase_if(running_, [](const Sequence* s) { return s->is_finished(); });
   return finished;
+}
+
+// vLLM's order: EOS (unless ignore_eos), then the request's stop token ids, then the lengths; a
+// stop string in the text this token completes wins over a length limit. The text of a stopping
+// token is left out unless include_stop_str_in_output.
+bool Scheduler::finish_on(Sequence& seq, int32_t token) {
+  const SamplingParams& p = seq.params;
+  const bool eos = !p.ignore_eos && config_.eos_token_ids.count(token);
+  const bool stop_token = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
+  FinishReason reason = FinishReason::none;
+  if (eos || stop_token) {
+    reason = FinishReason::stop;
+    if (stop_token && !eos) seq.stop_reason = token;
+  } else if (seq.num_completion_tokens() >= p.max_tokens || seq.num_tokens() >= config_.max_model_len) {
+    reason = FinishReason::length;
+  }
+  if (TextStream* ts = seq.text_stream.get()) {
+    if (reason != FinishReason::stop || p.include_stop_str_in_output) seq.output_text += ts->push(token);
+    if (ts->stopped()) {
+      reason = FinishReason::stop;
+      seq.stop_reason = ts->matched_stop();
+    } else if (reason != FinishReason::none) {
+      seq.output_text += ts->finish();
+    }
+  }
+  seq.finish_reason = reason;
+  return reason != FinishReason::none;
 }
 
 void Scheduler::abort(Sequence* seq) {
@@ -144,7 +172,7 @@ void Scheduler::abort(Sequence* seq) {
   drop(running_);
   if (!seq->block_table.empty()) block_manager_.deallocate(*seq);
   seq->status = SequenceStatus::finished;
-  seq->finish_reason = "abort";
+  seq->finish_reason = FinishReason::abort;
 }
 
 void Scheduler::forget_step(const std::vector<Sequence*>& seqs) {

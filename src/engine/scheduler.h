@@ -5,7 +5,6 @@
 #include <cstdint>
 #include <deque>
 #include <unordered_set>
-#include <utility>
 #include <vector>
 
 #include "engine/block_manager.h"
@@ -20,22 +19,31 @@ struct SchedulerConfig {
   std::unordered_set<int32_t> eos_token_ids;
 };
 
+// One step's work, as schedule() returns it. Which sequences sample is decided here, once: the
+// runner builds their logits rows, postprocess appends their tokens, the engine reports them.
+struct ScheduledBatch {
+  std::vector<Sequence*> seqs;     // each with blocks for its tokens and num_scheduled_tokens set
+  bool is_prefill = false;
+  int num_tokens = 0;              // the sum of num_scheduled_tokens
+  std::vector<Sequence*> sampled;  // those whose step reaches their last token (samples_this_step), in batch order
+  bool empty() const { return seqs.empty(); }
+};
+
 class Scheduler {
  public:
   Scheduler(SchedulerConfig config, BlockManager& block_manager);
 
   void add(Sequence* seq);  // to the back of the waiting queue
   bool is_finished() const { return waiting_.empty() && running_.empty(); }
-  // The batch of this step and whether it is a prefill. Each scheduled sequence has blocks for
-  // its tokens and num_scheduled_tokens set (from num_computed_tokens on); in a decode step
-  // that is 1. Empty when there is nothing to run.
-  std::pair<std::vector<Sequence*>, bool> schedule();
-  // After the forward: `token_ids` holds one sampled token per scheduled sequence for which
-  // samples_this_step() (in batch order). Appends them, finishes sequences (eos unless
-  // ignore_eos, max_tokens, max_model_len) and frees their blocks. `now` stamps the times.
+  // The batch of this step: prefill chunks, or decode (one token a sequence). Each scheduled
+  // sequence has blocks for its tokens and num_scheduled_tokens set (from num_computed_tokens
+  // on). Empty when there is nothing to run.
+  ScheduledBatch schedule();
+  // After the forward: `token_ids` holds one sampled token per sequence of batch.sampled. Appends them (and their text, when the sequence has a
+  // TextStream), finishes sequences (eos unless ignore_eos, stop token ids, stop strings,
+  // max_tokens, max_model_len) and frees their blocks in this same call. `now` stamps the times.
   // Returns the sequences that finished.
-  std::vector<Sequence*> postprocess(const std::vector<Sequence*>& seqs, const std::vector<int32_t>& token_ids,
-                                     double now);
+  std::vector<Sequence*> postprocess(const ScheduledBatch& batch, const std::vector<int32_t>& token_ids, double now);
   // Takes `seq` out of whichever queue holds it and frees its blocks.
   void abort(Sequence* seq);
   // The forward of a scheduled batch failed: nothing it was to compute may be found in the prefix
@@ -53,6 +61,8 @@ class Scheduler {
   // Frees `seq`'s blocks and queues it first in line; its generated tokens are kept and
   // recomputed as prompt when it runs again.
   void preempt(Sequence* seq);
+  // Whether `token`, just appended, ends `seq`; sets its finish and stop reasons and its text.
+  bool finish_on(Sequence& seq, int32_t token);
 
   SchedulerConfig config_;
   BlockManager& block_manager_;

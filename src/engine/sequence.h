@@ -2,10 +2,13 @@
 // (nano-vLLM's sequence.py, plus the counts chunked prefill needs).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "engine/text_stream.h"
+#include "nanovllm/output.h"
 #include "nanovllm/sampling_params.h"
 
 namespace nanovllm {
@@ -17,7 +20,9 @@ class Sequence {
   Sequence(int64_t seq_id, std::vector<int32_t> prompt_token_ids, const SamplingParams& params, int block_size,
            uint64_t sample_key, double arrival_time);
 
-  int64_t seq_id;
+  int64_t seq_id;                   // unique in the engine
+  int64_t request_id = -1;          // the request it samples for (-1: seq_id)
+  int index = 0;                    // which of the request's n samples
   SequenceStatus status = SequenceStatus::waiting;
   std::vector<int32_t> token_ids;   // prompt, then generated tokens
   int num_prompt_tokens;            // the original prompt (recomputed completions do not count)
@@ -34,8 +39,15 @@ class Sequence {
 
   // Timestamps (seconds, steady clock) and the outcome.
   double arrival_time = 0, first_token_time = 0, finish_time = 0;
-  std::string finish_reason;        // "stop", "length" or "abort" once finished
+  FinishReason finish_reason = FinishReason::none;
+  StopReason stop_reason;           // the stop string or stop token id, when one ended it
   int num_prompt_cached_tokens = 0; // prefix-cache hit of the first allocation, for the output
+
+  // The output text: detokenized as tokens arrive (stop strings need it, streaming reads it).
+  // Null when the engine has no tokenizer.
+  std::unique_ptr<TextStream> text_stream;
+  std::string output_text;          // released so far
+  size_t text_reported = 0;         // how much of output_text step outputs have carried
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_completion_tokens() const { return num_tokens() - num_prompt_tokens; }

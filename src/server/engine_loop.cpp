@@ -64,7 +64,8 @@ void EngineLoop::stop() {
 }
 
 Admission EngineLoop::submit(const std::shared_ptr<RequestChannel>& channel, std::vector<SubRequest> subs) {
-  const int n = static_cast<int>(subs.size());
+  int n = 0;
+  for (const SubRequest& s : subs) n += s.params.n;
   {
     std::lock_guard lk(mu_);
     if (stopping_) return Admission::shutting_down;
@@ -78,10 +79,10 @@ Admission EngineLoop::submit(const std::shared_ptr<RequestChannel>& channel, std
   return Admission::accepted;
 }
 
-void EngineLoop::abort(const std::shared_ptr<RequestChannel>& channel, int index, std::string reason) {
+void EngineLoop::abort(const std::shared_ptr<RequestChannel>& channel) {
   {
     std::lock_guard lk(mu_);
-    aborts_.push_back({channel, index, std::move(reason)});
+    aborts_.push_back(channel);
   }
   cv_.notify_all();
 }
@@ -89,7 +90,7 @@ void EngineLoop::abort(const std::shared_ptr<RequestChannel>& channel, int index
 void EngineLoop::run() {
   for (;;) {
     std::vector<Submission> subs;
-    std::vector<Abort> aborts;
+    std::vector<std::shared_ptr<RequestChannel>> aborts;
     bool stopping;
     {
       std::unique_lock lk(mu_);
@@ -101,9 +102,9 @@ void EngineLoop::run() {
       stopping = stopping_;
     }
     for (auto& s : subs) admit(s);
-    for (auto& a : aborts) abort_now(a.channel.get(), a.index, a.reason);
+    for (auto& a : aborts) abort_now(a.get());
     if (stopping) {
-      while (!live_.empty()) finish(live_.begin()->first, "abort");
+      abort_all();
       publish_stats(true);
       return;
     }
@@ -114,21 +115,25 @@ void EngineLoop::run() {
 
 void EngineLoop::admit(Submission& s) {
   std::vector<int64_t> ids;
+  int choices = 0;
+  for (const SubRequest& sub : s.subs) choices += sub.params.n;
   try {
-    for (size_t i = 0; i < s.subs.size(); ++i) {
-      int prompt_tokens = static_cast<int>(s.subs[i].prompt_token_ids.size());
-      int64_t id = llm_.add_request(std::move(s.subs[i].prompt_token_ids), s.subs[i].params);
+    int first_choice = 0;
+    for (SubRequest& sub : s.subs) {
+      const int prompt_tokens = static_cast<int>(sub.prompt_token_ids.size()), n = sub.params.n;
+      int64_t id = llm_.add_request(std::move(sub.prompt_token_ids), sub.params);
       ids.push_back(id);
-      live_[id] = Live{s.channel, static_cast<int>(i), prompt_tokens, 0, 0, 0};
+      live_[id] = Live{s.channel, first_choice, prompt_tokens, std::vector<Live::Sample>(n), 0};
+      first_choice += n;
       metrics_.on_prompt(prompt_tokens);
     }
   } catch (const std::exception& e) {
-    // The engine refused one choice: take back the ones it took, so the request is all or none.
+    // The engine refused one prompt: take back the ones it took, so the request is all or none.
     for (int64_t id : ids) {
       llm_.abort_request(id);
       live_.erase(id);
     }
-    in_flight_ -= static_cast<int>(s.subs.size());
+    in_flight_ -= choices;
     s.channel->set_admitted(e.what());
     return;
   }
@@ -136,43 +141,81 @@ void EngineLoop::admit(Submission& s) {
   s.channel->set_admitted("");
 }
 
-void EngineLoop::abort_now(RequestChannel* channel, int index, const std::string& reason) {
+void EngineLoop::abort_now(RequestChannel* channel) {
   auto it = channel_ids_.find(channel);
   if (it == channel_ids_.end()) return;  // already finished
-  std::vector<int64_t> ids = it->second;  // finish() edits the map
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || (index >= 0 && static_cast<int>(i) != index)) continue;
-    finish(ids[i], reason);
+  const std::vector<int64_t> ids = it->second;  // finish() edits the map
+  for (int64_t id : ids) {
+    auto lit = live_.find(id);
+    if (lit == live_.end()) continue;
+    for (int j = 0; j < static_cast<int>(lit->second.samples.size()); ++j)
+      if (!lit->second.samples[j].done) finish(id, j, FinishReason::abort);
   }
 }
 
-// Retires engine request `id`: tells its channel, updates the metrics and the pending count.
-void EngineLoop::finish(int64_t id, const std::string& reason) {
+void EngineLoop::abort_all() {
+  while (!live_.empty()) {
+    const int64_t id = live_.begin()->first;
+    const auto samples = live_.begin()->second.samples;
+    for (int j = 0; j < static_cast<int>(samples.size()); ++j)
+      if (!samples[j].done) finish(id, j, FinishReason::abort);
+  }
+}
+
+void EngineLoop::finish(int64_t id, int index, FinishReason reason) {
   auto it = live_.find(id);
   if (it == live_.end()) return;
-  Live live = std::move(it->second);
-  live_.erase(it);
-  // Frees the blocks of one still running, and drops a finished one's kept output: the tokens
-  // were streamed as they came, so decoding the whole output (take_output) would be wasted work.
-  llm_.abort_request(id);
-  metrics_.on_finished(reason, steady_seconds() - live.channel->arrival_time(), live.prompt_tokens, live.generated);
-  if (reason != "abort" && live.generated > 1)
-    metrics_.on_request_tpot((live.last_token_time - live.first_token_time) / (live.generated - 1));
-  auto cit = channel_ids_.find(live.channel.get());
-  if (cit != channel_ids_.end()) {
-    cit->second[live.index] = -1;
-    bool all_done = true;
-    for (int64_t x : cit->second) all_done = all_done && x < 0;
-    if (all_done) channel_ids_.erase(cit);
-  }
+  Live& live = it->second;
+  Live::Sample& s = live.samples[index];
+  if (s.done) return;
+  s.done = true;
+  metrics_.on_finished(std::string(to_string(reason)), steady_seconds() - live.channel->arrival_time(),
+                       live.prompt_tokens, s.generated);
+  if (reason != FinishReason::abort && s.generated > 1)
+    metrics_.on_request_tpot((s.last_token_time - s.first_token_time) / (s.generated - 1));
   // Released before the client hears of the end, so a client that submits again at once is
   // never refused for its own finished request.
   --in_flight_;
+  std::shared_ptr<RequestChannel> channel = live.channel;
   ChoiceEvent ev;
-  ev.index = live.index;
+  ev.index = live.first_choice + index;
   ev.finished = true;
   ev.finish_reason = reason;
-  live.channel->push(std::move(ev));
+  if (++live.num_done == static_cast<int>(live.samples.size())) {
+    // Frees the blocks of any sample still running, and drops the kept output: the text was
+    // streamed as it came.
+    llm_.abort_request(id);
+    live_.erase(it);
+    auto cit = channel_ids_.find(channel.get());
+    if (cit != channel_ids_.end()) {
+      std::erase(cit->second, id);
+      if (cit->second.empty()) channel_ids_.erase(cit);
+    }
+  }
+  channel->push(std::move(ev));
+}
+
+void EngineLoop::on_tokens(Live& live, const StepOutput& out, double now) {
+  Live::Sample& s = live.samples[out.index];
+  const int n = static_cast<int>(out.new_token_ids.size());
+  if (n > 0) {
+    if (s.generated == 0) {
+      metrics_.on_first_token(now - live.channel->arrival_time());
+      s.first_token_time = now;
+    } else {
+      metrics_.on_inter_token((now - s.last_token_time) / n);
+    }
+    s.generated += n;
+    s.last_token_time = now;
+    metrics_.on_generated(n);
+  }
+  if (n > 0 || !out.text.empty()) {
+    ChoiceEvent ev;
+    ev.index = live.first_choice + out.index;
+    ev.new_token_ids = out.new_token_ids;
+    ev.text = out.text;
+    live.channel->push(std::move(ev));
+  }
 }
 
 void EngineLoop::step_once() {
@@ -184,30 +227,15 @@ void EngineLoop::step_once() {
     // stream wrong tokens; the server keeps serving new ones.
     std::fprintf(stderr, "nanovllm serve: engine step failed: %s; aborting %zu requests\n", e.what(),
                  live_.size());
-    while (!live_.empty()) finish(live_.begin()->first, "abort");
+    abort_all();
     return;
   }
   const double now = steady_seconds();
-  for (auto& out : outs) {
+  for (const StepOutput& out : outs) {
     auto it = live_.find(out.request_id);
     if (it == live_.end()) continue;
-    Live& live = it->second;
-    if (!out.new_token_ids.empty()) {
-      if (live.generated == 0) {
-        metrics_.on_first_token(now - live.channel->arrival_time());
-        live.first_token_time = now;
-      } else {
-        metrics_.on_inter_token((now - live.last_token_time) / static_cast<double>(out.new_token_ids.size()));
-      }
-      live.generated += static_cast<int>(out.new_token_ids.size());
-      live.last_token_time = now;
-      metrics_.on_generated(static_cast<int>(out.new_token_ids.size()));
-      ChoiceEvent ev;
-      ev.index = live.index;
-      ev.new_token_ids = std::move(out.new_token_ids);
-      live.channel->push(std::move(ev));
-    }
-    if (out.finished) finish(out.request_id, out.finish_reason.empty() ? "stop" : out.finish_reason);
+    on_tokens(it->second, out, now);
+    if (out.finished) finish(out.request_id, out.index, out.finish_reason);
   }
 }
 

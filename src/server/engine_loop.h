@@ -18,12 +18,14 @@
 
 namespace nanovllm::server {
 
-// What one engine step (or an abort) produced for one choice of an HTTP request.
+// What one engine step (or an abort) produced for one choice of an HTTP request: the engine has
+// applied the stop rules and detokenized, so `text` is final.
 struct ChoiceEvent {
   int index = 0;
   std::vector<int32_t> new_token_ids;
+  std::string text;
   bool finished = false;
-  std::string finish_reason;  // "stop", "length" or "abort" when finished
+  FinishReason finish_reason = FinishReason::none;  // when finished
 };
 
 // One HTTP request's mailbox: the engine loop pushes, the handler thread waits and pops.
@@ -50,6 +52,7 @@ class RequestChannel {
   std::vector<ChoiceEvent> events_;
 };
 
+// One engine request: a prompt and its SamplingParams (params.n choices).
 struct SubRequest {
   std::vector<int32_t> prompt_token_ids;
   SamplingParams params;
@@ -59,7 +62,7 @@ enum class Admission { accepted, queue_full, shutting_down };
 
 class EngineLoop {
  public:
-  // `max_pending`: sub-requests admitted and not yet finished, at most (beyond: queue_full).
+  // `max_pending`: samples (choices) admitted and not yet finished, at most (beyond: queue_full).
   EngineLoop(LLM& llm, Metrics& metrics, int max_pending);
   ~EngineLoop();
 
@@ -68,11 +71,11 @@ class EngineLoop {
   // and joins the thread.
   void stop();
 
-  // Queues the choices of one HTTP request (choice i is subs[i]), all or none.
+  // Queues the engine requests of one HTTP request, all or none: subs[i]'s sample j is choice
+  // i * n + j (n = subs[i].params.n, the same for every sub).
   Admission submit(const std::shared_ptr<RequestChannel>& channel, std::vector<SubRequest> subs);
-  // Aborts choice `index` of `channel` (-1: all of them); a no-op for finished choices. `reason`
-  // is what the metrics count it as: "abort", or "stop" when a stop string ended it.
-  void abort(const std::shared_ptr<RequestChannel>& channel, int index, std::string reason = "abort");
+  // Aborts every unfinished choice of `channel` (the client went away); a no-op once finished.
+  void abort(const std::shared_ptr<RequestChannel>& channel);
 
   int num_in_flight() const { return in_flight_.load(); }
 
@@ -81,23 +84,28 @@ class EngineLoop {
     std::shared_ptr<RequestChannel> channel;
     std::vector<SubRequest> subs;
   };
-  struct Abort {
-    std::shared_ptr<RequestChannel> channel;
-    int index;
-    std::string reason;
-  };
-  // A request the engine is running (engine thread only).
+  // An engine request the engine is running (engine thread only): one prompt's n choices.
   struct Live {
     std::shared_ptr<RequestChannel> channel;
-    int index = 0;
-    int prompt_tokens = 0, generated = 0;
-    double first_token_time = 0, last_token_time = 0;
+    int first_choice = 0;  // choice index of sample 0
+    int prompt_tokens = 0;
+    struct Sample {
+      int generated = 0;
+      double first_token_time = 0, last_token_time = 0;
+      bool done = false;
+    };
+    std::vector<Sample> samples;
+    int num_done = 0;
   };
 
   void run();
   void admit(Submission& s);
-  void abort_now(RequestChannel* channel, int index, const std::string& reason);
-  void finish(int64_t id, const std::string& reason);
+  void abort_now(RequestChannel* channel);
+  void abort_all();
+  // Sample `index` of engine request `id` ended: tells its channel, counts it; the request is
+  // retired once all its samples are.
+  void finish(int64_t id, int index, FinishReason reason);
+  void on_tokens(Live& live, const StepOutput& out, double now);
   void step_once();
   void publish_stats(bool force);
 
@@ -109,12 +117,12 @@ class EngineLoop {
   std::mutex mu_;  // guards the inbox and stopping_
   std::condition_variable cv_;
   std::vector<Submission> submissions_;
-  std::vector<Abort> aborts_;
+  std::vector<std::shared_ptr<RequestChannel>> aborts_;
   bool stopping_ = false;
 
   // Engine thread only.
   std::map<int64_t, Live> live_;
-  std::map<RequestChannel*, std::vector<int64_t>> channel_ids_;  // choice index -> engine id (-1: done)
+  std::map<RequestChannel*, std::vector<int64_t>> channel_ids_;  // a channel's live engine requests
   std::chrono::steady_clock::time_point last_publish_{};
   std::thread thread_;
 };

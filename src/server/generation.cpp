@@ -22,18 +22,13 @@ std::string random_id(const char* prefix) {
 
 }  // namespace
 
-Generation::Generation(const CompletionRequest& req, const PreparedRequest& prep, const Tokenizer& tok,
-                       std::string model_name, EngineLoop& engine, std::shared_ptr<RequestChannel> channel)
+Generation::Generation(const CompletionRequest& req, const PreparedRequest& prep, std::string model_name,
+                       EngineLoop& engine, std::shared_ptr<RequestChannel> channel)
     : req_(req), prompt_tokens_(prep.prompt_tokens), engine_(engine), channel_(std::move(channel)),
       id_(random_id(req.endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-")), model_(std::move(model_name)),
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()) {
-  choices_.resize(prep.subs.size());
-  for (size_t i = 0; i < choices_.size(); ++i) {
-    choices_[i].text = std::make_unique<TextStream>(tok, req.stop, req.stop_token_ids, req.include_stop_str_in_output,
-                                                    req.skip_special_tokens);
-    choices_[i].prompt = static_cast<int>(i) / req.n;
-  }
+  choices_.resize(prep.prompt_tokens.size() * static_cast<size_t>(req.n));
 }
 
 void Generation::apply(std::vector<ChoiceEvent>& events,
@@ -41,22 +36,13 @@ void Generation::apply(std::vector<ChoiceEvent>& events,
   for (auto& ev : events) {
     if (ev.index < 0 || ev.index >= static_cast<int>(choices_.size())) continue;
     Choice& c = choices_[ev.index];
-    if (c.done) continue;  // e.g. the engine's "abort" after a stop string ended the choice here
-    std::string delta;
-    for (int32_t id : ev.new_token_ids) {
-      delta += c.text->push(id);
-      if (c.text->stopped()) break;
-    }
-    if (c.text->stopped()) {
-      c.done = true;
-      c.finish_reason = "stop";
-      engine_.abort(channel_, ev.index, "stop");  // frees its KV blocks now, not at max_tokens
-    } else if (ev.finished) {
-      delta += c.text->finish();
+    if (c.done) continue;
+    c.num_tokens += static_cast<int>(ev.new_token_ids.size());
+    if (ev.finished) {
       c.done = true;
       c.finish_reason = ev.finish_reason;
     }
-    if (!delta.empty() || c.done) on_delta(ev.index, delta, c.done);
+    if (!ev.text.empty() || c.done) on_delta(ev.index, ev.text, c.done);
   }
 }
 
@@ -67,13 +53,13 @@ bool Generation::all_done() const {
 }
 
 void Generation::abort() {
-  if (!all_done()) engine_.abort(channel_, -1);
+  if (!all_done()) engine_.abort(channel_);
 }
 
 json Generation::usage() const {
   int64_t prompt = 0, completion = 0;
   for (int p : prompt_tokens_) prompt += p;
-  for (const auto& c : choices_) completion += c.text->num_tokens();
+  for (const auto& c : choices_) completion += c.num_tokens;
   return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
 }
 
@@ -102,16 +88,16 @@ json Generation::run_to_completion() {
   json choices = json::array();
   for (size_t i = 0; i < choices_.size(); ++i) {
     const Choice& c = choices_[i];
-    if (c.finish_reason == "abort")
+    if (c.finish_reason == FinishReason::abort)
       throw ApiError(503, "the request was aborted: the server is shutting down or the engine failed", "",
                      "request_aborted");
     if (req_.endpoint == Endpoint::chat) {
       choices.push_back({{"index", i},
                          {"message", {{"role", "assistant"}, {"content", c.output}}},
                          {"logprobs", nullptr},
-                         {"finish_reason", c.finish_reason}});
+                         {"finish_reason", to_string(c.finish_reason)}});
     } else {
-      choices.push_back({{"index", i}, {"text", c.output}, {"logprobs", nullptr}, {"finish_reason", c.finish_reason}});
+      choices.push_back({{"index", i}, {"text", c.output}, {"logprobs", nullptr}, {"finish_reason", to_string(c.finish_reason)}});
     }
   }
   return {{"id", id_},
@@ -132,7 +118,7 @@ json Generation::chunk(int index, const std::string& text, bool finished, bool f
   } else {
     choice = {{"index", index}, {"text", text}, {"logprobs", nullptr}};
   }
-  choice["finish_reason"] = finished ? json(choices_[index].finish_reason) : json(nullptr);
+  choice["finish_reason"] = finished ? json(to_string(choices_[index].finish_reason)) : json(nullptr);
   json j = {{"id", id_},
             {"object", req_.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
             {"created", created_},

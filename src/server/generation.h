@@ -1,5 +1,5 @@
-// Generation: one HTTP request's choices in flight. Turns the engine loop's token events into text
-// (detokenized, stop strings applied) and into OpenAI's response objects or SSE chunks.
+// Generation: one HTTP request's choices in flight. Turns the engine loop's events (text already
+// detokenized and stopped by the engine) into OpenAI's response objects or SSE chunks.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -13,14 +13,13 @@
 #include "server/engine_loop.h"
 #include "server/prepare.h"
 #include "server/request.h"
-#include "server/text_stream.h"
 
 namespace nanovllm::server {
 
 class Generation {
  public:
-  Generation(const CompletionRequest& req, const PreparedRequest& prep, const Tokenizer& tok, std::string model_name,
-             EngineLoop& engine, std::shared_ptr<RequestChannel> channel);
+  Generation(const CompletionRequest& req, const PreparedRequest& prep, std::string model_name, EngineLoop& engine,
+             std::shared_ptr<RequestChannel> channel);
 
   // Blocks until every choice has finished; returns the chat.completion / text_completion object.
   // A choice that ended in "abort" (shutdown, engine failure) makes it throw ApiError 503.
@@ -38,10 +37,9 @@ class Generation {
 
  private:
   struct Choice {
-    std::unique_ptr<TextStream> text;
-    int prompt = 0;  // which prompt it continues
+    int num_tokens = 0;
     bool done = false;
-    std::string finish_reason;
+    FinishReason finish_reason = FinishReason::none;
     std::string output;  // non-streaming: all text so far
   };
   // Waits for the next events; false when none came in time (and then checks the client).

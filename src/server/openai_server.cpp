@@ -54,10 +54,9 @@ OpenAIServer::OpenAIServer(LLM& llm, ServerConfig config)
       metrics_(config_.served_model_name.empty() ? config_.model_dir : config_.served_model_name),
       engine_(llm, metrics_, config_.max_pending), http_(std::make_unique<httplib::Server>()) {
   if (config_.served_model_name.empty()) config_.served_model_name = config_.model_dir;
-  if (!Tokenizer::present(config_.model_dir))
+  if (!llm.has_tokenizer())
     throw std::runtime_error("serve: the model directory '" + config_.model_dir +
                              "' has no tokenizer.json; the server needs one to read and write text");
-  tokenizer_ = Tokenizer::from_dir(config_.model_dir);
   limits_.max_model_len = llm.config().max_model_len;
   limits_.vocab_size = llm.vocab_size();  // can exceed the tokenizer's: padded rows
   routes();
@@ -182,10 +181,9 @@ void OpenAIServer::routes() {
           throw ApiError(400, "The model '" + call->req.model + "' does not exist; this server serves '" +
                                   config_.served_model_name + "'",
                          "model", "model_not_found");
-        call->prep = prepare(call->req, *tokenizer_, limits_);
+        call->prep = prepare(call->req, llm_.tokenizer(), limits_);
         auto channel = std::make_shared<RequestChannel>();
-        call->gen = std::make_unique<Generation>(call->req, call->prep, *tokenizer_, config_.served_model_name,
-                                                 engine_, channel);
+        call->gen = std::make_unique<Generation>(call->req, call->prep, config_.served_model_name, engine_, channel);
         // Looked up only once a request outlasts a wait (short requests never pay for the scan).
         call->gen->set_client_gone([fd = -2, addr = req.remote_addr, rport = req.remote_port,
                                     lport = req.local_port]() mutable {

@@ -54,7 +54,6 @@ class OpenAIServer {
 
   LLM& llm_;
   ServerConfig config_;
-  std::unique_ptr<Tokenizer> tokenizer_;
   ModelLimits limits_;
   Metrics metrics_;
   EngineLoop engine_;

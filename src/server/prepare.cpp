@@ -75,17 +75,19 @@ PreparedRequest prepare(const CompletionRequest& req, const Tokenizer& tok, cons
       max_tokens = chat ? room : std::min(16, room);
     }
     out.prompt_tokens.push_back(len);
-    for (int j = 0; j < req.n; ++j) {
-      SubRequest s;
-      s.prompt_token_ids = ids;
-      s.params.temperature = req.temperature;
-      s.params.max_tokens = max_tokens;
-      s.params.ignore_eos = req.ignore_eos;
-      // n > 1: n requests; a client seed gives choice j the seed + j, so choices differ but the
-      // whole answer is reproducible. Without one the engine derives a seed per request.
-      if (req.seed) s.params.seed = static_cast<uint64_t>(*req.seed) + static_cast<uint64_t>(j);
-      out.subs.push_back(std::move(s));
-    }
+    SubRequest sub;
+    sub.prompt_token_ids = std::move(ids);
+    SamplingParams& sp = sub.params;
+    sp.temperature = req.temperature;
+    sp.max_tokens = max_tokens;
+    sp.ignore_eos = req.ignore_eos;
+    sp.n = req.n;  // the engine runs the n samples, sharing the prompt's KV blocks
+    if (req.seed) sp.seed = static_cast<uint64_t>(*req.seed);
+    sp.stop = req.stop;
+    sp.stop_token_ids = req.stop_token_ids;
+    sp.include_stop_str_in_output = req.include_stop_str_in_output;
+    sp.skip_special_tokens = req.skip_special_tokens;
+    out.subs.push_back(std::move(sub));
   }
   return out;
 }

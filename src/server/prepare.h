@@ -1,5 +1,5 @@
 // Turning a checked CompletionRequest into engine work: prompts rendered (chat template) and
-// tokenized, lengths checked against max_model_len, one SubRequest per (prompt, choice).
+// tokenized, lengths checked against max_model_len, one SubRequest per prompt.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -17,7 +17,7 @@ struct ModelLimits {
 
 struct PreparedRequest {
   std::vector<int> prompt_tokens;  // per prompt
-  std::vector<SubRequest> subs;    // choice i*n + j is prompt i, sample j
+  std::vector<SubRequest> subs;    // one per prompt, each of n samples: choice i*n + j is prompt i, sample j
 };
 
 // Throws ApiError (400) for an empty or too-long prompt, a token id outside the vocabulary, or

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "nanovllm/llm.h"  // ChatMessage
+#include "nanovllm/chat_message.h"
 
 namespace nanovllm {
 

@@ -1,6 +1,8 @@
 // Benchmark metrics: per-request latencies, engine rates, several runs combined, the report text.
 #include "util/bench_metrics.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -31,8 +33,14 @@ std::string fmt(const char* f, double v) {
 }  // namespace
 
 RequestTiming timing_of(const RequestOutput& out) {
-  return {out.arrival_time, out.first_token_time, out.finish_time, int64_t(out.prompt_token_ids.size()),
-          int64_t(out.token_ids.size())};
+  // A request of n samples: its first token is the earliest sample's, its end the latest's.
+  RequestTiming t{out.arrival_time, 0, 0, int64_t(out.prompt_token_ids.size()), 0};
+  for (const CompletionOutput& c : out.outputs) {
+    t.first_token = t.first_token == 0 ? c.first_token_time : std::min(t.first_token, c.first_token_time);
+    t.finish = std::max(t.finish, c.finish_time);
+    t.num_output_tokens += int64_t(c.token_ids.size());
+  }
+  return t;
 }
 
 BenchRun measure_run(const std::vector<RequestTiming>& requests, double time_s) {

@@ -1,26 +1,19 @@
 // TextStream: incremental detokenizing plus stop-string search over the released text.
-#include "server/text_stream.h"
+#include "engine/text_stream.h"
 
 #include <algorithm>
+#include <string_view>
 
-namespace nanovllm::server {
+namespace nanovllm {
 
-TextStream::TextStream(const Tokenizer& tok, std::vector<std::string> stop, std::vector<int32_t> stop_token_ids,
-                       bool include_stop_str, bool skip_special_tokens)
-    : tok_(tok), detok_(tok, skip_special_tokens), stop_(std::move(stop)),
-      stop_token_ids_(std::move(stop_token_ids)), include_stop_str_(include_stop_str) {
+TextStream::TextStream(const Tokenizer& tok, std::vector<std::string> stop, bool include_stop_str,
+                       bool skip_special_tokens)
+    : tok_(tok), detok_(tok, skip_special_tokens), stop_(std::move(stop)), include_stop_str_(include_stop_str) {
   for (const auto& s : stop_) max_stop_len_ = std::max(max_stop_len_, s.size());
 }
 
 std::string TextStream::push(int32_t id) {
-  if (stopped_) return "";
-  ++num_tokens_;
-  if (std::find(stop_token_ids_.begin(), stop_token_ids_.end(), id) != stop_token_ids_.end()) {
-    // vLLM leaves a stop token's own text out; what was held back for stop strings is final now.
-    stopped_ = true;
-    pending_ += detok_.flush();
-    return scan(true);
-  }
+  if (stopped()) return "";
   // The model's vocabulary can be larger than the tokenizer's (padding rows); HF decodes such ids
   // to nothing, and so do we.
   if (id >= 0 && id < tok_.vocab_size()) pending_ += detok_.push(id);
@@ -28,7 +21,7 @@ std::string TextStream::push(int32_t id) {
 }
 
 std::string TextStream::finish() {
-  if (stopped_) return "";
+  if (stopped()) return "";
   pending_ += detok_.flush();
   return scan(true);
 }
@@ -36,20 +29,21 @@ std::string TextStream::finish() {
 std::string TextStream::scan(bool at_end) {
   // The earliest stop string in the pending text wins. Released text never holds the start of a
   // match: the longest pending suffix that is a prefix of a stop string is always held back.
-  size_t best = std::string::npos, best_len = 0;
+  size_t best = std::string::npos;
+  const std::string* best_stop = nullptr;
   for (const auto& s : stop_) {
     size_t at = pending_.find(s);
-    if (at != std::string::npos && at < best) best = at, best_len = s.size();
+    if (at != std::string::npos && at < best) best = at, best_stop = &s;
   }
   std::string out;
-  if (best != std::string::npos) {
-    stopped_ = true;
-    out = pending_.substr(0, include_stop_str_ ? best + best_len : best);
+  if (best_stop) {
+    matched_ = *best_stop;
+    out = pending_.substr(0, include_stop_str_ ? best + best_stop->size() : best);
     pending_.clear();
     return out;
   }
   size_t hold = 0;
-  if (!at_end && !stopped_) {
+  if (!at_end) {
     size_t longest = std::min(max_stop_len_ > 0 ? max_stop_len_ - 1 : 0, pending_.size());
     for (size_t h = longest; h > 0 && hold == 0; --h) {
       std::string_view tail(pending_.data() + pending_.size() - h, h);
@@ -65,4 +59,4 @@ std::string TextStream::scan(bool at_end) {
   return out;
 }
 
-}  // namespace nanovllm::server
+}  // namespace nanovllm

@@ -2,9 +2,9 @@
 // written out by hand for a small word-piece vocabulary.
 #include <gtest/gtest.h>
 
-#include "server/text_stream.h"
+#include "engine/text_stream.h"
 
-namespace nanovllm::server {
+namespace nanovllm {
 namespace {
 
 // A Tokenizer whose id i decodes to kPieces[i]: enough to drive IncrementalDetokenizer's generic path.
@@ -31,25 +31,27 @@ struct Result {
   std::string text;
   bool stopped;
   int tokens;
+  std::string matched;
 };
 
-Result run(const std::vector<int32_t>& ids, std::vector<std::string> stop, std::vector<int32_t> stop_ids = {},
-           bool include_stop = false) {
+Result run(const std::vector<int32_t>& ids, std::vector<std::string> stop, bool include_stop = false) {
   PieceTokenizer tok;
-  TextStream ts(tok, std::move(stop), std::move(stop_ids), include_stop, true);
+  TextStream ts(tok, std::move(stop), include_stop, true);
   Result r;
+  r.tokens = 0;
   for (int32_t id : ids) {
+    ++r.tokens;
     r.deltas.push_back(ts.push(id));
     if (ts.stopped()) break;
   }
   r.deltas.push_back(ts.finish());
   for (const auto& d : r.deltas) r.text += d;
   r.stopped = ts.stopped();
-  r.tokens = ts.num_tokens();
+  if (r.stopped) r.matched = ts.matched_stop();
   return r;
 }
 
-TEST(ServerTextStream, NoStopReleasesEveryPieceAtOnce) {
+TEST(TextStream, NoStopReleasesEveryPieceAtOnce) {
   Result r = run({0, 1, 2, 3, 4}, {});
   EXPECT_EQ(r.text, "Hello, world!");
   EXPECT_EQ(r.deltas[0], "Hello");
@@ -58,7 +60,7 @@ TEST(ServerTextStream, NoStopReleasesEveryPieceAtOnce) {
   EXPECT_EQ(r.tokens, 5);
 }
 
-TEST(ServerTextStream, StopStringTruncatesBeforeIt) {
+TEST(TextStream, StopStringTruncatesBeforeIt) {
   // "Hello, world!" with stop "world": the text ends at "Hello, ", and " wor" is held back until
   // "ld" shows it is the stop string.
   Result r = run({0, 1, 2, 3, 4}, {"world"});
@@ -68,7 +70,7 @@ TEST(ServerTextStream, StopStringTruncatesBeforeIt) {
   EXPECT_EQ(r.deltas[2], " ");  // of " wor", "wor" may begin "world": only " " is final
 }
 
-TEST(ServerTextStream, HeldBackTextIsReleasedWhenItIsNotAStop) {
+TEST(TextStream, HeldBackTextIsReleasedWhenItIsNotAStop) {
   // " wor" then "!" : "wor" was a possible start of "world", then proved not to be.
   Result r = run({2, 4, 5}, {"world"});
   EXPECT_EQ(r.deltas[0], " ");
@@ -77,34 +79,28 @@ TEST(ServerTextStream, HeldBackTextIsReleasedWhenItIsNotAStop) {
   EXPECT_FALSE(r.stopped);
 }
 
-TEST(ServerTextStream, StopSpanningTokensAndEarliestWins) {
+TEST(TextStream, StopSpanningTokensAndEarliestWins) {
   // "END" spans ids 6 and 7; "\n" comes later, so "END" wins.
   Result r = run({0, 6, 7, 5}, {"\n", "END"});
   EXPECT_EQ(r.text, "Hello");
   EXPECT_TRUE(r.stopped);
   EXPECT_EQ(r.tokens, 3);
-  Result inc = run({0, 6, 7, 5}, {"END"}, {}, true);
+  EXPECT_EQ(r.matched, "END");
+  Result inc = run({0, 6, 7, 5}, {"END"}, true);
   EXPECT_EQ(inc.text, "HelloEND");
 }
 
-TEST(ServerTextStream, StopTokenIdEndsWithoutItsText) {
-  Result r = run({0, 1, 5, 2}, {}, {5});
-  EXPECT_EQ(r.text, "Hello,");
-  EXPECT_TRUE(r.stopped);
-  EXPECT_EQ(r.tokens, 3);
-}
-
-TEST(ServerTextStream, MultibyteStopString) {
+TEST(TextStream, MultibyteStopString) {
   Result r = run({8, 9, 10}, {"\xc3\xa9 ok"});
   EXPECT_EQ(r.text, " caf");
   EXPECT_TRUE(r.stopped);
 }
 
-TEST(ServerTextStream, IdsOutsideTheTokenizerDecodeToNothing) {
+TEST(TextStream, IdsOutsideTheTokenizerDecodeToNothing) {
   Result r = run({0, 500, 4}, {});
   EXPECT_EQ(r.text, "Hello!");
   EXPECT_EQ(r.tokens, 3);
 }
 
 }  // namespace
-}  // namespace nanovllm::server
+}  // namespace nanovllm
