@@ -1,6 +1,9 @@
 // The Hugging Face reference fixtures every end-to-end test reads: tests/fixtures/models/<name>/
 // (made by tests/reference/make_model_fixtures.py) and its expected.json.
 #pragma once
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -8,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "model/random_model.h"
 #include "nanovllm/config.h"
 #include "nanovllm/sampling_params.h"
 
@@ -64,6 +68,21 @@ inline HfColumns load_hf_columns(const std::string& name) {
     c.greedy.push_back(p.greedy);
   }
   return c;
+}
+
+// A random "tiny" model (f32) with the real Qwen3 tokenizer, in a fresh temporary directory named
+// after `tag`; empty when scripts/setup.sh has not fetched the tokenizer.
+inline std::filesystem::path write_tiny_model_with_tokenizer(const std::string& tag) {
+  namespace fs = std::filesystem;
+  const fs::path tok = fs::path(NANOVLLM_SOURCE_DIR) / "models/qwen3-tokenizer";
+  if (!fs::exists(tok / "tokenizer.json")) return {};
+  const fs::path dir = fs::temp_directory_path() / ("nanovllm_" + tag + "_" + std::to_string(::getpid()));
+  RandomModelSpec spec = random_model_preset("tiny");
+  spec.dtype = DType::f32;
+  write_random_model(spec, dir);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(tok / f, dir / f, fs::copy_options::overwrite_existing);
+  return dir;
 }
 
 // Greedy decoding of `max_tokens` tokens; by default through eos, as the fixtures' continuations

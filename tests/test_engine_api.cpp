@@ -217,14 +217,8 @@ TEST(EngineApi, StopsAtMaxModelLen) {
 class WithTokenizer : public ::testing::Test {
  protected:
   void SetUp() override {
-    fs::path tok = fs::path(NANOVLLM_SOURCE_DIR) / "models/qwen3-tokenizer";
-    if (!fs::exists(tok / "tokenizer.json")) GTEST_SKIP() << "no " << tok << " (run scripts/setup.sh)";
-    dir_ = fs::temp_directory_path() / ("nanovllm_engine_api_" + std::to_string(::getpid()));
-    RandomModelSpec spec = random_model_preset("tiny");
-    spec.dtype = DType::f32;
-    write_random_model(spec, dir_);
-    fs::copy_file(tok / "tokenizer.json", dir_ / "tokenizer.json", fs::copy_options::overwrite_existing);
-    fs::copy_file(tok / "tokenizer_config.json", dir_ / "tokenizer_config.json", fs::copy_options::overwrite_existing);
+    dir_ = fixtures::write_tiny_model_with_tokenizer("engine_api");
+    if (dir_.empty()) GTEST_SKIP() << "no models/qwen3-tokenizer (run scripts/setup.sh)";
   }
   void TearDown() override {
     if (!dir_.empty()) fs::remove_all(dir_);

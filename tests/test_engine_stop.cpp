@@ -3,8 +3,6 @@
 // prompt's KV blocks. References: the same model's plain greedy run (its tokens and decoded text)
 // and the tokenizer's decode, cut where vLLM cuts.
 #include <gtest/gtest.h>
-#include <unistd.h>
-
 #include <filesystem>
 #include <set>
 #include <string>
@@ -12,7 +10,6 @@
 #include <vector>
 
 #include "hf_fixture.h"
-#include "model/random_model.h"
 #include "nanovllm/llm.h"
 
 namespace nanovllm {
@@ -23,14 +20,8 @@ namespace fs = std::filesystem;
 class EngineStop : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    fs::path tok = fs::path(NANOVLLM_SOURCE_DIR) / "models/qwen3-tokenizer";
-    if (!fs::exists(tok / "tokenizer.json")) return;
-    dir_ = fs::temp_directory_path() / ("nanovllm_engine_stop_" + std::to_string(::getpid()));
-    RandomModelSpec spec = random_model_preset("tiny");
-    spec.dtype = DType::f32;
-    write_random_model(spec, dir_);
-    fs::copy_file(tok / "tokenizer.json", dir_ / "tokenizer.json", fs::copy_options::overwrite_existing);
-    fs::copy_file(tok / "tokenizer_config.json", dir_ / "tokenizer_config.json", fs::copy_options::overwrite_existing);
+    dir_ = fixtures::write_tiny_model_with_tokenizer("engine_stop");
+    if (dir_.empty()) return;
     llm_ = new LLM(dir_.string(), fixtures::cpu_engine_config(8, 256, 128));
   }
   static void TearDownTestSuite() {

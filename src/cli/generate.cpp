@@ -116,6 +116,9 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str()
       ->check(kPositive);
   cmd->add_flag("--ignore-eos", a->params.ignore_eos, "keep generating past end-of-sequence");
+  cmd->add_option_function<uint64_t>(
+      "--request-seed", [a](uint64_t v) { a->params.seed = v; },
+      "every prompt's own sampling seed (SamplingParams.seed; --seed is the engine's default)");
   cmd->add_option("--n", a->params.n, "samples per prompt (they share the prompt's KV blocks)")->check(kPositive);
   cmd->add_option("--stop", a->params.stop, "stop when the output contains this text (repeatable)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);

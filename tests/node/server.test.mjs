@@ -2,12 +2,13 @@
 // and not, n > 1, stop strings, usage, and the error cases (status and OpenAI's error shape).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import {
-  makeTinyModel, startServer, rawPost, metrics, errorObject, collectStream, SOURCE_DIR,
+  makeTinyModel, startServer, rawPost, metrics, errorObject, collectStream, SOURCE_DIR, BINARY,
 } from './server_helpers.mjs';
 
 const MAX_MODEL_LEN = 256;
@@ -149,6 +150,38 @@ test('n > 1: n choices, reproducible with a seed, different from each other', as
   });
   assert.equal(c.choices.length, 2);
   assert.equal(c.choices[0].message.content, c.choices[1].message.content);  // greedy: equal
+});
+
+test('stop strings, stop token ids and n: the server answers what `nanovllm generate` prints', async () => {
+  // The same request through the CLI (one process, one engine) and the server: the engine applies
+  // the stop rules in both, so texts and finish reasons agree choice by choice.
+  const prompt = 'Random words:';
+  const cli = (extra) => execFileSync(BINARY, ['generate', '--model', model.dir, '--device', 'cpu',
+    '--max-model-len', String(MAX_MODEL_LEN), '--prompt', prompt, '--n', '3', '--temperature', '1',
+    '--request-seed', '77', '--max-tokens', '16', '--ignore-eos', '--json', '--no-progress', ...extra],
+  { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n').map((l) => JSON.parse(l));
+  const plain = cli([]);
+  assert.equal(plain.length, 3);
+  // A stop string from choice 1's text, a stop token id from choice 2's tokens.
+  const cps = Array.from(plain[1].text);
+  assert.ok(cps.length >= 6, JSON.stringify(plain[1]));
+  const stop = cps.slice(3, 5).join('');
+  const stopId = plain[2].token_ids[5];
+  const stopped = cli(['--stop', stop, '--stop-token-ids', `${stopId},151000`]);
+  const expected1 = plain[1].text.slice(0, plain[1].text.indexOf(stop));
+  assert.equal(stopped[1].text, expected1);
+  assert.equal(stopped[1].finish_reason, 'stop');
+  assert.equal(stopped[1].stop_reason, stop);
+  const k = plain[2].token_ids.indexOf(stopId) + 1;
+  assert.deepEqual(stopped[2].token_ids, plain[2].token_ids.slice(0, k));
+  assert.equal(stopped[2].finish_reason, 'stop');
+  const r = await client.completions.create({
+    model: 'tiny', prompt, n: 3, temperature: 1, seed: 77, max_tokens: 16, ignore_eos: true, stop,
+    stop_token_ids: [stopId, 151000],
+  });
+  assert.deepEqual(r.choices.map((c) => c.text), stopped.map((o) => o.text));
+  assert.deepEqual(r.choices.map((c) => c.finish_reason), stopped.map((o) => o.finish_reason));
+  assert.equal(r.usage.completion_tokens, stopped.reduce((n, o) => n + o.token_ids.length, 0));
 });
 
 test('stop strings truncate the output and finish with "stop"', async () => {
