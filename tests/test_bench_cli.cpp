@@ -17,7 +17,7 @@
 #include <string>
 #include <thread>
 
-#include "util/workload.h"
+#include "cli/bench/workload.h"
 
 extern char** environ;
 

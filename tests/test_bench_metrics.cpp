@@ -2,7 +2,7 @@
 // several runs combined, and bench.py's line as CPython's f-string formats it.
 #include <gtest/gtest.h>
 
-#include "util/bench_metrics.h"
+#include "cli/bench/bench_metrics.h"
 
 namespace nanovllm {
 namespace {

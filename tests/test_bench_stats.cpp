@@ -3,7 +3,7 @@
 
 #include <stdexcept>
 
-#include "util/stats.h"
+#include "cli/bench/stats.h"
 
 namespace nanovllm {
 namespace {

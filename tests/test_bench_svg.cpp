@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "util/svg_chart.h"
+#include "cli/bench/svg_chart.h"
 
 namespace nanovllm {
 namespace {

@@ -31,8 +31,7 @@ uint64_t constant_hash(uint64_t, std::span<const int32_t>) { return 42; }
 TEST(BlockManager, AllocateAndFree) {
   BlockManager bm(8, 4, true);
   Sequence s = make_seq(0, iota_tokens(10));  // 3 blocks
-  ASSERT_TRUE(bm.can_allocate(s));
-  bm.allocate(s);
+  ASSERT_TRUE(bm.try_allocate(s));
   EXPECT_EQ(s.block_table.size(), 3u);
   EXPECT_EQ(bm.num_free_blocks(), 5);
   EXPECT_EQ(s.num_cached_tokens, 0);
@@ -45,26 +44,25 @@ TEST(BlockManager, AllocateAndFree) {
 TEST(BlockManager, CannotAllocateBeyondFreeBlocks) {
   BlockManager bm(2, 4, true);
   Sequence s = make_seq(0, iota_tokens(9));  // 3 blocks
-  EXPECT_FALSE(bm.can_allocate(s));
+  EXPECT_FALSE(bm.try_allocate(s));
+  EXPECT_TRUE(s.block_table.empty());  // nothing taken
   Sequence t = make_seq(1, iota_tokens(8));
-  EXPECT_TRUE(bm.can_allocate(t));
+  EXPECT_TRUE(bm.try_allocate(t));
 }
 
-// The scheduler's admission: one walk of the prefix cache decides and allocates, agreeing with
-// can_allocate + allocate (a shared cached block costs no free block).
-TEST(BlockManager, TryAllocateAgreesWithCanAllocate) {
+// The scheduler's admission: one walk of the prefix cache decides and allocates (a shared cached
+// block costs no free block), and a refusal changes nothing.
+TEST(BlockManager, TryAllocateCountsSharedBlocksAsFree) {
   BlockManager bm(4, 4, true);
   Sequence a = make_seq(0, iota_tokens(10));  // 3 blocks
   ASSERT_TRUE(bm.try_allocate(a));
   compute_all(bm, a);
   EXPECT_EQ(bm.num_free_blocks(), 1);
   Sequence big = make_seq(1, iota_tokens(9, 500));  // 3 new blocks: only 1 free
-  EXPECT_FALSE(bm.can_allocate(big));
   EXPECT_FALSE(bm.try_allocate(big));
   EXPECT_TRUE(big.block_table.empty());
   EXPECT_EQ(bm.num_free_blocks(), 1);
   Sequence shared = make_seq(2, iota_tokens(9));  // 2 cached blocks in use by a, plus 1 new
-  EXPECT_TRUE(bm.can_allocate(shared));
   ASSERT_TRUE(bm.try_allocate(shared));
   EXPECT_EQ(shared.num_cached_tokens, 8);
   EXPECT_EQ(shared.block_table[0], a.block_table[0]);
@@ -74,14 +72,14 @@ TEST(BlockManager, TryAllocateAgreesWithCanAllocate) {
 TEST(BlockManager, PrefixHitSharesBlocksAndCountsRefs) {
   BlockManager bm(16, 4, true);
   Sequence a = make_seq(0, iota_tokens(10));
-  bm.allocate(a);
+  ASSERT_TRUE(bm.try_allocate(a));
   compute_all(bm, a);  // blocks 0 and 1 of a are full and hashed
   std::vector<int32_t> tb = iota_tokens(8);
   tb.push_back(99);
   tb.push_back(100);
   tb.push_back(101);
   Sequence b = make_seq(1, tb);
-  bm.allocate(b);
+  ASSERT_TRUE(bm.try_allocate(b));
   EXPECT_EQ(b.num_cached_tokens, 8);
   EXPECT_EQ(b.num_computed_tokens, 8);
   EXPECT_EQ(b.block_table[0], a.block_table[0]);
@@ -99,13 +97,13 @@ TEST(BlockManager, PrefixHitSharesBlocksAndCountsRefs) {
 TEST(BlockManager, MissWhenAnEarlierBlockDiffers) {
   BlockManager bm(16, 4, true);
   Sequence a = make_seq(0, iota_tokens(12));
-  bm.allocate(a);
+  ASSERT_TRUE(bm.try_allocate(a));
   compute_all(bm, a);
   // Same second block, different first block: the chained hash must not match block 1.
   std::vector<int32_t> tb = iota_tokens(12);
   tb[0] = 77;
   Sequence b = make_seq(1, tb);
-  bm.allocate(b);
+  ASSERT_TRUE(bm.try_allocate(b));
   EXPECT_EQ(b.num_cached_tokens, 0);
   for (int i = 0; i < 3; ++i) EXPECT_NE(b.block_table[i], a.block_table[i]);
 }
@@ -113,10 +111,10 @@ TEST(BlockManager, MissWhenAnEarlierBlockDiffers) {
 TEST(BlockManager, LastTokenIsAlwaysComputed) {
   BlockManager bm(16, 4, true);
   Sequence a = make_seq(0, iota_tokens(8));
-  bm.allocate(a);
+  ASSERT_TRUE(bm.try_allocate(a));
   compute_all(bm, a);
   Sequence b = make_seq(1, iota_tokens(8));  // exactly the same 2 full blocks
-  bm.allocate(b);
+  ASSERT_TRUE(bm.try_allocate(b));
   EXPECT_EQ(b.num_cached_tokens, 4);  // the block holding the last token is recomputed
   EXPECT_EQ(b.block_table[0], a.block_table[0]);
   EXPECT_NE(b.block_table[1], a.block_table[1]);
@@ -125,15 +123,15 @@ TEST(BlockManager, LastTokenIsAlwaysComputed) {
 TEST(BlockManager, NoHitsBeforeBlocksAreScheduled) {
   BlockManager bm(16, 4, true);
   Sequence a = make_seq(0, iota_tokens(12));
-  bm.allocate(a);  // allocated, nothing computed or scheduled yet
+  ASSERT_TRUE(bm.try_allocate(a));  // allocated, nothing computed or scheduled yet
   Sequence b = make_seq(1, iota_tokens(12));
-  bm.allocate(b);
+  ASSERT_TRUE(bm.try_allocate(b));
   EXPECT_EQ(b.num_cached_tokens, 0);
   // A chunk of a covering its first block makes that block available.
   a.num_scheduled_tokens = 5;
   bm.hash_blocks(a);
   Sequence c = make_seq(2, iota_tokens(12));
-  bm.allocate(c);
+  ASSERT_TRUE(bm.try_allocate(c));
   EXPECT_EQ(c.num_cached_tokens, 4);
   EXPECT_EQ(c.block_table[0], a.block_table[0]);
 }
@@ -141,30 +139,29 @@ TEST(BlockManager, NoHitsBeforeBlocksAreScheduled) {
 TEST(BlockManager, HashCollisionIsRejectedByTokenCheck) {
   BlockManager bm(16, 4, true, constant_hash);  // every block hashes to 42
   Sequence a = make_seq(0, iota_tokens(5));  // one full block, hashed to 42
-  bm.allocate(a);
+  ASSERT_TRUE(bm.try_allocate(a));
   compute_all(bm, a);
   Sequence b = make_seq(1, iota_tokens(5, 1000));  // different tokens, same hash
-  bm.allocate(b);
+  ASSERT_TRUE(bm.try_allocate(b));
   EXPECT_EQ(b.num_cached_tokens, 0);
   for (int i = 0; i < 2; ++i) EXPECT_NE(b.block_table[i], a.block_table[i]);
   // Equal tokens still hit through the colliding hash.
   Sequence c = make_seq(2, iota_tokens(5));
-  bm.allocate(c);
+  ASSERT_TRUE(bm.try_allocate(c));
   EXPECT_EQ(c.num_cached_tokens, 4);
 }
 
 TEST(BlockManager, FreedBlocksKeepTheirHashUntilReused) {
   BlockManager bm(4, 4, true);
   Sequence a = make_seq(0, iota_tokens(9));  // 3 blocks, 2 full
-  bm.allocate(a);
+  ASSERT_TRUE(bm.try_allocate(a));
   compute_all(bm, a);
   std::vector<int> a_blocks = a.block_table;
   bm.deallocate(a);
   EXPECT_EQ(bm.num_free_blocks(), 4);
   // The same prompt again hits the freed cached blocks.
   Sequence b = make_seq(1, iota_tokens(9));
-  ASSERT_TRUE(bm.can_allocate(b));
-  bm.allocate(b);
+  ASSERT_TRUE(bm.try_allocate(b));
   EXPECT_EQ(b.num_cached_tokens, 8);
   EXPECT_EQ(b.block_table[0], a_blocks[0]);
   EXPECT_EQ(b.block_table[1], a_blocks[1]);
@@ -172,33 +169,32 @@ TEST(BlockManager, FreedBlocksKeepTheirHashUntilReused) {
   bm.deallocate(b);
   // A different prompt needing every block evicts them; the old prompt then misses.
   Sequence c = make_seq(2, iota_tokens(16, 500));
-  ASSERT_TRUE(bm.can_allocate(c));
-  bm.allocate(c);
+  ASSERT_TRUE(bm.try_allocate(c));
   EXPECT_EQ(bm.num_free_blocks(), 0);
   bm.deallocate(c);
   Sequence d = make_seq(3, iota_tokens(9));
-  bm.allocate(d);
+  ASSERT_TRUE(bm.try_allocate(d));
   EXPECT_EQ(d.num_cached_tokens, 0);
 }
 
-TEST(BlockManager, CanAllocateCountsSharedHitsAsFree) {
+TEST(BlockManager, TryAllocateNeedsFreeBlocksOnlyPastTheHits) {
   BlockManager bm(3, 4, true);
   Sequence a = make_seq(0, iota_tokens(9));  // all 3 blocks
-  bm.allocate(a);
+  ASSERT_TRUE(bm.try_allocate(a));
   compute_all(bm, a);
   EXPECT_EQ(bm.num_free_blocks(), 0);
   Sequence b = make_seq(1, iota_tokens(9));  // hits 2 in-use blocks, needs 1 more
-  EXPECT_FALSE(bm.can_allocate(b));
+  EXPECT_FALSE(bm.try_allocate(b));
   Sequence c = make_seq(2, iota_tokens(8));  // hits block 0 only (last token recomputed): needs 1
-  EXPECT_FALSE(bm.can_allocate(c));
+  EXPECT_FALSE(bm.try_allocate(c));
   bm.deallocate(a);
-  EXPECT_TRUE(bm.can_allocate(b));
+  EXPECT_TRUE(bm.try_allocate(b));
 }
 
 TEST(BlockManager, AppendAllocatesAtBlockBoundary) {
   BlockManager bm(4, 4, true);
   Sequence s = make_seq(0, iota_tokens(4));
-  bm.allocate(s);
+  ASSERT_TRUE(bm.try_allocate(s));
   compute_all(bm, s);
   EXPECT_EQ(s.block_table.size(), 1u);
   s.append_token(4);  // 5th token needs a second block
@@ -210,7 +206,7 @@ TEST(BlockManager, AppendAllocatesAtBlockBoundary) {
   EXPECT_EQ(s.block_table.size(), 2u);
   BlockManager full(1, 4, true);
   Sequence t = make_seq(1, iota_tokens(4));
-  full.allocate(t);
+  ASSERT_TRUE(full.try_allocate(t));
   t.append_token(9);
   EXPECT_FALSE(full.can_append(t));
 }
@@ -218,7 +214,7 @@ TEST(BlockManager, AppendAllocatesAtBlockBoundary) {
 TEST(BlockManager, DecodedBlocksBecomeCacheable) {
   BlockManager bm(8, 4, true);
   Sequence s = make_seq(0, iota_tokens(3));
-  bm.allocate(s);
+  ASSERT_TRUE(bm.try_allocate(s));
   compute_all(bm, s);
   s.append_token(3);  // decode step computes token 3: block 0 becomes full
   s.num_scheduled_tokens = 1;
@@ -227,7 +223,7 @@ TEST(BlockManager, DecodedBlocksBecomeCacheable) {
   s.num_computed_tokens = 4;
   s.num_scheduled_tokens = 0;
   Sequence t = make_seq(1, iota_tokens(6));
-  bm.allocate(t);
+  ASSERT_TRUE(bm.try_allocate(t));
   EXPECT_EQ(t.num_cached_tokens, 4);
   EXPECT_EQ(t.block_table[0], s.block_table[0]);
 }
@@ -235,10 +231,10 @@ TEST(BlockManager, DecodedBlocksBecomeCacheable) {
 TEST(BlockManager, PrefixCachingOff) {
   BlockManager bm(8, 4, false);
   Sequence a = make_seq(0, iota_tokens(9));
-  bm.allocate(a);
+  ASSERT_TRUE(bm.try_allocate(a));
   compute_all(bm, a);
   Sequence b = make_seq(1, iota_tokens(9));
-  bm.allocate(b);
+  ASSERT_TRUE(bm.try_allocate(b));
   EXPECT_EQ(b.num_cached_tokens, 0);
   EXPECT_EQ(bm.num_free_blocks(), 2);
   EXPECT_EQ(bm.num_hit_tokens(), 0);
@@ -247,7 +243,7 @@ TEST(BlockManager, PrefixCachingOff) {
 TEST(BlockManager, FailedStepLeavesNoHitsOnUncomputedBlocks) {
   BlockManager bm(16, 4, true);
   Sequence a = make_seq(0, iota_tokens(6));
-  bm.allocate(a);
+  ASSERT_TRUE(bm.try_allocate(a));
   compute_all(bm, a);  // block 0 computed and hashed
   a.append_token(100);
   a.append_token(101);  // now 8 tokens: a decode step would fill block 1
@@ -262,7 +258,7 @@ TEST(BlockManager, FailedStepLeavesNoHitsOnUncomputedBlocks) {
   tb.push_back(101);
   tb.push_back(7);
   Sequence b = make_seq(1, tb);
-  bm.allocate(b);
+  ASSERT_TRUE(bm.try_allocate(b));
   EXPECT_EQ(b.num_cached_tokens, 4);  // block 0 only
 }
 

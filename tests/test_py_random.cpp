@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "util/py_random.h"
-#include "util/workload.h"
+#include "cli/bench/py_random.h"
+#include "cli/bench/workload.h"
 
 namespace nanovllm {
 namespace {

@@ -7,7 +7,7 @@
 #include "cli/bench.h"
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
-#include "util/bench_metrics.h"
+#include "cli/bench/bench_metrics.h"
 
 namespace nanovllm::cli {
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "nanovllm/config.h"
-#include "util/workload.h"
+#include "cli/bench/workload.h"
 
 namespace nanovllm::cli {
 

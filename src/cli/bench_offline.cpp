@@ -5,7 +5,7 @@
 
 #include "cli/bench.h"
 #include "nanovllm/llm.h"
-#include "util/bench_metrics.h"
+#include "cli/bench/bench_metrics.h"
 #include "util/clock.h"
 
 namespace nanovllm::cli {

@@ -13,8 +13,8 @@
 #include <thread>
 
 #include "cli/bench.h"
-#include "util/bench_metrics.h"
-#include "util/py_random.h"
+#include "cli/bench/bench_metrics.h"
+#include "cli/bench/py_random.h"
 
 namespace nanovllm::cli {
 

@@ -12,7 +12,7 @@
 #include <type_traits>
 
 #include "cli/bench.h"
-#include "util/svg_chart.h"
+#include "cli/bench/svg_chart.h"
 
 namespace nanovllm::cli {
 

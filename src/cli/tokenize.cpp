@@ -20,12 +20,7 @@ struct TokenizeArgs {
 };
 
 std::vector<ChatMessage> read_messages(const std::string& path) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(path + ": " + e.what());
-  }
+  const nlohmann::json j = read_json_file(path);
   if (!j.is_array()) throw std::runtime_error(path + ": expected a JSON list of {role, content} messages");
   std::vector<ChatMessage> msgs;
   for (size_t i = 0; i < j.size(); ++i) {

@@ -60,10 +60,6 @@ int BlockManager::blocks_needed(const Sequence& seq, const std::vector<int>& hit
   return needed;
 }
 
-bool BlockManager::can_allocate(const Sequence& seq) const {
-  return blocks_needed(seq, find_cached_prefix(seq)) <= num_free_blocks();
-}
-
 bool BlockManager::try_allocate(Sequence& seq) {
   std::vector<int> hits = find_cached_prefix(seq);
   if (blocks_needed(seq, hits) > num_free_blocks()) return false;
@@ -72,7 +68,7 @@ bool BlockManager::try_allocate(Sequence& seq) {
 }
 
 int BlockManager::take_free_block() {
-  if (free_block_ids_.empty()) throw std::logic_error("BlockManager: no free block (can_allocate was not checked)");
+  if (free_block_ids_.empty()) throw std::logic_error("BlockManager: no free block (try_allocate was not checked)");
   int id = free_block_ids_.front();
   free_block_ids_.pop_front();
   Block& b = blocks_[id];
@@ -98,8 +94,6 @@ void BlockManager::unref_block(int id) {
   assert(b.ref_count > 0);
   if (--b.ref_count == 0) b.free_pos = free_block_ids_.insert(free_block_ids_.end(), id);
 }
-
-void BlockManager::allocate(Sequence& seq) { allocate_with(seq, find_cached_prefix(seq)); }
 
 void BlockManager::allocate_with(Sequence& seq, const std::vector<int>& hits) {
   assert(seq.block_table.empty());

@@ -31,15 +31,11 @@ class BlockManager {
   // `hash` is injectable so tests can force collisions.
   BlockManager(int num_blocks, int block_size, bool enable_prefix_caching, BlockHashFn hash = xxh3_block_hash);
 
-  // Whether the free blocks can hold `seq`'s tokens (blocks it finds in the prefix cache that are
-  // in use by others cost nothing).
-  bool can_allocate(const Sequence& seq) const;
   // Gives `seq` (no blocks yet) a block table covering all its tokens, reusing cached blocks of
-  // its leading full blocks; sets num_cached_tokens = num_computed_tokens = the tokens reused.
-  // At least the last token is always left to compute, so the step has logits to sample.
-  void allocate(Sequence& seq);
-  // can_allocate + allocate with one walk of the prefix cache (the scheduler's admission path):
-  // false, and nothing changed, when the blocks are not there.
+  // its leading full blocks (those in use by others cost no free block); sets num_cached_tokens =
+  // num_computed_tokens = the tokens reused. At least the last token is always left to compute,
+  // so the step has logits to sample. One walk of the prefix cache decides and allocates: false,
+  // and nothing changed, when the free blocks cannot hold it.
   bool try_allocate(Sequence& seq);
   // Drops `seq`'s blocks (a block goes back to the free list when no one else holds it; it keeps
   // its hash, so a later prompt can still hit it until the block is handed out again).

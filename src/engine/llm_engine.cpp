@@ -13,15 +13,14 @@
 #include "backend/backend.h"
 #include "engine/progress_bar.h"
 #include "engine/sampler.h"
+#include "util/checks.h"
 #include "util/clock.h"
 
 namespace nanovllm {
 namespace {
 
 void check_config(const EngineConfig& c) {
-  auto positive = [](const char* name, long v) {
-    if (v <= 0) throw std::invalid_argument(std::string("EngineConfig.") + name + " must be > 0, got " + std::to_string(v));
-  };
+  auto positive = [](const char* name, long v) { require_positive(std::string("EngineConfig.") + name, v); };
   if (c.model.empty()) throw std::invalid_argument("EngineConfig.model: no model directory given");
   if (!std::filesystem::is_directory(c.model))
     throw std::invalid_argument("model directory '" + c.model + "' does not exist or is not a directory");

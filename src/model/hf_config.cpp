@@ -20,14 +20,9 @@ namespace fs = std::filesystem;
 }
 
 json read_json(const fs::path& file) {
-  const std::string text = read_file(file);
-  try {
-    json j = json::parse(text);
-    if (!j.is_object()) fail(file, "expected a JSON object at the top level");
-    return j;
-  } catch (const json::parse_error& e) {
-    fail(file, std::string("malformed JSON: ") + e.what());
-  }
+  json j = read_json_file(file);
+  if (!j.is_object()) fail(file, "expected a JSON object at the top level");
+  return j;
 }
 
 // A required (or defaulted, when `def` is given) positive integer field.

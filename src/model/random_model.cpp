@@ -13,6 +13,7 @@
 #include "backend/cpu/thread_pool.h"
 #include "backend/rng.h"
 #include "model/safetensors.h"
+#include "util/checks.h"
 
 namespace nanovllm {
 namespace fs = std::filesystem;
@@ -63,9 +64,7 @@ void write_json(const fs::path& file, const nlohmann::ordered_json& j) {
 }
 
 void check_spec(const RandomModelSpec& s) {
-  auto positive = [](const char* name, int v) {
-    if (v < 1) throw std::invalid_argument(std::string("make-model: ") + name + " = " + std::to_string(v) + " must be >= 1");
-  };
+  auto positive = [](const char* name, int v) { require_positive(std::string("make-model: ") + name, v); };
   positive("hidden_size", s.hidden_size);
   positive("intermediate_size", s.intermediate_size);
   positive("num_layers", s.num_layers);

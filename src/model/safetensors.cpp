@@ -170,13 +170,7 @@ Checkpoint Checkpoint::open(const fs::path& dir) {
   Checkpoint ck;
   const fs::path index = dir / "model.safetensors.index.json";
   if (fs::exists(index)) {
-    const std::string text = read_file(index);
-    json j;
-    try {
-      j = json::parse(text);
-    } catch (const json::parse_error& e) {
-      fail(index, std::string("malformed JSON: ") + e.what());
-    }
+    const json j = read_json_file(index);
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
       fail(index, "missing object 'weight_map'");
     std::vector<std::string> shards;

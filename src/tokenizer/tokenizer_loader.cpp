@@ -51,12 +51,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_dir(const std::filesystem::path& dir)
   std::string template_source, template_where = cfg_path.string();
   std::error_code ec;
   if (std::filesystem::is_regular_file(cfg_path, ec)) {
-    nlohmann::json cfg;
-    try {
-      cfg = nlohmann::json::parse(read_file(cfg_path));
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error(cfg_path.string() + ": " + e.what());
-    }
+    const nlohmann::json cfg = read_json_file(cfg_path);
     if (!cfg.is_object()) throw std::runtime_error(cfg_path.string() + ": not a JSON object");
     parts.eos_token = token_field(cfg, "eos_token", cfg_path.string());
     parts.pad_token = token_field(cfg, "pad_token", cfg_path.string());

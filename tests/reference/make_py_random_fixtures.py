@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Writes tests/fixtures/py_random/draws.json: CPython's own random-module draws, the reference
-# that src/util/py_random.cpp is held to. Run with any CPython 3.x (made with 3.11):
+# that src/cli/bench/py_random.cpp is held to. Run with any CPython 3.x (made with 3.11):
 #   python3 tests/reference/make_py_random_fixtures.py
 import json
 import os

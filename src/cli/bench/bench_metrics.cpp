@@ -1,5 +1,5 @@
 // Benchmark metrics: per-request latencies, engine rates, several runs combined, the report text.
-#include "util/bench_metrics.h"
+#include "cli/bench/bench_metrics.h"
 
 #include <algorithm>
 

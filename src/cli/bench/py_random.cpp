@@ -1,6 +1,6 @@
 // CPython's random module (Modules/_randommodule.c and Lib/random.py), re-expressed: MT19937 with
 // init_by_array seeding, genrand_res53, getrandbits and the rejection sampler behind randint.
-#include "util/py_random.h"
+#include "cli/bench/py_random.h"
 
 #include <bit>
 #include <cmath>

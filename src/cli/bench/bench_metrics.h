@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "nanovllm/output.h"
-#include "util/stats.h"
+#include "cli/bench/stats.h"
 
 namespace nanovllm {
 

@@ -1,5 +1,5 @@
 // Percentiles and summaries of benchmark samples.
-#include "util/stats.h"
+#include "cli/bench/stats.h"
 
 #include <algorithm>
 #include <cmath>

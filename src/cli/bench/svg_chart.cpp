@@ -1,5 +1,5 @@
 // Hand-written SVG for small scatter-and-line charts.
-#include "util/svg_chart.h"
+#include "cli/bench/svg_chart.h"
 
 #include <algorithm>
 #include <cmath>

@@ -2,13 +2,13 @@
 //   random.seed(0)
 //   prompt_token_ids = [[randint(0, 10000) for _ in range(randint(100, 1024))] for _ in range(256)]
 //   max_tokens = [randint(100, 1024) for _ in range(256)]
-#include "util/workload.h"
+#include "cli/bench/workload.h"
 
 #include <numeric>
 #include <stdexcept>
 #include <string>
 
-#include "util/py_random.h"
+#include "cli/bench/py_random.h"
 
 namespace nanovllm {
 
