@@ -1,4 +1,4 @@
-// make_backend: picks the CPU or CUDA backend by name.
+// make_backend: picks the CPU or CUDA backend by name; BackendOptions from the environment's switches.
 #include "backend/backend.h"
 
 #include <stdexcept>
@@ -17,6 +17,15 @@ bool cuda_available(std::string* why) {
   if (why) *why = "this build of nanovllm has no CUDA backend (nvcc was not found when it was built)";
   return false;
 #endif
+}
+
+BackendOptions BackendOptions::with_env(const EnvOptions& env) const {
+  BackendOptions o = *this;
+  o.cuda_sync = env.cuda_sync;
+  o.decode_partition = env.decode_partition;
+  o.pdl = env.pdl;
+  o.gemm_tune_all = env.gemm_tune_all;
+  return o;
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& opts) {
