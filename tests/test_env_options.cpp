@@ -21,6 +21,16 @@ class EnvOptionsTest : public ::testing::Test {
     else saved_.push_back({name, "", false});
     setenv(name, value, 1);
   }
+  // All five switches at once, then what read_env_options() makes of them.
+  EnvOptions read_with(const char* sync, const char* partition, const char* pdl, const char* tune_all,
+                       const char* trace) {
+    set("NANOVLLM_CUDA_SYNC", sync);
+    set("NANOVLLM_DECODE_PARTITION", partition);
+    set("NANOVLLM_PDL", pdl);
+    set("NANOVLLM_GEMM_TUNE_ALL", tune_all);
+    set("NANOVLLM_STEP_TRACE", trace);
+    return read_env_options();
+  }
   void TearDown() override {
     for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
       if (it->had) setenv(it->name.c_str(), it->value.c_str(), 1);
@@ -34,12 +44,7 @@ class EnvOptionsTest : public ::testing::Test {
 };
 
 TEST_F(EnvOptionsTest, ReadsEachSwitch) {
-  set("NANOVLLM_CUDA_SYNC", "1");
-  set("NANOVLLM_DECODE_PARTITION", "512");
-  set("NANOVLLM_PDL", "0");
-  set("NANOVLLM_GEMM_TUNE_ALL", "1");
-  set("NANOVLLM_STEP_TRACE", "/tmp/steps.csv");
-  EnvOptions o = read_env_options();
+  const EnvOptions o = read_with("1", "512", "0", "1", "/tmp/steps.csv");
   EXPECT_TRUE(o.cuda_sync);
   EXPECT_EQ(o.decode_partition, 512);
   EXPECT_FALSE(o.pdl);
@@ -54,12 +59,7 @@ TEST_F(EnvOptionsTest, ReadsEachSwitch) {
 }
 
 TEST_F(EnvOptionsTest, DefaultsWhenUnsetOrOff) {
-  set("NANOVLLM_CUDA_SYNC", "0");
-  set("NANOVLLM_DECODE_PARTITION", "");
-  set("NANOVLLM_PDL", "1");
-  set("NANOVLLM_GEMM_TUNE_ALL", "yes");  // only "1" turns it on
-  set("NANOVLLM_STEP_TRACE", "");
-  EnvOptions o = read_env_options();
+  const EnvOptions o = read_with("0", "", "1", "yes" /* only "1" turns it on */, "");
   EXPECT_FALSE(o.cuda_sync);
   EXPECT_EQ(o.decode_partition, 0);
   EXPECT_TRUE(o.pdl);
