@@ -258,7 +258,8 @@ TEST_F(BackendOps, QkNormRopeStore) {
     Both kc = make({blocks, cs.block_size, cs.hkv, D}, randn(cache_n));
     Both vc = make({blocks, cs.block_size, cs.hkv, D}, randn(cache_n));
     Both q = out({T, cs.hq, D});
-    cpu_->qk_norm_rope_store({qkv.c, FoldedNorm{}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq, cs.hkv, slots.data()},
+    cpu_->qk_norm_rope_store({qkv.c, FoldedNorm{}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq, cs.hkv,
+                              slots.data()},
                              {kc.c, vc.c}, q.c);
     gpu_->qk_norm_rope_store({qkv.g, FoldedNorm{}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq, cs.hkv,
                               dev_i32(slots)},

@@ -239,7 +239,8 @@ void Backend::qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tens
   c.floating(in.q_norm_w, "q_norm_w");
   c.floating(in.k_norm_w, "k_norm_w");
   c.same_dtype(in.q_norm_w, "q_norm_w", in.k_norm_w, "k_norm_w");
-  c.that(in.cos_sin.ndim == 2, [&] { return "cos_sin has shape " + in.cos_sin.shape_str() + ", expected [max_pos, D]"; });
+  c.that(in.cos_sin.ndim == 2,
+         [&] { return "cos_sin has shape " + in.cos_sin.shape_str() + ", expected [max_pos, D]"; });
   const int64_t T = rows_of(in.qkv), D = in.cos_sin.size(1);
   c.shape(in.qkv, "qkv", {T, (Hq + 2 * Hkv) * D});
   c.shape(in.q_norm_w, "q_norm_w", {D});
@@ -264,7 +265,8 @@ void Backend::attention(const Tensor& q, const PagedKV& cache, const AttentionMe
   const int Hkv = cache.k.ndim == 4 ? cache.num_kv_heads() : 0;
   c.cache(cache, Hkv, D);
   c.that(Hkv >= 1 && Hq % Hkv == 0, [&] {
-    return "q's " + std::to_string(Hq) + " heads are not a multiple of the cache's " + std::to_string(Hkv) + " kv heads";
+    return "q's " + std::to_string(Hq) + " heads are not a multiple of the cache's " + std::to_string(Hkv) +
+           " kv heads";
   });
   check_attention_shape(cache.block_size(), static_cast<int>(D), static_cast<int>(Hq / Hkv));
   c.that(meta.num_tokens == T, [&] {

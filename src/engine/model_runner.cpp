@@ -30,7 +30,8 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
     : config_(config),
       model_config_(model_config),
       backend_(backend ? std::move(backend)
-                       : make_backend(config.device, BackendOptions{.num_threads = config.num_threads}.with_env(env_options()))) {
+                       : make_backend(config.device,
+                                      BackendOptions{.num_threads = config.num_threads}.with_env(env_options()))) {
   if (config_.tensor_parallel_size != 1)
     throw std::invalid_argument("tensor_parallel_size " + std::to_string(config_.tensor_parallel_size) +
                                 ": tensor parallelism is not supported yet (use 1)");
