@@ -79,7 +79,7 @@ void BM_DecodeAttention(benchmark::State& st) {
   Tensor kt = be->alloc_tensor(DType::f32, {nb, bs, Hkv, D}, bufs), vt = be->alloc_tensor(DType::f32, {nb, bs, Hkv, D}, bufs);
   be->copy_to_device(kt.data, kc.data(), kt.nbytes());
   be->copy_to_device(vt.data, vc.data(), vt.nbytes());
-  for (auto _ : st) be->attention(qt, kt, vt, m, 0.088f, ot);
+  for (auto _ : st) be->attention(qt, {kt, vt}, m, 0.088f, ot);
   st.counters["GB/s(kv)"] = benchmark::Counter(2.0 * B * L * Hkv * D * 4, benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::kIs1000);
 }

@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
     return sections.empty() || std::find(sections.begin(), sections.end(), name) != sections.end();
   };
   Bench b;
-  b.be = make_backend("cuda");
+  b.be = make_backend(DeviceKind::cuda, BackendOptions{}.with_env(env_options()));
   std::printf("device: %s\n", b.be->name().c_str());
   const int Hq = 16, Hkv = 8, D = 128, H = 1024, I = 3072, V = 151936;
 
@@ -133,7 +133,6 @@ int main(int argc, char** argv) {
 
       // The layers' kernels around attention as a step runs them: qkv, RoPE with the folded
       // norm's factor, o adding into the residual, gate/up, SiLU with the factor, down adding.
-      // (Run 29 measured this against the unfolded chain, docs/cuda.md.)
       Tensor qn = b.rand_bf16({D}, 0.1f), kn = b.rand_bf16({D}, 0.1f);
       Tensor res = b.rand_bf16({M, H});
       Tensor act = b.be->alloc_tensor(DType::bf16, {M, I}, b.bufs);
@@ -149,7 +148,7 @@ int main(int argc, char** argv) {
           [&] {
             for (int l = 0; l < L; ++l) {
               b.be->linear(res, ws[4 * l], qkv);
-              b.be->qk_norm_rope_store(qkv, f, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>(), kc, vc, qo);
+              b.be->qk_norm_rope_store({qkv, f, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>()}, {kc, vc}, qo);
               b.be->linear_add(xa, ws[4 * l + 1], res);
               b.be->linear(res, ws[4 * l + 2], gu);
               b.be->silu_mul(gu, f, act);
@@ -190,7 +189,7 @@ int main(int argc, char** argv) {
         m.seqlens_k = tlen.ptr<int32_t>();
         m.block_tables = tbt.ptr<int32_t>();
         m.max_num_blocks = blocks_per_seq;
-        const double us = b.time_us([&] { b.be->attention(q, kc, vc, m, 0.088f, o); });
+        const double us = b.time_us([&] { b.be->attention(q, {kc, vc}, m, 0.088f, o); });
         const double bytes = 2.0 * B * ctx * Hkv * D * 2;
         char sh[96], rate[64];
         std::snprintf(sh, sizeof sh, "B=%d ctx=%d bound=%d block=%d", B, ctx, bound, bs);
@@ -226,7 +225,7 @@ int main(int argc, char** argv) {
       m.seqlens_k = tlen.ptr<int32_t>();
       m.block_tables = tbt.ptr<int32_t>();
       m.max_num_blocks = max_blocks;
-      const double us = b.time_us([&] { b.be->attention(q, kc, vc, m, 0.088f, o); });
+      const double us = b.time_us([&] { b.be->attention(q, {kc, vc}, m, 0.088f, o); });
       char sh[96], rate[64];
       std::snprintf(sh, sizeof sh, "B=%d ctx=100..2048 bound=%d block=%d", B, bound, bs);
       std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * tokens * Hkv * D * 2 / us / 1e3);
@@ -257,7 +256,7 @@ int main(int argc, char** argv) {
       m.seqlens_k = tlen.ptr<int32_t>();
       m.block_tables = tbt.ptr<int32_t>();
       m.max_num_blocks = bps;
-      const double us = b.time_us([&] { b.be->attention(q, kc, vc, m, 0.088f, o); }, 5);
+      const double us = b.time_us([&] { b.be->attention(q, {kc, vc}, m, 0.088f, o); }, 5);
       const double flops = 4.0 * D * Hq * (double)L * L / 2 * S;
       char sh[96], rate[64];
       std::snprintf(sh, sizeof sh, "seqs=%d len=%d", S, L);
@@ -320,7 +319,7 @@ int main(int argc, char** argv) {
       for (bool fold : {false, true}) {
         const FoldedNorm f{fold ? &r : nullptr, 1e-6f};
         us = b.time_us([&] {
-          b.be->qk_norm_rope_store(qkv, f, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>(), kc, vc, qo);
+          b.be->qk_norm_rope_store({qkv, f, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>()}, {kc, vc}, qo);
         });
         std::snprintf(sh, sizeof sh, "T=%d", T);
         std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * ((Hq + 2 * Hkv) * D * 2 + (fold ? H : 0)) / us / 1e3);

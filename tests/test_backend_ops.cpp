@@ -31,8 +31,8 @@ class BackendOps : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (!cuda_available(&why)) GTEST_SKIP() << "CUDA op tests skipped: " << why;
-    cpu_ = make_backend("cpu");
-    gpu_ = make_backend("cuda");
+    cpu_ = make_backend(DeviceKind::cpu);
+    gpu_ = make_backend(DeviceKind::cuda, BackendOptions{}.with_env(env_options()));
     const uint64_t seed = std::random_device{}();
     rng_.seed(seed);
     RecordProperty("seed", std::to_string(seed));
@@ -258,10 +258,12 @@ TEST_F(BackendOps, QkNormRopeStore) {
     Both kc = make({blocks, cs.block_size, cs.hkv, D}, randn(cache_n));
     Both vc = make({blocks, cs.block_size, cs.hkv, D}, randn(cache_n));
     Both q = out({T, cs.hq, D});
-    cpu_->qk_norm_rope_store(qkv.c, FoldedNorm{}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq, cs.hkv, slots.data(),
-                             kc.c, vc.c, q.c);
-    gpu_->qk_norm_rope_store(qkv.g, FoldedNorm{}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq, cs.hkv,
-                             dev_i32(slots), kc.g, vc.g, q.g);
+    cpu_->qk_norm_rope_store({qkv.c, FoldedNorm{}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq, cs.hkv,
+                              slots.data()},
+                             {kc.c, vc.c}, q.c);
+    gpu_->qk_norm_rope_store({qkv.g, FoldedNorm{}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq, cs.hkv,
+                              dev_i32(slots)},
+                             {kc.g, vc.g}, q.g);
     expect_close(host(q.c), download(q.g), 1e-2, "q_out");
     expect_close(host(kc.c), download(kc.g), 1e-2, "k_cache");
     expect_close(host(vc.c), download(vc.g), 0.0, "v_cache");  // v is copied, not computed
@@ -270,10 +272,12 @@ TEST_F(BackendOps, QkNormRopeStore) {
     for (int hidden : {1024, 72}) {
       Both h = make({T, hidden}, randn(size_t(T) * hidden, 4.f));
       Both q2 = out({T, cs.hq, D});
-      cpu_->qk_norm_rope_store(qkv.c, FoldedNorm{&h.c, 1e-6f}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq, cs.hkv,
-                               slots.data(), kc.c, vc.c, q2.c);
-      gpu_->qk_norm_rope_store(qkv.g, FoldedNorm{&h.g, 1e-6f}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq,
-                               cs.hkv, dev_i32(slots), kc.g, vc.g, q2.g);
+      cpu_->qk_norm_rope_store({qkv.c, FoldedNorm{&h.c, 1e-6f}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq,
+                                cs.hkv, slots.data()},
+                               {kc.c, vc.c}, q2.c);
+      gpu_->qk_norm_rope_store({qkv.g, FoldedNorm{&h.g, 1e-6f}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq,
+                                cs.hkv, dev_i32(slots)},
+                               {kc.g, vc.g}, q2.g);
       const std::string what = " (folded, hidden " + std::to_string(hidden) + ")";
       expect_close(host(q2.c), download(q2.g), 1e-2, "q_out" + what);
       expect_close(host(kc.c), download(kc.g), 1e-2, "k_cache" + what);
@@ -336,12 +340,12 @@ class AttentionOps : public BackendOps {
     m.seqlens_k = seqlens.data();
     m.block_tables = tables.data();
     const float scale = 1.f / std::sqrt(static_cast<float>(D));
-    cpu_->attention(q.c, kc.c, vc.c, m, scale, o.c);
+    cpu_->attention(q.c, {kc.c, vc.c}, m, scale, o.c);
     AttentionMetadata g = m;
     g.cu_seqlens_q = dev_i32(cu);
     g.seqlens_k = dev_i32(seqlens);
     g.block_tables = dev_i32(tables);
-    gpu_->attention(q.g, kc.g, vc.g, g, scale, o.g);
+    gpu_->attention(q.g, {kc.g, vc.g}, g, scale, o.g);
     expect_close(host(o.c), download(o.g), 1e-2, "attention " + ac.name);
   }
 };

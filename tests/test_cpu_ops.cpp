@@ -225,8 +225,9 @@ TEST_F(CpuOps, QkNormRopeStore) {
       }
     }
   };
-  be->qk_norm_rope_store(T32(qkv, {T, row}), FoldedNorm{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
-                         T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data(), kt, vt, qt);
+  be->qk_norm_rope_store({T32(qkv, {T, row}), FoldedNorm{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
+                          T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data()},
+                         {kt, vt}, qt);
   check(qkv, nullptr);
   // Slots not written keep their old contents (token 2 had slot -1).
   int untouched = 0;
@@ -241,8 +242,9 @@ TEST_F(CpuOps, QkNormRopeStore) {
   std::vector<float> scaled = qkv;
   for (int t = 0; t < T; ++t)
     for (int i = 0; i < row; ++i) scaled[t * row + i] = float(qkv[t * row + i] * f[t]);
-  be->qk_norm_rope_store(T32(qkv, {T, row}), FoldedNorm{&ht, eps}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
-                         T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data(), kt, vt, qt);
+  be->qk_norm_rope_store({T32(qkv, {T, row}), FoldedNorm{&ht, eps}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
+                          T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data()},
+                         {kt, vt}, qt);
   check(scaled, &f);
 }
 
@@ -350,7 +352,7 @@ TEST_F(CpuOps, PagedAttentionMatchesReference) {
     std::vector<float> out(q.size());
     Tensor ot = T32(out, {T, c.Hq, c.D});
     const float scale = 1.0f / std::sqrt(float(c.D));
-    be->attention(T32(q, {T, c.Hq, c.D}), T32(kc, {nb, c.bs, c.Hkv, c.D}), T32(vc, {nb, c.bs, c.Hkv, c.D}),
+    be->attention(T32(q, {T, c.Hq, c.D}), {T32(kc, {nb, c.bs, c.Hkv, c.D}), T32(vc, {nb, c.bs, c.Hkv, c.D})},
                   b.meta(c.prefill), scale, ot);
     std::vector<double> ref;
     ref_attention(q, kc, vc, b, c.Hq, c.Hkv, c.D, c.bs, scale, ref);
@@ -379,9 +381,10 @@ TEST_F(CpuOps, PrefixCachedPrefillEqualsFullPrefill) {
       std::vector<float> q(size_t(T) * Hq * D), out(q.size());
       Tensor kt = T32(kc, {nb, bs, Hkv, D}), vt = T32(vc, {nb, bs, Hkv, D}), qt = T32(q, {T, Hq, D}),
              ot = T32(out, {T, Hq, D});
-      be->qk_norm_rope_store(T32(part, {T, row}), FoldedNorm{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}), T32(cs, {max_pos, D}),
-                             1e-6f, Hq, Hkv, b.slots.data(), kt, vt, qt);
-      be->attention(qt, kt, vt, b.meta(T > 1), scale, ot);
+      be->qk_norm_rope_store({T32(part, {T, row}), FoldedNorm{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
+                              T32(cs, {max_pos, D}), 1e-6f, Hq, Hkv, b.slots.data()},
+                             {kt, vt}, qt);
+      be->attention(qt, {kt, vt}, b.meta(T > 1), scale, ot);
       std::copy(out.begin(), out.end(), all.begin() + size_t(begin) * Hq * D);
     }
     return all;
@@ -404,7 +407,7 @@ TEST_F(CpuOps, AttentionRejectsBadBlockTables) {
   auto q = randn(3 * Hq * D, 1), kc = randn(nb * bs * Hkv * D, 2), vc = kc;
   std::vector<float> out(q.size());
   Tensor ot = T32(out, {3, Hq, D});
-  EXPECT_THROW(be->attention(T32(q, {3, Hq, D}), T32(kc, {nb, bs, Hkv, D}), T32(vc, {nb, bs, Hkv, D}), b.meta(true),
+  EXPECT_THROW(be->attention(T32(q, {3, Hq, D}), {T32(kc, {nb, bs, Hkv, D}), T32(vc, {nb, bs, Hkv, D})}, b.meta(true),
                              1.0f, ot),
                std::invalid_argument);
   EXPECT_THROW(be->check_attention_shape(0, 64), std::invalid_argument);

@@ -33,40 +33,12 @@ class GraphEmulatingBackend : public Backend {
   void raw_free(void* p) override { b_->raw_free(p); }
   void copy_to_device(void* d, const void* s, size_t n) override { b_->copy_to_device(d, s, n); }
   void copy_to_host(void* d, const void* s, size_t n) override { b_->copy_to_host(d, s, n); }
-  void copy_device(void* d, const void* s, size_t n) override { b_->copy_device(d, s, n); }
   void fill_zero(void* d, size_t n) override { b_->fill_zero(d, n); }
   void synchronize() override { b_->synchronize(); }
   void memory_info(size_t* f, size_t* t) override { b_->memory_info(f, t); }
   size_t peak_allocated_bytes() const override { return b_->peak_allocated_bytes(); }
   void* host_alloc(size_t n) override { return b_->host_alloc(n); }
   void host_free(void* p) override { b_->host_free(p); }
-  void upload_convert(const Tensor& s, Tensor& d) override { b_->upload_convert(s, d); }
-  void scale_columns(Tensor& w, const Tensor& s) override { b_->scale_columns(w, s); }
-  void check_attention_shape(int bs, int hd) const override { b_->check_attention_shape(bs, hd); }
-  void embedding(const Tensor& i, const Tensor& t, Tensor& o) override { b_->embedding(i, t, o); }
-  void rms_norm(const Tensor& x, const Tensor& w, float e, Tensor& o) override { b_->rms_norm(x, w, e, o); }
-  void linear(const Tensor& x, const Tensor& w, Tensor& o) override { b_->linear(x, w, o); }
-  void linear_add(const Tensor& x, const Tensor& w, Tensor& o) override { b_->linear_add(x, w, o); }
-  void qk_norm_rope_store(const Tensor& qkv, const FoldedNorm& f, const Tensor& qn, const Tensor& kn, const Tensor& pos,
-                          const Tensor& cs, float eps, int hq, int hkv, const int32_t* slots, Tensor& kc, Tensor& vc,
-                          Tensor& q) override {
-    b_->qk_norm_rope_store(qkv, f, qn, kn, pos, cs, eps, hq, hkv, slots, kc, vc, q);
-  }
-  void attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const AttentionMetadata& m, float scale,
-                 Tensor& o) override {
-    if (in_replay_) {
-      // A graph replays its capture-time shapes: the padded batch, with max_seqlen_k the model's.
-      EXPECT_FALSE(m.is_prefill);
-      EXPECT_EQ(m.num_seqs, replay_size_);
-    }
-    b_->attention(q, kc, vc, m, scale, o);
-  }
-  void silu_mul(const Tensor& x, const FoldedNorm& f, Tensor& o) override { b_->silu_mul(x, f, o); }
-  void gather_rows(const Tensor& x, const Tensor& i, Tensor& o) override { b_->gather_rows(x, i, o); }
-  void sample(const Tensor& l, const Tensor& t, const Tensor& k, const Tensor& c, Tensor& o) override {
-    b_->sample(l, t, k, c, o);
-  }
-
   bool supports_graphs() const override { return true; }
   int capture_graph(const std::function<void()>& fn) override {
     graphs_.push_back(fn);  // recorded, not run (as under stream capture)
@@ -80,6 +52,33 @@ class GraphEmulatingBackend : public Backend {
     in_replay_ = false;
   }
   void set_size(int handle, int bs) { sizes_by_handle_[handle] = bs; }
+
+ protected:
+  // The ops go to the inner backend's public ops (which check their arguments again).
+  void do_upload_convert(const Tensor& s, Tensor& d) override { b_->upload_convert(s, d); }
+  void do_scale_columns(Tensor& w, const Tensor& s) override { b_->scale_columns(w, s); }
+  void do_check_attention_shape(int bs, int hd, int g) const override { b_->check_attention_shape(bs, hd, g); }
+  void do_embedding(const Tensor& i, const Tensor& t, Tensor& o) override { b_->embedding(i, t, o); }
+  void do_rms_norm(const Tensor& x, const Tensor& w, float e, Tensor& o) override { b_->rms_norm(x, w, e, o); }
+  void do_linear(const Tensor& x, const Tensor& w, Tensor& o, bool add) override {
+    add ? b_->linear_add(x, w, o) : b_->linear(x, w, o);
+  }
+  void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& c, Tensor& q) override {
+    b_->qk_norm_rope_store(in, c, q);
+  }
+  void do_attention(const Tensor& q, const PagedKV& c, const AttentionMetadata& m, float scale, Tensor& o) override {
+    if (in_replay_) {
+      // A graph replays its capture-time shapes: the padded batch, with max_seqlen_k the model's.
+      EXPECT_FALSE(m.is_prefill);
+      EXPECT_EQ(m.num_seqs, replay_size_);
+    }
+    b_->attention(q, c, m, scale, o);
+  }
+  void do_silu_mul(const Tensor& x, const FoldedNorm& f, Tensor& o) override { b_->silu_mul(x, f, o); }
+  void do_gather_rows(const Tensor& x, const Tensor& i, Tensor& o) override { b_->gather_rows(x, i, o); }
+  void do_sample(const Tensor& l, const Tensor& t, const Tensor& k, const Tensor& c, Tensor& o) override {
+    b_->sample(l, t, k, c, o);
+  }
 
  private:
   std::unique_ptr<Backend> b_;
@@ -103,7 +102,7 @@ TEST(EngineGraphs, PaddedGraphReplayMatchesHuggingFace) {
   c.max_num_seqs = 12;          // graphs for 1, 2, 4, 8, 12
   c.max_num_batched_tokens = 64;  // chunked prefill: the running set grows a few at a time
   ModelConfig mc = load_model_config(dir);
-  auto owned = std::make_unique<GraphEmulatingBackend>(make_backend("cpu", {.num_threads = 1}));
+  auto owned = std::make_unique<GraphEmulatingBackend>(make_backend(DeviceKind::cpu, {.num_threads = 1}));
   GraphEmulatingBackend* backend = owned.get();
   ModelRunner runner(c, mc, std::move(owned));
   runner.allocate_kv_cache();

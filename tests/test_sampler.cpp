@@ -27,14 +27,14 @@ std::vector<int32_t> sample_cpu(Backend& b, std::vector<float> logits, int64_t V
 }
 
 TEST(Sampler, GreedyTakesArgmaxLowestIndexOnTies) {
-  auto b = make_backend("cpu", {.num_threads = 1});
+  auto b = make_backend(DeviceKind::cpu, {.num_threads = 1});
   std::vector<float> logits = {0.1f, 3.0f, -1.0f, 3.0f,   // tie: index 1
                                -5.f, -4.f, -3.f, -2.f};   // last
   EXPECT_EQ(sample_cpu(*b, logits, 4, {0.f, 0.f}, {1, 2}, {0, 0}), (std::vector<int32_t>{1, 3}));
 }
 
 TEST(Sampler, SameKeyAndCounterDrawTheSameToken) {
-  auto b = make_backend("cpu", {.num_threads = 1});
+  auto b = make_backend(DeviceKind::cpu, {.num_threads = 1});
   const int V = 50;
   std::vector<float> row(V, 0.f);  // uniform: every token equally likely
   std::vector<float> logits;
@@ -50,7 +50,7 @@ TEST(Sampler, SameKeyAndCounterDrawTheSameToken) {
 
 // Frequencies of draws over counters 0..N-1 match softmax(logits / T).
 void expect_distribution(float temperature) {
-  auto b = make_backend("cpu", {.num_threads = 1});
+  auto b = make_backend(DeviceKind::cpu, {.num_threads = 1});
   const std::vector<float> logits = {0.f, 1.f, 2.f, 0.5f};
   const int V = 4, N = 20000, R = 200;  // R rows per call
   std::vector<double> counts(V, 0);

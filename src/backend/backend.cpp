@@ -1,4 +1,4 @@
-// make_backend: picks the CPU or CUDA backend by name.
+// make_backend: makes the CPU or CUDA backend; BackendOptions from the environment's switches.
 #include "backend/backend.h"
 
 #include <stdexcept>
@@ -19,16 +19,24 @@ bool cuda_available(std::string* why) {
 #endif
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& opts) {
-  if (device == "cpu") return make_cpu_backend(opts);
-  if (device == "cuda") {
-    std::string why;
-    if (!cuda_available(&why)) throw std::runtime_error("--device cuda: no usable GPU: " + why);
+BackendOptions BackendOptions::with_env(const EnvOptions& env) const {
+  BackendOptions o = *this;
+  o.cuda_sync = env.cuda_sync;
+  o.decode_partition = env.decode_partition;
+  o.pdl = env.pdl;
+  o.gemm_tune_all = env.gemm_tune_all;
+  return o;
+}
+
+std::unique_ptr<Backend> make_backend(DeviceKind device, const BackendOptions& opts) {
+  if (device == DeviceKind::cpu) return make_cpu_backend(opts);
+  std::string why;
+  if (!cuda_available(&why)) throw std::runtime_error("--device cuda: no usable GPU: " + why);
 #ifdef NANOVLLM_WITH_CUDA
-    return make_cuda_backend(opts);
+  return make_cuda_backend(opts);
+#else
+  throw std::logic_error("cuda_available() without the CUDA backend built in");
 #endif
-  }
-  throw std::invalid_argument("unknown device '" + device + "' (expected cpu, cuda or auto)");
 }
 
 }  // namespace nanovllm

@@ -10,18 +10,30 @@
 #include <vector>
 
 #include "backend/tensor.h"
+#include "util/env_options.h"
 
 namespace nanovllm {
 
 // ---- The paged KV cache layout (one pair of tensors per layer) ------------------------------
-// k_cache, v_cache: [num_blocks, block_size, num_kv_heads, head_dim] ("NHD"), in the backend's
-// compute dtype. Token t of a sequence lives in block block_table[t / block_size] at row
+// k, v: [num_blocks, block_size, num_kv_heads, head_dim] ("NHD"), in the backend's compute
+// dtype. Token t of a sequence lives in block block_table[t / block_size] at row
 // t % block_size. A cache slot is block_id * block_size + row; slot_mapping gives each new
-// token's slot (or -1: do not store).
+// token's slot (or -1: do not store). The block tables and lengths come with the batch
+// (AttentionMetadata): they are the same for every layer.
+struct PagedKV {
+  Tensor k, v;
+  int num_blocks() const { return static_cast<int>(k.size(0)); }
+  int block_size() const { return static_cast<int>(k.size(1)); }
+  int num_kv_heads() const { return static_cast<int>(k.size(2)); }
+  int head_dim() const { return static_cast<int>(k.size(3)); }
+};
+
+// The whole cache: one PagedKV per layer.
 struct KVCache {
   std::vector<Tensor> k, v;  // per layer
   int num_blocks = 0;
   int block_size = 0;
+  PagedKV layer(int l) const { return {k[l], v[l]}; }
 };
 
 // ---- What attention needs to know about a batch ----------------------------------------------
@@ -51,8 +63,24 @@ struct AttentionMetadata {
 // factor per row, rsqrt(mean(rows[t, :]^2) + eps), and the op that consumes the projection's
 // output applies it to row t first. rows == nullptr: nothing folded.
 struct FoldedNorm {
-  const Tensor* rows = nullptr;  // [T, H]: the rows the norm would have normalised
+  const Tensor* rows = nullptr;  // [T, H]: the rows the norm would have normalised (the input's dtype)
   float eps = 0;
+};
+
+// The inputs of qk_norm_rope_store: the fused projection qkv [T, (Hq + 2*Hkv) * D] (q heads,
+// then k heads, then v heads), its row t first scaled by `folded`'s factor for row t (when
+// folded.rows is set); each q and k head RMS-normed over D (weights q_norm_w, k_norm_w [D], with
+// eps), then rotated (rotate-half / neox style) at positions[t] using cos_sin [max_pos, D] (cos
+// in the first D/2 columns, sin in the last D/2; f32).
+struct RopeStore {
+  Tensor qkv;
+  FoldedNorm folded;
+  Tensor q_norm_w, k_norm_w;
+  Tensor positions;  // i32 [T]
+  Tensor cos_sin;
+  float eps = 0;
+  int num_q_heads = 0, num_kv_heads = 0;
+  const int32_t* slot_mapping = nullptr;  // [T], in the backend's memory: where k and v go (-1: nowhere)
 };
 
 // An allocation in a backend's memory, freed when it goes out of scope.
@@ -75,6 +103,11 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// The op set, in two parts. The ops (public, not virtual) check their arguments once, here for
+// every backend (op_contract.cpp: devices, dtypes, shapes, head counts; on the CPU also the values
+// an op indexes with, so a bad id is an error rather than a wild read), then call the backend's
+// do_ version. The device part (memory, copies, synchronisation, graphs) is virtual as it is.
+// Adding an op: a public op and its check in op_contract.cpp, a do_ op in each backend.
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -82,6 +115,9 @@ class Backend {
   virtual DeviceKind device() const = 0;
   virtual std::string name() const = 0;      // "cpu (N threads)" or the GPU's name
   virtual DType compute_dtype() const = 0;   // activations, weights and KV cache: f32 on CPU, bf16 on CUDA
+  // The floating dtypes the row-wise ops (embedding, rms_norm, linear, silu_mul, gather_rows,
+  // scale_columns) take: the compute dtype and f32. The KV cache and attention: compute dtype only.
+  bool takes_float(DType t) const { return t == compute_dtype() || t == DType::f32; }
 
   // ---- memory ----
   virtual void* raw_alloc(size_t bytes) = 0;  // throws std::runtime_error naming the bytes wanted and free
@@ -96,7 +132,6 @@ class Backend {
   }
   virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;  // async w.r.t. host on CUDA when src is pinned
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;    // waits for the copy
-  virtual void copy_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(void* dst, size_t bytes) = 0;
   virtual void synchronize() = 0;
   // Memory the KV cache may take: (free, total) bytes on the device.
@@ -105,49 +140,6 @@ class Backend {
   // Host memory the CPU can hand to the device quickly (pinned on CUDA; plain on CPU).
   virtual void* host_alloc(size_t bytes) = 0;
   virtual void host_free(void* p) = 0;
-
-  // Converts a host tensor (f32/bf16/f16, e.g. a mmap'd checkpoint tensor) to `dtype` in device memory.
-  virtual void upload_convert(const Tensor& host_src, Tensor& dst) = 0;
-  // w[n, k] *= scale[k]                    w [N, K] (compute dtype), scale f32 [K]: at load, folds an
-  // RMSNorm's weight into the projection after it (FoldedNorm).
-  virtual void scale_columns(Tensor& w, const Tensor& scale) = 0;
-  // Throws std::invalid_argument when this backend's kernels cannot use this block size / head_dim.
-  virtual void check_attention_shape(int block_size, int head_dim) const = 0;
-
-  // ---- ops (all tensors in this backend's memory; `out` pre-allocated) ----
-  // out[t, :] = table[ids[t], :]           ids i32 [T], table [V, H], out [T, H]
-  virtual void embedding(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
-  // out = x / rms(x) * w                    x, out [T, H], w [H]
-  virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
-  // out = x @ w^T                           x [T, K], w [N, K], out [T, N]; out may be f32 on any backend
-  virtual void linear(const Tensor& x, const Tensor& w, Tensor& out) = 0;
-  // out += x @ w^T                          (a projection that adds into the residual stream)
-  virtual void linear_add(const Tensor& x, const Tensor& w, Tensor& out) = 0;
-  // From the fused projection qkv [T, (Hq + 2*Hkv) * D] (q heads, then k heads, then v heads),
-  // its row t first scaled by `folded`'s factor for row t (when folded.rows is set):
-  // RMS-norm each q and k head over D (weights q_norm_w, k_norm_w [D]), apply rotary embedding
-  // (rotate-half / neox style) at positions[t] using cos_sin [max_pos, D] (cos in the first D/2
-  // columns, sin in the last D/2; f32), write q to q_out [T, Hq, D], and store k and v into the
-  // cache at slot_mapping[t] (skipped when -1).
-  virtual void qk_norm_rope_store(const Tensor& qkv, const FoldedNorm& folded, const Tensor& q_norm_w,
-                                  const Tensor& k_norm_w, const Tensor& positions, const Tensor& cos_sin, float eps,
-                                  int num_q_heads, int num_kv_heads, const int32_t* slot_mapping,
-                                  Tensor& k_cache, Tensor& v_cache, Tensor& q_out) = 0;
-  // Paged attention for the batch described by `meta` (see AttentionMetadata): q [T, Hq, D],
-  // out [T, Hq, D]; GQA: query head h reads kv head h / (Hq / Hkv). softmax(scale * q.k) v.
-  virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                         const AttentionMetadata& meta, float scale, Tensor& out) = 0;
-  // out = silu(x[:, :I]) * x[:, I:]         x [T, 2I], out [T, I]; row t of x first scaled by
-  // `folded`'s factor for row t (when folded.rows is set)
-  virtual void silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) = 0;
-  // out[b, :] = x[idx[b], :]                x [T, H], idx i32 [B], out [B, H]
-  virtual void gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) = 0;
-  // Samples one token per row of logits [B, V] (f32): temperature[b] == 0 takes the argmax (lowest
-  // index on ties); otherwise argmax over v of logits/T - log(-log(uniform01(keys[b], counters[b], v))).
-  // temperatures f32 [B], keys and counters i64 [B], out i32 [B].
-  virtual void sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys,
-                      const Tensor& counters, Tensor& out) = 0;
-
   // Seconds this backend has spent choosing kernels by timing them (the CUDA GEMM tuning).
   virtual double tuning_seconds() const { return 0; }
 
@@ -156,6 +148,60 @@ class Backend {
   // Records the ops `fn` issues into a graph and returns its handle; replay_graph reissues them.
   virtual int capture_graph(const std::function<void()>& fn) { (void)fn; return -1; }
   virtual void replay_graph(int handle) { (void)handle; }
+
+  // ---- loading ----
+  // Converts a host tensor (f32/bf16/f16, e.g. a mmap'd checkpoint tensor) to dst's dtype in device memory.
+  void upload_convert(const Tensor& host_src, Tensor& dst);
+  // w[n, k] *= scale[k]                    w [N, K], scale f32 [K]: at load, folds an RMSNorm's
+  // weight into the projection after it (FoldedNorm).
+  void scale_columns(Tensor& w, const Tensor& scale);
+  // Throws std::invalid_argument when this backend's attention cannot take this block size,
+  // head_dim or number of query heads per kv head.
+  void check_attention_shape(int block_size, int head_dim, int q_heads_per_kv_head = 1) const;
+
+  // ---- ops (all tensors in this backend's memory; `out` pre-allocated) ----
+  // out[t, :] = table[ids[t], :]           ids i32 [T], table [V, H], out [T, H]
+  void embedding(const Tensor& ids, const Tensor& table, Tensor& out);
+  // out = x / rms(x) * w                    x, out [T, H], w [H]
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out);
+  // out = x @ w^T                           x [T, K], w [N, K], out [T, N]; out may be f32 on any backend
+  void linear(const Tensor& x, const Tensor& w, Tensor& out);
+  // out += x @ w^T                          (a projection that adds into the residual stream)
+  void linear_add(const Tensor& x, const Tensor& w, Tensor& out);
+  // RopeStore's q and k, normed and rotated: q to q_out [T, Hq, D]; k and v into `cache` at
+  // slot_mapping[t] (skipped when -1).
+  void qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out);
+  // Paged attention for the batch described by `meta` (see AttentionMetadata): q [T, Hq, D],
+  // out [T, Hq, D]; GQA: query head h reads kv head h / (Hq / Hkv). softmax(scale * q.k) v.
+  void attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale, Tensor& out);
+  // out = silu(x[:, :I]) * x[:, I:]         x [T, 2I], out [T, I]; row t of x first scaled by
+  // `folded`'s factor for row t (when folded.rows is set)
+  void silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out);
+  // out[b, :] = x[idx[b], :]                x [T, H], idx i32 [B], out [B, H]
+  void gather_rows(const Tensor& x, const Tensor& idx, Tensor& out);
+  // Samples one token per row of logits [B, V] (f32): temperature[b] == 0 takes the argmax (lowest
+  // index on ties); otherwise argmax over v of logits/T - log(-log(uniform01(keys[b], counters[b], v))).
+  // temperatures f32 [B], keys and counters i64 [B], out i32 [B].
+  void sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
+              Tensor& out);
+
+ protected:
+  // The ops with their arguments checked (op_contract.cpp).
+  virtual void do_upload_convert(const Tensor& host_src, Tensor& dst) = 0;
+  virtual void do_scale_columns(Tensor& w, const Tensor& scale) = 0;
+  // Limits of this backend's attention kernels beyond the contract's (block_size >= 1, head_dim
+  // even and >= 2); throws std::invalid_argument naming the one exceeded.
+  virtual void do_check_attention_shape(int block_size, int head_dim, int q_heads_per_kv_head) const {}
+  virtual void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
+  virtual void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+  virtual void do_linear(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) = 0;
+  virtual void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) = 0;
+  virtual void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
+                            Tensor& out) = 0;
+  virtual void do_silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) = 0;
+  virtual void do_gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) = 0;
+  virtual void do_sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys,
+                         const Tensor& counters, Tensor& out) = 0;
 };
 
 inline DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
@@ -173,10 +219,17 @@ inline DeviceBuffer::~DeviceBuffer() {
 struct BackendOptions {
   int num_threads = 0;   // CPU: 0 = all cores
   int device_id = 0;     // CUDA
+  // Measurement and debugging switches (EnvOptions has the variables that set them).
+  bool cuda_sync = false;      // every op waits for its kernels, so a fault is reported by its op
+  int decode_partition = 0;    // tokens per decode-attention split at most; 0 = the backend's default
+  bool pdl = true;             // kernels may start while the one before them finishes
+  bool gemm_tune_all = false;  // time GEMM candidates at every decode batch size, not powers of two only
+  // These options with the environment's switches.
+  BackendOptions with_env(const EnvOptions& env) const;
 };
 
-// "cpu" or "cuda" ("auto" is resolved by the caller with cuda_available()).
-std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& opts = {});
+// The backend for `device` ("auto" is resolved by the caller with cuda_available()).
+std::unique_ptr<Backend> make_backend(DeviceKind device, const BackendOptions& opts = {});
 // True when the CUDA backend is built in and a usable GPU is present; `why` says why not.
 bool cuda_available(std::string* why = nullptr);
 

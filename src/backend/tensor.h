@@ -75,4 +75,14 @@ struct Tensor {
   }
 };
 
+// A tensor seen as a matrix [rows, last dim]: the ops that work row by row take these. Rows are
+// the product of every dim but the last (no division, so a zero-width last dim is fine); a
+// scalar is one row of one column, so rows * cols == numel() always.
+inline int64_t cols_of(const Tensor& t) { return t.ndim ? t.shape[t.ndim - 1] : 1; }
+inline int64_t rows_of(const Tensor& t) {
+  int64_t r = 1;
+  for (int i = 0; i + 1 < t.ndim; ++i) r *= t.shape[i];
+  return r;
+}
+
 }  // namespace nanovllm

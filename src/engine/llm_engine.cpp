@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 
@@ -37,14 +36,10 @@ void check_config(const EngineConfig& c) {
                                 ": tensor parallelism is not supported yet (use 1)");
 }
 
-const char* step_trace_path() {
-  const char* p = std::getenv("NANOVLLM_STEP_TRACE");
-  return p ? p : "";
-}
-
 }  // namespace
 
-LLMEngine::LLMEngine(EngineConfig config) : config_(std::move(config)), stats_(step_trace_path()) {
+LLMEngine::LLMEngine(EngineConfig config)
+    : env_(read_env_options()), config_(std::move(config)), stats_(env_.step_trace) {
   StartupTimer timer;
   check_config(config_);
   model_config_ = load_model_config(config_.model);
@@ -64,7 +59,9 @@ LLMEngine::LLMEngine(EngineConfig config) : config_(std::move(config)), stats_(s
   const double config_s = timer.lap();
 
   // nano-vLLM's ModelRunner.__init__ phases, each timed for the start-up line.
-  runner_ = std::make_unique<ModelRunner>(config_, model_config_);
+  runner_ = std::make_unique<ModelRunner>(
+      config_, model_config_,
+      make_backend(*config_.device, BackendOptions{.num_threads = config_.num_threads}.with_env(env_)));
   const double weights_s = timer.lap();
   runner_->allocate_kv_cache();
   const double kv_s = timer.lap();

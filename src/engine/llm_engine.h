@@ -17,6 +17,7 @@
 #include "nanovllm/output.h"
 #include "nanovllm/sampling_params.h"
 #include "tokenizer/tokenizer.h"
+#include "util/env_options.h"
 
 namespace nanovllm {
 
@@ -60,6 +61,7 @@ class LLMEngine {
   void start_runner();
   std::vector<StepOutput> outputs_of(const ScheduledBatch& batch);
 
+  EnvOptions env_;  // read once, before everything that uses it
   EngineConfig config_;
   ModelConfig model_config_;
   std::unique_ptr<Tokenizer> tokenizer_;

@@ -28,8 +28,7 @@ std::vector<int> graph_batch_sizes(int max_bs) {
 ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend)
     : config_(config),
       model_config_(model_config),
-      backend_(backend ? std::move(backend)
-                       : make_backend(std::string(to_string(config.device.value())), BackendOptions{.num_threads = config.num_threads})) {
+      backend_(std::move(backend)) {
   if (config_.tensor_parallel_size != 1)
     throw std::invalid_argument("tensor_parallel_size " + std::to_string(config_.tensor_parallel_size) +
                                 ": tensor parallelism is not supported yet (use 1)");

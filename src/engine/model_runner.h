@@ -20,10 +20,9 @@ namespace nanovllm {
 
 class ModelRunner {
  public:
-  // Loads the weights and allocates the per-step buffers. `config` is resolved: device set,
-  // max_model_len already capped by the model. `backend`: the one to run on (tests pass a wrapped
-  // one); null makes config.device's. Then allocate_kv_cache(), then capture_cudagraph().
-  ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend = nullptr);
+  // Loads the weights onto `backend` and allocates the per-step buffers. `config` is resolved:
+  // max_model_len already capped by the model. Then allocate_kv_cache(), then capture_cudagraph().
+  ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend);
   ~ModelRunner();
   ModelRunner(const ModelRunner&) = delete;
   ModelRunner& operator=(const ModelRunner&) = delete;

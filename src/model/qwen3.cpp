@@ -151,15 +151,18 @@ void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
   // it is, and the op after each (RoPE, SiLU) scales its rows by the norm's 1/rms. The o and down
   // projections add into the residual stream themselves. A layer is seven kernels instead of
   // nine: in a decode step each small kernel costs a few microseconds of dependency latency,
-  // whatever its size (docs/cuda.md).
+  // whatever its size.
   const FoldedNorm folded{&residual, eps};
   backend_.embedding(in.input_ids, embed_tokens_, residual);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     Layer& L = layers_[l];
     backend_.linear(residual, L.qkv_proj, qkv);
-    backend_.qk_norm_rope_store(qkv, folded, L.q_norm, L.k_norm, in.positions, cos_sin_, eps, Hq, Hkv,
-                                in.meta.slot_mapping, kv.k[l], kv.v[l], q);
-    backend_.attention(q, kv.k[l], kv.v[l], in.meta, scale, attn_out);
+    const PagedKV cache = kv.layer(l);
+    backend_.qk_norm_rope_store({.qkv = qkv, .folded = folded, .q_norm_w = L.q_norm, .k_norm_w = L.k_norm,
+                                 .positions = in.positions, .cos_sin = cos_sin_, .eps = eps, .num_q_heads = Hq,
+                                 .num_kv_heads = Hkv, .slot_mapping = in.meta.slot_mapping},
+                                cache, q);
+    backend_.attention(q, cache, in.meta, scale, attn_out);
     backend_.linear_add(attn_flat, L.o_proj, residual);
     backend_.linear(residual, L.gate_up_proj, gate_up);
     backend_.silu_mul(gate_up, folded, act);

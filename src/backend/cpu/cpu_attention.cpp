@@ -129,9 +129,15 @@ inline void norm_rope_head(const float* x, float pre, const float* w, const floa
 
 }  // namespace
 
-void qk_norm_rope_store(const float* qkv, const float* in_scale, const float* q_norm_w, const float* k_norm_w,
-                        const int32_t* positions, const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
-                        const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, ThreadPool& pool) {
+void qk_norm_rope_store(const RopeStore& in, const float* in_scale, const PagedKV& cache, const Tensor& q_out,
+                        ThreadPool& pool) {
+  const int Hq = in.num_q_heads, Hkv = in.num_kv_heads, D = cache.head_dim();
+  const int64_t T = rows_of(in.qkv);
+  const float *qkv = in.qkv.ptr<float>(), *q_norm_w = in.q_norm_w.ptr<float>(), *k_norm_w = in.k_norm_w.ptr<float>();
+  const float *cos_sin = in.cos_sin.ptr<float>();
+  const int32_t *positions = in.positions.ptr<int32_t>(), *slot_mapping = in.slot_mapping;
+  float *k_cache = cache.k.ptr<float>(), *v_cache = cache.v.ptr<float>(), *q_out_p = q_out.ptr<float>();
+  const float eps = in.eps;
   const int64_t row = static_cast<int64_t>(Hq + 2 * Hkv) * D;
   const int heads = Hq + Hkv;  // v heads are a plain copy, done with their k head
   const int64_t grain = std::max<int64_t>(1, 8192 / D);
@@ -143,10 +149,10 @@ void qk_norm_rope_store(const float* qkv, const float* in_scale, const float* q_
       const float* cs = cos_sin + static_cast<int64_t>(positions[t]) * D;
       const float pre = in_scale ? in_scale[t] : 1.0f;
       if (h < Hq) {
-        norm_rope_head(src + static_cast<int64_t>(h) * D, pre, q_norm_w, cs, eps, D, q_out + (t * Hq + h) * D);
+        norm_rope_head(src + static_cast<int64_t>(h) * D, pre, q_norm_w, cs, eps, D, q_out_p + (t * Hq + h) * D);
       } else {
         const int kh = h - Hq;
-        const int64_t slot = slot_mapping ? slot_mapping[t] : -1;
+        const int64_t slot = slot_mapping[t];
         if (slot < 0) continue;
         const int64_t dst = (slot * Hkv + kh) * D;
         norm_rope_head(src + static_cast<int64_t>(Hq + kh) * D, pre, k_norm_w, cs, eps, D, k_cache + dst);
@@ -158,6 +164,10 @@ void qk_norm_rope_store(const float* qkv, const float* in_scale, const float* q_
 }
 
 namespace {
+
+struct AttentionShape {
+  int num_q_heads, num_kv_heads, head_dim, block_size;
+};
 
 struct AttnArgs {
   const float *q, *k_cache, *v_cache;
@@ -275,10 +285,11 @@ struct Item {
 
 }  // namespace
 
-void paged_attention(const float* q, const float* k_cache, const float* v_cache, const AttentionMetadata& meta,
-                     const AttentionShape& s, float scale, float* out, ThreadPool& pool) {
-  const int Hkv = s.num_kv_heads;
-  const AttnArgs args{q, k_cache, v_cache, meta, s, scale, out};
+void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
+                     const Tensor& out, ThreadPool& pool) {
+  const int Hkv = cache.num_kv_heads();
+  const AttentionShape s{static_cast<int>(q.size(1)), Hkv, cache.head_dim(), cache.block_size()};
+  const AttnArgs args{q.ptr<float>(), cache.k.ptr<float>(), cache.v.ptr<float>(), meta, s, scale, out.ptr<float>()};
   // Work items, longest first so the dynamic schedule ends evenly: query tiles of prefill chunks
   // of at least kMinTiledQuery tokens, then single tokens (decode and short chunks).
   thread_local std::vector<Item> scratch;

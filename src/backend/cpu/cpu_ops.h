@@ -25,20 +25,17 @@ inline constexpr int64_t kSmallGemmRows = 2;
 // Pins OpenBLAS to the calling thread: our pool supplies the parallelism (docs/cpu-backend.md).
 void blas_single_thread();
 
-struct AttentionShape {
-  int num_q_heads, num_kv_heads, head_dim, block_size, num_blocks;
-};
-// Paged attention exactly as AttentionMetadata documents it; q/out [T, Hq, D], caches NHD.
+// Paged attention exactly as AttentionMetadata documents it; q/out f32 [T, Hq, D], caches NHD.
 // Prefill chunks of at least kMinTiledQuery tokens go through OpenBLAS in tiles of kQueryTile
 // queries; decode and shorter chunks through the per-token kernel.
 inline constexpr int kMinTiledQuery = 8, kQueryTile = 32;
-void paged_attention(const float* q, const float* k_cache, const float* v_cache, const AttentionMetadata& meta,
-                     const AttentionShape& s, float scale, float* out, ThreadPool& pool);
+void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
+                     const Tensor& out, ThreadPool& pool);
 
-// in_scale: nullptr, or a factor per token that scales its qkv row first (a folded RMSNorm).
-void qk_norm_rope_store(const float* qkv, const float* in_scale, const float* q_norm_w, const float* k_norm_w,
-                        const int32_t* positions, const float* cos_sin, float eps, int64_t T, int Hq, int Hkv, int D,
-                        const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, ThreadPool& pool);
+// Backend::qk_norm_rope_store on f32 tensors. in_scale: nullptr, or a factor per token that
+// scales its qkv row first (a folded RMSNorm's).
+void qk_norm_rope_store(const RopeStore& in, const float* in_scale, const PagedKV& cache, const Tensor& q_out,
+                        ThreadPool& pool);
 
 void sample(const float* logits, int64_t B, int64_t V, const float* temperatures, const int64_t* keys,
             const int64_t* counters, int32_t* out, ThreadPool& pool);

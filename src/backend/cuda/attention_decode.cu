@@ -263,20 +263,18 @@ __global__ void combine_kernel(const float* __restrict__ workspace, const int32_
 
 // A launch's arguments, handed down the template dispatch below.
 struct DecodeLaunch {
-  const void *q, *kc, *vc;
-  const int32_t *seqlens_k, *block_tables;
-  int max_num_blocks, num_seqs;
-  AttnShape sh;
-  int log2_bs, num_splits, partition;
-  float* ws;
-  int* counters;
+  const void* q;
+  const PagedKVArgs& kv;
+  const DecodeSplits& sp;
+  int log2_bs;
   void* out;
 };
 
 template <int D, int MAXG, bool PV>
 void launch_dg(const DecodeLaunch& a, cudaStream_t s) {
-  const int G = a.sh.num_q_heads / a.sh.num_kv_heads;
-  const size_t smem = sizeof(float) * ((size_t)G * a.partition + (size_t)kWarps * G * D + 2 * G);
+  const AttnShape& sh = a.kv.sh;
+  const int G = sh.num_q_heads / sh.num_kv_heads;
+  const size_t smem = sizeof(float) * ((size_t)G * a.sp.partition + (size_t)kWarps * G * D + 2 * G);
   auto kern = decode_kernel<D, MAXG, PV>;
   static size_t smem_allowed = 48 * 1024;  // per instantiation; raised once when a launch needs more
   if (smem > smem_allowed) {
@@ -284,20 +282,20 @@ void launch_dg(const DecodeLaunch& a, cudaStream_t s) {
           "cudaFuncSetAttribute");
     smem_allowed = smem;
   }
-  dim3 grid(a.num_splits, a.sh.num_kv_heads, a.num_seqs);
+  dim3 grid(a.sp.num_splits, sh.num_kv_heads, a.kv.num_seqs);
   launch("attention (decode)", kern, grid, kWarps * 32, smem, s, static_cast<const bf16*>(a.q),
-         static_cast<const bf16*>(a.kc), static_cast<const bf16*>(a.vc), a.seqlens_k, a.block_tables,
-         a.max_num_blocks, a.sh.num_q_heads, a.sh.num_kv_heads, a.log2_bs, a.sh.scale * kLog2e, a.num_splits,
-         a.partition, a.ws, a.counters, static_cast<bf16*>(a.out));
-  if (a.num_splits > 1 && !a.counters)
-    launch("attention (decode combine)", combine_kernel<D>, dim3(a.sh.num_q_heads, a.num_seqs), D, 0, s,
-           static_cast<const float*>(a.ws), a.seqlens_k, a.sh.num_q_heads, a.num_splits, a.partition,
-           static_cast<bf16*>(a.out));
+         static_cast<const bf16*>(a.kv.k), static_cast<const bf16*>(a.kv.v), a.kv.seqlens_k, a.kv.block_tables,
+         a.kv.max_num_blocks, sh.num_q_heads, sh.num_kv_heads, a.log2_bs, sh.scale * kLog2e, a.sp.num_splits,
+         a.sp.partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out));
+  if (a.sp.num_splits > 1 && !a.sp.counters)
+    launch("attention (decode combine)", combine_kernel<D>, dim3(sh.num_q_heads, a.kv.num_seqs), D, 0, s,
+           static_cast<const float*>(a.sp.workspace), a.kv.seqlens_k, sh.num_q_heads, a.sp.num_splits,
+           a.sp.partition, static_cast<bf16*>(a.out));
 }
 
 template <int D, bool PV>
 void launch_d(const DecodeLaunch& a, cudaStream_t s) {
-  const int G = a.sh.num_q_heads / a.sh.num_kv_heads;
+  const int G = a.kv.sh.num_q_heads / a.kv.sh.num_kv_heads;
   if (G <= 1) launch_dg<D, 1, PV>(a, s);
   else if (G <= 2) launch_dg<D, 2, PV>(a, s);
   else if (G <= 4) launch_dg<D, 4, PV>(a, s);
@@ -307,18 +305,15 @@ void launch_d(const DecodeLaunch& a, cudaStream_t s) {
 
 }  // namespace
 
-void launch_attention_decode(const void* q, const void* k_cache, const void* v_cache, const int32_t* seqlens_k,
-                             const int32_t* block_tables, int max_num_blocks, int num_seqs, const AttnShape& sh,
-                             int num_splits, int partition, float* workspace, int* counters, void* out,
+void launch_attention_decode(const void* q, const PagedKVArgs& kv, const DecodeSplits& splits, void* out,
                              cudaStream_t s) {
-  if (num_seqs == 0) return;
+  if (kv.num_seqs == 0) return;
+  const AttnShape& sh = kv.sh;
   int log2_bs = 0;
   while ((1 << log2_bs) < sh.block_size) ++log2_bs;
-  const DecodeLaunch a{q,       k_cache,    v_cache,   seqlens_k, block_tables, max_num_blocks,
-                       num_seqs, sh,         log2_bs,   num_splits, partition,  workspace,
-                       counters, out};
+  const DecodeLaunch a{q, kv, splits, log2_bs, out};
   // Few (sequence, kv head) pairs: a small grid, latency-bound, so V's first rows load early too.
-  const bool pv = (long long)num_seqs * sh.num_kv_heads <= kPrefetchVPairs;
+  const bool pv = (long long)kv.num_seqs * sh.num_kv_heads <= kPrefetchVPairs;
   if (sh.head_dim == 64) pv ? launch_d<64, true>(a, s) : launch_d<64, false>(a, s);
   else if (sh.head_dim == 128) pv ? launch_d<128, true>(a, s) : launch_d<128, false>(a, s);
   else throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");

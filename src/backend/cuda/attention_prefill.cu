@@ -200,9 +200,11 @@ prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, con
 
 }  // namespace
 
-void launch_attention_prefill(const void* q, const void* k_cache, const void* v_cache, const int32_t* cu_seqlens_q,
-                              const int32_t* seqlens_k, const int32_t* block_tables, int max_num_blocks, int num_seqs,
-                              int max_seqlen_q, const AttnShape& sh, void* out, cudaStream_t s) {
+void launch_attention_prefill(const void* q, const PagedKVArgs& kv, const int32_t* cu_seqlens_q, int max_seqlen_q,
+                              void* out, cudaStream_t s) {
+  const int num_seqs = kv.num_seqs, max_num_blocks = kv.max_num_blocks;
+  const int32_t *seqlens_k = kv.seqlens_k, *block_tables = kv.block_tables;
+  const AttnShape& sh = kv.sh;
   if (num_seqs == 0 || max_seqlen_q == 0) return;
   int log2_bs = 0;
   while ((1 << log2_bs) < sh.block_size) ++log2_bs;
@@ -210,8 +212,8 @@ void launch_attention_prefill(const void* q, const void* k_cache, const void* v_
   dim3 grid((max_seqlen_q * G + kBM - 1) / kBM, sh.num_kv_heads, num_seqs);
   const float sl = sh.scale * kLog2e;
   auto qp = static_cast<const bf16*>(q);
-  auto kp = static_cast<const bf16*>(k_cache);
-  auto vp = static_cast<const bf16*>(v_cache);
+  auto kp = static_cast<const bf16*>(kv.k);
+  auto vp = static_cast<const bf16*>(kv.v);
   auto op = static_cast<bf16*>(out);
   const char* name = "attention (prefill)";
   if (sh.head_dim == 64)

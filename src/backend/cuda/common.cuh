@@ -5,8 +5,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
@@ -114,15 +112,10 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
-// NANOVLLM_PDL=0 turns the overlap off (for measurements); kernels still call pdl_wait(), which
-// then returns at once.
-inline bool pdl_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("NANOVLLM_PDL");
-    return !(v && std::strcmp(v, "0") == 0);
-  }();
-  return on;
-}
+// BackendOptions::pdl = false (NANOVLLM_PDL=0, for measurements) turns the overlap off through
+// set_pdl_enabled (kernels.h); kernels still call pdl_wait(), which then returns at once.
+extern bool pdl_on;  // launch_settings.cu
+inline bool pdl_enabled() { return pdl_on; }
 
 // Launches `kernel` on `s` with programmatic stream serialization allowed; throws naming `op`.
 template <class... Params, class... Args>

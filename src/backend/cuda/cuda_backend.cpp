@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,50 +21,21 @@ namespace {
 
 using cuda::check;
 
-[[noreturn]] void fail(const char* op, const std::string& what) {
-  throw std::invalid_argument(std::string(op) + ": " + what);
-}
-// Throws "op: what" when !ok. `what` is a string or a callable that builds one: these checks run
-// for every op of an eager step, so messages are built only when one fails.
-void require(bool ok, const char* op, const char* what) {
-  if (!ok) fail(op, what);
-}
-template <class F>
-void require(bool ok, const char* op, F&& what) {
-  if (!ok) fail(op, what());
-}
-void require_cuda(const Tensor& t, const char* op, const char* name) {
-  require(t.device == DeviceKind::cuda && t.data != nullptr, op, [&] {
-    return std::string(name) + " must be a CUDA tensor (got " + (t.data ? "a CPU tensor" : "no data") + ")";
-  });
-}
-void require_dtype(const Tensor& t, DType want, const char* op, const char* name) {
-  require(t.dtype == want, op,
-          [&] { return std::string(name) + " must be " + dtype_name(want) + ", got " + dtype_name(t.dtype); });
-}
 bool is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
-// Rows of a tensor seen as [rows, last dim]: the product of every dim but the last (no division,
-// so a zero-width last dim is fine).
-int64_t rows_of(const Tensor& t) {
-  if (t.ndim == 0) return 0;
-  int64_t r = 1;
-  for (int i = 0; i + 1 < t.ndim; ++i) r *= t.shape[i];
-  return r;
-}
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const BackendOptions& opts) : device_id_(opts.device_id) {
-    const char* sync = std::getenv("NANOVLLM_CUDA_SYNC");
-    sync_each_op_ = sync && *sync && std::string(sync) != "0";
-    // Tokens per decode split at most; NANOVLLM_DECODE_PARTITION overrides it for measurements.
-    if (const char* p = std::getenv("NANOVLLM_DECODE_PARTITION")) {
-      const int v = std::atoi(p);
+  explicit CudaBackend(const BackendOptions& opts)
+      : device_id_(opts.device_id), sync_each_op_(opts.cuda_sync), gemm_(opts.gemm_tune_all) {
+    if (opts.decode_partition) {
+      const int v = opts.decode_partition;
       if (v < kMinPartition || v > kMaxPartition || v % 32 != 0)
-        throw std::invalid_argument("NANOVLLM_DECODE_PARTITION=" + std::string(p) + ": expected a multiple of 32 in [" +
-                                    std::to_string(kMinPartition) + ", " + std::to_string(kMaxPartition) + "]");
+        throw std::invalid_argument("decode partition (NANOVLLM_DECODE_PARTITION) " + std::to_string(v) +
+                                    ": expected a multiple of 32 in [" + std::to_string(kMinPartition) + ", " +
+                                    std::to_string(kMaxPartition) + "]");
       max_partition_ = v;
     }
+    cuda::set_pdl_enabled(opts.pdl);
     check(cudaSetDevice(device_id_), "init", "cudaSetDevice");
     check(cudaGetDeviceProperties(&props_, device_id_), "init", "cudaGetDeviceProperties");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init", "cudaStreamCreate");
@@ -114,9 +84,6 @@ class CudaBackend final : public Backend {
     if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy_to_host", "cudaMemcpyAsync");
     check(cudaStreamSynchronize(stream_), "copy_to_host", "cudaStreamSynchronize");
   }
-  void copy_device(void* dst, const void* src, size_t bytes) override {
-    if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "copy_device", "cudaMemcpyAsync");
-  }
   void fill_zero(void* dst, size_t bytes) override {
     if (bytes) check(cudaMemsetAsync(dst, 0, bytes, stream_), "fill_zero", "cudaMemsetAsync");
   }
@@ -141,21 +108,14 @@ class CudaBackend final : public Backend {
 
   // Copies on the backend's stream and waits: the tensor is in place (and ordered before any op
   // issued after, e.g. scale_columns) when this returns.
-  void upload_convert(const Tensor& src, Tensor& dst) override {
+  void do_upload_convert(const Tensor& src, Tensor& dst) override {
     const char* op = "upload_convert";
-    require(src.device == DeviceKind::cpu, op, "source must be a host tensor");
-    require_cuda(dst, op, "dst");
-    require(src.numel() == dst.numel(), op,
-            [&] { return "element counts differ: source " + src.shape_str() + ", destination " + dst.shape_str(); });
     if (src.dtype == dst.dtype) {
       check(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyHostToDevice, stream_), op,
             "cudaMemcpyAsync");
       check(cudaStreamSynchronize(stream_), op, "cudaStreamSynchronize");
       return;
     }
-    auto in_ok = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
-    require(in_ok(src.dtype) && in_ok(dst.dtype), op,
-            [&] { return std::string("cannot convert ") + dtype_name(src.dtype) + " to " + dtype_name(dst.dtype); });
     // Convert on the host a chunk at a time (bounded staging memory), then copy.
     constexpr int64_t kChunk = 1 << 22;
     std::vector<uint8_t> stage(static_cast<size_t>(std::min<int64_t>(kChunk, src.numel())) * dtype_size(dst.dtype));
@@ -170,167 +130,83 @@ class CudaBackend final : public Backend {
     }
   }
 
-  void scale_columns(Tensor& w, const Tensor& scale) override {
-    const char* op = "scale_columns";
-    require_cuda(w, op, "w"); require_cuda(scale, op, "scale");
-    require_dtype(scale, DType::f32, op, "scale");
-    require(w.ndim >= 1 && scale.numel() == w.size(-1), op,
-            [&] { return "shapes w " + w.shape_str() + ", scale " + scale.shape_str(); });
-    cuda::launch_scale_columns(w.data, w.dtype, scale.ptr<float>(), rows_of(w), (int)w.size(-1), stream_);
-    debug_sync(op);
+  void do_scale_columns(Tensor& w, const Tensor& scale) override {
+    cuda::launch_scale_columns(w.data, w.dtype, scale.ptr<float>(), rows_of(w), (int)cols_of(w), stream_);
+    debug_sync("scale_columns");
   }
 
-  void check_attention_shape(int block_size, int head_dim) const override {
+  void do_check_attention_shape(int block_size, int head_dim, int q_heads_per_kv_head) const override {
     if (!is_pow2(block_size) || block_size > 1024)
       throw std::invalid_argument("CUDA attention: block_size " + std::to_string(block_size) +
                                   " not supported (a power of two from 1 to 1024)");
     if (head_dim != 64 && head_dim != 128)
       throw std::invalid_argument("CUDA attention: head_dim " + std::to_string(head_dim) +
                                   " not supported (64 or 128)");
+    if (q_heads_per_kv_head > 8)
+      throw std::invalid_argument("CUDA attention: " + std::to_string(q_heads_per_kv_head) +
+                                  " query heads per kv head (CUDA takes up to 8)");
   }
 
   // ---- ops ----
-  void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
-    const char* op = "embedding";
-    require_cuda(ids, op, "ids"); require_cuda(table, op, "table"); require_cuda(out, op, "out");
-    require_dtype(ids, DType::i32, op, "ids");
-    require(table.ndim == 2 && out.ndim == 2 && out.size(1) == table.size(1) && out.size(0) == ids.numel(), op,
-            [&] {
-              return "shapes ids " + ids.shape_str() + ", table " + table.shape_str() + ", out " + out.shape_str();
-            });
+  void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
     cuda::launch_gather_rows(table.data, table.dtype, ids.ptr<int32_t>(), out.data, out.dtype, (int)out.size(0),
                              (int)out.size(1), (int)table.size(0), stream_);
     debug_sync("embedding");
   }
 
-  void gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) override {
-    const char* op = "gather_rows";
-    require_cuda(x, op, "x"); require_cuda(idx, op, "idx"); require_cuda(out, op, "out");
-    require_dtype(idx, DType::i32, op, "idx");
-    require(x.ndim == 2 && out.ndim == 2 && out.size(1) == x.size(1) && out.size(0) == idx.numel(), op,
-            [&] { return "shapes x " + x.shape_str() + ", idx " + idx.shape_str() + ", out " + out.shape_str(); });
+  void do_gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) override {
     cuda::launch_gather_rows(x.data, x.dtype, idx.ptr<int32_t>(), out.data, out.dtype, (int)out.size(0),
                              (int)out.size(1), (int)x.size(0), stream_);
     debug_sync("gather_rows");
   }
 
-  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
-    const char* op = "rms_norm";
-    require_cuda(x, op, "x"); require_cuda(w, op, "w"); require_cuda(out, op, "out");
-    require(x.numel() == out.numel() && x.dtype == out.dtype && w.numel() == x.size(-1), op,
-            [&] { return "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str(); });
-    cuda::launch_rms_norm(x.data, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)x.size(-1), eps,
-                          stream_);
+  void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
+    cuda::launch_rms_norm(x.data, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)cols_of(x), eps, stream_);
     debug_sync("rms_norm");
   }
 
-  void linear(const Tensor& x, const Tensor& w, Tensor& out) override { gemm_op("linear", x, w, out, false); }
-  void linear_add(const Tensor& x, const Tensor& w, Tensor& out) override { gemm_op("linear_add", x, w, out, true); }
+  void do_linear(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) override {
+    gemm_.linear(x.data, w.data, out.data, rows_of(x), w.size(0), w.size(1), x.dtype, out.dtype, accumulate, stream_);
+    debug_sync(accumulate ? "linear_add" : "linear");
+  }
 
-  void qk_norm_rope_store(const Tensor& qkv, const FoldedNorm& folded, const Tensor& q_norm_w, const Tensor& k_norm_w,
-                          const Tensor& positions, const Tensor& cos_sin, float eps, int num_q_heads, int num_kv_heads,
-                          const int32_t* slot_mapping, Tensor& k_cache, Tensor& v_cache, Tensor& q_out) override {
-    const char* op = "qk_norm_rope_store";
-    require_cuda(qkv, op, "qkv"); require_cuda(q_norm_w, op, "q_norm_w"); require_cuda(k_norm_w, op, "k_norm_w");
-    require_cuda(positions, op, "positions"); require_cuda(cos_sin, op, "cos_sin");
-    require_cuda(k_cache, op, "k_cache"); require_cuda(v_cache, op, "v_cache"); require_cuda(q_out, op, "q_out");
-    require_dtype(qkv, DType::bf16, op, "qkv"); require_dtype(q_out, DType::bf16, op, "q_out");
-    require_dtype(k_cache, DType::bf16, op, "k_cache"); require_dtype(v_cache, DType::bf16, op, "v_cache");
-    require_dtype(positions, DType::i32, op, "positions"); require_dtype(cos_sin, DType::f32, op, "cos_sin");
-    require(q_norm_w.dtype == k_norm_w.dtype, op, "q_norm_w and k_norm_w dtypes differ");
-    const int64_t T = rows_of(qkv);
-    const int64_t D = cos_sin.size(-1);
-    require(qkv.size(-1) == (num_q_heads + 2 * num_kv_heads) * D && q_out.numel() == T * num_q_heads * D &&
-                positions.numel() == T && q_norm_w.numel() == D && k_norm_w.numel() == D,
-            op, [&] {
-              return "shapes qkv " + qkv.shape_str() + ", q_out " + q_out.shape_str() + ", cos_sin " +
-                     cos_sin.shape_str() + ", positions " + positions.shape_str() + " for " +
-                     std::to_string(num_q_heads) + " q heads, " + std::to_string(num_kv_heads) + " kv heads";
-            });
-    cuda::launch_qk_norm_rope_store(qkv.data, row_rms(op, folded, qkv), q_norm_w.data, k_norm_w.data, q_norm_w.dtype,
-                                    positions.ptr<int32_t>(), cos_sin.ptr<float>(), eps, (int)T, num_q_heads,
-                                    num_kv_heads, (int)D, slot_mapping, k_cache.data, v_cache.data, q_out.data,
-                                    stream_);
+  void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) override {
+    cuda::launch_qk_norm_rope_store(
+        {.qkv = in.qkv.data, .rms = row_rms(in.folded), .q_norm_w = in.q_norm_w.data, .k_norm_w = in.k_norm_w.data,
+         .wt = in.q_norm_w.dtype, .positions = in.positions.ptr<int32_t>(), .cos_sin = in.cos_sin.ptr<float>(),
+         .eps = in.eps, .tokens = (int)rows_of(in.qkv), .num_q_heads = in.num_q_heads,
+         .num_kv_heads = in.num_kv_heads, .head_dim = cache.head_dim(), .slot_mapping = in.slot_mapping,
+         .k_cache = cache.k.data, .v_cache = cache.v.data, .q_out = q_out.data},
+        stream_);
     debug_sync("qk_norm_rope_store");
   }
 
-  void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
-                 float scale, Tensor& out) override {
-    const char* op = "attention";
-    require_cuda(q, op, "q"); require_cuda(k_cache, op, "k_cache"); require_cuda(v_cache, op, "v_cache");
-    require_cuda(out, op, "out");
-    require_dtype(q, DType::bf16, op, "q"); require_dtype(out, DType::bf16, op, "out");
-    require_dtype(k_cache, DType::bf16, op, "k_cache"); require_dtype(v_cache, DType::bf16, op, "v_cache");
-    require(q.ndim == 3 && k_cache.ndim == 4 && out.numel() == q.numel(), op,
-            [&] {
-              return "q must be [T, Hq, D] and the caches [blocks, block_size, Hkv, D]; got q " + q.shape_str() +
-                     ", k_cache " + k_cache.shape_str();
-            });
-    cuda::AttnShape sh{(int)q.size(1), (int)k_cache.size(2), (int)q.size(2), (int)k_cache.size(1), scale};
-    check_attention_shape(sh.block_size, sh.head_dim);
-    require(k_cache.size(3) == sh.head_dim && sh.num_kv_heads > 0 && sh.num_q_heads % sh.num_kv_heads == 0, op,
-            [&] { return "q " + q.shape_str() + " does not match k_cache " + k_cache.shape_str(); });
-    require(sh.num_q_heads / sh.num_kv_heads <= 8, op,
-            [&] {
-              return std::to_string(sh.num_q_heads / sh.num_kv_heads) + " query heads per kv head (CUDA takes up to 8)";
-            });
+  void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
+                    Tensor& out) override {
     if (meta.num_seqs == 0) return;
+    const cuda::PagedKVArgs kv{cache.k.data, cache.v.data, meta.block_tables, meta.max_num_blocks, meta.seqlens_k,
+                               meta.num_seqs,
+                               {(int)q.size(1), cache.num_kv_heads(), cache.head_dim(), cache.block_size(), scale}};
     if (meta.is_prefill) {
-      cuda::launch_attention_prefill(q.data, k_cache.data, v_cache.data, meta.cu_seqlens_q, meta.seqlens_k,
-                                     meta.block_tables, meta.max_num_blocks, meta.num_seqs, meta.max_seqlen_q, sh,
-                                     out.data, stream_);
+      cuda::launch_attention_prefill(q.data, kv, meta.cu_seqlens_q, meta.max_seqlen_q, out.data, stream_);
       debug_sync("attention (prefill)");
       return;
     }
-    require(q.size(0) >= meta.num_seqs, op, "decode needs one query row per sequence");
-    // Split the context so that the grid fills the GPU (8 blocks per SM) even for few sequences;
-    // at most max_partition_ tokens a split. Splits past a sequence's real length (the bound is
-    // max_model_len under a graph) leave at once. A version whose splits walked the context in
-    // chunks measured 12% less bandwidth at batch 256 (72 instead of 56 registers), and one that
-    // cut the whole batch's tokens into equal chunks 7% less end to end (docs/cuda.md).
-    const int maxk = std::max(1, meta.max_seqlen_k);
-    const int ctas = meta.num_seqs * sh.num_kv_heads;
-    const int want = (8 * props_.multiProcessorCount + ctas - 1) / ctas;
-    int splits = std::min(want, (maxk + kMinPartition - 1) / kMinPartition);
-    splits = std::max({splits, (maxk + max_partition_ - 1) / max_partition_, 1});
-    int partition = (maxk + splits - 1) / splits;
-    partition = (partition + 31) / 32 * 32;
-    splits = (maxk + partition - 1) / partition;
-    float* ws = nullptr;
-    if (splits > 1)
-      ws = static_cast<float*>(
-          attn_ws_.get((size_t)meta.num_seqs * sh.num_q_heads * splits * (sh.head_dim + 2) * sizeof(float)));
-    int* counters = meta.num_seqs * sh.num_kv_heads <= kSplitCounters ? split_counters_ : nullptr;
-    cuda::launch_attention_decode(q.data, k_cache.data, v_cache.data, meta.seqlens_k, meta.block_tables,
-                                  meta.max_num_blocks, meta.num_seqs, sh, splits, partition, ws, counters, out.data,
-                                  stream_);
+    cuda::launch_attention_decode(q.data, kv, decode_splits(kv.sh, meta), out.data, stream_);
     debug_sync("attention (decode)");
   }
 
-  void silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) override {
-    const char* op = "silu_mul";
-    require_cuda(x, op, "x"); require_cuda(out, op, "out");
-    require(x.dtype == out.dtype && x.size(-1) == 2 * out.size(-1) && rows_of(x) == rows_of(out), op,
-            [&] { return "shapes x " + x.shape_str() + ", out " + out.shape_str(); });
-    cuda::launch_silu_mul(x.data, row_rms(op, folded, x), out.data, x.dtype, (int)rows_of(x), (int)out.size(-1),
-                          stream_);
+  void do_silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) override {
+    cuda::launch_silu_mul(x.data, row_rms(folded), out.data, x.dtype, (int)rows_of(x), (int)cols_of(out), stream_);
     debug_sync("silu_mul");
   }
 
-  void sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
-              Tensor& out) override {
-    const char* op = "sample";
-    require_cuda(logits, op, "logits"); require_cuda(temperatures, op, "temperatures"); require_cuda(keys, op, "keys");
-    require_cuda(counters, op, "counters"); require_cuda(out, op, "out");
-    require_dtype(logits, DType::f32, op, "logits"); require_dtype(temperatures, DType::f32, op, "temperatures");
-    require_dtype(keys, DType::i64, op, "keys"); require_dtype(counters, DType::i64, op, "counters");
-    require_dtype(out, DType::i32, op, "out");
-    const int64_t B = rows_of(logits);
-    require(temperatures.numel() >= B && keys.numel() >= B && counters.numel() >= B && out.numel() >= B, op,
-            [&] { return "one temperature, key, counter and output per logits row " + logits.shape_str(); });
-    void* scratch = sample_ws_.get(cuda::sample_scratch_bytes((int)B, (int)logits.size(-1)));
+  void do_sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
+                 Tensor& out) override {
+    const int B = (int)rows_of(logits), V = (int)cols_of(logits);
+    void* scratch = sample_ws_.get(cuda::sample_scratch_bytes(B, V));
     cuda::launch_sample(logits.ptr<float>(), temperatures.ptr<float>(), keys.ptr<int64_t>(), counters.ptr<int64_t>(),
-                        out.ptr<int32_t>(), (int)B, (int)logits.size(-1), scratch, stream_);
+                        out.ptr<int32_t>(), B, V, scratch, stream_);
     debug_sync("sample");
   }
 
@@ -370,34 +246,38 @@ class CudaBackend final : public Backend {
   static constexpr int kMinPartition = 32;
   static constexpr int kMaxPartition = 1024;  // scores of a split's tokens fit in shared memory
   // 256, not 1024: under a graph the bound is max_model_len, and contexts of uneven length leave
-  // long 1024-token splits running alone at the end of the wave. bench.py workload on the H100:
-  // 17,420 tok/s at 1024, 18,580 at 512, 18,800 at 256 (docs/cuda.md).
+  // long splits running alone at the end of the wave (the sizes measured: docs/cuda.md). BackendOptions::decode_partition overrides it for measurements.
   int max_partition_ = 256;
   static constexpr int kSplitCounters = 1 << 16;  // (sequence, kv head) pairs a decode step may have
 
-  void gemm_op(const char* op, const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) {
-    require_cuda(x, op, "x"); require_cuda(w, op, "w"); require_cuda(out, op, "out");
-    require(w.ndim == 2 && x.size(-1) == w.size(1) && out.size(-1) == w.size(0) && rows_of(x) == rows_of(out), op,
-            [&] { return "shapes x " + x.shape_str() + ", w " + w.shape_str() + ", out " + out.shape_str(); });
-    require(x.dtype == w.dtype, op, [&] {
-      return std::string("x and w dtypes differ: ") + dtype_name(x.dtype) + " vs " + dtype_name(w.dtype);
-    });
-    gemm_.linear(x.data, w.data, out.data, rows_of(x), w.size(0), w.size(1), x.dtype, out.dtype, accumulate, stream_);
-    debug_sync(op);
+  // Splits the context so that the grid fills the GPU (8 blocks per SM) even for few sequences;
+  // at most max_partition_ tokens a split. Splits past a sequence's real length (the bound is
+  // max_model_len under a graph) leave at once. Splits that walk the context in chunks, or equal
+  // chunks of the whole batch's tokens, measured slower (docs/cuda.md, tried and not kept).
+  cuda::DecodeSplits decode_splits(const cuda::AttnShape& sh, const AttentionMetadata& meta) {
+    const int maxk = std::max(1, meta.max_seqlen_k);
+    const int ctas = meta.num_seqs * sh.num_kv_heads;
+    const int want = (8 * props_.multiProcessorCount + ctas - 1) / ctas;
+    int splits = std::min(want, (maxk + kMinPartition - 1) / kMinPartition);
+    splits = std::max({splits, (maxk + max_partition_ - 1) / max_partition_, 1});
+    int partition = (maxk + splits - 1) / splits;
+    partition = (partition + 31) / 32 * 32;
+    splits = (maxk + partition - 1) / partition;
+    float* ws = nullptr;
+    if (splits > 1)
+      ws = static_cast<float*>(
+          attn_ws_.get((size_t)meta.num_seqs * sh.num_q_heads * splits * (sh.head_dim + 2) * sizeof(float)));
+    int* counters = meta.num_seqs * sh.num_kv_heads <= kSplitCounters ? split_counters_ : nullptr;
+    return {splits, partition, ws, counters};
   }
 
-  // A folded norm's rows for a kernel, checked against the op's input `x` (same rows and dtype).
-  static cuda::RowRms row_rms(const char* op, const FoldedNorm& f, const Tensor& x) {
+  // A folded norm's rows for a kernel.
+  static cuda::RowRms row_rms(const FoldedNorm& f) {
     if (!f.rows) return {nullptr, 0, 0.f};
-    require_cuda(*f.rows, op, "folded.rows");
-    require(f.rows->dtype == x.dtype && rows_of(*f.rows) == rows_of(x) && f.rows->size(-1) > 0, op, [&] {
-      return "folded.rows " + f.rows->shape_str() + " (" + dtype_name(f.rows->dtype) + ") for input " + x.shape_str() +
-             " (" + dtype_name(x.dtype) + ")";
-    });
-    return {f.rows->data, (int)f.rows->size(-1), f.eps};
+    return {f.rows->data, (int)cols_of(*f.rows), f.eps};
   }
 
-  // With NANOVLLM_CUDA_SYNC=1 every op waits for its kernels, so a fault inside one is reported
+  // With BackendOptions::cuda_sync (NANOVLLM_CUDA_SYNC=1) every op waits for its kernels, so a fault inside one is reported
   // with that op's name (otherwise it surfaces at the next synchronizing call). Not while capturing.
   void debug_sync(const char* op) {
     if (!sync_each_op_) return;

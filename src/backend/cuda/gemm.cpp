@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -25,10 +24,8 @@ cudaDataType_t cuda_type(DType t) {
 }
 }  // namespace
 
-Gemm::Gemm() {
+Gemm::Gemm(bool tune_all) : tune_all_(tune_all) {
   check_cublas(cublasLtCreate(&handle_), "linear", "cublasLtCreate");
-  const char* all = std::getenv("NANOVLLM_GEMM_TUNE_ALL");  // time every decode size (measurements)
-  tune_all_ = all && std::string(all) == "1";
 }
 
 Gemm::~Gemm() {

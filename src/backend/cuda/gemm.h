@@ -20,7 +20,9 @@ namespace nanovllm::cuda {
 
 class Gemm {
  public:
-  Gemm();  // creates the cuBLASLt handle; the caller provides the workspace
+  // Creates the cuBLASLt handle; the caller provides the workspace. tune_all: time candidates at
+  // every decode size, not only at powers of two (for measurements).
+  explicit Gemm(bool tune_all);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;

@@ -35,12 +35,20 @@ void launch_silu_mul(const void* x, const RowRms& rms, void* out, DType t, int r
 
 // Per-head RMS norm of q and k, neox RoPE, q to q_out and k/v into the paged cache (see
 // Backend::qk_norm_rope_store), qkv's rows scaled by `rms` first. Activations and cache are bf16;
-// norm weights bf16 or f32.
-void launch_qk_norm_rope_store(const void* qkv, const RowRms& rms, const void* q_norm_w, const void* k_norm_w,
-                               DType wt, const int32_t* positions, const float* cos_sin, float eps, int tokens,
-                               int num_q_heads, int num_kv_heads, int head_dim,
-                               const int32_t* slot_mapping, void* k_cache, void* v_cache, void* q_out,
-                               cudaStream_t s);
+// norm weights bf16 or f32 (wt).
+struct RopeStoreArgs {
+  const void* qkv;
+  RowRms rms;
+  const void *q_norm_w, *k_norm_w;
+  DType wt;
+  const int32_t* positions;
+  const float* cos_sin;
+  float eps;
+  int tokens, num_q_heads, num_kv_heads, head_dim;
+  const int32_t* slot_mapping;
+  void *k_cache, *v_cache, *q_out;
+};
+void launch_qk_norm_rope_store(const RopeStoreArgs& a, cudaStream_t s);
 
 // Skinny GEMM for M <= 8 (bf16 x and w, bf16 or f32 out): out[M, N] = x[M, K] w[N, K]^T
 // (accumulate: out +=).
@@ -54,21 +62,38 @@ struct AttnShape {
   float scale;
 };
 
+// What both attention kernels read: the paged cache (NHD, bf16; see backend.h) with the batch's
+// block tables [num_seqs, max_num_blocks] and context lengths seqlens_k [num_seqs].
+struct PagedKVArgs {
+  const void *k, *v;
+  const int32_t* block_tables;
+  int max_num_blocks;
+  const int32_t* seqlens_k;
+  int num_seqs;
+  AttnShape sh;
+};
+
 // Decode (one query token per sequence), split-KV: num_splits partitions of `partition` tokens
 // per sequence, merged when num_splits > 1 (workspace: num_seqs * num_q_heads * num_splits *
 // (head_dim + 2) floats). counters (num_seqs * num_kv_heads ints, zero, left zero) let the last
 // block of each (sequence, kv head) merge in the same launch; nullptr: a second kernel merges.
-void launch_attention_decode(const void* q, const void* k_cache, const void* v_cache,
-                             const int32_t* seqlens_k, const int32_t* block_tables, int max_num_blocks,
-                             int num_seqs, const AttnShape& sh, int num_splits, int partition,
-                             float* workspace, int* counters, void* out, cudaStream_t s);
+struct DecodeSplits {
+  int num_splits, partition;
+  float* workspace;
+  int* counters;
+};
+void launch_attention_decode(const void* q, const PagedKVArgs& kv, const DecodeSplits& splits, void* out,
+                             cudaStream_t s);
 
 // Prefill over a variable-length batch whose K/V are already in the paged cache (prefix hits and
 // chunked prefill included); causal within each sequence.
-void launch_attention_prefill(const void* q, const void* k_cache, const void* v_cache,
-                              const int32_t* cu_seqlens_q, const int32_t* seqlens_k,
-                              const int32_t* block_tables, int max_num_blocks, int num_seqs,
-                              int max_seqlen_q, const AttnShape& sh, void* out, cudaStream_t s);
+void launch_attention_prefill(const void* q, const PagedKVArgs& kv, const int32_t* cu_seqlens_q, int max_seqlen_q,
+                              void* out, cudaStream_t s);
+
+// Whether launches may overlap the kernel before them (programmatic dependent launch,
+// common.cuh). The backend sets it from BackendOptions::pdl; one setting for the process, as the
+// launch path that reads it has no backend to ask.
+void set_pdl_enabled(bool on);
 
 // One token per row of logits [rows, vocab]: argmax when temperature is 0, else Gumbel-max with
 // uniform01(key, counter, v) (backend/rng.h), bit-compatible with the CPU sampler's draws.

@@ -77,41 +77,35 @@ __global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const bf
 }
 
 template <int P>
-void launch_p(const void* qkv, const RowRms& rms, const void* qw, const void* kw, DType wt, const int32_t* positions,
-              const float* cos_sin, float eps, int tokens, int hq, int hkv, const int32_t* slots, void* kc, void* vc,
-              void* q_out, cudaStream_t s) {
-  const int warps = std::min(hq + hkv, 32);
+void launch_p(const RopeStoreArgs& a, cudaStream_t s) {
+  const int warps = std::min(a.num_q_heads + a.num_kv_heads, 32);
   const char* op = "qk_norm_rope_store";
-  auto rows = static_cast<const bf16*>(rms.rows);
-  if (wt == DType::bf16)
-    launch(op, qk_norm_rope_store_kernel<P, bf16>, tokens, warps * 32, 0, s, static_cast<const bf16*>(qkv), rows,
-           rms.hidden, rms.eps, static_cast<const bf16*>(qw), static_cast<const bf16*>(kw), positions, cos_sin, eps,
-           hq, hkv, slots, static_cast<bf16*>(kc), static_cast<bf16*>(vc), static_cast<bf16*>(q_out));
-  else if (wt == DType::f32)
-    launch(op, qk_norm_rope_store_kernel<P, float>, tokens, warps * 32, 0, s, static_cast<const bf16*>(qkv), rows,
-           rms.hidden, rms.eps, static_cast<const float*>(qw), static_cast<const float*>(kw), positions, cos_sin, eps,
-           hq, hkv, slots, static_cast<bf16*>(kc), static_cast<bf16*>(vc), static_cast<bf16*>(q_out));
+  auto rows = static_cast<const bf16*>(a.rms.rows);
+  if (a.wt == DType::bf16)
+    launch(op, qk_norm_rope_store_kernel<P, bf16>, a.tokens, warps * 32, 0, s, static_cast<const bf16*>(a.qkv), rows,
+           a.rms.hidden, a.rms.eps, static_cast<const bf16*>(a.q_norm_w), static_cast<const bf16*>(a.k_norm_w),
+           a.positions, a.cos_sin, a.eps, a.num_q_heads, a.num_kv_heads, a.slot_mapping,
+           static_cast<bf16*>(a.k_cache), static_cast<bf16*>(a.v_cache), static_cast<bf16*>(a.q_out));
+  else if (a.wt == DType::f32)
+    launch(op, qk_norm_rope_store_kernel<P, float>, a.tokens, warps * 32, 0, s, static_cast<const bf16*>(a.qkv), rows,
+           a.rms.hidden, a.rms.eps, static_cast<const float*>(a.q_norm_w), static_cast<const float*>(a.k_norm_w),
+           a.positions, a.cos_sin, a.eps, a.num_q_heads, a.num_kv_heads, a.slot_mapping,
+           static_cast<bf16*>(a.k_cache), static_cast<bf16*>(a.v_cache), static_cast<bf16*>(a.q_out));
   else
     throw std::invalid_argument(std::string("qk_norm_rope_store: norm weights must be BF16 or F32, got ") +
-                                dtype_name(wt));
+                                dtype_name(a.wt));
 }
 
 }  // namespace
 
-void launch_qk_norm_rope_store(const void* qkv, const RowRms& rms, const void* q_norm_w, const void* k_norm_w,
-                               DType wt, const int32_t* positions, const float* cos_sin, float eps, int tokens,
-                               int num_q_heads, int num_kv_heads, int head_dim, const int32_t* slot_mapping,
-                               void* k_cache, void* v_cache, void* q_out, cudaStream_t s) {
-  if (tokens == 0) return;
-  switch (head_dim) {
-    case 64: launch_p<1>(qkv, rms, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
-                         slot_mapping, k_cache, v_cache, q_out, s); break;
-    case 128: launch_p<2>(qkv, rms, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
-                          slot_mapping, k_cache, v_cache, q_out, s); break;
-    case 256: launch_p<4>(qkv, rms, q_norm_w, k_norm_w, wt, positions, cos_sin, eps, tokens, num_q_heads, num_kv_heads,
-                          slot_mapping, k_cache, v_cache, q_out, s); break;
+void launch_qk_norm_rope_store(const RopeStoreArgs& a, cudaStream_t s) {
+  if (a.tokens == 0) return;
+  switch (a.head_dim) {
+    case 64: launch_p<1>(a, s); break;
+    case 128: launch_p<2>(a, s); break;
+    case 256: launch_p<4>(a, s); break;
     default:
-      throw std::invalid_argument("qk_norm_rope_store: head_dim " + std::to_string(head_dim) +
+      throw std::invalid_argument("qk_norm_rope_store: head_dim " + std::to_string(a.head_dim) +
                                   " not supported by the CUDA backend (64, 128 or 256)");
   }
 }

@@ -1,0 +1,323 @@
+// The op contract: Backend's public ops check their arguments here, once for every backend, then
+// call the backend's do_ op. Errors are std::invalid_argument "op: what", naming the tensor and
+// what was expected. Messages are built only when a check fails: these run for every op of an
+// eager step. Values an op indexes with are checked where the host can read them.
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace nanovllm {
+namespace {
+
+const char* device_name(DeviceKind d) { return d == DeviceKind::cuda ? "CUDA" : "CPU"; }
+
+// The checks of one op call on one backend.
+class Check {
+ public:
+  Check(const Backend& b, const char* op) : b_(b), op_(op) {}
+
+  [[noreturn]] void fail(const std::string& what) const { throw std::invalid_argument(std::string(op_) + ": " + what); }
+  template <class F>
+  void that(bool ok, F&& what) const {
+    if (!ok) fail(what());
+  }
+
+  // In this backend's memory, with data (unless empty).
+  void here(const Tensor& t, const char* name) const {
+    if (t.device != b_.device())
+      fail(std::string(name) + " is a " + device_name(t.device) + " tensor, expected a " + device_name(b_.device()) +
+           " tensor");
+    if (!t.data && t.numel() > 0) fail(std::string(name) + " has no data");
+  }
+  void dtype(const Tensor& t, const char* name, DType want) const {
+    here(t, name);
+    that(t.dtype == want, [&] {
+      return std::string(name) + " has dtype " + dtype_name(t.dtype) + ", expected " + dtype_name(want);
+    });
+  }
+  // A floating tensor of a dtype this backend's row-wise ops take (Backend::takes_float).
+  void floating(const Tensor& t, const char* name) const {
+    here(t, name);
+    that(b_.takes_float(t.dtype), [&] {
+      std::string want = dtype_name(DType::f32);
+      if (b_.compute_dtype() != DType::f32) want += std::string(" or ") + dtype_name(b_.compute_dtype());
+      return std::string(name) + " has dtype " + dtype_name(t.dtype) + ", expected " + want;
+    });
+  }
+  void same_dtype(const Tensor& a, const char* an, const Tensor& b, const char* bn) const {
+    that(a.dtype == b.dtype, [&] {
+      return std::string(an) + " and " + bn + " differ in dtype: " + dtype_name(a.dtype) + " vs " + dtype_name(b.dtype);
+    });
+  }
+  void shape(const Tensor& t, const char* name, std::initializer_list<int64_t> want) const {
+    const Tensor w(nullptr, t.dtype, want);
+    bool same = w.ndim == t.ndim;
+    for (int i = 0; same && i < t.ndim; ++i) same = w.shape[i] == t.shape[i];
+    that(same, [&] { return std::string(name) + " has shape " + t.shape_str() + ", expected " + w.shape_str(); });
+  }
+  // A row-wise op's output: `rows` rows of `cols`.
+  void matrix(const Tensor& t, const char* name, int64_t rows, int64_t cols) const {
+    that(rows_of(t) == rows && cols_of(t) == cols, [&] {
+      return std::string(name) + " has shape " + t.shape_str() + ", expected " + std::to_string(rows) + " rows of " +
+             std::to_string(cols);
+    });
+  }
+  // A cache pair in the compute dtype, [blocks, block_size, Hkv, D] both.
+  void cache(const PagedKV& c, int64_t Hkv, int64_t D) const {
+    dtype(c.k, "k_cache", b_.compute_dtype());
+    dtype(c.v, "v_cache", b_.compute_dtype());
+    that(c.k.ndim == 4 && c.k.size(2) == Hkv && c.k.size(3) == D, [&] {
+      return "k_cache has shape " + c.k.shape_str() + ", expected [num_blocks, block_size, " + std::to_string(Hkv) +
+             ", " + std::to_string(D) + "]";
+    });
+    shape(c.v, "v_cache", {c.k.size(0), c.k.size(1), c.k.size(2), c.k.size(3)});
+  }
+  // A folded norm's rows for the op's input x: x's dtype and rows, a non-empty last dim.
+  void folded(const FoldedNorm& f, const Tensor& x) const {
+    if (!f.rows) return;
+    here(*f.rows, "folded.rows");
+    same_dtype(*f.rows, "folded.rows", x, "the input");
+    that(rows_of(*f.rows) == rows_of(x) && cols_of(*f.rows) > 0, [&] {
+      return "folded.rows has shape " + f.rows->shape_str() + ", expected " + std::to_string(rows_of(x)) +
+             " non-empty rows (the input is " + x.shape_str() + ")";
+    });
+  }
+  bool host_visible() const { return b_.device() == DeviceKind::cpu; }
+
+ private:
+  const Backend& b_;
+  const char* op_;
+};
+
+bool is_floating(DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
+
+// ---- Values an op indexes with or divides by (token ids, slots, block tables, temperatures).
+// They read the data, so they run only where the host can (Check::host_visible: the CPU
+// backend): there a bad value is an error message rather than a wild read.
+
+// Every entry of idx (i32) in [0, limit); `what` names an entry ("token id"), `of` the range's owner.
+void check_row_indices(const Check& c, const char* what, const Tensor& idx, int64_t limit, const char* of) {
+  const int32_t* id = idx.ptr<int32_t>();
+  for (int64_t t = 0; t < idx.numel(); ++t)
+    if (id[t] < 0 || id[t] >= limit)
+      c.fail(std::string(what) + " " + std::to_string(id[t]) + " at row " + std::to_string(t) + " is outside " + of +
+             " [0, " + std::to_string(limit) + ")");
+}
+
+// Positions inside the rope table, slots inside the cache.
+void check_rope_store_values(const Check& c, const RopeStore& in, const PagedKV& cache) {
+  const int64_t max_pos = in.cos_sin.size(0), slots = cache.k.size(0) * cache.k.size(1);
+  const int32_t* pos = in.positions.ptr<int32_t>();
+  for (int64_t t = 0; t < in.positions.numel(); ++t) {
+    if (pos[t] < 0 || pos[t] >= max_pos)
+      c.fail("position " + std::to_string(pos[t]) + " outside the rope table [0, " + std::to_string(max_pos) + ")");
+    if (in.slot_mapping[t] >= slots)
+      c.fail("slot " + std::to_string(in.slot_mapping[t]) + " outside the cache (" + std::to_string(slots) + " slots)");
+  }
+}
+
+// Lengths that add up, and block-table entries inside the cache for every block a context needs.
+void check_attention_values(const Check& c, const AttentionMetadata& m, const PagedKV& cache) {
+  const int bs = cache.block_size(), nb = cache.num_blocks();
+  if (m.cu_seqlens_q[0] != 0 || m.cu_seqlens_q[m.num_seqs] != m.num_tokens)
+    c.fail("cu_seqlens_q must run from 0 to num_tokens = " + std::to_string(m.num_tokens));
+  for (int i = 0; i < m.num_seqs; ++i) {
+    const int q_len = m.cu_seqlens_q[i + 1] - m.cu_seqlens_q[i], k_len = m.seqlens_k[i];
+    if (q_len < 0 || k_len < q_len)
+      c.fail("sequence " + std::to_string(i) + " has " + std::to_string(q_len) + " new tokens but seqlens_k " +
+             std::to_string(k_len));
+    const int need = (k_len + bs - 1) / bs;
+    if (need > m.max_num_blocks)
+      c.fail("sequence " + std::to_string(i) + " needs " + std::to_string(need) + " blocks, the block table has " +
+             std::to_string(m.max_num_blocks));
+    for (int b = 0; b < need; ++b) {
+      const int id = m.block_tables[static_cast<int64_t>(i) * m.max_num_blocks + b];
+      if (id < 0 || id >= nb)
+        c.fail("sequence " + std::to_string(i) + " block " + std::to_string(b) + " is " + std::to_string(id) +
+               ", outside the cache's " + std::to_string(nb) + " blocks");
+    }
+  }
+}
+
+// Every temperature finite and >= 0.
+void check_temperatures(const Check& c, const Tensor& temperatures) {
+  const float* tp = temperatures.ptr<float>();
+  for (int64_t b = 0; b < temperatures.numel(); ++b)
+    if (!(tp[b] >= 0.0f) || std::isinf(tp[b]))
+      c.fail("temperature " + std::to_string(tp[b]) + " in row " + std::to_string(b));
+}
+
+// linear and linear_add: out (+)= x @ w^T.
+void check_linear(const Check& c, const Tensor& x, const Tensor& w, const Tensor& out) {
+  c.floating(x, "x");
+  c.floating(w, "w");
+  c.floating(out, "out");
+  c.same_dtype(x, "x", w, "w");
+  c.that(w.ndim == 2 && w.size(1) == cols_of(x),
+         [&] { return "w has shape " + w.shape_str() + ", expected [N, " + std::to_string(cols_of(x)) + "]"; });
+  c.matrix(out, "out", rows_of(x), w.size(0));
+}
+
+}  // namespace
+
+void Backend::upload_convert(const Tensor& src, Tensor& dst) {
+  const Check c(*this, "upload_convert");
+  c.that(src.device == DeviceKind::cpu, [&] { return std::string("the source must be a host tensor"); });
+  c.here(dst, "dst");
+  c.that(src.numel() == dst.numel(), [&] {
+    return "source " + src.shape_str() + " and destination " + dst.shape_str() + " differ in size";
+  });
+  c.that(src.dtype == dst.dtype || (is_floating(src.dtype) && is_floating(dst.dtype)), [&] {
+    return std::string("cannot convert ") + dtype_name(src.dtype) + " to " + dtype_name(dst.dtype);
+  });
+  do_upload_convert(src, dst);
+}
+
+void Backend::scale_columns(Tensor& w, const Tensor& scale) {
+  const Check c(*this, "scale_columns");
+  c.floating(w, "w");
+  c.dtype(scale, "scale", DType::f32);
+  c.that(w.ndim >= 1, [&] { return "w has shape " + w.shape_str() + ", expected a matrix"; });
+  c.shape(scale, "scale", {cols_of(w)});
+  do_scale_columns(w, scale);
+}
+
+void Backend::check_attention_shape(int block_size, int head_dim, int q_heads_per_kv_head) const {
+  const Check c(*this, "attention");
+  c.that(block_size >= 1, [&] { return "block size " + std::to_string(block_size) + " must be >= 1"; });
+  c.that(head_dim >= 2 && head_dim % 2 == 0,  // RoPE rotates halves
+         [&] { return "head_dim " + std::to_string(head_dim) + " must be even and >= 2"; });
+  c.that(q_heads_per_kv_head >= 1,
+         [&] { return std::to_string(q_heads_per_kv_head) + " query heads per kv head, expected >= 1"; });
+  do_check_attention_shape(block_size, head_dim, q_heads_per_kv_head);
+}
+
+void Backend::embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
+  const Check c(*this, "embedding");
+  c.dtype(ids, "ids", DType::i32);
+  c.floating(table, "table");
+  c.floating(out, "out");
+  c.that(table.ndim == 2, [&] { return "table has shape " + table.shape_str() + ", expected [V, H]"; });
+  c.shape(out, "out", {ids.numel(), table.size(1)});
+  if (c.host_visible()) check_row_indices(c, "token id", ids, table.size(0), "the vocabulary");
+  do_embedding(ids, table, out);
+}
+
+void Backend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
+  const Check c(*this, "rms_norm");
+  c.floating(x, "x");
+  c.floating(w, "w");
+  c.floating(out, "out");
+  c.same_dtype(x, "x", out, "out");
+  c.shape(w, "w", {cols_of(x)});
+  c.matrix(out, "out", rows_of(x), cols_of(x));
+  do_rms_norm(x, w, eps, out);
+}
+
+void Backend::linear(const Tensor& x, const Tensor& w, Tensor& out) {
+  check_linear(Check(*this, "linear"), x, w, out);
+  do_linear(x, w, out, false);
+}
+
+void Backend::linear_add(const Tensor& x, const Tensor& w, Tensor& out) {
+  check_linear(Check(*this, "linear_add"), x, w, out);
+  do_linear(x, w, out, true);
+}
+
+void Backend::qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) {
+  const Check c(*this, "qk_norm_rope_store");
+  const int Hq = in.num_q_heads, Hkv = in.num_kv_heads;
+  c.that(Hq >= 1 && Hkv >= 1 && Hq % Hkv == 0, [&] {
+    return "num_q_heads " + std::to_string(Hq) + " must be a positive multiple of num_kv_heads " + std::to_string(Hkv);
+  });
+  c.dtype(in.qkv, "qkv", compute_dtype());
+  c.dtype(q_out, "q_out", compute_dtype());
+  c.dtype(in.positions, "positions", DType::i32);
+  c.dtype(in.cos_sin, "cos_sin", DType::f32);
+  c.floating(in.q_norm_w, "q_norm_w");
+  c.floating(in.k_norm_w, "k_norm_w");
+  c.same_dtype(in.q_norm_w, "q_norm_w", in.k_norm_w, "k_norm_w");
+  c.that(in.cos_sin.ndim == 2,
+         [&] { return "cos_sin has shape " + in.cos_sin.shape_str() + ", expected [max_pos, D]"; });
+  const int64_t T = rows_of(in.qkv), D = in.cos_sin.size(1);
+  c.shape(in.qkv, "qkv", {T, (Hq + 2 * Hkv) * D});
+  c.shape(in.q_norm_w, "q_norm_w", {D});
+  c.shape(in.k_norm_w, "k_norm_w", {D});
+  c.shape(in.positions, "positions", {T});
+  c.shape(q_out, "q_out", {T, Hq, D});
+  c.folded(in.folded, in.qkv);
+  c.cache(cache, Hkv, D);
+  c.that(in.slot_mapping != nullptr, [&] { return std::string("slot_mapping is missing"); });
+  if (c.host_visible()) check_rope_store_values(c, in, cache);
+  do_qk_norm_rope_store(in, cache, q_out);
+}
+
+void Backend::attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
+                        Tensor& out) {
+  const Check c(*this, "attention");
+  c.dtype(q, "q", compute_dtype());
+  c.dtype(out, "out", compute_dtype());
+  c.that(q.ndim == 3, [&] { return "q has shape " + q.shape_str() + ", expected [T, Hq, D]"; });
+  const int64_t T = q.size(0), Hq = q.size(1), D = q.size(2);
+  c.shape(out, "out", {T, Hq, D});
+  const int Hkv = cache.k.ndim == 4 ? cache.num_kv_heads() : 0;
+  c.cache(cache, Hkv, D);
+  c.that(Hkv >= 1 && Hq % Hkv == 0, [&] {
+    return "q's " + std::to_string(Hq) + " heads are not a multiple of the cache's " + std::to_string(Hkv) +
+           " kv heads";
+  });
+  check_attention_shape(cache.block_size(), static_cast<int>(D), static_cast<int>(Hq / Hkv));
+  c.that(meta.num_tokens == T, [&] {
+    return "meta.num_tokens " + std::to_string(meta.num_tokens) + " != q rows " + std::to_string(T);
+  });
+  c.that(meta.num_seqs >= 0 && meta.cu_seqlens_q && meta.seqlens_k && (meta.num_seqs == 0 || meta.block_tables),
+         [&] { return std::string("metadata is missing cu_seqlens_q, seqlens_k or block_tables"); });
+  c.that(meta.is_prefill || meta.num_tokens >= meta.num_seqs,
+         [&] { return std::string("decode needs one query row per sequence"); });
+  if (c.host_visible()) check_attention_values(c, meta, cache);
+  do_attention(q, cache, meta, scale, out);
+}
+
+void Backend::silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) {
+  const Check c(*this, "silu_mul");
+  c.floating(x, "x");
+  c.floating(out, "out");
+  c.same_dtype(x, "x", out, "out");
+  c.that(cols_of(x) % 2 == 0, [&] { return "x has shape " + x.shape_str() + ", expected an even last dimension"; });
+  c.matrix(out, "out", rows_of(x), cols_of(x) / 2);
+  c.folded(folded, x);
+  do_silu_mul(x, folded, out);
+}
+
+void Backend::gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) {
+  const Check c(*this, "gather_rows");
+  c.floating(x, "x");
+  c.floating(out, "out");
+  c.dtype(idx, "idx", DType::i32);
+  c.same_dtype(x, "x", out, "out");
+  c.that(x.ndim == 2, [&] { return "x has shape " + x.shape_str() + ", expected [T, H]"; });
+  c.shape(out, "out", {idx.numel(), x.size(1)});
+  if (c.host_visible()) check_row_indices(c, "index", idx, x.size(0), "x's rows");
+  do_gather_rows(x, idx, out);
+}
+
+void Backend::sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
+                     Tensor& out) {
+  const Check c(*this, "sample");
+  c.dtype(logits, "logits", DType::f32);
+  c.dtype(temperatures, "temperatures", DType::f32);
+  c.dtype(keys, "keys", DType::i64);
+  c.dtype(counters, "counters", DType::i64);
+  c.dtype(out, "out", DType::i32);
+  c.that(logits.ndim == 2, [&] { return "logits has shape " + logits.shape_str() + ", expected [B, V]"; });
+  const int64_t B = logits.size(0);
+  c.that(temperatures.numel() == B && keys.numel() == B && counters.numel() == B && out.numel() == B, [&] {
+    return "temperatures, keys, counters and out must each have " + std::to_string(B) + " entries";
+  });
+  if (c.host_visible()) check_temperatures(c, temperatures);
+  do_sample(logits, temperatures, keys, counters, out);
+}
+
+}  // namespace nanovllm
