@@ -59,17 +59,7 @@ struct Entry {
   const MappedFile* file = nullptr;
 };
 
-}  // namespace
-
-struct Checkpoint::Impl {
-  std::vector<std::unique_ptr<MappedFile>> files;
-  std::unordered_map<std::string, Entry> tensors;
-  std::vector<std::string> order;  // names in file order, for names()
-
-  void open_file(const fs::path& path);
-};
-
-void Checkpoint::Impl::open_file(const fs::path& path) {
+std::unique_ptr<MappedFile> map_file(const fs::path& path) {
   auto mf = std::make_unique<MappedFile>();
   mf->path = path;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -90,13 +80,24 @@ void Checkpoint::Impl::open_file(const fs::path& path) {
   ::close(fd);
   if (p == MAP_FAILED) fail(path, std::string("cannot mmap: ") + std::strerror(e));
   mf->base = static_cast<const uint8_t*>(p);
+  return mf;
+}
 
+// A mapped file split into its JSON header and the data section the tensors' offsets count from.
+struct Header {
+  json fields;
+  const uint8_t* data;
+  uint64_t data_size;
+};
+
+Header parse_header(const MappedFile& mf) {
+  const fs::path& path = mf.path;
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | mf->base[i];  // little-endian
-  if (header_len > mf->size - 8)
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | mf.base[i];  // little-endian
+  if (header_len > mf.size - 8)
     fail(path, "header length " + std::to_string(header_len) + " runs past the end of the file (" +
-                   std::to_string(mf->size) + " bytes): truncated or not a safetensors file");
-  const char* hbeg = reinterpret_cast<const char*>(mf->base + 8);
+                   std::to_string(mf.size) + " bytes): truncated or not a safetensors file");
+  const char* hbeg = reinterpret_cast<const char*>(mf.base + 8);
   json header;
   try {
     header = json::parse(hbeg, hbeg + header_len);
@@ -104,58 +105,87 @@ void Checkpoint::Impl::open_file(const fs::path& path) {
     fail(path, std::string("malformed JSON header: ") + ex.what());
   }
   if (!header.is_object()) fail(path, "the header is not a JSON object");
+  return Header{std::move(header), mf.base + 8 + header_len, mf.size - 8 - header_len};
+}
 
-  const uint8_t* data = mf->base + 8 + header_len;
-  const uint64_t data_size = mf->size - 8 - header_len;
-  struct Range { uint64_t begin, end; std::string name; };
+// Where a tensor's bytes lie in the data section, for the overlap check.
+struct Range { uint64_t begin, end; std::string name; };
+
+// Checks one header entry against the data section; returns its tensor (on the host, pointing
+// into the mapping) and fills `range` with its offsets.
+Tensor parse_entry(const fs::path& path, const std::string& name, const json& h, const Header& header,
+                   Range& range) {
+  auto bad = [&](const std::string& what) { fail(path, "tensor '" + name + "': " + what); };
+  if (!h.is_object()) bad("header entry is not an object");
+  if (!h.contains("dtype") || !h["dtype"].is_string()) bad("missing or non-string 'dtype'");
+  const std::string dt = h["dtype"].get<std::string>();
+  Tensor t;
+  if (!parse_dtype(dt, &t.dtype))
+    fail(path, "unsupported dtype " + dt + " for tensor " + name + " in file " + path.string() +
+                   " (nanovllm reads F32, BF16, F16, I32, I64)");
+  if (!h.contains("shape") || !h["shape"].is_array()) bad("missing or non-list 'shape'");
+  const json& shape = h["shape"];
+  if (shape.size() > static_cast<size_t>(Tensor::kMaxDims))
+    bad("shape " + shape.dump() + " has more than " + std::to_string(Tensor::kMaxDims) + " dimensions");
+  uint64_t numel = 1;
+  for (const auto& d : shape) {
+    if (!d.is_number_unsigned() || d.get<uint64_t>() > (1ULL << 40)) bad("invalid shape " + shape.dump());
+    t.shape[t.ndim++] = static_cast<int64_t>(d.get<uint64_t>());
+    numel *= d.get<uint64_t>();
+    if (numel > (1ULL << 40)) bad("shape " + shape.dump() + " is implausibly large");
+  }
+  if (!h.contains("data_offsets") || !h["data_offsets"].is_array() || h["data_offsets"].size() != 2 ||
+      !h["data_offsets"][0].is_number_unsigned() || !h["data_offsets"][1].is_number_unsigned())
+    bad("'data_offsets' must be two non-negative integers");
+  const uint64_t b = h["data_offsets"][0].get<uint64_t>(), e2 = h["data_offsets"][1].get<uint64_t>();
+  if (b > e2) bad("data_offsets [" + std::to_string(b) + ", " + std::to_string(e2) + "] are reversed");
+  if (e2 > header.data_size)
+    bad("data_offsets [" + std::to_string(b) + ", " + std::to_string(e2) + "] run past the end of the data (" +
+        std::to_string(header.data_size) + " bytes): truncated file");
+  const uint64_t want = numel * dtype_size(t.dtype);
+  if (e2 - b != want)
+    bad("data_offsets [" + std::to_string(b) + ", " + std::to_string(e2) + "] hold " + std::to_string(e2 - b) +
+        " bytes but shape " + shape.dump() + " of " + dt + " needs " + std::to_string(want));
+  t.data = const_cast<uint8_t*>(header.data + b);
+  t.device = DeviceKind::cpu;
+  range = {b, e2, name};
+  return t;
+}
+
+// `ranges` sorted by begin.
+void check_no_overlap(const fs::path& path, const std::vector<Range>& ranges) {
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].begin < ranges[i - 1].end)
+      fail(path, "tensors '" + ranges[i - 1].name + "' and '" + ranges[i].name + "' overlap in the data section");
+}
+
+}  // namespace
+
+struct Checkpoint::Impl {
+  std::vector<std::unique_ptr<MappedFile>> files;
+  std::unordered_map<std::string, Entry> tensors;
+  std::vector<std::string> order;  // names in file order, for names()
+
+  void open_file(const fs::path& path);
+};
+
+void Checkpoint::Impl::open_file(const fs::path& path) {
+  std::unique_ptr<MappedFile> mf = map_file(path);
+  const Header header = parse_header(*mf);
   std::vector<Range> ranges;
-  for (auto it = header.begin(); it != header.end(); ++it) {
+  for (auto it = header.fields.begin(); it != header.fields.end(); ++it) {
     const std::string& name = it.key();
     if (name == "__metadata__") continue;
-    const json& h = it.value();
-    auto bad = [&](const std::string& what) { fail(path, "tensor '" + name + "': " + what); };
-    if (!h.is_object()) bad("header entry is not an object");
-    if (!h.contains("dtype") || !h["dtype"].is_string()) bad("missing or non-string 'dtype'");
-    const std::string dt = h["dtype"].get<std::string>();
-    Tensor t;
-    if (!parse_dtype(dt, &t.dtype))
-      fail(path, "unsupported dtype " + dt + " for tensor " + name + " in file " + path.string() +
-                     " (nanovllm reads F32, BF16, F16, I32, I64)");
-    if (!h.contains("shape") || !h["shape"].is_array()) bad("missing or non-list 'shape'");
-    const json& shape = h["shape"];
-    if (shape.size() > static_cast<size_t>(Tensor::kMaxDims))
-      bad("shape " + shape.dump() + " has more than " + std::to_string(Tensor::kMaxDims) + " dimensions");
-    uint64_t numel = 1;
-    for (const auto& d : shape) {
-      if (!d.is_number_unsigned() || d.get<uint64_t>() > (1ULL << 40)) bad("invalid shape " + shape.dump());
-      t.shape[t.ndim++] = static_cast<int64_t>(d.get<uint64_t>());
-      numel *= d.get<uint64_t>();
-      if (numel > (1ULL << 40)) bad("shape " + shape.dump() + " is implausibly large");
-    }
-    if (!h.contains("data_offsets") || !h["data_offsets"].is_array() || h["data_offsets"].size() != 2 ||
-        !h["data_offsets"][0].is_number_unsigned() || !h["data_offsets"][1].is_number_unsigned())
-      bad("'data_offsets' must be two non-negative integers");
-    const uint64_t b = h["data_offsets"][0].get<uint64_t>(), e2 = h["data_offsets"][1].get<uint64_t>();
-    if (b > e2) bad("data_offsets [" + std::to_string(b) + ", " + std::to_string(e2) + "] are reversed");
-    if (e2 > data_size)
-      bad("data_offsets [" + std::to_string(b) + ", " + std::to_string(e2) + "] run past the end of the data (" +
-          std::to_string(data_size) + " bytes): truncated file");
-    const uint64_t want = numel * dtype_size(t.dtype);
-    if (e2 - b != want)
-      bad("data_offsets [" + std::to_string(b) + ", " + std::to_string(e2) + "] hold " + std::to_string(e2 - b) +
-          " bytes but shape " + shape.dump() + " of " + dt + " needs " + std::to_string(want));
-    t.data = const_cast<uint8_t*>(data + b);
-    t.device = DeviceKind::cpu;
+    Range range;
+    const Tensor t = parse_entry(path, name, it.value(), header, range);
     if (tensors.count(name)) {
       fail(path, "tensor '" + name + "' also appears in " + tensors[name].file->path.string());
     }
     tensors[name] = Entry{t, mf.get()};
-    ranges.push_back({b, e2, name});
+    ranges.push_back(std::move(range));
   }
   std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].begin < ranges[i - 1].end)
-      fail(path, "tensors '" + ranges[i - 1].name + "' and '" + ranges[i].name + "' overlap in the data section");
+  check_no_overlap(path, ranges);
   for (auto& r : ranges) order.push_back(r.name);
   files.push_back(std::move(mf));
 }

@@ -30,14 +30,14 @@ void send_json(httplib::Response& res, int status, const json& body) {
 
 void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status(), e.to_json()); }
 
+}  // namespace
+
 // What one generate call keeps alive while its response streams.
-struct Call {
+struct OpenAIServer::Call {
   CompletionRequest req;
   PreparedRequest prep;
   std::unique_ptr<Generation> gen;
 };
-
-}  // namespace
 
 // Counts a handler (and, for a stream, its content provider) as in progress while it lives.
 class OpenAIServer::ActiveGuard {
@@ -114,13 +114,23 @@ void OpenAIServer::shutdown() {
 }
 
 void OpenAIServer::routes() {
+  set_http_options();
+  set_hooks();
+  route_status();
+  route_generate();
+}
+
+void OpenAIServer::set_http_options() {
   httplib::Server& s = *http_;
   const int threads = config_.http_threads;
   s.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   s.set_tcp_nodelay(true);  // tokens are small writes; Nagle would hold them back
   s.set_payload_max_length(config_.max_body_bytes);
   s.set_keep_alive_timeout(config_.keep_alive_s);
+}
 
+void OpenAIServer::set_hooks() {
+  httplib::Server& s = *http_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (config_.api_key.empty() || req.path.rfind("/v1", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
     if (req.get_header_value("Authorization") == "Bearer " + config_.api_key)
@@ -150,7 +160,10 @@ void OpenAIServer::routes() {
     send_error(res, ApiError(500, what));
   });
   s.set_logger([this](const httplib::Request&, const httplib::Response& res) { metrics_.on_http(res.status); });
+}
 
+void OpenAIServer::route_status() {
+  httplib::Server& s = *http_;
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (accepting_) send_json(res, 200, {{"status", "ok"}});
     else send_error(res, ApiError(503, "server is shutting down"));
@@ -170,63 +183,77 @@ void OpenAIServer::routes() {
                   {"max_model_len", limits_.max_model_len}};
     send_json(res, 200, {{"object", "list"}, {"data", json::array({model})}});
   });
+}
+
+void OpenAIServer::route_generate() {
   auto generate = [this](Endpoint endpoint) {
     return [this, endpoint](const httplib::Request& req, httplib::Response& res) {
       auto guard = std::make_shared<ActiveGuard>(active_);
       try {
-        if (!accepting_) throw ApiError(503, "server is shutting down", "", "shutting_down");
-        auto call = std::make_shared<Call>();
-        call->req = parse_request(req.body, endpoint);
-        if (!call->req.model.empty() && call->req.model != config_.served_model_name)
-          throw ApiError(400, "The model '" + call->req.model + "' does not exist; this server serves '" +
-                                  config_.served_model_name + "'",
-                         "model", "model_not_found");
-        call->prep = prepare(call->req, llm_.tokenizer(), limits_);
-        auto channel = std::make_shared<RequestChannel>();
-        call->gen = std::make_unique<Generation>(call->req, call->prep, config_.served_model_name, engine_, channel);
-        // Looked up only once a request outlasts a wait (short requests never pay for the scan).
-        call->gen->set_client_gone([fd = -2, addr = req.remote_addr, rport = req.remote_port,
-                                    lport = req.local_port]() mutable {
-          if (fd == -2) fd = find_connection_socket(addr, rport, lport);
-          return fd >= 0 && peer_closed(fd);
-        });
-        switch (engine_.submit(channel, std::move(call->prep.subs))) {
-          case Admission::accepted: break;
-          case Admission::queue_full:
-            throw ApiError(503, "the server has too many pending requests (--max-pending " +
-                                    std::to_string(config_.max_pending) + "); retry later",
-                           "", "queue_full");
-          case Admission::shutting_down: throw ApiError(503, "server is shutting down", "", "shutting_down");
-        }
-        if (std::string err = channel->wait_admitted(); !err.empty()) throw ApiError(400, err, "", "invalid_value");
+        std::shared_ptr<Call> call = admit(req, endpoint);
         if (!call->req.stream) {
           send_json(res, 200, call->gen->run_to_completion());
           return;
         }
-        res.set_header("Cache-Control", "no-cache");
-        res.set_chunked_content_provider(
-            "text/event-stream",
-            [call, guard](size_t, httplib::DataSink& sink) {
-              bool ok = false;
-              try {
-                ok = call->gen->stream([&](const std::string& s) { return sink.write(s.data(), s.size()); });
-              } catch (const std::exception& e) {
-                // Past the headers there is no status left to send: log, and cut the stream.
-                std::fprintf(stderr, "nanovllm serve: stream failed: %s\n", e.what());
-              }
-              if (ok) sink.done();
-              return ok;
-            },
-            [call](bool success) {
-              if (!success) call->gen->abort();  // the client left, or the write timed out
-            });
+        stream_events(std::move(call), std::move(guard), res);
       } catch (const ApiError& e) {
         send_error(res, e);
       }
     };
   };
-  s.Post("/v1/completions", generate(Endpoint::completions));
-  s.Post("/v1/chat/completions", generate(Endpoint::chat));
+  http_->Post("/v1/completions", generate(Endpoint::completions));
+  http_->Post("/v1/chat/completions", generate(Endpoint::chat));
+}
+
+std::shared_ptr<OpenAIServer::Call> OpenAIServer::admit(const httplib::Request& req, Endpoint endpoint) {
+  if (!accepting_) throw ApiError(503, "server is shutting down", "", "shutting_down");
+  auto call = std::make_shared<Call>();
+  call->req = parse_request(req.body, endpoint);
+  if (!call->req.model.empty() && call->req.model != config_.served_model_name)
+    throw ApiError(400, "The model '" + call->req.model + "' does not exist; this server serves '" +
+                            config_.served_model_name + "'",
+                   "model", "model_not_found");
+  call->prep = prepare(call->req, llm_.tokenizer(), limits_);
+  auto channel = std::make_shared<RequestChannel>();
+  call->gen = std::make_unique<Generation>(call->req, call->prep, config_.served_model_name, engine_, channel);
+  // Looked up only once a request outlasts a wait (short requests never pay for the scan).
+  call->gen->set_client_gone([fd = -2, addr = req.remote_addr, rport = req.remote_port,
+                              lport = req.local_port]() mutable {
+    if (fd == -2) fd = find_connection_socket(addr, rport, lport);
+    return fd >= 0 && peer_closed(fd);
+  });
+  switch (engine_.submit(channel, std::move(call->prep.subs))) {
+    case Admission::accepted: break;
+    case Admission::queue_full:
+      throw ApiError(503, "the server has too many pending requests (--max-pending " +
+                              std::to_string(config_.max_pending) + "); retry later",
+                     "", "queue_full");
+    case Admission::shutting_down: throw ApiError(503, "server is shutting down", "", "shutting_down");
+  }
+  if (std::string err = channel->wait_admitted(); !err.empty()) throw ApiError(400, err, "", "invalid_value");
+  return call;
+}
+
+// The call and the guard live as long as httplib keeps the content provider, not the handler.
+void OpenAIServer::stream_events(std::shared_ptr<Call> call, std::shared_ptr<ActiveGuard> guard,
+                                 httplib::Response& res) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [call, guard](size_t, httplib::DataSink& sink) {
+        bool ok = false;
+        try {
+          ok = call->gen->stream([&](const std::string& s) { return sink.write(s.data(), s.size()); });
+        } catch (const std::exception& e) {
+          // Past the headers there is no status left to send: log, and cut the stream.
+          std::fprintf(stderr, "nanovllm serve: stream failed: %s\n", e.what());
+        }
+        if (ok) sink.done();
+        return ok;
+      },
+      [call](bool success) {
+        if (!success) call->gen->abort();  // the client left, or the write timed out
+      });
 }
 
 }  // namespace nanovllm::server

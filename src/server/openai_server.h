@@ -14,6 +14,8 @@
 
 namespace httplib {
 class Server;
+struct Request;
+struct Response;
 }
 
 namespace nanovllm::server {
@@ -49,8 +51,19 @@ class OpenAIServer {
   void shutdown();
 
  private:
+  // routes() installs everything httplib serves, in these parts:
   void routes();
+  void set_http_options();  // thread pool, socket and body limits
+  void set_hooks();         // API key check, OpenAI-shaped errors, metrics of every response
+  void route_status();      // /health, /metrics, /v1/models
+  void route_generate();    // /v1/completions, /v1/chat/completions
   class ActiveGuard;
+  struct Call;
+  // Parses, tokenizes and submits one generate request; returns once the engine admitted it.
+  // Throws ApiError for a request the client must fix, or when the server cannot take it now.
+  std::shared_ptr<Call> admit(const httplib::Request& req, Endpoint endpoint);
+  // Sends the call's tokens as server-sent events while they come.
+  static void stream_events(std::shared_ptr<Call> call, std::shared_ptr<ActiveGuard> guard, httplib::Response& res);
 
   LLM& llm_;
   ServerConfig config_;

@@ -237,9 +237,7 @@ bool check_unsupported(const std::string& key, const json& v, const CompletionRe
   return true;
 }
 
-}  // namespace
-
-CompletionRequest parse_request(std::string_view body, Endpoint endpoint) {
+json parse_body(std::string_view body) {
   json j;
   try {
     j = json::parse(body.begin(), body.end());
@@ -248,100 +246,161 @@ CompletionRequest parse_request(std::string_view body, Endpoint endpoint) {
     throw ApiError(400, std::string("request body is not valid JSON: ") + e.what(), "", "invalid_json");
   }
   if (!j.is_object()) throw ApiError(400, "request body must be a JSON object, got " + type_name(j), "", "invalid_json");
+  return j;
+}
 
+// What the field loop learns that is settled only once every field is read (a body's fields come
+// in any order): which input came, the two max-token spellings, and stream_options, which needs
+// `stream`.
+struct PendingFields {
+  bool have_prompt = false, have_messages = false;
+  std::optional<int> max_tokens, max_completion_tokens;
+  const json* stream_options = nullptr;
+};
+
+// Each of the field functions below handles one group of fields and returns false for a key
+// outside its group; check_unsupported (above) is the last group.
+
+// The input: model, the prompt or the messages, and how the chat template renders them.
+bool parse_input_field(const std::string& key, const json& v, CompletionRequest& r, PendingFields& f) {
+  const bool chat = r.endpoint == Endpoint::chat;
+  if (key == "model") {
+    if (!v.is_null()) r.model = as_string(v, key);
+  } else if (key == "prompt" && !chat) {
+    r.prompts = parse_prompt(v);
+    f.have_prompt = true;
+  } else if (key == "messages" && chat) {
+    r.messages = parse_messages(v);
+    f.have_messages = true;
+  } else if (key == "add_generation_prompt" && chat) {
+    r.add_generation_prompt = as_bool(v, key);
+  } else if (key == "chat_template_kwargs" && chat) {
+    if (v.is_null()) return true;
+    if (!v.is_object()) throw wrong_type(key, "an object", v);
+    for (const auto& [k2, v2] : v.items()) {
+      if (k2 != "enable_thinking")
+        throw bad_request(key, "chat_template_kwargs." + k2 + " is not supported (only enable_thinking)");
+      r.enable_thinking = as_bool(v2, "chat_template_kwargs.enable_thinking");
+    }
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// Sampling: temperature, seed and n (read before the loop).
+bool parse_sampling_field(const std::string& key, const json& v, CompletionRequest& r) {
+  if (key == "temperature") {
+    if (!v.is_null()) {
+      double t = as_number(v, key);
+      if (!(t >= 0.0 && t <= 2.0)) throw bad_request(key, "'temperature' must be in [0, 2], got " + v.dump());
+      r.temperature = static_cast<float>(t);
+    }
+  } else if (key == "seed") {
+    if (!v.is_null()) r.seed = as_int(v, key);
+  } else if (key == "n") {
+    // parsed before the loop
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// Stopping: the token limits, EOS, stop strings and stop token ids.
+bool parse_stopping_field(const std::string& key, const json& v, CompletionRequest& r, PendingFields& f) {
+  const bool chat = r.endpoint == Endpoint::chat;
+  if (key == "max_tokens") {
+    if (!v.is_null()) f.max_tokens = static_cast<int>(int_in_range(v, key, 1, std::numeric_limits<int32_t>::max()));
+  } else if (key == "max_completion_tokens" && chat) {
+    if (!v.is_null())
+      f.max_completion_tokens = static_cast<int>(int_in_range(v, key, 1, std::numeric_limits<int32_t>::max()));
+  } else if (key == "ignore_eos") {
+    r.ignore_eos = as_bool(v, key);
+  } else if (key == "stop") {
+    r.stop = parse_stop(v);
+  } else if (key == "stop_token_ids") {
+    if (!v.is_null()) {
+      if (!v.is_array()) throw wrong_type(key, "a list of token ids", v);
+      r.stop_token_ids = as_token_ids(v, key);
+    }
+  } else if (key == "include_stop_str_in_output") {
+    r.include_stop_str_in_output = as_bool(v, key);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// Output: detokenizing and streaming.
+bool parse_output_field(const std::string& key, const json& v, CompletionRequest& r, PendingFields& f) {
+  if (key == "skip_special_tokens") {
+    r.skip_special_tokens = as_bool(v, key);
+  } else if (key == "spaces_between_special_tokens") {
+    require_default(key, v, as_bool(v, key));  // the Qwen3 decoder never adds spaces
+  } else if (key == "add_special_tokens") {
+    as_bool(v, key);  // Qwen3's tokenizer adds no special tokens either way
+  } else if (key == "stream") {
+    if (!v.is_null()) r.stream = as_bool(v, key);
+  } else if (key == "stream_options") {
+    if (!v.is_null()) f.stream_options = &v;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// Bookkeeping fields: type-checked, no effect on the output.
+bool check_bookkeeping_field(const std::string& key, const json& v) {
+  if (key == "user" || key == "request_id" || key == "service_tier") {
+    if (!v.is_null()) as_string(v, key);
+  } else if (key == "metadata") {
+    if (!v.is_null() && !v.is_object()) throw wrong_type(key, "an object", v);
+  } else if (key == "store" || key == "parallel_tool_calls") {
+    if (!v.is_null()) as_bool(v, key);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void parse_stream_options(const json& options, CompletionRequest& r) {
+  if (!r.stream) throw bad_request("stream_options", "'stream_options' is only allowed when 'stream' is true");
+  if (!options.is_object()) throw wrong_type("stream_options", "an object", options);
+  for (const auto& [k2, v2] : options.items()) {
+    if (k2 == "include_usage") {
+      r.include_usage = !v2.is_null() && as_bool(v2, "stream_options.include_usage");
+    } else if (k2 == "continuous_usage_stats") {
+      require_default("stream_options.continuous_usage_stats", v2, v2.is_null() || !as_bool(v2, k2));
+    } else {
+      throw bad_request("stream_options", "unrecognized field stream_options." + k2);
+    }
+  }
+}
+
+}  // namespace
+
+CompletionRequest parse_request(std::string_view body, Endpoint endpoint) {
+  const json j = parse_body(body);
   CompletionRequest r;
   r.endpoint = endpoint;
   const bool chat = endpoint == Endpoint::chat;
   // n first: best_of is checked against it.
   if (auto it = j.find("n"); it != j.end() && !it->is_null()) r.n = static_cast<int>(int_in_range(*it, "n", 1, 128));
 
-  std::optional<int> max_tokens, max_completion_tokens;
-  bool have_prompt = false, have_messages = false;
-  const json* stream_options = nullptr;
+  PendingFields f;
   for (const auto& [key, v] : j.items()) {
-    if (key == "model") {
-      if (!v.is_null()) r.model = as_string(v, key);
-    } else if (key == "prompt" && !chat) {
-      r.prompts = parse_prompt(v);
-      have_prompt = true;
-    } else if (key == "messages" && chat) {
-      r.messages = parse_messages(v);
-      have_messages = true;
-    } else if (key == "max_tokens") {
-      if (!v.is_null()) max_tokens = static_cast<int>(int_in_range(v, key, 1, std::numeric_limits<int32_t>::max()));
-    } else if (key == "max_completion_tokens" && chat) {
-      if (!v.is_null())
-        max_completion_tokens = static_cast<int>(int_in_range(v, key, 1, std::numeric_limits<int32_t>::max()));
-    } else if (key == "temperature") {
-      if (!v.is_null()) {
-        double t = as_number(v, key);
-        if (!(t >= 0.0 && t <= 2.0)) throw bad_request(key, "'temperature' must be in [0, 2], got " + v.dump());
-        r.temperature = static_cast<float>(t);
-      }
-    } else if (key == "ignore_eos") {
-      r.ignore_eos = as_bool(v, key);
-    } else if (key == "seed") {
-      if (!v.is_null()) r.seed = as_int(v, key);
-    } else if (key == "n") {
-      // parsed above
-    } else if (key == "stop") {
-      r.stop = parse_stop(v);
-    } else if (key == "stop_token_ids") {
-      if (!v.is_null()) {
-        if (!v.is_array()) throw wrong_type(key, "a list of token ids", v);
-        r.stop_token_ids = as_token_ids(v, key);
-      }
-    } else if (key == "include_stop_str_in_output") {
-      r.include_stop_str_in_output = as_bool(v, key);
-    } else if (key == "skip_special_tokens") {
-      r.skip_special_tokens = as_bool(v, key);
-    } else if (key == "spaces_between_special_tokens") {
-      require_default(key, v, as_bool(v, key));  // the Qwen3 decoder never adds spaces
-    } else if (key == "add_special_tokens") {
-      as_bool(v, key);  // Qwen3's tokenizer adds no special tokens either way
-    } else if (key == "stream") {
-      if (!v.is_null()) r.stream = as_bool(v, key);
-    } else if (key == "stream_options") {
-      if (!v.is_null()) stream_options = &v;
-    } else if (key == "add_generation_prompt" && chat) {
-      r.add_generation_prompt = as_bool(v, key);
-    } else if (key == "chat_template_kwargs" && chat) {
-      if (v.is_null()) continue;
-      if (!v.is_object()) throw wrong_type(key, "an object", v);
-      for (const auto& [k2, v2] : v.items()) {
-        if (k2 != "enable_thinking")
-          throw bad_request(key, "chat_template_kwargs." + k2 + " is not supported (only enable_thinking)");
-        r.enable_thinking = as_bool(v2, "chat_template_kwargs.enable_thinking");
-      }
-    } else if (key == "user" || key == "request_id" || key == "service_tier") {
-      if (!v.is_null()) as_string(v, key);  // bookkeeping fields: no effect on the output
-    } else if (key == "metadata") {
-      if (!v.is_null() && !v.is_object()) throw wrong_type(key, "an object", v);
-    } else if (key == "store" || key == "parallel_tool_calls") {
-      if (!v.is_null()) as_bool(v, key);
-    } else if (check_unsupported(key, v, r)) {
-      // refused unless at its default
-    } else {
+    // The groups' keys are disjoint, so the order they are asked in does not matter.
+    const bool known = parse_input_field(key, v, r, f) || parse_sampling_field(key, v, r) ||
+                       parse_stopping_field(key, v, r, f) || parse_output_field(key, v, r, f) ||
+                       check_bookkeeping_field(key, v) || check_unsupported(key, v, r);
+    if (!known)
       throw ApiError(400, "unrecognized request argument supplied: '" + key + "'", key, "unrecognized_argument");
-    }
   }
 
-  if (!chat && !have_prompt) throw bad_request("prompt", "'prompt' is required");
-  if (chat && !have_messages) throw bad_request("messages", "'messages' is required");
-  r.max_tokens = max_completion_tokens ? max_completion_tokens : max_tokens;
-  if (stream_options) {
-    if (!r.stream) throw bad_request("stream_options", "'stream_options' is only allowed when 'stream' is true");
-    if (!stream_options->is_object()) throw wrong_type("stream_options", "an object", *stream_options);
-    for (const auto& [k2, v2] : stream_options->items()) {
-      if (k2 == "include_usage") {
-        r.include_usage = !v2.is_null() && as_bool(v2, "stream_options.include_usage");
-      } else if (k2 == "continuous_usage_stats") {
-        require_default("stream_options.continuous_usage_stats", v2, v2.is_null() || !as_bool(v2, k2));
-      } else {
-        throw bad_request("stream_options", "unrecognized field stream_options." + k2);
-      }
-    }
-  }
+  if (!chat && !f.have_prompt) throw bad_request("prompt", "'prompt' is required");
+  if (chat && !f.have_messages) throw bad_request("messages", "'messages' is required");
+  r.max_tokens = f.max_completion_tokens ? f.max_completion_tokens : f.max_tokens;
+  if (f.stream_options) parse_stream_options(*f.stream_options, r);
   return r;
 }
 

@@ -143,6 +143,57 @@ void BpeModel::encode_short(const uint8_t* p, size_t n, std::vector<int32_t>& ou
   out.insert(out.end(), ids, ids + m);
 }
 
+namespace {
+
+// One symbol of a long piece: a linked list over the piece's positions, so a merge unlinks the
+// right-hand symbol without moving the rest.
+struct Sym {
+  int32_t id, prev, next;
+  uint64_t pair;  // rank << 32 | merged id of (this, next); UINT64_MAX when they do not merge
+};
+
+// Merges symbol i with its right neighbour into `merged`.
+inline void merge_at(std::vector<Sym>& s, int32_t i, int32_t merged) {
+  Sym& b = s[s[i].next];
+  s[i].id = merged;
+  b.id = -1;
+  s[i].next = b.next;
+  if (b.next >= 0) s[b.next].prev = i;
+}
+
+// Phase 2 of encode_long: HF's algorithm over the symbols as they stand; `heap` is scratch kept
+// between calls. A template taking encode_long's own pair_of lambda, called once, so it all
+// inlines back into encode_long: measured no slower than the one-function version.
+template <class PairOf>
+inline void merge_with_heap(std::vector<Sym>& s, std::vector<uint64_t>& heap, const PairOf& pair_of) {
+  heap.clear();
+  for (int32_t i = 0; i >= 0; i = s[i].next)
+    if (s[i].pair != UINT64_MAX) heap.push_back((s[i].pair & 0xFFFFFFFF00000000ull) | uint32_t(i));
+  std::make_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+  auto push = [&](int32_t i) {
+    if (i < 0) return;
+    uint64_t v = pair_of(i);
+    if (v == UINT64_MAX) return;
+    heap.push_back((v & 0xFFFFFFFF00000000ull) | uint32_t(i));
+    std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+  };
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    uint64_t c = heap.back();
+    heap.pop_back();
+    auto i = static_cast<int32_t>(c & 0xFFFFFFFFu);
+    // Stale when the symbol was merged away (id -1) or the pair there is no longer this rank.
+    if (s[i].id < 0 || s[i].next < 0) continue;
+    uint64_t v = pair_of(i);
+    if ((v >> 32) != (c >> 32)) continue;
+    merge_at(s, i, static_cast<int32_t>(v & 0xFFFFFFFFu));
+    push(s[i].prev);
+    push(i);
+  }
+}
+
+}  // namespace
+
 // Long pieces, in two phases that give HF's result (lowest rank first, leftmost on ties):
 //  1. Whole passes: find the lowest-ranked pair, merge every occurrence left to right. Long
 //     pieces are mostly runs ("=====", "xxxx") that need only a few distinct merges, so a few
@@ -153,10 +204,6 @@ void BpeModel::encode_short(const uint8_t* p, size_t n, std::vector<int32_t>& ou
 //     the linked list of symbols, stale entries skipped when popped.
 void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out) const {
   constexpr int kMaxPasses = 16;
-  struct Sym {
-    int32_t id, prev, next;
-    uint64_t pair;  // rank << 32 | merged id of (this, next); UINT64_MAX when they do not merge
-  };
   thread_local std::vector<Sym> s;
   thread_local std::vector<uint64_t> heap;
   // Long pieces ask about the same few pairs again and again: a small direct-mapped memo in
@@ -179,14 +226,6 @@ void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out
       s[i] = {byte_id_[p[i]], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1, 0};
     for (size_t i = 0; i < n; ++i) s[i].pair = pair_of(static_cast<int32_t>(i));
   };
-  // Merges symbol i with its right neighbour into `merged`.
-  auto merge_at = [&](int32_t i, int32_t merged) {
-    Sym& b = s[s[i].next];
-    s[i].id = merged;
-    b.id = -1;
-    s[i].next = b.next;
-    if (b.next >= 0) s[b.next].prev = i;
-  };
   reset();  // symbol 0 stays the head: merges only ever remove the right-hand symbol
 
   bool heap_phase = false;
@@ -203,7 +242,7 @@ void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out
     bool out_of_order = false;
     for (int32_t i = 0; i >= 0; i = s[i].next) {
       if (s[i].pair != best) continue;  // same rank means the same pair
-      merge_at(i, merged);
+      merge_at(s, i, merged);
       s[i].pair = pair_of(i);
       if (s[i].prev >= 0) s[s[i].prev].pair = pair_of(s[i].prev);
       if ((s[i].pair >> 32) < rank || (s[i].prev >= 0 && (s[s[i].prev].pair >> 32) < rank)) out_of_order = true;
@@ -215,32 +254,7 @@ void BpeModel::encode_long(const uint8_t* p, size_t n, std::vector<int32_t>& out
     }
   }
 
-  if (heap_phase) {
-    heap.clear();
-    for (int32_t i = 0; i >= 0; i = s[i].next)
-      if (s[i].pair != UINT64_MAX) heap.push_back((s[i].pair & 0xFFFFFFFF00000000ull) | uint32_t(i));
-    std::make_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
-    auto push = [&](int32_t i) {
-      if (i < 0) return;
-      uint64_t v = pair_of(i);
-      if (v == UINT64_MAX) return;
-      heap.push_back((v & 0xFFFFFFFF00000000ull) | uint32_t(i));
-      std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
-    };
-    while (!heap.empty()) {
-      std::pop_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
-      uint64_t c = heap.back();
-      heap.pop_back();
-      auto i = static_cast<int32_t>(c & 0xFFFFFFFFu);
-      // Stale when the symbol was merged away (id -1) or the pair there is no longer this rank.
-      if (s[i].id < 0 || s[i].next < 0) continue;
-      uint64_t v = pair_of(i);
-      if ((v >> 32) != (c >> 32)) continue;
-      merge_at(i, static_cast<int32_t>(v & 0xFFFFFFFFu));
-      push(s[i].prev);
-      push(i);
-    }
-  }
+  if (heap_phase) merge_with_heap(s, heap, pair_of);
   for (int32_t i = 0; i >= 0; i = s[i].next) out.push_back(s[i].id);
 }
 
