@@ -110,19 +110,27 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
   }
   backend.synchronize();  // the folds have read their norm weights
 
+  allocate_activations(max_num_tokens, max_num_seqs);
+}
+
+void Qwen3Model::allocate_activations(int64_t max_num_tokens, int64_t max_num_seqs) {
+  const ModelConfig& c = config_;
+  const DType dt = backend_.compute_dtype();
+  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const std::vector<float> table = rope_table(c.max_position_embeddings, c.head_dim, c.rope_theta);
-  cos_sin_ = backend.alloc_tensor(DType::f32, {c.max_position_embeddings, D}, buffers_);
-  backend.copy_to_device(cos_sin_.data, table.data(), table.size() * sizeof(float));
+  cos_sin_ = backend_.alloc_tensor(DType::f32, {c.max_position_embeddings, D}, buffers_);
+  backend_.copy_to_device(cos_sin_.data, table.data(), table.size() * sizeof(float));
 
   const int64_t T = max_num_tokens;
-  residual_ = backend.alloc_tensor(dt, {T, H}, buffers_);
-  normed_ = backend.alloc_tensor(dt, {T, H}, buffers_);
-  qkv_ = backend.alloc_tensor(dt, {T, qkv_rows}, buffers_);
-  q_ = backend.alloc_tensor(dt, {T, Hq, D}, buffers_);
-  attn_out_ = backend.alloc_tensor(dt, {T, Hq, D}, buffers_);
-  gate_up_ = backend.alloc_tensor(dt, {T, 2 * I}, buffers_);
-  act_ = backend.alloc_tensor(dt, {T, I}, buffers_);
-  last_hidden_ = backend.alloc_tensor(dt, {max_num_seqs, H}, buffers_);
+  residual_ = backend_.alloc_tensor(dt, {T, H}, buffers_);
+  normed_ = backend_.alloc_tensor(dt, {T, H}, buffers_);
+  qkv_ = backend_.alloc_tensor(dt, {T, (Hq + 2 * Hkv) * D}, buffers_);
+  q_ = backend_.alloc_tensor(dt, {T, Hq, D}, buffers_);
+  attn_out_ = backend_.alloc_tensor(dt, {T, Hq, D}, buffers_);
+  gate_up_ = backend_.alloc_tensor(dt, {T, 2 * I}, buffers_);
+  act_ = backend_.alloc_tensor(dt, {T, I}, buffers_);
+  last_hidden_ = backend_.alloc_tensor(dt, {max_num_seqs, H}, buffers_);
 }
 
 void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {

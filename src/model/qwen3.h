@@ -37,6 +37,9 @@ class Qwen3Model {
   struct Layer {
     Tensor qkv_proj, q_norm, k_norm, o_proj, gate_up_proj, down_proj;  // the norms folded in (forward())
   };
+  // The rotary table and every activation buffer, sized for the largest batch.
+  void allocate_activations(int64_t max_num_tokens, int64_t max_num_seqs);
+
   ModelConfig config_;
   Backend& backend_;
   std::vector<DeviceBuffer> buffers_;  // weights, rope table and activations
