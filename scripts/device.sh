@@ -5,7 +5,7 @@
 #                                                           # need into .devbin/ (git-ignored), xz
 #   GPU machine:   bash scripts/device.sh [steps...]        # in a copy of the checkout with .devbin/
 # Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, base, curve, online,
-# sanitize.
+# sanitize, numerics.
 # (No profiler step: on the H200 machine nsys recorded but could not import its report, run 34.)
 # base: the bench.py workload and batch 1 again with an older build for an A/B on one machine,
 # alternating (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there).
@@ -20,7 +20,7 @@ if [[ "${1:-}" == "pack" ]]; then
   rm -rf .devbin && mkdir -p .devbin/stage/lib
   mkdir -p "$(git rev-parse --git-path info)"
   grep -qx "/.devbin/" "$(git rev-parse --git-path info/exclude)" 2>/dev/null || echo "/.devbin/" >>"$(git rev-parse --git-path info/exclude)"
-  for b in nanovllm nanovllm_cuda_tests bench_cuda_ops bench_tokenizer; do
+  for b in nanovllm nanovllm_cuda_tests bench_cuda_ops bench_tokenizer bench_numerics; do
     [[ -x $BUILD/$b ]] && cp "$BUILD/$b" .devbin/stage/ && strip .devbin/stage/$b
   done
   # Non-system libraries (everything but glibc's own and the CUDA driver/toolkit ones).
@@ -145,6 +145,25 @@ for step in "${STEPS[@]}"; do
         note "online, request rate $rate: $(grep -E 'Throughput' "$OUT/online.log" | tail -1); TTFT/TPOT: $(grep -E '^(TTFT|TPOT)' "$OUT/online.log" | tail -2 | tr -s ' ' | tr '\n' ';')"
       done
       kill $SERVER; wait $SERVER 2>/dev/null
+      ;;
+    numerics)  # CUDA's logits against float32, beside transformers' bf16 (tests/reference/make_numerics_fixtures.py)
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/numerics.log" 2>&1
+      FX=${NUMERICS_FIXTURES:-tests/fixtures/numerics}
+      BF16=tests/fixtures/models/tiny-tied-bf16
+      if [[ -n ${NUMERICS_REMAKE:-} || ! -f $FX/qwen3-0.6b.json ]]; then
+        FX=$OUT/numerics && BF16=$OUT/tiny-tied-bf16 && mkdir -p "$FX"
+        python3 tests/reference/make_numerics_fixtures.py tiny-tied=tests/fixtures/models/tiny-tied \
+          small-untied=tests/fixtures/models/small-untied qwen3-0.6b=/tmp/m06 \
+          --bf16-copy "tiny-tied-bf16=tests/fixtures/models/tiny-tied=$BF16" --out "$FX" >>"$OUT/numerics.log" 2>&1
+        rm -f "$BF16/generation_config.json"
+      fi
+      for m in tiny-tied small-untied tiny-tied-bf16 qwen3-0.6b; do
+        dir=tests/fixtures/models/$m && [[ $m == qwen3-0.6b ]] && dir=/tmp/m06
+        [[ $m == tiny-tied-bf16 ]] && dir=$BF16
+        $BIN/bench_numerics --model "$dir" --fixture "$FX/$m.json" --check ${NUMERICS_ARGS:-} 2>/dev/null |
+          tee -a "$OUT/numerics.log" | grep -E "^ |^model|argmax|CUDA is" | grep -v "prefix-cache\|512\|eager" -A0
+        note "numerics $m: $(grep -E 'argmax equal' "$OUT/numerics.log" | tail -1); $(grep -E 'CUDA is' "$OUT/numerics.log" | tail -1)"
+      done
       ;;
     *) echo "unknown step $step" ;;
   esac

@@ -303,4 +303,11 @@ std::vector<int32_t> ModelRunner::run(const ScheduledBatch& batch, StepTiming* t
   return std::vector<int32_t>(sampled_host_.begin(), sampled_host_.begin() + n);
 }
 
+std::vector<float> ModelRunner::last_logits(int rows) {
+  if (rows < 0 || rows > max_num_seqs_) throw std::invalid_argument("last_logits: " + std::to_string(rows) + " rows");
+  std::vector<float> out(static_cast<size_t>(rows) * model_config_.vocab_size);
+  backend_->copy_to_host(out.data(), logits_.data, out.size() * sizeof(float));
+  return out;
+}
+
 }  // namespace nanovllm

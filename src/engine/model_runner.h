@@ -37,6 +37,10 @@ class ModelRunner {
   // `timing` gets when the work reached the device and when the results were back.
   std::vector<int32_t> run(const ScheduledBatch& batch, StepTiming* timing = nullptr);
 
+  // The logits of the last run(): one f32 row of the vocabulary per sequence of batch.sampled,
+  // in order (the sampler reads them and leaves them as they are). For numerics measurements.
+  std::vector<float> last_logits(int rows);
+
   Backend& backend() { return *backend_; }
   const Backend& backend() const { return *backend_; }
   int num_kvcache_blocks() const { return kv_.num_blocks; }

@@ -3,6 +3,8 @@
 #include "model/qwen3.h"
 
 #include <cmath>
+
+#include "backend/half.h"
 #include <stdexcept>
 #include <string>
 
@@ -27,6 +29,12 @@ std::vector<float> rope_table(int max_pos, int D, double theta) {
   return table;
 }
 
+void check_weight_dtype(const std::string& name, const Tensor& t) {
+  if (t.dtype != DType::f32 && t.dtype != DType::bf16 && t.dtype != DType::f16)
+    throw std::runtime_error("tensor '" + name + "' has dtype " + dtype_name(t.dtype) +
+                             "; weights must be F32, BF16 or F16");
+}
+
 }  // namespace
 
 Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backend& backend, int max_num_tokens,
@@ -49,26 +57,24 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
   // Uploads checkpoint tensors (checked against their expected shapes) into `dst` rows [row, row + n).
   auto upload = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor dst, int64_t row) {
     Tensor src = ckpt.get(name, shape);
-    if (src.dtype != DType::f32 && src.dtype != DType::bf16 && src.dtype != DType::f16)
-      throw std::runtime_error("tensor '" + name + "' has dtype " + dtype_name(src.dtype) +
-                               "; weights must be F32, BF16 or F16");
+    check_weight_dtype(name, src);
     Tensor part = dst.rows(row, row + src.shape[0]);
     if (src.ndim == 1) part = dst;
     backend.upload_convert(src, part);
-  };
-  // Multiplies a projection's input columns by the weight of the RMSNorm before it (gamma_name,
-  // [K]; see forward()), on the device, so the upload itself stays a plain copy.
-  std::vector<DeviceBuffer> gammas;  // freed after the last fold has run (synchronize below)
-  auto fold_norm = [&](Tensor w, const std::string& gamma_name) {
-    Tensor gamma = backend.alloc_tensor(DType::f32, {w.size(1)}, gammas);
-    upload(gamma_name, {w.size(1)}, gamma, 0);
-    backend.scale_columns(w, gamma);
   };
   auto weight = [&](std::initializer_list<int64_t> shape) {
     Tensor t = backend.alloc_tensor(dt, shape, buffers_);
     weight_bytes_ += t.nbytes();
     return t;
   };
+
+  // The decoder's norms are folded into the projections after them (forward()) only where no
+  // weight is rounded twice: on a float32 backend, or from float32/float16 weights, multiplied
+  // in float32 and rounded once. A bf16 checkpoint on the bf16 CUDA backend keeps its weights
+  // exact and runs the norms as kernels: there, round(W * gamma) measured 1-10% more logit error
+  // than unfolded, and more than transformers' own bf16 at long prompts (docs/cuda.md, numerics).
+  const DType ckpt_dtype = ckpt.get("model.layers.0.self_attn.q_proj.weight", {Hq * D, H}).dtype;
+  fold_norms_ = dt == DType::f32 || ckpt_dtype == DType::f32 || ckpt_dtype == DType::f16;
 
   embed_tokens_ = weight({V, H});
   upload("model.embed_tokens.weight", {V, H}, embed_tokens_, 0);
@@ -77,10 +83,9 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
     const std::string p = "model.layers." + std::to_string(l) + ".";
     Layer& L = layers_[l];
     L.qkv_proj = weight({qkv_rows, H});
-    upload(p + "self_attn.q_proj.weight", {Hq * D, H}, L.qkv_proj, 0);
-    upload(p + "self_attn.k_proj.weight", {Hkv * D, H}, L.qkv_proj, Hq * D);
-    upload(p + "self_attn.v_proj.weight", {Hkv * D, H}, L.qkv_proj, (Hq + Hkv) * D);
-    fold_norm(L.qkv_proj, p + "input_layernorm.weight");
+    upload_projection(ckpt, {{p + "self_attn.q_proj.weight", Hq * D}, {p + "self_attn.k_proj.weight", Hkv * D},
+                             {p + "self_attn.v_proj.weight", Hkv * D}},
+                      p + "input_layernorm.weight", L.qkv_proj);
     for (const char* b : {"q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias"})
       if (ckpt.contains(p + "self_attn." + b))
         throw std::runtime_error("checkpoint has tensor '" + p + "self_attn." + b +
@@ -92,9 +97,14 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
     L.o_proj = weight({H, Hq * D});
     upload(p + "self_attn.o_proj.weight", {H, Hq * D}, L.o_proj, 0);
     L.gate_up_proj = weight({2 * I, H});
-    upload(p + "mlp.gate_proj.weight", {I, H}, L.gate_up_proj, 0);
-    upload(p + "mlp.up_proj.weight", {I, H}, L.gate_up_proj, I);
-    fold_norm(L.gate_up_proj, p + "post_attention_layernorm.weight");
+    upload_projection(ckpt, {{p + "mlp.gate_proj.weight", I}, {p + "mlp.up_proj.weight", I}},
+                      p + "post_attention_layernorm.weight", L.gate_up_proj);
+    if (!fold_norms_) {
+      L.input_norm = weight({H});
+      upload(p + "input_layernorm.weight", {H}, L.input_norm, 0);
+      L.post_attention_norm = weight({H});
+      upload(p + "post_attention_layernorm.weight", {H}, L.post_attention_norm, 0);
+    }
     L.down_proj = weight({H, I});
     upload(p + "mlp.down_proj.weight", {H, I}, L.down_proj, 0);
   }
@@ -108,9 +118,44 @@ Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backen
     lm_head_ = weight({V, H});
     upload("lm_head.weight", {V, H}, lm_head_, 0);
   }
-  backend.synchronize();  // the folds have read their norm weights
+  backend.synchronize();
 
   allocate_activations(max_num_tokens, max_num_seqs);
+}
+
+void Qwen3Model::upload_projection(const Checkpoint& ckpt, const std::vector<std::pair<std::string, int64_t>>& parts,
+                                   const std::string& gamma_name, Tensor dst) {
+  const int64_t K = dst.size(1);
+  // On a float32 backend the product is exact enough in place: scale_columns after the upload
+  // (threaded, no start-up cost). Into bf16 it is formed on the host in float32 and rounded once.
+  const bool on_host = fold_norms_ && dst.dtype != DType::f32;
+  std::vector<float> gamma, folded;
+  if (on_host) {
+    const Tensor g = ckpt.get(gamma_name, {K});
+    gamma.resize(static_cast<size_t>(K));
+    for (int64_t k = 0; k < K; ++k) gamma[k] = load_as_f32(g.data, g.dtype, k);
+  }
+  int64_t row = 0;
+  for (const auto& [name, rows] : parts) {
+    Tensor src = ckpt.get(name, {rows, K});
+    check_weight_dtype(name, src);
+    Tensor part = dst.rows(row, row + rows);
+    row += rows;
+    if (!on_host) {
+      backend_.upload_convert(src, part);
+      continue;
+    }
+    folded.resize(static_cast<size_t>(rows * K));
+    for (int64_t i = 0; i < rows * K; ++i) folded[i] = load_as_f32(src.data, src.dtype, i) * gamma[i % K];
+    backend_.upload_convert(Tensor(folded.data(), DType::f32, {rows, K}), part);
+  }
+  if (fold_norms_ && !on_host) {
+    std::vector<DeviceBuffer> tmp;
+    Tensor g = backend_.alloc_tensor(DType::f32, {K}, tmp);
+    backend_.upload_convert(ckpt.get(gamma_name, {K}), g);
+    backend_.scale_columns(dst, g);
+    backend_.synchronize();  // before `tmp` frees the norm weight
+  }
 }
 
 void Qwen3Model::allocate_activations(int64_t max_num_tokens, int64_t max_num_seqs) {
@@ -160,11 +205,14 @@ void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
   // projections add into the residual stream themselves. A layer is seven kernels instead of
   // nine: in a decode step each small kernel costs a few microseconds of dependency latency,
   // whatever its size.
-  const FoldedNorm folded{&residual, eps};
+  // Unfolded, each norm is an rms_norm into `normed` before its projection.
+  const FoldedNorm folded = fold_norms_ ? FoldedNorm{&residual, eps} : FoldedNorm{};
+  const Tensor& proj_in = fold_norms_ ? residual : normed;
   backend_.embedding(in.input_ids, embed_tokens_, residual);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     Layer& L = layers_[l];
-    backend_.linear(residual, L.qkv_proj, qkv);
+    if (!fold_norms_) backend_.rms_norm(residual, L.input_norm, eps, normed);
+    backend_.linear(proj_in, L.qkv_proj, qkv);
     const PagedKV cache = kv.layer(l);
     backend_.qk_norm_rope_store({.qkv = qkv, .folded = folded, .q_norm_w = L.q_norm, .k_norm_w = L.k_norm,
                                  .positions = in.positions, .cos_sin = cos_sin_, .eps = eps, .num_q_heads = Hq,
@@ -172,7 +220,8 @@ void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
                                 cache, q);
     backend_.attention(q, cache, in.meta, scale, attn_out);
     backend_.linear_add(attn_flat, L.o_proj, residual);
-    backend_.linear(residual, L.gate_up_proj, gate_up);
+    if (!fold_norms_) backend_.rms_norm(residual, L.post_attention_norm, eps, normed);
+    backend_.linear(proj_in, L.gate_up_proj, gate_up);
     backend_.silu_mul(gate_up, folded, act);
     backend_.linear_add(act, L.down_proj, residual);
   }

@@ -35,8 +35,14 @@ class Qwen3Model {
 
  private:
   struct Layer {
-    Tensor qkv_proj, q_norm, k_norm, o_proj, gate_up_proj, down_proj;  // the norms folded in (forward())
+    Tensor qkv_proj, q_norm, k_norm, o_proj, gate_up_proj, down_proj;  // the norms folded in when fold_norms_
+    Tensor input_norm, post_attention_norm;  // the decoder norms' weights when not folded
   };
+  // Uploads the projection packed from `parts` (checkpoint name, rows) into `dst`; when folding,
+  // its input columns multiplied by the weight of the norm `gamma_name` first, in float32, so
+  // each weight is rounded to the compute dtype once.
+  void upload_projection(const Checkpoint& ckpt, const std::vector<std::pair<std::string, int64_t>>& parts,
+                         const std::string& gamma_name, Tensor dst);
   // The rotary table and every activation buffer, sized for the largest batch.
   void allocate_activations(int64_t max_num_tokens, int64_t max_num_seqs);
 
@@ -48,6 +54,7 @@ class Qwen3Model {
   // activations, sized for max_num_tokens rows
   Tensor residual_, normed_, qkv_, q_, attn_out_, gate_up_, act_, last_hidden_;
   size_t weight_bytes_ = 0;
+  bool fold_norms_ = true;  // see the constructor
 };
 
 }  // namespace nanovllm
