@@ -157,7 +157,7 @@ for step in "${STEPS[@]}"; do
           --bf16-copy "tiny-tied-bf16=tests/fixtures/models/tiny-tied=$BF16" --out "$FX" >>"$OUT/numerics.log" 2>&1
         rm -f "$BF16/generation_config.json"
       fi
-      for m in tiny-tied small-untied tiny-tied-bf16 qwen3-0.6b; do
+      for m in ${NUMERICS_MODELS:-tiny-tied small-untied tiny-tied-bf16 qwen3-0.6b}; do
         dir=tests/fixtures/models/$m && [[ $m == qwen3-0.6b ]] && dir=/tmp/m06
         [[ $m == tiny-tied-bf16 ]] && dir=$BF16
         $BIN/bench_numerics --model "$dir" --fixture "$FX/$m.json" --check ${NUMERICS_ARGS:-} 2>/dev/null |

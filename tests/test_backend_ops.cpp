@@ -196,6 +196,24 @@ TEST_F(BackendOps, Linear) {
   }
 }
 
+// ---- norm_linear: the fused skinny GEMM (m <= 8) and rms_norm + linear beyond ------------------
+TEST_F(BackendOps, NormLinear) {
+  struct Case { int m, n, k; };
+  for (Case cs : {Case{1, 4096, 1024}, Case{3, 6144, 1024}, Case{8, 4096, 1024}, Case{2, 512, 200},
+                  Case{16, 4096, 1024}, Case{64, 1024, 2048}}) {
+    SCOPED_TRACE("m " + std::to_string(cs.m) + " n " + std::to_string(cs.n) + " k " + std::to_string(cs.k));
+    Both x = make({cs.m, cs.k}, randn(size_t(cs.m) * cs.k, 3.f));  // unnormalised, as the residual stream
+    std::vector<float> gv = randn(cs.k, 0.3f);
+    for (auto& g : gv) g = round_bf16(g + 1.f);
+    Both g = make({cs.k}, gv);
+    Both w = make({cs.n, cs.k}, randn(size_t(cs.n) * cs.k, 0.05f));
+    Both o = out({cs.m, cs.n}, DType::bf16), normed = out({cs.m, cs.k}, DType::bf16);
+    cpu_->norm_linear(x.c, g.c, 1e-6f, w.c, o.c, normed.c);
+    gpu_->norm_linear(x.g, g.g, 1e-6f, w.g, o.g, normed.g);
+    expect_close(host(o.c), download(o.g), 1e-2, "norm_linear");
+  }
+}
+
 // ---- silu_mul ---------------------------------------------------------------------------------
 TEST_F(BackendOps, SiluMul) {
   struct Case { int rows, inter; DType dt; };

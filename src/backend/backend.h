@@ -168,6 +168,11 @@ class Backend {
   void linear(const Tensor& x, const Tensor& w, Tensor& out);
   // out += x @ w^T                          (a projection that adds into the residual stream)
   void linear_add(const Tensor& x, const Tensor& w, Tensor& out);
+  // out = rms_norm(x, norm_w) @ w^T         the projection after an RMSNorm (x [T, K], norm_w
+  // [K], w [N, K], out [T, N]); `normed` [T, K] is scratch the backend may write the normalised
+  // rows to. CUDA at T <= 8 normalises inside the skinny GEMM, in float32 (one kernel, no rounding
+  // of the normalised rows); otherwise rms_norm into `normed`, then linear.
+  void norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Tensor& out, Tensor& normed);
   // RopeStore's q and k, normed and rotated: q to q_out [T, Hq, D]; k and v into `cache` at
   // slot_mapping[t] (skipped when -1).
   void qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out);
@@ -195,6 +200,11 @@ class Backend {
   virtual void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
   virtual void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
   virtual void do_linear(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) = 0;
+  virtual void do_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Tensor& out,
+                              Tensor& normed) {
+    do_rms_norm(x, norm_w, eps, normed);
+    do_linear(normed, w, out, false);
+  }
   virtual void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) = 0;
   virtual void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
                             Tensor& out) = 0;

@@ -226,6 +226,17 @@ void Backend::linear_add(const Tensor& x, const Tensor& w, Tensor& out) {
   do_linear(x, w, out, true);
 }
 
+void Backend::norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Tensor& out,
+                          Tensor& normed) {
+  const Check c(*this, "norm_linear");
+  check_linear(c, x, w, out);
+  c.floating(norm_w, "norm_w");
+  c.shape(norm_w, "norm_w", {cols_of(x)});
+  c.same_dtype(x, "x", normed, "normed");
+  c.matrix(normed, "normed", rows_of(x), cols_of(x));
+  do_norm_linear(x, norm_w, eps, w, out, normed);
+}
+
 void Backend::qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) {
   const Check c(*this, "qk_norm_rope_store");
   const int Hq = in.num_q_heads, Hkv = in.num_kv_heads;

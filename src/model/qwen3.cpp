@@ -205,14 +205,16 @@ void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
   // projections add into the residual stream themselves. A layer is seven kernels instead of
   // nine: in a decode step each small kernel costs a few microseconds of dependency latency,
   // whatever its size.
-  // Unfolded, each norm is an rms_norm into `normed` before its projection.
+  // Unfolded, each norm goes with its projection (norm_linear: one kernel at decode batch <= 8).
   const FoldedNorm folded = fold_norms_ ? FoldedNorm{&residual, eps} : FoldedNorm{};
-  const Tensor& proj_in = fold_norms_ ? residual : normed;
+  auto project = [&](const Tensor& norm_w, const Tensor& w, Tensor& out) {
+    if (fold_norms_) backend_.linear(residual, w, out);
+    else backend_.norm_linear(residual, norm_w, eps, w, out, normed);
+  };
   backend_.embedding(in.input_ids, embed_tokens_, residual);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     Layer& L = layers_[l];
-    if (!fold_norms_) backend_.rms_norm(residual, L.input_norm, eps, normed);
-    backend_.linear(proj_in, L.qkv_proj, qkv);
+    project(L.input_norm, L.qkv_proj, qkv);
     const PagedKV cache = kv.layer(l);
     backend_.qk_norm_rope_store({.qkv = qkv, .folded = folded, .q_norm_w = L.q_norm, .k_norm_w = L.k_norm,
                                  .positions = in.positions, .cos_sin = cos_sin_, .eps = eps, .num_q_heads = Hq,
@@ -220,8 +222,7 @@ void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
                                 cache, q);
     backend_.attention(q, cache, in.meta, scale, attn_out);
     backend_.linear_add(attn_flat, L.o_proj, residual);
-    if (!fold_norms_) backend_.rms_norm(residual, L.post_attention_norm, eps, normed);
-    backend_.linear(proj_in, L.gate_up_proj, gate_up);
+    project(L.post_attention_norm, L.gate_up_proj, gate_up);
     backend_.silu_mul(gate_up, folded, act);
     backend_.linear_add(act, L.down_proj, residual);
   }

@@ -170,6 +170,18 @@ class CudaBackend final : public Backend {
     debug_sync(accumulate ? "linear_add" : "linear");
   }
 
+  void do_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Tensor& out,
+                      Tensor& normed) override {
+    const int64_t M = rows_of(x), K = cols_of(x);
+    if (norm_w.dtype == DType::bf16 && out.dtype == DType::bf16 &&
+        cuda::gemv_supported(x.data, w.data, x.dtype, out.dtype, M, K)) {
+      cuda::launch_gemv_norm(x.data, norm_w.data, eps, w.data, out.data, (int)M, (int)w.size(0), (int)K, stream_);
+      debug_sync("norm_linear");
+      return;
+    }
+    Backend::do_norm_linear(x, norm_w, eps, w, out, normed);
+  }
+
   void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) override {
     cuda::launch_qk_norm_rope_store(
         {.qkv = in.qkv.data, .rms = row_rms(in.folded), .q_norm_w = in.q_norm_w.data, .k_norm_w = in.k_norm_w.data,

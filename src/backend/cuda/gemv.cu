@@ -2,7 +2,9 @@
 // per output column n reads w's row once for all M rows of x, 16 bytes a lane, so the op runs
 // at weight-streaming bandwidth (and, launched with programmatic dependent launch, loads its
 // weights while the kernel before it finishes); cuBLASLt's tiles leave most SMs idle for the N=1024 projections.
-// Gemm (gemm.cpp) times this against cuBLASLt per shape and keeps the faster.
+// Gemm (gemm.cpp) times this against cuBLASLt per shape and keeps the faster. The NORM variant
+// (norm_linear) applies an RMSNorm to x's rows on the way in, in float32: the projection after a
+// decoder norm at decode batch <= 8 is one kernel, and its input is never rounded to bf16.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
@@ -13,29 +15,44 @@ namespace {
 constexpr int kWarps = 8;
 
 // acc[r] += w's 8 values (chunk c of the row) . x[r]'s 8 values at the same columns, for r < m.
-template <int MAXM>
-__device__ __forceinline__ void accumulate8(float (&acc)[MAXM], const float (&wf)[8], const bf16* __restrict__ x, int c,
-                                            int m, int k) {
+// NORM: x[r]'s values are first multiplied by the norm weight g's (in float32), and ss[r] sums
+// their squares for the row's 1/rms, applied after the warp's sum (store_col).
+template <int MAXM, bool NORM>
+__device__ __forceinline__ void accumulate8(float (&acc)[MAXM], float (&ss)[MAXM], const float (&wf)[8],
+                                            const bf16* __restrict__ x, const bf16* __restrict__ g, int c, int m,
+                                            int k) {
+  float gf[8];
+  if constexpr (NORM) load8(g + c * 8, gf);
 #pragma unroll
   for (int r = 0; r < MAXM; ++r) {
     if (r < m) {
       float xf[8];
       load8(x + (size_t)r * k + c * 8, xf);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) acc[r] += wf[j] * xf[j];
+      for (int j = 0; j < 8; ++j) {
+        if constexpr (NORM) {
+          ss[r] += xf[j] * xf[j];
+          acc[r] += wf[j] * (xf[j] * gf[j]);
+        } else {
+          acc[r] += wf[j] * xf[j];
+        }
+      }
     }
   }
 }
 
 // Sums each row's partial dot products over the warp; lane 0 stores out[r, col] (adds to it with
-// add_out: the residual stream, read in the same fp32 sum before the one rounding).
-template <int MAXM, class O>
-__device__ __forceinline__ void store_col(float (&acc)[MAXM], O* __restrict__ out, int m, int n, int col, int lane,
-                                          bool add_out) {
+// add_out: the residual stream, read in the same fp32 sum before the one rounding). NORM: the
+// row's dot product times rsqrt(mean(x[r]^2) + eps), the lanes' squares summed first (every lane
+// ends with the whole row's sum).
+template <int MAXM, bool NORM, class O>
+__device__ __forceinline__ void store_col(float (&acc)[MAXM], float (&ss)[MAXM], O* __restrict__ out, int m, int n,
+                                          int k, float eps, int col, int lane, bool add_out) {
 #pragma unroll
   for (int r = 0; r < MAXM; ++r) {
     if (r < m) {
-      const float v = warp_sum(acc[r]);
+      float v = warp_sum(acc[r]);
+      if constexpr (NORM) v *= rsqrtf(warp_sum(ss[r]) / static_cast<float>(k) + eps);
       O* o = out + (size_t)r * n + col;
       if (lane == 0) *o = from_f<O>(add_out ? v + to_f(*o) : v);
     }
@@ -45,10 +62,10 @@ __device__ __forceinline__ void store_col(float (&acc)[MAXM], O* __restrict__ ou
 // Lanes of a warp stride over w's row in 16-byte chunks: chunk c = lane + 32 * u. CPL = chunks
 // per lane (K / 256), so the whole row slice lives in registers and is loaded before pdl_wait():
 // the weights (which no kernel writes) stream in while the previous kernel is still finishing.
-template <int MAXM, int CPL, class O>
+template <int MAXM, int CPL, bool NORM, class O>
 __global__ void __launch_bounds__(kWarps * 32)
-gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restrict__ out, int m, int n, int k,
-            bool add_out) {
+gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, const bf16* __restrict__ w,
+            O* __restrict__ out, int m, int n, int k, bool add_out) {
   const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   const bool active = col < n;
   uint4 wv[CPL];
@@ -60,52 +77,54 @@ gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restric
   pdl_launch_dependents();
   pdl_wait();
   if (!active) return;
-  float acc[MAXM];
+  float acc[MAXM], ss[MAXM];
 #pragma unroll
-  for (int r = 0; r < MAXM; ++r) acc[r] = 0.f;
+  for (int r = 0; r < MAXM; ++r) acc[r] = ss[r] = 0.f;
 #pragma unroll
   for (int u = 0; u < CPL; ++u) {
     float wf[8];
     load8(reinterpret_cast<const bf16*>(&wv[u]), wf);
-    accumulate8<MAXM>(acc, wf, x, lane + 32 * u, m, k);
+    accumulate8<MAXM, NORM>(acc, ss, wf, x, g, lane + 32 * u, m, k);
   }
-  store_col<MAXM>(acc, out, m, n, col, lane, add_out);
+  store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
 }
 
 // Any K that is a multiple of 8: the row is walked in a loop (nothing loaded before pdl_wait()).
-template <int MAXM, class O>
+template <int MAXM, bool NORM, class O>
 __global__ void __launch_bounds__(kWarps * 32)
-gemv_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, O* __restrict__ out, int m, int n, int k,
-                 bool add_out) {
+gemv_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, const bf16* __restrict__ w,
+                 O* __restrict__ out, int m, int n, int k, bool add_out) {
   pdl_launch_dependents();
   pdl_wait();
   const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (col >= n) return;
   const bf16* wr = w + (size_t)col * k;
-  float acc[MAXM];
+  float acc[MAXM], ss[MAXM];
 #pragma unroll
-  for (int r = 0; r < MAXM; ++r) acc[r] = 0.f;
+  for (int r = 0; r < MAXM; ++r) acc[r] = ss[r] = 0.f;
   const int chunks = k / 8;
 #pragma unroll 4
   for (int c = lane; c < chunks; c += 32) {
     float wf[8];
     load8(wr + c * 8, wf);
-    accumulate8<MAXM>(acc, wf, x, c, m, k);
+    accumulate8<MAXM, NORM>(acc, ss, wf, x, g, c, m, k);
   }
-  store_col<MAXM>(acc, out, m, n, col, lane, add_out);
+  store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
 }
 
-template <int MAXM, class O>
-void launch_mo(const bf16* x, const bf16* w, O* out, int m, int n, int k, bool add, cudaStream_t s) {
+template <int MAXM, bool NORM, class O>
+void launch_mo(const bf16* x, const bf16* g, float eps, const bf16* w, O* out, int m, int n, int k, bool add,
+               cudaStream_t s) {
   const int blocks = (n + kWarps - 1) / kWarps;
-  const char* op = "linear (gemv)";
+  const char* op = NORM ? "norm_linear (gemv)" : "linear (gemv)";
+  auto go = [&](auto kernel) { launch(op, kernel, blocks, kWarps * 32, 0, s, x, g, eps, w, out, m, n, k, add); };
   switch (k % 256 == 0 ? k / 256 : 0) {
-    case 2: launch(op, gemv_kernel<MAXM, 2, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
-    case 4: launch(op, gemv_kernel<MAXM, 4, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
-    case 8: launch(op, gemv_kernel<MAXM, 8, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
-    case 12: launch(op, gemv_kernel<MAXM, 12, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
-    case 16: launch(op, gemv_kernel<MAXM, 16, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
-    default: launch(op, gemv_loop_kernel<MAXM, O>, blocks, kWarps * 32, 0, s, x, w, out, m, n, k, add); break;
+    case 2: go(gemv_kernel<MAXM, 2, NORM, O>); break;
+    case 4: go(gemv_kernel<MAXM, 4, NORM, O>); break;
+    case 8: go(gemv_kernel<MAXM, 8, NORM, O>); break;
+    case 12: go(gemv_kernel<MAXM, 12, NORM, O>); break;
+    case 16: go(gemv_kernel<MAXM, 16, NORM, O>); break;
+    default: go(gemv_loop_kernel<MAXM, NORM, O>); break;
   }
 }
 
@@ -113,8 +132,15 @@ template <int MAXM>
 void launch_m(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, bool add, cudaStream_t s) {
   auto xp = static_cast<const bf16*>(x);
   auto wp = static_cast<const bf16*>(w);
-  if (out_t == DType::bf16) launch_mo<MAXM>(xp, wp, static_cast<bf16*>(out), m, n, k, add, s);
-  else launch_mo<MAXM>(xp, wp, static_cast<float*>(out), m, n, k, add, s);
+  if (out_t == DType::bf16) launch_mo<MAXM, false>(xp, nullptr, 0.f, wp, static_cast<bf16*>(out), m, n, k, add, s);
+  else launch_mo<MAXM, false>(xp, nullptr, 0.f, wp, static_cast<float*>(out), m, n, k, add, s);
+}
+
+template <int MAXM>
+void launch_norm_m(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
+                   cudaStream_t s) {
+  launch_mo<MAXM, true>(static_cast<const bf16*>(x), static_cast<const bf16*>(g), eps, static_cast<const bf16*>(w),
+                        static_cast<bf16*>(out), m, n, k, false, s);
 }
 
 }  // namespace
@@ -130,6 +156,14 @@ void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, in
   else if (m <= 2) launch_m<2>(x, w, out, out_t, m, n, k, accumulate, s);
   else if (m <= 4) launch_m<4>(x, w, out, out_t, m, n, k, accumulate, s);
   else launch_m<8>(x, w, out, out_t, m, n, k, accumulate, s);
+}
+
+void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
+                      cudaStream_t s) {
+  if (m <= 1) launch_norm_m<1>(x, g, eps, w, out, m, n, k, s);
+  else if (m <= 2) launch_norm_m<2>(x, g, eps, w, out, m, n, k, s);
+  else if (m <= 4) launch_norm_m<4>(x, g, eps, w, out, m, n, k, s);
+  else launch_norm_m<8>(x, g, eps, w, out, m, n, k, s);
 }
 
 }  // namespace nanovllm::cuda

@@ -55,6 +55,10 @@ void launch_qk_norm_rope_store(const RopeStoreArgs& a, cudaStream_t s);
 bool gemv_supported(const void* x, const void* w, DType in_t, DType out_t, int64_t m, int64_t k);
 void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, bool accumulate,
                  cudaStream_t s);
+// The same with an RMSNorm of x's rows first (bf16 out): out[m, n] = (x[m] / rms(x[m]) * g) . w[n],
+// the norm in float32 inside the kernel (norm_linear).
+void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
+                      cudaStream_t s);
 
 // Shapes shared by both attention kernels.
 struct AttnShape {
