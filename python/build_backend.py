@@ -1,0 +1,90 @@
+"""The package's PEP 517 build backend, in-tree and standard-library only, so that
+`python3 -m pip install .` works offline: it builds the extension with the project's own CMake
+(nanovllm._core, into <build dir>/python/nanovllm) and packs that folder into a wheel.
+
+The build directory is $NANOVLLM_BUILD_DIR, else the repository's build/ (the README's test
+command builds there, so an install after it only links the extension). Config settings:
+`--config-settings build-dir=DIR`.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAME, VERSION = "nanovllm", "0.1.0"
+METADATA = f"""Metadata-Version: 2.1
+Name: {NAME}
+Version: {VERSION}
+Summary: nano-vLLM's Python API over nanovllm's C++/CUDA inference engine
+Requires-Python: >=3.10
+"""
+
+
+def _build_dir(config_settings):
+    d = (config_settings or {}).get("build-dir") or os.environ.get("NANOVLLM_BUILD_DIR") or os.path.join(ROOT, "build")
+    return os.path.abspath(d)
+
+
+def _tag():
+    py = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    plat = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    return f"{py}-{py}{sys.abiflags}-{plat}"
+
+
+def _cmake(build):
+    jobs = str(os.cpu_count() or 2)
+    subprocess.run(["cmake", "-S", ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=Release",
+                    f"-DPython_EXECUTABLE={sys.executable}"], check=True, stdout=sys.stderr)
+    subprocess.run(["cmake", "--build", build, "--target", "_core", "-j", jobs], check=True, stdout=sys.stderr)
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def get_requires_for_build_sdist(config_settings=None):
+    return []
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    build = _build_dir(config_settings)
+    _cmake(build)
+    pkg = os.path.join(build, "python", NAME)
+    tag = _tag()
+    name = f"{NAME}-{VERSION}-{tag}.whl"
+    dist_info = f"{NAME}-{VERSION}.dist-info"
+    records = []
+
+    def add(zf, arcname, data):
+        zf.writestr(arcname, data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        records.append(f"{arcname},sha256={digest},{len(data)}")
+
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(os.listdir(pkg)):
+            if f.endswith((".py", ".pyi", ".so")) or f == "py.typed":
+                with open(os.path.join(pkg, f), "rb") as fh:
+                    add(zf, f"{NAME}/{f}", fh.read())
+        add(zf, f"{dist_info}/METADATA", METADATA.encode())
+        add(zf, f"{dist_info}/WHEEL",
+            f"Wheel-Version: 1.0\nGenerator: nanovllm build_backend\nRoot-Is-Purelib: false\nTag: {tag}\n".encode())
+        add(zf, f"{dist_info}/top_level.txt", f"{NAME}\n".encode())
+        records.append(f"{dist_info}/RECORD,,")
+        zf.writestr(f"{dist_info}/RECORD", "\n".join(records) + "\n")
+    return name
+
+
+def build_sdist(sdist_directory, config_settings=None):
+    files = subprocess.run(["git", "-C", ROOT, "ls-files"], check=True, capture_output=True, text=True).stdout.split()
+    name = f"{NAME}-{VERSION}"
+    with tarfile.open(os.path.join(sdist_directory, f"{name}.tar.gz"), "w:gz") as tf:
+        for f in files:
+            tf.add(os.path.join(ROOT, f), arcname=f"{name}/{f}")
+    return f"{name}.tar.gz"
