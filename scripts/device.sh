@@ -5,7 +5,7 @@
 #                                                           # need into .devbin/ (git-ignored), xz
 #   GPU machine:   bash scripts/device.sh [steps...]        # in a copy of the checkout with .devbin/
 # Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, base, curve, online,
-# sanitize, numerics.
+# sanitize, numerics, python.
 # (No profiler step: on the H200 machine nsys recorded but could not import its report, run 34.)
 # base: the bench.py workload and batch 1 again with an older build for an A/B on one machine,
 # alternating (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there).
@@ -27,6 +27,18 @@ if [[ "${1:-}" == "pack" ]]; then
   for b in .devbin/stage/*; do [[ -f $b ]] && ldd "$b"; done | awk '/=>/ {print $3}' | sort -u |
     grep -vE 'libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|ld-linux|libcublas|libcuda' |
     while read -r lib; do cp -L "$lib" .devbin/stage/lib/; done
+  # PY_FOR_DEVICE=/path/to/python3.X (the GPU machine's version): nanovllm._core for it, linked
+  # against this build's static libraries, with the Python package beside it (the `python` step).
+  if [[ -n ${PY_FOR_DEVICE:-} ]]; then
+    mkdir -p .devbin/stage/python/nanovllm
+    cp python/nanovllm/*.py python/nanovllm/py.typed .devbin/stage/python/nanovllm/
+    inc=$($PY_FOR_DEVICE -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+    suf=$($PY_FOR_DEVICE -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+    g++ -O2 -std=c++20 -shared -fPIC -fvisibility=hidden -Iinclude -Isrc -I"$inc" python/src/bindings.cpp \
+      -o ".devbin/stage/python/nanovllm/_core$suf" "$BUILD/libnanovllm_lib.a" "$BUILD/libnanovllm_cuda_kernels.a" \
+      $(pkg-config --libs libpcre2-8 libutf8proc libxxhash openblas) -fopenmp -L/usr/local/cuda/lib64 \
+      -lcudart_static -lcublasLt -lrt -ldl -lpthread && strip ".devbin/stage/python/nanovllm/_core$suf"
+  fi
   git rev-parse HEAD >.devbin/stage/commit.txt
   git status --short -- src/backend/cuda tests/test_backend_ops.cpp bench scripts >>.devbin/stage/commit.txt
   tar -C .devbin/stage -cJf .devbin/bundle.tar.xz . && rm -rf .devbin/stage
@@ -163,6 +175,18 @@ for step in "${STEPS[@]}"; do
         $BIN/bench_numerics --model "$dir" --fixture "$FX/$m.json" --check ${NUMERICS_ARGS:-} 2>/dev/null |
           tee -a "$OUT/numerics.log" | grep -E "^ |^model|argmax|CUDA is" | grep -v "prefix-cache\|512\|eager" -A0
         note "numerics $m: $(grep -E 'argmax equal' "$OUT/numerics.log" | tail -1); $(grep -E 'CUDA is' "$OUT/numerics.log" | tail -1)"
+      done
+      ;;
+    python)  # the Python package (packed with PY_FOR_DEVICE): nano-vLLM's bench.py beside `nanovllm bench`
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/python.log" 2>&1
+      PYTHONPATH=$BIN/python python3 -c "import sys, nanovllm; print(sys.version.split()[0], nanovllm.__file__)" 2>&1 |
+        tee -a "$OUT/python.log"
+      for i in 1 2; do  # alternating, in one call
+        PYTHONPATH=$BIN/python NANOVLLM_MODEL=/tmp/m06 python3 examples/python/bench.py 2>>"$OUT/python.err" |
+          tee -a "$OUT/python.log"
+        note "python bench.py: $(grep -E 'Throughput' "$OUT/python.log" | tail -1)"
+        $BIN/nanovllm bench --model /tmp/m06 --device cuda 2>&1 | tee -a "$OUT/e2e.log" | tail -3
+        note "nanovllm bench: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
       done
       ;;
     *) echo "unknown step $step" ;;
