@@ -68,6 +68,7 @@ for step in "${STEPS[@]}"; do
     tests)
       $BIN/nanovllm_cuda_tests 2>&1 | tee "$OUT/tests.log" | tail -25
       note "tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests.log" | tr '\n' ' ')"
+      grep -E '^\[achieved\]' "$OUT/tests.log" >"$OUT/achieved.txt"  # each op's error beside its tolerance
       ;;
     bench)
       $BIN/bench_cuda_ops ${BENCH_SECTIONS:-} 2>&1 | tee "$OUT/bench_ops.log"  # BENCH_SECTIONS: e.g. "decode small"
