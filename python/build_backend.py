@@ -40,21 +40,27 @@ def _tag():
 
 def _cached_python(build):
     """The Python the build directory is configured with, if it still runs and builds extensions
-    for this interpreter's ABI: then the build directory is left as it is (a temporary venv's
-    interpreter must not become the build tree's)."""
+    for this interpreter's ABI: then the build directory is left as it is."""
+    cached = None
     try:
         with open(os.path.join(build, "CMakeCache.txt")) as f:
-            cached = next(l.split("=", 1)[1].strip() for l in f if l.startswith("Python_EXECUTABLE:"))
+            for line in f:  # FindPython keeps its pick in _Python_EXECUTABLE unless one was given
+                key, _, value = line.partition("=")
+                if key.split(":")[0] in ("Python_EXECUTABLE", "_Python_EXECUTABLE") and value.strip():
+                    cached = value.strip()
+        if not cached:
+            return None
         suffix = subprocess.run([cached, "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"],
                                 check=True, capture_output=True, text=True).stdout.strip()
-    except (OSError, StopIteration, subprocess.CalledProcessError):
+    except (OSError, subprocess.CalledProcessError):
         return None
     return cached if suffix == sysconfig.get_config_var("EXT_SUFFIX") else None
 
 
 def _cmake(build):
     jobs = str(os.cpu_count() or 2)
-    python = _cached_python(build) or sys.executable
+    # Never a virtual environment's interpreter (it may be a temporary one): its base has the same ABI.
+    python = _cached_python(build) or getattr(sys, "_base_executable", None) or sys.executable
     subprocess.run(["cmake", "-S", ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=Release",
                     f"-DPython_EXECUTABLE={python}"], check=True, stdout=sys.stderr)
     subprocess.run(["cmake", "--build", build, "--target", "_core", "-j", jobs], check=True, stdout=sys.stderr)

@@ -204,6 +204,9 @@ class Install(unittest.TestCase):
             out = subprocess.run([py, "-c", code], check=True, capture_output=True, text=True, cwd=tmp, env=env).stdout
             self.assertIn(os.path.join(venv, "lib"), out)
             self.assertTrue(out.strip().endswith(" 3"), out)
+            # The build tree is still the build's: the temporary venv's interpreter did not become its Python.
+            with open(os.path.join(build, "CMakeCache.txt")) as f:
+                self.assertNotIn(venv, f.read())
 
 
 if __name__ == "__main__":
