@@ -43,9 +43,7 @@ LLMEngine::LLMEngine(EngineConfig config)
   StartupTimer timer;
   check_config(config_);
   model_config_ = load_model_config(config_.model);
-  if (model_config_.max_position_embeddings > 0)
-    config_.max_model_len = std::min(config_.max_model_len, model_config_.max_position_embeddings);
-  if (!config_.device) config_.device = cuda_available() ? DeviceKind::cuda : DeviceKind::cpu;
+  config_ = resolve_config(std::move(config_), model_config_);
   if (Tokenizer::present(config_.model)) tokenizer_ = Tokenizer::from_dir(config_.model);
 
   SchedulerConfig sc;
@@ -59,9 +57,7 @@ LLMEngine::LLMEngine(EngineConfig config)
   const double config_s = timer.lap();
 
   // nano-vLLM's ModelRunner.__init__ phases, each timed for the start-up line.
-  runner_ = std::make_unique<ModelRunner>(
-      config_, model_config_,
-      make_backend(*config_.device, BackendOptions{.num_threads = config_.num_threads}.with_env(env_)));
+  runner_ = std::make_unique<ModelRunner>(config_, model_config_, make_backend_for(config_, env_));
   const double weights_s = timer.lap();
   runner_->allocate_kv_cache();
   const double kv_s = timer.lap();

@@ -25,6 +25,16 @@ std::vector<int> graph_batch_sizes(int max_bs) {
 
 }  // namespace
 
+EngineConfig resolve_config(EngineConfig c, const ModelConfig& mc) {
+  if (mc.max_position_embeddings > 0) c.max_model_len = std::min(c.max_model_len, mc.max_position_embeddings);
+  if (!c.device) c.device = cuda_available() ? DeviceKind::cuda : DeviceKind::cpu;
+  return c;
+}
+
+std::unique_ptr<Backend> make_backend_for(const EngineConfig& c, const EnvOptions& env) {
+  return make_backend(*c.device, BackendOptions{.num_threads = c.num_threads}.with_env(env));
+}
+
 ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend)
     : config_(config),
       model_config_(model_config),

@@ -15,8 +15,15 @@
 #include "model/qwen3.h"
 #include "model/safetensors.h"
 #include "nanovllm/config.h"
+#include "util/env_options.h"
 
 namespace nanovllm {
+
+// `config` as the runner takes it: max_model_len capped by the model's max_position_embeddings,
+// the device resolved (unset: CUDA when a GPU is usable, else the CPU).
+EngineConfig resolve_config(EngineConfig config, const ModelConfig& model_config);
+// The backend `config.device` (resolved) names, with `env`'s measurement switches.
+std::unique_ptr<Backend> make_backend_for(const EngineConfig& config, const EnvOptions& env);
 
 class ModelRunner {
  public:

@@ -18,12 +18,9 @@ namespace nanovllm {
 
 std::vector<std::vector<float>> teacher_forced_logits(const EngineConfig& config,
                                                       const std::vector<NumericsCase>& cases) {
-  EngineConfig c = config;
-  const ModelConfig mc = load_model_config(c.model);
-  if (mc.max_position_embeddings > 0) c.max_model_len = std::min(c.max_model_len, mc.max_position_embeddings);
-  if (!c.device) c.device = cuda_available() ? DeviceKind::cuda : DeviceKind::cpu;
-  ModelRunner runner(c, mc,
-                     make_backend(*c.device, BackendOptions{.num_threads = c.num_threads}.with_env(read_env_options())));
+  const ModelConfig mc = load_model_config(config.model);
+  const EngineConfig c = resolve_config(config, mc);
+  ModelRunner runner(c, mc, make_backend_for(c, read_env_options()));
   runner.allocate_kv_cache();
   runner.capture_cudagraph();
   BlockManager blocks(runner.num_kvcache_blocks(), c.kvcache_block_size, c.enable_prefix_caching);

@@ -199,13 +199,13 @@ void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
   Tensor attn_flat = attn_out.view({T, static_cast<int64_t>(Hq) * c.head_dim});
   Tensor gate_up = gate_up_.rows(0, T), act = act_.rows(0, T), last = last_hidden_.rows(0, B);
 
-  // The decoder's two norms a layer are folded (FoldedNorm): their weights were multiplied into
-  // the columns of the qkv and gate/up projections at load, so those read the residual stream as
-  // it is, and the op after each (RoPE, SiLU) scales its rows by the norm's 1/rms. The o and down
-  // projections add into the residual stream themselves. A layer is seven kernels instead of
-  // nine: in a decode step each small kernel costs a few microseconds of dependency latency,
+  // The decoder's two norms a layer, when folded (FoldedNorm; see the constructor for when):
+  // their weights were multiplied into the columns of the qkv and gate/up projections at load, so
+  // those read the residual stream as it is, and the op after each (RoPE, SiLU) scales its rows by
+  // the norm's 1/rms. Unfolded, each norm goes with its projection (norm_linear: one kernel at
+  // decode batch <= 8). Either way the o and down projections add into the residual stream
+  // themselves: in a decode step each small kernel costs a few microseconds of dependency latency,
   // whatever its size.
-  // Unfolded, each norm goes with its projection (norm_linear: one kernel at decode batch <= 8).
   const FoldedNorm folded = fold_norms_ ? FoldedNorm{&residual, eps} : FoldedNorm{};
   auto project = [&](const Tensor& norm_w, const Tensor& w, Tensor& out) {
     if (fold_norms_) backend_.linear(residual, w, out);
