@@ -330,25 +330,60 @@ int main(int argc, char** argv) {
   }
 
   if (want("sample")) {
-    // ---- sampling over the vocabulary ----
-    for (int B : {1, 256}) {
+    // ---- sampling over the vocabulary: plain temperature, Qwen3's settings, top_p alone, a
+    // repetition penalty; logprobs of 5 ----
+    struct Setting {
+      const char* name;
+      SamplingRow row;
+    };
+    const Setting settings[] = {
+        {"T=0.8", SamplingRow{.temperature = 0.8f}},
+        {"T=0.6 top_k=20 top_p=0.95", SamplingRow{.temperature = 0.6f, .top_p = 0.95f, .top_k = 20}},
+        {"T=0.8 top_p=0.95", SamplingRow{.temperature = 0.8f, .top_p = 0.95f}},
+        {"T=0.8 rep=1.1", SamplingRow{.temperature = 0.8f, .repetition_penalty = 1.1f}},
+    };
+    for (int B : {1, 64, 256}) {
       Tensor logits = b.be->alloc_tensor(DType::f32, {B, V}, b.bufs);
       std::vector<float> h(size_t(B) * V);
       std::normal_distribution<float> d(0.f, 3.f);
       for (auto& x : h) x = d(b.rng);
       b.be->copy_to_device(logits.data, h.data(), h.size() * 4);
-      std::vector<float> temps(B, 0.8f);
-      std::vector<int64_t> keys(B, 42), ctr(B, 7);
-      Tensor tt = b.be->alloc_tensor(DType::f32, {B}, b.bufs), tk = b.be->alloc_tensor(DType::i64, {B}, b.bufs),
-             tc = b.be->alloc_tensor(DType::i64, {B}, b.bufs), to = b.be->alloc_tensor(DType::i32, {B}, b.bufs);
-      b.be->copy_to_device(tt.data, temps.data(), B * 4);
-      b.be->copy_to_device(tk.data, keys.data(), B * 8);
-      b.be->copy_to_device(tc.data, ctr.data(), B * 8);
-      const double us = b.time_us([&] { b.be->sample(logits, tt, tk, tc, to); });
-      char sh[64], rate[64];
-      std::snprintf(sh, sizeof sh, "B=%d V=%d T=0.8", B, V);
+      Tensor to = b.be->alloc_tensor(DType::i32, {B}, b.bufs);
+      Tensor rows_t = b.be->alloc_tensor(DType::i32, {B * 16}, b.bufs);  // SamplingRow x B (64 bytes each)
+      Tensor filt = b.be->alloc_tensor(DType::i32, {B}, b.bufs);
+      Tensor counts = b.be->alloc_tensor(DType::i32, {B, V}, b.bufs);
+      Tensor mask = b.be->alloc_tensor(DType::i32, {B, (V + 31) / 32}, b.bufs);
+      b.be->fill_zero(counts.data, counts.nbytes());
+      b.be->fill_zero(mask.data, mask.nbytes());
+      std::vector<int32_t> all(B);
+      std::iota(all.begin(), all.end(), 0);
+      b.be->copy_to_device(filt.data, all.data(), B * 4);
+      for (const Setting& st : settings) {
+        std::vector<SamplingRow> rows(B, st.row);
+        for (int r = 0; r < B; ++r) {
+          rows[r].key = 42 + r;
+          rows[r].counter = 7;
+          if (st.row.has_penalties()) rows[r].counts_row = r;
+        }
+        b.be->copy_to_device(rows_t.data, rows.data(), B * sizeof(SamplingRow));
+        SampleBatch batch;
+        batch.rows = static_cast<const SamplingRow*>(rows_t.data);
+        batch.counts = TokenCounts{counts, mask};
+        batch.filtered_rows = filt.ptr<int32_t>();
+        batch.num_filtered = st.row.has_filters() ? B : 0;
+        const double us = b.time_us([&] { b.be->sample(logits, batch, to); });
+        char sh[96], rate[64];
+        std::snprintf(sh, sizeof sh, "B=%d V=%d %s", B, V, st.name);
+        std::snprintf(rate, sizeof rate, "%.0f GB/s", 4.0 * B * V / us / 1e3);
+        row("sample", sh, us, rate);
+      }
+      LogprobsOut lo{b.be->alloc_tensor(DType::f32, {B}, b.bufs), b.be->alloc_tensor(DType::i32, {B}, b.bufs),
+                     b.be->alloc_tensor(DType::i32, {B, 5}, b.bufs), b.be->alloc_tensor(DType::f32, {B, 5}, b.bufs)};
+      const double us = b.time_us([&] { b.be->logprobs(logits, filt, to, 5, lo); });
+      char sh[96], rate[64];
+      std::snprintf(sh, sizeof sh, "B=%d V=%d top 5", B, V);
       std::snprintf(rate, sizeof rate, "%.0f GB/s", 4.0 * B * V / us / 1e3);
-      row("sample", sh, us, rate);
+      row("logprobs", sh, us, rate);
       b.bufs.clear();
     }
   }

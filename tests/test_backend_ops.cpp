@@ -419,41 +419,7 @@ TEST_F(AttentionOps, DecodeLargeBatch) {
     run(ac);
 }
 
-// ---- sampling: same token as the CPU, greedy and Gumbel-max ----------------------------------
-TEST_F(BackendOps, Sample) {
-  for (int V : {1000, 151936}) {
-    SCOPED_TRACE("vocab " + std::to_string(V));
-    const int B = 6;
-    Both logits = make({B, V}, randn(size_t(B) * V, 3.f), DType::f32);
-    std::vector<float> temps = {0.f, 1.f, 0.7f, 0.f, 1.3f, 0.05f};
-    std::vector<int64_t> keys(B), ctrs(B);
-    for (int b = 0; b < B; ++b) {
-      keys[b] = static_cast<int64_t>(rng_());
-      ctrs[b] = static_cast<int64_t>(rng_() % 5000);
-    }
-    Both t = make({B}, temps, DType::f32);
-    Both k = make_int({B}, keys, DType::i64), c = make_int({B}, ctrs, DType::i64);
-    Both o = make_int({B}, std::vector<int32_t>(B, -7), DType::i32);
-    cpu_->sample(logits.c, t.c, k.c, c.c, o.c);
-    gpu_->sample(logits.g, t.g, k.g, c.g, o.g);
-    std::vector<int32_t> got(B);
-    gpu_->copy_to_host(got.data(), o.g.data, B * 4);
-    const float* l = logits.c.ptr<float>();
-    for (int b = 0; b < B; ++b) {
-      const int32_t want = o.c.ptr<int32_t>()[b];
-      if (got[b] == want) continue;
-      // Only a near-tie between the two picks may differ (logf's last bit on each side).
-      ASSERT_GE(got[b], 0);
-      ASSERT_LT(got[b], V);
-      auto score = [&](int v) {
-        const double u = uniform01(keys[b], ctrs[b], v);
-        return temps[b] == 0.f ? l[size_t(b) * V + v] : l[size_t(b) * V + v] / temps[b] - std::log(-std::log(u));
-      };
-      EXPECT_NEAR(score(got[b]), score(want), 1e-5 * std::max(1.0, std::fabs(score(want))))
-          << "row " << b << ": GPU picked " << got[b] << ", CPU " << want;
-    }
-  }
-}
+// Sampling and logprobs: tests/test_cuda_sampling.cpp.
 
 // ---- CUDA graphs: a captured sequence of ops replays on new inputs --------------------------
 TEST_F(BackendOps, GraphReplay) {

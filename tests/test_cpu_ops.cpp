@@ -415,6 +415,20 @@ TEST_F(CpuOps, AttentionRejectsBadBlockTables) {
 }
 
 // ---- sampling ----
+// The sample op with plain rows (temperature, key, counter; no filters or penalties).
+void sample_plain(Backend& be, const Tensor& logits, const std::vector<float>& temps, const std::vector<int64_t>& keys,
+                  const std::vector<int64_t>& counters, Tensor& out) {
+  std::vector<SamplingRow> rows(temps.size());
+  for (size_t b = 0; b < rows.size(); ++b) {
+    rows[b].temperature = temps[b];
+    rows[b].key = keys[b];
+    rows[b].counter = counters[b];
+  }
+  SampleBatch batch;
+  batch.rows = rows.data();
+  be.sample(logits, batch, out);
+}
+
 TEST_F(CpuOps, GreedySamplingTakesLowestIndexOnTies) {
   const int B = 3, V = 10000;
   auto logits = randn(size_t(B) * V, 300);
@@ -426,8 +440,7 @@ TEST_F(CpuOps, GreedySamplingTakesLowestIndexOnTies) {
   std::vector<int64_t> keys(B, 1), counters(B, 0);
   std::vector<int32_t> out(B, -1);
   Tensor ot(out.data(), DType::i32, {B});
-  be->sample(T32(logits, {B, V}), T32(temps, {B}), Tensor(keys.data(), DType::i64, {B}),
-             Tensor(counters.data(), DType::i64, {B}), ot);
+  sample_plain(*be, T32(logits, {B, V}), temps, keys, counters, ot);
   EXPECT_EQ(out, (std::vector<int32_t>{7000, 4096, 9999}));
 }
 
@@ -438,8 +451,7 @@ TEST_F(CpuOps, GumbelSamplingFollowsTheDocumentedFormula) {
   std::vector<int64_t> keys = {11, 12, 13, 14}, counters = {0, 5, 9, 2};
   std::vector<int32_t> out(B);
   Tensor ot(out.data(), DType::i32, {B});
-  be->sample(T32(logits, {B, V}), T32(temps, {B}), Tensor(keys.data(), DType::i64, {B}),
-             Tensor(counters.data(), DType::i64, {B}), ot);
+  sample_plain(*be, T32(logits, {B, V}), temps, keys, counters, ot);
   for (int b = 0; b < B; ++b) {
     int best = 0;
     double bv = -1e300;
@@ -464,8 +476,7 @@ TEST_F(CpuOps, SamplingFrequenciesMatchSoftmax) {
   std::iota(counters.begin(), counters.end(), 0);
   std::vector<int32_t> out(N);
   Tensor ot(out.data(), DType::i32, {N});
-  be->sample(T32(logits, {N, V}), T32(temps, {N}), Tensor(keys.data(), DType::i64, {N}),
-             Tensor(counters.data(), DType::i64, {N}), ot);
+  sample_plain(*be, T32(logits, {N, V}), temps, keys, counters, ot);
   double z = 0;
   for (float l : row) z += std::exp(l / T);
   std::vector<int> count(V, 0);

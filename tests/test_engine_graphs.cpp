@@ -76,8 +76,12 @@ class GraphEmulatingBackend : public Backend {
   }
   void do_silu_mul(const Tensor& x, const FoldedNorm& f, Tensor& o) override { b_->silu_mul(x, f, o); }
   void do_gather_rows(const Tensor& x, const Tensor& i, Tensor& o) override { b_->gather_rows(x, i, o); }
-  void do_sample(const Tensor& l, const Tensor& t, const Tensor& k, const Tensor& c, Tensor& o) override {
-    b_->sample(l, t, k, c, o);
+  void do_sample(const Tensor& l, const SampleBatch& b, Tensor& o) override { b_->sample(l, b, o); }
+  void do_logprobs(const Tensor& l, const Tensor& r, const Tensor& i, int n, LogprobsOut& o) override {
+    b_->logprobs(l, r, i, n, o);
+  }
+  void do_reset_token_counts(const TokenCounts& c, int row, const Tensor& p, const Tensor& o) override {
+    b_->reset_token_counts(c, row, p, o);
   }
 
  private:
@@ -137,7 +141,7 @@ TEST(EngineGraphs, PaddedGraphReplayMatchesHuggingFace) {
     ScheduledBatch batch = sched.schedule();
     ASSERT_FALSE(batch.empty());
     if (!batch.is_prefill && !unpadded_sizes.count(batch.seqs.size())) ++padded_steps;
-    sched.postprocess(batch, runner.run(batch), 0.0);
+    sched.postprocess(batch, runner.run(batch).tokens, 0.0);
   }
   for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(seqs[i]->completion_token_ids(), expected[i]) << "prompt " << i;
   EXPECT_GT(backend->replays, 0);

@@ -112,16 +112,52 @@ TEST_F(OpContract, AttentionAndRopeStoreCheckHeadsCacheAndMetadata) {
   EXPECT_NO_THROW(be->qk_norm_rope_store(in, cache, q));
 }
 
-TEST_F(OpContract, SampleChecksDtypesAndTemperatures) {
+TEST_F(OpContract, SampleChecksDtypesAndSettings) {
   const int B = 2, V = 5;
-  Tensor logits = f32({B, V}), temps = f32({B});
-  std::vector<int64_t> keys(B), ctrs(B);
-  std::vector<int32_t> picks(B);
-  Tensor tk(keys.data(), DType::i64, {B}), tc(ctrs.data(), DType::i64, {B}), out(picks.data(), DType::i32, {B});
-  EXPECT_THAT(error_of([&] { be->sample(logits, temps, tk, tc, logits); }),
-              HasSubstr("sample: out has dtype F32, expected I32"));
-  temps.ptr<float>()[1] = -1.0f;
-  EXPECT_THAT(error_of([&] { be->sample(logits, temps, tk, tc, out); }), HasSubstr("temperature -1"));
+  Tensor logits = f32({B, V});
+  std::vector<SamplingRow> rows(B);
+  std::vector<int32_t> picks(B), filtered;
+  Tensor out(picks.data(), DType::i32, {B});
+  SampleBatch batch;
+  batch.rows = rows.data();
+  EXPECT_THAT(error_of([&] { be->sample(logits, batch, logits); }), HasSubstr("sample: out has dtype F32, expected I32"));
+  rows[1].temperature = -1.0f;
+  EXPECT_THAT(error_of([&] { be->sample(logits, batch, out); }), HasSubstr("temperature -1"));
+  rows[1] = SamplingRow{.temperature = 1.0f, .top_p = 0.0f};
+  EXPECT_THAT(error_of([&] { be->sample(logits, batch, out); }), HasSubstr("top_p 0"));
+  rows[1] = SamplingRow{.temperature = 1.0f, .top_k = 3};  // filtered, but not listed
+  EXPECT_THAT(error_of([&] { be->sample(logits, batch, out); }), HasSubstr("filtered_rows does not list row 1"));
+  filtered = {1};
+  batch.filtered_rows = filtered.data();
+  batch.num_filtered = 1;
+  EXPECT_NO_THROW(be->sample(logits, batch, out));
+  rows[0].repetition_penalty = 1.2f;  // penalties need a counts row
+  EXPECT_THAT(error_of([&] { be->sample(logits, batch, out); }), HasSubstr("without a counts row"));
+  rows[0] = SamplingRow{};
+  std::vector<int32_t> add_ids = {7};
+  std::vector<float> add_values = {1.0f};
+  batch.add_ids = add_ids.data();
+  batch.add_values = add_values.data();
+  batch.num_adds = 1;
+  rows[0].adds_end = 1;
+  EXPECT_THAT(error_of([&] { be->sample(logits, batch, out); }), HasSubstr("sparse add id 7 outside the vocabulary"));
+}
+
+TEST_F(OpContract, LogprobsChecksRowsIdsAndTop) {
+  const int B = 2, V = 5;
+  Tensor logits = f32({B, V});
+  std::vector<int32_t> rows = {0, 1}, ids = {4, 1}, ranks(2), top_ids(6);
+  std::vector<float> lp(2), top_lp(6);
+  LogprobsOut o{Tensor(lp.data(), DType::f32, {2}), Tensor(ranks.data(), DType::i32, {2}),
+                Tensor(top_ids.data(), DType::i32, {2, 3}), Tensor(top_lp.data(), DType::f32, {2, 3})};
+  Tensor tr(rows.data(), DType::i32, {2}), ti(ids.data(), DType::i32, {2});
+  EXPECT_NO_THROW(be->logprobs(logits, tr, ti, 3, o));
+  EXPECT_THAT(error_of([&] { be->logprobs(logits, tr, ti, 6, o); }), HasSubstr("num_top 6 outside [0, 5]"));
+  ids[1] = 5;
+  EXPECT_THAT(error_of([&] { be->logprobs(logits, tr, ti, 3, o); }), HasSubstr("token id 5 at row 1 is outside the vocabulary"));
+  ids[1] = 1;
+  rows[0] = 2;
+  EXPECT_THAT(error_of([&] { be->logprobs(logits, tr, ti, 3, o); }), HasSubstr("row 2 at row 0 is outside logits' rows"));
 }
 
 TEST(TensorMatrix, RowsTimesColsIsNumel) {

@@ -23,6 +23,12 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
   double cpu_kvcache_space_gb = 2.0;  // CPU: KV cache bytes when num_kvcache_blocks is -1 (vLLM's VLLM_CPU_KVCACHE_SPACE)
   int num_threads = 0;                // CPU: worker threads, 0 = all cores
+  int max_logprobs = 20;              // the most SamplingParams::logprobs / prompt_logprobs may ask (vLLM's)
+  // Where requests' default sampling parameters come from (vLLM's --generation-config): "auto",
+  // the model's generation_config.json (temperature, top_k, top_p, min_p, repetition_penalty,
+  // max_new_tokens) when it has one; "vllm", SamplingParams' own defaults; or a directory holding
+  // a generation_config.json.
+  std::string generation_config = "auto";
 };
 
 }  // namespace nanovllm

@@ -40,6 +40,14 @@ class LLM {
                                       const SamplingParams& params, bool use_tqdm = true) {
     return generate(prompts, std::vector<SamplingParams>{params}, use_tqdm);
   }
+  // With default_sampling_params() (vLLM's generate(prompts) without sampling_params).
+  std::vector<RequestOutput> generate(const std::vector<std::string>& prompts) {
+    return generate(prompts, default_sampling_params());
+  }
+
+  // SamplingParams' defaults with the model's generation_config.json applied (EngineConfig::
+  // generation_config): what vLLM gives a request that sets nothing. Front ends start from it.
+  SamplingParams default_sampling_params() const;
 
   // For callers that drive the loop (the server): queue, step, collect. A request's samples
   // report their tokens and text deltas in step(); abort_request aborts all of them.

@@ -22,11 +22,26 @@ std::string_view to_string(FinishReason r);  // "" for none
 // every other reason.
 using StopReason = std::variant<std::monostate, int32_t, std::string>;
 
+// The log-probabilities at one position (vLLM's per-position Logprob dict): the chosen token's,
+// with its rank, and the largest ones. Raw: from the model's logits before any sampling setting
+// (temperature, penalties, top_k/top_p) touched them, as vLLM's default logprobs mode.
+struct TokenLogprob {
+  int32_t token_id = -1;
+  float logprob = 0;
+};
+struct PositionLogprobs {
+  int32_t token_id = -1;             // the sampled (or, for prompt logprobs, the prompt's) token
+  float logprob = 0;
+  int rank = 0;                      // how many tokens have a logprob >= its (1 = the most likely)
+  std::vector<TokenLogprob> top;     // SamplingParams::logprobs (or prompt_logprobs) of them, largest first
+};
+
 // One sample of a request (vLLM's CompletionOutput).
 struct CompletionOutput {
   int index = 0;                        // 0 .. n-1
   std::string text;                     // detokenized completion ("" when the model has no tokenizer)
   std::vector<int32_t> token_ids;       // generated tokens only (a stop token included, as vLLM)
+  std::vector<PositionLogprobs> logprobs;  // one per token_ids entry when SamplingParams::logprobs is set
   FinishReason finish_reason = FinishReason::none;
   StopReason stop_reason;
   double first_token_time = 0, finish_time = 0;  // seconds on std::chrono::steady_clock
@@ -37,6 +52,9 @@ struct RequestOutput {
   int64_t request_id = -1;
   std::vector<int32_t> prompt_token_ids;
   std::vector<CompletionOutput> outputs;  // SamplingParams::n of them, by index
+  // With SamplingParams::prompt_logprobs: positions 1 .. prompt length - 1 (vLLM's list without
+  // its leading None: the first prompt token has no log-probability).
+  std::vector<PositionLogprobs> prompt_logprobs;
   double arrival_time = 0;                // seconds on std::chrono::steady_clock
   int num_cached_prompt_tokens = 0;       // prompt tokens served from the prefix cache (first sample)
 
@@ -51,6 +69,7 @@ struct StepOutput {
   int64_t request_id = -1;
   int index = 0;                        // which sample (0 .. n-1)
   std::vector<int32_t> new_token_ids;   // sampled this step (empty for a stop that only flushed)
+  std::vector<PositionLogprobs> logprobs;  // for new_token_ids, when SamplingParams::logprobs is set
   std::string text;                     // output text that became final this step
   bool finished = false;
   FinishReason finish_reason = FinishReason::none;  // set when finished

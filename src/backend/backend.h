@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/sampling.h"
 #include "backend/tensor.h"
 #include "util/env_options.h"
 
@@ -184,11 +185,17 @@ class Backend {
   void silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out);
   // out[b, :] = x[idx[b], :]                x [T, H], idx i32 [B], out [B, H]
   void gather_rows(const Tensor& x, const Tensor& idx, Tensor& out);
-  // Samples one token per row of logits [B, V] (f32): temperature[b] == 0 takes the argmax (lowest
-  // index on ties); otherwise argmax over v of logits/T - log(-log(uniform01(keys[b], counters[b], v))).
-  // temperatures f32 [B], keys and counters i64 [B], out i32 [B].
-  void sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
-              Tensor& out);
+  // Samples one token per row of logits [B, V] (f32) with batch.rows[b]'s settings, in the order
+  // backend/sampling.h gives, into out i32 [B]; counts the token in the row's TokenCounts row.
+  // The logits are left as they are.
+  void sample(const Tensor& logits, const SampleBatch& batch, Tensor& out);
+  // Log-probabilities of logits [B, V] (f32, unprocessed: vLLM's raw logprobs) for R rows: row r
+  // of `out` (LogprobsOut) is logits row rows[r] (i32 [R]) and token ids[rows[r]] (ids i32 [B]),
+  // with the num_top largest of that row (0 <= num_top <= V).
+  void logprobs(const Tensor& logits, const Tensor& rows, const Tensor& ids, int num_top, LogprobsOut& out);
+  // Starts row `row` of `counts` for a sequence: no id generated but output_ids (i32, may be
+  // empty), the prompt's ids prompt_ids (i32) marked.
+  void reset_token_counts(const TokenCounts& counts, int row, const Tensor& prompt_ids, const Tensor& output_ids);
 
  protected:
   // The ops with their arguments checked (op_contract.cpp).
@@ -210,8 +217,11 @@ class Backend {
                             Tensor& out) = 0;
   virtual void do_silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) = 0;
   virtual void do_gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) = 0;
-  virtual void do_sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys,
-                         const Tensor& counters, Tensor& out) = 0;
+  virtual void do_sample(const Tensor& logits, const SampleBatch& batch, Tensor& out) = 0;
+  virtual void do_logprobs(const Tensor& logits, const Tensor& rows, const Tensor& ids, int num_top,
+                           LogprobsOut& out) = 0;
+  virtual void do_reset_token_counts(const TokenCounts& counts, int row, const Tensor& prompt_ids,
+                                     const Tensor& output_ids) = 0;
 };
 
 inline DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {

@@ -142,11 +142,38 @@ void check_attention_values(const Check& c, const AttentionMetadata& m, const Pa
 }
 
 // Every temperature finite and >= 0.
-void check_temperatures(const Check& c, const Tensor& temperatures) {
-  const float* tp = temperatures.ptr<float>();
-  for (int64_t b = 0; b < temperatures.numel(); ++b)
-    if (!(tp[b] >= 0.0f) || std::isinf(tp[b]))
-      c.fail("temperature " + std::to_string(tp[b]) + " in row " + std::to_string(b));
+// Each row's settings in range, its sparse adds inside the batch's list and the vocabulary, its
+// counts row inside the counts (the engine's SamplingParams checks give the user-facing messages;
+// these keep a kernel from reading out of bounds).
+void check_sampling_rows(const Check& c, const SampleBatch& batch, int64_t B, int64_t V) {
+  for (int64_t b = 0; b < B; ++b) {
+    const SamplingRow& r = batch.rows[b];
+    const std::string row = " in row " + std::to_string(b);
+    if (!(r.temperature >= 0.0f) || std::isinf(r.temperature)) c.fail("temperature " + std::to_string(r.temperature) + row);
+    if (!(r.top_p > 0.0f && r.top_p <= 1.0f)) c.fail("top_p " + std::to_string(r.top_p) + row + ", expected (0, 1]");
+    if (!(r.min_p >= 0.0f && r.min_p <= 1.0f)) c.fail("min_p " + std::to_string(r.min_p) + row + ", expected [0, 1]");
+    if (r.top_k < 0) c.fail("top_k " + std::to_string(r.top_k) + row + ", expected >= 0 (0 = off)");
+    if (!(r.repetition_penalty > 0.0f) || !std::isfinite(r.repetition_penalty) || !std::isfinite(r.presence_penalty) ||
+        !std::isfinite(r.frequency_penalty))
+      c.fail("penalties" + row + " must be finite, the repetition penalty > 0");
+    if (r.adds_begin < 0 || r.adds_begin > r.adds_end || r.adds_end > batch.num_adds)
+      c.fail("sparse adds [" + std::to_string(r.adds_begin) + ", " + std::to_string(r.adds_end) + ")" + row +
+             " outside the batch's " + std::to_string(batch.num_adds));
+    if (r.counts_row >= 0 && (!batch.counts.defined() || r.counts_row >= batch.counts.rows()))
+      c.fail("counts row " + std::to_string(r.counts_row) + row + " outside the token counts");
+    if (r.counts_row < 0 && r.has_penalties()) c.fail("penalties" + row + " without a counts row");
+  }
+  int next = 0;  // filtered_rows: exactly the rows with filters, ascending
+  for (int64_t b = 0; b < B; ++b) {
+    if (!batch.rows[b].has_filters()) continue;
+    if (next >= batch.num_filtered || batch.filtered_rows[next] != b)
+      c.fail("filtered_rows does not list row " + std::to_string(b) + ", which has min_p, top_k or top_p");
+    ++next;
+  }
+  if (next != batch.num_filtered) c.fail("filtered_rows lists rows without min_p, top_k or top_p");
+  for (int i = 0; i < batch.num_adds; ++i)
+    if (batch.add_ids[i] < 0 || batch.add_ids[i] >= V)
+      c.fail("sparse add id " + std::to_string(batch.add_ids[i]) + " outside the vocabulary [0, " + std::to_string(V) + ")");
 }
 
 // linear and linear_add: out (+)= x @ w^T.
@@ -314,21 +341,68 @@ void Backend::gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) {
   do_gather_rows(x, idx, out);
 }
 
-void Backend::sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
-                     Tensor& out) {
+void Backend::sample(const Tensor& logits, const SampleBatch& batch, Tensor& out) {
   const Check c(*this, "sample");
   c.dtype(logits, "logits", DType::f32);
-  c.dtype(temperatures, "temperatures", DType::f32);
-  c.dtype(keys, "keys", DType::i64);
-  c.dtype(counters, "counters", DType::i64);
   c.dtype(out, "out", DType::i32);
   c.that(logits.ndim == 2, [&] { return "logits has shape " + logits.shape_str() + ", expected [B, V]"; });
-  const int64_t B = logits.size(0);
-  c.that(temperatures.numel() == B && keys.numel() == B && counters.numel() == B && out.numel() == B, [&] {
-    return "temperatures, keys, counters and out must each have " + std::to_string(B) + " entries";
-  });
-  if (c.host_visible()) check_temperatures(c, temperatures);
-  do_sample(logits, temperatures, keys, counters, out);
+  const int64_t B = logits.size(0), V = logits.size(1);
+  c.that(out.numel() == B, [&] { return "out must have " + std::to_string(B) + " entries, has " + std::to_string(out.numel()); });
+  c.that(B == 0 || batch.rows, [&] { return std::string("batch.rows is missing"); });
+  c.that(batch.num_adds >= 0 && (batch.num_adds == 0 || (batch.add_ids && batch.add_values)),
+         [&] { return std::string("batch's sparse adds are missing"); });
+  c.that(batch.num_filtered >= 0 && batch.num_filtered <= B && (batch.num_filtered == 0 || batch.filtered_rows),
+         [&] { return "num_filtered " + std::to_string(batch.num_filtered) + " for " + std::to_string(B) + " rows"; });
+  if (batch.counts.defined()) {
+    c.dtype(batch.counts.counts, "counts", DType::i32);
+    c.dtype(batch.counts.prompt_mask, "prompt_mask", DType::i32);
+    c.shape(batch.counts.counts, "counts", {batch.counts.counts.size(0), V});
+    c.shape(batch.counts.prompt_mask, "prompt_mask", {batch.counts.counts.size(0), (V + 31) / 32});
+  }
+  if (c.host_visible()) check_sampling_rows(c, batch, B, V);
+  do_sample(logits, batch, out);
+}
+
+void Backend::logprobs(const Tensor& logits, const Tensor& rows, const Tensor& ids, int num_top, LogprobsOut& out) {
+  const Check c(*this, "logprobs");
+  c.dtype(logits, "logits", DType::f32);
+  c.that(logits.ndim == 2, [&] { return "logits has shape " + logits.shape_str() + ", expected [B, V]"; });
+  const int64_t B = logits.size(0), V = logits.size(1), R = rows.numel();
+  c.dtype(rows, "rows", DType::i32);
+  c.dtype(ids, "ids", DType::i32);
+  c.that(ids.numel() == B, [&] { return "ids has " + std::to_string(ids.numel()) + " entries, expected " + std::to_string(B); });
+  c.that(num_top >= 0 && num_top <= V, [&] { return "num_top " + std::to_string(num_top) + " outside [0, " + std::to_string(V) + "]"; });
+  c.dtype(out.token_logprobs, "token_logprobs", DType::f32);
+  c.dtype(out.ranks, "ranks", DType::i32);
+  c.dtype(out.top_ids, "top_ids", DType::i32);
+  c.dtype(out.top_logprobs, "top_logprobs", DType::f32);
+  c.shape(out.token_logprobs, "token_logprobs", {R});
+  c.shape(out.ranks, "ranks", {R});
+  c.shape(out.top_ids, "top_ids", {R, num_top});
+  c.shape(out.top_logprobs, "top_logprobs", {R, num_top});
+  if (c.host_visible()) {
+    check_row_indices(c, "row", rows, B, "logits' rows");
+    check_row_indices(c, "token id", ids, V, "the vocabulary");
+  }
+  do_logprobs(logits, rows, ids, num_top, out);
+}
+
+void Backend::reset_token_counts(const TokenCounts& counts, int row, const Tensor& prompt_ids,
+                                 const Tensor& output_ids) {
+  const Check c(*this, "reset_token_counts");
+  c.that(counts.defined(), [&] { return std::string("counts is undefined"); });
+  c.dtype(counts.counts, "counts", DType::i32);
+  c.dtype(counts.prompt_mask, "prompt_mask", DType::i32);
+  const int64_t V = counts.counts.size(1);
+  c.shape(counts.prompt_mask, "prompt_mask", {counts.counts.size(0), (V + 31) / 32});
+  c.that(row >= 0 && row < counts.rows(), [&] { return "row " + std::to_string(row) + " outside the counts' " + std::to_string(counts.rows()); });
+  c.dtype(prompt_ids, "prompt_ids", DType::i32);
+  c.dtype(output_ids, "output_ids", DType::i32);
+  if (c.host_visible()) {
+    check_row_indices(c, "prompt id", prompt_ids, V, "the vocabulary");
+    check_row_indices(c, "output id", output_ids, V, "the vocabulary");
+  }
+  do_reset_token_counts(counts, row, prompt_ids, output_ids);
 }
 
 }  // namespace nanovllm

@@ -74,6 +74,13 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--max-token-id", w.max_token_id, "prompt ids are drawn from [0, this] (bench.py: 10000)")
       ->check(kNonNegative);
   cmd->add_option("--temperature", opts->temperature, "sampling temperature")->check(kNonNegative);
+  cmd->add_option("--top-p", opts->top_p, "top_p of every request (1: off)")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--top-k", opts->top_k, "top_k of every request (0 or -1: off)")->check(CLI::Range(-1, 1 << 30));
+  cmd->add_option("--min-p", opts->min_p, "min_p of every request (0: off)")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--repetition-penalty", opts->repetition_penalty, "repetition_penalty of every request (1: off)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--logprobs", opts->logprobs, "logprobs of every request: the top N (-1: none)")
+      ->check(CLI::Range(-1, 64));
   cmd->add_flag("--json", opts->json, "print one JSON object");
   cmd->add_flag("--dry-run", opts->dry_run, "print the workload's totals; load no model");
   cmd->add_option("--repeat", opts->repeat, "timed runs (after one warm-up); reports medians and spread")

@@ -14,6 +14,10 @@ namespace nanovllm::cli {
 struct BenchOptions {
   WorkloadSpec workload;
   float temperature = 0.6f;
+  // More sampling, to measure its cost (off by default, as bench.py samples with temperature only).
+  float top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
+  int top_k = 0;
+  int logprobs = -1;  // -1: none
   int repeat = 1;
   bool json = false, dry_run = false;
   std::string sweep;                       // "field=v1,v2,..."

@@ -38,7 +38,10 @@ nlohmann::json workload_json(const BenchOptions& o) {
   const WorkloadSpec& w = o.workload;
   return {{"seed", w.seed},           {"num_seqs", w.num_seqs},     {"min_input", w.min_input},
           {"max_input", w.max_input}, {"min_output", w.min_output}, {"max_output", w.max_output},
-          {"max_token_id", w.max_token_id}, {"temperature", float_json(o.temperature)}};
+          {"max_token_id", w.max_token_id}, {"temperature", float_json(o.temperature)},
+          {"top_p", float_json(o.top_p)}, {"top_k", o.top_k}, {"min_p", float_json(o.min_p)},
+          {"repetition_penalty", float_json(o.repetition_penalty)},
+          {"logprobs", o.logprobs >= 0 ? nlohmann::json(o.logprobs) : nlohmann::json()}};
 }
 
 namespace {
@@ -72,6 +75,11 @@ nlohmann::json run_offline(const EngineConfig& config, const Workload& workload,
   std::vector<SamplingParams> params(workload.max_tokens.size());
   for (size_t i = 0; i < params.size(); ++i) {
     params[i].temperature = opts.temperature;
+    params[i].top_p = opts.top_p;
+    params[i].top_k = opts.top_k;
+    params[i].min_p = opts.min_p;
+    params[i].repetition_penalty = opts.repetition_penalty;
+    if (opts.logprobs >= 0) params[i].logprobs = opts.logprobs;
     params[i].max_tokens = workload.max_tokens[i];
     params[i].ignore_eos = true;  // every request runs to max_tokens, as in bench.py
   }

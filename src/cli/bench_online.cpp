@@ -157,7 +157,7 @@ nlohmann::json run_online(const Workload& workload, const BenchOptions& opts, ui
     for (size_t i = 1; i < n; ++i) send_at[i] = send_at[i - 1] + rng.expovariate(opts.request_rate);
 
   std::vector<nlohmann::json> bodies(n);
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     bodies[i] = {{"model", model},
                  {"prompt", workload.prompts[i]},
                  {"max_tokens", workload.max_tokens[i]},
@@ -165,6 +165,12 @@ nlohmann::json run_online(const Workload& workload, const BenchOptions& opts, ui
                  {"ignore_eos", true},
                  {"stream", true},
                  {"stream_options", {{"include_usage", true}}}};
+    if (opts.top_p < 1.0f) bodies[i]["top_p"] = float_json(opts.top_p);
+    if (opts.top_k > 0) bodies[i]["top_k"] = opts.top_k;
+    if (opts.min_p > 0.0f) bodies[i]["min_p"] = float_json(opts.min_p);
+    if (opts.repetition_penalty != 1.0f) bodies[i]["repetition_penalty"] = float_json(opts.repetition_penalty);
+    if (opts.logprobs >= 0) bodies[i]["logprobs"] = opts.logprobs;
+  }
 
   const auto metrics_before = scrape_metrics(opts.url);
   std::vector<Outcome> outcomes(n);

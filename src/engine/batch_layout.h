@@ -8,8 +8,7 @@
 namespace nanovllm {
 
 struct BatchLayout {
-  // Byte offsets. 64-bit arrays first so every array is aligned.
-  size_t keys, counters, temperatures;          // i64 [B], i64 [B], f32 [B]
+  // Byte offsets (16-byte aligned sections).
   size_t input_ids, positions, slot_mapping;    // i32 [T] each
   size_t cu_seqlens_q, seqlens_k;               // i32 [S+1], i32 [S]
   size_t last_token_indices;                    // i32 [B]
@@ -24,9 +23,6 @@ struct BatchLayout {
       return at;
     };
     const size_t T = num_tokens, S = num_seqs, B = num_rows;
-    keys = take(B * 8);
-    counters = take(B * 8);
-    temperatures = take(B * 4);
     input_ids = take(T * 4);
     positions = take(T * 4);
     slot_mapping = take(T * 4);
@@ -39,14 +35,11 @@ struct BatchLayout {
 
   // The arrays as typed pointers into a buffer laid out this way (host staging or device).
   struct Arrays {
-    int64_t *keys, *counters;
-    float* temperatures;
     int32_t *input_ids, *positions, *slot_mapping, *cu_seqlens_q, *seqlens_k, *last_token_indices, *block_tables;
   };
   Arrays arrays(char* base) const {
     auto i32 = [base](size_t off) { return reinterpret_cast<int32_t*>(base + off); };
-    return {reinterpret_cast<int64_t*>(base + keys), reinterpret_cast<int64_t*>(base + counters),
-            reinterpret_cast<float*>(base + temperatures), i32(input_ids), i32(positions), i32(slot_mapping),
+    return {i32(input_ids), i32(positions), i32(slot_mapping),
             i32(cu_seqlens_q), i32(seqlens_k), i32(last_token_indices), i32(block_tables)};
   }
 };

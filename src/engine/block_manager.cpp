@@ -39,7 +39,8 @@ int BlockManager::lookup(uint64_t h, uint64_t prefix, std::span<const int32_t> t
 
 std::vector<int> BlockManager::find_cached_prefix(const Sequence& seq) const {
   std::vector<int> hits;
-  if (!enable_prefix_caching_) return hits;
+  // A sample owing prompt logprobs computes its whole prompt: they come from every position's logits.
+  if (!enable_prefix_caching_ || seq.wants_prompt_logprobs()) return hits;
   int max_hits = (seq.num_tokens() - 1) / block_size_;  // leave the last token to compute
   uint64_t prefix = 0;
   for (int i = 0; i < max_hits; ++i) {

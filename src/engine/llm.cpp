@@ -63,6 +63,7 @@ std::string LLM::apply_chat_template(const std::vector<ChatMessage>& messages, b
   return engine_->tokenizer().apply_chat_template(messages, add_generation_prompt, enable_thinking);
 }
 
+SamplingParams LLM::default_sampling_params() const { return engine_->default_sampling_params(); }
 const EngineConfig& LLM::config() const { return engine_->config(); }
 EngineStats LLM::stats() const { return engine_->stats(); }
 int LLM::vocab_size() const { return engine_->model_config().vocab_size; }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <stdexcept>
 
 #include "backend/backend.h"
@@ -31,6 +32,8 @@ void check_config(const EngineConfig& c) {
   if (!(c.gpu_memory_utilization > 0 && c.gpu_memory_utilization <= 1))
     throw std::invalid_argument("EngineConfig.gpu_memory_utilization must be in (0, 1], got " +
                                 std::to_string(c.gpu_memory_utilization));
+  if (c.max_logprobs < 0 || c.max_logprobs > 64)
+    throw std::invalid_argument("EngineConfig.max_logprobs must be in [0, 64], got " + std::to_string(c.max_logprobs));
   if (c.tensor_parallel_size != 1)
     throw std::invalid_argument("tensor_parallel_size " + std::to_string(c.tensor_parallel_size) +
                                 ": tensor parallelism is not supported yet (use 1)");
@@ -54,6 +57,14 @@ LLMEngine::LLMEngine(EngineConfig config)
   if (tokenizer_) {
     if (auto eos = tokenizer_->eos_token_id()) sc.eos_token_ids.insert(*eos);
   }
+  eos_token_ids_.assign(sc.eos_token_ids.begin(), sc.eos_token_ids.end());
+  std::sort(eos_token_ids_.begin(), eos_token_ids_.end());
+  generation_defaults_ = load_generation_defaults(config_.model, config_.generation_config);
+  if (!generation_defaults_.empty())
+    std::fprintf(stderr,
+                 "nanovllm: default sampling parameters from %s: %s (requests that set them win; "
+                 "--generation-config vllm ignores the file)\n",
+                 generation_defaults_.file.c_str(), generation_defaults_.describe().c_str());
   const double config_s = timer.lap();
 
   // nano-vLLM's ModelRunner.__init__ phases, each timed for the start-up line.
@@ -79,6 +90,8 @@ LLMEngine::LLMEngine(EngineConfig config)
 
 LLMEngine::~LLMEngine() = default;
 
+SamplingParams LLMEngine::default_sampling_params() const { return generation_defaults_.apply(SamplingParams{}); }
+
 const Tokenizer& LLMEngine::tokenizer() const {
   if (!tokenizer_)
     throw std::runtime_error("model directory '" + config_.model +
@@ -100,6 +113,31 @@ void LLMEngine::validate(const std::vector<int32_t>& prompt, const SamplingParam
   if (!(p.temperature >= 0) || !std::isfinite(p.temperature))
     throw std::invalid_argument("temperature must be a finite number >= 0 (0 = greedy), got " +
                                 std::to_string(p.temperature));
+  if (!(p.top_p > 0 && p.top_p <= 1)) throw std::invalid_argument("top_p must be in (0, 1], got " + std::to_string(p.top_p));
+  if (p.top_k < -1) throw std::invalid_argument("top_k must be -1 or 0 (off) or >= 1, got " + std::to_string(p.top_k));
+  if (!(p.min_p >= 0 && p.min_p <= 1)) throw std::invalid_argument("min_p must be in [0, 1], got " + std::to_string(p.min_p));
+  if (!(p.repetition_penalty > 0) || !std::isfinite(p.repetition_penalty))
+    throw std::invalid_argument("repetition_penalty must be a finite number > 0, got " +
+                                std::to_string(p.repetition_penalty));
+  if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2))
+    throw std::invalid_argument("presence_penalty must be in [-2, 2], got " + std::to_string(p.presence_penalty));
+  if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2))
+    throw std::invalid_argument("frequency_penalty must be in [-2, 2], got " + std::to_string(p.frequency_penalty));
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (id < 0 || id >= vocab)
+      throw std::invalid_argument("logit_bias: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                  std::to_string(vocab) + ")");
+    if (std::isnan(bias) || bias == std::numeric_limits<float>::infinity())
+      throw std::invalid_argument("logit_bias: the bias of token " + std::to_string(id) + " must be a number or -inf, got " +
+                                  std::to_string(bias));
+  }
+  if (p.min_tokens < 0 || p.min_tokens > p.max_tokens)
+    throw std::invalid_argument("min_tokens must be in [0, max_tokens = " + std::to_string(p.max_tokens) + "], got " +
+                                std::to_string(p.min_tokens));
+  for (const auto& [name, v] : {std::pair{"logprobs", p.logprobs}, std::pair{"prompt_logprobs", p.prompt_logprobs}})
+    if (v && (*v < 0 || *v > config_.max_logprobs))
+      throw std::invalid_argument(std::string(name) + " must be in [0, max_logprobs = " +
+                                  std::to_string(config_.max_logprobs) + "], got " + std::to_string(*v));
   if (p.max_tokens < 1) throw std::invalid_argument("max_tokens must be >= 1, got " + std::to_string(p.max_tokens));
   if (p.n < 1) throw std::invalid_argument("n must be >= 1, got " + std::to_string(p.n));
   if (p.n > config_.max_num_seqs)
@@ -130,6 +168,10 @@ int64_t LLMEngine::add_request(std::vector<int32_t> prompt, const SamplingParams
                                           sampling_key(params, config_.seed, id, i), now);
     seq->request_id = id;
     seq->index = i;
+    if (params.min_tokens > 0) {  // vLLM masks EOS (unless ignored) and the stop token ids until then
+      if (!params.ignore_eos) seq->min_tokens_mask.assign(eos_token_ids_.begin(), eos_token_ids_.end());
+      seq->min_tokens_mask.insert(seq->min_tokens_mask.end(), params.stop_token_ids.begin(), params.stop_token_ids.end());
+    }
     if (tokenizer_)
       seq->text_stream = std::make_unique<TextStream>(*tokenizer_, params.stop, params.include_stop_str_in_output,
                                                       params.skip_special_tokens);
@@ -147,15 +189,19 @@ std::vector<StepOutput> LLMEngine::step() {
   ScheduledBatch batch = scheduler_->schedule();
   if (batch.empty()) return {};
   StepTiming timing;
-  std::vector<int32_t> token_ids;
+  StepResult result;
   try {
-    token_ids = runner_->run(batch, &timing);
+    result = runner_->run(batch, &timing);
   } catch (...) {
     scheduler_->forget_step(batch.seqs);  // the caller decides the requests' fate (generate aborts them)
     throw;
   }
   stats_.on_step(batch, timing);
-  scheduler_->postprocess(batch, token_ids, timing.done);
+  for (auto& [seq, lps] : result.prompt_logprobs)
+    seq->prompt_logprobs.insert(seq->prompt_logprobs.end(), lps.begin(), lps.end());
+  for (size_t i = 0; i < batch.sampled.size(); ++i)
+    if (batch.sampled[i]->params.logprobs) batch.sampled[i]->logprobs.push_back(std::move(result.logprobs[i]));
+  for (Sequence* s : scheduler_->postprocess(batch, result.tokens, timing.done)) runner_->release(*s);
   return outputs_of(batch);
 }
 
@@ -167,6 +213,7 @@ std::vector<StepOutput> LLMEngine::outputs_of(const ScheduledBatch& batch) {
     o.request_id = s->request_id;
     o.index = s->index;
     o.new_token_ids = {s->last_token()};
+    if (s->params.logprobs) o.logprobs = {s->logprobs.back()};
     o.text = s->output_text.substr(s->text_reported);
     s->text_reported = s->output_text.size();
     o.finished = s->is_finished();
@@ -183,8 +230,10 @@ std::vector<StepOutput> LLMEngine::outputs_of(const ScheduledBatch& batch) {
 void LLMEngine::abort_request(int64_t request_id) {
   auto it = requests_.find(request_id);
   if (it == requests_.end()) return;
-  for (auto& s : it->second.samples)
+  for (auto& s : it->second.samples) {
     if (!s->is_finished()) scheduler_->abort(s.get());
+    runner_->release(*s);
+  }
   requests_.erase(it);  // an aborted request is forgotten, output included
 }
 
@@ -201,11 +250,13 @@ RequestOutput LLMEngine::take_output(int64_t request_id) {
   o.prompt_token_ids.assign(first.token_ids.begin(), first.token_ids.begin() + first.num_prompt_tokens);
   o.arrival_time = first.arrival_time;
   o.num_cached_prompt_tokens = first.num_prompt_cached_tokens;
+  o.prompt_logprobs = std::move(it->second.samples.front()->prompt_logprobs);
   for (auto& s : it->second.samples) {
     CompletionOutput c;
     c.index = s->index;
     c.text = std::move(s->output_text);
     c.token_ids = s->completion_token_ids();
+    c.logprobs = std::move(s->logprobs);
     c.finish_reason = s->finish_reason;
     c.stop_reason = s->stop_reason;
     c.first_token_time = s->first_token_time;

@@ -12,6 +12,7 @@
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
 #include "engine/step_stats.h"
+#include "model/generation_config.h"
 #include "model/hf_config.h"
 #include "nanovllm/config.h"
 #include "nanovllm/output.h"
@@ -42,6 +43,11 @@ class LLMEngine {
   std::vector<RequestOutput> generate(const std::vector<std::string>& prompts,
                                       const std::vector<SamplingParams>& params, bool use_tqdm);
 
+  // SamplingParams' defaults with the model's generation_config.json applied (per
+  // EngineConfig::generation_config): what a request that sets nothing gets.
+  SamplingParams default_sampling_params() const;
+  const GenerationDefaults& generation_defaults() const { return generation_defaults_; }
+
   bool has_tokenizer() const { return tokenizer_ != nullptr; }
   const Tokenizer& tokenizer() const;  // throws naming the model directory when it has none
 
@@ -65,6 +71,8 @@ class LLMEngine {
   EngineConfig config_;
   ModelConfig model_config_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  std::vector<int32_t> eos_token_ids_;      // the model's and the tokenizer's, for min_tokens masks
+  GenerationDefaults generation_defaults_;
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<BlockManager> block_manager_;
   std::unique_ptr<Scheduler> scheduler_;

@@ -64,8 +64,10 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
   logits_ = Tensor(nullptr, DType::f32, {max_num_seqs_, model_config_.vocab_size}, backend_->device());
   logits_buffer_ = backend_->alloc(logits_.nbytes());
   logits_.data = logits_buffer_.get();
-  sampled_buffer_ = backend_->alloc(sizeof(int32_t) * max_num_seqs_);
-  sampled_host_.resize(max_num_seqs_);
+  sampler_ = std::make_unique<Sampler>(*backend_, max_num_seqs_, model_config_.vocab_size, config_.max_logprobs);
+  rows_host_ = std::unique_ptr<int32_t, HostFree32>(
+      static_cast<int32_t*>(backend_->host_alloc(sizeof(int32_t) * max_num_seqs_)), HostFree32{backend_.get()});
+  rows_device_ = backend_->alloc(sizeof(int32_t) * max_num_seqs_);
 }
 
 void ModelRunner::allocate_kv_cache() {
@@ -181,7 +183,7 @@ ForwardInputs ModelRunner::prepare_dummy(int num_seqs, int len, const BatchLayou
   // The previous staging copy may still be in flight on the device's stream (steps end with a
   // synchronizing copy back; warm-up and capture do not): wait before overwriting the buffer.
   backend_->synchronize();
-  auto [keys, counters, temps, ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_buffer_.get());
+  auto [ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_buffer_.get());
   const int blocks_used = (len + config_.kvcache_block_size - 1) / config_.kvcache_block_size;
   cu[0] = 0;
   for (int s = 0; s < num_seqs; ++s) {
@@ -220,7 +222,7 @@ void ModelRunner::capture_cudagraph() {
 }
 
 ForwardInputs ModelRunner::prepare(const ScheduledBatch& batch, const BatchLayout& layout, int num_rows) {
-  auto [keys, counters, temps, ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_buffer_.get());
+  auto [ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_buffer_.get());
   const int bs = config_.kvcache_block_size;
   const std::vector<Sequence*>& seqs = batch.seqs;
 
@@ -245,11 +247,7 @@ ForwardInputs ModelRunner::prepare(const ScheduledBatch& batch, const BatchLayou
     std::fill(row + nb, row + max_num_blocks_, -1);
     if (next_sampled < batch.sampled.size() && batch.sampled[next_sampled] == &s) {
       ++next_sampled;
-      last[rows] = t - 1;
-      temps[rows] = s.params.temperature;
-      keys[rows] = static_cast<int64_t>(s.sample_key);
-      counters[rows] = s.num_completion_tokens();
-      ++rows;
+      last[rows++] = t - 1;
     }
   }
   const int num_seqs = static_cast<int>(seqs.size());
@@ -272,9 +270,10 @@ ForwardInputs ModelRunner::prepare(const ScheduledBatch& batch, const BatchLayou
   return inputs_at(layout, t, batch.is_prefill ? num_seqs : padded_seqs, rows, batch.is_prefill, max_q, max_k);
 }
 
-std::vector<int32_t> ModelRunner::run(const ScheduledBatch& batch, StepTiming* timing) {
+StepResult ModelRunner::run(const ScheduledBatch& batch, StepTiming* timing) {
+  StepResult result;
   const int num_seqs = static_cast<int>(batch.seqs.size());
-  if (num_seqs == 0) return {};
+  if (num_seqs == 0) return result;
   if (num_seqs > max_num_seqs_) throw std::logic_error("ModelRunner: batch larger than max_num_seqs");
   if (batch.num_tokens > max_num_tokens_)
     throw std::logic_error("ModelRunner: batch larger than max_num_batched_tokens");
@@ -294,23 +293,52 @@ std::vector<int32_t> ModelRunner::run(const ScheduledBatch& batch, StepTiming* t
     Tensor logits = logits_.rows(0, in.last_token_indices.size(0));
     model_->forward(in, kv_, logits);
   }
-  const int64_t n = num_sampled;
-  if (n > 0) {
-    // Sample the real rows (the sampling arrays hold them first), then one copy back.
-    const BatchLayout::Arrays dev = layout.arrays(static_cast<char*>(inputs_device_.get()));
-    const DeviceKind d = backend_->device();
-    Tensor logits = logits_.rows(0, n);
-    Tensor temps(dev.temperatures, DType::f32, {n}, d);
-    Tensor keys(dev.keys, DType::i64, {n}, d);
-    Tensor counters(dev.counters, DType::i64, {n}, d);
-    Tensor out(sampled_buffer_.get(), DType::i32, {n}, d);
-    backend_->sample(logits, temps, keys, counters, out);
-    backend_->copy_to_host(sampled_host_.data(), sampled_buffer_.get(), sizeof(int32_t) * n);
-  } else {
-    backend_->synchronize();  // only a partial prefill chunk ran
-  }
+  if (num_sampled > 0) sampler_->sample(batch.sampled, logits_.rows(0, num_sampled), result.tokens, result.logprobs);
+  if (batch.is_prefill) prompt_logprobs(batch, result);  // after sampling: it reuses the logits rows
+  if (num_sampled == 0) backend_->synchronize();  // only a partial prefill chunk ran
   if (timing) timing->done = steady_seconds();
-  return std::vector<int32_t>(sampled_host_.begin(), sampled_host_.begin() + n);
+  return result;
+}
+
+void ModelRunner::prompt_logprobs(const ScheduledBatch& batch, StepResult& result) {
+  // (sequence, hidden-state row, target token) for every prompt position this step owes.
+  struct Want {
+    Sequence* seq;
+    int32_t row, target;
+  };
+  std::vector<Want> wants;
+  int t0 = 0;
+  for (Sequence* s : batch.seqs) {
+    const int begin = s->num_computed_tokens, end = begin + s->num_scheduled_tokens;
+    if (s->wants_prompt_logprobs()) {
+      // Position p's logits give the logprob of prompt token p + 1; positions up to `done` are done.
+      const int done = static_cast<int>(s->prompt_logprobs.size());
+      for (int p = std::max(begin, done); p < std::min(end, s->num_prompt_tokens - 1); ++p)
+        wants.push_back({s, t0 + (p - begin), s->token_ids[p + 1]});
+    }
+    t0 += s->num_scheduled_tokens;
+  }
+  for (size_t at = 0; at < wants.size(); at += max_num_seqs_) {
+    const int R = static_cast<int>(std::min<size_t>(max_num_seqs_, wants.size() - at));
+    std::vector<int32_t> targets(R);
+    int num_top = 0;
+    for (int i = 0; i < R; ++i) {
+      rows_host_.get()[i] = wants[at + i].row;
+      targets[i] = wants[at + i].target;
+      num_top = std::max(num_top, *wants[at + i].seq->params.prompt_logprobs);
+    }
+    backend_->copy_to_device(rows_device_.get(), rows_host_.get(), sizeof(int32_t) * R);
+    Tensor logits = logits_.rows(0, R);
+    model_->logits_of(Tensor(rows_device_.get(), DType::i32, {R}, backend_->device()), logits);
+    std::vector<PositionLogprobs> lps = sampler_->logprobs(logits, targets, num_top);
+    for (int i = 0; i < R; ++i) {
+      Sequence* s = wants[at + i].seq;
+      if (result.prompt_logprobs.empty() || result.prompt_logprobs.back().first != s)
+        result.prompt_logprobs.push_back({s, {}});
+      lps[i].top.resize(std::min<size_t>(lps[i].top.size(), static_cast<size_t>(*s->params.prompt_logprobs)));
+      result.prompt_logprobs.back().second.push_back(std::move(lps[i]));
+    }
+  }
 }
 
 std::vector<float> ModelRunner::last_logits(int rows) {

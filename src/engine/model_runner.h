@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "engine/batch_layout.h"
+#include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/step_stats.h"
 #include "model/hf_config.h"
@@ -25,6 +26,14 @@ EngineConfig resolve_config(EngineConfig config, const ModelConfig& model_config
 // The backend `config.device` (resolved) names, with `env`'s measurement switches.
 std::unique_ptr<Backend> make_backend_for(const EngineConfig& config, const EnvOptions& env);
 
+// What one step produced.
+struct StepResult {
+  std::vector<int32_t> tokens;                // one per sequence of batch.sampled, in order
+  std::vector<PositionLogprobs> logprobs;     // likewise; token_id -1 where SamplingParams::logprobs is unset
+  // The prompt logprobs this step computed, per sequence that owes them (positions in order).
+  std::vector<std::pair<Sequence*, std::vector<PositionLogprobs>>> prompt_logprobs;
+};
+
 class ModelRunner {
  public:
   // Loads the weights onto `backend` and allocates the per-step buffers. `config` is resolved:
@@ -40,9 +49,12 @@ class ModelRunner {
   // CUDA: captures a decode graph per batch size (none under enforce_eager or on the CPU).
   void capture_cudagraph();
 
-  // Runs one step over `batch` and returns one sampled token for each of batch.sampled, in order;
+  // Runs one step over `batch`: one sampled token for each of batch.sampled, in order, with the
+  // logprobs they ask for, and the prompt logprobs of the batch's prefill chunks that owe them;
   // `timing` gets when the work reached the device and when the results were back.
-  std::vector<int32_t> run(const ScheduledBatch& batch, StepTiming* timing = nullptr);
+  StepResult run(const ScheduledBatch& batch, StepTiming* timing = nullptr);
+  // `seq` finished or was aborted: the sampler's state for it (its token-counts row) goes back.
+  void release(Sequence& seq) { sampler_->release(seq); }
 
   // The logits of the last run(): one f32 row of the vocabulary per sequence of batch.sampled,
   // in order (the sampler reads them and leaves them as they are). For numerics measurements.
@@ -62,6 +74,9 @@ class ModelRunner {
   // Writes a batch of `num_seqs` dummy sequences of `len` tokens each (nothing stored, block table
   // [0, 1, ...]) for warm-up and graph capture.
   ForwardInputs prepare_dummy(int num_seqs, int len, const BatchLayout& layout, int max_seqlen_k);
+  // The prompt logprobs of `batch`'s sequences that owe them, from the hidden states the forward
+  // left (computed in rows of at most max_num_seqs logits at a time).
+  void prompt_logprobs(const ScheduledBatch& batch, StepResult& result);
   ForwardInputs inputs_at(const BatchLayout& layout, int num_tokens, int num_seqs, int num_rows, bool is_prefill,
                           int max_seqlen_q, int max_seqlen_k);
   void copy_staging(const BatchLayout& layout);
@@ -85,10 +100,17 @@ class ModelRunner {
     void operator()(char* p) const { backend->host_free(p); }
   };
   std::unique_ptr<char, HostFree> staging_buffer_{nullptr, HostFree{nullptr}};
+  struct HostFree32 {
+    Backend* backend;
+    void operator()(int32_t* p) const { backend->host_free(p); }
+  };
   DeviceBuffer inputs_device_;   // the same layout on the device, written once per step
-  DeviceBuffer logits_buffer_, sampled_buffer_;
+  DeviceBuffer logits_buffer_;
   Tensor logits_;                // f32 [max_num_seqs, vocab]
-  std::vector<int32_t> sampled_host_;
+  std::unique_ptr<Sampler> sampler_;
+  // Hidden-state rows whose logits prompt logprobs need, staged for one transfer.
+  std::unique_ptr<int32_t, HostFree32> rows_host_{nullptr, HostFree32{nullptr}};
+  DeviceBuffer rows_device_;
 
   // Decode batch size -> graph handle, and the inputs and logits each graph was captured with
   // (kept alive: a backend may re-run the captured function on replay).

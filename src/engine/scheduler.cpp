@@ -136,13 +136,16 @@ std::vector<Sequence*> Scheduler::postprocess(const ScheduledBatch& batch, const
   return finished;
 }
 
-// vLLM's order: EOS (unless ignore_eos), then the request's stop token ids, then the lengths; a
-// stop string in the text this token completes wins over a length limit. The text of a stopping
-// token is left out unless include_stop_str_in_output.
+// vLLM's order: nothing but the lengths before min_tokens, then EOS (unless ignore_eos), then the
+// request's stop token ids, then the lengths; a stop string in the text this token completes wins
+// over a length limit (stop strings count only past min_tokens). The text of a stopping token is
+// left out unless include_stop_str_in_output.
 bool Scheduler::finish_on(Sequence& seq, int32_t token) {
   const SamplingParams& p = seq.params;
-  const bool eos = !p.ignore_eos && config_.eos_token_ids.count(token);
-  const bool stop_token = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
+  const bool may_stop = seq.num_completion_tokens() >= p.min_tokens;
+  const bool eos = may_stop && !p.ignore_eos && config_.eos_token_ids.count(token);
+  const bool stop_token = may_stop && std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) !=
+                                          p.stop_token_ids.end();
   FinishReason reason = FinishReason::none;
   if (eos || stop_token) {
     reason = FinishReason::stop;
@@ -151,7 +154,8 @@ bool Scheduler::finish_on(Sequence& seq, int32_t token) {
     reason = FinishReason::length;
   }
   if (TextStream* ts = seq.text_stream.get()) {
-    if (reason != FinishReason::stop || p.include_stop_str_in_output) seq.output_text += ts->push(token);
+    const bool check_stop_strings = seq.num_completion_tokens() > p.min_tokens;
+    if (reason != FinishReason::stop || p.include_stop_str_in_output) seq.output_text += ts->push(token, check_stop_strings);
     if (ts->stopped()) {
       reason = FinishReason::stop;
       seq.stop_reason = ts->matched_stop();

@@ -43,6 +43,12 @@ class Sequence {
   StopReason stop_reason;           // the stop string or stop token id, when one ended it
   int num_prompt_cached_tokens = 0; // prefix-cache hit of the first allocation, for the output
 
+  // Sampling state the runner keeps for this sequence.
+  int counts_row = -1;                      // its row of the device's TokenCounts (penalties), -1: none
+  std::vector<int32_t> min_tokens_mask;     // EOS and stop token ids, masked until min_tokens are out
+  std::vector<PositionLogprobs> logprobs;   // per generated token, when params.logprobs
+  std::vector<PositionLogprobs> prompt_logprobs;  // prompt positions 1.., when params.prompt_logprobs (first sample)
+
   // The output text: detokenized as tokens arrive (stop strings need it, streaming reads it).
   // Null when the engine has no tokenizer.
   std::unique_ptr<TextStream> text_stream;
@@ -63,6 +69,12 @@ class Sequence {
   bool samples_this_step() const { return num_computed_tokens + num_scheduled_tokens == num_tokens(); }
 
   void append_token(int32_t token_id) { token_ids.push_back(token_id); }
+  // Whether this sample still owes its request prompt logprobs: only the first sample computes
+  // them, over its whole prompt (so it takes no prefix-cache hits until they are done).
+  bool wants_prompt_logprobs() const {
+    return params.prompt_logprobs && index == 0 &&
+           static_cast<int>(prompt_logprobs.size()) < num_prompt_tokens - 1;
+  }
 };
 
 }  // namespace nanovllm

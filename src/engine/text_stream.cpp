@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <string_view>
+#include <utility>
 
 namespace nanovllm {
 
@@ -12,11 +13,12 @@ TextStream::TextStream(const Tokenizer& tok, std::vector<std::string> stop, bool
   for (const auto& s : stop_) max_stop_len_ = std::max(max_stop_len_, s.size());
 }
 
-std::string TextStream::push(int32_t id) {
+std::string TextStream::push(int32_t id, bool check_stop) {
   if (stopped()) return "";
   // The model's vocabulary can be larger than the tokenizer's (padding rows); HF decodes such ids
   // to nothing, and so do we.
   if (id >= 0 && id < tok_.vocab_size()) pending_ += detok_.push(id);
+  if (!check_stop) return std::exchange(pending_, std::string());
   return scan(false);
 }
 

@@ -16,8 +16,9 @@ class TextStream {
 
   // Feeds one generated id; returns the text that is final now. Text that could still become the
   // start of a stop string is held back until it cannot. After a stop string matched, stopped()
-  // is true and further ids are ignored.
-  std::string push(int32_t id);
+  // is true and further ids are ignored. check_stop false (before min_tokens): no stop string is
+  // looked for, and the text is released at once.
+  std::string push(int32_t id, bool check_stop = true);
   // The sample ended (any reason): returns whatever text was held back.
   std::string finish();
 

@@ -235,4 +235,14 @@ void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
   backend_.linear(last, lm_head_, logits);
 }
 
+void Qwen3Model::logits_of(const Tensor& token_rows, Tensor& logits) {
+  const int64_t R = token_rows.numel();
+  if (R < 1 || R > last_hidden_.size(0))
+    throw std::invalid_argument("Qwen3Model::logits_of: " + std::to_string(R) + " rows, the model was built for 1.." +
+                                std::to_string(last_hidden_.size(0)));
+  Tensor last = last_hidden_.rows(0, R);
+  backend_.gather_rows(normed_, token_rows, last);
+  backend_.linear(last, lm_head_, logits);
+}
+
 }  // namespace nanovllm

@@ -30,6 +30,10 @@ class Qwen3Model {
   // captured into a CUDA graph.
   void forward(const ForwardInputs& in, KVCache& kv, Tensor& logits);
 
+  // The logits (f32 [R, vocab]) of rows `token_rows` (i32 [R], R <= max_num_seqs) of the hidden
+  // states the last forward() computed: the final norm's output of every token of that batch.
+  void logits_of(const Tensor& token_rows, Tensor& logits);
+
   const ModelConfig& config() const { return config_; }
   size_t weight_bytes() const { return weight_bytes_; }
 

@@ -158,10 +158,20 @@ class CpuBackend final : public Backend {
       std::memcpy(static_cast<char*>(out.data) + b * row, static_cast<const char*>(x.data) + id[b] * row, row);
   }
 
-  void do_sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
-                 Tensor& out) override {
-    cpu::sample(logits.ptr<float>(), rows_of(logits), cols_of(logits), temperatures.ptr<float>(), keys.ptr<int64_t>(),
-                counters.ptr<int64_t>(), out.ptr<int32_t>(), pool_);
+  void do_sample(const Tensor& logits, const SampleBatch& batch, Tensor& out) override {
+    cpu::sample(logits.ptr<float>(), rows_of(logits), cols_of(logits), batch, out.ptr<int32_t>(), pool_);
+  }
+
+  void do_logprobs(const Tensor& logits, const Tensor& rows, const Tensor& ids, int num_top,
+                   LogprobsOut& out) override {
+    cpu::logprobs(logits.ptr<float>(), cols_of(logits), rows.ptr<int32_t>(), rows.numel(), ids.ptr<int32_t>(), num_top,
+                  out, pool_);
+  }
+
+  void do_reset_token_counts(const TokenCounts& counts, int row, const Tensor& prompt_ids,
+                             const Tensor& output_ids) override {
+    cpu::reset_token_counts(counts, row, prompt_ids.ptr<int32_t>(), prompt_ids.numel(), output_ids.ptr<int32_t>(),
+                            output_ids.numel());
   }
 
  private:

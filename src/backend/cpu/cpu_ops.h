@@ -2,6 +2,7 @@
 // a thin validating shell and the benchmarks can time each GEMM path on its own.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/thread_pool.h"
@@ -37,7 +38,18 @@ void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetad
 void qk_norm_rope_store(const RopeStore& in, const float* in_scale, const PagedKV& cache, const Tensor& q_out,
                         ThreadPool& pool);
 
-void sample(const float* logits, int64_t B, int64_t V, const float* temperatures, const int64_t* keys,
-            const int64_t* counters, int32_t* out, ThreadPool& pool);
+// The sampler (backend/sampling.h's order), on host memory; counts the tokens in batch.counts.
+void sample(const float* logits, int64_t B, int64_t V, const SampleBatch& batch, int32_t* out, ThreadPool& pool);
+// Steps 1-5 of one row: x = the processed logits (sparse adds, penalties), divided by the
+// temperature when it is > 0. The reference the CUDA sampler and the tests use.
+void process_row(const float* logits, int64_t V, const SamplingRow& r, const SampleBatch& batch, float* x);
+// Steps 6-8 over processed x: the smallest value that survives min_p, top_k and top_p (every id
+// with x >= it survives), or -inf when nothing is dropped. `ids` is scratch.
+float survivor_threshold(const float* x, int64_t V, const SamplingRow& r, std::vector<int32_t>& ids);
+// Backend::logprobs on host memory (log-softmax in double).
+void logprobs(const float* logits, int64_t V, const int32_t* rows, int64_t R, const int32_t* ids, int num_top,
+              LogprobsOut& out, ThreadPool& pool);
+void reset_token_counts(const TokenCounts& counts, int row, const int32_t* prompt_ids, int64_t num_prompt,
+                        const int32_t* output_ids, int64_t num_output);
 
 }  // namespace nanovllm::cpu

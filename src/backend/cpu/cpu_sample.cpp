@@ -1,8 +1,12 @@
-// CPU sampler: greedy argmax, or the Gumbel-max draw argmax(logit/T - log(-log u)) with u from
-// rng.h's counter-based uniform01, so CPU and CUDA pick the same token for the same seed.
+// CPU sampler and logprobs: the reference the CUDA ops are tested against. Each row is processed
+// in backend/sampling.h's order; the survivors of min_p/top_k/top_p are found exactly (a partial
+// sort here, where the CUDA sampler uses histograms), then the Gumbel-max draw argmax(x - log(-log
+// u)) with u from rng.h's counter-based uniform01 picks among them, so CPU and CUDA pick the same
+// token for the same seed.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
@@ -11,54 +15,207 @@
 namespace nanovllm::cpu {
 namespace {
 
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
 struct Best {
-  float value = -std::numeric_limits<float>::infinity();
+  float value = kNegInf;
   int64_t index = -1;
 };
 
-// The best of logits[begin, end) for one row; ties keep the lowest index.
-Best scan(const float* row, int64_t begin, int64_t end, float temperature, uint64_t key, uint64_t counter) {
+// The best of x[begin, end) for one row: the largest x (greedy) or the largest Gumbel-perturbed
+// x among ids with x >= threshold; ties keep the lowest index, NaN never wins.
+Best scan(const float* x, int64_t begin, int64_t end, bool greedy, float threshold, uint64_t key, uint64_t counter) {
   Best b;
-  if (temperature == 0.0f) {
+  if (greedy) {
     for (int64_t v = begin; v < end; ++v)
-      if (row[v] > b.value || b.index < 0) b = {row[v], v};
-  } else {
-    const float inv_t = 1.0f / temperature;
-    const uint64_t stream = draw_stream(key, counter);
-    for (int64_t v = begin; v < end; ++v) {
-      const float u = uniform01(stream, static_cast<uint32_t>(v));
-      const float score = row[v] * inv_t - std::log(-std::log(u));
-      if (score > b.value || b.index < 0) b = {score, v};
-    }
+      if (x[v] > b.value || (b.index < 0 && !std::isnan(x[v]))) b = {x[v], v};
+    return b;
+  }
+  const uint64_t stream = draw_stream(key, counter);
+  for (int64_t v = begin; v < end; ++v) {
+    if (!(x[v] >= threshold)) continue;
+    const float u = uniform01(stream, static_cast<uint32_t>(v));
+    const float score = x[v] - std::log(-std::log(u));
+    if (score > b.value || b.index < 0) b = {score, v};
   }
   return b;
 }
 
+bool in_prompt(const int32_t* mask, int64_t v) { return (static_cast<uint32_t>(mask[v >> 5]) >> (v & 31)) & 1u; }
+
 }  // namespace
 
-void sample(const float* logits, int64_t B, int64_t V, const float* temperatures, const int64_t* keys,
-            const int64_t* counters, int32_t* out, ThreadPool& pool) {
-  // Split each row into chunks so that one row (batch 1) still uses every thread.
+void process_row(const float* logits, int64_t V, const SamplingRow& r, const SampleBatch& batch, float* x) {
+  std::copy(logits, logits + V, x);
+  for (int32_t i = r.adds_begin; i < r.adds_end; ++i) x[batch.add_ids[i]] += batch.add_values[i];
+  if (r.counts_row >= 0 && r.has_penalties()) {
+    const int32_t* counts = batch.counts.counts.ptr<int32_t>() + static_cast<int64_t>(r.counts_row) * V;
+    const int32_t* mask = batch.counts.prompt_mask.ptr<int32_t>() + static_cast<int64_t>(r.counts_row) * ((V + 31) / 32);
+    const float rep = r.repetition_penalty, freq = r.frequency_penalty, pres = r.presence_penalty;
+    for (int64_t v = 0; v < V; ++v) {
+      const int32_t c = counts[v];
+      float y = x[v];
+      if (rep != 1.0f && (c > 0 || in_prompt(mask, v))) y = y > 0.0f ? y / rep : y * rep;
+      y -= freq * static_cast<float>(c);
+      if (c > 0) y -= pres;
+      x[v] = y;
+    }
+  }
+  if (r.temperature > 0.0f) {
+    const float inv_t = 1.0f / r.temperature;
+    for (int64_t v = 0; v < V; ++v) x[v] *= inv_t;
+  }
+}
+
+float survivor_threshold(const float* x, int64_t V, const SamplingRow& r, std::vector<int32_t>& ids) {
+  float m = kNegInf;
+  for (int64_t v = 0; v < V; ++v)
+    if (x[v] > m) m = x[v];
+  if (m == kNegInf) return kNegInf;  // nothing finite: the plain draw decides (token 0 when all -inf)
+  float threshold = kNegInf;
+  if (r.min_p > 0.0f) threshold = m + std::log(r.min_p);
+  ids.clear();
+  for (int64_t v = 0; v < V; ++v)
+    if (x[v] >= threshold && x[v] > kNegInf) ids.push_back(static_cast<int32_t>(v));
+  if (r.top_k > 0 && static_cast<size_t>(r.top_k) < ids.size()) {
+    std::nth_element(ids.begin(), ids.begin() + (r.top_k - 1), ids.end(), [x](int32_t a, int32_t b) { return x[a] > x[b]; });
+    threshold = std::max(threshold, x[ids[r.top_k - 1]]);
+    std::erase_if(ids, [x, threshold](int32_t v) { return !(x[v] >= threshold); });
+  }
+  if (r.top_p < 1.0f) {
+    // A group of equal values stays when the mass strictly above it is below top_p of the total.
+    // Quickselect on that: partition by a pivot value into larger, equal and smaller ids, and go
+    // where the cut is; O(V) expected, where a flat row's cut lies deep (a sort is O(V log V)).
+    auto mass = [&](auto begin, auto end) {
+      double sum = 0;
+      for (auto it = begin; it != end; ++it) sum += std::exp(static_cast<double>(x[*it]) - m);
+      return sum;
+    };
+    const double limit = static_cast<double>(r.top_p) * mass(ids.begin(), ids.end());
+    auto lo = ids.begin(), hi = ids.end();
+    double above = 0;  // mass of the survivors larger than everything in [lo, hi)
+    while (lo != hi) {
+      const float pivot = x[*(lo + (hi - lo) / 2)];
+      const auto equal = std::partition(lo, hi, [x, pivot](int32_t v) { return x[v] > pivot; });
+      const auto smaller = std::partition(equal, hi, [x, pivot](int32_t v) { return x[v] == pivot; });
+      const double larger_mass = mass(lo, equal);
+      if (equal != lo && !(above + larger_mass < limit)) {  // the cut is among the larger ones
+        hi = equal;
+        continue;
+      }
+      threshold = pivot;  // the pivot's group stays (the largest group always does)
+      above += larger_mass + mass(equal, smaller);
+      if (!(above < limit)) break;  // and is the last to stay
+      lo = smaller;
+    }
+  }
+  return threshold;
+}
+
+void sample(const float* logits, int64_t B, int64_t V, const SampleBatch& batch, int32_t* out, ThreadPool& pool) {
+  // Rows that are plain logits / T (or greedy): split into chunks so that one row (batch 1)
+  // still uses every thread. Rows with adds, penalties or filters: one thread each, with its
+  // own processed copy.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool.size(), V / 4096));
   const int64_t chunk = (V + chunks - 1) / chunks;
-  thread_local std::vector<Best> scratch;  // the caller's; grows to the largest batch once
-  std::vector<Best>& partial = scratch;     // a reference, so pool threads write the caller's copy
-  partial.assign(static_cast<size_t>(B * chunks), Best{});
-  pool.parallel_for(B * chunks, 1, [&](int64_t begin, int64_t end) {
+  std::vector<int64_t> plain, full;
+  for (int64_t b = 0; b < B; ++b) {
+    const SamplingRow& r = batch.rows[b];
+    const bool processed = r.adds_end > r.adds_begin || (r.counts_row >= 0 && r.has_penalties());
+    (processed || r.has_filters() ? full : plain).push_back(b);
+  }
+  std::vector<Best> partial(plain.size() * chunks);
+  pool.parallel_for(static_cast<int64_t>(plain.size()) * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> x;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / chunks, c = item % chunks;
-      partial[item] = scan(logits + b * V, c * chunk, std::min(V, (c + 1) * chunk), temperatures[b],
-                           static_cast<uint64_t>(keys[b]), static_cast<uint64_t>(counters[b]));
+      const int64_t b = plain[item / chunks], c = item % chunks;
+      const SamplingRow& r = batch.rows[b];
+      const int64_t lo = c * chunk, hi = std::min(V, (c + 1) * chunk);
+      const float* row = logits + b * V;
+      if (r.temperature > 0.0f) {  // x = logits * (1 / T), exactly as process_row computes it
+        const float inv_t = 1.0f / r.temperature;
+        x.resize(static_cast<size_t>(hi - lo));
+        for (int64_t v = lo; v < hi; ++v) x[v - lo] = row[v] * inv_t;
+        partial[item] = scan(x.data() - lo, lo, hi, false, kNegInf, r.key, r.counter);
+      } else {
+        partial[item] = scan(row, lo, hi, true, 0, 0, 0);
+      }
     }
   });
-  for (int64_t b = 0; b < B; ++b) {
+  for (size_t i = 0; i < plain.size(); ++i) {
     Best best;
     for (int64_t c = 0; c < chunks; ++c) {  // chunks ascend in index, so '>' keeps the lowest on ties
-      const Best& p = partial[b * chunks + c];
+      const Best& p = partial[i * chunks + c];
       if (p.index >= 0 && (best.index < 0 || p.value > best.value)) best = p;
     }
-    out[b] = static_cast<int32_t>(best.index < 0 ? 0 : best.index);
+    out[plain[i]] = static_cast<int32_t>(best.index < 0 ? 0 : best.index);
   }
+  pool.parallel_for(static_cast<int64_t>(full.size()), 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> x(static_cast<size_t>(V));
+    std::vector<int32_t> ids;
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = full[i];
+      const SamplingRow& r = batch.rows[b];
+      process_row(logits + b * V, V, r, batch, x.data());
+      const bool greedy = !(r.temperature > 0.0f);
+      const float threshold = greedy ? kNegInf : survivor_threshold(x.data(), V, r, ids);
+      const Best best = scan(x.data(), 0, V, greedy, threshold, r.key, r.counter);
+      out[b] = static_cast<int32_t>(best.index < 0 ? 0 : best.index);
+    }
+  });
+  for (int64_t b = 0; b < B; ++b) {  // count the tokens for the penalties of the next step
+    const SamplingRow& r = batch.rows[b];
+    if (r.counts_row >= 0) ++batch.counts.counts.ptr<int32_t>()[static_cast<int64_t>(r.counts_row) * V + out[b]];
+  }
+}
+
+void logprobs(const float* logits, int64_t V, const int32_t* rows, int64_t R, const int32_t* ids, int num_top,
+              LogprobsOut& out, ThreadPool& pool) {
+  float* token_lp = out.token_logprobs.ptr<float>();
+  int32_t* ranks = out.ranks.ptr<int32_t>();
+  int32_t* top_ids = out.top_ids.ptr<int32_t>();
+  float* top_lp = out.top_logprobs.ptr<float>();
+  pool.parallel_for(R, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> order(static_cast<size_t>(V));
+    for (int64_t r = begin; r < end; ++r) {
+      const float* x = logits + static_cast<int64_t>(rows[r]) * V;
+      float m = kNegInf;
+      for (int64_t v = 0; v < V; ++v)
+        if (x[v] > m) m = x[v];
+      double z = 0;
+      for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(x[v]) - m);
+      const double lse = m + std::log(z);
+      const int32_t id = ids[rows[r]];
+      token_lp[r] = static_cast<float>(x[id] - lse);
+      int32_t rank = 0;
+      for (int64_t v = 0; v < V; ++v) rank += x[v] >= x[id];
+      ranks[r] = rank;
+      if (num_top == 0) continue;
+      std::iota(order.begin(), order.end(), 0);
+      auto larger = [x](int32_t a, int32_t b) {
+        const bool an = std::isnan(x[a]), bn = std::isnan(x[b]);
+        if (an != bn) return bn;  // NaN last
+        return x[a] > x[b] || (!(x[a] < x[b]) && a < b);
+      };
+      std::partial_sort(order.begin(), order.begin() + num_top, order.end(), larger);
+      for (int k = 0; k < num_top; ++k) {
+        top_ids[r * num_top + k] = order[k];
+        top_lp[r * num_top + k] = static_cast<float>(x[order[k]] - lse);
+      }
+    }
+  });
+}
+
+void reset_token_counts(const TokenCounts& counts, int row, const int32_t* prompt_ids, int64_t num_prompt,
+                        const int32_t* output_ids, int64_t num_output) {
+  const int64_t V = counts.counts.size(1), words = (V + 31) / 32;
+  int32_t* c = counts.counts.ptr<int32_t>() + static_cast<int64_t>(row) * V;
+  int32_t* mask = counts.prompt_mask.ptr<int32_t>() + static_cast<int64_t>(row) * words;
+  std::fill(c, c + V, 0);
+  std::fill(mask, mask + words, 0);
+  for (int64_t i = 0; i < num_prompt; ++i)
+    mask[prompt_ids[i] >> 5] = static_cast<int32_t>(static_cast<uint32_t>(mask[prompt_ids[i] >> 5]) | (1u << (prompt_ids[i] & 31)));
+  for (int64_t i = 0; i < num_output; ++i) ++c[output_ids[i]];
 }
 
 }  // namespace nanovllm::cpu

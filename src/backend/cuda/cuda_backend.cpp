@@ -213,13 +213,42 @@ class CudaBackend final : public Backend {
     debug_sync("silu_mul");
   }
 
-  void do_sample(const Tensor& logits, const Tensor& temperatures, const Tensor& keys, const Tensor& counters,
-                 Tensor& out) override {
+  void do_sample(const Tensor& logits, const SampleBatch& batch, Tensor& out) override {
     const int B = (int)rows_of(logits), V = (int)cols_of(logits);
-    void* scratch = sample_ws_.get(cuda::sample_scratch_bytes(B, V));
-    cuda::launch_sample(logits.ptr<float>(), temperatures.ptr<float>(), keys.ptr<int64_t>(), counters.ptr<int64_t>(),
-                        out.ptr<int32_t>(), B, V, scratch, stream_);
+    const cuda::SampleArgs args{batch.rows,
+                                batch.add_ids,
+                                batch.add_values,
+                                batch.counts.defined() ? batch.counts.counts.ptr<int32_t>() : nullptr,
+                                batch.counts.defined() ? batch.counts.prompt_mask.ptr<uint32_t>() : nullptr,
+                                batch.counts.defined() ? batch.counts.counts.ptr<int32_t>() : nullptr,
+                                batch.filtered_rows,
+                                batch.num_filtered};
+    cuda::launch_sample(logits.ptr<float>(), args, B, V, sample_ws_.get(cuda::sample_scratch_bytes(B, V)),
+                        out.ptr<int32_t>(), stream_);
     debug_sync("sample");
+  }
+
+  void do_logprobs(const Tensor& logits, const Tensor& rows, const Tensor& ids, int num_top,
+                   LogprobsOut& out) override {
+    if (num_top > cuda::logprobs_max_top())
+      throw std::invalid_argument("logprobs: num_top " + std::to_string(num_top) + " is more than the CUDA backend's " +
+                                  std::to_string(cuda::logprobs_max_top()));
+    const int R = (int)rows.numel(), V = (int)cols_of(logits);
+    void* scratch = logprobs_ws_.get(cuda::logprobs_scratch_bytes(R, V, num_top));
+    cuda::launch_logprobs(logits.ptr<float>(), rows.ptr<int32_t>(), ids.ptr<int32_t>(), R, V, num_top, scratch,
+                          out.token_logprobs.ptr<float>(), out.ranks.ptr<int32_t>(), out.top_ids.ptr<int32_t>(),
+                          out.top_logprobs.ptr<float>(), stream_);
+    debug_sync("logprobs");
+  }
+
+  void do_reset_token_counts(const TokenCounts& counts, int row, const Tensor& prompt_ids,
+                             const Tensor& output_ids) override {
+    const int V = (int)counts.counts.size(1);
+    cuda::launch_reset_token_counts(counts.counts.ptr<int32_t>() + (size_t)row * V,
+                                    counts.prompt_mask.ptr<int32_t>() + (size_t)row * ((V + 31) / 32), V,
+                                    prompt_ids.ptr<int32_t>(), (int)prompt_ids.numel(), output_ids.ptr<int32_t>(),
+                                    (int)output_ids.numel(), stream_);
+    debug_sync("reset_token_counts");
   }
 
   double tuning_seconds() const override { return gemm_.tuning_seconds(); }
@@ -336,7 +365,7 @@ class CudaBackend final : public Backend {
   int* split_counters_ = nullptr;
   std::vector<cudaGraphExec_t> graphs_;
   AllocationTracker allocations_;  // before the scratch buffers: they report to it when they go
-  Scratch attn_ws_{&allocations_}, sample_ws_{&allocations_};
+  Scratch attn_ws_{&allocations_}, sample_ws_{&allocations_}, logprobs_ws_{&allocations_};
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backend/sampling.h"
 #include "backend/tensor.h"
 
 namespace nanovllm::cuda {
@@ -99,11 +100,29 @@ void launch_attention_prefill(const void* q, const PagedKVArgs& kv, const int32_
 // launch path that reads it has no backend to ask.
 void set_pdl_enabled(bool on);
 
-// One token per row of logits [rows, vocab]: argmax when temperature is 0, else Gumbel-max with
-// uniform01(key, counter, v) (backend/rng.h), bit-compatible with the CPU sampler's draws.
-// scratch: sample_scratch_bytes(rows, vocab) bytes of device memory.
+// The sampler (sampling.cu; backend/sampling.h's order) over logits [rows, vocab], with raw
+// device pointers. scratch: sample_scratch_bytes(rows, vocab) bytes of device memory.
+struct SampleArgs {
+  const SamplingRow* rows;
+  const int32_t* add_ids;
+  const float* add_values;
+  const int32_t* counts;       // TokenCounts::counts (nullptr when no row has penalties)
+  const uint32_t* prompt_mask;
+  int32_t* counts_rw;          // the same counts, where the sampled tokens are counted
+  const int32_t* filtered_rows;
+  int num_filtered;
+};
 size_t sample_scratch_bytes(int rows, int vocab);
-void launch_sample(const float* logits, const float* temperatures, const int64_t* keys,
-                   const int64_t* counters, int32_t* out, int rows, int vocab, void* scratch, cudaStream_t s);
+void launch_sample(const float* logits, const SampleArgs& args, int rows, int vocab, void* scratch, int32_t* out,
+                   cudaStream_t s);
+// Backend::logprobs; num_top <= logprobs_max_top(). scratch: logprobs_scratch_bytes(num_rows, vocab, num_top).
+int logprobs_max_top();
+size_t logprobs_scratch_bytes(int rows, int vocab, int num_top);
+void launch_logprobs(const float* logits, const int32_t* rows, const int32_t* ids, int num_rows, int vocab,
+                     int num_top, void* scratch, float* token_lp, int32_t* ranks, int32_t* top_ids, float* top_lp,
+                     cudaStream_t s);
+// Backend::reset_token_counts for one row (counts, mask: that row's).
+void launch_reset_token_counts(int32_t* counts, int32_t* mask, int vocab, const int32_t* prompt, int num_prompt,
+                               const int32_t* output, int num_output, cudaStream_t s);
 
 }  // namespace nanovllm::cuda

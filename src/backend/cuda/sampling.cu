@@ -1,7 +1,31 @@
-// Token sampling on the GPU, each row split over blocks of 4096 entries, then reduced: greedy
-// argmax (lowest index on ties) or the Gumbel-max draw argmax(logit/T - log(-log u)) with u from
-// backend/rng.h, the same numbers the CPU sampler draws for (key, counter, index), so both
-// backends pick the same token.
+// Token sampling and logprobs on the GPU, in backend/sampling.h's order, tested against the CPU
+// sampler (cpu_sample.cpp). A row of the vocabulary is split into chunks of 4096 ids, one block
+// each (16 ids a thread), so one row still spreads over 38 blocks of a 151,936-id vocabulary.
+// Every kernel recomputes x (the processed logit: sparse adds, penalties, 1/T) from the logits
+// with the same code, rather than writing a processed copy: the same bytes move, one kernel less.
+//
+//   sample_scan       every row. Greedy and plain rows: the chunk's best x, or best x - log(-log u)
+//                     (a Gumbel-max draw). Rows with min_p/top_k/top_p ("filtered"): the chunk's
+//                     max, sum and sum of squares of x, and the row's histogram zeroed.
+//   sample_histogram  filtered rows: counts and mass exp(x - M) (M the row's max) of the ids that
+//                     pass min_p, in 2048 bins of M - x, each sigma/64 wide (the last takes the
+//                     rest). Mass is summed in 40-bit fixed point: integer atomics add the same in
+//                     any order, so the thresholds, and the token, do not depend on scheduling.
+//   sample_collect    filtered rows: from the histogram, the bins whose ids surely survive top_k
+//                     and top_p, and the few bins where the thresholds can fall. The chunk's best
+//                     Gumbel draw among the first; the ids of the second appended to a candidate
+//                     list (at most 4096).
+//   sample_finish     one block a row. Plain rows reduce the chunks' picks. Filtered rows sort the
+//                     candidates, place the top_k and top_p thresholds exactly, and draw among the
+//                     survivors; when more than 4096 ids share the uncertain bins (ties, or an
+//                     unusually dense row), the block finds the thresholds by binary search over
+//                     the row instead: slow but exact, and rare. Then the token is counted for
+//                     the penalties.
+// No pass sorts the vocabulary. The logprobs op is two kernels (logprobs_chunk, logprobs_finish):
+// per chunk the max, the sum of exp, the count of ids at or above the token and the top N by
+// repeated block argmax; per row the merge.
+#include <cfloat>
+
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
@@ -10,18 +34,28 @@
 namespace nanovllm::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kChunk = kThreads * 16;  // vocabulary entries per block: many blocks even for one row
+constexpr int kThreads = 256;            // chunk kernels
+constexpr int kPerThread = 16;
+constexpr int kChunk = kThreads * kPerThread;
+constexpr int kFinishThreads = 512;      // sample_finish
+constexpr int kBins = 2048;              // bin kBins - 1 also takes everything farther below the max
+constexpr int kBinsPerSigma = 64;
+constexpr int kCap = 4096;               // candidates sample_finish sorts in shared memory
+constexpr float kMassScale = 1099511627776.0f;  // 2^40: exp(x - M) <= 1 as 40-bit fixed point
+constexpr int kNone = 0x7fffffff;
 
 struct Pick {
   float score;
   int index;
 };
+struct Stat {  // finite x of one chunk
+  float max, sum, sumsq;
+  int count;
+};
 
 __device__ __forceinline__ bool better(float s, int i, float bs, int bi) {
   return s > bs || (s == bs && i < bi);  // NaN never wins; ties keep the lowest index
 }
-
 __device__ __forceinline__ void warp_best(float& best, int& bi) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
@@ -30,74 +64,897 @@ __device__ __forceinline__ void warp_best(float& best, int& bi) {
     if (better(os, oi, best, bi)) { best = os; bi = oi; }
   }
 }
-
-// Block (chunk, row): the best score of logits[row, chunk*kChunk ...) into part[row][chunk].
-__global__ void sample_chunk_kernel(const float* __restrict__ logits, const float* __restrict__ temperatures,
-                                    const int64_t* __restrict__ keys, const int64_t* __restrict__ counters,
-                                    Pick* __restrict__ part, int vocab) {
-  pdl_launch_dependents();
-  pdl_wait();
-  const int row = blockIdx.y, chunk = blockIdx.x;
-  const float* l = logits + (size_t)row * vocab;
-  const float t = temperatures[row];
-  const int begin = chunk * kChunk, end = min(vocab, begin + kChunk);
-  float best = -INFINITY;
-  int bi = 0x7fffffff;
-  if (t == 0.f) {
-    for (int v = begin + threadIdx.x; v < end; v += kThreads) {
-      const float s = l[v];
-      if (better(s, v, best, bi)) { best = s; bi = v; }
-    }
-  } else {
-    const uint64_t stream = draw_stream(static_cast<uint64_t>(keys[row]), static_cast<uint64_t>(counters[row]));
-    const float inv_t = 1.f / t;  // multiply by 1/T exactly as the CPU sampler does
-    for (int v = begin + threadIdx.x; v < end; v += kThreads) {
-      const float u = uniform01(stream, static_cast<uint32_t>(v));
-      const float s = l[v] * inv_t - logf(-logf(u));
-      if (better(s, v, best, bi)) { best = s; bi = v; }
-    }
-  }
+// The best (score, index) over the block; every thread gets it.
+__device__ Pick block_best(float best, int bi) {
+  __shared__ Pick w[32];
+  __shared__ Pick all;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   warp_best(best, bi);
-  __shared__ Pick w[kThreads / 32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) w[warp] = {best, bi};
   __syncthreads();
   if (warp == 0) {
-    best = lane < kThreads / 32 ? w[lane].score : -INFINITY;
-    bi = lane < kThreads / 32 ? w[lane].index : 0x7fffffff;
+    best = lane < nw ? w[lane].score : -INFINITY;
+    bi = lane < nw ? w[lane].index : kNone;
     warp_best(best, bi);
-    if (lane == 0) part[(size_t)row * gridDim.x + chunk] = {best, bi};
+    if (lane == 0) all = {best, bi};
+  }
+  __syncthreads();
+  const Pick p = all;
+  __syncthreads();  // `all` and `w` may be written again by the next call
+  return p;
+}
+
+// Block-wide sum and exclusive prefix sum of one value a thread (T: uint32_t or unsigned long
+// long). Every thread gets its prefix and the total.
+template <class T>
+__device__ T block_exclusive_sum(T v, T& total) {
+  __shared__ T warp_sums[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  T inc = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const T n = __shfl_up_sync(0xffffffffu, inc, o);
+    if (lane >= o) inc += n;
+  }
+  if (lane == 31) warp_sums[warp] = inc;
+  __syncthreads();
+  if (warp == 0) {
+    T w = lane < nw ? warp_sums[lane] : T(0);
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const T n = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += n;
+    }
+    warp_sums[lane] = w;  // inclusive over warps
+  }
+  __syncthreads();
+  total = warp_sums[nw - 1];
+  const T out = inc - v + (warp > 0 ? warp_sums[warp - 1] : T(0));
+  __syncthreads();
+  return out;
+}
+template <class T>
+__device__ T block_total(T v) {
+  T total;
+  block_exclusive_sum(v, total);
+  return total;
+}
+// Block-wide inclusive max-scan of unsigned long long.
+__device__ unsigned long long block_inclusive_max(unsigned long long v) {
+  __shared__ unsigned long long warp_max[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const unsigned long long n = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v = max(v, n);
+  }
+  if (lane == 31) warp_max[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    unsigned long long w = lane < nw ? warp_max[lane] : 0ull;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const unsigned long long n = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w = max(w, n);
+    }
+    warp_max[lane] = w;
+  }
+  __syncthreads();
+  const unsigned long long out = warp > 0 ? max(v, warp_max[warp - 1]) : v;
+  __syncthreads();
+  return out;
+}
+
+// Floats as unsigned keys in the same order.
+__device__ __forceinline__ uint32_t order_key(float f) {
+  const uint32_t u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float key_float(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// The sampler's scratch, per row: the chunks' picks and stats, the histogram, the candidates.
+struct SampleScratch {
+  Pick* part;                      // [rows, chunks]
+  Stat* stat;                      // [rows, chunks]
+  unsigned* hist_count;            // [rows, kBins]
+  unsigned long long* hist_mass;   // [rows, kBins]
+  unsigned long long* cand_key;    // [rows, kCap]: ~order_key(x) << 32 | id
+  int* num_cand;                   // [rows]
+};
+
+int sample_chunks(int vocab) { return (vocab + kChunk - 1) / kChunk; }
+
+SampleScratch sample_scratch(void* base, int rows, int vocab) {
+  const size_t chunks = sample_chunks(vocab), B = rows;
+  char* p = static_cast<char*>(base);
+  SampleScratch w;
+  w.hist_mass = reinterpret_cast<unsigned long long*>(p);
+  p += B * kBins * sizeof(unsigned long long);
+  w.cand_key = reinterpret_cast<unsigned long long*>(p);
+  p += B * kCap * sizeof(unsigned long long);
+  w.part = reinterpret_cast<Pick*>(p);
+  p += B * chunks * sizeof(Pick);
+  w.stat = reinterpret_cast<Stat*>(p);
+  p += B * chunks * sizeof(Stat);
+  w.hist_count = reinterpret_cast<unsigned*>(p);
+  p += B * kBins * sizeof(unsigned);
+  w.num_cand = reinterpret_cast<int*>(p);
+  return w;
+}
+
+// ---- x: one row's processed logits, as every kernel computes them -----------------------------
+
+struct Row {
+  const float* logits;            // this row's
+  SamplingRow s;
+  const int32_t* counts;          // this row's counts and prompt mask, or nullptr
+  const uint32_t* mask;
+  float inv_t;                    // 1 / temperature (0 for greedy: unused)
+  bool adds, clamp;               // sparse adds present; +inf clamped (processed or filtered rows)
+};
+
+__device__ Row load_row(const float* logits, int row, int vocab, const SampleArgs& a) {
+  Row r;
+  r.logits = logits + (size_t)row * vocab;
+  r.s = a.rows[row];
+  const bool penalties = r.s.counts_row >= 0 && r.s.has_penalties();
+  r.counts = penalties ? a.counts + (size_t)r.s.counts_row * vocab : nullptr;
+  r.mask = penalties ? a.prompt_mask + (size_t)r.s.counts_row * ((vocab + 31) / 32) : nullptr;
+  r.inv_t = r.s.temperature > 0.f ? 1.0f / r.s.temperature : 0.f;
+  r.adds = r.s.adds_end > r.s.adds_begin;
+  r.clamp = r.adds || penalties || r.s.has_filters();
+  return r;
+}
+
+// The row's sparse adds that fall in [begin, begin + n) into sadd[0, n) (zero elsewhere). Block-
+// wide; a no-op for rows without adds (sadd is then never read).
+__device__ void load_adds(const Row& r, const SampleArgs& a, int begin, int n, float* sadd) {
+  if (!r.adds) return;
+  __syncthreads();  // the previous chunk's readers are done
+  for (int i = threadIdx.x; i < n; i += blockDim.x) sadd[i] = 0.f;
+  __syncthreads();
+  for (int i = r.s.adds_begin + threadIdx.x; i < r.s.adds_end; i += blockDim.x) {
+    const int id = a.add_ids[i] - begin;
+    if (id >= 0 && id < n) atomicAdd(&sadd[id], a.add_values[i]);
+  }
+  __syncthreads();
+}
+
+// x of id v (sadd: the adds of the chunk starting at `begin`), exactly as cpu::process_row
+// computes it (and, for plain rows, as the CPU sampler's logits * (1 / T)).
+__device__ __forceinline__ float x_at(const Row& r, int v, int begin, const float* sadd) {
+  float y = r.logits[v];
+  if (r.adds) y += sadd[v - begin];
+  if (r.counts) {
+    const int c = r.counts[v];
+    const float rep = r.s.repetition_penalty;
+    if (rep != 1.0f && (c > 0 || ((r.mask[v >> 5] >> (v & 31)) & 1u))) y = y > 0.0f ? y / rep : y * rep;
+    y -= r.s.frequency_penalty * (float)c;
+    if (c > 0) y -= r.s.presence_penalty;
+  }
+  if (r.clamp && y == INFINITY) y = FLT_MAX;
+  if (r.s.temperature > 0.f) y *= r.inv_t;
+  return y;
+}
+
+__device__ __forceinline__ float gumbel_score(float x, uint64_t stream, int v) {
+  const float u = uniform01(stream, static_cast<uint32_t>(v));
+  return x - logf(-logf(u));
+}
+
+// ---- a filtered row's frame: its max, bin width and min_p threshold, from the chunks' stats ----
+
+struct Frame {
+  float max, inv_w, min_x;  // min_x: the min_p threshold (-inf when off)
+  bool any;                 // any finite x
+};
+
+__device__ Frame row_frame(const Stat* st, int chunks, const SamplingRow& s) {
+  float m = -INFINITY;
+  double sum = 0, sumsq = 0;
+  long long n = 0;
+  for (int c = 0; c < chunks; ++c) {  // every thread, in the same order: the same numbers everywhere
+    const Stat t = st[c];
+    m = fmaxf(m, t.max);
+    sum += t.sum;
+    sumsq += t.sumsq;
+    n += t.count;
+  }
+  Frame f;
+  f.any = n > 0;
+  f.max = m;
+  const double mean = n > 0 ? sum / (double)n : 0.0;
+  const double var = n > 0 ? sumsq / (double)n - mean * mean : 0.0;
+  const float sigma = (float)sqrt(var > 0 ? var : 0.0);
+  const float w = isfinite(sigma) && sigma > 1e-30f ? sigma / kBinsPerSigma : 1.0f;
+  f.inv_w = 1.0f / w;
+  f.min_x = s.min_p > 0.f ? m + logf(s.min_p) : -INFINITY;
+  return f;
+}
+
+__device__ __forceinline__ bool passes(const Frame& f, float x) { return x >= f.min_x && x > -INFINITY; }
+__device__ __forceinline__ int bin_of(const Frame& f, float x) {
+  const float d = (f.max - x) * f.inv_w;
+  return d < (float)(kBins - 1) ? (int)d : kBins - 1;
+}
+__device__ __forceinline__ unsigned long long mass_of(const Frame& f, float x) {
+  return (unsigned long long)(expf(x - f.max) * kMassScale);
+}
+
+// Where a filtered row's thresholds can fall, from its histogram: bins < first surely survive,
+// bins in [first, last] are uncertain, bins > last are dropped.
+struct Selection {
+  int first, last;            // first = kBins: nothing uncertain (every id passing min_p survives)
+  bool k_binds;               // top_k < the ids passing min_p
+  unsigned count_above;       // ids in bins < first
+  unsigned uncertain;         // ids in [first, last]
+  unsigned long long mass_above, mass_total;
+};
+
+__device__ Selection select_bins(const unsigned* cnt, const unsigned long long* mass, const SamplingRow& s) {
+  __shared__ Selection sel;
+  __shared__ int b_k, b_p;
+  __shared__ unsigned long long mass_k_above;
+  const int per = kBins / blockDim.x, base = threadIdx.x * per;
+  unsigned c_loc = 0;
+  unsigned long long m_loc = 0;
+  for (int i = 0; i < per; ++i) {
+    c_loc += cnt[base + i];
+    m_loc += mass[base + i];
+  }
+  unsigned c_total;
+  unsigned long long m_total;
+  const unsigned c_pre = block_exclusive_sum(c_loc, c_total);
+  const unsigned long long m_pre = block_exclusive_sum(m_loc, m_total);
+  if (threadIdx.x == 0) {
+    b_k = -1;
+    b_p = 0;  // when the limit is 0 no bin crosses it: the first bin
+  }
+  __syncthreads();
+  const bool k_binds = s.top_k > 0 && (unsigned)s.top_k < c_total;
+  if (k_binds) {  // the bin holding the k-th largest
+    unsigned run = c_pre;
+    unsigned long long mrun = m_pre;
+    for (int i = 0; i < per; ++i) {
+      const unsigned c = cnt[base + i];
+      if (run < (unsigned)s.top_k && run + c >= (unsigned)s.top_k) {
+        b_k = base + i;
+        mass_k_above = mrun;
+      }
+      run += c;
+      mrun += mass[base + i];
+    }
+  }
+  __syncthreads();
+  const bool p_on = s.top_p < 1.f;
+  if (p_on) {  // the first bin whose inclusive mass reaches top_p of the least mass top_k can leave
+    const double limit = (double)s.top_p * (double)(k_binds ? mass_k_above : m_total);
+    unsigned long long mrun = m_pre;
+    for (int i = 0; i < per; ++i) {
+      const unsigned long long m = mass[base + i];
+      if ((double)mrun < limit && (double)(mrun + m) >= limit) b_p = base + i;
+      mrun += m;
+    }
+  }
+  __syncthreads();
+  int first = kBins, last = -1;
+  if (k_binds && p_on) first = b_p, last = b_k;
+  else if (k_binds) first = last = b_k;
+  else if (p_on) first = last = b_p;
+  if (threadIdx.x == 0) {
+    sel.first = first;
+    sel.last = last;
+    sel.k_binds = k_binds;
+    sel.mass_total = m_total;
+    if (first == kBins) {
+      sel.count_above = c_total;
+      sel.mass_above = m_total;
+      sel.uncertain = 0;
+    }
+  }
+  // The thread that holds `first` (and `last`) knows the sums before it.
+  unsigned run = c_pre;
+  unsigned long long mrun = m_pre;
+  for (int i = 0; i < per; ++i) {
+    if (base + i == first) {
+      sel.count_above = run;
+      sel.mass_above = mrun;
+    }
+    run += cnt[base + i];
+    mrun += mass[base + i];
+    if (base + i == last) sel.uncertain = run;  // inclusive count through `last`; minus count_above below
+  }
+  __syncthreads();
+  Selection out = sel;
+  if (first != kBins) out.uncertain -= out.count_above;
+  __syncthreads();
+  return out;
+}
+
+// ---- kernels ----
+
+// Block (chunk, row): see the file comment.
+__global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs a, SampleScratch w, int vocab) {
+  pdl_launch_dependents();
+  pdl_wait();
+  __shared__ float sadd[kChunk];
+  const int row = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
+  const Row r = load_row(logits, row, vocab, a);
+  const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
+  load_adds(r, a, begin, n, sadd);
+  const bool filtered = r.s.has_filters();
+  if (!filtered) {
+    const bool greedy = !(r.s.temperature > 0.f);
+    const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
+    float best = -INFINITY;
+    int bi = kNone;
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      const int v = begin + threadIdx.x + k * kThreads;
+      if (v < begin + n) {
+        const float x = x_at(r, v, begin, sadd);
+        const float s = greedy ? x : gumbel_score(x, stream, v);
+        if (better(s, v, best, bi)) { best = s; bi = v; }
+      }
+    }
+    const Pick p = block_best(best, bi);
+    if (threadIdx.x == 0) w.part[(size_t)row * chunks + chunk] = p;
+    return;
+  }
+  float m = -INFINITY, sum = 0.f, sumsq = 0.f;
+  int count = 0;
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int v = begin + threadIdx.x + k * kThreads;
+    if (v < begin + n) {
+      const float x = x_at(r, v, begin, sadd);
+      if (x > -INFINITY && x < INFINITY) {
+        m = fmaxf(m, x);
+        sum += x;
+        sumsq += x * x;
+        ++count;
+      }
+    }
+  }
+  m = warp_max(m);
+  sum = warp_sum(sum);
+  sumsq = warp_sum(sumsq);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) count += __shfl_xor_sync(0xffffffffu, count, o);
+  __shared__ Stat ws[kThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) ws[warp] = {m, sum, sumsq, count};
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    Stat t = ws[0];
+    for (int i = 1; i < kThreads / 32; ++i) {
+      t.max = fmaxf(t.max, ws[i].max);
+      t.sum += ws[i].sum;
+      t.sumsq += ws[i].sumsq;
+      t.count += ws[i].count;
+    }
+    w.stat[(size_t)row * chunks + chunk] = t;
+    if (chunk == 0) w.num_cand[row] = 0;
+  }
+  for (int i = chunk * kThreads + threadIdx.x; i < kBins; i += chunks * kThreads) {
+    w.hist_count[(size_t)row * kBins + i] = 0;
+    w.hist_mass[(size_t)row * kBins + i] = 0;
   }
 }
 
-// One warp per row: the best of the row's chunk picks.
-__global__ void sample_reduce_kernel(const Pick* __restrict__ part, int chunks, int32_t* __restrict__ out) {
+// Block (chunk, j): filtered row a.filtered_rows[j].
+__global__ void sample_histogram_kernel(const float* __restrict__ logits, SampleArgs a, SampleScratch w, int vocab) {
   pdl_launch_dependents();
   pdl_wait();
-  const int row = blockIdx.x, lane = threadIdx.x;
+  __shared__ float sadd[kChunk];
+  __shared__ unsigned scnt[kBins];
+  __shared__ unsigned long long smass[kBins];
+  const int row = a.filtered_rows[blockIdx.y], chunk = blockIdx.x, chunks = gridDim.x;
+  const Row r = load_row(logits, row, vocab, a);
+  const Frame f = row_frame(w.stat + (size_t)row * chunks, chunks, r.s);
+  if (!f.any) return;
+  const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
+  for (int i = threadIdx.x; i < kBins; i += kThreads) {
+    scnt[i] = 0;
+    smass[i] = 0;
+  }
+  load_adds(r, a, begin, n, sadd);
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int v = begin + threadIdx.x + k * kThreads;
+    if (v < begin + n) {
+      const float x = x_at(r, v, begin, sadd);
+      if (passes(f, x)) {
+        const int b = bin_of(f, x);
+        atomicAdd(&scnt[b], 1u);
+        atomicAdd(&smass[b], mass_of(f, x));
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kBins; i += kThreads) {
+    if (scnt[i]) {
+      atomicAdd(&w.hist_count[(size_t)row * kBins + i], scnt[i]);
+      atomicAdd(&w.hist_mass[(size_t)row * kBins + i], smass[i]);
+    }
+  }
+}
+
+// Block (chunk, j): filtered row a.filtered_rows[j].
+__global__ void sample_collect_kernel(const float* __restrict__ logits, SampleArgs a, SampleScratch w, int vocab) {
+  pdl_launch_dependents();
+  pdl_wait();
+  __shared__ float sadd[kChunk];
+  const int row = a.filtered_rows[blockIdx.y], chunk = blockIdx.x, chunks = gridDim.x;
+  const Row r = load_row(logits, row, vocab, a);
+  const Frame f = row_frame(w.stat + (size_t)row * chunks, chunks, r.s);
+  Pick* part = w.part + (size_t)row * chunks + chunk;
+  if (!f.any) {
+    if (threadIdx.x == 0) *part = {-INFINITY, kNone};
+    return;
+  }
+  const Selection sel = select_bins(w.hist_count + (size_t)row * kBins, w.hist_mass + (size_t)row * kBins, r.s);
+  const bool collect = sel.uncertain <= (unsigned)kCap;
+  const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
+  load_adds(r, a, begin, n, sadd);
+  const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
   float best = -INFINITY;
-  int bi = 0x7fffffff;
-  for (int c = lane; c < chunks; c += 32) {
-    const Pick p = part[(size_t)row * chunks + c];
+  int bi = kNone;
+  const int lane = threadIdx.x & 31;
+  for (int k = 0; k < kPerThread; ++k) {  // the whole warp in every round: the appends are warp-wide
+    const int v = begin + threadIdx.x + k * kThreads;
+    float x = -INFINITY;
+    int b = kBins;
+    if (v < begin + n) {
+      x = x_at(r, v, begin, sadd);
+      if (passes(f, x)) b = bin_of(f, x);
+    }
+    if (b < sel.first) {
+      const float s = gumbel_score(x, stream, v);
+      if (better(s, v, best, bi)) { best = s; bi = v; }
+    }
+    const bool append = collect && b >= sel.first && b <= sel.last;
+    const unsigned ballot = __ballot_sync(0xffffffffu, append);
+    if (ballot) {
+      int base = 0;
+      if (lane == __ffs(ballot) - 1) base = atomicAdd(&w.num_cand[row], __popc(ballot));
+      base = __shfl_sync(0xffffffffu, base, __ffs(ballot) - 1);
+      if (append) {
+        const int at = base + __popc(ballot & ((1u << lane) - 1));
+        w.cand_key[(size_t)row * kCap + at] = ((unsigned long long)~order_key(x) << 32) | (unsigned)v;
+      }
+    }
+  }
+  const Pick p = block_best(best, bi);
+  if (threadIdx.x == 0) *part = p;
+}
+
+// One pass of resolve_by_search over the uncertain ids with key >= lo: their count, the mass of
+// those with key > gt, their key range, and (draw) the best Gumbel score among them.
+struct Pass {
+  unsigned count;
+  unsigned long long mass;
+  uint32_t kmin, kmax;
+  Pick best;
+};
+__device__ Pass search_pass(const Row& r, const SampleArgs& a, const Frame& f, const Selection& sel, int vocab,
+                            float* sadd, uint32_t lo, uint32_t gt, bool draw) {
+  const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
+  unsigned count = 0;
+  unsigned long long mass = 0;
+  uint32_t kmin = 0xffffffffu, kmax = 0;
+  float best = -INFINITY;
+  int bi = kNone;
+  for (int begin = 0; begin < vocab; begin += kChunk) {
+    const int n = min(kChunk, vocab - begin);
+    load_adds(r, a, begin, n, sadd);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const int v = begin + i;
+      const float x = x_at(r, v, begin, sadd);
+      if (!passes(f, x)) continue;
+      const int b = bin_of(f, x);
+      if (b < sel.first || b > sel.last) continue;
+      const uint32_t key = order_key(x);
+      if (key < lo) continue;
+      ++count;
+      kmin = min(kmin, key);
+      kmax = max(kmax, key);
+      if (key > gt) mass += mass_of(f, x);
+      if (draw) {
+        const float s = gumbel_score(x, stream, v);
+        if (better(s, v, best, bi)) { best = s; bi = v; }
+      }
+    }
+  }
+  Pass p;
+  p.count = block_total(count);
+  p.mass = block_total(mass);
+  __shared__ uint32_t smin, smax;
+  if (threadIdx.x == 0) {
+    smin = 0xffffffffu;
+    smax = 0;
+  }
+  __syncthreads();
+  atomicMin(&smin, kmin);
+  atomicMax(&smax, kmax);
+  __syncthreads();
+  p.kmin = smin;
+  p.kmax = smax;
+  __syncthreads();
+  p.best = draw ? block_best(best, bi) : Pick{-INFINITY, kNone};
+  return p;
+}
+
+// The uncertain bins of a filtered row when they hold more than kCap ids (ties, or a dense row):
+// the thresholds by binary search over keys, each probe a pass over the row by this block. Slow
+// (up to ~70 passes) and exact. Returns the best draw among the survivors there.
+__device__ Pick resolve_by_search(const Row& r, const SampleArgs& a, const Frame& f, const Selection& sel, int vocab,
+                                  float* sadd) {
+  constexpr uint32_t kAll = 0;  // gt = 0: every key counts (no finite float has key 0)
+  const Pass all = search_pass(r, a, f, sel, vocab, sadd, 0, kAll, false);
+  uint32_t lo = all.kmin;
+  unsigned long long z = sel.mass_total;
+  if (sel.k_binds) {  // the largest key with top_k - count_above uncertain ids at or above it
+    const unsigned want = (unsigned)r.s.top_k - sel.count_above;
+    uint32_t hi = all.kmax;
+    while (lo < hi) {
+      const uint32_t mid = lo + (hi - lo + 1) / 2;
+      if (search_pass(r, a, f, sel, vocab, sadd, mid, kAll, false).count >= want) lo = mid;
+      else hi = mid - 1;
+    }
+    z = sel.mass_above + search_pass(r, a, f, sel, vocab, sadd, lo, kAll, false).mass;
+  }
+  if (r.s.top_p < 1.f) {  // the smallest key whose strictly larger survivors hold < top_p of z
+    const double limit = (double)r.s.top_p * (double)z;
+    uint32_t t = lo, hi = all.kmax;
+    while (t < hi) {
+      const uint32_t mid = t + (hi - t) / 2;
+      if ((double)(sel.mass_above + search_pass(r, a, f, sel, vocab, sadd, lo, mid, false).mass) < limit) hi = mid;
+      else t = mid + 1;
+    }
+    lo = t;
+  }
+  return search_pass(r, a, f, sel, vocab, sadd, lo, kAll, true).best;
+}
+
+// The candidates (at most kCap, in w.cand_key) of a filtered row: sorted, thresholds placed,
+// the best draw among the survivors.
+__device__ Pick resolve_candidates(const Row& r, const Frame& f, const Selection& sel, unsigned long long* keys,
+                                   int n) {
+  int P = 1;
+  while (P < n) P <<= 1;
+  for (int i = threadIdx.x + n; i < P; i += blockDim.x) keys[i] = ~0ull;
+  __syncthreads();
+  for (int k = 2; k <= P; k <<= 1) {  // bitonic sort, ascending key = x descending, then id ascending
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = threadIdx.x; i < P; i += blockDim.x) {
+        const int ixj = i ^ j;
+        if (ixj > i) {
+          const unsigned long long x = keys[i], y = keys[ixj];
+          if ((x > y) == ((i & k) == 0)) {
+            keys[i] = y;
+            keys[ixj] = x;
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+  // Thread t holds positions [t * per, t * per + per) of the sorted candidates.
+  constexpr int per = kCap / kFinishThreads;
+  float x[per];
+  int id[per];
+  unsigned long long m[per];
+  const int base = threadIdx.x * per;
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = base + i;
+    x[i] = -INFINITY;
+    id[i] = kNone;
+    m[i] = 0;
+    if (j < n) {
+      x[i] = key_float(~(uint32_t)(keys[j] >> 32));
+      id[i] = (int)(keys[j] & 0xffffffffu);
+      m[i] = mass_of(f, x[i]);
+    }
+  }
+  // top_k: the value of the (top_k - count_above)-th candidate; ids tied with it stay.
+  __shared__ float theta_k;
+  if (threadIdx.x == 0) theta_k = -INFINITY;
+  __syncthreads();
+  if (sel.k_binds) {
+    const int kpos = r.s.top_k - (int)sel.count_above - 1;
+    if (kpos >= base && kpos < base + per) theta_k = x[kpos - base];
+  }
+  __syncthreads();
+  const float tk = theta_k;
+  unsigned long long z = sel.mass_total;
+  if (sel.k_binds) {
+    unsigned long long mk = 0;
+#pragma unroll
+    for (int i = 0; i < per; ++i)
+      if (base + i < n && x[i] >= tk) mk += m[i];
+    z = sel.mass_above + block_total(mk);
+  }
+  // top_p: the mass strictly above a candidate's group of ties is the exclusive prefix at the
+  // group's first position (a max-scan carries it over the group).
+  unsigned long long loc = 0;
+#pragma unroll
+  for (int i = 0; i < per; ++i) loc += m[i];
+  unsigned long long total;
+  unsigned long long pre = block_exclusive_sum(loc, total);
+  __shared__ float last_x[kFinishThreads];
+  last_x[threadIdx.x] = x[per - 1];
+  __syncthreads();
+  unsigned long long group_above[per];
+  unsigned long long run = pre, carry = 0;
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = base + i;
+    const float prev = i > 0 ? x[i - 1] : (threadIdx.x > 0 ? last_x[threadIdx.x - 1] : NAN);
+    const bool starts = j < n && !(x[i] == prev);
+    if (starts) carry = run + 1;  // + 1: 0 means "no start seen" in the max-scan
+    group_above[i] = carry;
+    run += m[i];
+  }
+  // The latest group start before this thread's positions: the max over the threads before it
+  // (starts only grow with the position).
+  __shared__ unsigned long long thread_carry[kFinishThreads];
+  thread_carry[threadIdx.x] = block_inclusive_max(carry);
+  __syncthreads();
+  const unsigned long long incoming = threadIdx.x > 0 ? thread_carry[threadIdx.x - 1] : 0ull;
+  const double limit = (double)r.s.top_p * (double)z;
+  const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
+  float best = -INFINITY;
+  int bi = kNone;
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = base + i;
+    if (j >= n) continue;
+    const unsigned long long g = group_above[i] ? group_above[i] : incoming;  // the group's start, + 1
+    const unsigned long long above = sel.mass_above + (g - 1);
+    bool keep = !sel.k_binds || x[i] >= tk;
+    if (r.s.top_p < 1.f) keep = keep && ((double)above < limit || above == 0);
+    if (keep) {
+      const float s = gumbel_score(x[i], stream, id[i]);
+      if (better(s, id[i], best, bi)) { best = s; bi = id[i]; }
+    }
+  }
+  return block_best(best, bi);
+}
+
+// Block per row (kFinishThreads): see the file comment.
+__global__ void sample_finish_kernel(const float* __restrict__ logits, SampleArgs a, SampleScratch w, int vocab,
+                                     int chunks, int32_t* __restrict__ out) {
+  pdl_launch_dependents();
+  pdl_wait();
+  __shared__ unsigned long long keys[kCap];
+  const int row = blockIdx.x;
+  const SamplingRow s = a.rows[row];
+  // The chunks' picks (for filtered rows, of the ids that surely survive).
+  float best = -INFINITY;
+  int bi = kNone;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+    const Pick p = w.part[(size_t)row * chunks + c];
     if (better(p.score, p.index, best, bi)) { best = p.score; bi = p.index; }
   }
-  warp_best(best, bi);
-  if (lane == 0) out[row] = bi == 0x7fffffff ? 0 : bi;  // all NaN: token 0, not an out-of-range id
+  Pick pick = block_best(best, bi);
+  if (s.has_filters()) {
+    const Row r = load_row(logits, row, vocab, a);
+    const Frame f = row_frame(w.stat + (size_t)row * chunks, chunks, r.s);
+    if (f.any) {
+      const Selection sel = select_bins(w.hist_count + (size_t)row * kBins, w.hist_mass + (size_t)row * kBins, r.s);
+      Pick q{-INFINITY, kNone};
+      if (sel.first < kBins && sel.uncertain <= (unsigned)kCap) {
+        const int n = (int)sel.uncertain;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) keys[i] = w.cand_key[(size_t)row * kCap + i];
+        __syncthreads();
+        q = resolve_candidates(r, f, sel, keys, n);
+      } else if (sel.first < kBins) {
+        q = resolve_by_search(r, a, f, sel, vocab, reinterpret_cast<float*>(keys));
+      }
+      if (better(q.score, q.index, pick.score, pick.index)) pick = q;
+    }
+  }
+  if (threadIdx.x == 0) {
+    const int token = pick.index == kNone ? 0 : pick.index;  // nothing finite: token 0, not an out-of-range id
+    out[row] = token;
+    if (s.counts_row >= 0) a.counts_rw[(size_t)s.counts_row * vocab + token] += 1;
+  }
+}
+
+// ---- logprobs ----
+
+constexpr int kMaxTop = 64;
+
+struct LpPart {
+  float max, sum;  // sum of exp(x - max)
+  int ge;          // ids with x >= the token's x
+};
+
+// Block (chunk, r): logits row rows[r].
+__global__ void logprobs_chunk_kernel(const float* __restrict__ logits, const int32_t* __restrict__ rows,
+                                      const int32_t* __restrict__ ids, int vocab, int num_top, LpPart* part,
+                                      Pick* top_part) {
+  pdl_launch_dependents();
+  pdl_wait();
+  const int r = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
+  const int row = rows[r];
+  const float* l = logits + (size_t)row * vocab;
+  const float xt = l[ids[row]];
+  const int begin = chunk * kChunk, end = min(vocab, begin + kChunk);
+  float x[kPerThread];
+  float m = -INFINITY;
+  int ge = 0;
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int v = begin + threadIdx.x + k * kThreads;
+    x[k] = v < end ? l[v] : NAN;
+    if (x[k] > m) m = x[k];
+    ge += x[k] >= xt;
+  }
+  __shared__ float smax;
+  m = warp_max(m);
+  __shared__ float wm[kThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) wm[warp] = m;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float t = wm[0];
+    for (int i = 1; i < kThreads / 32; ++i) t = fmaxf(t, wm[i]);
+    smax = t;
+  }
+  __syncthreads();
+  m = smax;
+  float sum = 0.f;
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k)
+    if (x[k] > -INFINITY) sum += expf(x[k] - m);
+  sum = block_sum(sum);
+  const unsigned total_ge = block_total((unsigned)ge);
+  if (threadIdx.x == 0) part[(size_t)r * chunks + chunk] = {m, sum, (int)total_ge};
+  // The chunk's top num_top: repeated block argmax, each winner marked taken by its owner.
+  unsigned taken = 0;
+  for (int t = 0; t < num_top; ++t) {
+    float best = -INFINITY;
+    int bi = kNone;
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      const int v = begin + threadIdx.x + k * kThreads;
+      const float y = x[k] != x[k] ? -INFINITY : x[k];  // NaN as -inf
+      if (v < end && !((taken >> k) & 1u) && (bi == kNone || y > best || (y == best && v < bi))) { best = y; bi = v; }
+    }
+    const Pick p = block_best(best, bi);
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k)
+      if (begin + threadIdx.x + k * kThreads == p.index) taken |= 1u << k;
+    if (threadIdx.x == 0) top_part[((size_t)r * chunks + chunk) * num_top + t] = p;
+  }
+}
+
+// Block per r: merges the chunks.
+__global__ void logprobs_finish_kernel(const LpPart* __restrict__ part, Pick* __restrict__ top_part,
+                                       int chunks, int num_top, const float* __restrict__ logits,
+                                       const int32_t* __restrict__ rows, const int32_t* __restrict__ ids, int vocab,
+                                       float* token_lp, int32_t* ranks, int32_t* top_ids, float* top_lp) {
+  pdl_launch_dependents();
+  pdl_wait();
+  const int r = blockIdx.x;
+  __shared__ float lse;
+  if (threadIdx.x == 0) {
+    float m = -INFINITY;
+    for (int c = 0; c < chunks; ++c) m = fmaxf(m, part[(size_t)r * chunks + c].max);
+    float s = 0.f;
+    int ge = 0;
+    for (int c = 0; c < chunks; ++c) {
+      const LpPart p = part[(size_t)r * chunks + c];
+      if (p.max > -INFINITY) s += p.sum * expf(p.max - m);
+      ge += p.ge;
+    }
+    lse = m + logf(s);
+    const int row = rows[r];
+    token_lp[r] = logits[(size_t)row * vocab + ids[row]] - lse;
+    ranks[r] = ge;
+  }
+  __syncthreads();
+  // The best of the chunks' tops, num_top times, each winner removed.
+  const int n = chunks * num_top;
+  Pick* tops = top_part + (size_t)r * n;
+  for (int t = 0; t < num_top; ++t) {
+    float best = -INFINITY;
+    int bi = kNone;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const Pick p = tops[i];
+      if (p.index != kNone && (bi == kNone || p.score > best || (p.score == best && p.index < bi))) {
+        best = p.score;
+        bi = p.index;
+      }
+    }
+    const Pick w = block_best(best, bi);
+    if (threadIdx.x == 0) {
+      top_ids[(size_t)r * num_top + t] = w.index == kNone ? 0 : w.index;
+      top_lp[(size_t)r * num_top + t] = (w.index == kNone ? -INFINITY : logits[(size_t)rows[r] * vocab + w.index]) - lse;
+    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+      if (tops[i].index == w.index) tops[i].index = kNone;
+    __syncthreads();
+  }
+}
+
+// ---- token counts ----
+
+__global__ void counts_clear_kernel(int32_t* counts, int32_t* mask, int vocab, int words) {
+  pdl_launch_dependents();
+  pdl_wait();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < vocab; i += gridDim.x * blockDim.x) {
+    counts[i] = 0;
+    if (i < words) mask[i] = 0;
+  }
+}
+__global__ void counts_fill_kernel(int32_t* counts, int32_t* mask, const int32_t* prompt, int num_prompt,
+                                   const int32_t* output, int num_output) {
+  pdl_launch_dependents();
+  pdl_wait();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < num_prompt + num_output; i += gridDim.x * blockDim.x) {
+    if (i < num_prompt) atomicOr(reinterpret_cast<unsigned*>(mask) + (prompt[i] >> 5), 1u << (prompt[i] & 31));
+    else atomicAdd(&counts[output[i - num_prompt]], 1);
+  }
 }
 
 }  // namespace
 
 size_t sample_scratch_bytes(int rows, int vocab) {
-  return sizeof(Pick) * (size_t)rows * ((vocab + kChunk - 1) / kChunk);
+  const size_t chunks = sample_chunks(vocab), B = rows;
+  return B * chunks * (sizeof(Pick) + sizeof(Stat)) + B * kBins * (sizeof(unsigned) + sizeof(unsigned long long)) +
+         B * kCap * sizeof(unsigned long long) + B * sizeof(int) + 256;
 }
 
-void launch_sample(const float* logits, const float* temperatures, const int64_t* keys, const int64_t* counters,
-                   int32_t* out, int rows, int vocab, void* scratch, cudaStream_t s) {
+void launch_sample(const float* logits, const SampleArgs& a, int rows, int vocab, void* scratch, int32_t* out,
+                   cudaStream_t s) {
   if (rows == 0) return;
-  const int chunks = (vocab + kChunk - 1) / kChunk;
-  launch("sample", sample_chunk_kernel, dim3(chunks, rows), kThreads, 0, s, logits, temperatures, keys, counters,
-         static_cast<Pick*>(scratch), vocab);
-  launch("sample (reduce)", sample_reduce_kernel, rows, 32, 0, s, static_cast<const Pick*>(scratch), chunks, out);
+  const int chunks = sample_chunks(vocab);
+  const SampleScratch w = sample_scratch(scratch, rows, vocab);
+  launch("sample (scan)", sample_scan_kernel, dim3(chunks, rows), kThreads, 0, s, logits, a, w, vocab);
+  if (a.num_filtered > 0) {
+    launch("sample (histogram)", sample_histogram_kernel, dim3(chunks, a.num_filtered), kThreads, 0, s, logits, a, w,
+           vocab);
+    launch("sample (collect)", sample_collect_kernel, dim3(chunks, a.num_filtered), kThreads, 0, s, logits, a, w, vocab);
+  }
+  launch("sample (finish)", sample_finish_kernel, rows, kFinishThreads, 0, s, logits, a, w, vocab, chunks, out);
+}
+
+int logprobs_max_top() { return kMaxTop; }
+
+size_t logprobs_scratch_bytes(int rows, int vocab, int num_top) {
+  const size_t chunks = sample_chunks(vocab);
+  return rows * chunks * (sizeof(LpPart) + sizeof(Pick) * (size_t)num_top) + 256;
+}
+
+void launch_logprobs(const float* logits, const int32_t* rows, const int32_t* ids, int num_rows, int vocab,
+                     int num_top, void* scratch, float* token_lp, int32_t* ranks, int32_t* top_ids, float* top_lp,
+                     cudaStream_t s) {
+  if (num_rows == 0) return;
+  const int chunks = sample_chunks(vocab);
+  auto* part = static_cast<LpPart*>(scratch);
+  auto* top_part = reinterpret_cast<Pick*>(part + (size_t)num_rows * chunks);
+  launch("logprobs (chunks)", logprobs_chunk_kernel, dim3(chunks, num_rows), kThreads, 0, s, logits, rows, ids, vocab,
+         num_top, part, top_part);
+  launch("logprobs (finish)", logprobs_finish_kernel, num_rows, kThreads, 0, s, static_cast<const LpPart*>(part),
+         top_part, chunks, num_top, logits, rows, ids, vocab, token_lp, ranks, top_ids,
+         top_lp);
+}
+
+void launch_reset_token_counts(int32_t* counts, int32_t* mask, int vocab, const int32_t* prompt, int num_prompt,
+                               const int32_t* output, int num_output, cudaStream_t s) {
+  const int words = (vocab + 31) / 32;
+  launch("reset_token_counts (clear)", counts_clear_kernel, (vocab + 1023) / 1024, 1024, 0, s, counts, mask, vocab,
+         words);
+  if (num_prompt + num_output > 0)
+    launch("reset_token_counts (fill)", counts_fill_kernel, (num_prompt + num_output + 255) / 256, 256, 0, s, counts,
+           mask, prompt, num_prompt, output, num_output);
 }
 
 }  // namespace nanovllm::cuda
