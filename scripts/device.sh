@@ -5,7 +5,7 @@
 #                                                           # need into .devbin/ (git-ignored), xz
 #   GPU machine:   bash scripts/device.sh [steps...]        # in a copy of the checkout with .devbin/
 # Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, base, curve, online,
-# sanitize, numerics, python.
+# sanitize, numerics, python, sampling (what sampling settings cost), fixtures (the HF sampling fixtures).
 # (No profiler step: on the H200 machine nsys recorded but could not import its report, run 34.)
 # base: the bench.py workload and batch 1 again with an older build for an A/B on one machine,
 # alternating (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there).
@@ -81,8 +81,8 @@ for step in "${STEPS[@]}"; do
       # (ClearErrors is left out: its deliberate 1 PiB cudaMalloc would count as an API error.)
       $SAN --tool memcheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter=-BackendOps.ClearErrors >"$OUT/sanitize.log" 2>&1
       note "memcheck (op tests): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
-      $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.Prefill:AttentionOps.Decode:BackendOps.RmsNorm:BackendOps.SiluMul:BackendOps.QkNormRopeStore:BackendOps.Sample' >>"$OUT/sanitize.log" 2>&1
-      note "racecheck (attention, norm, silu, rope, sample): rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
+      $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.Prefill:AttentionOps.Decode:BackendOps.RmsNorm:BackendOps.SiluMul:BackendOps.QkNormRopeStore:CudaSampling.*' >>"$OUT/sanitize.log" 2>&1
+      note "racecheck (attention, norm, silu, rope, sampling): rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
       if [[ -x $BIN/nanovllm ]]; then
         # A small model with CUDA-supported head_dim 64, graphs for batch sizes up to 8.
         $BIN/nanovllm make-model --preset tiny --head-dim 64 --out /tmp/tiny64 >>"$OUT/sanitize.log" 2>&1
@@ -177,6 +177,23 @@ for step in "${STEPS[@]}"; do
           tee -a "$OUT/numerics.log" | grep -E "^ |^model|argmax|CUDA is" | grep -v "prefix-cache\|512\|eager" -A0
         note "numerics $m: $(grep -E 'argmax equal' "$OUT/numerics.log" | tail -1); $(grep -E 'CUDA is' "$OUT/numerics.log" | tail -1)"
       done
+      ;;
+    sampling)  # what sampling settings cost: the workload and batch 1 plain, with Qwen3's settings, with logprobs
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/sampling.log" 2>&1
+      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      for round in 1 2; do  # alternating, in one call
+        for args in "" "--top-p 0.95 --top-k 20" "--logprobs 5" "--top-p 0.95"; do
+          $BIN/nanovllm bench --model /tmp/m06 --device cuda $args 2>&1 | tee -a "$OUT/sampling.log" | tail -2
+          note "sampling workload [${args:-temperature only}]: $(grep -E 'Throughput' "$OUT/sampling.log" | tail -1)"
+        done
+        for args in "" "--top-p 0.95 --top-k 20"; do
+          $BIN/nanovllm bench --model /tmp/m06 --device cuda $B1 $args 2>&1 | tee -a "$OUT/sampling.log" | tail -2
+          note "sampling batch 1 [${args:-temperature only}]: $(grep -E '^TPOT' "$OUT/sampling.log" | tail -1)"
+        done
+      done
+      ;;
+    fixtures)  # the Hugging Face sampling fixtures (tests/reference/make_sampling_fixtures.py), into $OUT/sampling
+      python3 tests/reference/make_sampling_fixtures.py "$OUT/sampling" 2>&1 | tail -3 | tee -a "$SUMMARY"
       ;;
     python)  # the Python package (packed with PY_FOR_DEVICE): nano-vLLM's bench.py beside `nanovllm bench`
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/python.log" 2>&1
