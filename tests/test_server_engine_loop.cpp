@@ -84,6 +84,56 @@ TEST(ServerEngineLoop, ConcurrentSubmissionsGetHfGreedyTokens) {
   loop.stop();
 }
 
+// The engine loop hands each step's logprobs with its tokens, and the prompt's logprobs with each
+// choice's end: the same as LLM::generate returns for the same request.
+TEST(ServerEngineLoop, LogprobsComeWithTheirTokensAndPromptLogprobsWithTheEnd) {
+  Fixture fx = load_fixture();
+  LLM llm(tiny(), cfg());
+  Metrics metrics("tiny");
+  EngineLoop loop(llm, metrics, 64);
+  loop.start();
+  SamplingParams sp = greedy(6);
+  sp.n = 2;
+  sp.logprobs = 3;
+  sp.prompt_logprobs = 2;
+  auto ch = std::make_shared<RequestChannel>();
+  ASSERT_EQ(loop.submit(ch, {SubRequest{fx.ids[0], sp}}), Admission::accepted);
+  ASSERT_EQ(ch->wait_admitted(), "");
+  std::map<int, std::vector<PositionLogprobs>> logprobs;
+  std::map<int, std::shared_ptr<const std::vector<PositionLogprobs>>> prompt_logprobs;
+  Collected c = collect(*ch, 2, [&](const ChoiceEvent& e) {
+    ASSERT_EQ(e.logprobs.size(), e.new_token_ids.size());
+    for (size_t k = 0; k < e.logprobs.size(); ++k) EXPECT_EQ(e.logprobs[k].token_id, e.new_token_ids[k]);
+    logprobs[e.index].insert(logprobs[e.index].end(), e.logprobs.begin(), e.logprobs.end());
+    if (e.finished) prompt_logprobs[e.index] = e.prompt_logprobs;
+    else EXPECT_EQ(e.prompt_logprobs, nullptr);
+  });
+  loop.stop();
+
+  // The loop is stopped: the LLM is this thread's again.
+  RequestOutput ref = llm.generate(std::vector<std::vector<int32_t>>{fx.ids[0]}, sp, false).at(0);
+  ASSERT_EQ(ref.prompt_logprobs.size(), fx.ids[0].size() - 1);
+  auto same = [](const PositionLogprobs& a, const PositionLogprobs& b) {
+    EXPECT_EQ(a.token_id, b.token_id);
+    EXPECT_NEAR(a.logprob, b.logprob, 1e-5);
+    EXPECT_EQ(a.rank, b.rank);
+    ASSERT_EQ(a.top.size(), b.top.size());
+    for (size_t k = 0; k < a.top.size(); ++k) EXPECT_EQ(a.top[k].token_id, b.top[k].token_id);
+  };
+  for (int j = 0; j < 2; ++j) {
+    EXPECT_EQ(c.tokens[j], ref.outputs[j].token_ids) << "choice " << j;
+    ASSERT_EQ(logprobs[j].size(), ref.outputs[j].logprobs.size());
+    for (size_t k = 0; k < logprobs[j].size(); ++k) same(logprobs[j][k], ref.outputs[j].logprobs[k]);
+    ASSERT_NE(prompt_logprobs[j], nullptr) << "choice " << j;
+    ASSERT_EQ(prompt_logprobs[j]->size(), ref.prompt_logprobs.size());
+    for (size_t k = 0; k < ref.prompt_logprobs.size(); ++k) {
+      same((*prompt_logprobs[j])[k], ref.prompt_logprobs[k]);
+      EXPECT_EQ((*prompt_logprobs[j])[k].token_id, fx.ids[0][k + 1]);  // the prompt's own tokens, from the second
+    }
+  }
+  EXPECT_EQ(prompt_logprobs[0], prompt_logprobs[1]);  // one list, shared by the request's choices
+}
+
 TEST(ServerEngineLoop, AbortEndsTheRequestAndFreesItsBlocks) {
   Fixture fx = load_fixture();
   LLM llm(tiny(), cfg());

@@ -1,6 +1,8 @@
-// Request parsing of the OpenAI server: accepted shapes, and the 400 (with the parameter named)
-// for every kind of bad input the issue lists.
+// Request parsing of the OpenAI server: accepted shapes, the sampling and logprobs parameters,
+// and the 400 (with the parameter named) for every kind of bad input the issue lists.
 #include <gtest/gtest.h>
+
+#include <map>
 
 #include "server/api_error.h"
 #include "server/request.h"
@@ -111,29 +113,134 @@ TEST(ServerRequest, WrongTypesAndRanges) {
   EXPECT_EQ(param_of_error(R"({"messages":[{"role":"user","content":"x"}],"prompt":"a"})", Endpoint::chat), "prompt");
 }
 
-TEST(ServerRequest, UnsupportedSamplingIsRefusedByName) {
-  EXPECT_EQ(param_of_error(R"({"prompt":"a","top_p":0.9})"), "top_p");
-  EXPECT_EQ(param_of_error(R"({"prompt":"a","top_k":40})"), "top_k");
-  EXPECT_EQ(param_of_error(R"({"prompt":"a","min_p":0.1})"), "min_p");
-  EXPECT_EQ(param_of_error(R"({"prompt":"a","presence_penalty":0.5})"), "presence_penalty");
-  EXPECT_EQ(param_of_error(R"({"prompt":"a","frequency_penalty":-1})"), "frequency_penalty");
-  EXPECT_EQ(param_of_error(R"({"prompt":"a","repetition_penalty":1.2})"), "repetition_penalty");
-  EXPECT_EQ(param_of_error(R"({"prompt":"a","logprobs":2})"), "logprobs");
-  EXPECT_EQ(param_of_error(R"({"messages":[{"role":"user","content":"x"}],"logprobs":true})", Endpoint::chat),
-            "logprobs");
-  EXPECT_EQ(param_of_error(R"({"prompt":"a","echo":true})"), "echo");
+const char* kChat = R"("messages":[{"role":"user","content":"x"}])";
+
+std::string chat_body(const std::string& fields) { return std::string("{") + kChat + "," + fields + "}"; }
+
+TEST(ServerRequest, SamplingParameters) {
+  auto r = parse_request(R"({"prompt":"a","top_p":0.9,"top_k":40,"min_p":0.1,"repetition_penalty":1.2,
+                             "presence_penalty":-0.5,"frequency_penalty":2,"min_tokens":3,
+                             "logit_bias":{"5":1.5,"77":-200,"9":150}})",
+                         Endpoint::completions);
+  EXPECT_FLOAT_EQ(*r.top_p, 0.9f);
+  EXPECT_EQ(r.top_k, 40);
+  EXPECT_FLOAT_EQ(*r.min_p, 0.1f);
+  EXPECT_FLOAT_EQ(*r.repetition_penalty, 1.2f);
+  EXPECT_FLOAT_EQ(*r.presence_penalty, -0.5f);
+  EXPECT_FLOAT_EQ(*r.frequency_penalty, 2.0f);
+  EXPECT_EQ(r.min_tokens, 3);
+  // vLLM clamps biases to [-100, 100].
+  EXPECT_EQ(r.logit_bias, (std::map<int32_t, float>{{5, 1.5f}, {9, 100.0f}, {77, -100.0f}}));
+
+  // Left out or null: unset, so the server's defaults (generation_config.json) apply.
+  r = parse_request(R"({"prompt":"a","temperature":null,"top_p":null,"top_k":null,"min_p":null,
+                        "repetition_penalty":null,"presence_penalty":null,"frequency_penalty":null,
+                        "logit_bias":null,"min_tokens":null})",
+                    Endpoint::completions);
+  EXPECT_FALSE(r.temperature || r.top_p || r.top_k || r.min_p || r.repetition_penalty || r.presence_penalty ||
+               r.frequency_penalty);
+  EXPECT_TRUE(r.logit_bias.empty());
+  EXPECT_EQ(r.min_tokens, 0);
+
+  // The edges of each range are in it; -1 and 0 are both "off" for top_k.
+  EXPECT_NO_THROW(parse_request(R"({"prompt":"a","top_p":1,"top_k":-1,"min_p":0,"temperature":2,
+                                    "presence_penalty":-2,"frequency_penalty":-2})",
+                                Endpoint::completions));
+  EXPECT_NO_THROW(parse_request(R"({"prompt":"a","top_p":1e-9,"top_k":0,"min_p":1,"temperature":0,
+                                    "presence_penalty":2,"frequency_penalty":2,"repetition_penalty":1e-6})",
+                                Endpoint::completions));
+}
+
+TEST(ServerRequest, SamplingParametersOutOfRangeNameTheParameter) {
+  for (const char* field : {R"("top_p":0)", R"("top_p":1.01)", R"("top_p":-0.5)", R"("top_p":"0.5")"})
+    EXPECT_EQ(param_of_error(std::string(R"({"prompt":"a",)") + field + "}"), "top_p") << field;
+  for (const char* field : {R"("top_k":-2)", R"("top_k":1.5)", R"("top_k":3000000000)", R"("top_k":true)"})
+    EXPECT_EQ(param_of_error(std::string(R"({"prompt":"a",)") + field + "}"), "top_k") << field;
+  for (const char* field : {R"("min_p":-0.01)", R"("min_p":1.5)"})
+    EXPECT_EQ(param_of_error(std::string(R"({"prompt":"a",)") + field + "}"), "min_p") << field;
+  for (const char* field : {R"("repetition_penalty":0)", R"("repetition_penalty":-1)", R"("repetition_penalty":1e39)"})
+    EXPECT_EQ(param_of_error(std::string(R"({"prompt":"a",)") + field + "}"), "repetition_penalty") << field;
+  for (const char* field : {R"("presence_penalty":2.5)", R"("presence_penalty":-2.01)"})
+    EXPECT_EQ(param_of_error(std::string(R"({"prompt":"a",)") + field + "}"), "presence_penalty") << field;
+  for (const char* field : {R"("frequency_penalty":3)", R"("frequency_penalty":-3)"})
+    EXPECT_EQ(param_of_error(std::string(R"({"prompt":"a",)") + field + "}"), "frequency_penalty") << field;
+  for (const char* field : {R"("temperature":2.5)", R"("temperature":-1)"})
+    EXPECT_EQ(param_of_error(std::string(R"({"prompt":"a",)") + field + "}"), "temperature") << field;
+  for (const char* field : {R"("min_tokens":-1)", R"("min_tokens":"2")"})
+    EXPECT_EQ(param_of_error(std::string(R"({"prompt":"a",)") + field + "}"), "min_tokens") << field;
+  // logit_bias: an object of integer token ids to numbers.
+  for (const char* field : {R"("logit_bias":{"a":1})", R"("logit_bias":{"1.5":1})", R"("logit_bias":{"":1})",
+                            R"("logit_bias":{"-3":1})", R"("logit_bias":{"99999999999":1})",
+                            R"("logit_bias":{"5":"x"})", R"("logit_bias":{"5":null})", R"("logit_bias":[1,2])",
+                            R"("logit_bias":{"5 ":1})"})
+    EXPECT_EQ(param_of_error(std::string(R"({"prompt":"a",)") + field + "}"), "logit_bias") << field;
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","seed":1.5})"), "seed");
+}
+
+TEST(ServerRequest, LogprobsAndEcho) {
+  // Completions: an integer count; null and false are none.
+  auto r = parse_request(R"({"prompt":"a","logprobs":3,"echo":true,"prompt_logprobs":2})", Endpoint::completions);
+  EXPECT_EQ(r.logprobs, 3);
+  EXPECT_EQ(r.prompt_logprobs, 2);
+  EXPECT_TRUE(r.echo);
+  r = parse_request(R"({"prompt":"a","logprobs":0})", Endpoint::completions);
+  EXPECT_EQ(r.logprobs, 0);
+  r = parse_request(R"({"prompt":"a","logprobs":null,"echo":false,"prompt_logprobs":null})", Endpoint::completions);
+  EXPECT_FALSE(r.logprobs || r.prompt_logprobs || r.echo);
+  r = parse_request(R"({"prompt":"a","logprobs":false})", Endpoint::completions);
+  EXPECT_FALSE(r.logprobs);
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","logprobs":-1})"), "logprobs");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","logprobs":true})"), "logprobs");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","logprobs":"2"})"), "logprobs");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","prompt_logprobs":-1})"), "prompt_logprobs");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","echo":1})"), "echo");
+  // As vLLM: prompt logprobs come with the finished request, so not with a stream.
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","prompt_logprobs":1,"stream":true})"), "prompt_logprobs");
+  EXPECT_NO_THROW(parse_request(R"({"prompt":"a","logprobs":2,"echo":true,"stream":true})", Endpoint::completions));
+
+  // Chat: logprobs is a switch, top_logprobs the count (0 when left out).
+  r = parse_request(chat_body(R"("logprobs":true,"top_logprobs":4)"), Endpoint::chat);
+  EXPECT_EQ(r.logprobs, 4);
+  r = parse_request(chat_body(R"("logprobs":true)"), Endpoint::chat);
+  EXPECT_EQ(r.logprobs, 0);
+  r = parse_request(chat_body(R"("logprobs":false,"top_logprobs":0)"), Endpoint::chat);
+  EXPECT_FALSE(r.logprobs);
+  EXPECT_EQ(param_of_error(chat_body(R"("top_logprobs":2)"), Endpoint::chat), "top_logprobs");  // logprobs not on
+  EXPECT_EQ(param_of_error(chat_body(R"("logprobs":false,"top_logprobs":2)"), Endpoint::chat), "top_logprobs");
+  EXPECT_EQ(param_of_error(chat_body(R"("logprobs":true,"top_logprobs":-1)"), Endpoint::chat), "top_logprobs");
+  EXPECT_EQ(param_of_error(chat_body(R"("logprobs":2)"), Endpoint::chat), "logprobs");
+  // Chat has neither echo nor prompt_logprobs here.
+  EXPECT_EQ(param_of_error(chat_body(R"("echo":true)"), Endpoint::chat), "echo");
+  EXPECT_EQ(param_of_error(chat_body(R"("prompt_logprobs":1)"), Endpoint::chat), "prompt_logprobs");
+}
+
+TEST(ServerRequest, NumbersBeyondDoubleAreA400NamingTheField) {
+  // nlohmann refuses 1e400 while parsing (not as infinity); the field is found all the same.
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","temperature":1e400})"), "temperature");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","max_tokens":1e400})"), "max_tokens");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","top_p":-1e400})"), "top_p");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","logit_bias":{"5":1e400}})"), "logit_bias");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","metadata":{"x":[1,{"y":2}]},"seed":[1e999]})"), "seed");
+  EXPECT_EQ(param_of_error(chat_body(R"("top_logprobs":1e400)"), Endpoint::chat), "top_logprobs");
+  EXPECT_EQ(param_of_error("1e400"), "");  // the body itself: nothing to name
+  // Tiny numbers underflow to 0, which is a number like any other.
+  EXPECT_FLOAT_EQ(*parse_request(R"({"prompt":"a","min_p":1e-400})", Endpoint::completions).min_p, 0.0f);
+}
+
+TEST(ServerRequest, UnsupportedFeaturesAreRefusedByName) {
   EXPECT_EQ(param_of_error(R"({"prompt":"a","best_of":3})"), "best_of");
-  EXPECT_EQ(param_of_error(R"({"prompt":"a","logit_bias":{"5":1}})"), "logit_bias");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","length_penalty":0.5})"), "length_penalty");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","use_beam_search":true})"), "use_beam_search");
   EXPECT_EQ(param_of_error(R"({"prompt":"a","suffix":"x"})"), "suffix");
-  EXPECT_EQ(param_of_error(R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})",
-                           Endpoint::chat),
-            "tools");
-  EXPECT_EQ(param_of_error(R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}})",
-                           Endpoint::chat),
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","bad_words":["x"]})"), "bad_words");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","guided_json":{}})"), "guided_json");
+  EXPECT_EQ(param_of_error(R"({"prompt":"a","allowed_token_ids":[1]})"), "allowed_token_ids");
+  EXPECT_EQ(param_of_error(chat_body(R"("tools":[{"type":"function"}])"), Endpoint::chat), "tools");
+  EXPECT_EQ(param_of_error(chat_body(R"("response_format":{"type":"json_object"})"), Endpoint::chat),
             "response_format");
   // Their "off" values are accepted.
-  EXPECT_NO_THROW(parse_request(R"({"prompt":"a","top_k":0,"min_p":0,"best_of":1,"echo":false,"logit_bias":{},
-                                    "suffix":null,"top_p":null})",
+  EXPECT_NO_THROW(parse_request(R"({"prompt":"a","best_of":1,"length_penalty":1,"suffix":null,"bad_words":[],
+                                    "use_beam_search":false})",
                                 Endpoint::completions));
 }
 

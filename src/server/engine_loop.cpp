@@ -123,7 +123,12 @@ void EngineLoop::admit(Submission& s) {
       const int prompt_tokens = static_cast<int>(sub.prompt_token_ids.size()), n = sub.params.n;
       int64_t id = llm_.add_request(std::move(sub.prompt_token_ids), sub.params);
       ids.push_back(id);
-      live_[id] = Live{s.channel, first_choice, prompt_tokens, std::vector<Live::Sample>(n), 0};
+      Live& live = live_[id];
+      live.channel = s.channel;
+      live.first_choice = first_choice;
+      live.prompt_tokens = prompt_tokens;
+      live.samples.resize(n);
+      live.wants_prompt_logprobs = sub.params.prompt_logprobs.has_value();
       first_choice += n;
       metrics_.on_prompt(prompt_tokens);
     }
@@ -181,21 +186,44 @@ void EngineLoop::finish(int64_t id, int index, FinishReason reason) {
   ev.index = live.first_choice + index;
   ev.finished = true;
   ev.finish_reason = reason;
-  if (++live.num_done == static_cast<int>(live.samples.size())) {
-    // Frees the blocks of any sample still running, and drops the kept output: the text was
-    // streamed as it came.
-    llm_.abort_request(id);
-    live_.erase(it);
-    auto cit = channel_ids_.find(channel.get());
-    if (cit != channel_ids_.end()) {
-      std::erase(cit->second, id);
-      if (cit->second.empty()) channel_ids_.erase(cit);
-    }
+  if (reason == FinishReason::abort) ++live.num_aborted;
+  if (++live.num_done < static_cast<int>(live.samples.size())) {
+    if (live.wants_prompt_logprobs) live.held.push_back(std::move(ev));
+    else channel->push(std::move(ev));
+    return;
   }
-  channel->push(std::move(ev));
+  std::vector<ChoiceEvent> events = std::move(live.held);
+  events.push_back(std::move(ev));
+  retire(id, live, events);
+  live_.erase(it);
+  auto cit = channel_ids_.find(channel.get());
+  if (cit != channel_ids_.end()) {
+    std::erase(cit->second, id);
+    if (cit->second.empty()) channel_ids_.erase(cit);
+  }
+  for (ChoiceEvent& e : events) channel->push(std::move(e));
 }
 
-void EngineLoop::on_tokens(Live& live, const StepOutput& out, double now) {
+void EngineLoop::retire(int64_t id, const Live& live, std::vector<ChoiceEvent>& events) {
+  if (live.wants_prompt_logprobs && live.num_aborted == 0) {
+    try {
+      auto prompt_logprobs =
+          std::make_shared<const std::vector<PositionLogprobs>>(llm_.take_output(id).prompt_logprobs);
+      for (ChoiceEvent& e : events) e.prompt_logprobs = prompt_logprobs;
+      return;
+    } catch (const std::exception& e) {
+      // Not expected (every sample ended in the engine): answer "abort" rather than leave the
+      // prompt's logprobs out.
+      std::fprintf(stderr, "nanovllm serve: the output of request %lld: %s\n", static_cast<long long>(id), e.what());
+      for (ChoiceEvent& ev : events) ev.finish_reason = FinishReason::abort;
+    }
+  }
+  // Frees the blocks of any sample still running, and drops the kept output: the text was
+  // streamed as it came.
+  llm_.abort_request(id);
+}
+
+void EngineLoop::on_tokens(Live& live, StepOutput& out, double now) {
   Live::Sample& s = live.samples[out.index];
   const int n = static_cast<int>(out.new_token_ids.size());
   if (n > 0) {
@@ -212,8 +240,9 @@ void EngineLoop::on_tokens(Live& live, const StepOutput& out, double now) {
   if (n > 0 || !out.text.empty()) {
     ChoiceEvent ev;
     ev.index = live.first_choice + out.index;
-    ev.new_token_ids = out.new_token_ids;
-    ev.text = out.text;
+    ev.new_token_ids = std::move(out.new_token_ids);
+    ev.logprobs = std::move(out.logprobs);
+    ev.text = std::move(out.text);
     live.channel->push(std::move(ev));
   }
 }
@@ -231,10 +260,10 @@ void EngineLoop::step_once() {
     return;
   }
   const double now = steady_seconds();
-  for (const StepOutput& out : outs) {
+  for (StepOutput& out : outs) {
     auto it = live_.find(out.request_id);
     if (it == live_.end()) continue;
-    on_tokens(it->second, out, now);
+    on_tokens(it->second, out, now);  // moves the tokens, logprobs and text out
     if (out.finished) finish(out.request_id, out.index, out.finish_reason);
   }
 }

@@ -23,9 +23,14 @@ namespace nanovllm::server {
 struct ChoiceEvent {
   int index = 0;
   std::vector<int32_t> new_token_ids;
+  std::vector<PositionLogprobs> logprobs;  // of new_token_ids, when the request asked for logprobs
   std::string text;
   bool finished = false;
   FinishReason finish_reason = FinishReason::none;  // when finished
+  // On the finishing event of each choice of a request that asked for prompt logprobs (the
+  // engine hands them over only once the request has ended): prompt positions 1.., shared by
+  // the request's n choices. Null when the request was aborted.
+  std::shared_ptr<const std::vector<PositionLogprobs>> prompt_logprobs;
 };
 
 // One HTTP request's mailbox: the engine loop pushes, the handler thread waits and pops.
@@ -95,7 +100,11 @@ class EngineLoop {
       bool done = false;
     };
     std::vector<Sample> samples;
-    int num_done = 0;
+    int num_done = 0, num_aborted = 0;
+    // With prompt logprobs, the finished samples' events wait for the last one: the prompt
+    // logprobs come with the request's output, once every sample has ended.
+    bool wants_prompt_logprobs = false;
+    std::vector<ChoiceEvent> held;
   };
 
   void run();
@@ -105,7 +114,10 @@ class EngineLoop {
   // Sample `index` of engine request `id` ended: tells its channel, counts it; the request is
   // retired once all its samples are.
   void finish(int64_t id, int index, FinishReason reason);
-  void on_tokens(Live& live, const StepOutput& out, double now);
+  // Ends engine request `id` (every sample done): gives `events` its prompt logprobs when it
+  // asked for them and ran to the end, and frees it.
+  void retire(int64_t id, const Live& live, std::vector<ChoiceEvent>& events);
+  void on_tokens(Live& live, StepOutput& out, double now);
   void step_once();
   void publish_stats(bool force);
 

@@ -1,10 +1,11 @@
-// Generation: events to text to OpenAI's completion and chat response shapes.
+// Generation: events to pieces (text and logprobs) to OpenAI's completion and chat response shapes.
 #include "server/generation.h"
 
 #include <chrono>
 #include <random>
 
 #include "server/api_error.h"
+#include "server/logprobs.h"
 #include "server/sse.h"
 
 namespace nanovllm::server {
@@ -22,17 +23,17 @@ std::string random_id(const char* prefix) {
 
 }  // namespace
 
-Generation::Generation(const CompletionRequest& req, const PreparedRequest& prep, std::string model_name,
-                       EngineLoop& engine, std::shared_ptr<RequestChannel> channel)
-    : req_(req), prompt_tokens_(prep.prompt_tokens), engine_(engine), channel_(std::move(channel)),
-      id_(random_id(req.endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-")), model_(std::move(model_name)),
+Generation::Generation(const CompletionRequest& req, const PreparedRequest& prep, const Tokenizer& tok,
+                       std::string model_name, EngineLoop& engine, std::shared_ptr<RequestChannel> channel)
+    : req_(req), prompt_tokens_(prep.prompt_tokens), echoes_(prep.echoes), tok_(tok), engine_(engine),
+      channel_(std::move(channel)), id_(random_id(req.endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-")),
+      model_(std::move(model_name)),
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()) {
   choices_.resize(prep.prompt_tokens.size() * static_cast<size_t>(req.n));
 }
 
-void Generation::apply(std::vector<ChoiceEvent>& events,
-                       const std::function<void(int, const std::string&, bool)>& on_delta) {
+void Generation::apply(std::vector<ChoiceEvent>& events, const OnPiece& on_piece) {
   for (auto& ev : events) {
     if (ev.index < 0 || ev.index >= static_cast<int>(choices_.size())) continue;
     Choice& c = choices_[ev.index];
@@ -41,9 +42,72 @@ void Generation::apply(std::vector<ChoiceEvent>& events,
     if (ev.finished) {
       c.done = true;
       c.finish_reason = ev.finish_reason;
+      c.prompt_logprobs = std::move(ev.prompt_logprobs);
     }
-    if (!ev.text.empty() || c.done) on_delta(ev.index, ev.text, c.done);
+    if (req_.echo && !c.echoed) {
+      // The prompt's logprobs come only with the choice's end: until then its events wait, so
+      // the prompt still leads.
+      if (req_.logprobs && !c.done) {
+        c.held.push_back(std::move(ev));
+        continue;
+      }
+      c.echoed = true;
+      on_piece(ev.index, echo_piece(ev.index));
+      for (ChoiceEvent& h : c.held) emit(ev.index, h, on_piece);
+      c.held.clear();
+    }
+    emit(ev.index, ev, on_piece);
   }
+}
+
+void Generation::emit(int index, ChoiceEvent& ev, const OnPiece& on_piece) {
+  // As vLLM: a step's tokens' logprobs go with that step's text, even when the engine held the
+  // text back (a possible stop string, an unfinished character).
+  const bool has_logprobs = req_.logprobs && !ev.logprobs.empty();
+  if (ev.text.empty() && !ev.finished && !has_logprobs) return;
+  Piece p;
+  p.text = std::move(ev.text);
+  if (has_logprobs) p.logprobs = render_logprobs(choices_[index], ev.logprobs);
+  p.finished = ev.finished;
+  on_piece(index, std::move(p));
+}
+
+Generation::Piece Generation::echo_piece(int index) {
+  Choice& c = choices_[index];
+  const PromptEcho& echo = echoes_.at(static_cast<size_t>(index / req_.n));
+  Piece p;
+  p.text = echo.text;
+  // Without the prompt's logprobs (an aborted request) the piece has none rather than a part.
+  if (req_.logprobs && c.prompt_logprobs) {
+    p.logprobs = empty_completion_logprobs();
+    append_unscored_token(tok_, echo.first_token_id, p.logprobs, c.text_offset);
+    for (const PositionLogprobs& pos : *c.prompt_logprobs)
+      append_completion_position(tok_, pos, *req_.logprobs, p.logprobs, c.text_offset);
+  }
+  return p;
+}
+
+json Generation::render_logprobs(Choice& c, const std::vector<PositionLogprobs>& positions) const {
+  if (req_.endpoint == Endpoint::chat) {
+    json content = json::array();
+    for (const PositionLogprobs& p : positions) content.push_back(chat_logprob_entry(tok_, p, *req_.logprobs));
+    return {{"content", std::move(content)}};
+  }
+  json out = empty_completion_logprobs();
+  for (const PositionLogprobs& p : positions) append_completion_position(tok_, p, *req_.logprobs, out, c.text_offset);
+  return out;
+}
+
+// Both logprobs shapes are objects of lists: a piece's lists extend the choice's.
+void Generation::add_to_output(Choice& c, Piece piece) {
+  c.output += piece.text;
+  if (piece.logprobs.is_null()) return;
+  if (c.logprobs.is_null()) {
+    c.logprobs = std::move(piece.logprobs);
+    return;
+  }
+  for (auto& [key, list] : piece.logprobs.items())
+    for (auto& x : list) c.logprobs[key].push_back(std::move(x));
 }
 
 bool Generation::all_done() const {
@@ -81,24 +145,16 @@ json Generation::run_to_completion() {
   std::vector<ChoiceEvent> events;
   while (!all_done()) {
     if (!wait(events)) continue;
-    apply(events, [&](int i, const std::string& delta, bool) { choices_[i].output += delta; });
+    apply(events, [&](int i, Piece p) { add_to_output(choices_[i], std::move(p)); });
     events.clear();
   }
   if (gone_) throw ApiError(499, "the client closed the connection", "", "client_closed_request");
   json choices = json::array();
   for (size_t i = 0; i < choices_.size(); ++i) {
-    const Choice& c = choices_[i];
-    if (c.finish_reason == FinishReason::abort)
+    if (choices_[i].finish_reason == FinishReason::abort)
       throw ApiError(503, "the request was aborted: the server is shutting down or the engine failed", "",
                      "request_aborted");
-    if (req_.endpoint == Endpoint::chat) {
-      choices.push_back({{"index", i},
-                         {"message", {{"role", "assistant"}, {"content", c.output}}},
-                         {"logprobs", nullptr},
-                         {"finish_reason", to_string(c.finish_reason)}});
-    } else {
-      choices.push_back({{"index", i}, {"text", c.output}, {"logprobs", nullptr}, {"finish_reason", to_string(c.finish_reason)}});
-    }
+    choices.push_back(full_choice(static_cast<int>(i)));
   }
   return {{"id", id_},
           {"object", req_.endpoint == Endpoint::chat ? "chat.completion" : "text_completion"},
@@ -108,17 +164,37 @@ json Generation::run_to_completion() {
           {"usage", usage()}};
 }
 
-json Generation::chunk(int index, const std::string& text, bool finished, bool first) const {
+json Generation::full_choice(int index) const {
+  const Choice& c = choices_[index];
+  const bool chat = req_.endpoint == Endpoint::chat;
+  json logprobs = nullptr;
+  if (req_.logprobs) {
+    // A choice with no tokens at all still gets the (empty) object it asked for.
+    if (!c.logprobs.is_null()) logprobs = c.logprobs;
+    else logprobs = chat ? json{{"content", json::array()}} : empty_completion_logprobs();
+  }
+  json choice = {{"index", index}};
+  if (chat) choice["message"] = {{"role", "assistant"}, {"content", c.output}};
+  else choice["text"] = c.output;
+  choice["logprobs"] = std::move(logprobs);
+  choice["finish_reason"] = to_string(c.finish_reason);
+  if (req_.prompt_logprobs)
+    choice["prompt_logprobs"] =
+        c.prompt_logprobs ? vllm_prompt_logprobs(tok_, *c.prompt_logprobs, *req_.prompt_logprobs) : json(nullptr);
+  return choice;
+}
+
+json Generation::chunk(int index, const Piece& piece, bool first) const {
   json choice;
   if (req_.endpoint == Endpoint::chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
-    if (first || !text.empty()) delta["content"] = text;
-    choice = {{"index", index}, {"delta", std::move(delta)}, {"logprobs", nullptr}};
+    if (first || !piece.text.empty()) delta["content"] = piece.text;
+    choice = {{"index", index}, {"delta", std::move(delta)}, {"logprobs", piece.logprobs}};
   } else {
-    choice = {{"index", index}, {"text", text}, {"logprobs", nullptr}};
+    choice = {{"index", index}, {"text", piece.text}, {"logprobs", piece.logprobs}};
   }
-  choice["finish_reason"] = finished ? json(to_string(choices_[index].finish_reason)) : json(nullptr);
+  choice["finish_reason"] = piece.finished ? json(to_string(choices_[index].finish_reason)) : json(nullptr);
   json j = {{"id", id_},
             {"object", req_.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
             {"created", created_},
@@ -132,16 +208,14 @@ bool Generation::stream(const std::function<bool(const std::string&)>& write) {
   bool ok = true;
   // Chat opens each choice with the assistant role, as OpenAI does, before any token.
   if (req_.endpoint == Endpoint::chat)
-    for (size_t i = 0; i < choices_.size() && ok; ++i) ok = write(sse_event(chunk(static_cast<int>(i), "", false, true)));
+    for (size_t i = 0; i < choices_.size() && ok; ++i) ok = write(sse_event(chunk(static_cast<int>(i), Piece{}, true)));
   std::vector<ChoiceEvent> events;
   std::string batch;
   while (ok && !all_done() && !gone_) {
     if (!wait(events)) continue;
     // One write per wake-up: every chunk that became ready in this engine step goes out together.
     batch.clear();
-    apply(events, [&](int i, const std::string& delta, bool finished) {
-      batch += sse_event(chunk(i, delta, finished, false));
-    });
+    apply(events, [&](int i, Piece p) { batch += sse_event(chunk(i, p, false)); });
     events.clear();
     if (!batch.empty()) ok = write(batch);
   }

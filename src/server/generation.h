@@ -13,13 +13,15 @@
 #include "server/engine_loop.h"
 #include "server/prepare.h"
 #include "server/request.h"
+#include "tokenizer/tokenizer.h"
 
 namespace nanovllm::server {
 
 class Generation {
  public:
-  Generation(const CompletionRequest& req, const PreparedRequest& prep, std::string model_name, EngineLoop& engine,
-             std::shared_ptr<RequestChannel> channel);
+  // `tok` names the tokens of logprobs.
+  Generation(const CompletionRequest& req, const PreparedRequest& prep, const Tokenizer& tok, std::string model_name,
+             EngineLoop& engine, std::shared_ptr<RequestChannel> channel);
 
   // Blocks until every choice has finished; returns the chat.completion / text_completion object.
   // A choice that ended in "abort" (shutdown, engine failure) makes it throw ApiError 503.
@@ -36,22 +38,44 @@ class Generation {
   void set_client_gone(std::function<bool()> f) { client_gone_ = std::move(f); }
 
  private:
+  // What a choice's client gets at once: one chunk when streaming. A choice's pieces, joined,
+  // are its full answer, so the stream and the full object always agree.
+  struct Piece {
+    std::string text;
+    nlohmann::json logprobs;  // this piece's tokens' (completions' object or chat's {"content"}); null: none
+    bool finished = false;
+  };
   struct Choice {
     int num_tokens = 0;
     bool done = false;
     FinishReason finish_reason = FinishReason::none;
-    std::string output;  // non-streaming: all text so far
+    bool echoed = false;            // echo: the prompt's piece went out
+    std::vector<ChoiceEvent> held;  // echo with logprobs: events waiting for the prompt's logprobs
+    int64_t text_offset = 0;        // completions: text_offset of the next token
+    std::shared_ptr<const std::vector<PositionLogprobs>> prompt_logprobs;  // from the finishing event
+    std::string output;             // non-streaming: all text so far
+    nlohmann::json logprobs;        // non-streaming: all logprobs so far
   };
+  using OnPiece = std::function<void(int, Piece)>;
   // Waits for the next events; false when none came in time (and then checks the client).
   bool wait(std::vector<ChoiceEvent>& events);
-  // Applies the channel's events; for each change calls on_delta(index, text, finished).
-  void apply(std::vector<ChoiceEvent>& events, const std::function<void(int, const std::string&, bool)>& on_delta);
+  // Applies the channel's events; calls on_piece(index, piece) for what each choice's client sees,
+  // in order (an echo first).
+  void apply(std::vector<ChoiceEvent>& events, const OnPiece& on_piece);
+  // The piece of one event (none for an event with nothing to show).
+  void emit(int index, ChoiceEvent& ev, const OnPiece& on_piece);
+  Piece echo_piece(int index);
+  nlohmann::json render_logprobs(Choice& c, const std::vector<PositionLogprobs>& positions) const;
+  static void add_to_output(Choice& c, Piece piece);
   bool all_done() const;
   nlohmann::json usage() const;
-  nlohmann::json chunk(int index, const std::string& text, bool finished, bool first) const;
+  nlohmann::json full_choice(int index) const;
+  nlohmann::json chunk(int index, const Piece& piece, bool first) const;
 
   const CompletionRequest& req_;
   std::vector<int> prompt_tokens_;
+  std::vector<PromptEcho> echoes_;
+  const Tokenizer& tok_;
   EngineLoop& engine_;
   std::shared_ptr<RequestChannel> channel_;
   std::string id_, model_;

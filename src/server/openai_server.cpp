@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/generation_config.h"
 #include "server/api_error.h"
 #include "server/connection.h"
 #include "server/generation.h"
@@ -59,6 +60,12 @@ OpenAIServer::OpenAIServer(LLM& llm, ServerConfig config)
                              "' has no tokenizer.json; the server needs one to read and write text");
   limits_.max_model_len = llm.config().max_model_len;
   limits_.vocab_size = llm.vocab_size();  // can exceed the tokenizer's: padded rows
+  limits_.max_logprobs = llm.config().max_logprobs;
+  defaults_.params = llm.default_sampling_params();
+  // Whether the generation config sets max_new_tokens is not in default_sampling_params(), whose
+  // max_tokens always has a value: read the same file the engine read.
+  defaults_.max_new_tokens =
+      load_generation_defaults(llm.config().model, llm.config().generation_config).max_new_tokens;
   routes();
 }
 
@@ -213,9 +220,10 @@ std::shared_ptr<OpenAIServer::Call> OpenAIServer::admit(const httplib::Request& 
     throw ApiError(400, "The model '" + call->req.model + "' does not exist; this server serves '" +
                             config_.served_model_name + "'",
                    "model", "model_not_found");
-  call->prep = prepare(call->req, llm_.tokenizer(), limits_);
+  call->prep = prepare(call->req, llm_.tokenizer(), limits_, defaults_);
   auto channel = std::make_shared<RequestChannel>();
-  call->gen = std::make_unique<Generation>(call->req, call->prep, config_.served_model_name, engine_, channel);
+  call->gen = std::make_unique<Generation>(call->req, call->prep, llm_.tokenizer(), config_.served_model_name, engine_,
+                                           channel);
   // Looked up only once a request outlasts a wait (short requests never pay for the scan).
   call->gen->set_client_gone([fd = -2, addr = req.remote_addr, rport = req.remote_port,
                               lport = req.local_port]() mutable {

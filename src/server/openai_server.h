@@ -68,6 +68,7 @@ class OpenAIServer {
   LLM& llm_;
   ServerConfig config_;
   ModelLimits limits_;
+  SamplingDefaults defaults_;  // what a request that leaves a sampling field out gets
   Metrics metrics_;
   EngineLoop engine_;
   std::unique_ptr<httplib::Server> http_;

@@ -2,6 +2,8 @@
 // is either used, accepted at its no-op default, or refused by name: nothing is silently dropped.
 #include "server/request.h"
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -53,6 +55,14 @@ int64_t int_in_range(const json& v, const std::string& param, int64_t lo, int64_
 double as_number(const json& v, const std::string& param) {
   if (!v.is_number()) throw wrong_type(param, "a number", v);
   return v.get<double>();
+}
+
+// A number that `ok` accepts; `range` says which, for the message ("in (0, 1]").
+template <class Ok>
+float number_where(const json& v, const std::string& param, Ok ok, const char* range) {
+  const double x = as_number(v, param);
+  if (!ok(x)) throw bad_request(param, "'" + param + "' must be " + range + ", got " + v.dump());
+  return static_cast<float>(x);
 }
 
 bool as_bool(const json& v, const std::string& param) {
@@ -184,6 +194,28 @@ std::vector<std::string> parse_stop(const json& v) {
   return out;
 }
 
+// logit_bias: {"token id": bias, ...} as OpenAI sends it. Biases are clamped to [-100, 100] as
+// vLLM does; the ids are checked against the vocabulary in prepare.
+std::map<int32_t, float> parse_logit_bias(const json& v) {
+  std::map<int32_t, float> out;
+  if (v.is_null()) return out;
+  if (!v.is_object()) throw wrong_type("logit_bias", "an object mapping token ids to biases", v);
+  for (const auto& [key, bias] : v.items()) {
+    int64_t id = 0;
+    const char* end = key.data() + key.size();
+    auto [at, ec] = std::from_chars(key.data(), end, id);
+    if (key.empty() || ec != std::errc() || at != end)
+      throw bad_request("logit_bias", "'logit_bias' keys must be token ids (integers), got '" + key + "'");
+    if (id < 0 || id > std::numeric_limits<int32_t>::max())
+      throw bad_request("logit_bias", "'logit_bias' token id " + key + " is outside the vocabulary");
+    if (!bias.is_number())
+      throw bad_request("logit_bias",
+                        "'logit_bias' values must be numbers, got " + type_name(bias) + " for token " + key);
+    out[static_cast<int32_t>(id)] = static_cast<float>(std::clamp(bias.get<double>(), -100.0, 100.0));
+  }
+  return out;
+}
+
 // A sampling feature the engine lacks: accepted only at the value that means "off".
 void require_default(const std::string& key, const json& v, bool is_default) {
   if (!is_default)
@@ -197,20 +229,10 @@ bool empty_or_null(const json& v) { return v.is_null() || (v.is_array() && v.emp
 
 // Handles the parameters the engine cannot honour; returns false when `key` is none of them.
 bool check_unsupported(const std::string& key, const json& v, const CompletionRequest& r) {
-  if (key == "top_p") {
+  const bool chat = r.endpoint == Endpoint::chat;
+  if (key == "length_penalty") {  // beam search only
     require_default(key, v, v.is_null() || number_equals(v, key, 1.0));
-  } else if (key == "top_k") {
-    require_default(key, v, v.is_null() || as_int(v, key) == -1 || as_int(v, key) == 0);
-  } else if (key == "min_p" || key == "presence_penalty" || key == "frequency_penalty") {
-    require_default(key, v, v.is_null() || number_equals(v, key, 0.0));
-  } else if (key == "repetition_penalty" || key == "length_penalty") {
-    require_default(key, v, v.is_null() || number_equals(v, key, 1.0));
-  } else if (key == "logprobs") {
-    // Completions: an integer count (null = off); chat: a boolean.
-    require_default(key, v, v.is_null() || (v.is_boolean() && !v.get<bool>()));
-  } else if (key == "top_logprobs") {
-    require_default(key, v, v.is_null() || as_int(v, key) == 0);
-  } else if (key == "prompt_logprobs" || key == "truncate_prompt_tokens" || key == "allowed_token_ids" ||
+  } else if ((key == "prompt_logprobs" && chat) || key == "truncate_prompt_tokens" || key == "allowed_token_ids" ||
              key == "guided_json" || key == "guided_regex" || key == "guided_choice" || key == "guided_grammar" ||
              key == "structured_outputs" || key == "prediction" || key == "audio" || key == "reasoning_effort" ||
              key == "chat_template" || key == "documents") {
@@ -219,11 +241,9 @@ bool check_unsupported(const std::string& key, const json& v, const CompletionRe
     require_default(key, v, v.is_null() || as_string(v, key).empty());
   } else if (key == "best_of") {
     require_default(key, v, v.is_null() || as_int(v, key) == r.n || as_int(v, key) == 1);
-  } else if (key == "echo" || key == "use_beam_search" || key == "continue_final_message") {
+  } else if ((key == "echo" && chat) || key == "use_beam_search" || key == "continue_final_message") {
     require_default(key, v, v.is_null() || !as_bool(v, key));
-  } else if (key == "min_tokens") {
-    require_default(key, v, v.is_null() || as_int(v, key) == 0);
-  } else if (key == "logit_bias" || key == "bad_words" || key == "tools" || key == "functions") {
+  } else if (key == "bad_words" || key == "tools" || key == "functions") {
     require_default(key, v, empty_or_null(v));
   } else if (key == "tool_choice" || key == "function_call") {
     require_default(key, v, v.is_null() || v == "none" || v == "auto");
@@ -237,12 +257,36 @@ bool check_unsupported(const std::string& key, const json& v, const CompletionRe
   return true;
 }
 
+// The top-level field whose value holds the number nlohmann found out of double's range ("" when
+// the body itself is that number): the body parsed again, remembering the last top-level key.
+std::string field_of_overflow(std::string_view body) {
+  std::string field;
+  auto track = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1) field = parsed.get<std::string>();
+    return true;
+  };
+  try {
+    const json unused = json::parse(body.begin(), body.end(), track);
+  } catch (const json::exception&) {
+    // the same overflow, now with the field known
+  }
+  return field;
+}
+
 json parse_body(std::string_view body) {
   json j;
   try {
     j = json::parse(body.begin(), body.end());
   } catch (const json::parse_error& e) {
     // nlohmann also rejects invalid UTF-8 and lone surrogate escapes here.
+    throw ApiError(400, std::string("request body is not valid JSON: ") + e.what(), "", "invalid_json");
+  } catch (const json::out_of_range& e) {
+    // A number beyond double's range (1e400): nlohmann refuses it rather than read infinity.
+    const std::string field = field_of_overflow(body);
+    if (field.empty())
+      throw ApiError(400, std::string("request body holds a number out of range: ") + e.what(), "", "invalid_json");
+    throw bad_request(field, "'" + field + "' holds a number out of range: " + e.what());
+  } catch (const json::exception& e) {
     throw ApiError(400, std::string("request body is not valid JSON: ") + e.what(), "", "invalid_json");
   }
   if (!j.is_object()) throw ApiError(400, "request body must be a JSON object, got " + type_name(j), "", "invalid_json");
@@ -256,6 +300,8 @@ struct PendingFields {
   bool have_prompt = false, have_messages = false;
   std::optional<int> max_tokens, max_completion_tokens;
   const json* stream_options = nullptr;
+  bool chat_logprobs = false;          // chat's `logprobs`
+  std::optional<int> top_logprobs;     // chat's
 };
 
 // Each of the field functions below handles one group of fields and returns false for a key
@@ -288,18 +334,68 @@ bool parse_input_field(const std::string& key, const json& v, CompletionRequest&
   return true;
 }
 
-// Sampling: temperature, seed and n (read before the loop).
+// Sampling: temperature, top_p, top_k, min_p, seed and n (read before the loop). null = the
+// server's default.
 bool parse_sampling_field(const std::string& key, const json& v, CompletionRequest& r) {
+  if (v.is_null() && (key == "temperature" || key == "top_p" || key == "top_k" || key == "min_p" || key == "seed"))
+    return true;
   if (key == "temperature") {
-    if (!v.is_null()) {
-      double t = as_number(v, key);
-      if (!(t >= 0.0 && t <= 2.0)) throw bad_request(key, "'temperature' must be in [0, 2], got " + v.dump());
-      r.temperature = static_cast<float>(t);
-    }
+    r.temperature = number_where(v, key, [](double x) { return x >= 0 && x <= 2; }, "in [0, 2]");
+  } else if (key == "top_p") {
+    r.top_p = number_where(v, key, [](double x) { return x > 0 && x <= 1; }, "in (0, 1]");
+  } else if (key == "top_k") {
+    // vLLM takes both -1 and 0 as "off".
+    r.top_k = static_cast<int>(int_in_range(v, key, -1, std::numeric_limits<int32_t>::max()));
+  } else if (key == "min_p") {
+    r.min_p = number_where(v, key, [](double x) { return x >= 0 && x <= 1; }, "in [0, 1]");
   } else if (key == "seed") {
-    if (!v.is_null()) r.seed = as_int(v, key);
+    r.seed = as_int(v, key);
   } else if (key == "n") {
     // parsed before the loop
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// What steers the sampled tokens: the three penalties, logit_bias and min_tokens.
+bool parse_steering_field(const std::string& key, const json& v, CompletionRequest& r) {
+  auto penalty = [](double x) { return x >= -2 && x <= 2; };
+  if (key == "repetition_penalty") {
+    if (!v.is_null())
+      r.repetition_penalty = number_where(
+          v, key, [](double x) { return x > 0 && x <= std::numeric_limits<float>::max(); }, "a finite number > 0");
+  } else if (key == "presence_penalty") {
+    if (!v.is_null()) r.presence_penalty = number_where(v, key, penalty, "in [-2, 2]");
+  } else if (key == "frequency_penalty") {
+    if (!v.is_null()) r.frequency_penalty = number_where(v, key, penalty, "in [-2, 2]");
+  } else if (key == "logit_bias") {
+    r.logit_bias = parse_logit_bias(v);
+  } else if (key == "min_tokens") {
+    if (!v.is_null()) r.min_tokens = static_cast<int>(int_in_range(v, key, 0, std::numeric_limits<int32_t>::max()));
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// Log-probabilities and echo. Completions: `logprobs` is a count, `echo` and vLLM's
+// `prompt_logprobs` exist; chat: `logprobs` is a switch and `top_logprobs` the count.
+bool parse_logprobs_field(const std::string& key, const json& v, CompletionRequest& r, PendingFields& f) {
+  const bool chat = r.endpoint == Endpoint::chat;
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();  // --max-logprobs is checked in prepare
+  if (key == "logprobs" && chat) {
+    f.chat_logprobs = !v.is_null() && as_bool(v, key);
+  } else if (key == "top_logprobs" && chat) {
+    if (!v.is_null()) f.top_logprobs = static_cast<int>(int_in_range(v, key, 0, kMax));
+  } else if (key == "logprobs") {
+    // false, which older clients send for "none", is taken as null.
+    if (!v.is_null() && !(v.is_boolean() && !v.get<bool>()))
+      r.logprobs = static_cast<int>(int_in_range(v, key, 0, kMax));
+  } else if (key == "prompt_logprobs" && !chat) {
+    if (!v.is_null()) r.prompt_logprobs = static_cast<int>(int_in_range(v, key, 0, kMax));
+  } else if (key == "echo" && !chat) {
+    r.echo = !v.is_null() && as_bool(v, key);
   } else {
     return false;
   }
@@ -377,6 +473,13 @@ void parse_stream_options(const json& options, CompletionRequest& r) {
   }
 }
 
+// Chat's top_logprobs counts only once logprobs is true (OpenAI's and vLLM's rule).
+void settle_chat_logprobs(const PendingFields& f, CompletionRequest& r) {
+  if (f.chat_logprobs) r.logprobs = f.top_logprobs.value_or(0);
+  else if (f.top_logprobs.value_or(0) > 0)
+    throw bad_request("top_logprobs", "'top_logprobs' needs 'logprobs' to be true");
+}
+
 }  // namespace
 
 CompletionRequest parse_request(std::string_view body, Endpoint endpoint) {
@@ -391,6 +494,7 @@ CompletionRequest parse_request(std::string_view body, Endpoint endpoint) {
   for (const auto& [key, v] : j.items()) {
     // The groups' keys are disjoint, so the order they are asked in does not matter.
     const bool known = parse_input_field(key, v, r, f) || parse_sampling_field(key, v, r) ||
+                       parse_steering_field(key, v, r) || parse_logprobs_field(key, v, r, f) ||
                        parse_stopping_field(key, v, r, f) || parse_output_field(key, v, r, f) ||
                        check_bookkeeping_field(key, v) || check_unsupported(key, v, r);
     if (!known)
@@ -401,6 +505,10 @@ CompletionRequest parse_request(std::string_view body, Endpoint endpoint) {
   if (chat && !f.have_messages) throw bad_request("messages", "'messages' is required");
   r.max_tokens = f.max_completion_tokens ? f.max_completion_tokens : f.max_tokens;
   if (f.stream_options) parse_stream_options(*f.stream_options, r);
+  if (chat) settle_chat_logprobs(f, r);
+  // As vLLM: the engine hands prompt logprobs over with the finished request, not as it streams.
+  if (r.prompt_logprobs && r.stream)
+    throw bad_request("prompt_logprobs", "'prompt_logprobs' is not available when 'stream' is true");
   return r;
 }
 

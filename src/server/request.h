@@ -2,6 +2,7 @@
 // range-checked against OpenAI's and vLLM's rules, before any tokenizing.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,10 +29,24 @@ struct CompletionRequest {
   bool add_generation_prompt = true;   // chat
   bool enable_thinking = true;         // chat: chat_template_kwargs.enable_thinking
   std::optional<int> max_tokens;       // unset: the endpoint's default (see prepare)
-  float temperature = 1.0f;
+  // Sampling, as vLLM's fields. Unset: the server's default (LLM::default_sampling_params(), the
+  // model's generation_config.json over vLLM's defaults).
+  std::optional<float> temperature;    // [0, 2]
+  std::optional<float> top_p;          // (0, 1]
+  std::optional<int> top_k;            // -1 or 0 (off), or >= 1
+  std::optional<float> min_p;          // [0, 1]
+  std::optional<float> repetition_penalty;                   // > 0
+  std::optional<float> presence_penalty, frequency_penalty;  // [-2, 2]
+  std::map<int32_t, float> logit_bias; // clamped to [-100, 100] as vLLM; ids checked against the vocabulary in prepare
+  int min_tokens = 0;                  // <= max_tokens, checked in prepare
   bool ignore_eos = false;
   std::optional<int64_t> seed;
   int n = 1;
+  // Log-probabilities (their bound, --max-logprobs, is checked in prepare): completions'
+  // `logprobs` N, or chat's `top_logprobs` N once `logprobs` is true; unset = none.
+  std::optional<int> logprobs;
+  std::optional<int> prompt_logprobs;  // completions, vLLM's extension: a "prompt_logprobs" list per choice
+  bool echo = false;                   // completions: the prompt (and, with logprobs, its logprobs) leads each choice
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
   bool include_stop_str_in_output = false;
@@ -41,7 +56,8 @@ struct CompletionRequest {
 };
 
 // Parses and checks `body`. Throws ApiError (400) naming the parameter on malformed JSON, invalid
-// UTF-8, a wrong type, an out-of-range value, or a sampling feature the engine does not have.
+// UTF-8, a wrong type, an out-of-range value (a number beyond double's, 1e400, too), or a
+// feature the server does not have.
 CompletionRequest parse_request(std::string_view body, Endpoint endpoint);
 
 }  // namespace nanovllm::server

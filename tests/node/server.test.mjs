@@ -205,9 +205,10 @@ test('stop strings truncate the output and finish with "stop"', async () => {
 
 test('bad requests: 400 with OpenAI\'s error object naming the parameter', async () => {
   const cases = [
-    [{ model: 'tiny', prompt: 'x', top_p: 0.5 }, 'top_p'],
-    [{ model: 'tiny', prompt: 'x', presence_penalty: 1 }, 'presence_penalty'],
-    [{ model: 'tiny', prompt: 'x', logprobs: 3 }, 'logprobs'],
+    [{ model: 'tiny', prompt: 'x', top_p: 0 }, 'top_p'],
+    [{ model: 'tiny', prompt: 'x', presence_penalty: 3 }, 'presence_penalty'],
+    [{ model: 'tiny', prompt: 'x', logprobs: 21 }, 'logprobs'],
+    [{ model: 'tiny', prompt: 'x', best_of: 3 }, 'best_of'],
     [{ model: 'tiny', prompt: 'x', max_tokens: -1 }, 'max_tokens'],
     [{ model: 'tiny', prompt: 'x', temperature: 'hot' }, 'temperature'],
     [{ model: 'tiny', prompt: 'x', n: 0 }, 'n'],

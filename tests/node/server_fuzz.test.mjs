@@ -1,6 +1,7 @@
 // A bounded fuzz of request bodies against the running server: random bytes, mutated valid JSON,
-// wrong-typed and out-of-range fields, deep nesting. No crash, no hang, and every answer is an HTTP
-// status with a body (OpenAI's error object for every error). Seeded: NANOVLLM_FUZZ_SEED reproduces.
+// wrong-typed and out-of-range fields (numbers beyond double's too), deep nesting. No crash, no
+// hang, and every answer is an HTTP status with a body (OpenAI's error object for every error).
+// Seeded: NANOVLLM_FUZZ_SEED reproduces.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -41,7 +42,15 @@ const SEEDS = [
   ['/v1/completions', { model: 'tiny', prompt: 'Hello there', max_tokens: 3, temperature: 0 }],
   ['/v1/completions', { model: 'tiny', prompt: ['a', 'b c'], max_tokens: 2, n: 2, seed: 3, stop: ['x'] }],
   ['/v1/completions', { model: 'tiny', prompt: [1, 2, 3], max_tokens: 2, stream: true, stream_options: { include_usage: true } }],
+  ['/v1/completions', {
+    model: 'tiny', prompt: 'Hi', max_tokens: 3, logprobs: 2, echo: true, top_k: 5, top_p: 0.9, min_p: 0.05,
+    logit_bias: { 5: 3 }, presence_penalty: 0.5, min_tokens: 1,
+  }],
   ['/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }],
+  ['/v1/chat/completions', {
+    model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, logprobs: true, top_logprobs: 2,
+    stream: true, repetition_penalty: 1.2, frequency_penalty: -0.5,
+  }],
   ['/v1/chat/completions', {
     model: 'tiny', messages: [{ role: 'system', content: 's' }, { role: 'user', content: [{ type: 'text', text: 'q' }] }],
     max_completion_tokens: 2, stream: true, chat_template_kwargs: { enable_thinking: false },
@@ -49,7 +58,8 @@ const SEEDS = [
 ];
 const KEYS = ['model', 'prompt', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k',
   'n', 'seed', 'stop', 'stream', 'stream_options', 'ignore_eos', 'logprobs', 'echo', 'best_of', 'presence_penalty',
-  'stop_token_ids', 'skip_special_tokens', 'chat_template_kwargs', 'user', 'role', 'content', 'include_usage'];
+  'stop_token_ids', 'skip_special_tokens', 'chat_template_kwargs', 'user', 'role', 'content', 'include_usage',
+  'min_p', 'repetition_penalty', 'frequency_penalty', 'logit_bias', 'min_tokens', 'top_logprobs', 'prompt_logprobs'];
 
 function randomString() {
   return pick(['', 'x', 'tiny', '\u0000', '\uffff', '😀', 'a'.repeat(int(0, 300)), '\\', '"', '\ud83d',
@@ -105,6 +115,8 @@ function makeBody() {
   const kind = int(0, 9);
   let body;
   if (kind <= 4) body = JSON.stringify(rand() < 0.5 ? mutateTree(base) : mutateTree(mutateTree(base)));
+  // A number beyond double's range, which JSON.stringify cannot write.
+  if (kind <= 4 && rand() < 0.15) body = body.replace(/:(-?\d+(\.\d+)?)/, pick([':1e400', ':-1e999']));
   else if (kind <= 6) body = mutateBytes(JSON.stringify(base));
   else if (kind === 7) body = Buffer.from(Array.from({ length: int(0, 200) }, () => int(0, 255)));
   else if (kind === 8) body = '['.repeat(int(1, 20000)) + ']'.repeat(int(0, 3));
