@@ -15,6 +15,7 @@ _CONFIG_FIELDS = (
     "max_num_batched_tokens", "max_num_seqs", "max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
     "enforce_eager", "kvcache_block_size", "num_kvcache_blocks",
     "device", "seed", "enable_prefix_caching", "cpu_kvcache_space_gb", "num_threads",
+    "max_logprobs", "generation_config",  # vLLM's
 )
 
 
@@ -38,7 +39,12 @@ class Tokenizer:
 
 
 class LLM:
-    """nanovllm's engine with nano-vLLM's API: LLM(model, **config), generate(prompts, sampling_params)."""
+    """nanovllm's engine with nano-vLLM's API: LLM(model, **config), generate(prompts, sampling_params).
+
+    generation_config="auto" (vLLM's default) takes the model's generation_config.json for the
+    default sampling parameters (get_default_sampling_params); "vllm" ignores it; a directory
+    names another generation_config.json. max_logprobs (20) bounds SamplingParams.logprobs and
+    prompt_logprobs."""
 
     def __init__(self, model: str, **kwargs: Any) -> None:
         config = _core.EngineConfig()
@@ -47,13 +53,19 @@ class LLM:
             if key not in _CONFIG_FIELDS:
                 raise TypeError(f"LLM() got an unexpected keyword argument '{key}' "
                                 f"(it takes {', '.join(_CONFIG_FIELDS)})")
-            setattr(config, key, value)
+            try:
+                setattr(config, key, value)
+            except TypeError:
+                raise TypeError(f"LLM() argument '{key}' cannot be {value!r} ({type(value).__name__})") from None
         self._engine = _core.Engine(config)
         self._samples_left: Dict[int, int] = {}     # request id -> samples still running
+        self._wants: Dict[int, Tuple[bool, bool]] = {}  # request id -> (logprobs, prompt_logprobs) asked
         self._done: Dict[int, Dict[str, Any]] = {}  # finished requests' outputs, until handed out
 
     # ---- nano-vLLM's LLMEngine API ----
-    def add_request(self, prompt: Prompt, sampling_params: SamplingParams) -> int:
+    def add_request(self, prompt: Prompt, sampling_params: Optional[SamplingParams] = None) -> int:
+        if sampling_params is None:
+            sampling_params = self.get_default_sampling_params()
         return self._add(self._token_ids(prompt), sampling_params)
 
     def step(self) -> Tuple[List[Tuple[int, List[int]]], int]:
@@ -77,7 +89,8 @@ class LLM:
                  sampling_params: Union[SamplingParams, Sequence[SamplingParams], None] = None,
                  use_tqdm: bool = True) -> List[Dict[str, Any]]:
         """Runs every prompt to completion; one dict per prompt, in order: {"text", "token_ids",
-        "finish_reason", ...}. Ctrl-C aborts the requests (their blocks are freed) and re-raises."""
+        "finish_reason", "logprobs", "prompt_logprobs", ...}. Without sampling_params, those of
+        get_default_sampling_params(). Ctrl-C aborts the requests (their blocks are freed) and re-raises."""
         prompts = self._prompt_list(prompts)
         params = self._params_list(sampling_params, len(prompts))
         ids = [self._token_ids(p) for p in prompts]
@@ -92,6 +105,7 @@ class LLM:
                 self._engine.abort_request(r)
                 self._done.pop(r, None)
                 self._samples_left.pop(r, None)
+                self._wants.pop(r, None)
             raise
 
     def chat(self, messages: Union[Sequence[Dict[str, Any]], Sequence[Sequence[Dict[str, Any]]]],
@@ -105,6 +119,12 @@ class LLM:
                                            enable_thinking=enable_thinking) for c in conversations]
         return self.generate(prompts, sampling_params, use_tqdm)
 
+    def get_default_sampling_params(self) -> SamplingParams:
+        """SamplingParams' defaults with the model's generation_config.json applied (temperature,
+        top_k, top_p, min_p, repetition_penalty, max_new_tokens as max_tokens), as vLLM's: what
+        generate() uses without sampling_params. A new object each call."""
+        return SamplingParams._from_core(self._engine.default_sampling_params())
+
     def get_tokenizer(self) -> Tokenizer:
         if not self._engine.has_tokenizer():
             raise RuntimeError("the model directory has no tokenizer.json")
@@ -114,6 +134,7 @@ class LLM:
     def _add(self, token_ids: List[int], params: SamplingParams) -> int:
         request_id = self._engine.add_request(token_ids, params._to_core(_core))
         self._samples_left[request_id] = params.n
+        self._wants[request_id] = (params.logprobs is not None, params.prompt_logprobs is not None)
         return request_id
 
     def _sample_finished(self, request_id: int) -> bool:
@@ -125,7 +146,7 @@ class LLM:
             self._samples_left[request_id] = left - 1
             return False
         del self._samples_left[request_id]
-        self._done[request_id] = self._engine.take_output(request_id)
+        self._done[request_id] = self._engine.take_output(request_id, *self._wants.pop(request_id))
         return True
 
     def _run(self, pending: set, total: int, use_tqdm: bool) -> None:
@@ -175,10 +196,9 @@ class LLM:
             return [prompts]  # one prompt as token ids
         return prompts
 
-    @staticmethod
-    def _params_list(params: Any, n: int) -> List[SamplingParams]:
+    def _params_list(self, params: Any, n: int) -> List[SamplingParams]:
         if params is None:
-            return [SamplingParams()] * n
+            return [self.get_default_sampling_params()] * n
         if isinstance(params, SamplingParams):
             return [params] * n
         params = list(params)

@@ -24,24 +24,70 @@ py::object stop_reason(const StopReason& r) {
   return py::none();
 }
 
-py::dict completion_dict(const CompletionOutput& c) {
+// One position as vLLM's Logprob dict, {token_id: {"logprob", "rank", "decoded_token"}}: the
+// chosen token first with its own rank, then the N most likely ranked 1..N (the chosen token, when
+// among them, keeps its first place in the dict and takes that rank: vLLM's _make_logprob_dict).
+py::dict position_dict(const LLM& llm, const PositionLogprobs& p) {
+  py::dict d;
+  auto put = [&](int32_t id, float logprob, int rank) {
+    py::dict e;
+    e["logprob"] = logprob;
+    e["rank"] = rank;
+    // vLLM decodes each token alone; None without a tokenizer, as vLLM's without detokenization.
+    e["decoded_token"] = llm.has_tokenizer()
+                             ? py::object(py::bytes(llm.tokenizer().decode({id}, false)).attr("decode")("utf-8", "replace"))
+                             : py::object(py::none());
+    d[py::int_(id)] = e;
+  };
+  put(p.token_id, p.logprob, p.rank);
+  for (size_t k = 0; k < p.top.size(); ++k) put(p.top[k].token_id, p.top[k].logprob, static_cast<int>(k) + 1);
+  return d;
+}
+
+// What the request asked for: logprobs and prompt_logprobs are None unless it did (vLLM's).
+struct Wanted {
+  bool logprobs = false, prompt_logprobs = false;
+};
+
+py::dict completion_dict(const LLM& llm, const CompletionOutput& c, Wanted want) {
   py::dict d;
   d["index"] = c.index;
   d["text"] = py::bytes(c.text).attr("decode")("utf-8", "replace");
   d["token_ids"] = c.token_ids;
   d["finish_reason"] = std::string(to_string(c.finish_reason));
   d["stop_reason"] = stop_reason(c.stop_reason);
+  if (want.logprobs) {
+    py::list l;
+    double cumulative = 0;
+    for (const PositionLogprobs& p : c.logprobs) {
+      l.append(position_dict(llm, p));
+      cumulative += p.logprob;
+    }
+    d["logprobs"] = l;
+    d["cumulative_logprob"] = cumulative;
+  } else {
+    d["logprobs"] = py::none();
+    d["cumulative_logprob"] = py::none();
+  }
   return d;
 }
 
-py::dict request_dict(const RequestOutput& o) {
-  py::dict d = completion_dict(o.outputs.at(0));
+py::dict request_dict(const LLM& llm, const RequestOutput& o, Wanted want) {
+  py::dict d = completion_dict(llm, o.outputs.at(0), want);
   d.attr("pop")("index");
   d["prompt_token_ids"] = o.prompt_token_ids;
+  if (want.prompt_logprobs) {
+    py::list l;
+    l.append(py::none());  // the first prompt token: nothing predicts it
+    for (const PositionLogprobs& p : o.prompt_logprobs) l.append(position_dict(llm, p));
+    d["prompt_logprobs"] = l;
+  } else {
+    d["prompt_logprobs"] = py::none();
+  }
   d["num_cached_prompt_tokens"] = o.num_cached_prompt_tokens;
   if (o.outputs.size() > 1) {
     py::list all;
-    for (const CompletionOutput& c : o.outputs) all.append(completion_dict(c));
+    for (const CompletionOutput& c : o.outputs) all.append(completion_dict(llm, c, want));
     d["outputs"] = all;
   }
   return d;
@@ -75,6 +121,8 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("enable_prefix_caching", &EngineConfig::enable_prefix_caching)
       .def_readwrite("cpu_kvcache_space_gb", &EngineConfig::cpu_kvcache_space_gb)
       .def_readwrite("num_threads", &EngineConfig::num_threads)
+      .def_readwrite("max_logprobs", &EngineConfig::max_logprobs)
+      .def_readwrite("generation_config", &EngineConfig::generation_config)
       .def_property(
           "device", [](const EngineConfig& c) { return c.device ? std::string(to_string(*c.device)) : "auto"; },
           [](EngineConfig& c, const std::string& d) { c.device = parse_device(d); });
@@ -82,6 +130,16 @@ PYBIND11_MODULE(_core, m) {
   py::class_<SamplingParams>(m, "SamplingParams")
       .def(py::init<>())
       .def_readwrite("temperature", &SamplingParams::temperature)
+      .def_readwrite("top_p", &SamplingParams::top_p)
+      .def_readwrite("top_k", &SamplingParams::top_k)
+      .def_readwrite("min_p", &SamplingParams::min_p)
+      .def_readwrite("repetition_penalty", &SamplingParams::repetition_penalty)
+      .def_readwrite("presence_penalty", &SamplingParams::presence_penalty)
+      .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty)
+      .def_readwrite("logit_bias", &SamplingParams::logit_bias)
+      .def_readwrite("min_tokens", &SamplingParams::min_tokens)
+      .def_readwrite("logprobs", &SamplingParams::logprobs)
+      .def_readwrite("prompt_logprobs", &SamplingParams::prompt_logprobs)
       .def_readwrite("max_tokens", &SamplingParams::max_tokens)
       .def_readwrite("ignore_eos", &SamplingParams::ignore_eos)
       .def_readwrite("seed", &SamplingParams::seed)
@@ -113,7 +171,13 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("is_finished", &LLM::is_finished)
       .def("abort_request", &LLM::abort_request)
-      .def("take_output", [](LLM& llm, int64_t id) { return request_dict(llm.take_output(id)); })
+      .def("default_sampling_params", &LLM::default_sampling_params)
+      .def(
+          "take_output",
+          [](LLM& llm, int64_t id, bool logprobs, bool prompt_logprobs) {
+            return request_dict(llm, llm.take_output(id), {logprobs, prompt_logprobs});
+          },
+          py::arg("request_id"), py::arg("logprobs") = false, py::arg("prompt_logprobs") = false)
       .def("has_tokenizer", &LLM::has_tokenizer)
       .def("encode", &LLM::encode)
       .def("decode",

@@ -2,6 +2,7 @@
 #include "cli/engine_flags.h"
 
 #include <exception>
+#include <filesystem>
 #include <string>
 
 namespace nanovllm::cli {
@@ -27,6 +28,7 @@ CLI::Validator number_check(bool (*ok)(double), const char* what, const char* na
 
 const CLI::Validator kPositive = number_check([](double v) { return v > 0; }, "a positive number", "POSITIVE");
 const CLI::Validator kNonNegative = number_check([](double v) { return v >= 0; }, "zero or more", "NONNEGATIVE");
+const CLI::Validator kNumber = number_check([](double) { return true; }, "a number", "NUMBER");
 
 void add_engine_flags(CLI::App* cmd, EngineConfig& c) {
   cmd->add_option("--model", c.model, "Hugging Face model directory")->required()->check(CLI::ExistingDirectory);
@@ -47,6 +49,20 @@ void add_engine_flags(CLI::App* cmd, EngineConfig& c) {
   cmd->add_flag("!--no-prefix-caching", c.enable_prefix_caching, "turn prefix caching off");
   cmd->add_option("--cpu-kvcache-space", c.cpu_kvcache_space_gb, "CPU: KV cache GiB")->check(kPositive);
   cmd->add_option("--threads", c.num_threads, "CPU: threads (0: all cores)")->check(kNonNegative);
+  // The directory's generation_config.json is read (and its absence reported) by the engine.
+  cmd->add_option("--generation-config", c.generation_config,
+                  "default sampling parameters: auto (the model's generation_config.json, when it has one), "
+                  "vllm (SamplingParams' own) or a directory holding a generation_config.json")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            if (s == "auto" || s == "vllm" || std::filesystem::is_directory(s)) return std::string();
+            return "'" + s + "' is not auto, vllm or a directory";
+          },
+          "auto|vllm|DIR", "GENERATION_CONFIG"));
+  cmd->add_option("--max-logprobs", c.max_logprobs, "the most logprobs / prompt logprobs a request may ask (at most 64)")
+      ->capture_default_str()
+      ->check(kNonNegative);
 }
 
 std::vector<int32_t> parse_token_ids(const std::string& s, const std::string& flag) {

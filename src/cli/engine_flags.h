@@ -14,8 +14,9 @@ namespace nanovllm::cli {
 std::vector<int32_t> parse_token_ids(const std::string& s, const std::string& flag);
 
 // Checks for numeric flags. CLI11's PositiveNumber says "Value 0 not in range 0.000000 to
-// 1797693...": these say "--max-num-seqs: must be a positive number, got 0".
-extern const CLI::Validator kPositive, kNonNegative;
+// 1797693...": these say "--max-num-seqs: must be a positive number, got 0" (kNumber: only
+// "--top-p: 'abc' is not a number"; the engine checks the range).
+extern const CLI::Validator kPositive, kNonNegative, kNumber;
 
 // Adds --model and the EngineConfig flags to `cmd`, writing into `config`.
 void add_engine_flags(CLI::App* cmd, EngineConfig& config);
