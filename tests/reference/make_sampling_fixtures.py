@@ -7,7 +7,7 @@ Run where torch + transformers are (the GPU machine; the CPU is enough):
     python3 tests/reference/make_sampling_fixtures.py [OUT_DIR]   # default tests/fixtures/sampling
 Writes OUT_DIR/processors.json and OUT_DIR/logprobs.json.
 
-processors.json: {"cases": [{"name", "logits": [V floats], "input_ids": [...], "settings":
+processors.json: {"cases": [{"name", "logits": [V floats, null for -inf], "input_ids": [...], "settings":
   {"temperature", "top_k", "top_p", "min_p", "repetition_penalty"}, "processed": [V floats or
   null for a removed entry]}]}
   processed = the scores after transformers' processors in float64, in HF's order: the repetition
@@ -91,7 +91,8 @@ def processor_cases():
             logits = make()
             input_ids = torch.randint(0, VOCAB, (40,), generator=g).tolist()
             out = hf_process(logits, input_ids, s)
-            cases.append({"name": f"{row_name}/{kind}", "logits": [float(x) for x in logits],
+            cases.append({"name": f"{row_name}/{kind}",
+                          "logits": [None if math.isinf(float(x)) else float(x) for x in logits],
                           "input_ids": input_ids, "settings": s,
                           "processed": [None if math.isinf(float(x)) and float(x) < 0 else float(x) for x in out]})
     return cases
@@ -131,12 +132,12 @@ def main():
     torch.set_num_threads(4)
     ref = "transformers %s, torch %s" % (transformers.__version__, torch.__version__)
     with open(os.path.join(out_dir, "processors.json"), "w") as f:
-        json.dump({"reference": ref + ", float64", "cases": processor_cases()}, f)
+        json.dump({"reference": ref + ", float64", "cases": processor_cases()}, f, allow_nan=False)
     models = {}
     for name in ("tiny-tied", "small-untied"):
         models[name] = logprob_cases(os.path.join("tests/fixtures/models", name))
     with open(os.path.join(out_dir, "logprobs.json"), "w") as f:
-        json.dump({"reference": ref + ", float32 eager on the CPU", "top_n": TOP_N, "models": models}, f)
+        json.dump({"reference": ref + ", float32 eager on the CPU", "top_n": TOP_N, "models": models}, f, allow_nan=False)
     print("wrote", out_dir, sorted(os.listdir(out_dir)))
 
 
