@@ -2,7 +2,8 @@
 // decode attention (the bytes of the KV cache it must read), prefill attention, the GEMMs of one
 // layer at decode and prefill batch sizes, and the per-layer small ops. Each op is captured in a
 // CUDA graph of `reps` calls and the graph timed, so launch gaps do not count.
-// Run: bench_cuda_ops [--quick] [section ...]   sections: gemm-stack decode prefill gemm small sample
+// Run: bench_cuda_ops [--quick] [section ...]   sections: gemm-stack decode window prefill gemm small sample
+// (window: decode and prefill attention with a sliding window, beside the same data without one)
 // (default: all; prints a table; scripts/device.sh runs it on the GPU machine)
 #include <algorithm>
 #include <chrono>
@@ -148,7 +149,8 @@ int main(int argc, char** argv) {
           [&] {
             for (int l = 0; l < L; ++l) {
               b.be->linear(res, ws[4 * l], qkv);
-              b.be->qk_norm_rope_store({qkv, f, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>()}, {kc, vc}, qo);
+              b.be->qk_norm_rope_store({qkv, f, Tensor{}, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>()}, {kc, vc},
+                                       qo);
               b.be->linear_add(xa, ws[4 * l + 1], res);
               b.be->linear(res, ws[4 * l + 2], gu);
               b.be->silu_mul(gu, f, act);
@@ -234,6 +236,77 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (want("window")) {
+    // ---- sliding-window attention (Mistral, Gemma 3's local layers): decode reads the window's K
+    // and V rows only, so its time should follow min(ctx, window), not ctx; each row beside the
+    // same data without a window. GB/s counts the bytes the call must read.
+    const int window = 512, bs = 256;
+    for (int B : {1, 16, 64}) {
+      for (int ctx : {2048, 4096, 8192}) {
+        if (quick && (B == 64 || ctx == 8192)) continue;
+        const int blocks_per_seq = (ctx + bs - 1) / bs, nb = B * blocks_per_seq;
+        Tensor kc = b.rand_bf16({nb, bs, Hkv, D}), vc = b.rand_bf16({nb, bs, Hkv, D});
+        Tensor q = b.rand_bf16({B, Hq, D});
+        Tensor o = b.be->alloc_tensor(DType::bf16, {B, Hq, D}, b.bufs);
+        std::vector<int32_t> perm(nb), cu(B + 1), lens(B, ctx);
+        std::iota(perm.begin(), perm.end(), 0);
+        std::shuffle(perm.begin(), perm.end(), b.rng);
+        std::iota(cu.begin(), cu.end(), 0);
+        Tensor tcu = b.i32(cu), tlen = b.i32(lens), tbt = b.i32(perm);
+        AttentionMetadata m;
+        m.num_seqs = m.num_tokens = B;
+        m.max_seqlen_q = 1;
+        m.max_seqlen_k = 8192;  // the graph's bound
+        m.cu_seqlens_q = tcu.ptr<int32_t>();
+        m.seqlens_k = tlen.ptr<int32_t>();
+        m.block_tables = tbt.ptr<int32_t>();
+        m.max_num_blocks = blocks_per_seq;
+        for (int w : {0, window}) {
+          const AttentionOptions opts{.scale = 0.088f, .window = w};
+          const double us = b.time_us([&] { b.be->attention(q, {kc, vc}, m, opts, o); });
+          const int keys = w > 0 ? std::min(ctx, w) : ctx;
+          char sh[96], rate[64];
+          std::snprintf(sh, sizeof sh, "B=%d ctx=%d window=%d bound=8192 block=%d", B, ctx, w, bs);
+          std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * B * keys * Hkv * D * 2 / us / 1e3);
+          row("attention decode", sh, us, rate);
+        }
+        b.bufs.clear();
+      }
+    }
+    // Prefill of long prompts: key tiles wholly before a query tile's windows are skipped, so the
+    // work is ~ L x window rather than L^2 / 2 (FLOP/s counts the unmasked work).
+    for (int L : {4096, 8192}) {
+      if (quick && L == 8192) continue;
+      const int bps = (L + bs - 1) / bs;
+      Tensor kc = b.rand_bf16({bps, bs, Hkv, D}), vc = b.rand_bf16({bps, bs, Hkv, D});
+      Tensor q = b.rand_bf16({L, Hq, D});
+      Tensor o = b.be->alloc_tensor(DType::bf16, {L, Hq, D}, b.bufs);
+      std::vector<int32_t> bt(bps), cu = {0, L}, lens = {L};
+      std::iota(bt.begin(), bt.end(), 0);
+      Tensor tcu = b.i32(cu), tlen = b.i32(lens), tbt = b.i32(bt);
+      AttentionMetadata m;
+      m.is_prefill = true;
+      m.num_seqs = 1;
+      m.num_tokens = L;
+      m.max_seqlen_q = m.max_seqlen_k = L;
+      m.cu_seqlens_q = tcu.ptr<int32_t>();
+      m.seqlens_k = tlen.ptr<int32_t>();
+      m.block_tables = tbt.ptr<int32_t>();
+      m.max_num_blocks = bps;
+      for (int w : {0, window}) {
+        const AttentionOptions opts{.scale = 0.088f, .window = w};
+        const double us = b.time_us([&] { b.be->attention(q, {kc, vc}, m, opts, o); }, 5);
+        double pairs = 0;  // (query, key) pairs attended
+        for (int i = 0; i < L; ++i) pairs += w > 0 ? std::min(i + 1, w) : i + 1;
+        char sh[96], rate[64];
+        std::snprintf(sh, sizeof sh, "seqs=1 len=%d window=%d", L, w);
+        std::snprintf(rate, sizeof rate, "%.1f TFLOP/s", 4.0 * D * Hq * pairs / us / 1e6);
+        row("attention prefill", sh, us, rate);
+      }
+      b.bufs.clear();
+    }
+  }
+
   if (want("prefill")) {
     // ---- prefill attention: causal FLOPs = 4 * D * Hq * L^2 / 2 per sequence ----
     for (auto [S, L] : std::vector<std::pair<int, int>>{{1, 512}, {8, 1024}, {4, 4096}}) {
@@ -306,6 +379,27 @@ int main(int argc, char** argv) {
       us = b.time_us([&] { b.be->silu_mul(gu, FoldedNorm{&r, 1e-6f}, act); });
       std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * (I * 3 + H) / us / 1e3);
       row("silu_mul (folded norm)", sh, us, rate);
+      us = b.time_us([&] { b.be->act_mul(gu, FoldedNorm{}, Activation::gelu_tanh, act); });
+      std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * I * 3 / us / 1e3);
+      row("gelu_tanh_mul", sh, us, rate);
+      // Gemma's post-norms (residual += norm(x) * w) and Qwen2's qkv bias
+      us = b.time_us([&] { b.be->rms_norm_add(x, w, 1e-6f, o); });
+      std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * H * 3 / us / 1e3);
+      std::snprintf(sh, sizeof sh, "T=%d H=%d", T, H);
+      row("rms_norm_add", sh, us, rate);
+      Tensor qkv_b = b.rand_bf16({T, (Hq + 2 * Hkv) * D}), bias = b.rand_bf16({(Hq + 2 * Hkv) * D});
+      us = b.time_us([&] { b.be->add_bias(qkv_b, bias); });
+      std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * (Hq + 2 * Hkv) * D * 2 / us / 1e3);
+      std::snprintf(sh, sizeof sh, "T=%d N=%d", T, (Hq + 2 * Hkv) * D);
+      row("add_bias", sh, us, rate);
+      if (T <= 256) {  // Gemma's final logit soft-capping over the f32 logits
+        Tensor logits = b.be->alloc_tensor(DType::f32, {T, V}, b.bufs);
+        b.be->fill_zero(logits.data, logits.nbytes());
+        us = b.time_us([&] { b.be->softcap(logits, 30.f); });
+        std::snprintf(rate, sizeof rate, "%.0f GB/s", 8.0 * T * V / us / 1e3);
+        std::snprintf(sh, sizeof sh, "T=%d V=%d", T, V);
+        row("softcap", sh, us, rate);
+      }
       // q/k norm + rope + store
       Tensor qkv = b.rand_bf16({T, (Hq + 2 * Hkv) * D}), qn = b.rand_bf16({D}), kn = b.rand_bf16({D});
       Tensor cs = b.be->alloc_tensor(DType::f32, {4096, D}, b.bufs);
@@ -319,7 +413,7 @@ int main(int argc, char** argv) {
       for (bool fold : {false, true}) {
         const FoldedNorm f{fold ? &r : nullptr, 1e-6f};
         us = b.time_us([&] {
-          b.be->qk_norm_rope_store({qkv, f, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>()}, {kc, vc}, qo);
+          b.be->qk_norm_rope_store({qkv, f, Tensor{}, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>()}, {kc, vc}, qo);
         });
         std::snprintf(sh, sizeof sh, "T=%d", T);
         std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * T * ((Hq + 2 * Hkv) * D * 2 + (fold ? H : 0)) / us / 1e3);

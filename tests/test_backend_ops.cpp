@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -150,6 +152,26 @@ TEST_F(BackendOps, EmbeddingAndGatherRows) {
   }
 }
 
+// Gemma's embedding: rows times sqrt(hidden), computed in float32 and rounded once (bf16 out),
+// or exact (f32 out).
+TEST_F(BackendOps, EmbeddingScaled) {
+  struct Case { int rows, cols, picks; DType out; };
+  for (Case cs : {Case{1000, 1152, 7, DType::bf16}, Case{50, 36, 1, DType::bf16}, Case{300, 64, 64, DType::f32},
+                  Case{17, 1000, 33, DType::bf16}}) {
+    SCOPED_TRACE("rows " + std::to_string(cs.rows) + " cols " + std::to_string(cs.cols) + " " + dtype_name(cs.out));
+    Both table = make({cs.rows, cs.cols}, randn(size_t(cs.rows) * cs.cols));
+    std::vector<int32_t> ids(cs.picks);
+    std::uniform_int_distribution<int> pick(0, cs.rows - 1);
+    for (auto& i : ids) i = pick(rng_);
+    Both idx = make_int({cs.picks}, ids, DType::i32);
+    const float scale = std::sqrt(static_cast<float>(cs.cols));
+    Both o = out({cs.picks, cs.cols}, cs.out);
+    cpu_->embedding(idx.c, table.c, o.c, scale);
+    gpu_->embedding(idx.g, table.g, o.g, scale);
+    expect_close(host(o.c), download(o.g), cs.out == DType::f32 ? 1e-7 : 4e-3, "embedding scaled");
+  }
+}
+
 // ---- rms_norm and scale_columns ---------------------------------------------------------------
 TEST_F(BackendOps, RmsNorm) {
   struct Case { int rows, hidden; DType dt; };
@@ -173,6 +195,54 @@ TEST_F(BackendOps, RmsNorm) {
     cpu_->scale_columns(x.c, g.c);
     gpu_->scale_columns(x.g, g.g);
     expect_close(host(x.c), download(x.g), cs.dt == DType::f32 ? 1e-6 : 4e-3, "scale_columns");
+  }
+}
+
+// ---- rms_norm_add: residual += x / rms(x) * w (Gemma's post-attention and post-feedforward norms)
+TEST_F(BackendOps, RmsNormAdd) {
+  struct Case { int rows, hidden; DType act, wt; };
+  for (Case cs : {Case{1, 1152, DType::bf16, DType::bf16}, Case{5, 4096, DType::bf16, DType::f32},
+                  Case{33, 1024, DType::bf16, DType::bf16}, Case{3, 100, DType::bf16, DType::f32},
+                  Case{2, 8200, DType::bf16, DType::bf16}, Case{4, 1024, DType::f32, DType::f32},
+                  Case{3, 30, DType::f32, DType::bf16}}) {
+    SCOPED_TRACE("rows " + std::to_string(cs.rows) + " hidden " + std::to_string(cs.hidden) + " " +
+                 dtype_name(cs.act) + " / " + dtype_name(cs.wt));
+    const size_t n = size_t(cs.rows) * cs.hidden;
+    Both x = make({cs.rows, cs.hidden}, randn(n, 4.f), cs.act);
+    std::vector<float> wv = randn(cs.hidden, 0.3f);
+    for (auto& w : wv) w = round_bf16(w + 1.f);
+    Both w = make({cs.hidden}, wv, cs.wt);
+    Both r = make({cs.rows, cs.hidden}, randn(n, 2.f), cs.act);
+    cpu_->rms_norm_add(x.c, w.c, 1e-6f, r.c);
+    gpu_->rms_norm_add(x.g, w.g, 1e-6f, r.g);
+    expect_close(host(r.c), download(r.g), cs.act == DType::f32 ? 1e-5 : 1e-2, "rms_norm_add");
+  }
+}
+
+// ---- add_bias (a projection's bias) and softcap (final logits) ----------------------------------
+TEST_F(BackendOps, AddBias) {
+  struct Case { int rows, cols; DType xt, bt; };
+  for (Case cs : {Case{1, 2048, DType::bf16, DType::bf16}, Case{7, 3072, DType::bf16, DType::f32},
+                  Case{130, 512, DType::bf16, DType::bf16}, Case{3, 100, DType::bf16, DType::bf16},
+                  Case{5, 37, DType::f32, DType::bf16}, Case{4, 256, DType::f32, DType::f32}}) {
+    SCOPED_TRACE("rows " + std::to_string(cs.rows) + " cols " + std::to_string(cs.cols) + " " + dtype_name(cs.xt) +
+                 " + " + dtype_name(cs.bt));
+    Both x = make({cs.rows, cs.cols}, randn(size_t(cs.rows) * cs.cols, 2.f), cs.xt);
+    Both b = make({cs.cols}, randn(cs.cols), cs.bt);
+    cpu_->add_bias(x.c, b.c);
+    gpu_->add_bias(x.g, b.g);
+    expect_close(host(x.c), download(x.g), cs.xt == DType::f32 ? 1e-7 : 4e-3, "add_bias");
+  }
+}
+
+TEST_F(BackendOps, Softcap) {
+  struct Case { int rows, vocab; float cap; };
+  for (Case cs : {Case{1, 262144, 30.f}, Case{5, 1000, 30.f}, Case{3, 151936, 5.f}, Case{2, 7, 1.f}}) {
+    SCOPED_TRACE("rows " + std::to_string(cs.rows) + " vocab " + std::to_string(cs.vocab));
+    Both x = make({cs.rows, cs.vocab}, randn(size_t(cs.rows) * cs.vocab, 2.f * cs.cap), DType::f32);
+    cpu_->softcap(x.c, cs.cap);
+    gpu_->softcap(x.g, cs.cap);
+    expect_close(host(x.c), download(x.g), 1e-6, "softcap");
   }
 }
 
@@ -218,26 +288,29 @@ TEST_F(BackendOps, NormLinear) {
   }
 }
 
-// ---- silu_mul ---------------------------------------------------------------------------------
-TEST_F(BackendOps, SiluMul) {
+// ---- act_mul: SiLU (silu_mul) and tanh-GELU ----------------------------------------------------
+TEST_F(BackendOps, ActMul) {
   struct Case { int rows, inter; DType dt; };
-  for (Case cs : {Case{1, 3072, DType::bf16}, Case{9, 3072, DType::bf16}, Case{4, 100, DType::bf16},
-                  Case{3, 64, DType::f32}, Case{2, 7, DType::f32}}) {
-    SCOPED_TRACE("rows " + std::to_string(cs.rows) + " inter " + std::to_string(cs.inter));
-    Both x = make({cs.rows, 2 * cs.inter}, randn(size_t(cs.rows) * 2 * cs.inter, 2.f), cs.dt);
-    Both o = out({cs.rows, cs.inter}, cs.dt);
-    cpu_->silu_mul(x.c, FoldedNorm{}, o.c);
-    gpu_->silu_mul(x.g, FoldedNorm{}, o.g);
-    expect_close(host(o.c), download(o.g), cs.dt == DType::f32 ? 1e-5 : 1e-2, "silu_mul");
-    // A folded norm: rows scaled by 1/rms of the residual rows h first (hidden sizes with and
-    // without 16-byte vectors).
-    for (int hidden : {1024, 100}) {
-      Both h = make({cs.rows, hidden}, randn(size_t(cs.rows) * hidden, 5.f), cs.dt);
-      Both o2 = out({cs.rows, cs.inter}, cs.dt);
-      cpu_->silu_mul(x.c, FoldedNorm{&h.c, 1e-6f}, o2.c);
-      gpu_->silu_mul(x.g, FoldedNorm{&h.g, 1e-6f}, o2.g);
-      expect_close(host(o2.c), download(o2.g), cs.dt == DType::f32 ? 1e-5 : 1e-2,
-                   "silu_mul folded, hidden " + std::to_string(hidden));
+  for (Activation act : {Activation::silu, Activation::gelu_tanh}) {
+    const std::string name = act == Activation::silu ? "silu_mul" : "gelu_tanh_mul";
+    for (Case cs : {Case{1, 3072, DType::bf16}, Case{9, 3072, DType::bf16}, Case{4, 100, DType::bf16},
+                    Case{3, 64, DType::f32}, Case{2, 7, DType::f32}, Case{2, 6912, DType::bf16}}) {
+      SCOPED_TRACE(name + " rows " + std::to_string(cs.rows) + " inter " + std::to_string(cs.inter));
+      Both x = make({cs.rows, 2 * cs.inter}, randn(size_t(cs.rows) * 2 * cs.inter, 2.f), cs.dt);
+      Both o = out({cs.rows, cs.inter}, cs.dt);
+      cpu_->act_mul(x.c, FoldedNorm{}, act, o.c);
+      gpu_->act_mul(x.g, FoldedNorm{}, act, o.g);
+      expect_close(host(o.c), download(o.g), cs.dt == DType::f32 ? 1e-5 : 1e-2, name);
+      // A folded norm: rows scaled by 1/rms of the residual rows h first (hidden sizes with and
+      // without 16-byte vectors).
+      for (int hidden : {1024, 100}) {
+        Both h = make({cs.rows, hidden}, randn(size_t(cs.rows) * hidden, 5.f), cs.dt);
+        Both o2 = out({cs.rows, cs.inter}, cs.dt);
+        cpu_->act_mul(x.c, FoldedNorm{&h.c, 1e-6f}, act, o2.c);
+        gpu_->act_mul(x.g, FoldedNorm{&h.g, 1e-6f}, act, o2.g);
+        expect_close(host(o2.c), download(o2.g), cs.dt == DType::f32 ? 1e-5 : 1e-2,
+                     name + " folded, hidden " + std::to_string(hidden));
+      }
     }
   }
 }
@@ -280,11 +353,11 @@ TEST_F(BackendOps, QkNormRopeStore) {
     Both kc = make({blocks, cs.block_size, cs.hkv, D}, randn(cache_n));
     Both vc = make({blocks, cs.block_size, cs.hkv, D}, randn(cache_n));
     Both q = out({T, cs.hq, D});
-    cpu_->qk_norm_rope_store({qkv.c, FoldedNorm{}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq, cs.hkv,
-                              slots.data()},
+    cpu_->qk_norm_rope_store({qkv.c, FoldedNorm{}, Tensor{}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq,
+                              cs.hkv, slots.data()},
                              {kc.c, vc.c}, q.c);
-    gpu_->qk_norm_rope_store({qkv.g, FoldedNorm{}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq, cs.hkv,
-                              dev_i32(slots)},
+    gpu_->qk_norm_rope_store({qkv.g, FoldedNorm{}, Tensor{}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq,
+                              cs.hkv, dev_i32(slots)},
                              {kc.g, vc.g}, q.g);
     expect_close(host(q.c), download(q.g), 1e-2, "q_out");
     expect_close(host(kc.c), download(kc.g), 1e-2, "k_cache");
@@ -294,17 +367,79 @@ TEST_F(BackendOps, QkNormRopeStore) {
     for (int hidden : {1024, 72}) {
       Both h = make({T, hidden}, randn(size_t(T) * hidden, 4.f));
       Both q2 = out({T, cs.hq, D});
-      cpu_->qk_norm_rope_store({qkv.c, FoldedNorm{&h.c, 1e-6f}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq,
-                                cs.hkv, slots.data()},
+      cpu_->qk_norm_rope_store({qkv.c, FoldedNorm{&h.c, 1e-6f}, Tensor{}, qn.c, kn.c, positions.c, cos_sin.c,
+                                1e-6f, cs.hq, cs.hkv, slots.data()},
                                {kc.c, vc.c}, q2.c);
-      gpu_->qk_norm_rope_store({qkv.g, FoldedNorm{&h.g, 1e-6f}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq,
-                                cs.hkv, dev_i32(slots)},
+      gpu_->qk_norm_rope_store({qkv.g, FoldedNorm{&h.g, 1e-6f}, Tensor{}, qn.g, kn.g, positions.g, cos_sin.g,
+                                1e-6f, cs.hq, cs.hkv, dev_i32(slots)},
                                {kc.g, vc.g}, q2.g);
       const std::string what = " (folded, hidden " + std::to_string(hidden) + ")";
       expect_close(host(q2.c), download(q2.g), 1e-2, "q_out" + what);
       expect_close(host(kc.c), download(kc.g), 1e-2, "k_cache" + what);
       expect_close(host(vc.c), download(vc.g), 1e-2, "v_cache" + what);
     }
+  }
+}
+
+// The projection's bias (Qwen2: added after the folded norm's factor, before the q/k norm and
+// RoPE; v gets its bias too) and no q/k norm (Llama, Qwen2, Mistral), alone and together, bf16 and
+// f32 bias and norm weights, head_dim 64, 128 and 256 (the kernel's three widths).
+TEST_F(BackendOps, QkRopeStoreBiasAndNoNorm) {
+  struct Case { int tokens, hq, hkv, d, block_size; DType bias_t, norm_t; };
+  for (Case cs : {Case{1, 16, 8, 128, 16, DType::bf16, DType::bf16}, Case{13, 14, 2, 64, 32, DType::f32, DType::f32},
+                  Case{7, 8, 8, 64, 16, DType::bf16, DType::f32}, Case{5, 32, 4, 128, 256, DType::f32, DType::bf16},
+                  Case{6, 8, 4, 256, 16, DType::bf16, DType::bf16}, Case{40, 40, 8, 128, 16, DType::bf16, DType::bf16}}) {
+    const int D = cs.d, T = cs.tokens, max_pos = 4096, blocks = 4;
+    const int row = (cs.hq + 2 * cs.hkv) * D;
+    Both qkv = make({T, row}, randn(size_t(T) * row, 3.f));
+    Both bias = make({row}, randn(row, 2.f), cs.bias_t);
+    std::vector<float> qw = randn(D, 0.2f), kw = randn(D, 0.2f);
+    for (auto& w : qw) w = round_bf16(w + 1.f);
+    for (auto& w : kw) w = round_bf16(w + 1.f);
+    Both qn = make({D}, qw, cs.norm_t), kn = make({D}, kw, cs.norm_t);
+    std::vector<int32_t> pos(T), slots(T), all(blocks * cs.block_size);
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng_);
+    std::uniform_int_distribution<int> pd(0, max_pos - 1);
+    for (int t = 0; t < T; ++t) {
+      pos[t] = pd(rng_);
+      slots[t] = (t % 4 == 3) ? -1 : all[t];
+    }
+    Both positions = make_int({T}, pos, DType::i32);
+    Both cos_sin = make({max_pos, D}, rope_table(max_pos, D, 1e6), DType::f32);
+    Both h = make({T, 1024}, randn(size_t(T) * 1024, 4.f));
+    const size_t cache_n = size_t(blocks) * cs.block_size * cs.hkv * D;
+    for (bool with_bias : {true, false})
+      for (bool with_norm : {true, false})
+        for (bool fold : {false, true}) {
+          if (!with_bias && with_norm) continue;  // QkNormRopeStore
+          const std::string what = std::string(with_bias ? "bias" : "no bias") + (with_norm ? " norm" : " no norm") +
+                                   (fold ? " folded" : "") + ", tokens " + std::to_string(T) + " hq " +
+                                   std::to_string(cs.hq) + " hkv " + std::to_string(cs.hkv) + " d " +
+                                   std::to_string(D);
+          SCOPED_TRACE(what);
+          Both kc = make({blocks, cs.block_size, cs.hkv, D}, randn(cache_n));
+          Both vc = make({blocks, cs.block_size, cs.hkv, D}, randn(cache_n));
+          Both q = out({T, cs.hq, D});
+          auto args = [&](bool gpu) {
+            return RopeStore{.qkv = gpu ? qkv.g : qkv.c,
+                             .folded = fold ? FoldedNorm{gpu ? &h.g : &h.c, 1e-6f} : FoldedNorm{},
+                             .qkv_bias = with_bias ? (gpu ? bias.g : bias.c) : Tensor{},
+                             .q_norm_w = with_norm ? (gpu ? qn.g : qn.c) : Tensor{},
+                             .k_norm_w = with_norm ? (gpu ? kn.g : kn.c) : Tensor{},
+                             .positions = gpu ? positions.g : positions.c,
+                             .cos_sin = gpu ? cos_sin.g : cos_sin.c,
+                             .eps = 1e-6f,
+                             .num_q_heads = cs.hq,
+                             .num_kv_heads = cs.hkv,
+                             .slot_mapping = gpu ? dev_i32(slots) : slots.data()};
+          };
+          cpu_->qk_norm_rope_store(args(false), {kc.c, vc.c}, q.c);
+          gpu_->qk_norm_rope_store(args(true), {kc.g, vc.g}, q.g);
+          expect_close(host(q.c), download(q.g), 1e-2, "q_out " + what);
+          expect_close(host(kc.c), download(kc.g), 1e-2, "k_cache " + what);
+          expect_close(host(vc.c), download(vc.g), with_bias || fold ? 1e-2 : 0.0, "v_cache " + what);
+        }
   }
 }
 
@@ -318,12 +453,37 @@ struct AttnCase {
   bool prefill;
   std::vector<SeqSpec> seqs;
   int extra_max_k = 0;  // decode: host bound above the real maximum (as under graph capture)
+  int window = 0;       // AttentionOptions
+  float softcap = 0;
+  float q_std = 1;      // spread of q: > 1 makes scores large enough for the soft-cap's tanh to bend
 };
+
+// `ac` with a sliding window and soft-capping.
+AttnCase with_opts(AttnCase ac, int window, float softcap = 0, float q_std = 1) {
+  ac.window = window;
+  ac.softcap = softcap;
+  ac.q_std = q_std;
+  ac.name += " window " + std::to_string(window);
+  if (softcap > 0) ac.name += " softcap " + std::to_string(softcap) + " q_std " + std::to_string(q_std);
+  return ac;
+}
+std::vector<AttnCase> with_windows(const AttnCase& ac, const std::vector<int>& windows) {
+  std::vector<AttnCase> v;
+  for (int w : windows) v.push_back(with_opts(ac, w));
+  return v;
+}
 
 class AttentionOps : public BackendOps {
  protected:
-  void run(const AttnCase& ac) {
-    SCOPED_TRACE(ac.name);
+  // The inputs of one case on both backends, with the metadata for each.
+  struct Inputs {
+    Both kc, vc, q, o;
+    std::vector<int32_t> tables, cu, seqlens;
+    AttentionMetadata cpu_meta, gpu_meta;
+    AttentionOptions opts;
+  };
+  Inputs prepare(const AttnCase& ac) {
+    Inputs in;
     const int bs = ac.block_size, D = ac.d;
     int max_q = 0, max_k = 0, T = 0, max_blocks = 1;
     for (auto s : ac.seqs) {
@@ -339,37 +499,68 @@ class AttentionOps : public BackendOps {
     std::vector<int32_t> perm(total_blocks);
     std::iota(perm.begin(), perm.end(), 0);
     std::shuffle(perm.begin(), perm.end(), rng_);
-    std::vector<int32_t> tables(size_t(ac.seqs.size()) * max_blocks, -1), cu(1, 0), seqlens;
+    in.tables.assign(size_t(ac.seqs.size()) * max_blocks, -1);
+    in.cu.assign(1, 0);
     int next = 0;
     for (size_t i = 0; i < ac.seqs.size(); ++i) {
-      for (int b = 0; b < (ac.seqs[i].k_len + bs - 1) / bs; ++b) tables[i * max_blocks + b] = perm[next++];
-      cu.push_back(cu.back() + ac.seqs[i].q_len);
-      seqlens.push_back(ac.seqs[i].k_len);
+      for (int b = 0; b < (ac.seqs[i].k_len + bs - 1) / bs; ++b) in.tables[i * max_blocks + b] = perm[next++];
+      in.cu.push_back(in.cu.back() + ac.seqs[i].q_len);
+      in.seqlens.push_back(ac.seqs[i].k_len);
     }
     const size_t cache_n = size_t(total_blocks) * bs * ac.hkv * D;
-    Both kc = make({total_blocks, bs, ac.hkv, D}, randn(cache_n));
-    Both vc = make({total_blocks, bs, ac.hkv, D}, randn(cache_n));
-    Both q = make({T, ac.hq, D}, randn(size_t(T) * ac.hq * D));
-    Both o = out({T, ac.hq, D});
-    AttentionMetadata m;
+    in.kc = make({total_blocks, bs, ac.hkv, D}, randn(cache_n));
+    in.vc = make({total_blocks, bs, ac.hkv, D}, randn(cache_n));
+    in.q = make({T, ac.hq, D}, randn(size_t(T) * ac.hq * D, ac.q_std));
+    in.o = out({T, ac.hq, D});
+    AttentionMetadata& m = in.cpu_meta;
     m.is_prefill = ac.prefill;
     m.num_seqs = static_cast<int>(ac.seqs.size());
     m.num_tokens = T;
     m.max_seqlen_q = max_q;
     m.max_seqlen_k = max_k + ac.extra_max_k;
     m.max_num_blocks = max_blocks;
-    m.cu_seqlens_q = cu.data();
-    m.seqlens_k = seqlens.data();
-    m.block_tables = tables.data();
-    const float scale = 1.f / std::sqrt(static_cast<float>(D));
-    cpu_->attention(q.c, {kc.c, vc.c}, m, scale, o.c);
-    AttentionMetadata g = m;
-    g.cu_seqlens_q = dev_i32(cu);
-    g.seqlens_k = dev_i32(seqlens);
-    g.block_tables = dev_i32(tables);
-    gpu_->attention(q.g, {kc.g, vc.g}, g, scale, o.g);
-    expect_close(host(o.c), download(o.g), 1e-2, "attention " + ac.name);
+    m.cu_seqlens_q = in.cu.data();
+    m.seqlens_k = in.seqlens.data();
+    m.block_tables = in.tables.data();
+    in.gpu_meta = m;
+    in.gpu_meta.cu_seqlens_q = dev_i32(in.cu);
+    in.gpu_meta.seqlens_k = dev_i32(in.seqlens);
+    in.gpu_meta.block_tables = dev_i32(in.tables);
+    in.opts = AttentionOptions{.scale = 1.f / std::sqrt(static_cast<float>(D)), .window = ac.window,
+                               .softcap = ac.softcap};
+    return in;
   }
+
+  // The case on the CPU, then on the GPU once per decode partition in `partitions` (0: the
+  // default backend; others: a backend with BackendOptions::decode_partition set), each against
+  // the CPU's output.
+  void run(const AttnCase& ac, const std::vector<int>& partitions = {0}) {
+    SCOPED_TRACE(ac.name);
+    Inputs in = prepare(ac);
+    cpu_->attention(in.q.c, {in.kc.c, in.vc.c}, in.cpu_meta, in.opts, in.o.c);
+    for (int p : partitions) {
+      Backend& be = p ? backend_with_partition(p) : *gpu_;
+      std::vector<uint8_t> ff(in.o.g.nbytes(), 0xff);  // poisoned again: each run must write every row
+      gpu_->copy_to_device(in.o.g.data, ff.data(), ff.size());
+      gpu_->synchronize();  // the inputs were issued on gpu_'s stream
+      be.attention(in.q.g, {in.kc.g, in.vc.g}, in.gpu_meta, in.opts, in.o.g);
+      be.synchronize();
+      expect_close(host(in.o.c), download(in.o.g), 1e-2,
+                   "attention " + ac.name + (p ? " partition " + std::to_string(p) : ""));
+    }
+  }
+
+  // A second CUDA backend on the same device whose decode splits hold at most `partition` tokens.
+  Backend& backend_with_partition(int partition) {
+    auto& be = by_partition_[partition];
+    if (!be) {
+      BackendOptions o = BackendOptions{}.with_env(env_options());
+      o.decode_partition = partition;
+      be = make_backend(DeviceKind::cuda, o);
+    }
+    return *be;
+  }
+  std::map<int, std::unique_ptr<Backend>> by_partition_;
 };
 
 TEST_F(AttentionOps, Prefill) {
@@ -381,6 +572,40 @@ TEST_F(AttentionOps, Prefill) {
            {"gqa 8 d128 bs64", 32, 4, 128, 64, true, {{33, 33}, {200, 250}}},
            {"gqa 5 d64 bs128", 10, 2, 64, 128, true, {{37, 37}, {3, 90}}},
            {"chunk after prefix bs16", 16, 8, 128, 16, true, {{256, 512}, {1, 700}}},
+       })
+    run(ac);
+}
+
+// Sliding windows: smaller than, equal to and larger than the contexts, not multiples of the
+// block size or of the 64-key tile; window 1 (each query sees itself only); a chunk whose windows
+// start inside the cached prefix or an earlier chunk; GQA packings whose 64-row blocks start
+// mid-token (G = 5); head_dim 64 and 128.
+TEST_F(AttentionOps, PrefillWindow) {
+  const std::vector<SeqSpec> mixed = {{5, 5}, {64, 64}, {65, 65}, {1, 1}, {100, 300}, {17, 40}, {130, 129 + 1}};
+  std::vector<AttnCase> cases;
+  auto add = [&](const std::vector<AttnCase>& v) { cases.insert(cases.end(), v.begin(), v.end()); };
+  add(with_windows({"qwen3-0.6b bs16", 16, 8, 128, 16, true, mixed}, {1, 7, 63, 64, 65, 100, 130, 300, 1000}));
+  add(with_windows({"mha d64 bs32", 8, 8, 64, 32, true, mixed}, {1, 33, 129, 4096}));
+  add(with_windows({"gqa 8 d128 bs64", 32, 4, 128, 64, true, {{33, 33}, {200, 250}}}, {17, 64, 250}));
+  add(with_windows({"gqa 5 d64 bs128", 10, 2, 64, 128, true, {{37, 37}, {3, 90}, {150, 150}}}, {1, 10, 50, 200}));
+  add(with_windows({"gqa 2 d128 bs16", 16, 8, 128, 16, true, {{40, 40}, {3, 90}}}, {13, 39, 40, 41}));
+  // chunked prefill: the first query of the chunk at 256 sees back to 157 (window 100) or 0
+  add(with_windows({"chunk after prefix bs16", 16, 8, 128, 16, true, {{256, 512}, {1, 700}, {100, 300}}},
+                   {100, 150, 257, 512}));
+  add(with_windows({"long prompt bs16", 16, 8, 128, 16, true, {{1024, 1024}, {512, 2048}}}, {128, 700}));
+  add(with_windows({"long prompt d64 bs256", 8, 2, 64, 256, true, {{1024, 1024}}}, {4, 1000}));
+  for (const AttnCase& ac : cases) run(ac);
+}
+
+// Soft-capping (Gemma 2's 50, and a small cap with large scores so the tanh saturates), alone and
+// with a window.
+TEST_F(AttentionOps, PrefillSoftcap) {
+  const std::vector<SeqSpec> mixed = {{5, 5}, {64, 64}, {65, 65}, {1, 1}, {100, 300}, {17, 40}, {130, 129 + 1}};
+  const AttnCase qwen{"qwen3-0.6b bs16", 16, 8, 128, 16, true, mixed};
+  const AttnCase d64{"gqa 4 d64 bs32", 16, 4, 64, 32, true, {{256, 512}, {37, 37}}};
+  for (const AttnCase& ac : std::vector<AttnCase>{
+           with_opts(qwen, 0, 50.f), with_opts(qwen, 0, 2.f, 3.f), with_opts(qwen, 100, 30.f, 2.f),
+           with_opts(qwen, 1, 2.f, 3.f), with_opts(d64, 0, 5.f, 3.f), with_opts(d64, 77, 50.f),
        })
     run(ac);
 }
@@ -406,6 +631,51 @@ TEST_F(AttentionOps, Decode) {
     run(ac);
 }
 
+// Sliding windows in decode: the splits tile the window, laid from its start; windows below, at
+// and above the contexts, not multiples of the block size or of a split; under a graph's bound.
+TEST_F(AttentionOps, DecodeWindow) {
+  std::vector<AttnCase> cases;
+  auto add = [&](const std::vector<AttnCase>& v) { cases.insert(cases.end(), v.begin(), v.end()); };
+  add(with_windows({"qwen3-0.6b bs16", 16, 8, 128, 16, false, dec({1, 17, 256, 257, 1000, 3000})},
+                   {1, 16, 17, 100, 256, 257, 1000, 3000, 4096}));
+  add(with_windows({"qwen3-0.6b bs256 bound", 16, 8, 128, 256, false, dec({5, 700, 2049}), 4096}, {512, 1000, 8192}));
+  add(with_windows({"batch 1 long", 16, 8, 128, 32, false, dec({4000})}, {31, 512, 3999, 4000}));
+  add(with_windows({"padded rows", 16, 8, 128, 16, false, dec({1, 1, 1, 600})}, {1, 300}));
+  add(with_windows({"mha d64 bs16", 8, 8, 64, 16, false, dec({3, 100, 1500})}, {2, 99, 700}));
+  add(with_windows({"gqa 5 d64 bs64", 10, 2, 64, 64, false, dec({63, 64, 65, 1000})}, {63, 64, 65}));
+  add(with_windows({"gqa 8 d128 bs16", 64, 8, 128, 16, false, dec({333, 2, 1500})}, {100, 333}));
+  add(with_windows({"gqa 8 d64 bs32", 64, 8, 64, 32, false, dec({333, 2, 1500}), 2000}, {100, 1024}));
+  for (const AttnCase& ac : cases) run(ac);
+}
+
+TEST_F(AttentionOps, DecodeSoftcap) {
+  const AttnCase qwen{"qwen3-0.6b bs16", 16, 8, 128, 16, false, dec({1, 17, 256, 257, 1000, 3000})};
+  const AttnCase d64{"gqa 8 d64 bs64 bound", 32, 4, 64, 64, false, dec({7, 900, 2500}), 1596};
+  for (const AttnCase& ac : std::vector<AttnCase>{
+           with_opts(qwen, 0, 50.f), with_opts(qwen, 0, 2.f, 3.f), with_opts(qwen, 300, 30.f, 2.f),
+           with_opts(qwen, 1, 2.f, 3.f), with_opts(d64, 0, 5.f, 3.f), with_opts(d64, 1000, 50.f),
+       })
+    run(ac);
+}
+
+// The same windowed decode under every split size (NANOVLLM_DECODE_PARTITION): splits laid from
+// the window's start, merged in the launch, give the CPU's answer. 136 sequences x 8 kv heads fill
+// the GPU at one split each, so the split is the partition's size: 32, 64, 96, 256 tokens, and at
+// 1024 the whole 700-token window (one split, written directly). Batch 1 spreads its window over
+// as many 32-token splits as fill the GPU whatever the partition.
+TEST_F(AttentionOps, DecodeWindowAnySplitSize) {
+  const std::vector<int> partitions = {0, 32, 64, 96, 256, 1024};
+  std::vector<int> lens = {1, 100, 699, 700, 701, 1400, 1500};
+  std::uniform_int_distribution<int> len(1, 1500);
+  while (lens.size() < 136) lens.push_back(len(rng_));
+  const AttnCase many{"136 seqs bs16", 16, 8, 128, 16, false, dec(lens), 2596};
+  const AttnCase one{"batch 1 d64 bs256", 8, 2, 64, 256, false, dec({6000})};
+  for (const AttnCase& ac : std::vector<AttnCase>{with_opts(many, 700), with_opts(many, 64), with_opts(many, 1),
+                                                  with_opts(many, 700, 20.f, 2.f), with_opts(one, 4000),
+                                                  with_opts(one, 33), many})
+    run(ac, partitions);
+}
+
 // Large batches: most blocks of the graph-bounded grid idle, splits merged by the last block.
 TEST_F(AttentionOps, DecodeLargeBatch) {
   std::vector<int> varied;
@@ -415,8 +685,54 @@ TEST_F(AttentionOps, DecodeLargeBatch) {
            {"128 seqs under a 4096 bound", 16, 8, 128, 32, false, dec(varied), 4096},
            {"short and long mixed", 16, 8, 128, 16, false,
             dec({1, 2, 3, 64, 65, 1023, 1024, 1025, 5, 4000, 7, 130})},
+           with_opts({"128 seqs under a 4096 bound", 16, 8, 128, 32, false, dec(varied), 4096}, 512),
+           with_opts({"short and long mixed", 16, 8, 128, 16, false,
+                      dec({1, 2, 3, 64, 65, 1023, 1024, 1025, 5, 4000, 7, 130})},
+                     1024, 30.f, 2.f),
        })
     run(ac);
+}
+
+// More (sequence, kv head) pairs than the split counters hold (65,536): the splits are merged by
+// the second kernel (combine_kernel), which must lay them from the window's start too.
+TEST_F(AttentionOps, DecodeWindowCombineKernel) {
+  // 4100 sequences x 16 kv heads; every 7th has 33-48 tokens (two 32-token splits of its
+  // 40-token window), the rest 1-8 (few bytes to fill).
+  std::vector<int> lens(4100);
+  std::uniform_int_distribution<int> longer(33, 48), shorter(1, 8);
+  for (size_t i = 0; i < lens.size(); ++i) lens[i] = i % 7 == 0 ? longer(rng_) : shorter(rng_);
+  lens[0] = 48;
+  const AttnCase ac{"4100 seqs x 16 kv heads", 16, 16, 64, 8, false, dec(lens)};
+  run(with_opts(ac, 40), {32});
+  run(with_opts(ac, 40, 5.f, 2.f), {32});
+}
+
+// A windowed decode captured in a graph replays with other context lengths (read from the device
+// array the graph holds): the window's start and the splits follow the new lengths.
+TEST_F(AttentionOps, DecodeWindowGraphReplay) {
+  const int B = 8, bound = 4096, bs = 16;
+  std::vector<SeqSpec> full = dec(std::vector<int>(B, bound));
+  for (int window : {512, 1000}) {
+    SCOPED_TRACE("window " + std::to_string(window));
+    AttnCase ac = with_opts({"graph", 16, 8, 128, bs, false, full}, window, 30.f, 2.f);
+    Inputs in = prepare(ac);  // every sequence's table covers the bound
+    int32_t* dev_lens = const_cast<int32_t*>(in.gpu_meta.seqlens_k);
+    auto call = [&] { gpu_->attention(in.q.g, {in.kc.g, in.vc.g}, in.gpu_meta, in.opts, in.o.g); };
+    call();  // eager first: the split workspace is allocated outside the capture
+    gpu_->synchronize();
+    const int handle = gpu_->capture_graph(call);
+    ASSERT_GE(handle, 0);
+    std::uniform_int_distribution<int> len(1, bound);
+    for (int round = 0; round < 3; ++round) {
+      for (int i = 0; i < B; ++i) in.seqlens[i] = round == 0 && i < 3 ? window - 1 + i : len(rng_);
+      gpu_->copy_to_device(dev_lens, in.seqlens.data(), B * sizeof(int32_t));
+      std::vector<uint8_t> ff(in.o.g.nbytes(), 0xff);
+      gpu_->copy_to_device(in.o.g.data, ff.data(), ff.size());
+      gpu_->replay_graph(handle);
+      cpu_->attention(in.q.c, {in.kc.c, in.vc.c}, in.cpu_meta, in.opts, in.o.c);
+      expect_close(host(in.o.c), download(in.o.g), 1e-2, "graph replay round " + std::to_string(round));
+    }
+  }
 }
 
 // Sampling and logprobs: tests/test_cuda_sampling.cpp.

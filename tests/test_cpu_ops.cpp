@@ -124,6 +124,92 @@ TEST_F(CpuOps, SiluMul) {
     }
 }
 
+// act_mul with tanh-GELU (Gemma's gelu_pytorch_tanh): 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) * u,
+// with and without a folded norm; SiLU through act_mul is silu_mul.
+TEST_F(CpuOps, ActMulGeluTanh) {
+  const int T = 3, I = 29, H = 11;
+  auto x = randn(T * 2 * I, 22, 3.0f), h = randn(T * H, 23, 4.0f);
+  Tensor ht = T32(h, {T, H});
+  const std::vector<double> f = folded_factors(h, T, H, 1e-6);
+  const double k = std::sqrt(2.0 / M_PI);
+  for (bool fold : {false, true}) {
+    std::vector<float> out(T * I, -1.0f);
+    Tensor o = T32(out, {T, I});
+    be->act_mul(T32(x, {T, 2 * I}), fold ? FoldedNorm{&ht, 1e-6f} : FoldedNorm{}, Activation::gelu_tanh, o);
+    for (int t = 0; t < T; ++t)
+      for (int i = 0; i < I; ++i) {
+        const double s = fold ? f[t] : 1.0;
+        const double g = x[t * 2 * I + i] * s, u = x[t * 2 * I + I + i] * s;
+        const double ref = 0.5 * g * (1 + std::tanh(k * (g + 0.044715 * g * g * g))) * u;
+        EXPECT_NEAR(out[t * I + i], ref, 1e-5 * (1 + std::abs(ref))) << "fold " << fold << " at " << t << "," << i;
+      }
+    std::vector<float> silu(T * I), via_act(T * I);
+    Tensor st = T32(silu, {T, I}), at = T32(via_act, {T, I});
+    be->silu_mul(T32(x, {T, 2 * I}), fold ? FoldedNorm{&ht, 1e-6f} : FoldedNorm{}, st);
+    be->act_mul(T32(x, {T, 2 * I}), fold ? FoldedNorm{&ht, 1e-6f} : FoldedNorm{}, Activation::silu, at);
+    EXPECT_EQ(silu, via_act);
+  }
+}
+
+// residual += x / rms(x) * w (Gemma's post-attention and post-feedforward norms), row by row.
+TEST_F(CpuOps, RmsNormAdd) {
+  const int T = 5, H = 37;
+  const float eps = 1e-6f;
+  auto x = randn(T * H, 24, 3.0f), w = randn(H, 25), r0 = randn(T * H, 26, 2.0f);
+  std::vector<float> r = r0;
+  Tensor rt = T32(r, {T, H});
+  be->rms_norm_add(T32(x, {T, H}), T32(w, {H}), eps, rt);
+  for (int t = 0; t < T; ++t) {
+    double ss = 0;
+    for (int i = 0; i < H; ++i) ss += double(x[t * H + i]) * x[t * H + i];
+    for (int i = 0; i < H; ++i) {
+      const double ref = r0[t * H + i] + x[t * H + i] / std::sqrt(ss / H + eps) * w[i];
+      EXPECT_NEAR(r[t * H + i], ref, 1e-5 * (1 + std::abs(ref))) << t << "," << i;
+    }
+  }
+  std::vector<float> small(T * (H - 1));
+  Tensor bad = T32(small, {T, H - 1});
+  EXPECT_THROW(be->rms_norm_add(T32(x, {T, H}), T32(w, {H}), eps, bad), std::invalid_argument);
+}
+
+// x[t, :] += bias; softcap: x = cap * tanh(x / cap).
+TEST_F(CpuOps, AddBiasAndSoftcap) {
+  const int T = 4, N = 19;
+  auto x0 = randn(T * N, 27, 2.0f), bias = randn(N, 28);
+  std::vector<float> x = x0;
+  Tensor xt = T32(x, {T, N});
+  be->add_bias(xt, T32(bias, {N}));
+  for (int t = 0; t < T; ++t)
+    for (int n = 0; n < N; ++n) EXPECT_EQ(x[t * N + n], x0[t * N + n] + bias[n]);
+  std::vector<float> wrong(N + 1);
+  EXPECT_THROW(be->add_bias(xt, T32(wrong, {N + 1})), std::invalid_argument);
+
+  const int B = 3, V = 70000;  // more than one parallel chunk
+  const float cap = 30.0f;
+  auto logits0 = randn(size_t(B) * V, 29, 40.0f);
+  std::vector<float> logits = logits0;
+  Tensor lt = T32(logits, {B, V});
+  be->softcap(lt, cap);
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const double ref = cap * std::tanh(double(logits0[i]) / cap);
+    ASSERT_NEAR(logits[i], ref, 2e-6 * (1 + std::abs(ref))) << i;
+  }
+  EXPECT_THROW(be->softcap(lt, 0.0f), std::invalid_argument);
+}
+
+// Gemma's embedding: rows times a factor (sqrt(hidden)).
+TEST_F(CpuOps, EmbeddingScale) {
+  const int V = 10, H = 6;
+  auto table = randn(V * H, 31);
+  std::vector<int32_t> ids = {3, 0, 9, 3};
+  std::vector<float> out(4 * H);
+  Tensor o = T32(out, {4, H});
+  const float scale = std::sqrt(float(H));
+  be->embedding(TI(ids, {4}), T32(table, {V, H}), o, scale);
+  for (int t = 0; t < 4; ++t)
+    for (int i = 0; i < H; ++i) EXPECT_EQ(out[t * H + i], table[ids[t] * H + i] * scale);
+}
+
 TEST_F(CpuOps, EmbeddingAndGatherRows) {
   const int V = 10, H = 6;
   auto table = randn(V * H, 30);
@@ -225,7 +311,7 @@ TEST_F(CpuOps, QkNormRopeStore) {
       }
     }
   };
-  be->qk_norm_rope_store({T32(qkv, {T, row}), FoldedNorm{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
+  be->qk_norm_rope_store({T32(qkv, {T, row}), FoldedNorm{}, Tensor{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
                           T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data()},
                          {kt, vt}, qt);
   check(qkv, nullptr);
@@ -242,10 +328,94 @@ TEST_F(CpuOps, QkNormRopeStore) {
   std::vector<float> scaled = qkv;
   for (int t = 0; t < T; ++t)
     for (int i = 0; i < row; ++i) scaled[t * row + i] = float(qkv[t * row + i] * f[t]);
-  be->qk_norm_rope_store({T32(qkv, {T, row}), FoldedNorm{&ht, eps}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
-                          T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data()},
+  be->qk_norm_rope_store({T32(qkv, {T, row}), FoldedNorm{&ht, eps}, Tensor{}, T32(qw, {D}), T32(kw, {D}),
+                          TI(pos, {T}), T32(cs, {max_pos, D}), eps, Hq, Hkv, slots.data()},
                          {kt, vt}, qt);
   check(scaled, &f);
+}
+
+// The projection's bias (Qwen2) is added after the folded norm's factor and before the q/k norm and
+// RoPE, v gets its bias too; undefined norm weights (Llama, Qwen2, Mistral) mean no q/k norm.
+TEST_F(CpuOps, QkRopeStoreBiasAndNoNorm) {
+  const int T = 4, Hq = 4, Hkv = 2, D = 16, nb = 3, bs = 4, max_pos = 64, H = 24;
+  const float eps = 1e-6f;
+  const int row = (Hq + 2 * Hkv) * D;
+  auto qkv = randn(T * row, 50), qw = randn(D, 51), kw = randn(D, 52), bias = randn(row, 53, 0.5f);
+  auto h = randn(T * H, 54, 3.0f);
+  Tensor ht = T32(h, {T, H});
+  const std::vector<double> f = folded_factors(h, T, H, eps);
+  auto cs = rope_table(max_pos, D, 10000.0);
+  std::vector<int32_t> pos = {0, 5, 63, 17}, slots = {0, 7, -1, 11};
+  // One head in double: x * pre + bias, RMS-normed with w when given, rotated.
+  auto ref_head = [&](int t, int col, const std::vector<float>* w, bool with_bias, double pre, double* out) {
+    std::vector<double> y(D);
+    for (int d = 0; d < D; ++d) y[d] = qkv[t * row + col + d] * pre + (with_bias ? bias[col + d] : 0.0);
+    double inv = 1;
+    if (w) {
+      double ss = 0;
+      for (double v : y) ss += v * v;
+      inv = 1 / std::sqrt(ss / D + eps);
+    }
+    const float* c = &cs[pos[t] * D];
+    for (int d = 0; d < D / 2; ++d) {
+      const double x1 = y[d] * inv * (w ? (*w)[d] : 1.0), x2 = y[d + D / 2] * inv * (w ? (*w)[d + D / 2] : 1.0);
+      out[d] = x1 * c[d] - x2 * c[D / 2 + d];
+      out[d + D / 2] = x2 * c[d] + x1 * c[D / 2 + d];
+    }
+  };
+  for (bool with_bias : {false, true})
+    for (bool with_norm : {false, true})
+      for (bool fold : {false, true}) {
+        if (!with_bias && with_norm) continue;  // QkNormRopeStore above
+        SCOPED_TRACE(std::string("bias ") + (with_bias ? "yes" : "no") + ", norm " + (with_norm ? "yes" : "no") +
+                     ", folded " + (fold ? "yes" : "no"));
+        std::vector<float> kc(nb * bs * Hkv * D, 99.0f), vc(kc.size(), 99.0f), q(T * Hq * D, -1.0f);
+        Tensor kt = T32(kc, {nb, bs, Hkv, D}), vt = T32(vc, {nb, bs, Hkv, D}), qt = T32(q, {T, Hq, D});
+        RopeStore in{.qkv = T32(qkv, {T, row}),
+                     .folded = fold ? FoldedNorm{&ht, eps} : FoldedNorm{},
+                     .qkv_bias = with_bias ? T32(bias, {row}) : Tensor{},
+                     .q_norm_w = with_norm ? T32(qw, {D}) : Tensor{},
+                     .k_norm_w = with_norm ? T32(kw, {D}) : Tensor{},
+                     .positions = TI(pos, {T}),
+                     .cos_sin = T32(cs, {max_pos, D}),
+                     .eps = eps,
+                     .num_q_heads = Hq,
+                     .num_kv_heads = Hkv,
+                     .slot_mapping = slots.data()};
+        be->qk_norm_rope_store(in, {kt, vt}, qt);
+        std::vector<double> ref(D);
+        for (int t = 0; t < T; ++t) {
+          const double pre = fold ? f[t] : 1.0;
+          for (int hh = 0; hh < Hq; ++hh) {
+            ref_head(t, hh * D, with_norm ? &qw : nullptr, with_bias, pre, ref.data());
+            for (int d = 0; d < D; ++d)
+              EXPECT_NEAR(q[(t * Hq + hh) * D + d], ref[d], 1e-5 * (1 + std::abs(ref[d])))
+                  << t << " q" << hh << " " << d;
+          }
+          if (slots[t] < 0) continue;
+          for (int hh = 0; hh < Hkv; ++hh) {
+            ref_head(t, (Hq + hh) * D, with_norm ? &kw : nullptr, with_bias, pre, ref.data());
+            for (int d = 0; d < D; ++d) {
+              EXPECT_NEAR(kc[(slots[t] * Hkv + hh) * D + d], ref[d], 1e-5 * (1 + std::abs(ref[d])))
+                  << t << " k" << hh << " " << d;
+              const int vcol = (Hq + Hkv + hh) * D + d;
+              const double v = qkv[t * row + vcol] * pre + (with_bias ? bias[vcol] : 0.0);
+              EXPECT_NEAR(vc[(slots[t] * Hkv + hh) * D + d], v, 1e-6 * (1 + std::abs(v)))
+                  << t << " v" << hh << " " << d;
+            }
+          }
+        }
+        int untouched = 0;
+        for (float v : kc) untouched += v == 99.0f;
+        EXPECT_EQ(untouched, (nb * bs - 3) * Hkv * D);
+      }
+  // One norm weight without the other is a contract error.
+  std::vector<float> kc(nb * bs * Hkv * D), vc(kc.size()), q(T * Hq * D);
+  Tensor kt = T32(kc, {nb, bs, Hkv, D}), vt = T32(vc, {nb, bs, Hkv, D}), qt = T32(q, {T, Hq, D});
+  RopeStore half{.qkv = T32(qkv, {T, row}), .q_norm_w = T32(qw, {D}), .positions = TI(pos, {T}),
+                 .cos_sin = T32(cs, {max_pos, D}), .eps = eps, .num_q_heads = Hq, .num_kv_heads = Hkv,
+                 .slot_mapping = slots.data()};
+  EXPECT_THROW(be->qk_norm_rope_store(half, {kt, vt}, qt), std::invalid_argument);
 }
 
 // ---- paged attention ----
@@ -293,33 +463,43 @@ Batch make_batch(const std::vector<std::pair<int, int>>& seqs, int bs, int num_b
   return b;
 }
 
-// softmax(scale q.k) v over cache positions [0, pos], in double, read straight from the tables.
+// softmax(s) v over the cache positions a query at position pos sees, in double, read straight from
+// the tables: [0, pos], or with a window (pos - window, pos]; s = scale q.k, or with soft-capping
+// softcap * tanh(scale q.k / softcap). A naive softmax over exactly the allowed keys.
 void ref_attention(const std::vector<float>& q, const std::vector<float>& kc, const std::vector<float>& vc,
-                   const Batch& b, int Hq, int Hkv, int D, int bs, float scale, std::vector<double>& out) {
+                   const Batch& b, int Hq, int Hkv, int D, int bs, const AttentionOptions& o,
+                   std::vector<double>& out) {
   out.assign(q.size(), 0.0);
   for (size_t i = 0; i < b.seqlens_k.size(); ++i) {
     const int q_len = b.cu_q[i + 1] - b.cu_q[i];
     for (int j = 0; j < q_len; ++j) {
       const int t = b.cu_q[i] + j, pos = b.seqlens_k[i] - q_len + j;
+      const int lo = o.window > 0 ? std::max(0, pos - o.window + 1) : 0;
       for (int h = 0; h < Hq; ++h) {
         const int kvh = h / (Hq / Hkv);
-        std::vector<double> s(pos + 1);
+        std::vector<double> s(pos + 1 - lo);
         double mx = -1e300, sum = 0;
-        for (int p = 0; p <= pos; ++p) {
+        for (int p = lo; p <= pos; ++p) {
           const int slot = b.tables[i * b.max_blocks + p / bs] * bs + p % bs;
           double d = 0;
           for (int e = 0; e < D; ++e) d += double(q[(t * Hq + h) * D + e]) * kc[(slot * Hkv + kvh) * D + e];
-          s[p] = scale * d;
-          mx = std::max(mx, s[p]);
+          d *= o.scale;
+          if (o.softcap > 0) d = o.softcap * std::tanh(d / o.softcap);
+          s[p - lo] = d;
+          mx = std::max(mx, d);
         }
         for (auto& x : s) sum += (x = std::exp(x - mx));
-        for (int p = 0; p <= pos; ++p) {
+        for (int p = lo; p <= pos; ++p) {
           const int slot = b.tables[i * b.max_blocks + p / bs] * bs + p % bs;
-          for (int e = 0; e < D; ++e) out[(t * Hq + h) * D + e] += s[p] / sum * vc[(slot * Hkv + kvh) * D + e];
+          for (int e = 0; e < D; ++e) out[(t * Hq + h) * D + e] += s[p - lo] / sum * vc[(slot * Hkv + kvh) * D + e];
         }
       }
     }
   }
+}
+void ref_attention(const std::vector<float>& q, const std::vector<float>& kc, const std::vector<float>& vc,
+                   const Batch& b, int Hq, int Hkv, int D, int bs, float scale, std::vector<double>& out) {
+  ref_attention(q, kc, vc, b, Hq, Hkv, D, bs, AttentionOptions{.scale = scale}, out);
 }
 
 struct AttnCase {
@@ -361,6 +541,112 @@ TEST_F(CpuOps, PagedAttentionMatchesReference) {
   }
 }
 
+// Sliding windows and soft-capping against the naive softmax over the allowed keys, on both CPU
+// paths (query tiles of OpenBLAS for chunks of >= kMinTiledQuery tokens, per token below): windows
+// smaller than, equal to and larger than the context, not multiples of the block size, a window
+// that starts inside the cached prefix or an earlier chunk, window 1 (only the token itself), GQA.
+TEST_F(CpuOps, WindowAndSoftcapAttentionMatchesReference) {
+  struct Case {
+    int Hq, Hkv, D, bs;
+    bool prefill;
+    std::vector<std::pair<int, int>> seqs;
+    std::vector<std::pair<int, float>> opts;  // (window, softcap)
+    float q_std = 1.0f;
+  };
+  const std::vector<Case> cases = {
+      // fresh prefill on the tiled path (q_len >= 8, tiles of 32), a prefix-cached chunk, a short chunk
+      {4, 2, 16, 4, true, {{40, 40}, {37, 90}, {3, 9}, {1, 1}},
+       {{1, 0}, {3, 0}, {5, 0}, {16, 0}, {33, 0}, {40, 0}, {90, 0}, {1000, 0}}},
+      // softcap alone and with windows, scores large enough for the tanh to bend (q_std 3)
+      {4, 2, 16, 4, true, {{40, 40}, {37, 90}, {3, 9}}, {{0, 2.0f}, {0, 50.0f}, {7, 2.0f}, {45, 1.5f}}, 3.0f},
+      // GQA 6:1, block size 1, chunk after a long prefix where the window starts inside the prefix
+      {6, 1, 8, 1, true, {{20, 120}, {9, 9}}, {{1, 0}, {50, 0}, {101, 0}, {120, 0}, {30, 3.0f}}, 2.0f},
+      // head_dim with a tail (12); windows that split blocks of 16
+      {2, 1, 12, 16, true, {{19, 40}, {33, 33}}, {{17, 0}, {20, 0}, {32, 0}, {21, 4.0f}}},
+      // decode: windows below, at and above the context, across pages
+      {4, 2, 40, 8, false, {{1, 1}, {1, 8}, {1, 17}, {1, 30}, {1, 100}},
+       {{1, 0}, {8, 0}, {17, 0}, {29, 0}, {30, 0}, {31, 0}, {64, 0}, {10, 2.5f}, {0, 2.5f}}, 2.0f},
+      {16, 8, 128, 256, false, {{1, 300}, {1, 256}, {1, 257}, {1, 2}}, {{256, 0}, {255, 0}, {100, 30.0f}, {0, 30.0f}}},
+  };
+  uint32_t seed = 500;
+  for (const auto& c : cases) {
+    int need = 0;
+    for (auto [q, k] : c.seqs) need += (k + c.bs - 1) / c.bs;
+    const int nb = need + 3;
+    Batch b = make_batch(c.seqs, c.bs, nb, seed++);
+    const int T = b.cu_q.back();
+    auto q = randn(size_t(T) * c.Hq * c.D, seed++, c.q_std);
+    auto kc = randn(size_t(nb) * c.bs * c.Hkv * c.D, seed++), vc = randn(size_t(nb) * c.bs * c.Hkv * c.D, seed++);
+    for (auto [window, softcap] : c.opts) {
+      SCOPED_TRACE("Hq " + std::to_string(c.Hq) + " D " + std::to_string(c.D) + " bs " + std::to_string(c.bs) +
+                   " window " + std::to_string(window) + " softcap " + std::to_string(softcap));
+      const AttentionOptions o{.scale = 1.0f / std::sqrt(float(c.D)), .window = window, .softcap = softcap};
+      std::vector<float> out(q.size(), -7.0f);
+      Tensor ot = T32(out, {T, c.Hq, c.D});
+      be->attention(T32(q, {T, c.Hq, c.D}), {T32(kc, {nb, c.bs, c.Hkv, c.D}), T32(vc, {nb, c.bs, c.Hkv, c.D})},
+                    b.meta(c.prefill), o, ot);
+      std::vector<double> ref;
+      ref_attention(q, kc, vc, b, c.Hq, c.Hkv, c.D, c.bs, o, ref);
+      for (size_t i = 0; i < out.size(); ++i)
+        ASSERT_NEAR(out[i], ref[i], 2e-5 * (1 + std::abs(ref[i]))) << "i=" << i;
+    }
+  }
+  // A window changes the answer where it cuts keys off, and only there: a window covering the
+  // whole context is the plain causal attention.
+  Batch b = make_batch({{12, 30}}, 4, 10, 9);
+  auto q = randn(12 * 2 * 8, 1), kc = randn(10 * 4 * 1 * 8, 2), vc = randn(10 * 4 * 1 * 8, 3);
+  std::vector<float> plain(q.size()), wide(q.size()), narrow(q.size());
+  Tensor pt = T32(plain, {12, 2, 8}), wt = T32(wide, {12, 2, 8}), nt = T32(narrow, {12, 2, 8});
+  const PagedKV cache{T32(kc, {10, 4, 1, 8}), T32(vc, {10, 4, 1, 8})};
+  be->attention(T32(q, {12, 2, 8}), cache, b.meta(true), AttentionOptions{.scale = 0.3f}, pt);
+  be->attention(T32(q, {12, 2, 8}), cache, b.meta(true), AttentionOptions{.scale = 0.3f, .window = 30}, wt);
+  be->attention(T32(q, {12, 2, 8}), cache, b.meta(true), AttentionOptions{.scale = 0.3f, .window = 29}, nt);
+  EXPECT_EQ(plain, wide);
+  EXPECT_NE(plain, narrow);
+}
+
+// With a window, the same tokens give the same outputs prefilled at once, as a cached prefix plus a
+// chunk whose first window starts inside the prefix, or decoded token by token.
+TEST_F(CpuOps, WindowedChunksEqualFullPrefill) {
+  const int Hq = 4, Hkv = 2, D = 32, bs = 8, L = 45, P = 29, nb = 8, max_pos = 64;
+  const int row = (Hq + 2 * Hkv) * D;
+  auto qkv = randn(size_t(L) * row, 210);
+  auto cs = rope_table(max_pos, D, 1e6);
+  for (auto [window, softcap] : std::vector<std::pair<int, float>>{{5, 0}, {13, 0}, {16, 2.0f}, {44, 0}}) {
+    SCOPED_TRACE("window " + std::to_string(window) + " softcap " + std::to_string(softcap));
+    const AttentionOptions o{.scale = 1.0f / std::sqrt(float(D)), .window = window, .softcap = softcap};
+    auto run = [&](const std::vector<std::pair<int, int>>& chunks) {
+      std::vector<float> kc(nb * bs * Hkv * D, 0.0f), vc(kc.size(), 0.0f);
+      std::vector<float> all(size_t(L) * Hq * D);
+      for (auto [begin, end] : chunks) {
+        const int T = end - begin;
+        Batch b = make_batch({{T, end}}, bs, nb, 7);
+        std::vector<int32_t> pos(T);
+        std::iota(pos.begin(), pos.end(), begin);
+        std::vector<float> part(qkv.begin() + size_t(begin) * row, qkv.begin() + size_t(end) * row);
+        std::vector<float> q(size_t(T) * Hq * D), out(q.size());
+        Tensor kt = T32(kc, {nb, bs, Hkv, D}), vt = T32(vc, {nb, bs, Hkv, D}), qt = T32(q, {T, Hq, D}),
+               ot = T32(out, {T, Hq, D});
+        be->qk_norm_rope_store({.qkv = T32(part, {T, row}), .positions = TI(pos, {T}), .cos_sin = T32(cs, {max_pos, D}),
+                                .eps = 1e-6f, .num_q_heads = Hq, .num_kv_heads = Hkv, .slot_mapping = b.slots.data()},
+                               {kt, vt}, qt);
+        be->attention(qt, {kt, vt}, b.meta(T > 1), o, ot);
+        std::copy(out.begin(), out.end(), all.begin() + size_t(begin) * Hq * D);
+      }
+      return all;
+    };
+    auto full = run({{0, L}});
+    auto cached = run({{0, P}, {P, L}});
+    std::vector<std::pair<int, int>> steps = {{0, P}};
+    for (int t = P; t < L; ++t) steps.push_back({t, t + 1});
+    auto decoded = run(steps);
+    for (size_t i = 0; i < full.size(); ++i) {
+      ASSERT_NEAR(cached[i], full[i], 1e-5 * (1 + std::abs(full[i]))) << i;
+      ASSERT_NEAR(decoded[i], full[i], 1e-5 * (1 + std::abs(full[i]))) << i;
+    }
+  }
+}
+
 // The cache path end to end: a prompt prefilled at once, or as a cached prefix plus a chunk,
 // or token by token as decode, gives the same attention output for the same tokens.
 TEST_F(CpuOps, PrefixCachedPrefillEqualsFullPrefill) {
@@ -381,7 +667,7 @@ TEST_F(CpuOps, PrefixCachedPrefillEqualsFullPrefill) {
       std::vector<float> q(size_t(T) * Hq * D), out(q.size());
       Tensor kt = T32(kc, {nb, bs, Hkv, D}), vt = T32(vc, {nb, bs, Hkv, D}), qt = T32(q, {T, Hq, D}),
              ot = T32(out, {T, Hq, D});
-      be->qk_norm_rope_store({T32(part, {T, row}), FoldedNorm{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
+      be->qk_norm_rope_store({T32(part, {T, row}), FoldedNorm{}, Tensor{}, T32(qw, {D}), T32(kw, {D}), TI(pos, {T}),
                               T32(cs, {max_pos, D}), 1e-6f, Hq, Hkv, b.slots.data()},
                              {kt, vt}, qt);
       be->attention(qt, {kt, vt}, b.meta(T > 1), scale, ot);

@@ -58,23 +58,27 @@ class GraphEmulatingBackend : public Backend {
   void do_upload_convert(const Tensor& s, Tensor& d) override { b_->upload_convert(s, d); }
   void do_scale_columns(Tensor& w, const Tensor& s) override { b_->scale_columns(w, s); }
   void do_check_attention_shape(int bs, int hd, int g) const override { b_->check_attention_shape(bs, hd, g); }
-  void do_embedding(const Tensor& i, const Tensor& t, Tensor& o) override { b_->embedding(i, t, o); }
+  void do_embedding(const Tensor& i, const Tensor& t, Tensor& o, float s) override { b_->embedding(i, t, o, s); }
   void do_rms_norm(const Tensor& x, const Tensor& w, float e, Tensor& o) override { b_->rms_norm(x, w, e, o); }
+  void do_rms_norm_add(const Tensor& x, const Tensor& w, float e, Tensor& r) override { b_->rms_norm_add(x, w, e, r); }
+  void do_add_bias(Tensor& x, const Tensor& b) override { b_->add_bias(x, b); }
+  void do_softcap(Tensor& x, float cap) override { b_->softcap(x, cap); }
   void do_linear(const Tensor& x, const Tensor& w, Tensor& o, bool add) override {
     add ? b_->linear_add(x, w, o) : b_->linear(x, w, o);
   }
   void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& c, Tensor& q) override {
     b_->qk_norm_rope_store(in, c, q);
   }
-  void do_attention(const Tensor& q, const PagedKV& c, const AttentionMetadata& m, float scale, Tensor& o) override {
+  void do_attention(const Tensor& q, const PagedKV& c, const AttentionMetadata& m, const AttentionOptions& opts,
+                    Tensor& o) override {
     if (in_replay_) {
       // A graph replays its capture-time shapes: the padded batch, with max_seqlen_k the model's.
       EXPECT_FALSE(m.is_prefill);
       EXPECT_EQ(m.num_seqs, replay_size_);
     }
-    b_->attention(q, c, m, scale, o);
+    b_->attention(q, c, m, opts, o);
   }
-  void do_silu_mul(const Tensor& x, const FoldedNorm& f, Tensor& o) override { b_->silu_mul(x, f, o); }
+  void do_act_mul(const Tensor& x, const FoldedNorm& f, Activation a, Tensor& o) override { b_->act_mul(x, f, a, o); }
   void do_gather_rows(const Tensor& x, const Tensor& i, Tensor& o) override { b_->gather_rows(x, i, o); }
   void do_sample(const Tensor& l, const SampleBatch& b, Tensor& o) override { b_->sample(l, b, o); }
   void do_logprobs(const Tensor& l, const Tensor& r, const Tensor& i, int n, LogprobsOut& o) override {

@@ -1,4 +1,4 @@
-// Backend: the op set the Qwen3 model is written over. The CPU backend (float32 math) and the
+// Backend: the op set the decoder models are written over. The CPU backend (float32 math) and the
 // CUDA backend (bf16 storage, fp32 accumulation) implement the same ops; tests hold CUDA to CPU.
 // Ops are asynchronous on CUDA (one stream, in issue order) and synchronous on the CPU.
 // Kernels know nothing of sequences: they take tensors, lengths and block tables.
@@ -58,7 +58,7 @@ struct AttentionMetadata {
   int max_num_blocks = 0;                 // row stride of block_tables
 };
 
-// An RMSNorm folded into the projection that follows it. Qwen3Model multiplies each decoder
+// An RMSNorm folded into the projection that follows it. DecoderModel multiplies each decoder
 // norm's weight into the input columns of the projection after it, so that projection reads the
 // residual stream itself and no kernel writes normalised rows; what the norm leaves over is one
 // factor per row, rsqrt(mean(rows[t, :]^2) + eps), and the op that consumes the projection's
@@ -70,18 +70,33 @@ struct FoldedNorm {
 
 // The inputs of qk_norm_rope_store: the fused projection qkv [T, (Hq + 2*Hkv) * D] (q heads,
 // then k heads, then v heads), its row t first scaled by `folded`'s factor for row t (when
-// folded.rows is set); each q and k head RMS-normed over D (weights q_norm_w, k_norm_w [D], with
-// eps), then rotated (rotate-half / neox style) at positions[t] using cos_sin [max_pos, D] (cos
-// in the first D/2 columns, sin in the last D/2; f32).
+// folded.rows is set), then qkv_bias added (when defined: [(Hq + 2*Hkv) * D]); each q and k
+// head RMS-normed over D (weights q_norm_w, k_norm_w [D], with eps; both undefined: no norm),
+// then rotated (rotate-half / neox style) at positions[t] using cos_sin [max_pos, D] (cos in the
+// first D/2 columns, sin in the last D/2; f32).
 struct RopeStore {
   Tensor qkv;
   FoldedNorm folded;
+  Tensor qkv_bias;
   Tensor q_norm_w, k_norm_w;
   Tensor positions;  // i32 [T]
   Tensor cos_sin;
   float eps = 0;
   int num_q_heads = 0, num_kv_heads = 0;
   const int32_t* slot_mapping = nullptr;  // [T], in the backend's memory: where k and v go (-1: nowhere)
+};
+
+// How one layer's attention reads the cache, beyond the batch's metadata.
+struct AttentionOptions {
+  float scale = 1.0f;  // on q.k
+  int window = 0;      // > 0: the query at position i sees the keys at (i - window, i] only (HF's sliding window)
+  float softcap = 0;   // > 0: scores become softcap * tanh(score / softcap) before the softmax (Gemma)
+};
+
+// The gate's activation in a gated MLP: down(act(gate) * up).
+enum class Activation : uint8_t {
+  silu,       // x * sigmoid(x): Llama, Qwen, Mistral
+  gelu_tanh,  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): Gemma's gelu_pytorch_tanh
 };
 
 // An allocation in a backend's memory, freed when it goes out of scope.
@@ -116,8 +131,8 @@ class Backend {
   virtual DeviceKind device() const = 0;
   virtual std::string name() const = 0;      // "cpu (N threads)" or the GPU's name
   virtual DType compute_dtype() const = 0;   // activations, weights and KV cache: f32 on CPU, bf16 on CUDA
-  // The floating dtypes the row-wise ops (embedding, rms_norm, linear, silu_mul, gather_rows,
-  // scale_columns) take: the compute dtype and f32. The KV cache and attention: compute dtype only.
+  // The floating dtypes the row-wise ops (embedding, rms_norm, linear, act_mul, gather_rows,
+  // scale_columns, add_bias) take: the compute dtype and f32. The KV cache and attention: compute dtype only.
   bool takes_float(DType t) const { return t == compute_dtype() || t == DType::f32; }
 
   // ---- memory ----
@@ -161,10 +176,17 @@ class Backend {
   void check_attention_shape(int block_size, int head_dim, int q_heads_per_kv_head = 1) const;
 
   // ---- ops (all tensors in this backend's memory; `out` pre-allocated) ----
-  // out[t, :] = table[ids[t], :]           ids i32 [T], table [V, H], out [T, H]
-  void embedding(const Tensor& ids, const Tensor& table, Tensor& out);
+  // out[t, :] = table[ids[t], :] * scale   ids i32 [T], table [V, H], out [T, H] (Gemma scales by sqrt(H))
+  void embedding(const Tensor& ids, const Tensor& table, Tensor& out, float scale = 1.0f);
   // out = x / rms(x) * w                    x, out [T, H], w [H]
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out);
+  // residual += x / rms(x) * w              x, residual [T, H], w [H]: a norm on a sublayer's output
+  // before it joins the residual stream (Gemma's post-attention and post-feedforward norms)
+  void rms_norm_add(const Tensor& x, const Tensor& w, float eps, Tensor& residual);
+  // x[t, :] += bias                         x [T, N], bias [N] (a projection's bias)
+  void add_bias(Tensor& x, const Tensor& bias);
+  // x = cap * tanh(x / cap)                 x f32 (final logit soft-capping)
+  void softcap(Tensor& x, float cap);
   // out = x @ w^T                           x [T, K], w [N, K], out [T, N]; out may be f32 on any backend
   void linear(const Tensor& x, const Tensor& w, Tensor& out);
   // out += x @ w^T                          (a projection that adds into the residual stream)
@@ -179,10 +201,16 @@ class Backend {
   void qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out);
   // Paged attention for the batch described by `meta` (see AttentionMetadata): q [T, Hq, D],
   // out [T, Hq, D]; GQA: query head h reads kv head h / (Hq / Hkv). softmax(scale * q.k) v.
-  void attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale, Tensor& out);
-  // out = silu(x[:, :I]) * x[:, I:]         x [T, 2I], out [T, I]; row t of x first scaled by
+  // softmax(scale * q.k) v, with opts' window and soft-capping.
+  void attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, const AttentionOptions& opts,
+                 Tensor& out);
+  void attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale, Tensor& out) {
+    attention(q, cache, meta, AttentionOptions{.scale = scale}, out);
+  }
+  // out = act(x[:, :I]) * x[:, I:]          x [T, 2I], out [T, I]; row t of x first scaled by
   // `folded`'s factor for row t (when folded.rows is set)
-  void silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out);
+  void act_mul(const Tensor& x, const FoldedNorm& folded, Activation act, Tensor& out);
+  void silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) { act_mul(x, folded, Activation::silu, out); }
   // out[b, :] = x[idx[b], :]                x [T, H], idx i32 [B], out [B, H]
   void gather_rows(const Tensor& x, const Tensor& idx, Tensor& out);
   // Samples one token per row of logits [B, V] (f32) with batch.rows[b]'s settings, in the order
@@ -204,8 +232,11 @@ class Backend {
   // Limits of this backend's attention kernels beyond the contract's (block_size >= 1, head_dim
   // even and >= 2); throws std::invalid_argument naming the one exceeded.
   virtual void do_check_attention_shape(int block_size, int head_dim, int q_heads_per_kv_head) const {}
-  virtual void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
+  virtual void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out, float scale) = 0;
   virtual void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+  virtual void do_rms_norm_add(const Tensor& x, const Tensor& w, float eps, Tensor& residual) = 0;
+  virtual void do_add_bias(Tensor& x, const Tensor& bias) = 0;
+  virtual void do_softcap(Tensor& x, float cap) = 0;
   virtual void do_linear(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) = 0;
   virtual void do_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Tensor& out,
                               Tensor& normed) {
@@ -213,9 +244,9 @@ class Backend {
     do_linear(normed, w, out, false);
   }
   virtual void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) = 0;
-  virtual void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
-                            Tensor& out) = 0;
-  virtual void do_silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) = 0;
+  virtual void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta,
+                            const AttentionOptions& opts, Tensor& out) = 0;
+  virtual void do_act_mul(const Tensor& x, const FoldedNorm& folded, Activation act, Tensor& out) = 0;
   virtual void do_gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) = 0;
   virtual void do_sample(const Tensor& logits, const SampleBatch& batch, Tensor& out) = 0;
   virtual void do_logprobs(const Tensor& logits, const Tensor& rows, const Tensor& ids, int num_top,

@@ -221,15 +221,42 @@ void Backend::check_attention_shape(int block_size, int head_dim, int q_heads_pe
   do_check_attention_shape(block_size, head_dim, q_heads_per_kv_head);
 }
 
-void Backend::embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
+void Backend::embedding(const Tensor& ids, const Tensor& table, Tensor& out, float scale) {
   const Check c(*this, "embedding");
   c.dtype(ids, "ids", DType::i32);
   c.floating(table, "table");
   c.floating(out, "out");
   c.that(table.ndim == 2, [&] { return "table has shape " + table.shape_str() + ", expected [V, H]"; });
   c.shape(out, "out", {ids.numel(), table.size(1)});
+  c.that(std::isfinite(scale), [&] { return "scale " + std::to_string(scale) + " is not finite"; });
   if (c.host_visible()) check_row_indices(c, "token id", ids, table.size(0), "the vocabulary");
-  do_embedding(ids, table, out);
+  do_embedding(ids, table, out, scale);
+}
+
+void Backend::rms_norm_add(const Tensor& x, const Tensor& w, float eps, Tensor& residual) {
+  const Check c(*this, "rms_norm_add");
+  c.floating(x, "x");
+  c.floating(w, "w");
+  c.floating(residual, "residual");
+  c.same_dtype(x, "x", residual, "residual");
+  c.shape(w, "w", {cols_of(x)});
+  c.matrix(residual, "residual", rows_of(x), cols_of(x));
+  do_rms_norm_add(x, w, eps, residual);
+}
+
+void Backend::add_bias(Tensor& x, const Tensor& bias) {
+  const Check c(*this, "add_bias");
+  c.floating(x, "x");
+  c.floating(bias, "bias");
+  c.shape(bias, "bias", {cols_of(x)});
+  do_add_bias(x, bias);
+}
+
+void Backend::softcap(Tensor& x, float cap) {
+  const Check c(*this, "softcap");
+  c.dtype(x, "x", DType::f32);
+  c.that(cap > 0 && std::isfinite(cap), [&] { return "cap " + std::to_string(cap) + " must be a positive number"; });
+  do_softcap(x, cap);
 }
 
 void Backend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
@@ -274,15 +301,23 @@ void Backend::qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tens
   c.dtype(q_out, "q_out", compute_dtype());
   c.dtype(in.positions, "positions", DType::i32);
   c.dtype(in.cos_sin, "cos_sin", DType::f32);
-  c.floating(in.q_norm_w, "q_norm_w");
-  c.floating(in.k_norm_w, "k_norm_w");
-  c.same_dtype(in.q_norm_w, "q_norm_w", in.k_norm_w, "k_norm_w");
+  c.that(in.q_norm_w.defined() == in.k_norm_w.defined(),
+         [&] { return std::string("q_norm_w and k_norm_w must be both given or both left out"); });
   c.that(in.cos_sin.ndim == 2,
          [&] { return "cos_sin has shape " + in.cos_sin.shape_str() + ", expected [max_pos, D]"; });
   const int64_t T = rows_of(in.qkv), D = in.cos_sin.size(1);
   c.shape(in.qkv, "qkv", {T, (Hq + 2 * Hkv) * D});
-  c.shape(in.q_norm_w, "q_norm_w", {D});
-  c.shape(in.k_norm_w, "k_norm_w", {D});
+  if (in.q_norm_w.defined()) {
+    c.floating(in.q_norm_w, "q_norm_w");
+    c.floating(in.k_norm_w, "k_norm_w");
+    c.same_dtype(in.q_norm_w, "q_norm_w", in.k_norm_w, "k_norm_w");
+    c.shape(in.q_norm_w, "q_norm_w", {D});
+    c.shape(in.k_norm_w, "k_norm_w", {D});
+  }
+  if (in.qkv_bias.defined()) {
+    c.floating(in.qkv_bias, "qkv_bias");
+    c.shape(in.qkv_bias, "qkv_bias", {(Hq + 2 * Hkv) * D});
+  }
   c.shape(in.positions, "positions", {T});
   c.shape(q_out, "q_out", {T, Hq, D});
   c.folded(in.folded, in.qkv);
@@ -292,8 +327,8 @@ void Backend::qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tens
   do_qk_norm_rope_store(in, cache, q_out);
 }
 
-void Backend::attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
-                        Tensor& out) {
+void Backend::attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta,
+                        const AttentionOptions& opts, Tensor& out) {
   const Check c(*this, "attention");
   c.dtype(q, "q", compute_dtype());
   c.dtype(out, "out", compute_dtype());
@@ -314,19 +349,23 @@ void Backend::attention(const Tensor& q, const PagedKV& cache, const AttentionMe
          [&] { return std::string("metadata is missing cu_seqlens_q, seqlens_k or block_tables"); });
   c.that(meta.is_prefill || meta.num_tokens >= meta.num_seqs,
          [&] { return std::string("decode needs one query row per sequence"); });
+  c.that(opts.window >= 0 && opts.softcap >= 0 && std::isfinite(opts.softcap) && std::isfinite(opts.scale), [&] {
+    return "window " + std::to_string(opts.window) + ", softcap " + std::to_string(opts.softcap) + ", scale " +
+           std::to_string(opts.scale) + ": expected a window >= 0 and finite softcap >= 0 and scale";
+  });
   if (c.host_visible()) check_attention_values(c, meta, cache);
-  do_attention(q, cache, meta, scale, out);
+  do_attention(q, cache, meta, opts, out);
 }
 
-void Backend::silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) {
-  const Check c(*this, "silu_mul");
+void Backend::act_mul(const Tensor& x, const FoldedNorm& folded, Activation act, Tensor& out) {
+  const Check c(*this, "act_mul");
   c.floating(x, "x");
   c.floating(out, "out");
   c.same_dtype(x, "x", out, "out");
   c.that(cols_of(x) % 2 == 0, [&] { return "x has shape " + x.shape_str() + ", expected an even last dimension"; });
   c.matrix(out, "out", rows_of(x), cols_of(x) / 2);
   c.folded(folded, x);
-  do_silu_mul(x, folded, out);
+  do_act_mul(x, folded, act, out);
 }
 
 void Backend::gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) {

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
@@ -72,31 +74,34 @@ struct PagedRows {
   int64_t stride;     // floats between consecutive rows (Hkv * D)
 };
 
-// out[0, 8*NV) = sum over keys p < n of w[p] * v_p[0, 8*NV), the accumulators held in registers
-// across all keys.
+// Calls f(p, row) for each key position p in [lo, n) with its row, walking the pages.
+template <class F>
+inline void for_rows(const PagedRows& v, int lo, int n, F&& f) {
+  for (int p = lo; p < n;) {
+    const int rows = std::min(v.bs - p % v.bs, n - p);
+    const float* row = v.head + (static_cast<int64_t>(v.table[p / v.bs]) * v.bs + p % v.bs) * v.stride;
+    for (int r = 0; r < rows; ++r, row += v.stride) f(p + r, row);
+    p += rows;
+  }
+}
+
+// out[0, 8*NV) = sum over keys p in [lo, n) of w[p - lo] * v_p[0, 8*NV), the accumulators held in
+// registers across all keys.
 template <int NV>
-inline void weighted_sum(const float* w, int n, const PagedRows& v, float* out) {
+inline void weighted_sum(const float* w, int lo, int n, const PagedRows& v, float* out) {
   __m256 acc[NV];
   for (int j = 0; j < NV; ++j) acc[j] = _mm256_setzero_ps();
-  for (int p0 = 0; p0 < n; p0 += v.bs) {
-    const float* row = v.head + static_cast<int64_t>(v.table[p0 / v.bs]) * v.bs * v.stride;
-    const int rows = std::min(v.bs, n - p0);
-    for (int r = 0; r < rows; ++r, row += v.stride) {
-      const __m256 wp = _mm256_set1_ps(w[p0 + r]);
-      for (int j = 0; j < NV; ++j) acc[j] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(row + 8 * j), acc[j]);
-    }
-  }
+  for_rows(v, lo, n, [&](int p, const float* row) {
+    const __m256 wp = _mm256_set1_ps(w[p - lo]);
+    for (int j = 0; j < NV; ++j) acc[j] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(row + 8 * j), acc[j]);
+  });
   for (int j = 0; j < NV; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
 }
 
 // The same for any width (a head_dim that is not a multiple of 8).
-inline void weighted_sum_any(const float* w, int n, const PagedRows& v, int width, float* out) {
+inline void weighted_sum_any(const float* w, int lo, int n, const PagedRows& v, int width, float* out) {
   std::fill(out, out + width, 0.0f);
-  for (int p0 = 0; p0 < n; p0 += v.bs) {
-    const float* row = v.head + static_cast<int64_t>(v.table[p0 / v.bs]) * v.bs * v.stride;
-    const int rows = std::min(v.bs, n - p0);
-    for (int r = 0; r < rows; ++r, row += v.stride) axpy(w[p0 + r], row, out, width);
-  }
+  for_rows(v, lo, n, [&](int p, const float* row) { axpy(w[p - lo], row, out, width); });
 }
 
 // sc[0, n) = softmax(sc[0, n)), max-subtracted; the sum in double: contexts run to tens of
@@ -112,15 +117,21 @@ inline void softmax_inplace(float* sc, int n) {
   for (int p = 0; p < n; ++p) sc[p] *= inv;
 }
 
-// RMS-norm one head (x scaled by `pre` first) over D with weight w, then rotate-half RoPE with
-// this position's cos/sin.
-inline void norm_rope_head(const float* x, float pre, const float* w, const float* cs, float eps, int D, float* out) {
-  double ss = 0;
-  for (int d = 0; d < D; ++d) ss += static_cast<double>(x[d] * pre) * (x[d] * pre);
-  const float inv = static_cast<float>(1.0 / std::sqrt(ss / D + eps));
+// One head of the projection: x scaled by `pre` (a folded norm's factor), plus bias (when given),
+// RMS-normed over D with weight w (when given), then rotate-half RoPE with this position's cos/sin.
+inline void norm_rope_head(const float* x, float pre, const float* bias, const float* w, const float* cs, float eps,
+                           int D, float* out) {
+  float y[1024];  // head_dim is at most 1024 (the contract checks the cache's shape)
+  for (int d = 0; d < D; ++d) y[d] = bias ? x[d] * pre + bias[d] : x[d] * pre;
+  float inv = 1.0f;
+  if (w) {
+    double ss = 0;
+    for (int d = 0; d < D; ++d) ss += static_cast<double>(y[d]) * y[d];
+    inv = static_cast<float>(1.0 / std::sqrt(ss / D + eps));
+  }
   const int half = D / 2;
   for (int d = 0; d < half; ++d) {
-    const float x1 = x[d] * pre * inv * w[d], x2 = x[d + half] * pre * inv * w[d + half];
+    const float x1 = w ? y[d] * inv * w[d] : y[d], x2 = w ? y[d + half] * inv * w[d + half] : y[d + half];
     const float c = cs[d], s = cs[half + d];
     out[d] = x1 * c - x2 * s;
     out[d + half] = x2 * c + x1 * s;
@@ -132,15 +143,17 @@ inline void norm_rope_head(const float* x, float pre, const float* w, const floa
 void qk_norm_rope_store(const RopeStore& in, const float* in_scale, const PagedKV& cache, const Tensor& q_out,
                         ThreadPool& pool) {
   const int Hq = in.num_q_heads, Hkv = in.num_kv_heads, D = cache.head_dim();
+  if (D > 1024) throw std::invalid_argument("qk_norm_rope_store: head_dim " + std::to_string(D) + " > 1024");
   const int64_t T = rows_of(in.qkv);
   const float *qkv = in.qkv.ptr<float>(), *q_norm_w = in.q_norm_w.ptr<float>(), *k_norm_w = in.k_norm_w.ptr<float>();
-  const float *cos_sin = in.cos_sin.ptr<float>();
+  const float *bias = in.qkv_bias.ptr<float>(), *cos_sin = in.cos_sin.ptr<float>();
   const int32_t *positions = in.positions.ptr<int32_t>(), *slot_mapping = in.slot_mapping;
   float *k_cache = cache.k.ptr<float>(), *v_cache = cache.v.ptr<float>(), *q_out_p = q_out.ptr<float>();
   const float eps = in.eps;
   const int64_t row = static_cast<int64_t>(Hq + 2 * Hkv) * D;
   const int heads = Hq + Hkv;  // v heads are a plain copy, done with their k head
   const int64_t grain = std::max<int64_t>(1, 8192 / D);
+  auto bias_at = [bias](int64_t col) { return bias ? bias + col : nullptr; };
   pool.parallel_for(T * heads, grain, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t t = item / heads;
@@ -149,15 +162,17 @@ void qk_norm_rope_store(const RopeStore& in, const float* in_scale, const PagedK
       const float* cs = cos_sin + static_cast<int64_t>(positions[t]) * D;
       const float pre = in_scale ? in_scale[t] : 1.0f;
       if (h < Hq) {
-        norm_rope_head(src + static_cast<int64_t>(h) * D, pre, q_norm_w, cs, eps, D, q_out_p + (t * Hq + h) * D);
+        const int64_t col = static_cast<int64_t>(h) * D;
+        norm_rope_head(src + col, pre, bias_at(col), q_norm_w, cs, eps, D, q_out_p + (t * Hq + h) * D);
       } else {
         const int kh = h - Hq;
         const int64_t slot = slot_mapping[t];
         if (slot < 0) continue;
         const int64_t dst = (slot * Hkv + kh) * D;
-        norm_rope_head(src + static_cast<int64_t>(Hq + kh) * D, pre, k_norm_w, cs, eps, D, k_cache + dst);
-        const float* v = src + static_cast<int64_t>(Hq + Hkv + kh) * D;
-        for (int d = 0; d < D; ++d) v_cache[dst + d] = v[d] * pre;
+        const int64_t kcol = static_cast<int64_t>(Hq + kh) * D, vcol = static_cast<int64_t>(Hq + Hkv + kh) * D;
+        norm_rope_head(src + kcol, pre, bias_at(kcol), k_norm_w, cs, eps, D, k_cache + dst);
+        const float* v = src + vcol;
+        for (int d = 0; d < D; ++d) v_cache[dst + d] = bias ? v[d] * pre + bias[vcol + d] : v[d] * pre;
       }
     }
   });
@@ -173,9 +188,19 @@ struct AttnArgs {
   const float *q, *k_cache, *v_cache;
   const AttentionMetadata& meta;
   const AttentionShape& s;
-  float scale;
+  AttentionOptions opts;
   float* out;
 };
+
+// The first key position a query at position `pos` sees: a sliding window's start, or 0.
+inline int first_key(const AttentionOptions& o, int pos) { return o.window > 0 ? std::max(0, pos - o.window + 1) : 0; }
+
+// Gemma's soft-capping of scores [0, n), when set.
+inline void softcap_scores(const AttentionOptions& o, float* sc, int n) {
+  if (o.softcap <= 0) return;
+  const float inv = 1.0f / o.softcap;
+  for (int p = 0; p < n; ++p) sc[p] = o.softcap * std::tanh(sc[p] * inv);
+}
 
 // One new token t against its context, for the G query heads of kv head kvh: two passes per head
 // (scores, then max-subtracted softmax and P.V). Decode, and short prefill chunks, take this path.
@@ -183,54 +208,59 @@ void attend_token(const AttnArgs& a, int t, int kvh) {
   const AttentionMetadata& meta = a.meta;
   const AttentionShape& s = a.s;
   const float *q = a.q, *k_cache = a.k_cache, *v_cache = a.v_cache;
-  const float scale = a.scale;
+  const float scale = a.opts.scale;
   float* out = a.out;
   const int G = s.num_q_heads / s.num_kv_heads;
   const int D = s.head_dim, bs = s.block_size, Hkv = s.num_kv_heads;
-  thread_local std::vector<float> scores;  // [G, n], reused across items and calls
+  thread_local std::vector<float> scores;  // [G, n - lo], reused across items and calls
   const int i = static_cast<int>(std::upper_bound(meta.cu_seqlens_q, meta.cu_seqlens_q + meta.num_seqs + 1, t) -
                                  meta.cu_seqlens_q) - 1;
   const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
   const int j = t - meta.cu_seqlens_q[i];
-  const int n = meta.seqlens_k[i] - q_len + j + 1;  // keys at positions [0, n)
+  const int n = meta.seqlens_k[i] - q_len + j + 1;  // keys at positions [lo, n)
+  const int lo = first_key(a.opts, n - 1), m = n - lo;
   const int32_t* table = meta.block_tables + static_cast<int64_t>(i) * meta.max_num_blocks;
   const float* qh = q + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
   float* oh = out + (static_cast<int64_t>(t) * s.num_q_heads + kvh * G) * D;
-  if (n <= 0) {  // nothing to attend to (cannot happen for valid metadata): define it as zeros
+  if (m <= 0) {  // nothing to attend to (cannot happen for valid metadata): define it as zeros
     std::fill(oh, oh + static_cast<int64_t>(G) * D, 0.0f);
     return;
   }
-  if (scores.size() < static_cast<size_t>(G) * n) scores.resize(static_cast<size_t>(G) * n);
+  if (scores.size() < static_cast<size_t>(G) * m) scores.resize(static_cast<size_t>(G) * m);
   const int64_t stride = static_cast<int64_t>(Hkv) * D;  // floats between a head's rows
-  for (int p0 = 0; p0 < n; p0 += bs) {
-    const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
-    const int rows = std::min(bs, n - p0);
+  for (int p0 = lo; p0 < n;) {
+    const int rows = std::min(bs - p0 % bs, n - p0);
+    const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs + p0 % bs;
     const float* k = k_cache + (base * Hkv + kvh) * D;
     for (int g = 0; g < G; ++g) {
-      float* sc = scores.data() + static_cast<size_t>(g) * n + p0;
+      float* sc = scores.data() + static_cast<size_t>(g) * m + (p0 - lo);
       int r = 0;
       for (; r + 8 <= rows; r += 8) dot8(qh + g * D, k + r * stride, stride, D, scale, sc + r);
       for (; r < rows; ++r) sc[r] = scale * dot(qh + g * D, k + r * stride, D);
     }
+    p0 += rows;
   }
-  for (int g = 0; g < G; ++g) softmax_inplace(scores.data() + static_cast<size_t>(g) * n, n);
-  // out = P V in chunks of up to 64 columns, each held in registers over all n keys.
   for (int g = 0; g < G; ++g) {
-    const float* w = scores.data() + static_cast<size_t>(g) * n;
+    softcap_scores(a.opts, scores.data() + static_cast<size_t>(g) * m, m);
+    softmax_inplace(scores.data() + static_cast<size_t>(g) * m, m);
+  }
+  // out = P V in chunks of up to 64 columns, each held in registers over all the keys.
+  for (int g = 0; g < G; ++g) {
+    const float* w = scores.data() + static_cast<size_t>(g) * m;
     for (int d0 = 0; d0 < D; d0 += 64) {
       const int width = std::min(64, D - d0);
       const PagedRows v{v_cache + static_cast<int64_t>(kvh) * D + d0, table, bs, stride};
       float* o = oh + g * D + d0;
       switch (width % 8 ? 0 : width / 8) {
-        case 8: weighted_sum<8>(w, n, v, o); break;
-        case 7: weighted_sum<7>(w, n, v, o); break;
-        case 6: weighted_sum<6>(w, n, v, o); break;
-        case 5: weighted_sum<5>(w, n, v, o); break;
-        case 4: weighted_sum<4>(w, n, v, o); break;
-        case 3: weighted_sum<3>(w, n, v, o); break;
-        case 2: weighted_sum<2>(w, n, v, o); break;
-        case 1: weighted_sum<1>(w, n, v, o); break;
-        default: weighted_sum_any(w, n, v, width, o);
+        case 8: weighted_sum<8>(w, lo, n, v, o); break;
+        case 7: weighted_sum<7>(w, lo, n, v, o); break;
+        case 6: weighted_sum<6>(w, lo, n, v, o); break;
+        case 5: weighted_sum<5>(w, lo, n, v, o); break;
+        case 4: weighted_sum<4>(w, lo, n, v, o); break;
+        case 3: weighted_sum<3>(w, lo, n, v, o); break;
+        case 2: weighted_sum<2>(w, lo, n, v, o); break;
+        case 1: weighted_sum<1>(w, lo, n, v, o); break;
+        default: weighted_sum_any(w, lo, n, v, width, o);
       }
     }
   }
@@ -247,32 +277,32 @@ void attend_tile(const AttnArgs& a, int i, int kvh, int j0, int j1) {
   const int q_len = meta.cu_seqlens_q[i + 1] - meta.cu_seqlens_q[i];
   const int start = meta.seqlens_k[i] - q_len;  // cached tokens before this chunk
   const int n_max = start + j1, tq = j1 - j0;
+  const int lo = first_key(a.opts, start + j0), width = n_max - lo;  // the tile's keys: [lo, n_max)
   const int32_t* table = meta.block_tables + static_cast<int64_t>(i) * meta.max_num_blocks;
   thread_local std::vector<float> kbuf, vbuf, sbuf;
-  kbuf.resize(static_cast<size_t>(n_max) * D);
-  vbuf.resize(static_cast<size_t>(n_max) * D);
-  sbuf.resize(static_cast<size_t>(tq) * n_max);
-  for (int p0 = 0; p0 < n_max; p0 += bs) {  // gather this head's K/V rows out of the pages
-    const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
-    const int rows = std::min(bs, n_max - p0);
-    for (int r = 0; r < rows; ++r) {
-      const int64_t src = ((base + r) * Hkv + kvh) * D;
-      std::copy_n(a.k_cache + src, D, kbuf.data() + static_cast<size_t>(p0 + r) * D);
-      std::copy_n(a.v_cache + src, D, vbuf.data() + static_cast<size_t>(p0 + r) * D);
-    }
+  kbuf.resize(static_cast<size_t>(width) * D);
+  vbuf.resize(static_cast<size_t>(width) * D);
+  sbuf.resize(static_cast<size_t>(tq) * width);
+  for (int p = lo; p < n_max; ++p) {  // gather this head's K/V rows out of the pages
+    const int64_t src = ((static_cast<int64_t>(table[p / bs]) * bs + p % bs) * Hkv + kvh) * D;
+    std::copy_n(a.k_cache + src, D, kbuf.data() + static_cast<size_t>(p - lo) * D);
+    std::copy_n(a.v_cache + src, D, vbuf.data() + static_cast<size_t>(p - lo) * D);
   }
   const int64_t t0 = meta.cu_seqlens_q[i] + j0;
   for (int g = 0; g < G; ++g) {
     const int64_t col = static_cast<int64_t>(kvh * G + g) * D;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, n_max, D, a.scale, a.q + t0 * Hq * D + col, Hq * D,
-                kbuf.data(), D, 0.0f, sbuf.data(), n_max);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, width, D, a.opts.scale, a.q + t0 * Hq * D + col, Hq * D,
+                kbuf.data(), D, 0.0f, sbuf.data(), width);
     for (int r = 0; r < tq; ++r) {
-      float* sc = sbuf.data() + static_cast<size_t>(r) * n_max;
-      const int n = start + j0 + r + 1;  // causal: keys [0, n)
-      softmax_inplace(sc, n);
-      std::fill(sc + n, sc + n_max, 0.0f);
+      float* sc = sbuf.data() + static_cast<size_t>(r) * width;
+      const int n = start + j0 + r + 1;                       // causal: keys before n
+      const int first = first_key(a.opts, n - 1) - lo;        // and within the window
+      std::fill(sc, sc + first, 0.0f);
+      softcap_scores(a.opts, sc + first, n - lo - first);
+      softmax_inplace(sc + first, n - lo - first);
+      std::fill(sc + (n - lo), sc + width, 0.0f);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, D, n_max, 1.0f, sbuf.data(), n_max, vbuf.data(), D,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, D, width, 1.0f, sbuf.data(), width, vbuf.data(), D,
                 0.0f, a.out + t0 * Hq * D + col, Hq * D);
   }
 }
@@ -285,11 +315,11 @@ struct Item {
 
 }  // namespace
 
-void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
+void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, const AttentionOptions& opts,
                      const Tensor& out, ThreadPool& pool) {
   const int Hkv = cache.num_kv_heads();
   const AttentionShape s{static_cast<int>(q.size(1)), Hkv, cache.head_dim(), cache.block_size()};
-  const AttnArgs args{q.ptr<float>(), cache.k.ptr<float>(), cache.v.ptr<float>(), meta, s, scale, out.ptr<float>()};
+  const AttnArgs args{q.ptr<float>(), cache.k.ptr<float>(), cache.v.ptr<float>(), meta, s, opts, out.ptr<float>()};
   // Work items, longest first so the dynamic schedule ends evenly: query tiles of prefill chunks
   // of at least kMinTiledQuery tokens, then single tokens (decode and short chunks).
   thread_local std::vector<Item> scratch;

@@ -107,16 +107,49 @@ class CpuBackend final : public Backend {
   }
 
   // ---- ops ----
-  void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
+  void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out, float scale) override {
     const int64_t T = ids.numel(), H = cols_of(table);
     const int32_t* id = ids.ptr<int32_t>();
     const float* tab = table.ptr<float>();
     float* o = out.ptr<float>();
-    for (int64_t t = 0; t < T; ++t) std::memcpy(o + t * H, tab + id[t] * H, H * sizeof(float));
+    for (int64_t t = 0; t < T; ++t) {
+      std::memcpy(o + t * H, tab + id[t] * H, H * sizeof(float));
+      if (scale != 1.0f)
+        for (int64_t h = 0; h < H; ++h) o[t * H + h] *= scale;
+    }
   }
 
   void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
     norm_rows(x.ptr<float>(), w.ptr<float>(), eps, out.ptr<float>(), rows_of(x), cols_of(x));
+  }
+
+  void do_rms_norm_add(const Tensor& x, const Tensor& w, float eps, Tensor& residual) override {
+    const int64_t T = rows_of(x), H = cols_of(x);
+    const float *xp = x.ptr<float>(), *wp = w.ptr<float>();
+    float* r = residual.ptr<float>();
+    pool_.parallel_for(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H)), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const float inv = inv_rms(xp + t * H, H, eps);
+        for (int64_t i = 0; i < H; ++i) r[t * H + i] += xp[t * H + i] * inv * wp[i];
+      }
+    });
+  }
+
+  void do_add_bias(Tensor& x, const Tensor& bias) override {
+    const int64_t T = rows_of(x), N = cols_of(x);
+    float* p = x.ptr<float>();
+    const float* b = bias.ptr<float>();
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t n = 0; n < N; ++n) p[t * N + n] += b[n];
+  }
+
+  void do_softcap(Tensor& x, float cap) override {
+    float* p = x.ptr<float>();
+    const float inv = 1.0f / cap;
+    const int64_t n = x.numel();
+    pool_.parallel_for(n, 65536, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) p[i] = cap * std::tanh(p[i] * inv);
+    });
   }
 
   void do_linear(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) override {
@@ -127,12 +160,12 @@ class CpuBackend final : public Backend {
     cpu::qk_norm_rope_store(in, folded_scales(in.folded, rows_of(in.qkv)), cache, q_out, pool_);
   }
 
-  void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
+  void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, const AttentionOptions& opts,
                     Tensor& out) override {
-    cpu::paged_attention(q, cache, meta, scale, out, pool_);
+    cpu::paged_attention(q, cache, meta, opts, out, pool_);
   }
 
-  void do_silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) override {
+  void do_act_mul(const Tensor& x, const FoldedNorm& folded, Activation act, Tensor& out) override {
     const int64_t T = rows_of(x), I = cols_of(out);
     const float* scale = folded_scales(folded, T);
     const float* xp = x.ptr<float>();
@@ -143,9 +176,17 @@ class CpuBackend final : public Backend {
         const float* u = g + I;
         const float f = scale ? scale[t] : 1.0f;
         float* r = o + t * I;
-        for (int64_t i = 0; i < I; ++i) {
-          const float gi = g[i] * f;
-          r[i] = gi / (1.0f + std::exp(-gi)) * (u[i] * f);
+        if (act == Activation::silu) {
+          for (int64_t i = 0; i < I; ++i) {
+            const float gi = g[i] * f;
+            r[i] = gi / (1.0f + std::exp(-gi)) * (u[i] * f);
+          }
+        } else {  // gelu_tanh, as torch's gelu(approximate="tanh")
+          constexpr float kSqrt2OverPi = 0.7978845608028654f;
+          for (int64_t i = 0; i < I; ++i) {
+            const float gi = g[i] * f;
+            r[i] = 0.5f * gi * (1.0f + std::tanh(kSqrt2OverPi * (gi + 0.044715f * gi * gi * gi))) * (u[i] * f);
+          }
         }
       }
     });

@@ -30,7 +30,7 @@ void blas_single_thread();
 // Prefill chunks of at least kMinTiledQuery tokens go through OpenBLAS in tiles of kQueryTile
 // queries; decode and shorter chunks through the per-token kernel.
 inline constexpr int kMinTiledQuery = 8, kQueryTile = 32;
-void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
+void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, const AttentionOptions& opts,
                      const Tensor& out, ThreadPool& pool);
 
 // Backend::qk_norm_rope_store on f32 tensors. in_scale: nullptr, or a factor per token that

@@ -5,6 +5,12 @@
 // last block to finish for a (sequence, kv head) merges the splits by their (max, sum).
 // Graph-safe: lengths come from device arrays, the grid from host upper bounds (blocks past a
 // sequence's end exit at once).
+// Options (AttentionOptions), template arguments so that the plain instantiation is the kernel as
+// it was: WINDOW, the query (position seqlen - 1) sees keys [lo, seqlen), lo = max(0, seqlen -
+// window), and the splits are laid from lo, not from 0: no block reads a key before the window and
+// the host sizes the grid for min(max_seqlen_k, window) tokens; SOFTCAP, each score becomes
+// softcap * tanh(score / softcap) (q is pre-scaled by scale / softcap, the tanh times softcap
+// log2(e) puts it in the log2 domain).
 #include <stdexcept>
 #include <string>
 
@@ -59,15 +65,24 @@ __device__ void finish_splits(const float* workspace, int* counters, int b, int 
   }
 }
 
+// The first key a decode query of a sequence with `seqlen` tokens sees: its window's start, or 0.
+template <bool WINDOW>
+__device__ __forceinline__ int first_key(int seqlen, int window) {
+  if constexpr (WINDOW) return max(0, seqlen - window);
+  else return 0;
+}
+
 // A token's head row of D bf16 is read by LPT = D/8 lanes, 16 bytes each; a warp covers
 // TPW = 32/LPT tokens at a time. MAXG bounds G (kept in registers).
 // PV: also load the first round of V rows before pdl_wait() (small batches, where latency and not
 // occupancy decides; the extra registers would cost occupancy at large ones).
-template <int D, int MAXG, bool PV>
+// q_scale: what q is multiplied by (scale log2(e); with SOFTCAP scale / softcap); cap_log2:
+// softcap log2(e) (SOFTCAP only); window: the window (WINDOW only).
+template <int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
 __global__ void __launch_bounds__(kWarps * 32, MAXG <= 2 && !PV ? 9 : 1)
 decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
               const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
-              int hq, int hkv, int log2_bs, float scale_log2, int num_splits, int partition,
+              int hq, int hkv, int log2_bs, float q_scale, float cap_log2, int window, int num_splits, int partition,
               float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out) {
   constexpr int LPT = D / 8, TPW = 32 / LPT, TPI = TPW * kWarps;
   extern __shared__ float smem[];
@@ -79,9 +94,10 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
   const int G = hq / hkv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, li = lane % LPT, tg = lane / LPT;
   const int seqlen = seqlens_k[b];
+  const int lo = first_key<WINDOW>(seqlen, window);  // the splits tile [lo, seqlen)
   // Splits past the sequence's end (the grid is sized for the longest one, under a graph for
   // max_model_len) leave at once and take no part in the merge count.
-  const int used = min(num_splits, (seqlen + partition - 1) / partition);
+  const int used = min(num_splits, (seqlen - lo + partition - 1) / partition);
   if (split >= used) {
     if (split == 0) {  // an empty sequence attends to nothing: write zeros rather than leave garbage
       pdl_wait();
@@ -89,7 +105,7 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
     }
     return;
   }
-  const int start = split * partition;
+  const int start = lo + split * partition;
   const int end = min(start + partition, seqlen);
   // A sequence with one used split writes its output directly (when the merge is in-launch).
   const bool direct = num_splits == 1 || (used == 1 && counters);
@@ -134,7 +150,7 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
     if (g < G) {
       load8(q + ((size_t)b * hq + h * G + g) * D + li * 8, qf[g]);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) qf[g][j] *= scale_log2;
+      for (int j = 0; j < 8; ++j) qf[g][j] *= q_scale;
     }
   }
 
@@ -160,6 +176,7 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
           for (int j = 0; j < 8; ++j) d += qf[g][j] * kf[j];
 #pragma unroll
           for (int o = LPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+          if constexpr (SOFTCAP) d = cap_log2 * tanhf(d);
           if (li == 0 && t < end) scores[g * partition + (t - start)] = d;
         }
       }
@@ -248,14 +265,16 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
 }
 
 // Merges the splits of one (sequence, q head): out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s.
+// window > 0: the splits were laid from the window's start (decode_kernel's WINDOW).
 template <int D>
 __global__ void combine_kernel(const float* __restrict__ workspace, const int32_t* __restrict__ seqlens_k, int hq,
-                               int num_splits, int partition, bf16* __restrict__ out) {
+                               int num_splits, int partition, int window, bf16* __restrict__ out) {
   pdl_launch_dependents();
   pdl_wait();
   const int hd = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
   const int seqlen = seqlens_k[b];
-  const int used = min(num_splits, (seqlen + partition - 1) / partition);
+  const int lo = window > 0 ? max(0, seqlen - window) : 0;
+  const int used = min(num_splits, (seqlen - lo + partition - 1) / partition);
   const size_t qrow = (size_t)b * hq + hd;
   if (used <= 0) return;  // written as zeros by the split kernel
   out[qrow * D + d] = from_f<bf16>(merge_splits<D>(workspace + qrow * num_splits * (D + 2), used, d));
@@ -270,12 +289,12 @@ struct DecodeLaunch {
   void* out;
 };
 
-template <int D, int MAXG, bool PV>
+template <int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
 void launch_dg(const DecodeLaunch& a, cudaStream_t s) {
   const AttnShape& sh = a.kv.sh;
   const int G = sh.num_q_heads / sh.num_kv_heads;
   const size_t smem = sizeof(float) * ((size_t)G * a.sp.partition + (size_t)kWarps * G * D + 2 * G);
-  auto kern = decode_kernel<D, MAXG, PV>;
+  auto kern = decode_kernel<D, MAXG, PV, WINDOW, SOFTCAP>;
   static size_t smem_allowed = 48 * 1024;  // per instantiation; raised once when a launch needs more
   if (smem > smem_allowed) {
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "attention",
@@ -285,21 +304,31 @@ void launch_dg(const DecodeLaunch& a, cudaStream_t s) {
   dim3 grid(a.sp.num_splits, sh.num_kv_heads, a.kv.num_seqs);
   launch("attention (decode)", kern, grid, kWarps * 32, smem, s, static_cast<const bf16*>(a.q),
          static_cast<const bf16*>(a.kv.k), static_cast<const bf16*>(a.kv.v), a.kv.seqlens_k, a.kv.block_tables,
-         a.kv.max_num_blocks, sh.num_q_heads, sh.num_kv_heads, a.log2_bs, sh.scale * kLog2e, a.sp.num_splits,
+         a.kv.max_num_blocks, sh.num_q_heads, sh.num_kv_heads, a.log2_bs,
+         SOFTCAP ? sh.scale / sh.softcap : sh.scale * kLog2e, sh.softcap * kLog2e, sh.window, a.sp.num_splits,
          a.sp.partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out));
   if (a.sp.num_splits > 1 && !a.sp.counters)
     launch("attention (decode combine)", combine_kernel<D>, dim3(sh.num_q_heads, a.kv.num_seqs), D, 0, s,
            static_cast<const float*>(a.sp.workspace), a.kv.seqlens_k, sh.num_q_heads, a.sp.num_splits,
-           a.sp.partition, static_cast<bf16*>(a.out));
+           a.sp.partition, WINDOW ? sh.window : 0, static_cast<bf16*>(a.out));
+}
+
+template <int D, int MAXG, bool PV>
+void launch_dgo(const DecodeLaunch& a, cudaStream_t s) {
+  const bool window = a.kv.sh.window > 0, softcap = a.kv.sh.softcap > 0;
+  if (!window && !softcap) launch_dg<D, MAXG, PV, false, false>(a, s);
+  else if (window && !softcap) launch_dg<D, MAXG, PV, true, false>(a, s);
+  else if (!window) launch_dg<D, MAXG, PV, false, true>(a, s);
+  else launch_dg<D, MAXG, PV, true, true>(a, s);
 }
 
 template <int D, bool PV>
 void launch_d(const DecodeLaunch& a, cudaStream_t s) {
   const int G = a.kv.sh.num_q_heads / a.kv.sh.num_kv_heads;
-  if (G <= 1) launch_dg<D, 1, PV>(a, s);
-  else if (G <= 2) launch_dg<D, 2, PV>(a, s);
-  else if (G <= 4) launch_dg<D, 4, PV>(a, s);
-  else if (G <= 8) launch_dg<D, 8, PV>(a, s);
+  if (G <= 1) launch_dgo<D, 1, PV>(a, s);
+  else if (G <= 2) launch_dgo<D, 2, PV>(a, s);
+  else if (G <= 4) launch_dgo<D, 4, PV>(a, s);
+  else if (G <= 8) launch_dgo<D, 8, PV>(a, s);
   else throw std::invalid_argument("attention: " + std::to_string(G) + " query heads per kv head (CUDA takes up to 8)");
 }
 

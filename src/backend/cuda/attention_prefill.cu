@@ -4,6 +4,10 @@
 // query rows are (token, query head) pairs of one kv head, so each K/V tile is loaded once for
 // all G query heads that share it. K and V tiles load with cp.async, V overlapping Q.K^T and the
 // next K overlapping P.V.
+// Options (AttentionOptions), template arguments so that the plain instantiation is the kernel as
+// it was: WINDOW, a query at position i sees keys (i - window, i] only: key tiles wholly before
+// the window of the block's first query are never loaded, and entries outside a row's window are
+// masked like the causal ones; SOFTCAP, scores become softcap * tanh(score / softcap).
 #include <stdexcept>
 #include <string>
 
@@ -39,12 +43,14 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* cache, const i
   }
 }
 
-template <int D>
+// s_scale: what Q.K^T is multiplied by (scale log2(e); with SOFTCAP scale / softcap); cap_log2:
+// softcap log2(e) (SOFTCAP only); window: the window (WINDOW only).
+template <int D, bool WINDOW, bool SOFTCAP>
 __global__ void __launch_bounds__(kThreads)
 prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
                const int32_t* __restrict__ cu_seqlens_q, const int32_t* __restrict__ seqlens_k,
                const int32_t* __restrict__ block_tables, int max_num_blocks, int hq, int hkv, int log2_bs,
-               float scale_log2, bf16* __restrict__ out) {
+               float s_scale, float cap_log2, int window, bf16* __restrict__ out) {
   constexpr int KS = D / 16;  // k-steps over the head dim
   constexpr int ND = D / 8;   // n-tiles of the output
   __shared__ __align__(16) bf16 ks[kBN * (D + 8)];
@@ -94,17 +100,21 @@ prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, con
   const int last_row = min(rows - 1, mb * kBM + kBM - 1);
   const int n_end = min(kv_len, kv_len - q_len + last_row / G + 1);
   const int tiles = (n_end + kBN - 1) / kBN;
+  // First tile: with a window, the one holding the first key of the block's first query (rows
+  // are in token order, so it has the earliest window); tiles before it are masked for every row.
+  int first_tile = 0;
+  if constexpr (WINDOW) first_tile = max(0, kv_len - q_len + (mb * kBM) / G - window + 1) / kBN;
 
   float o[ND][4];
 #pragma unroll
   for (int nd = 0; nd < ND; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-  if (tiles > 0) {
-    load_tile<D>(ks, k_cache, bt, 0, kv_len, log2_bs, hkv, h);
+  if (first_tile < tiles) {
+    load_tile<D>(ks, k_cache, bt, first_tile * kBN, kv_len, log2_bs, hkv, h);
     cp_async_commit();
   }
-  for (int it = 0; it < tiles; ++it) {
+  for (int it = first_tile; it < tiles; ++it) {
     const int n0 = it * kBN;
     load_tile<D>(vs, v_cache, bt, n0, kv_len, log2_bs, hkv, h);
     cp_async_commit();
@@ -122,7 +132,9 @@ prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, con
         mma_bf16(s[nt], qa[kk], *reinterpret_cast<const uint32_t*>(kr), *reinterpret_cast<const uint32_t*>(kr + 8));
       }
     }
-    // Causal mask and online softmax (log2 domain) for the thread's two rows.
+    // Causal (and window) mask and online softmax (log2 domain) for the thread's two rows. A row
+    // with every entry of this tile masked gets mx = -inf: it keeps its running max (or, before
+    // its first key, base 0 and weights 0) below.
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < kBN / 8; ++nt) {
@@ -130,7 +142,11 @@ prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, con
       for (int e = 0; e < 4; ++e) {
         const int col = n0 + nt * 8 + ti * 2 + (e & 1);
         const int i = e >> 1;
-        s[nt][e] = col <= pos[i] ? s[nt][e] * scale_log2 : -INFINITY;
+        bool keep = col <= pos[i];
+        if constexpr (WINDOW) keep = keep && col > pos[i] - window;
+        float v = s[nt][e] * s_scale;
+        if constexpr (SOFTCAP) v = cap_log2 * tanhf(v);
+        s[nt][e] = keep ? v : -INFINITY;
         mx[i] = fmaxf(mx[i], s[nt][e]);
       }
     }
@@ -198,32 +214,49 @@ prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, con
   }
 }
 
+// A launch's arguments, handed down the template dispatch below.
+struct PrefillLaunch {
+  const void* q;
+  const PagedKVArgs& kv;
+  const int32_t* cu_seqlens_q;
+  int log2_bs;
+  dim3 grid;
+  void* out;
+};
+
+template <int D, bool WINDOW, bool SOFTCAP>
+void launch_dws(const PrefillLaunch& a, cudaStream_t s) {
+  const AttnShape& sh = a.kv.sh;
+  launch("attention (prefill)", prefill_kernel<D, WINDOW, SOFTCAP>, a.grid, kThreads, 0, s,
+         static_cast<const bf16*>(a.q), static_cast<const bf16*>(a.kv.k), static_cast<const bf16*>(a.kv.v),
+         a.cu_seqlens_q, a.kv.seqlens_k, a.kv.block_tables, a.kv.max_num_blocks, sh.num_q_heads, sh.num_kv_heads,
+         a.log2_bs, SOFTCAP ? sh.scale / sh.softcap : sh.scale * kLog2e, sh.softcap * kLog2e, sh.window,
+         static_cast<bf16*>(a.out));
+}
+
+template <int D>
+void launch_d(const PrefillLaunch& a, cudaStream_t s) {
+  const bool window = a.kv.sh.window > 0, softcap = a.kv.sh.softcap > 0;
+  if (!window && !softcap) launch_dws<D, false, false>(a, s);
+  else if (window && !softcap) launch_dws<D, true, false>(a, s);
+  else if (!window) launch_dws<D, false, true>(a, s);
+  else launch_dws<D, true, true>(a, s);
+}
+
 }  // namespace
 
 void launch_attention_prefill(const void* q, const PagedKVArgs& kv, const int32_t* cu_seqlens_q, int max_seqlen_q,
                               void* out, cudaStream_t s) {
-  const int num_seqs = kv.num_seqs, max_num_blocks = kv.max_num_blocks;
-  const int32_t *seqlens_k = kv.seqlens_k, *block_tables = kv.block_tables;
   const AttnShape& sh = kv.sh;
-  if (num_seqs == 0 || max_seqlen_q == 0) return;
+  if (kv.num_seqs == 0 || max_seqlen_q == 0) return;
   int log2_bs = 0;
   while ((1 << log2_bs) < sh.block_size) ++log2_bs;
   const int G = sh.num_q_heads / sh.num_kv_heads;
-  dim3 grid((max_seqlen_q * G + kBM - 1) / kBM, sh.num_kv_heads, num_seqs);
-  const float sl = sh.scale * kLog2e;
-  auto qp = static_cast<const bf16*>(q);
-  auto kp = static_cast<const bf16*>(kv.k);
-  auto vp = static_cast<const bf16*>(kv.v);
-  auto op = static_cast<bf16*>(out);
-  const char* name = "attention (prefill)";
-  if (sh.head_dim == 64)
-    launch(name, prefill_kernel<64>, grid, kThreads, 0, s, qp, kp, vp, cu_seqlens_q, seqlens_k, block_tables,
-           max_num_blocks, sh.num_q_heads, sh.num_kv_heads, log2_bs, sl, op);
-  else if (sh.head_dim == 128)
-    launch(name, prefill_kernel<128>, grid, kThreads, 0, s, qp, kp, vp, cu_seqlens_q, seqlens_k, block_tables,
-           max_num_blocks, sh.num_q_heads, sh.num_kv_heads, log2_bs, sl, op);
-  else
-    throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");
+  const PrefillLaunch a{q, kv, cu_seqlens_q, log2_bs,
+                        dim3((max_seqlen_q * G + kBM - 1) / kBM, sh.num_kv_heads, kv.num_seqs), out};
+  if (sh.head_dim == 64) launch_d<64>(a, s);
+  else if (sh.head_dim == 128) launch_d<128>(a, s);
+  else throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");
 }
 
 }  // namespace nanovllm::cuda

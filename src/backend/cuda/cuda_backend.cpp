@@ -148,9 +148,9 @@ class CudaBackend final : public Backend {
   }
 
   // ---- ops ----
-  void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
+  void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out, float scale) override {
     cuda::launch_gather_rows(table.data, table.dtype, ids.ptr<int32_t>(), out.data, out.dtype, (int)out.size(0),
-                             (int)out.size(1), (int)table.size(0), stream_);
+                             (int)out.size(1), (int)table.size(0), stream_, scale);
     debug_sync("embedding");
   }
 
@@ -163,6 +163,22 @@ class CudaBackend final : public Backend {
   void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
     cuda::launch_rms_norm(x.data, w.data, out.data, x.dtype, w.dtype, (int)rows_of(x), (int)cols_of(x), eps, stream_);
     debug_sync("rms_norm");
+  }
+
+  void do_rms_norm_add(const Tensor& x, const Tensor& w, float eps, Tensor& residual) override {
+    cuda::launch_rms_norm_add(x.data, w.data, residual.data, x.dtype, w.dtype, (int)rows_of(x), (int)cols_of(x), eps,
+                              stream_);
+    debug_sync("rms_norm_add");
+  }
+
+  void do_add_bias(Tensor& x, const Tensor& bias) override {
+    cuda::launch_add_bias(x.data, x.dtype, bias.data, bias.dtype, rows_of(x), (int)cols_of(x), stream_);
+    debug_sync("add_bias");
+  }
+
+  void do_softcap(Tensor& x, float cap) override {
+    cuda::launch_softcap(x.ptr<float>(), x.numel(), cap, stream_);
+    debug_sync("softcap");
   }
 
   void do_linear(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) override {
@@ -184,8 +200,9 @@ class CudaBackend final : public Backend {
 
   void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) override {
     cuda::launch_qk_norm_rope_store(
-        {.qkv = in.qkv.data, .rms = row_rms(in.folded), .q_norm_w = in.q_norm_w.data, .k_norm_w = in.k_norm_w.data,
-         .wt = in.q_norm_w.dtype, .positions = in.positions.ptr<int32_t>(), .cos_sin = in.cos_sin.ptr<float>(),
+        {.qkv = in.qkv.data, .rms = row_rms(in.folded), .qkv_bias = in.qkv_bias.data, .bias_t = in.qkv_bias.dtype,
+         .q_norm_w = in.q_norm_w.data, .k_norm_w = in.k_norm_w.data, .wt = in.q_norm_w.dtype,
+         .positions = in.positions.ptr<int32_t>(), .cos_sin = in.cos_sin.ptr<float>(),
          .eps = in.eps, .tokens = (int)rows_of(in.qkv), .num_q_heads = in.num_q_heads,
          .num_kv_heads = in.num_kv_heads, .head_dim = cache.head_dim(), .slot_mapping = in.slot_mapping,
          .k_cache = cache.k.data, .v_cache = cache.v.data, .q_out = q_out.data},
@@ -193,12 +210,13 @@ class CudaBackend final : public Backend {
     debug_sync("qk_norm_rope_store");
   }
 
-  void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale,
+  void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, const AttentionOptions& opts,
                     Tensor& out) override {
     if (meta.num_seqs == 0) return;
     const cuda::PagedKVArgs kv{cache.k.data, cache.v.data, meta.block_tables, meta.max_num_blocks, meta.seqlens_k,
                                meta.num_seqs,
-                               {(int)q.size(1), cache.num_kv_heads(), cache.head_dim(), cache.block_size(), scale}};
+                               {(int)q.size(1), cache.num_kv_heads(), cache.head_dim(), cache.block_size(), opts.scale,
+                                opts.window, opts.softcap}};
     if (meta.is_prefill) {
       cuda::launch_attention_prefill(q.data, kv, meta.cu_seqlens_q, meta.max_seqlen_q, out.data, stream_);
       debug_sync("attention (prefill)");
@@ -208,9 +226,10 @@ class CudaBackend final : public Backend {
     debug_sync("attention (decode)");
   }
 
-  void do_silu_mul(const Tensor& x, const FoldedNorm& folded, Tensor& out) override {
-    cuda::launch_silu_mul(x.data, row_rms(folded), out.data, x.dtype, (int)rows_of(x), (int)cols_of(out), stream_);
-    debug_sync("silu_mul");
+  void do_act_mul(const Tensor& x, const FoldedNorm& folded, Activation act, Tensor& out) override {
+    cuda::launch_act_mul(x.data, row_rms(folded), act == Activation::gelu_tanh ? cuda::Act::gelu_tanh : cuda::Act::silu,
+                         out.data, x.dtype, (int)rows_of(x), (int)cols_of(out), stream_);
+    debug_sync("act_mul");
   }
 
   void do_sample(const Tensor& logits, const SampleBatch& batch, Tensor& out) override {
@@ -294,9 +313,11 @@ class CudaBackend final : public Backend {
   // Splits the context so that the grid fills the GPU (8 blocks per SM) even for few sequences;
   // at most max_partition_ tokens a split. Splits past a sequence's real length (the bound is
   // max_model_len under a graph) leave at once. Splits that walk the context in chunks, or equal
-  // chunks of the whole batch's tokens, measured slower (docs/cuda.md, tried and not kept).
+  // chunks of the whole batch's tokens, measured slower (docs/cuda.md, tried and not kept). With a
+  // sliding window the splits tile the window (the kernel lays them from its start), so the keys
+  // to cover are at most the window: the grid shrinks with it and every split has work.
   cuda::DecodeSplits decode_splits(const cuda::AttnShape& sh, const AttentionMetadata& meta) {
-    const int maxk = std::max(1, meta.max_seqlen_k);
+    const int maxk = std::max(1, sh.window > 0 ? std::min(meta.max_seqlen_k, sh.window) : meta.max_seqlen_k);
     const int ctas = meta.num_seqs * sh.num_kv_heads;
     const int want = (8 * props_.multiProcessorCount + ctas - 1) / ctas;
     int splits = std::min(want, (maxk + kMinPartition - 1) / kMinPartition);

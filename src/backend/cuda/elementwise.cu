@@ -1,5 +1,6 @@
-// Row gathers (embedding lookup, picking the last token's hidden row) and SiLU x mul: memory-bound
-// kernels with 16-byte accesses where the row width and alignment allow.
+// Row gathers (embedding lookup, scaled for Gemma; picking the last token's hidden row), the gated
+// MLP's act(gate) x up (SiLU or tanh-GELU), a projection's bias add and logit soft-capping:
+// memory-bound kernels with 16-byte accesses where the row width and alignment allow.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -28,26 +29,38 @@ __global__ void gather_copy_kernel(const V* __restrict__ src, const int32_t* __r
   for (int c = threadIdx.x; c < words; c += blockDim.x) o[c] = in[c];
 }
 
+// Converting (or scaling: the embedding times Gemma's sqrt(hidden)) copy of the picked rows, in float32.
 template <class S, class D>
 __global__ void gather_convert_kernel(const S* __restrict__ src, const int32_t* __restrict__ idx, D* __restrict__ out,
-                                      int cols, int src_rows) {
+                                      int cols, int src_rows, float scale) {
   pdl_launch_dependents();
   pdl_wait();
   const int r = blockIdx.x;
   const int i = idx[r];
   const bool ok = i >= 0 && i < src_rows;
   for (int c = threadIdx.x; c < cols; c += blockDim.x)
-    out[(size_t)r * cols + c] = from_f<D>(ok ? to_f(src[(size_t)i * cols + c]) : 0.f);
+    out[(size_t)r * cols + c] = from_f<D>(ok ? to_f(src[(size_t)i * cols + c]) * scale : 0.f);
 }
 
 __device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
+// torch's gelu(approximate="tanh"); tanhf, not a fast approximation: the CPU oracle uses std::tanh.
+__device__ __forceinline__ float gelu_tanh(float g) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * g * (1.f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+}
+template <Act A>
+__device__ __forceinline__ float activate(float g) {
+  if constexpr (A == Act::silu) return silu(g);
+  else return gelu_tanh(g);
+}
 
 // Blocks (column chunk, row): a block's threads walk its row's columns, 8 at a time with 16-byte
 // accesses when vec. A decoder norm folded into the gate/up projection (FoldedNorm) is finished
-// here: the block first sums the row's residual for its factor, which scales gate and up.
-template <class T, bool VEC>
-__global__ void silu_mul_kernel(const T* __restrict__ x, const T* __restrict__ rms_rows, int hidden, float rms_eps,
-                                T* __restrict__ out, int rows, int inter) {
+// here: the block first sums the row's residual for its factor, which scales gate and up. The
+// activation is a template argument: the SiLU instantiation is the kernel as it was.
+template <class T, bool VEC, Act A>
+__global__ void act_mul_kernel(const T* __restrict__ x, const T* __restrict__ rms_rows, int hidden, float rms_eps,
+                               T* __restrict__ out, int rows, int inter) {
   pdl_launch_dependents();
   pdl_wait();
   constexpr int E = VEC ? 8 : 1;
@@ -62,13 +75,44 @@ __global__ void silu_mul_kernel(const T* __restrict__ x, const T* __restrict__ r
         load8(gate + c, g);
         load8(up + c, u);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) g[j] = silu(g[j] * f) * (u[j] * f);
+        for (int j = 0; j < 8; ++j) g[j] = activate<A>(g[j] * f) * (u[j] * f);
         store8(o + c, g);
       } else {
-        o[c] = from_f<T>(silu(to_f(gate[c]) * f) * (to_f(up[c]) * f));
+        o[c] = from_f<T>(activate<A>(to_f(gate[c]) * f) * (to_f(up[c]) * f));
       }
     }
   }
+}
+
+// x[r, c] += bias[c]: blocks (column chunk, row), 8 columns a thread with 16-byte accesses when vec.
+template <class T, class B, bool VEC>
+__global__ void add_bias_kernel(T* __restrict__ x, const B* __restrict__ bias, int64_t rows, int cols) {
+  pdl_launch_dependents();
+  pdl_wait();
+  constexpr int E = VEC ? 8 : 1;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    T* row = x + (size_t)r * cols;
+    for (int c = (blockIdx.x * blockDim.x + threadIdx.x) * E; c < cols; c += gridDim.x * blockDim.x * E) {
+      if constexpr (VEC) {
+        float v[8], b[8];
+        load8(row + c, v);
+        load8(bias + c, b);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) v[j] += b[j];
+        store8(row + c, v);
+      } else {
+        row[c] = from_f<T>(to_f(row[c]) + to_f(bias[c]));
+      }
+    }
+  }
+}
+
+// x = cap * tanh(x / cap) over f32 logits (Gemma's final soft-capping).
+__global__ void softcap_kernel(float* __restrict__ x, int64_t n, float cap, float inv_cap) {
+  pdl_launch_dependents();
+  pdl_wait();
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    x[i] = cap * tanhf(x[i] * inv_cap);
 }
 
 template <class T>
@@ -94,9 +138,27 @@ void launch_scale_columns(void* w, DType t, const float* scale, int64_t rows, in
 }
 
 void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* out, DType out_t, int rows, int cols,
-                        int src_rows, cudaStream_t s) {
+                        int src_rows, cudaStream_t s, float scale) {
   if (rows == 0 || cols == 0) return;
   const char* op = "gather_rows";
+  if (scale != 1.f) {  // the embedding times a factor: every element through float32
+    if (src_t == DType::bf16 && out_t == DType::bf16)
+      launch(op, gather_convert_kernel<bf16, bf16>, rows, 256, 0, s, static_cast<const bf16*>(src), idx,
+             static_cast<bf16*>(out), cols, src_rows, scale);
+    else if (src_t == DType::bf16 && out_t == DType::f32)
+      launch(op, gather_convert_kernel<bf16, float>, rows, 256, 0, s, static_cast<const bf16*>(src), idx,
+             static_cast<float*>(out), cols, src_rows, scale);
+    else if (src_t == DType::f32 && out_t == DType::bf16)
+      launch(op, gather_convert_kernel<float, bf16>, rows, 256, 0, s, static_cast<const float*>(src), idx,
+             static_cast<bf16*>(out), cols, src_rows, scale);
+    else if (src_t == DType::f32 && out_t == DType::f32)
+      launch(op, gather_convert_kernel<float, float>, rows, 256, 0, s, static_cast<const float*>(src), idx,
+             static_cast<float*>(out), cols, src_rows, scale);
+    else
+      throw std::invalid_argument(std::string("embedding: unsupported dtypes ") + dtype_name(src_t) + " -> " +
+                                  dtype_name(out_t));
+    return;
+  }
   if (src_t == out_t) {
     const size_t bytes = (size_t)cols * dtype_size(src_t);
     if (bytes % 16 == 0 && aligned16(src) && aligned16(out))
@@ -107,33 +169,64 @@ void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* 
              static_cast<uint8_t*>(out), (int)bytes, src_rows);
   } else if (src_t == DType::bf16 && out_t == DType::f32) {
     launch(op, gather_convert_kernel<bf16, float>, rows, 256, 0, s, static_cast<const bf16*>(src), idx,
-           static_cast<float*>(out), cols, src_rows);
+           static_cast<float*>(out), cols, src_rows, 1.f);
   } else if (src_t == DType::f32 && out_t == DType::bf16) {
     launch(op, gather_convert_kernel<float, bf16>, rows, 256, 0, s, static_cast<const float*>(src), idx,
-           static_cast<bf16*>(out), cols, src_rows);
+           static_cast<bf16*>(out), cols, src_rows, 1.f);
   } else {
     throw std::invalid_argument(std::string("gather_rows/embedding: unsupported dtypes ") + dtype_name(src_t) +
                                 " -> " + dtype_name(out_t));
   }
 }
 
-void launch_silu_mul(const void* x, const RowRms& rms, void* out, DType t, int rows, int inter, cudaStream_t s) {
-  if (rows == 0 || inter == 0) return;
-  const char* op = "silu_mul";
+template <class T, Act A>
+void launch_act_typed(const void* x, const RowRms& rms, void* out, int rows, int inter, cudaStream_t s) {
   constexpr int kThreads = 256;
-  const bool vec = inter % 8 == 0 && aligned16(x) && aligned16(out);
+  const bool vec = inter % 8 == 0 && aligned16(x) && aligned16(out);  // load8/store8 need 16 bytes for f32 too
   const dim3 grid((inter / (vec ? 8 : 1) + kThreads - 1) / kThreads, std::min(rows, 65535));
+  auto k = vec ? act_mul_kernel<T, true, A> : act_mul_kernel<T, false, A>;
+  launch("act_mul", k, grid, kThreads, 0, s, static_cast<const T*>(x), static_cast<const T*>(rms.rows), rms.hidden,
+         rms.eps, static_cast<T*>(out), rows, inter);
+}
+
+void launch_act_mul(const void* x, const RowRms& rms, Act act, void* out, DType t, int rows, int inter,
+                    cudaStream_t s) {
+  if (rows == 0 || inter == 0) return;
   if (t == DType::bf16) {
-    auto k = vec ? silu_mul_kernel<bf16, true> : silu_mul_kernel<bf16, false>;
-    launch(op, k, grid, kThreads, 0, s, static_cast<const bf16*>(x), static_cast<const bf16*>(rms.rows), rms.hidden,
-           rms.eps, static_cast<bf16*>(out), rows, inter);
+    if (act == Act::silu) launch_act_typed<bf16, Act::silu>(x, rms, out, rows, inter, s);
+    else launch_act_typed<bf16, Act::gelu_tanh>(x, rms, out, rows, inter, s);
   } else if (t == DType::f32) {
-    auto k = vec ? silu_mul_kernel<float, true> : silu_mul_kernel<float, false>;
-    launch(op, k, grid, kThreads, 0, s, static_cast<const float*>(x), static_cast<const float*>(rms.rows), rms.hidden,
-           rms.eps, static_cast<float*>(out), rows, inter);
+    if (act == Act::silu) launch_act_typed<float, Act::silu>(x, rms, out, rows, inter, s);
+    else launch_act_typed<float, Act::gelu_tanh>(x, rms, out, rows, inter, s);
   } else {
-    throw std::invalid_argument(std::string("silu_mul: unsupported dtype ") + dtype_name(t));
+    throw std::invalid_argument(std::string("act_mul: unsupported dtype ") + dtype_name(t));
   }
+}
+
+template <class T, class B>
+void launch_bias_typed(void* x, const void* bias, int64_t rows, int cols, cudaStream_t s) {
+  constexpr int kThreads = 256;
+  const bool vec = cols % 8 == 0 && aligned16(x) && aligned16(bias);
+  const dim3 grid((cols / (vec ? 8 : 1) + kThreads - 1) / kThreads, (unsigned)std::min<int64_t>(rows, 65535));
+  auto k = vec ? add_bias_kernel<T, B, true> : add_bias_kernel<T, B, false>;
+  launch("add_bias", k, grid, kThreads, 0, s, static_cast<T*>(x), static_cast<const B*>(bias), rows, cols);
+}
+
+void launch_add_bias(void* x, DType t, const void* bias, DType bt, int64_t rows, int cols, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  if (t == DType::bf16 && bt == DType::bf16) launch_bias_typed<bf16, bf16>(x, bias, rows, cols, s);
+  else if (t == DType::bf16 && bt == DType::f32) launch_bias_typed<bf16, float>(x, bias, rows, cols, s);
+  else if (t == DType::f32 && bt == DType::f32) launch_bias_typed<float, float>(x, bias, rows, cols, s);
+  else if (t == DType::f32 && bt == DType::bf16) launch_bias_typed<float, bf16>(x, bias, rows, cols, s);
+  else
+    throw std::invalid_argument(std::string("add_bias: unsupported dtypes ") + dtype_name(t) + " / " +
+                                dtype_name(bt) + " (CUDA takes F32 or BF16)");
+}
+
+void launch_softcap(float* x, int64_t n, float cap, cudaStream_t s) {
+  if (n == 0) return;
+  const int grid = (int)std::min<int64_t>((n + 255) / 256, (int64_t)num_sms() * 8);
+  launch("softcap", softcap_kernel, grid, 256, 0, s, x, n, cap, 1.f / cap);
 }
 
 }  // namespace nanovllm::cuda

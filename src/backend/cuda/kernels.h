@@ -15,10 +15,20 @@ namespace nanovllm::cuda {
 void launch_rms_norm(const void* x, const void* w, void* out, DType act, DType wt, int rows, int hidden, float eps,
                      cudaStream_t s);
 
-// out[r, :] = src[idx[r], :] for r < rows (row of `cols` elements), converting dtype if needed.
-// Rows whose index is outside [0, src_rows) are written as zeros.
+// residual += norm(x) * w over rows of `hidden` (rms_norm_add). act: dtype of x and residual; wt: dtype of w.
+void launch_rms_norm_add(const void* x, const void* w, void* residual, DType act, DType wt, int rows, int hidden,
+                         float eps, cudaStream_t s);
+
+// out[r, :] = src[idx[r], :] * scale for r < rows (row of `cols` elements), converting dtype if
+// needed (scale 1: a plain copy). Rows whose index is outside [0, src_rows) are written as zeros.
 void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* out, DType out_t,
-                        int rows, int cols, int src_rows, cudaStream_t s);
+                        int rows, int cols, int src_rows, cudaStream_t s, float scale = 1.f);
+
+// x[r, :] += bias over rows x cols (x: t, bias: bt; each bf16 or f32).
+void launch_add_bias(void* x, DType t, const void* bias, DType bt, int64_t rows, int cols, cudaStream_t s);
+
+// x = cap * tanh(x / cap) over n floats.
+void launch_softcap(float* x, int64_t n, float cap, cudaStream_t s);
 
 // w[n, k] *= scale[k] over rows x cols (w bf16 or f32).
 void launch_scale_columns(void* w, DType t, const float* scale, int64_t rows, int cols, cudaStream_t s);
@@ -31,15 +41,21 @@ struct RowRms {
   float eps;
 };
 
-// out = silu(x[:, :inter]) * x[:, inter:], x's rows scaled by `rms` first
-void launch_silu_mul(const void* x, const RowRms& rms, void* out, DType t, int rows, int inter, cudaStream_t s);
+// The gate's activation (backend.h's Activation; this header stays free of backend.h for nvcc).
+enum class Act { silu, gelu_tanh };
+// out = act(x[:, :inter]) * x[:, inter:], x's rows scaled by `rms` first (Backend::act_mul)
+void launch_act_mul(const void* x, const RowRms& rms, Act act, void* out, DType t, int rows, int inter,
+                    cudaStream_t s);
 
 // Per-head RMS norm of q and k, neox RoPE, q to q_out and k/v into the paged cache (see
-// Backend::qk_norm_rope_store), qkv's rows scaled by `rms` first. Activations and cache are bf16;
-// norm weights bf16 or f32 (wt).
+// Backend::qk_norm_rope_store), qkv's rows scaled by `rms` first, then qkv_bias added (when not
+// nullptr). Activations and cache are bf16; norm weights bf16 or f32 (wt; both nullptr: no q/k
+// norm); the bias bf16 or f32 (bias_t).
 struct RopeStoreArgs {
   const void* qkv;
   RowRms rms;
+  const void* qkv_bias;
+  DType bias_t;
   const void *q_norm_w, *k_norm_w;
   DType wt;
   const int32_t* positions;
@@ -61,10 +77,13 @@ void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, in
 void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
                       cudaStream_t s);
 
-// Shapes shared by both attention kernels.
+// Shapes and options shared by both attention kernels (AttentionOptions: window > 0 limits a query
+// at position i to the keys at (i - window, i]; softcap > 0 caps scores at softcap * tanh(s / softcap)).
 struct AttnShape {
   int num_q_heads, num_kv_heads, head_dim, block_size;
   float scale;
+  int window = 0;
+  float softcap = 0;
 };
 
 // What both attention kernels read: the paged cache (NHD, bf16; see backend.h) with the batch's
@@ -79,9 +98,10 @@ struct PagedKVArgs {
 };
 
 // Decode (one query token per sequence), split-KV: num_splits partitions of `partition` tokens
-// per sequence, merged when num_splits > 1 (workspace: num_seqs * num_q_heads * num_splits *
-// (head_dim + 2) floats). counters (num_seqs * num_kv_heads ints, zero, left zero) let the last
-// block of each (sequence, kv head) merge in the same launch; nullptr: a second kernel merges.
+// per sequence, counted from the first key the query sees (0, or with a window its start), merged
+// when num_splits > 1 (workspace: num_seqs * num_q_heads * num_splits * (head_dim + 2) floats).
+// counters (num_seqs * num_kv_heads ints, zero, left zero) let the last block of each (sequence,
+// kv head) merge in the same launch; nullptr: a second kernel merges.
 struct DecodeSplits {
   int num_splits, partition;
   float* workspace;

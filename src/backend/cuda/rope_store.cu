@@ -1,7 +1,9 @@
 // Fused per-head q/k RMSNorm + rotary embedding (neox rotate-half) + paged KV-cache store: one warp
 // per (token, q head) and per (token, kv head); the kv warp also copies the v head. One read of
 // the fused qkv projection, one write of q and of the new K/V rows. A decoder norm folded into the
-// qkv projection (FoldedNorm) is finished here: its per-token factor scales q, k and v first.
+// qkv projection (FoldedNorm) is finished here: its per-token factor scales q, k and v first; then
+// the projection's bias (Qwen2) is added, before the q/k norm (Qwen3, Gemma 3; none for Llama,
+// Qwen2, Mistral) and RoPE, as the CPU's norm_rope_head does.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -17,9 +19,12 @@ namespace {
 // are more than 32). Lane l owns elements [l*P, l*P+P) of the first half of the head and their
 // rotation partners [D/2 + l*P, ...) in the second half, so RoPE needs no data exchange: D = 64 * P.
 // With a folded norm (rms_rows) the block first sums the token's residual row for its factor.
-template <int P, class W>
+// bias (nullptr: none) is indexed like a qkv row; q_norm_w == nullptr: no q/k norm. Both are the
+// same for every warp of the launch, so the branches on them do not diverge.
+template <int P, class W, class B>
 __global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const bf16* __restrict__ rms_rows, int hidden,
-                                          float rms_eps, const W* __restrict__ q_norm_w, const W* __restrict__ k_norm_w,
+                                          float rms_eps, const B* __restrict__ bias,
+                                          const W* __restrict__ q_norm_w, const W* __restrict__ k_norm_w,
                                           const int32_t* __restrict__ positions, const float* __restrict__ cos_sin,
                                           float eps, int hq, int hkv, const int32_t* __restrict__ slot_mapping,
                                           bf16* __restrict__ k_cache, bf16* __restrict__ v_cache,
@@ -46,51 +51,84 @@ __global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const bf
     const bool is_q = h < hq;
     if (!is_q && slot < 0) continue;
     if (h != warp) load_head(h);
-    float ss = 0.f;
 #pragma unroll
     for (int p = 0; p < P; ++p) {
       a[p] *= pre;
       b[p] *= pre;
-      ss += a[p] * a[p] + b[p] * b[p];
     }
-    const float inv = rsqrtf(warp_sum(ss) / D + eps);
+    if (bias) {  // head h's columns of the bias: q heads, then k heads, as in the row
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        a[p] += to_f(bias[(size_t)h * D + lane * P + p]);
+        b[p] += to_f(bias[(size_t)h * D + H + lane * P + p]);
+      }
+    }
     const W* w = is_q ? q_norm_w : k_norm_w;
+    if (w) {
+      float ss = 0.f;
+#pragma unroll
+      for (int p = 0; p < P; ++p) ss += a[p] * a[p] + b[p] * b[p];
+      const float inv = rsqrtf(warp_sum(ss) / D + eps);
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        const int i = lane * P + p;
+        a[p] = a[p] * inv * to_f(w[i]);
+        b[p] = b[p] * inv * to_f(w[H + i]);
+      }
+    }
     bf16* dst = is_q ? q_out + ((size_t)t * hq + h) * D : k_cache + ((size_t)slot * hkv + (h - hq)) * D;
 #pragma unroll
     for (int p = 0; p < P; ++p) {
       const int i = lane * P + p;
-      const float xa = a[p] * inv * to_f(w[i]), xb = b[p] * inv * to_f(w[H + i]);
+      const float xa = a[p], xb = b[p];
       const float c = cs[i], s = cs[H + i];
       dst[i] = from_f<bf16>(xa * c - xb * s);
       dst[H + i] = from_f<bf16>(xb * c + xa * s);
     }
-    if (!is_q) {  // v head (h - hq) follows all k heads
-      const bf16* vsrc = row + (size_t)(h + hkv) * D;
+    if (!is_q) {  // v head (h - hq) follows all k heads, and so do its bias columns
+      const size_t vcol = (size_t)(h + hkv) * D;
+      const bf16* vsrc = row + vcol;
       bf16* vdst = v_cache + ((size_t)slot * hkv + (h - hq)) * D;
 #pragma unroll
       for (int p = 0; p < P; ++p) {
-        vdst[lane * P + p] = from_f<bf16>(to_f(vsrc[lane * P + p]) * pre);
-        vdst[H + lane * P + p] = from_f<bf16>(to_f(vsrc[H + lane * P + p]) * pre);
+        const int i = lane * P + p;
+        float va = to_f(vsrc[i]) * pre, vb = to_f(vsrc[H + i]) * pre;
+        if (bias) {
+          va += to_f(bias[vcol + i]);
+          vb += to_f(bias[vcol + H + i]);
+        }
+        vdst[i] = from_f<bf16>(va);
+        vdst[H + i] = from_f<bf16>(vb);
       }
     }
   }
 }
 
+template <int P, class W, class B>
+void launch_pwb(const RopeStoreArgs& a, cudaStream_t s) {
+  const int warps = std::min(a.num_q_heads + a.num_kv_heads, 32);
+  launch("qk_norm_rope_store", qk_norm_rope_store_kernel<P, W, B>, a.tokens, warps * 32, 0, s,
+         static_cast<const bf16*>(a.qkv), static_cast<const bf16*>(a.rms.rows), a.rms.hidden, a.rms.eps,
+         static_cast<const B*>(a.qkv_bias), static_cast<const W*>(a.q_norm_w), static_cast<const W*>(a.k_norm_w),
+         a.positions, a.cos_sin, a.eps, a.num_q_heads, a.num_kv_heads, a.slot_mapping, static_cast<bf16*>(a.k_cache),
+         static_cast<bf16*>(a.v_cache), static_cast<bf16*>(a.q_out));
+}
+
+// Weights and bias of one dtype each (bf16 or f32); without a bias or norm weights the dtype is
+// immaterial and the bf16 instantiation runs.
+template <int P, class W>
+void launch_pw(const RopeStoreArgs& a, cudaStream_t s) {
+  if (!a.qkv_bias || a.bias_t == DType::bf16) launch_pwb<P, W, bf16>(a, s);
+  else if (a.bias_t == DType::f32) launch_pwb<P, W, float>(a, s);
+  else
+    throw std::invalid_argument(std::string("qk_norm_rope_store: qkv_bias must be BF16 or F32, got ") +
+                                dtype_name(a.bias_t));
+}
+
 template <int P>
 void launch_p(const RopeStoreArgs& a, cudaStream_t s) {
-  const int warps = std::min(a.num_q_heads + a.num_kv_heads, 32);
-  const char* op = "qk_norm_rope_store";
-  auto rows = static_cast<const bf16*>(a.rms.rows);
-  if (a.wt == DType::bf16)
-    launch(op, qk_norm_rope_store_kernel<P, bf16>, a.tokens, warps * 32, 0, s, static_cast<const bf16*>(a.qkv), rows,
-           a.rms.hidden, a.rms.eps, static_cast<const bf16*>(a.q_norm_w), static_cast<const bf16*>(a.k_norm_w),
-           a.positions, a.cos_sin, a.eps, a.num_q_heads, a.num_kv_heads, a.slot_mapping,
-           static_cast<bf16*>(a.k_cache), static_cast<bf16*>(a.v_cache), static_cast<bf16*>(a.q_out));
-  else if (a.wt == DType::f32)
-    launch(op, qk_norm_rope_store_kernel<P, float>, a.tokens, warps * 32, 0, s, static_cast<const bf16*>(a.qkv), rows,
-           a.rms.hidden, a.rms.eps, static_cast<const float*>(a.q_norm_w), static_cast<const float*>(a.k_norm_w),
-           a.positions, a.cos_sin, a.eps, a.num_q_heads, a.num_kv_heads, a.slot_mapping,
-           static_cast<bf16*>(a.k_cache), static_cast<bf16*>(a.v_cache), static_cast<bf16*>(a.q_out));
+  if (!a.q_norm_w || a.wt == DType::bf16) launch_pw<P, bf16>(a, s);
+  else if (a.wt == DType::f32) launch_pw<P, float>(a, s);
   else
     throw std::invalid_argument(std::string("qk_norm_rope_store: norm weights must be BF16 or F32, got ") +
                                 dtype_name(a.wt));
