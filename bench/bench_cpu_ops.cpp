@@ -13,7 +13,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_ops.h"
-#include "model/qwen3.h"
+#include "model/decoder_model.h"
 #include "model/random_model.h"
 
 namespace nanovllm {
@@ -91,7 +91,7 @@ struct Loaded {
   std::unique_ptr<Backend> be;
   ModelConfig cfg;
   std::unique_ptr<Checkpoint> ckpt;
-  std::unique_ptr<Qwen3Model> model;
+  std::unique_ptr<DecoderModel> model;
   KVCache kv;
   int per_seq = 0;  // blocks per sequence
   std::vector<DeviceBuffer> bufs;
@@ -113,7 +113,7 @@ Loaded& load(const std::string& preset) {
   l.be = make_cpu_backend({.num_threads = kThreads});
   l.cfg = load_model_config(dir);
   l.ckpt = std::make_unique<Checkpoint>(Checkpoint::open(dir));
-  l.model = std::make_unique<Qwen3Model>(l.cfg, *l.ckpt, *l.be, kMaxTokens, kMaxSeqs);
+  l.model = std::make_unique<DecoderModel>(l.cfg, *l.ckpt, *l.be, kMaxTokens, kMaxSeqs);
   l.per_seq = cache_context(preset) / kBlock;
   const int nb = cache_seqs(preset) * l.per_seq;
   l.kv.num_blocks = nb;

@@ -34,7 +34,16 @@ struct HfPrompt {
   std::vector<int32_t> greedy;                // transformers' next 16 greedy tokens
   std::vector<double> margins;                // top-1 minus top-2 logit at each greedy step
   std::vector<std::pair<int, double>> top;    // the prompt's last-position top-8 logits
+  std::vector<double> last_logits;            // the whole last-position row (family fixtures only)
 };
+
+// Every fixture model transformers made, Qwen3's and the other families' (make_model_fixtures.py,
+// make_family_fixtures.py).
+inline const std::vector<std::string>& all_fixture_models() {
+  static const std::vector<std::string> names = {"tiny-tied", "small-untied", "llama-tied-rope3", "llama-bias-linear",
+                                                 "llama-yarn", "qwen2-tied", "mistral-window", "gemma3-window"};
+  return names;
+}
 
 inline std::string hf_fixture_dir(const std::string& name) {
   return std::string(NANOVLLM_SOURCE_DIR) + "/tests/fixtures/models/" + name;
@@ -52,6 +61,7 @@ inline std::vector<HfPrompt> load_hf_fixture(const std::string& name) {
     q.greedy = p.at("greedy").get<std::vector<int32_t>>();
     q.margins = p.at("greedy_margins").get<std::vector<double>>();
     for (const auto& t : p.at("last_logits_top")) q.top.emplace_back(t[0].get<int>(), t[1].get<double>());
+    if (p.contains("last_logits")) q.last_logits = p.at("last_logits").get<std::vector<double>>();
     out.push_back(std::move(q));
   }
   return out;

@@ -1,4 +1,4 @@
-// Qwen3Model end to end against Hugging Face: tests/fixtures/models/<name>/expected.json holds the
+// DecoderModel end to end against Hugging Face: tests/fixtures/models/<name>/expected.json holds the
 // float64 transformers reference (last-position top-8 logits and 16 greedy tokens per prompt).
 // The forward is driven by hand here (no engine): KV cache, block tables and metadata built below.
 #include <gmock/gmock.h>
@@ -18,7 +18,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "hf_fixture.h"
-#include "model/qwen3.h"
+#include "model/decoder_model.h"
 #include "model/random_model.h"
 
 namespace nanovllm {
@@ -98,13 +98,13 @@ class Harness {
 
   int vocab() const { return cfg_.vocab_size; }
   const ModelConfig& config() const { return cfg_; }
-  Qwen3Model& model() { return model_; }
+  DecoderModel& model() { return model_; }
 
  private:
   ModelConfig cfg_;
   Checkpoint ckpt_;
   std::unique_ptr<Backend> be_;
-  Qwen3Model model_;
+  DecoderModel model_;
   int bs_;
   KVCache kv_;
   std::vector<DeviceBuffer> bufs_;
@@ -117,22 +117,26 @@ int argmax(const float* row, int V) { return static_cast<int>(std::max_element(r
 
 const fs::path kFixtures = fs::path(NANOVLLM_SOURCE_DIR) / "tests/fixtures/models";
 
-class Qwen3VsHuggingFace : public ::testing::TestWithParam<std::string> {};
+class ModelVsHuggingFace : public ::testing::TestWithParam<std::string> {};
 
 // Each prompt alone: prefill, compare the last logits, then 16 greedy decode steps.
-TEST_P(Qwen3VsHuggingFace, EachPromptAloneLogitsAndGreedy) {
+TEST_P(ModelVsHuggingFace, EachPromptAloneLogitsAndGreedy) {
   const fs::path dir = kFixtures / GetParam();
   const auto prompts = fixtures::load_hf_fixture(GetParam());
   ASSERT_FALSE(prompts.empty());
   for (const auto& p : prompts) {
     const int L = static_cast<int>(p.ids.size());
-    Harness h(dir, 16, (L + 16) / 16 + 2, L, 1);
+    Harness h(dir, 16, (L + static_cast<int>(p.greedy.size())) / 16 + 2, L, 1);
     const int V = h.vocab();
     Harness::Seq s{p.ids, 0, {}};
     const float* logits = h.step({&s}, {L}).data();
     for (auto [id, ref] : p.top)
       EXPECT_NEAR(logits[id], ref, 1e-3 * std::max(1.0, std::abs(ref))) << GetParam() << " prompt length " << L << " id " << id;
     EXPECT_EQ(argmax(logits, V), p.top[0].first);
+    // The whole row, where the fixture holds it: float32 against transformers' float64.
+    for (size_t id = 0; id < p.last_logits.size(); ++id)
+      ASSERT_NEAR(logits[id], p.last_logits[id], 1e-3 * std::max(1.0, std::abs(p.last_logits[id])))
+          << GetParam() << " prompt length " << L << " id " << id;
     std::vector<int32_t> got;
     for (size_t k = 0; k < p.greedy.size(); ++k) {
       const int next = argmax(logits, V);
@@ -147,14 +151,14 @@ TEST_P(Qwen3VsHuggingFace, EachPromptAloneLogitsAndGreedy) {
 
 // All prompts in one batch, as an engine runs them: prefill in two chunks (the second attends to
 // the first through the cache), odd block size, shuffled blocks, then batched decode.
-TEST_P(Qwen3VsHuggingFace, BatchedChunkedPrefillThenBatchedDecode) {
+TEST_P(ModelVsHuggingFace, BatchedChunkedPrefillThenBatchedDecode) {
   const fs::path dir = kFixtures / GetParam();
   const auto prompts = fixtures::load_hf_fixture(GetParam());
   int total = 0, blocks = 0;
   const int bs = 7;
   for (const auto& p : prompts) {
     total += p.ids.size();
-    blocks += (p.ids.size() + 16 + bs - 1) / bs;
+    blocks += (p.ids.size() + p.greedy.size() + bs - 1) / bs;
   }
   Harness h(dir, bs, blocks, total, prompts.size(), /*seed=*/5);
   const int V = h.vocab();
@@ -199,7 +203,8 @@ TEST_P(Qwen3VsHuggingFace, BatchedChunkedPrefillThenBatchedDecode) {
     EXPECT_EQ(got[i], prompts[i].greedy) << GetParam() << " prompt " << i << " (length " << prompts[i].ids.size() << ")";
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Qwen3VsHuggingFace, ::testing::Values("tiny-tied", "small-untied"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, ModelVsHuggingFace, ::testing::ValuesIn(fixtures::all_fixture_models()),
+                         [](const auto& info) { return fixtures::param_name(info.param); });
 
 }  // namespace
 }  // namespace nanovllm
@@ -231,7 +236,7 @@ class RandomModel : public ::testing::Test {
   std::string model_error(const ModelConfig& c) {
     auto be = make_cpu_backend({.num_threads = 1});
     try {
-      Qwen3Model m(c, Checkpoint::open(dir), *be, 8, 1);
+      DecoderModel m(c, Checkpoint::open(dir), *be, 8, 1);
     } catch (const std::runtime_error& e) {
       return e.what();
     }
@@ -281,7 +286,7 @@ TEST_F(RandomModel, DeterministicLoadableAndScaled) {
   EXPECT_NEAR(ns, 0.05, 0.02);
 
   // The model runs on it: a prompt's logits are finite and not all equal.
-  Qwen3Model m(c, ck, *be, 16, 1);
+  DecoderModel m(c, ck, *be, 16, 1);
   KVCache kv;
   kv.num_blocks = 2;
   kv.block_size = 8;
@@ -317,7 +322,8 @@ TEST_F(RandomModel, MissingAndMisshapenTensorsAreNamed) {
   ModelConfig c = load_model_config(dir);
   ModelConfig more_layers = c;
   more_layers.num_hidden_layers = 3;
-  EXPECT_THAT(model_error(more_layers), ::testing::HasSubstr("'model.layers.2.self_attn.q_proj.weight'"));
+  more_layers.layer_sliding.push_back(false);
+  EXPECT_THAT(model_error(more_layers), ::testing::HasSubstr("checkpoint has no tensor 'model.layers.2."));
   ModelConfig wider = c;
   wider.intermediate_size = 96;
   const std::string e = model_error(wider);

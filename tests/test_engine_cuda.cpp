@@ -57,7 +57,7 @@ class EngineCuda : public ::testing::TestWithParam<std::string> {
     for (const Case& cs : cases) prompts.push_back(cs.ids);
     SamplingParams p;
     p.temperature = 0;
-    p.max_tokens = 16;
+    p.max_tokens = static_cast<int>(cases[0].greedy.size());
     p.ignore_eos = true;
     auto outs = llm.generate(prompts, p, false);
     ASSERT_EQ(outs.size(), cases.size());
@@ -65,7 +65,7 @@ class EngineCuda : public ::testing::TestWithParam<std::string> {
     for (size_t i = 0; i < cases.size(); ++i)
       matched += expect_follows_hf(cases[i], outs[i].token_ids(), what + ", prompt " + std::to_string(i));
     // Most steps are far from a tie: most of the tokens must match.
-    EXPECT_GT(matched, cases.size() * 16 * 3 / 4) << what;
+    EXPECT_GT(matched, cases.size() * cases[0].greedy.size() * 3 / 4) << what;
     if (stats) *stats = llm.stats();
   }
 };
@@ -94,10 +94,10 @@ TEST_P(EngineCuda, ChunkedPrefillAndPreemption) {
   c.max_num_seqs = 12;
   EngineStats s;
   run_all(c, "chunked + preempted", &s);
-  EXPECT_GT(s.num_preemptions, 0);
+  if (load_cases(GetParam()).size() >= 12) EXPECT_GT(s.num_preemptions, 0);  // the Qwen3 fixtures' 12 prompts overflow
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, EngineCuda, ::testing::Values("tiny-tied", "small-untied"),
+INSTANTIATE_TEST_SUITE_P(Fixtures, EngineCuda, ::testing::ValuesIn(fixtures::all_fixture_models()),
                          [](const auto& info) { return fixtures::param_name(info.param); });
 
 }  // namespace

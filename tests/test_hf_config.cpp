@@ -76,7 +76,7 @@ TEST_F(HfConfig, ReadsQwen3_06B) {
   EXPECT_EQ(c.head_dim, 128);
   EXPECT_EQ(c.max_position_embeddings, 40960);
   EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-6f);
-  EXPECT_DOUBLE_EQ(c.rope_theta, 1e6);
+  EXPECT_DOUBLE_EQ(c.rope.theta, 1e6);
   EXPECT_TRUE(c.tie_word_embeddings);
   EXPECT_EQ(c.bos_token_id, 151643);
   EXPECT_EQ(c.eos_token_ids, std::vector<int>{151645});
@@ -104,11 +104,16 @@ TEST_F(HfConfig, RopeThetaFromTransformers5RopeParameters) {
   std::string s = kQwen3_06B;
   s.replace(s.find("\"rope_theta\": 1000000"), 21, "\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 5e5}");
   write("config.json", s);
-  EXPECT_DOUBLE_EQ(load_model_config(dir).rope_theta, 5e5);
+  EXPECT_DOUBLE_EQ(load_model_config(dir).rope.theta, 5e5);
   write_with("rope_theta", "");  // absent everywhere: HF's default
-  EXPECT_DOUBLE_EQ(load_model_config(dir).rope_theta, 10000.0);
-  write_with("rope_scaling", R"({"rope_type": "yarn", "factor": 4.0})");
-  EXPECT_THAT(error(), HasSubstr("yarn"));
+  EXPECT_DOUBLE_EQ(load_model_config(dir).rope.theta, 10000.0);
+  write_with("rope_scaling", R"({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096})");
+  EXPECT_EQ(load_model_config(dir).rope.type, "yarn");
+  EXPECT_EQ(load_model_config(dir).rope.original_max_position_embeddings, 4096);
+  write_with("rope_scaling", R"({"rope_type": "longrope", "factor": 4.0})");
+  EXPECT_THAT(error(), HasSubstr("longrope"));
+  write_with("rope_scaling", R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4, "high_freq_factor": 1})");
+  EXPECT_THAT(error(), HasSubstr("high_freq_factor"));
 }
 
 TEST_F(HfConfig, HeadDimDerivedAndDefaults) {
@@ -128,6 +133,78 @@ TEST_F(HfConfig, ModelTypeAloneIdentifiesQwen3) {
   EXPECT_EQ(load_model_config(dir).architecture, "Qwen3ForCausalLM");
 }
 
+// Llama 3.2-1B's, Gemma 3 1B's and Mistral 7B v0.1's config.json (the fields nanovllm reads).
+constexpr const char* kLlama32_1B = R"({"architectures": ["LlamaForCausalLM"], "attention_bias": false,
+  "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "head_dim": 64, "hidden_act": "silu",
+  "hidden_size": 2048, "intermediate_size": 8192, "max_position_embeddings": 131072, "mlp_bias": false,
+  "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-05, "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+  "original_max_position_embeddings": 8192, "rope_type": "llama3"}, "rope_theta": 500000.0,
+  "tie_word_embeddings": true, "torch_dtype": "bfloat16", "vocab_size": 128256})";
+constexpr const char* kGemma3_1B = R"({"architectures": ["Gemma3ForCausalLM"], "attn_logit_softcapping": null,
+  "bos_token_id": 2, "eos_token_id": [1, 106], "final_logit_softcapping": null, "head_dim": 256,
+  "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 1152, "intermediate_size": 6912,
+  "max_position_embeddings": 32768, "model_type": "gemma3_text", "num_attention_heads": 4,
+  "num_hidden_layers": 26, "num_key_value_heads": 1, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+  "rope_local_base_freq": 10000, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": 512,
+  "sliding_window_pattern": 6, "vocab_size": 262144})";
+constexpr const char* kMistral7B = R"({"architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+  "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 14336, "max_position_embeddings": 32768,
+  "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096, "tie_word_embeddings": false,
+  "vocab_size": 32000})";
+
+TEST_F(HfConfig, Families) {
+  write("config.json", kLlama32_1B);
+  ModelConfig l = load_model_config(dir);
+  EXPECT_EQ(l.arch, ModelArch::llama);
+  EXPECT_FALSE(l.qk_norm || l.qkv_bias || l.o_bias || l.mlp_bias || l.any_sliding());
+  EXPECT_EQ(l.rope.type, "llama3");
+  EXPECT_EQ(l.rope.original_max_position_embeddings, 8192);
+  EXPECT_DOUBLE_EQ(l.rope.factor, 32.0);
+  EXPECT_TRUE(l.tie_word_embeddings);
+  EXPECT_EQ(l.eos_token_ids, (std::vector<int>{128001, 128008, 128009}));
+  write("config.json", kGemma3_1B);
+  ModelConfig g = load_model_config(dir);
+  EXPECT_EQ(g.arch, ModelArch::gemma3);
+  EXPECT_TRUE(g.qk_norm && g.norm_plus_one && g.embedding_scaled && g.sandwich_norms);
+  EXPECT_EQ(g.activation, Activation::gelu_tanh);
+  EXPECT_TRUE(g.tie_word_embeddings);  // Gemma's default
+  EXPECT_EQ(g.sliding_window, 512);
+  for (int i = 0; i < 26; ++i) EXPECT_EQ(g.layer_sliding[i], (i + 1) % 6 != 0) << "layer " << i;
+  EXPECT_DOUBLE_EQ(g.rope.theta, 1e6);
+  EXPECT_DOUBLE_EQ(g.rope_sliding.theta, 1e4);
+  EXPECT_DOUBLE_EQ(g.query_pre_attn_scalar, 256);
+  EXPECT_EQ(g.attn_logit_softcapping, 0.0f);
+  // transformers 5 writes layer_types and one rope_parameters object per layer type.
+  std::string g5 = kGemma3_1B;
+  const std::string old_rope = R"("rope_local_base_freq": 10000, "rope_scaling": null, "rope_theta": 1000000)";
+  g5.replace(g5.find(old_rope), old_rope.size(),
+             R"("rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                 "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+                "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "sliding_attention",
+                 "sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention",
+                 "sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention",
+                 "sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention",
+                 "sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention",
+                 "sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention",
+                 "sliding_attention", "full_attention"])");
+  write("config.json", g5);
+  ModelConfig g2 = load_model_config(dir);
+  EXPECT_EQ(g2.rope.type, "linear");
+  EXPECT_DOUBLE_EQ(g2.rope.factor, 8.0);
+  EXPECT_EQ(g2.rope_sliding.type, "default");
+  EXPECT_DOUBLE_EQ(g2.rope_sliding.theta, 1e4);
+  EXPECT_FALSE(g2.layer_sliding[1]);
+  EXPECT_TRUE(g2.layer_sliding[2]);
+  write("config.json", kMistral7B);
+  ModelConfig m = load_model_config(dir);
+  EXPECT_EQ(m.arch, ModelArch::mistral);
+  EXPECT_TRUE(m.all_sliding());
+  EXPECT_EQ(m.sliding_window, 4096);
+  EXPECT_EQ(m.head_dim, 128);
+}
+
 TEST_F(HfConfig, Errors) {
   EXPECT_THAT(error(), HasSubstr("has no config.json"));
   fs::path missing = dir / "nope";
@@ -141,8 +218,8 @@ TEST_F(HfConfig, Errors) {
   write("config.json", "{\"vocab_size\": 12,");
   EXPECT_THAT(error(), HasSubstr("malformed JSON"));
   EXPECT_THAT(error(), HasSubstr("config.json"));
-  write_with("architectures", R"(["LlamaForCausalLM"])");
-  EXPECT_THAT(error(), HasSubstr("LlamaForCausalLM"));
+  write_with("architectures", R"(["Gemma3ForConditionalGeneration"])");
+  EXPECT_THAT(error(), HasSubstr("Gemma3ForConditionalGeneration"));
   write_with("architectures", R"(["Qwen3MoeForCausalLM"])");
   EXPECT_THAT(error(), HasSubstr("Qwen3MoeForCausalLM"));
   write_with("hidden_size", "");
@@ -155,8 +232,19 @@ TEST_F(HfConfig, Errors) {
   EXPECT_THAT(error(), HasSubstr("not a multiple of num_key_value_heads = 5"));
   write_with("attention_bias", "true");
   EXPECT_THAT(error(), HasSubstr("attention_bias"));
-  write_with("use_sliding_window", "true");
-  EXPECT_THAT(error(), HasSubstr("use_sliding_window"));
+  write_with("use_sliding_window", "true");  // layers from max_window_layers = 28 on slide: none
+  EXPECT_FALSE(load_model_config(dir).any_sliding());
+  std::string no_window = kGemma3_1B;
+  no_window.replace(no_window.find(R"("sliding_window": 512)"), 21, R"("sliding_window": null)");
+  write("config.json", no_window);
+  EXPECT_THAT(error(), HasSubstr("sliding_window"));
+  write_with("quantization_config", R"({"quant_method": "fp8", "weight_block_size": [128, 128]})");
+  EXPECT_THAT(error(), HasSubstr("quantization_config"));
+  EXPECT_THAT(error(), HasSubstr("fp8"));
+  write_with("vision_config", R"({"hidden_size": 1152})");
+  EXPECT_THAT(error(), HasSubstr("vision_config"));
+  write_with("hidden_act", R"("gelu")");
+  EXPECT_THAT(error(), HasSubstr("hidden_act"));
   write_with("rms_norm_eps", "-1");
   EXPECT_THAT(error(), HasSubstr("rms_norm_eps"));
   write_with("eos_token_id", "200000");

@@ -1,6 +1,8 @@
-// `nanovllm make-model`: writes a seeded random Qwen3 checkpoint (a preset, or any shape), with
-// Qwen3's tokenizer copied in when the vocabulary is large enough to hold its ids.
+// `nanovllm make-model`: writes a seeded random checkpoint of any supported family (a preset, or
+// any shape), with the family's tokenizer copied in when the vocabulary is large enough to hold
+// its ids.
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <filesystem>
 #include <stdexcept>
@@ -15,7 +17,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct MakeModelArgs {
-  std::string preset = "tiny", out, tokenizer, dtype = "bf16";
+  std::string preset = "tiny", arch = "qwen3", out, tokenizer, dtype = "bf16";
   uint64_t seed = 0;
   int hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0, max_pos = 0;
   double rope_theta = 0;
@@ -24,7 +26,7 @@ struct MakeModelArgs {
 
 void run(const MakeModelArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
-  RandomModelSpec s = random_model_preset(a.preset);
+  RandomModelSpec s = random_model_preset(a.preset, arch_from_name(a.arch));
   s.seed = a.seed;
   if (a.hidden) s.hidden_size = a.hidden;
   if (a.intermediate) s.intermediate_size = a.intermediate;
@@ -42,27 +44,41 @@ void run(const MakeModelArgs& a) {
   else if (a.dtype == "f16") s.dtype = DType::f16;
   else throw std::invalid_argument("--dtype " + a.dtype + ": expected bf16, f16 or f32");
 
-  // Without Qwen3's tokenizer the special ids 151643/151645 may not exist: end on the last id.
-  const bool special_ids_fit = s.vocab_size > 151645;
+  // The family's tokenizer from scripts/setup.sh's models/, unless one is given.
+  static const char* kTokenizers[] = {"qwen3", "llama3_1", "qwen3", "llama2", "gemma3"};
+  fs::path tok_dir = a.tokenizer;
+  const bool tok_given = !a.tokenizer.empty();
+  const fs::path family_tok = fs::path("models") / (std::string(kTokenizers[static_cast<int>(s.arch)]) + "-tokenizer");
+  if (!tok_given && fs::exists(family_tok / "tokenizer.json")) tok_dir = family_tok;
+  if (tok_given && !fs::exists(tok_dir / "tokenizer.json"))
+    throw std::runtime_error("--tokenizer " + tok_dir.string() + ": no tokenizer.json there");
+
+  // Loaded (and so validated) before anything is written: a bad tokenizer leaves no half-made model.
+  std::unique_ptr<Tokenizer> tok = tok_dir.empty() ? nullptr : Tokenizer::from_dir(tok_dir);
+  const int need = tok ? tok->vocab_size() : 0;
+  // A tiny model of another family ends on its tokenizer's EOS; without a tokenizer whose ids
+  // fit, on the last id.
+  if (a.preset == "tiny" && tok && need <= s.vocab_size + 64 && s.arch != ModelArch::qwen3 && s.arch != ModelArch::qwen2) {
+    if (auto eos = tok->eos_token_id()) s.eos_token_ids = {*eos};
+    if (auto bos = tok->bos_token_id()) s.bos_token_id = *bos;
+  }
+  const bool special_ids_fit = [&] {
+    for (int id : s.eos_token_ids)
+      if (id >= s.vocab_size) return false;
+    return !s.bos_token_id || *s.bos_token_id < s.vocab_size;
+  }();
   if (!special_ids_fit) {
     s.bos_token_id.reset();
     s.eos_token_ids = {s.vocab_size - 1};
   }
 
-  fs::path tok_dir = a.tokenizer;
-  const bool tok_given = !a.tokenizer.empty();
-  if (!tok_given && fs::exists("models/qwen3-tokenizer/tokenizer.json")) tok_dir = "models/qwen3-tokenizer";
-  if (tok_given && !fs::exists(tok_dir / "tokenizer.json"))
-    throw std::runtime_error("--tokenizer " + tok_dir.string() + ": no tokenizer.json there");
-
-  // Loaded (and so validated) before anything is written: a bad tokenizer leaves no half-made model.
-  const int need = tok_dir.empty() ? 0 : Tokenizer::from_dir(tok_dir)->vocab_size();
-
   write_random_model(s, a.out);
 
   std::string tok_note = "no tokenizer (none found; pass --tokenizer DIR)";
   if (!tok_dir.empty()) {
-    if (need > s.vocab_size) {
+    // A few special tokens past the model's rows are usual (Gemma 3 1B: the image token); a prompt
+    // holding one is refused by the engine as outside the vocabulary.
+    if (need > s.vocab_size + 64) {
       tok_note = "no tokenizer: " + tok_dir.string() + " uses ids up to " + std::to_string(need - 1) +
                  " but the vocabulary has " + std::to_string(s.vocab_size);
     } else {
@@ -72,8 +88,8 @@ void run(const MakeModelArgs& a) {
     }
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("make-model: wrote %s (preset %s, %d layers, hidden %d, vocab %d, %s, seed %llu) in %.1f s; %s\n",
-              a.out.c_str(), a.preset.c_str(), s.num_layers, s.hidden_size, s.vocab_size, a.dtype.c_str(),
+  std::printf("make-model: wrote %s (%s, preset %s, %d layers, hidden %d, vocab %d, %s, seed %llu) in %.1f s; %s\n",
+              a.out.c_str(), arch_name(s.arch), a.preset.c_str(), s.num_layers, s.hidden_size, s.vocab_size, a.dtype.c_str(),
               static_cast<unsigned long long>(s.seed), secs, tok_note.c_str());
 }
 
@@ -81,8 +97,12 @@ void run(const MakeModelArgs& a) {
 
 void add_make_model_command(CLI::App& app) {
   auto args = std::make_shared<MakeModelArgs>();
-  auto* cmd = app.add_subcommand("make-model", "Write a random Qwen3 checkpoint (config.json, model.safetensors)");
-  cmd->add_option("--preset", args->preset, "tiny (hidden 64, 2 layers, Qwen3 vocab) or qwen3-0.6b")
+  auto* cmd = app.add_subcommand("make-model", "Write a random checkpoint (config.json, model.safetensors)");
+  cmd->add_option("--preset", args->preset,
+                  "tiny (hidden 64, 2 layers, of --arch), or a real shape: qwen3-0.6b, llama3.2-1b, qwen2.5-0.5b, "
+                  "gemma3-1b")
+      ->capture_default_str();
+  cmd->add_option("--arch", args->arch, "the family of a tiny model: qwen3, llama, qwen2, mistral, gemma3")
       ->capture_default_str();
   cmd->add_option("--out", args->out, "output directory")->required();
   cmd->add_option("--seed", args->seed, "random seed")->capture_default_str();
@@ -100,7 +120,7 @@ void add_make_model_command(CLI::App& app) {
   tie->excludes(no_tie);
   cmd->add_option("--dtype", args->dtype, "bf16, f16 or f32")->capture_default_str();
   cmd->add_option("--tokenizer", args->tokenizer,
-                  "directory with tokenizer.json to copy (default: models/qwen3-tokenizer when present)");
+                  "directory with tokenizer.json to copy (default: the family's in models/, when present)");
   cmd->callback([args] { run(*args); });
 }
 

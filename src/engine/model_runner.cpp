@@ -51,7 +51,7 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
     // The model copies its weights out of the mapped files; unmapping them before the KV cache is
     // allocated keeps the file's pages out of the peak memory.
     Checkpoint checkpoint = Checkpoint::open(config_.model);
-    model_ = std::make_unique<Qwen3Model>(model_config_, checkpoint, *backend_, max_num_tokens_, max_num_seqs_);
+    model_ = std::make_unique<DecoderModel>(model_config_, checkpoint, *backend_, max_num_tokens_, max_num_seqs_);
     backend_->synchronize();
   }
 

@@ -13,7 +13,7 @@
 #include "engine/scheduler.h"
 #include "engine/step_stats.h"
 #include "model/hf_config.h"
-#include "model/qwen3.h"
+#include "model/decoder_model.h"
 #include "model/safetensors.h"
 #include "nanovllm/config.h"
 #include "util/env_options.h"
@@ -87,7 +87,7 @@ class ModelRunner {
   EngineConfig config_;
   ModelConfig model_config_;
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<Qwen3Model> model_;
+  std::unique_ptr<DecoderModel> model_;
   int max_num_tokens_, max_num_seqs_, max_num_blocks_;
 
   KVCache kv_;

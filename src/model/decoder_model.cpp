@@ -1,33 +1,16 @@
-// Qwen3Model: loads a Qwen3 checkpoint onto a backend (packing q/k/v and gate/up) and runs
-// nano-vLLM's Qwen3 forward over the backend's ops, with every activation allocated up front.
-#include "model/qwen3.h"
+// DecoderModel: loads a checkpoint of any supported family onto a backend (packing q/k/v and
+// gate/up) and runs the forward over the backend's ops, with every activation allocated up front.
+#include "model/decoder_model.h"
 
 #include <cmath>
-
-#include "backend/half.h"
 #include <stdexcept>
 #include <string>
 
+#include "backend/half.h"
+#include "model/rope.h"
+
 namespace nanovllm {
 namespace {
-
-// The rotary table, as HF and nano-vLLM compute it in float32: inv_freq = 1 / theta^(2i/D),
-// angle = position * inv_freq; row p holds cos(angle) for i < D/2, then sin(angle).
-std::vector<float> rope_table(int max_pos, int D, double theta) {
-  const int half = D / 2;
-  std::vector<float> inv_freq(half);
-  for (int i = 0; i < half; ++i)
-    inv_freq[i] = 1.0f / std::pow(static_cast<float>(theta), static_cast<float>(2 * i) / static_cast<float>(D));
-  std::vector<float> table(static_cast<size_t>(max_pos) * D);
-  for (int p = 0; p < max_pos; ++p) {
-    for (int i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(p) * inv_freq[i];
-      table[static_cast<size_t>(p) * D + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      table[static_cast<size_t>(p) * D + half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
-    }
-  }
-  return table;
-}
 
 void check_weight_dtype(const std::string& name, const Tensor& t) {
   if (t.dtype != DType::f32 && t.dtype != DType::bf16 && t.dtype != DType::f16)
@@ -35,105 +18,187 @@ void check_weight_dtype(const std::string& name, const Tensor& t) {
                              "; weights must be F32, BF16 or F16");
 }
 
+bool same_rope(const RopeConfig& a, const RopeConfig& b) {
+  return a.type == b.type && a.theta == b.theta && a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
+         a.high_freq_factor == b.high_freq_factor &&
+         a.original_max_position_embeddings == b.original_max_position_embeddings && a.beta_fast == b.beta_fast &&
+         a.beta_slow == b.beta_slow && a.attention_factor == b.attention_factor && a.mscale == b.mscale &&
+         a.mscale_all_dim == b.mscale_all_dim && a.truncate == b.truncate;
+}
+
+// A value as the checkpoint's dtype holds it (Gemma's embedding scale is cast to the weights'
+// dtype in transformers before it multiplies).
+float round_to(float v, DType t) {
+  if (t == DType::bf16) return bf16_to_f32(f32_to_bf16(v));
+  if (t == DType::f16) return f16_to_f32(f32_to_f16(v));
+  return v;
+}
+
 }  // namespace
 
-Qwen3Model::Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backend& backend, int max_num_tokens,
-                       int max_num_seqs)
+DecoderModel::DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Backend& backend, int max_num_tokens,
+                           int max_num_seqs)
     : config_(config), backend_(backend) {
   const ModelConfig& c = config_;
   if (max_num_tokens < 1 || max_num_seqs < 1)
-    throw std::invalid_argument("Qwen3Model: max_num_tokens (" + std::to_string(max_num_tokens) + ") and max_num_seqs (" +
-                                std::to_string(max_num_seqs) + ") must be >= 1");
+    throw std::invalid_argument("DecoderModel: max_num_tokens (" + std::to_string(max_num_tokens) +
+                                ") and max_num_seqs (" + std::to_string(max_num_seqs) + ") must be >= 1");
   if (c.num_hidden_layers < 1 || c.head_dim % 2 || c.num_key_value_heads < 1 ||
-      c.num_attention_heads % c.num_key_value_heads)
-    throw std::invalid_argument("Qwen3Model: inconsistent config (layers " + std::to_string(c.num_hidden_layers) +
+      c.num_attention_heads % c.num_key_value_heads ||
+      static_cast<int>(c.layer_sliding.size()) != c.num_hidden_layers)
+    throw std::invalid_argument("DecoderModel: inconsistent config (layers " + std::to_string(c.num_hidden_layers) +
                                 ", heads " + std::to_string(c.num_attention_heads) + "/" +
-                                std::to_string(c.num_key_value_heads) + ", head_dim " + std::to_string(c.head_dim) + ")");
+                                std::to_string(c.num_key_value_heads) + ", head_dim " + std::to_string(c.head_dim) +
+                                ")");
   const DType dt = backend.compute_dtype();
-  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, D = c.head_dim;
-  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
-  const int64_t qkv_rows = (Hq + 2 * Hkv) * D;
-
-  // Uploads checkpoint tensors (checked against their expected shapes) into `dst` rows [row, row + n).
-  auto upload = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor dst, int64_t row) {
-    Tensor src = ckpt.get(name, shape);
-    check_weight_dtype(name, src);
-    Tensor part = dst.rows(row, row + src.shape[0]);
-    if (src.ndim == 1) part = dst;
-    backend.upload_convert(src, part);
-  };
-  auto weight = [&](std::initializer_list<int64_t> shape) {
-    Tensor t = backend.alloc_tensor(dt, shape, buffers_);
-    weight_bytes_ += t.nbytes();
-    return t;
-  };
+  const int64_t H = c.hidden_size, V = c.vocab_size, Hq = c.num_attention_heads;
 
   // The decoder's norms are folded into the projections after them (forward()) only where no
   // weight is rounded twice: on a float32 backend, or from float32/float16 weights, multiplied
   // in float32 and rounded once. A bf16 checkpoint on the bf16 CUDA backend keeps its weights
   // exact and runs the norms as kernels: there, round(W * gamma) measured 1-10% more logit error
   // than unfolded, and more than transformers' own bf16 at long prompts (docs/cuda.md, numerics).
-  const DType ckpt_dtype = ckpt.get("model.layers.0.self_attn.q_proj.weight", {Hq * D, H}).dtype;
-  fold_norms_ = dt == DType::f32 || ckpt_dtype == DType::f32 || ckpt_dtype == DType::f16;
+  // An MLP bias would be scaled by the folded norm's factor with the rest: no fold then.
+  const DType ckpt_dtype = ckpt.get("model.layers.0.self_attn.q_proj.weight").dtype;
+  fold_norms_ = (dt == DType::f32 || ckpt_dtype == DType::f32 || ckpt_dtype == DType::f16) && !c.mlp_bias;
+  if (c.embedding_scaled) embed_scale_ = round_to(std::sqrt(static_cast<float>(H)), ckpt_dtype);
+  const float scale = 1.0f / std::sqrt(c.query_pre_attn_scalar > 0 ? static_cast<float>(c.query_pre_attn_scalar)
+                                                                   : static_cast<float>(c.head_dim));
+  attn_full_ = AttentionOptions{.scale = scale, .window = 0, .softcap = c.attn_logit_softcapping};
+  attn_sliding_ = AttentionOptions{.scale = scale, .window = c.sliding_window, .softcap = c.attn_logit_softcapping};
 
+  auto weight = [&](std::initializer_list<int64_t> shape) {
+    Tensor t = backend.alloc_tensor(dt, shape, buffers_);
+    weight_bytes_ += t.nbytes();
+    return t;
+  };
+  auto upload = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor dst) {
+    Tensor src = ckpt.get(name, shape);
+    check_weight_dtype(name, src);
+    backend.upload_convert(src, dst);
+  };
   embed_tokens_ = weight({V, H});
-  upload("model.embed_tokens.weight", {V, H}, embed_tokens_, 0);
+  upload("model.embed_tokens.weight", {V, H}, embed_tokens_);
   layers_.resize(c.num_hidden_layers);
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    Layer& L = layers_[l];
-    L.qkv_proj = weight({qkv_rows, H});
-    upload_projection(ckpt, {{p + "self_attn.q_proj.weight", Hq * D}, {p + "self_attn.k_proj.weight", Hkv * D},
-                             {p + "self_attn.v_proj.weight", Hkv * D}},
-                      p + "input_layernorm.weight", L.qkv_proj);
-    for (const char* b : {"q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias"})
-      if (ckpt.contains(p + "self_attn." + b))
-        throw std::runtime_error("checkpoint has tensor '" + p + "self_attn." + b +
-                                 "', but Qwen3 attention has no bias (attention_bias must be false)");
-    L.q_norm = weight({D});
-    upload(p + "self_attn.q_norm.weight", {D}, L.q_norm, 0);
-    L.k_norm = weight({D});
-    upload(p + "self_attn.k_norm.weight", {D}, L.k_norm, 0);
-    L.o_proj = weight({H, Hq * D});
-    upload(p + "self_attn.o_proj.weight", {H, Hq * D}, L.o_proj, 0);
-    L.gate_up_proj = weight({2 * I, H});
-    upload_projection(ckpt, {{p + "mlp.gate_proj.weight", I}, {p + "mlp.up_proj.weight", I}},
-                      p + "post_attention_layernorm.weight", L.gate_up_proj);
-    if (!fold_norms_) {
-      L.input_norm = weight({H});
-      upload(p + "input_layernorm.weight", {H}, L.input_norm, 0);
-      L.post_attention_norm = weight({H});
-      upload(p + "post_attention_layernorm.weight", {H}, L.post_attention_norm, 0);
-    }
-    L.down_proj = weight({H, I});
-    upload(p + "mlp.down_proj.weight", {H, I}, L.down_proj, 0);
-  }
-  final_norm_ = weight({H});
-  upload("model.norm.weight", {H}, final_norm_, 0);
+  for (int l = 0; l < c.num_hidden_layers; ++l) load_layer(ckpt, l, layers_[l]);
+  final_norm_ = norm_weight(ckpt, "model.norm.weight", H);
   if (c.tie_word_embeddings) {
     lm_head_ = embed_tokens_;  // a lm_head.weight in the checkpoint is a copy; HF ignores it too
   } else {
     if (!ckpt.contains("lm_head.weight"))
       throw std::runtime_error("checkpoint has no tensor 'lm_head.weight' and config.json says tie_word_embeddings = false");
     lm_head_ = weight({V, H});
-    upload("lm_head.weight", {V, H}, lm_head_, 0);
+    upload("lm_head.weight", {V, H}, lm_head_);
   }
+  (void)Hq;
   backend.synchronize();
-
   allocate_activations(max_num_tokens, max_num_seqs);
 }
 
-void Qwen3Model::upload_projection(const Checkpoint& ckpt, const std::vector<std::pair<std::string, int64_t>>& parts,
-                                   const std::string& gamma_name, Tensor dst) {
+Tensor DecoderModel::norm_weight(const Checkpoint& ckpt, const std::string& name, int64_t n) {
+  const Tensor src = ckpt.get(name, {n});
+  check_weight_dtype(name, src);
+  if (!config_.norm_plus_one) {
+    Tensor dst = backend_.alloc_tensor(backend_.compute_dtype(), {n}, buffers_);
+    weight_bytes_ += dst.nbytes();
+    backend_.upload_convert(src, dst);
+    return dst;
+  }
+  std::vector<float> w(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) w[i] = 1.0f + load_as_f32(src.data, src.dtype, i);
+  Tensor dst = backend_.alloc_tensor(DType::f32, {n}, buffers_);
+  weight_bytes_ += dst.nbytes();
+  backend_.upload_convert(Tensor(w.data(), DType::f32, {n}), dst);
+  backend_.synchronize();  // before `w` goes
+  return dst;
+}
+
+void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
+  const ModelConfig& c = config_;
+  const DType dt = backend_.compute_dtype();
+  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  const int64_t qkv_rows = (Hq + 2 * Hkv) * D;
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  // Gemma names its pre-MLP norm pre_feedforward_layernorm, and post_attention_layernorm is the
+  // norm of the attention's output; the other families' post_attention_layernorm is pre-MLP.
+  const std::string mlp_norm_name = p + (c.sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight");
+  auto weight = [&](std::initializer_list<int64_t> shape) {
+    Tensor t = backend_.alloc_tensor(dt, shape, buffers_);
+    weight_bytes_ += t.nbytes();
+    return t;
+  };
+  auto upload = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor dst) {
+    Tensor src = ckpt.get(name, shape);
+    check_weight_dtype(name, src);
+    backend_.upload_convert(src, dst);
+  };
+  // Biases the family has, packed like their projections; a bias the config does not announce
+  // is an error rather than silently dropped.
+  auto bias = [&](const std::vector<std::pair<std::string, int64_t>>& parts, bool expected, const char* field) {
+    if (!expected) {
+      for (const auto& [name, rows] : parts)
+        if (ckpt.contains(name))
+          throw std::runtime_error("checkpoint has tensor '" + name + "', but config.json's " + field +
+                                   " says the layer has no bias");
+      return Tensor();
+    }
+    int64_t total = 0;
+    for (const auto& [name, rows] : parts) total += rows;
+    Tensor b = weight({total});
+    int64_t row = 0;
+    for (const auto& [name, rows] : parts) {
+      Tensor part = b.rows(row, row + rows);
+      upload(name, {rows}, part);
+      row += rows;
+    }
+    return b;
+  };
+  L.sliding = c.layer_sliding[l];
+  L.qkv_proj = weight({qkv_rows, H});
+  upload_projection(ckpt, {{p + "self_attn.q_proj.weight", Hq * D}, {p + "self_attn.k_proj.weight", Hkv * D},
+                           {p + "self_attn.v_proj.weight", Hkv * D}},
+                    p + "input_layernorm.weight", L.qkv_proj);
+  L.qkv_bias = bias({{p + "self_attn.q_proj.bias", Hq * D}, {p + "self_attn.k_proj.bias", Hkv * D},
+                     {p + "self_attn.v_proj.bias", Hkv * D}},
+                    c.qkv_bias, "attention_bias");
+  L.o_bias = bias({{p + "self_attn.o_proj.bias", H}}, c.o_bias, "attention_bias");
+  if (c.qk_norm) {
+    L.q_norm = norm_weight(ckpt, p + "self_attn.q_norm.weight", D);
+    L.k_norm = norm_weight(ckpt, p + "self_attn.k_norm.weight", D);
+  }
+  L.o_proj = weight({H, Hq * D});
+  upload(p + "self_attn.o_proj.weight", {H, Hq * D}, L.o_proj);
+  L.gate_up_proj = weight({2 * I, H});
+  upload_projection(ckpt, {{p + "mlp.gate_proj.weight", I}, {p + "mlp.up_proj.weight", I}}, mlp_norm_name,
+                    L.gate_up_proj);
+  L.gate_up_bias = bias({{p + "mlp.gate_proj.bias", I}, {p + "mlp.up_proj.bias", I}}, c.mlp_bias, "mlp_bias");
+  L.down_bias = bias({{p + "mlp.down_proj.bias", H}}, c.mlp_bias, "mlp_bias");
+  if (!fold_norms_) {
+    L.input_norm = norm_weight(ckpt, p + "input_layernorm.weight", H);
+    L.mlp_norm = norm_weight(ckpt, mlp_norm_name, H);
+  }
+  if (c.sandwich_norms) {
+    L.attn_out_norm = norm_weight(ckpt, p + "post_attention_layernorm.weight", H);
+    L.mlp_out_norm = norm_weight(ckpt, p + "post_feedforward_layernorm.weight", H);
+  }
+  L.down_proj = weight({H, I});
+  upload(p + "mlp.down_proj.weight", {H, I}, L.down_proj);
+}
+
+void DecoderModel::upload_projection(const Checkpoint& ckpt,
+                                     const std::vector<std::pair<std::string, int64_t>>& parts,
+                                     const std::string& gamma_name, Tensor dst) {
   const int64_t K = dst.size(1);
   // On a float32 backend the product is exact enough in place: scale_columns after the upload
   // (threaded, no start-up cost). Into bf16 it is formed on the host in float32 and rounded once.
   const bool on_host = fold_norms_ && dst.dtype != DType::f32;
+  const float offset = config_.norm_plus_one ? 1.0f : 0.0f;
   std::vector<float> gamma, folded;
-  if (on_host) {
+  if (fold_norms_) {
     const Tensor g = ckpt.get(gamma_name, {K});
     gamma.resize(static_cast<size_t>(K));
-    for (int64_t k = 0; k < K; ++k) gamma[k] = load_as_f32(g.data, g.dtype, k);
+    for (int64_t k = 0; k < K; ++k) gamma[k] = offset + load_as_f32(g.data, g.dtype, k);
   }
   int64_t row = 0;
   for (const auto& [name, rows] : parts) {
@@ -152,20 +217,26 @@ void Qwen3Model::upload_projection(const Checkpoint& ckpt, const std::vector<std
   if (fold_norms_ && !on_host) {
     std::vector<DeviceBuffer> tmp;
     Tensor g = backend_.alloc_tensor(DType::f32, {K}, tmp);
-    backend_.upload_convert(ckpt.get(gamma_name, {K}), g);
+    backend_.upload_convert(Tensor(gamma.data(), DType::f32, {K}), g);
     backend_.scale_columns(dst, g);
     backend_.synchronize();  // before `tmp` frees the norm weight
   }
 }
 
-void Qwen3Model::allocate_activations(int64_t max_num_tokens, int64_t max_num_seqs) {
+void DecoderModel::allocate_activations(int64_t max_num_tokens, int64_t max_num_seqs) {
   const ModelConfig& c = config_;
   const DType dt = backend_.compute_dtype();
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
-  const std::vector<float> table = rope_table(c.max_position_embeddings, c.head_dim, c.rope_theta);
-  cos_sin_ = backend_.alloc_tensor(DType::f32, {c.max_position_embeddings, D}, buffers_);
-  backend_.copy_to_device(cos_sin_.data, table.data(), table.size() * sizeof(float));
+  auto table = [&](const RopeConfig& r) {
+    const std::vector<float> t = rope_table(r, c.max_position_embeddings, c.head_dim, c.max_position_embeddings);
+    Tensor d = backend_.alloc_tensor(DType::f32, {c.max_position_embeddings, D}, buffers_);
+    backend_.copy_to_device(d.data, t.data(), t.size() * sizeof(float));
+    backend_.synchronize();  // before `t` goes
+    return d;
+  };
+  cos_sin_ = table(c.rope);
+  cos_sin_sliding_ = c.any_sliding() && !same_rope(c.rope, c.rope_sliding) ? table(c.rope_sliding) : cos_sin_;
 
   const int64_t T = max_num_tokens;
   residual_ = backend_.alloc_tensor(dt, {T, H}, buffers_);
@@ -175,74 +246,93 @@ void Qwen3Model::allocate_activations(int64_t max_num_tokens, int64_t max_num_se
   attn_out_ = backend_.alloc_tensor(dt, {T, Hq, D}, buffers_);
   gate_up_ = backend_.alloc_tensor(dt, {T, 2 * I}, buffers_);
   act_ = backend_.alloc_tensor(dt, {T, I}, buffers_);
+  if (c.sandwich_norms) sub_out_ = backend_.alloc_tensor(dt, {T, H}, buffers_);
   last_hidden_ = backend_.alloc_tensor(dt, {max_num_seqs, H}, buffers_);
 }
 
-void Qwen3Model::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
+void DecoderModel::lm_head(const Tensor& hidden, Tensor& logits) {
+  backend_.linear(hidden, lm_head_, logits);
+  if (config_.final_logit_softcapping > 0) backend_.softcap(logits, config_.final_logit_softcapping);
+}
+
+void DecoderModel::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
   const ModelConfig& c = config_;
   const int64_t T = in.input_ids.numel(), B = in.last_token_indices.numel();
   if (T < 1 || T > residual_.size(0))
-    throw std::invalid_argument("Qwen3Model::forward: " + std::to_string(T) + " tokens, the model was built for 1.." +
-                                std::to_string(residual_.size(0)));
+    throw std::invalid_argument("DecoderModel::forward: " + std::to_string(T) +
+                                " tokens, the model was built for 1.." + std::to_string(residual_.size(0)));
   if (B < 1 || B > last_hidden_.size(0))
-    throw std::invalid_argument("Qwen3Model::forward: " + std::to_string(B) + " logits rows, the model was built for 1.." +
-                                std::to_string(last_hidden_.size(0)));
+    throw std::invalid_argument("DecoderModel::forward: " + std::to_string(B) +
+                                " logits rows, the model was built for 1.." + std::to_string(last_hidden_.size(0)));
   if (static_cast<int>(kv.k.size()) != c.num_hidden_layers || kv.v.size() != kv.k.size())
-    throw std::invalid_argument("Qwen3Model::forward: the KV cache has " + std::to_string(kv.k.size()) +
+    throw std::invalid_argument("DecoderModel::forward: the KV cache has " + std::to_string(kv.k.size()) +
                                 " layers, the model " + std::to_string(c.num_hidden_layers));
   const int Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const float eps = c.rms_norm_eps;
 
   Tensor residual = residual_.rows(0, T), normed = normed_.rows(0, T);
   Tensor qkv = qkv_.rows(0, T), q = q_.rows(0, T), attn_out = attn_out_.rows(0, T);
   Tensor attn_flat = attn_out.view({T, static_cast<int64_t>(Hq) * c.head_dim});
   Tensor gate_up = gate_up_.rows(0, T), act = act_.rows(0, T), last = last_hidden_.rows(0, B);
+  Tensor sub_out = c.sandwich_norms ? sub_out_.rows(0, T) : Tensor();
 
   // The decoder's two norms a layer, when folded (FoldedNorm; see the constructor for when):
   // their weights were multiplied into the columns of the qkv and gate/up projections at load, so
-  // those read the residual stream as it is, and the op after each (RoPE, SiLU) scales its rows by
-  // the norm's 1/rms. Unfolded, each norm goes with its projection (norm_linear: one kernel at
-  // decode batch <= 8). Either way the o and down projections add into the residual stream
-  // themselves: in a decode step each small kernel costs a few microseconds of dependency latency,
-  // whatever its size.
+  // those read the residual stream as it is, and the op after each (RoPE, the MLP's activation)
+  // scales its rows by the norm's 1/rms. Unfolded, each norm goes with its projection
+  // (norm_linear: one kernel at decode batch <= 8). Without sandwich norms the o and down
+  // projections add into the residual stream themselves: in a decode step each small kernel costs
+  // a few microseconds of dependency latency, whatever its size.
   const FoldedNorm folded = fold_norms_ ? FoldedNorm{&residual, eps} : FoldedNorm{};
   auto project = [&](const Tensor& norm_w, const Tensor& w, Tensor& out) {
     if (fold_norms_) backend_.linear(residual, w, out);
     else backend_.norm_linear(residual, norm_w, eps, w, out, normed);
   };
-  backend_.embedding(in.input_ids, embed_tokens_, residual);
+  // A sublayer's output projection into the residual stream, its bias, and (Gemma) its norm.
+  auto add_output = [&](const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out_norm) {
+    if (!c.sandwich_norms) {
+      backend_.linear_add(x, w, residual);
+      if (bias.defined()) backend_.add_bias(residual, bias);
+      return;
+    }
+    backend_.linear(x, w, sub_out);
+    if (bias.defined()) backend_.add_bias(sub_out, bias);
+    backend_.rms_norm_add(sub_out, out_norm, eps, residual);
+  };
+  backend_.embedding(in.input_ids, embed_tokens_, residual, embed_scale_);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     Layer& L = layers_[l];
     project(L.input_norm, L.qkv_proj, qkv);
     const PagedKV cache = kv.layer(l);
-    backend_.qk_norm_rope_store({.qkv = qkv, .folded = folded, .q_norm_w = L.q_norm, .k_norm_w = L.k_norm,
-                                 .positions = in.positions, .cos_sin = cos_sin_, .eps = eps, .num_q_heads = Hq,
+    backend_.qk_norm_rope_store({.qkv = qkv, .folded = folded, .qkv_bias = L.qkv_bias, .q_norm_w = L.q_norm,
+                                 .k_norm_w = L.k_norm, .positions = in.positions,
+                                 .cos_sin = L.sliding ? cos_sin_sliding_ : cos_sin_, .eps = eps, .num_q_heads = Hq,
                                  .num_kv_heads = Hkv, .slot_mapping = in.meta.slot_mapping},
                                 cache, q);
-    backend_.attention(q, cache, in.meta, scale, attn_out);
-    backend_.linear_add(attn_flat, L.o_proj, residual);
-    project(L.post_attention_norm, L.gate_up_proj, gate_up);
-    backend_.silu_mul(gate_up, folded, act);
-    backend_.linear_add(act, L.down_proj, residual);
+    backend_.attention(q, cache, in.meta, L.sliding ? attn_sliding_ : attn_full_, attn_out);
+    add_output(attn_flat, L.o_proj, L.o_bias, L.attn_out_norm);
+    project(L.mlp_norm, L.gate_up_proj, gate_up);
+    if (L.gate_up_bias.defined()) backend_.add_bias(gate_up, L.gate_up_bias);  // never folded (constructor)
+    backend_.act_mul(gate_up, folded, c.activation, act);
+    add_output(act, L.down_proj, L.down_bias, L.mlp_out_norm);
   }
   backend_.rms_norm(residual, final_norm_, eps, normed);
   if (!in.meta.is_prefill && B == T) {  // decode: every row is a sequence's last token
-    backend_.linear(normed, lm_head_, logits);
+    lm_head(normed, logits);
     return;
   }
   backend_.gather_rows(normed, in.last_token_indices, last);
-  backend_.linear(last, lm_head_, logits);
+  lm_head(last, logits);
 }
 
-void Qwen3Model::logits_of(const Tensor& token_rows, Tensor& logits) {
+void DecoderModel::logits_of(const Tensor& token_rows, Tensor& logits) {
   const int64_t R = token_rows.numel();
   if (R < 1 || R > last_hidden_.size(0))
-    throw std::invalid_argument("Qwen3Model::logits_of: " + std::to_string(R) + " rows, the model was built for 1.." +
+    throw std::invalid_argument("DecoderModel::logits_of: " + std::to_string(R) + " rows, the model was built for 1.." +
                                 std::to_string(last_hidden_.size(0)));
   Tensor last = last_hidden_.rows(0, R);
   backend_.gather_rows(normed_, token_rows, last);
-  backend_.linear(last, lm_head_, logits);
+  lm_head(last, logits);
 }
 
 }  // namespace nanovllm

@@ -1,4 +1,7 @@
-// Qwen3Model: Qwen3 dense decoder written once over Backend ops.
+// DecoderModel: the decoder-only transformer every supported family is (Qwen3, Llama, Qwen2,
+// Mistral, Gemma 3), written once over Backend ops and steered by ModelConfig's description:
+// q/k norms, biases, the MLP's activation, Gemma's (1 + w) and sandwich norms and scaled
+// embedding, sliding layers and their RoPE, soft-capping.
 #pragma once
 #include <vector>
 
@@ -17,13 +20,13 @@ struct ForwardInputs {
   AttentionMetadata meta;
 };
 
-class Qwen3Model {
+class DecoderModel {
  public:
   // Uploads the weights by their Hugging Face names (q/k/v and gate/up packed on load, lm_head
   // tied or separate) and allocates activations for up to max_num_tokens tokens and
   // max_num_seqs logits rows. Throws naming a missing or misshapen tensor.
-  Qwen3Model(const ModelConfig& config, const Checkpoint& ckpt, Backend& backend, int max_num_tokens,
-             int max_num_seqs);
+  DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Backend& backend, int max_num_tokens,
+               int max_num_seqs);
 
   // Runs every layer over the batch, stores the new tokens' K/V in `kv`, and writes the logits of
   // the rows in last_token_indices to `logits` (f32 [B, vocab]). Issues backend ops only: it may be
@@ -40,25 +43,36 @@ class Qwen3Model {
  private:
   struct Layer {
     Tensor qkv_proj, q_norm, k_norm, o_proj, gate_up_proj, down_proj;  // the norms folded in when fold_norms_
-    Tensor input_norm, post_attention_norm;  // the decoder norms' weights when not folded
+    Tensor input_norm, mlp_norm;            // the norms before attention and MLP, when not folded
+    Tensor attn_out_norm, mlp_out_norm;     // Gemma's norms of the sublayers' outputs (f32)
+    Tensor qkv_bias, o_bias, gate_up_bias, down_bias;  // when the family has them
+    bool sliding = false;
   };
+  // Reads one layer's weights into L.
+  void load_layer(const Checkpoint& ckpt, int l, Layer& L);
   // Uploads the projection packed from `parts` (checkpoint name, rows) into `dst`; when folding,
   // its input columns multiplied by the weight of the norm `gamma_name` first, in float32, so
   // each weight is rounded to the compute dtype once.
   void upload_projection(const Checkpoint& ckpt, const std::vector<std::pair<std::string, int64_t>>& parts,
                          const std::string& gamma_name, Tensor dst);
-  // The rotary table and every activation buffer, sized for the largest batch.
+  // A norm's weight as the forward applies it: (1 + w) for Gemma (in float32), else w.
+  Tensor norm_weight(const Checkpoint& ckpt, const std::string& name, int64_t n);
+  // The RoPE tables and every activation buffer, sized for the largest batch.
   void allocate_activations(int64_t max_num_tokens, int64_t max_num_seqs);
+  // The lm-head over `hidden` rows into logits, soft-capped when the family says so.
+  void lm_head(const Tensor& hidden, Tensor& logits);
 
   ModelConfig config_;
   Backend& backend_;
-  std::vector<DeviceBuffer> buffers_;  // weights, rope table and activations
-  Tensor embed_tokens_, final_norm_, lm_head_, cos_sin_;
+  std::vector<DeviceBuffer> buffers_;  // weights, rope tables and activations
+  Tensor embed_tokens_, final_norm_, lm_head_, cos_sin_, cos_sin_sliding_;
   std::vector<Layer> layers_;
   // activations, sized for max_num_tokens rows
-  Tensor residual_, normed_, qkv_, q_, attn_out_, gate_up_, act_, last_hidden_;
+  Tensor residual_, normed_, qkv_, q_, attn_out_, gate_up_, act_, sub_out_, last_hidden_;
   size_t weight_bytes_ = 0;
-  bool fold_norms_ = true;  // see the constructor
+  bool fold_norms_ = true;   // see the constructor
+  float embed_scale_ = 1.0f;
+  AttentionOptions attn_full_, attn_sliding_;
 };
 
 }  // namespace nanovllm

@@ -1,4 +1,4 @@
-// load_model_config: reads a Hugging Face Qwen3 config.json (+ generation_config.json's eos ids).
+// load_model_config: reads a Hugging Face config.json of a family nanovllm runs (+ generation_config.json's eos ids).
 #include "model/hf_config.h"
 
 #include <fstream>
@@ -41,11 +41,13 @@ int get_int(const json& j, const fs::path& file, const char* field, std::optiona
   return static_cast<int>(v);
 }
 
-double get_number(const json& j, const fs::path& file, const char* field, double def) {
+// A positive number, or `def` when missing or null (or, with zero_is_none, 0 meaning "none").
+double get_number(const json& j, const fs::path& file, const char* field, double def, bool zero_is_none = false) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return def;
   if (!it->is_number()) fail(file, std::string("field '") + field + "' must be a number, got " + it->dump());
   double v = it->get<double>();
+  if (zero_is_none && v == 0) return 0;
   if (!(v > 0)) fail(file, std::string("field '") + field + "' = " + it->dump() + " must be positive");
   return v;
 }
@@ -76,51 +78,193 @@ void read_token_ids(const json& j, const fs::path& file, const char* field, std:
   }
 }
 
+// The architectures nanovllm runs, by config.json's "architectures" entry and its model_type.
+struct Known {
+  const char* architecture;
+  const char* model_type;
+  ModelArch arch;
+};
+constexpr Known kKnown[] = {
+    {"Qwen3ForCausalLM", "qwen3", ModelArch::qwen3},       {"LlamaForCausalLM", "llama", ModelArch::llama},
+    {"Qwen2ForCausalLM", "qwen2", ModelArch::qwen2},       {"MistralForCausalLM", "mistral", ModelArch::mistral},
+    {"Gemma3ForCausalLM", "gemma3_text", ModelArch::gemma3},
+};
+const char* kRunnable = "Qwen3ForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, Gemma3ForCausalLM";
+
 void check_architecture(const json& j, const fs::path& file, ModelConfig& c) {
+  // What cannot run says so by name rather than loading wrong.
+  if (j.contains("quantization_config") && !j["quantization_config"].is_null())
+    fail(file, "field 'quantization_config' (" + j["quantization_config"].value("quant_method", std::string("?")) +
+                   "): quantized checkpoints are not supported yet; use the bf16/fp16/fp32 checkpoint");
+  for (const char* field : {"vision_config", "audio_config", "text_config"})
+    if (j.contains(field) && !j[field].is_null())
+      fail(file, std::string("field '") + field +
+                     "': a multimodal checkpoint; nanovllm runs text-only models (for Gemma 3: Gemma3ForCausalLM, "
+                     "e.g. google/gemma-3-1b-it)");
   auto arch = j.find("architectures");
   if (arch != j.end() && !arch->is_null()) {
     if (!arch->is_array() || arch->empty()) fail(file, "field 'architectures' must be a non-empty list of names");
-    for (const auto& a : *arch) {
-      if (a.is_string() && a.get<std::string>() == "Qwen3ForCausalLM") {
-        c.architecture = "Qwen3ForCausalLM";
-        return;
-      }
-    }
-    fail(file, "unsupported architecture " + (*arch)[0].dump() +
-                   " (nanovllm runs Qwen3ForCausalLM, the dense Qwen3 models)");
+    for (const auto& a : *arch)
+      for (const Known& k : kKnown)
+        if (a.is_string() && a.get<std::string>() == k.architecture) {
+          c.arch = k.arch;
+          c.architecture = k.architecture;
+          return;
+        }
+    fail(file, "unsupported architecture " + (*arch)[0].dump() + " (nanovllm runs " + kRunnable + ")");
   }
   auto mt = j.find("model_type");
   if (mt == j.end() || !mt->is_string())
     fail(file, "missing field 'architectures' (and no 'model_type' to tell the architecture)");
-  if (mt->get<std::string>() != "qwen3")
-    fail(file, "unsupported model_type \"" + mt->get<std::string>() + "\" (nanovllm runs qwen3, the dense Qwen3 models)");
-  c.architecture = "Qwen3ForCausalLM";
+  for (const Known& k : kKnown)
+    if (mt->get<std::string>() == k.model_type) {
+      c.arch = k.arch;
+      c.architecture = k.architecture;
+      return;
+    }
+  fail(file, "unsupported model_type \"" + mt->get<std::string>() + "\" (nanovllm runs " + kRunnable + ")");
 }
 
-// rope_theta (transformers 4) or rope_parameters.rope_theta (transformers 5). Scaled RoPE
-// variants (yarn, linear, dynamic...) change the rotary table and are not implemented.
+double positive(const json& v, const fs::path& file, const std::string& field) {
+  if (!v.is_number() || !(v.get<double>() > 0)) fail(file, "field '" + field + "' must be a positive number, got " + v.dump());
+  return v.get<double>();
+}
+
+// One rope_scaling / rope_parameters object (transformers 4 and 5 spell it differently) over `r`.
+void read_rope_object(const json& o, const fs::path& file, const std::string& field, RopeConfig& r) {
+  if (!o.is_object()) fail(file, "field '" + field + "' must be an object, got " + o.dump());
+  if (auto t = o.find("rope_type"); t != o.end() && t->is_string()) r.type = t->get<std::string>();
+  else if (auto t2 = o.find("type"); t2 != o.end() && t2->is_string()) r.type = t2->get<std::string>();
+  if (r.type == "su" || r.type == "longrope" || r.type == "mrope" || r.type == "proportional")
+    fail(file, "field '" + field + "' asks for rope_type \"" + r.type +
+                   "\"; supported: default, linear, dynamic, yarn, llama3");
+  if (r.type != "default" && r.type != "linear" && r.type != "dynamic" && r.type != "yarn" && r.type != "llama3")
+    fail(file, "field '" + field + "' has an unknown rope_type \"" + r.type + "\"");
+  auto num = [&](const char* key, double& dst) {
+    if (auto it = o.find(key); it != o.end() && !it->is_null()) dst = positive(*it, file, field + "." + key);
+  };
+  num("rope_theta", r.theta);
+  num("factor", r.factor);
+  num("low_freq_factor", r.low_freq_factor);
+  num("high_freq_factor", r.high_freq_factor);
+  num("beta_fast", r.beta_fast);
+  num("beta_slow", r.beta_slow);
+  num("mscale", r.mscale);
+  num("mscale_all_dim", r.mscale_all_dim);
+  if (auto it = o.find("attention_factor"); it != o.end() && !it->is_null())
+    r.attention_factor = positive(*it, file, field + ".attention_factor");
+  if (auto it = o.find("original_max_position_embeddings"); it != o.end() && !it->is_null())
+    r.original_max_position_embeddings = static_cast<int>(positive(*it, file, field + ".original_max_position_embeddings"));
+  if (auto it = o.find("truncate"); it != o.end() && it->is_boolean()) r.truncate = it->get<bool>();
+  if (r.type == "llama3" && (r.high_freq_factor <= r.low_freq_factor))
+    fail(file, "field '" + field + "': llama3 rope needs high_freq_factor > low_freq_factor");
+}
+
+// RoPE for full and sliding layers: rope_theta (+ Gemma 3's rope_local_base_freq) and
+// rope_scaling (transformers 4: for the full layers), or rope_parameters (transformers 5: one
+// object, or one per layer type).
 void read_rope(const json& j, const fs::path& file, ModelConfig& c) {
-  c.rope_theta = get_number(j, file, "rope_theta", 10000.0);
-  for (const char* field : {"rope_scaling", "rope_parameters"}) {
-    auto it = j.find(field);
-    if (it == j.end() || it->is_null()) continue;
-    if (!it->is_object()) fail(file, std::string("field '") + field + "' must be an object, got " + it->dump());
-    std::string type = "default";
-    if (auto t = it->find("rope_type"); t != it->end() && t->is_string()) type = t->get<std::string>();
-    else if (auto t2 = it->find("type"); t2 != it->end() && t2->is_string()) type = t2->get<std::string>();
-    if (type != "default")
-      fail(file, std::string("field '") + field + "' asks for rope_type \"" + type +
-                     "\"; only the default (unscaled) RoPE is supported");
-    if (it->contains("rope_theta")) {
-      const json& t = (*it)["rope_theta"];
-      if (!t.is_number() || !(t.get<double>() > 0))
-        fail(file, std::string("field '") + field + ".rope_theta' must be a positive number, got " + t.dump());
-      c.rope_theta = t.get<double>();
+  c.rope.theta = get_number(j, file, "rope_theta", c.arch == ModelArch::gemma3 ? 1000000.0 : 10000.0);
+  c.rope_sliding = c.rope;
+  if (c.arch == ModelArch::gemma3) c.rope_sliding.theta = get_number(j, file, "rope_local_base_freq", 10000.0);
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) read_rope_object(*it, file, "rope_scaling", c.rope);
+  if (c.arch != ModelArch::gemma3) c.rope_sliding = c.rope;
+  auto it = j.find("rope_parameters");
+  if (it == j.end() || it->is_null()) return;
+  if (!it->is_object()) fail(file, "field 'rope_parameters' must be an object, got " + it->dump());
+  if (it->contains("full_attention") || it->contains("sliding_attention")) {
+    if (it->contains("full_attention")) read_rope_object((*it)["full_attention"], file, "rope_parameters.full_attention", c.rope);
+    if (it->contains("sliding_attention"))
+      read_rope_object((*it)["sliding_attention"], file, "rope_parameters.sliding_attention", c.rope_sliding);
+    return;
+  }
+  read_rope_object(*it, file, "rope_parameters", c.rope);
+  c.rope_sliding = c.rope;
+}
+
+// Which layers slide: layer_types when given; else the family's rule (Gemma 3: every
+// sliding_window_pattern-th layer is global; Mistral: all when sliding_window is set; Qwen2: with
+// use_sliding_window, the layers from max_window_layers on).
+void read_layers(const json& j, const fs::path& file, ModelConfig& c) {
+  const int L = c.num_hidden_layers;
+  auto window = j.find("sliding_window");
+  const bool has_window = window != j.end() && !window->is_null();
+  if (has_window) c.sliding_window = get_int(j, file, "sliding_window");
+  c.layer_sliding.assign(L, false);
+  if (auto lt = j.find("layer_types"); lt != j.end() && !lt->is_null()) {
+    if (!lt->is_array() || static_cast<int>(lt->size()) != L)
+      fail(file, "field 'layer_types' must list num_hidden_layers = " + std::to_string(L) + " entries");
+    for (int l = 0; l < L; ++l) {
+      const json& t = (*lt)[l];
+      if (t == "sliding_attention") c.layer_sliding[l] = true;
+      else if (t != "full_attention")
+        fail(file, "field 'layer_types[" + std::to_string(l) + "]' = " + t.dump() +
+                       " (expected \"full_attention\" or \"sliding_attention\")");
     }
+  } else if (c.arch == ModelArch::gemma3) {
+    const int pattern = get_int(j, file, "sliding_window_pattern", 6);
+    for (int l = 0; l < L; ++l) c.layer_sliding[l] = (l + 1) % pattern != 0;
+  } else if (c.arch == ModelArch::mistral) {
+    c.layer_sliding.assign(L, has_window);
+  } else if (get_bool(j, file, "use_sliding_window", false)) {
+    const int from = get_int(j, file, "max_window_layers", L, 0);
+    for (int l = from; l < L; ++l) c.layer_sliding[l] = true;
+  }
+  // Qwen2/Qwen3 write sliding_window beside use_sliding_window false: no layer slides then.
+  if (c.arch == ModelArch::qwen2 || c.arch == ModelArch::qwen3)
+    if (!get_bool(j, file, "use_sliding_window", false)) c.layer_sliding.assign(L, false);
+  if (c.any_sliding() && c.sliding_window <= 0)
+    fail(file, "layers slide but field 'sliding_window' is missing or not positive");
+  if (!c.any_sliding()) c.sliding_window = 0;
+}
+
+// The activation of the gated MLP: hidden_act (or Gemma's hidden_activation).
+Activation read_activation(const json& j, const fs::path& file, ModelConfig& c) {
+  const char* field = c.arch == ModelArch::gemma3 ? "hidden_activation" : "hidden_act";
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return c.arch == ModelArch::gemma3 ? Activation::gelu_tanh : Activation::silu;
+  if (*it == "silu" || *it == "swish") return Activation::silu;
+  if (*it == "gelu_pytorch_tanh" || *it == "gelu_tanh" || *it == "gelu_new") return Activation::gelu_tanh;
+  fail(file, std::string("field '") + field + "' = " + it->dump() + " is not supported (silu or gelu_pytorch_tanh)");
+}
+
+// The family's layer shape, and its own fields.
+void read_family(const json& j, const fs::path& file, ModelConfig& c) {
+  c.activation = read_activation(j, file, c);
+  switch (c.arch) {
+    case ModelArch::qwen3:
+      c.qk_norm = true;
+      if (get_bool(j, file, "attention_bias", false))
+        fail(file, "attention_bias = true is not supported for Qwen3 (its attention projections have no bias)");
+      break;
+    case ModelArch::qwen2:
+      c.qkv_bias = true;  // Qwen2 always has q/k/v biases, no o bias, no q/k norm
+      break;
+    case ModelArch::llama:
+    case ModelArch::mistral:
+      c.qkv_bias = c.o_bias = get_bool(j, file, "attention_bias", false);
+      c.mlp_bias = get_bool(j, file, "mlp_bias", false);
+      break;
+    case ModelArch::gemma3:
+      c.qk_norm = c.norm_plus_one = c.embedding_scaled = c.sandwich_norms = true;
+      c.qkv_bias = c.o_bias = get_bool(j, file, "attention_bias", false);
+      c.query_pre_attn_scalar = get_number(j, file, "query_pre_attn_scalar", c.head_dim);
+      // Gemma 2 soft-caps attention scores; transformers' Gemma 3 reads attn_logit_softcapping
+      // but does not apply it (measured against its output: tests/fixtures/models/gemma3-window
+      // sets 50.0), and neither do we.
+      get_number(j, file, "attn_logit_softcapping", 0.0, true);
+      c.final_logit_softcapping = static_cast<float>(get_number(j, file, "final_logit_softcapping", 0.0, true));
+      break;
   }
 }
 
 }  // namespace
+
+const char* arch_name(ModelArch a) {
+  for (const Known& k : kKnown)
+    if (k.arch == a) return k.architecture;
+  return "?";
+}
 
 ModelConfig load_model_config(const fs::path& dir) {
   if (!fs::exists(dir)) throw std::runtime_error("model directory " + dir.string() + " does not exist");
@@ -152,15 +296,13 @@ ModelConfig load_model_config(const fs::path& dir) {
   if (c.head_dim % 2 != 0) fail(file, "head_dim = " + std::to_string(c.head_dim) + " must be even for RoPE");
   c.max_position_embeddings = get_int(j, file, "max_position_embeddings");
   c.rms_norm_eps = static_cast<float>(get_number(j, file, "rms_norm_eps", 1e-6));
+  // Qwen3Config's and Llama's default is false; Gemma's true; small Qwen3 and Llama 3.2 set it.
+  c.tie_word_embeddings = get_bool(j, file, "tie_word_embeddings", c.arch == ModelArch::gemma3);
+  read_family(j, file, c);
   read_rope(j, file, c);
-  // Qwen3Config's default is false; Qwen3-0.6B/1.7B/4B set it to true.
-  c.tie_word_embeddings = get_bool(j, file, "tie_word_embeddings", false);
-  if (get_bool(j, file, "attention_bias", false))
-    fail(file, "attention_bias = true is not supported (Qwen3's attention projections have no bias)");
-  if (get_bool(j, file, "use_sliding_window", false))
-    fail(file, "use_sliding_window = true is not supported (every layer attends to the full context)");
-  if (auto act = j.find("hidden_act"); act != j.end() && !act->is_null() && *act != "silu")
-    fail(file, "hidden_act = " + act->dump() + " is not supported (Qwen3 uses \"silu\")");
+  read_layers(j, file, c);
+  if (auto p = j.find("partial_rotary_factor"); p != j.end() && !p->is_null() && p->get<double>() != 1.0)
+    fail(file, "field 'partial_rotary_factor' = " + p->dump() + " is not supported (RoPE over the whole head)");
 
   if (auto it = j.find("bos_token_id"); it != j.end() && !it->is_null()) {
     std::vector<int> bos;

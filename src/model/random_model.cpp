@@ -18,24 +18,79 @@
 namespace nanovllm {
 namespace fs = std::filesystem;
 
-RandomModelSpec random_model_preset(const std::string& name) {
+ModelArch arch_from_name(const std::string& name) {
+  if (name == "qwen3") return ModelArch::qwen3;
+  if (name == "llama") return ModelArch::llama;
+  if (name == "qwen2") return ModelArch::qwen2;
+  if (name == "mistral") return ModelArch::mistral;
+  if (name == "gemma3") return ModelArch::gemma3;
+  throw std::invalid_argument("unknown architecture '" + name + "' (expected qwen3, llama, qwen2, mistral or gemma3)");
+}
+
+// Llama 3.x's rope scaling (low/high frequency factors 1 and 4).
+RopeConfig llama3_rope(double factor, int original_max) {
+  RopeConfig r;
+  r.type = "llama3";
+  r.factor = factor;
+  r.original_max_position_embeddings = original_max;
+  return r;
+}
+
+RandomModelSpec random_model_preset(const std::string& name, ModelArch arch) {
   RandomModelSpec s;
-  if (name == "tiny") return s;  // the defaults
-  if (name == "qwen3-0.6b") {
-    s.hidden_size = 1024;
-    s.intermediate_size = 3072;
-    s.num_layers = 28;
-    s.num_heads = 16;
-    s.num_kv_heads = 8;
-    s.head_dim = 128;
-    s.vocab_size = 151936;
-    s.max_position_embeddings = 40960;
-    s.tie_word_embeddings = true;
-    s.rope_theta = 1000000.0;
-    s.rms_norm_eps = 1e-6;
+  s.arch = arch;
+  if (name == "tiny") {  // the defaults, with the family's own traits switched on
+    if (arch == ModelArch::llama) {
+      s.rope_theta = 500000.0;
+      s.rope_scaling = llama3_rope(8.0, 1024);
+    }
+    if (arch == ModelArch::mistral) s.sliding_window = 256;
+    if (arch == ModelArch::gemma3) {
+      s.sliding_window = 256, s.sliding_window_pattern = 2;
+      s.vocab_size = 262144;  // Gemma 3's tokenizer
+    }
     return s;
   }
-  throw std::invalid_argument("unknown model preset '" + name + "' (expected tiny or qwen3-0.6b)");
+  auto shape = [&s](int hidden, int inter, int layers, int heads, int kv, int hd, int vocab, int max_pos) {
+    s.hidden_size = hidden, s.intermediate_size = inter, s.num_layers = layers, s.num_heads = heads;
+    s.num_kv_heads = kv, s.head_dim = hd, s.vocab_size = vocab, s.max_position_embeddings = max_pos;
+  };
+  if (name == "qwen3-0.6b") {
+    s.arch = ModelArch::qwen3;
+    shape(1024, 3072, 28, 16, 8, 128, 151936, 40960);
+    s.rope_theta = 1000000.0;
+    return s;
+  }
+  if (name == "llama3.2-1b") {  // meta-llama/Llama-3.2-1B
+    s.arch = ModelArch::llama;
+    shape(2048, 8192, 16, 32, 8, 64, 128256, 131072);
+    s.rope_theta = 500000.0;
+    s.rope_scaling = llama3_rope(32.0, 8192);
+    s.rms_norm_eps = 1e-5;
+    s.bos_token_id = 128000;
+    s.eos_token_ids = {128001, 128008, 128009};
+    return s;
+  }
+  if (name == "qwen2.5-0.5b") {  // Qwen/Qwen2.5-0.5B-Instruct
+    s.arch = ModelArch::qwen2;
+    shape(896, 4864, 24, 14, 2, 64, 151936, 32768);
+    s.rope_theta = 1000000.0;
+    return s;
+  }
+  if (name == "gemma3-1b") {  // google/gemma-3-1b-it
+    s.arch = ModelArch::gemma3;
+    shape(1152, 6912, 26, 4, 1, 256, 262144, 32768);
+    s.rope_theta = 1000000.0;
+    s.rope_local_base_freq = 10000.0;
+    s.sliding_window = 512;
+    s.sliding_window_pattern = 6;
+    s.query_pre_attn_scalar = 256;
+    s.bos_token_id = 2;
+    s.eos_token_ids = {1, 106};
+    return s;
+  }
+  throw std::invalid_argument("unknown model preset '" + name +
+                              "' (expected tiny, qwen3-0.6b, llama3.2-1b, qwen2.5-0.5b or gemma3-1b)");
 }
 
 namespace {
@@ -92,6 +147,68 @@ const char* torch_dtype_name(DType t) {
   return t == DType::bf16 ? "bfloat16" : t == DType::f16 ? "float16" : "float32";
 }
 
+// config.json as transformers 4.5x writes it for the family (rope_theta and rope_scaling; Gemma 3's
+// rope_local_base_freq and layer_types), which transformers 5 and nanovllm both read.
+nlohmann::ordered_json hf_config_json(const RandomModelSpec& s) {
+  using json = nlohmann::ordered_json;
+  static const char* kTypes[] = {"qwen3", "llama", "qwen2", "mistral", "gemma3_text"};
+  const bool gemma = s.arch == ModelArch::gemma3;
+  json cfg;
+  cfg["architectures"] = {arch_name(s.arch)};
+  cfg["model_type"] = kTypes[static_cast<int>(s.arch)];
+  cfg["attention_bias"] = s.attention_bias;
+  if (s.arch == ModelArch::llama) cfg["mlp_bias"] = false;
+  cfg["attention_dropout"] = 0.0;
+  cfg["bos_token_id"] = s.bos_token_id ? json(*s.bos_token_id) : json(nullptr);
+  cfg["eos_token_id"] = s.eos_token_ids.empty() ? json(nullptr) : json(s.eos_token_ids[0]);
+  cfg["head_dim"] = s.head_dim;
+  cfg[gemma ? "hidden_activation" : "hidden_act"] = gemma ? "gelu_pytorch_tanh" : "silu";
+  cfg["hidden_size"] = s.hidden_size;
+  cfg["initializer_range"] = 0.02;
+  cfg["intermediate_size"] = s.intermediate_size;
+  cfg["max_position_embeddings"] = s.max_position_embeddings;
+  cfg["num_attention_heads"] = s.num_heads;
+  cfg["num_hidden_layers"] = s.num_layers;
+  cfg["num_key_value_heads"] = s.num_kv_heads;
+  cfg["rms_norm_eps"] = s.rms_norm_eps;
+  cfg["rope_theta"] = s.rope_theta;
+  if (s.rope_scaling.type == "default") {
+    cfg["rope_scaling"] = nullptr;
+  } else {
+    json r = {{"rope_type", s.rope_scaling.type}, {"factor", s.rope_scaling.factor}};
+    if (s.rope_scaling.type == "llama3") {
+      r["low_freq_factor"] = s.rope_scaling.low_freq_factor;
+      r["high_freq_factor"] = s.rope_scaling.high_freq_factor;
+    }
+    if (s.rope_scaling.original_max_position_embeddings > 0)
+      r["original_max_position_embeddings"] = s.rope_scaling.original_max_position_embeddings;
+    cfg["rope_scaling"] = r;
+  }
+  if (s.arch == ModelArch::qwen3 || s.arch == ModelArch::qwen2) {
+    cfg["max_window_layers"] = s.num_layers;
+    cfg["sliding_window"] = nullptr;
+    cfg["use_sliding_window"] = false;
+  } else if (s.arch == ModelArch::mistral) {
+    cfg["sliding_window"] = s.sliding_window > 0 ? json(s.sliding_window) : json(nullptr);
+  } else if (gemma) {
+    cfg["sliding_window"] = s.sliding_window;
+    json types = json::array();
+    for (int l = 0; l < s.num_layers; ++l)
+      types.push_back((l + 1) % s.sliding_window_pattern ? "sliding_attention" : "full_attention");
+    cfg["layer_types"] = types;
+    cfg["rope_local_base_freq"] = s.rope_local_base_freq;
+    cfg["query_pre_attn_scalar"] = s.query_pre_attn_scalar > 0 ? s.query_pre_attn_scalar : s.head_dim;
+    cfg["final_logit_softcapping"] = nullptr;
+    cfg["attn_logit_softcapping"] = nullptr;
+  }
+  cfg["tie_word_embeddings"] = s.tie_word_embeddings;
+  cfg["torch_dtype"] = torch_dtype_name(s.dtype);
+  cfg["transformers_version"] = "4.51.0";
+  cfg["use_cache"] = true;
+  cfg["vocab_size"] = s.vocab_size;
+  return cfg;
+}
+
 }  // namespace
 
 void write_random_model(const RandomModelSpec& s, const fs::path& dir) {
@@ -100,6 +217,9 @@ void write_random_model(const RandomModelSpec& s, const fs::path& dir) {
   const int64_t H = s.hidden_size, I = s.intermediate_size, D = s.head_dim, V = s.vocab_size;
   const int64_t Hq = s.num_heads, Hkv = s.num_kv_heads;
 
+  // Norm weights ~1 + N(0, 0.05), or N(0, 0.05) where the family applies them as (1 + w).
+  const bool gemma = s.arch == ModelArch::gemma3;
+  const bool qkv_bias = s.arch == ModelArch::qwen2 || s.attention_bias, o_bias = s.attention_bias;
   struct Spec { std::string name; std::vector<int64_t> shape; bool norm; };
   std::vector<Spec> specs;
   specs.push_back({"model.embed_tokens.weight", {V, H}, false});
@@ -109,10 +229,22 @@ void write_random_model(const RandomModelSpec& s, const fs::path& dir) {
     specs.push_back({p + "self_attn.q_proj.weight", {Hq * D, H}, false});
     specs.push_back({p + "self_attn.k_proj.weight", {Hkv * D, H}, false});
     specs.push_back({p + "self_attn.v_proj.weight", {Hkv * D, H}, false});
+    if (qkv_bias) {
+      specs.push_back({p + "self_attn.q_proj.bias", {Hq * D}, false});
+      specs.push_back({p + "self_attn.k_proj.bias", {Hkv * D}, false});
+      specs.push_back({p + "self_attn.v_proj.bias", {Hkv * D}, false});
+    }
     specs.push_back({p + "self_attn.o_proj.weight", {H, Hq * D}, false});
-    specs.push_back({p + "self_attn.q_norm.weight", {D}, true});
-    specs.push_back({p + "self_attn.k_norm.weight", {D}, true});
+    if (o_bias) specs.push_back({p + "self_attn.o_proj.bias", {H}, false});
+    if (s.arch == ModelArch::qwen3 || gemma) {
+      specs.push_back({p + "self_attn.q_norm.weight", {D}, true});
+      specs.push_back({p + "self_attn.k_norm.weight", {D}, true});
+    }
     specs.push_back({p + "post_attention_layernorm.weight", {H}, true});
+    if (gemma) {
+      specs.push_back({p + "pre_feedforward_layernorm.weight", {H}, true});
+      specs.push_back({p + "post_feedforward_layernorm.weight", {H}, true});
+    }
     specs.push_back({p + "mlp.gate_proj.weight", {I, H}, false});
     specs.push_back({p + "mlp.up_proj.weight", {I, H}, false});
     specs.push_back({p + "mlp.down_proj.weight", {H, I}, false});
@@ -134,40 +266,14 @@ void write_random_model(const RandomModelSpec& s, const fs::path& dir) {
   for (size_t k = 0; k < specs.size(); ++k) {
     Tensor t(storage.get() + offset, s.dtype, {});
     for (int64_t d : specs[k].shape) t.shape[t.ndim++] = d;
-    fill_random(pool, t.data, s.dtype, t.numel(), s.seed, k, specs[k].norm ? 1.0f : 0.0f, specs[k].norm ? 0.05f : 0.02f);
+    fill_random(pool, t.data, s.dtype, t.numel(), s.seed, k, specs[k].norm && !gemma ? 1.0f : 0.0f,
+                specs[k].norm ? 0.05f : 0.02f);
     offset += t.nbytes();
     tensors.emplace_back(specs[k].name, t);
   }
   save_safetensors(dir / "model.safetensors", tensors);
 
-  nlohmann::ordered_json cfg;
-  cfg["architectures"] = {"Qwen3ForCausalLM"};
-  cfg["attention_bias"] = false;
-  cfg["attention_dropout"] = 0.0;
-  cfg["bos_token_id"] = s.bos_token_id ? nlohmann::ordered_json(*s.bos_token_id) : nlohmann::ordered_json(nullptr);
-  cfg["eos_token_id"] = s.eos_token_ids.empty() ? nlohmann::ordered_json(nullptr)
-                                                : nlohmann::ordered_json(s.eos_token_ids[0]);
-  cfg["head_dim"] = s.head_dim;
-  cfg["hidden_act"] = "silu";
-  cfg["hidden_size"] = s.hidden_size;
-  cfg["initializer_range"] = 0.02;
-  cfg["intermediate_size"] = s.intermediate_size;
-  cfg["max_position_embeddings"] = s.max_position_embeddings;
-  cfg["max_window_layers"] = s.num_layers;
-  cfg["model_type"] = "qwen3";
-  cfg["num_attention_heads"] = s.num_heads;
-  cfg["num_hidden_layers"] = s.num_layers;
-  cfg["num_key_value_heads"] = s.num_kv_heads;
-  cfg["rms_norm_eps"] = s.rms_norm_eps;
-  cfg["rope_scaling"] = nullptr;
-  cfg["rope_theta"] = s.rope_theta;
-  cfg["sliding_window"] = nullptr;
-  cfg["tie_word_embeddings"] = s.tie_word_embeddings;
-  cfg["torch_dtype"] = torch_dtype_name(s.dtype);
-  cfg["transformers_version"] = "4.51.0";
-  cfg["use_cache"] = true;
-  cfg["use_sliding_window"] = false;
-  cfg["vocab_size"] = s.vocab_size;
+  const nlohmann::ordered_json cfg = hf_config_json(s);
   write_json(dir / "config.json", cfg);
 
   nlohmann::ordered_json gen;

@@ -1,5 +1,6 @@
-// Random Qwen3 checkpoints for tests and benchmarks: HF-format config.json, generation_config.json
-// and model.safetensors with deterministic, seeded weights (`nanovllm make-model` writes them).
+// Random checkpoints of every supported family for tests and benchmarks: HF-format config.json,
+// generation_config.json and model.safetensors with deterministic, seeded weights (`nanovllm
+// make-model` writes them).
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -8,10 +9,12 @@
 #include <vector>
 
 #include "backend/tensor.h"
+#include "model/hf_config.h"
 
 namespace nanovllm {
 
 struct RandomModelSpec {
+  ModelArch arch = ModelArch::qwen3;
   int hidden_size = 64;
   int intermediate_size = 128;
   int num_layers = 2;
@@ -22,6 +25,12 @@ struct RandomModelSpec {
   int max_position_embeddings = 4096;
   bool tie_word_embeddings = true;
   double rope_theta = 1000000.0;
+  RopeConfig rope_scaling;             // type "default": none written
+  double rope_local_base_freq = 10000.0;  // gemma3
+  int sliding_window = 0;              // mistral: every layer; gemma3: the sliding ones
+  int sliding_window_pattern = 6;      // gemma3: every 6th layer is global
+  double query_pre_attn_scalar = 0;    // gemma3 (0: head_dim)
+  bool attention_bias = false;         // llama: q/k/v/o biases (qwen2 always has q/k/v)
   double rms_norm_eps = 1e-6;
   DType dtype = DType::bf16;           // bf16 or f32
   uint64_t seed = 0;
@@ -29,9 +38,12 @@ struct RandomModelSpec {
   std::vector<int> eos_token_ids = {151645, 151643};
 };
 
-// "tiny" (hidden 64, 2 layers, Qwen3's vocabulary so the real tokenizer fits) or "qwen3-0.6b"
-// (Qwen3-0.6B's exact shapes). Throws naming the preset otherwise.
-RandomModelSpec random_model_preset(const std::string& name);
+// "tiny" (hidden 64, 2 layers, Qwen3's vocabulary so the real tokenizer fits) of family `arch`,
+// or a real model's exact shapes: "qwen3-0.6b", "llama3.2-1b", "qwen2.5-0.5b", "gemma3-1b".
+// Throws naming the preset otherwise.
+RandomModelSpec random_model_preset(const std::string& name, ModelArch arch = ModelArch::qwen3);
+// The family of a make-model --arch name: qwen3, llama, qwen2, mistral, gemma3.
+ModelArch arch_from_name(const std::string& name);
 
 // Writes config.json, generation_config.json and model.safetensors into `dir` (created if needed).
 // Matrices are ~N(0, 0.02), norm weights ~1 + N(0, 0.05); the same spec and seed give the same bytes.
