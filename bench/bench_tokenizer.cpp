@@ -2,7 +2,8 @@
 // and loading tokenizer.json. The corpus is made deterministically from the HF fixture texts
 // (shuffled with a fixed seed); set NANOVLLM_BENCH_CORPUS=FILE to read it from FILE, or to write
 // it there when FILE does not exist, so tests/reference/bench_hf_tokenizer.py can time HF on the
-// very same bytes. Documents in the file are separated by "\n\x1e\n".
+// very same bytes. Documents in the file are separated by "\n\x1e\n". The tokenizer is Qwen3's;
+// NANOVLLM_BENCH_TOKENIZER=DIR times another (e.g. models/gemma3-tokenizer).
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -24,7 +25,9 @@ std::filesystem::path source_dir() {
   return std::filesystem::path(__FILE__).parent_path().parent_path();
 }
 const std::filesystem::path kSource = source_dir();
-const std::filesystem::path kModel = kSource / "models" / "qwen3-tokenizer";
+const std::filesystem::path kModel = std::getenv("NANOVLLM_BENCH_TOKENIZER")
+                                         ? std::filesystem::path(std::getenv("NANOVLLM_BENCH_TOKENIZER"))
+                                         : kSource / "models" / "qwen3-tokenizer";
 constexpr std::string_view kSeparator = "\n\x1e\n";
 constexpr size_t kCorpusBytes = 20u << 20;
 constexpr size_t kDocBytes = 16u << 10;

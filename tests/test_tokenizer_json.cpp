@@ -1,9 +1,12 @@
 // Loading tokenizer.json features on small hand-made tokenizers, with the ids HF's documented
 // semantics give (derived by hand in each test): merges as "a b" strings or ["a", "b"] pairs,
-// added-token flags, normalizers, split behaviors, ignore_merges, tokenizer_config forms, and a
-// clear error naming every feature the loader does not implement.
+// added-token flags, normalizers, split behaviors, ignore_merges, SentencePiece-style BPE (byte
+// fallback, unk, fuse_unk, Prepend/Replace, its decoders), post-processors and add_bos_token,
+// tokenizer_config forms, and a clear error naming every feature the loader does not implement.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -212,8 +215,8 @@ TEST_F(TokenizerJson, ConfigTokensAndTemplates) {
   EXPECT_EQ(tok->pad_token_id(), 301);
   EXPECT_EQ(tok->bos_token_id(), std::nullopt);
   EXPECT_EQ(tok->vocab_size(), 302);
-  // A template this renderer does not know is refused, never rendered as something else.
-  EXPECT_THROW(tok->apply_chat_template({{"user", "hi", ""}}, true, true), std::runtime_error);
+  // The list's "default" template is the one rendered (by the Jinja engine, as Python prints it).
+  EXPECT_EQ(tok->apply_chat_template({{"user", "hi", ""}}, true, true), "[{'role': 'user', 'content': 'hi'}]");
   s.config["eos_token"] = "<nope>";
   EXPECT_NE(load_error(s).find("eos_token \"<nope>\""), std::string::npos) << load_error(s);
 }
@@ -233,14 +236,8 @@ TEST_F(TokenizerJson, UnsupportedFeaturesAreNamed) {
   s.pre_tokenizer = {{"type", "Split"}, {"pattern", {{"Regex", "a"}}}, {"behavior", "Weird"}};
   expect_named(s, "\"Weird\"");
   s = Spec();
-  s.pre_tokenizer = {{"type", "Split"}, {"pattern", {{"Regex", "a"}}}, {"behavior", "Isolated"}};
-  expect_named(s, "no ByteLevel");
-  s = Spec();
   s.model_extra = {{"dropout", 0.1}};
   expect_named(s, "dropout");
-  s = Spec();
-  s.model_extra = {{"byte_fallback", true}};
-  expect_named(s, "byte_fallback");
   s = Spec();
   s.model_extra = {{"type", "WordPiece"}};
   expect_named(s, "WordPiece");
@@ -248,8 +245,20 @@ TEST_F(TokenizerJson, UnsupportedFeaturesAreNamed) {
   s.model_extra = {{"continuing_subword_prefix", "##"}};
   expect_named(s, "continuing_subword_prefix");
   s = Spec();
-  s.top_extra = {{"decoder", {{"type", "Metaspace"}}}};
-  expect_named(s, "Metaspace");
+  s.top_extra = {{"decoder", {{"type", "WordPiece"}}}};
+  expect_named(s, "\"WordPiece\"");
+  s = Spec();
+  s.pre_tokenizer = {{"type", "Metaspace"}, {"replacement", "_"}};
+  expect_named(s, "\"Metaspace\"");
+  s = Spec();
+  s.top_extra = {{"post_processor", {{"type", "Weird"}}}};
+  expect_named(s, "post_processor type \"Weird\"");
+  s = Spec();
+  s.top_extra = {{"post_processor", {{"type", "TemplateProcessing"}, {"single", json::array({{{"SpecialToken", {{"id", "<x>"}}}}})}}}};
+  expect_named(s, "\"<x>\"");
+  s = Spec();
+  s.normalizer = {{"type", "Replace"}, {"pattern", {{"Regex", "(a)"}}}, {"content", "$1$1"}};
+  expect_named(s, "\"$\"");
   s = Spec();
   s.top_extra = {{"truncation", {{"max_length", 8}}}};
   expect_named(s, "truncation");
@@ -259,6 +268,162 @@ TEST_F(TokenizerJson, UnsupportedFeaturesAreNamed) {
   j["model"]["merges"].push_back("q zz");  // "zz" is not in the vocabulary
   EXPECT_NE(load_error_text(j.dump()).find("\"zz\""), std::string::npos) << load_error_text(j.dump());
   EXPECT_NE(load_error_text("{\"model\": {\"vocab\": {\"a\": 0,}}}").find("byte offset"), std::string::npos);
+}
+
+// ---- SentencePiece-style BPE (Llama 2, Gemma): characters, byte fallback, "▁" for spaces ----
+
+const std::string kSp = "\xE2\x96\x81";  // ▁
+
+// A vocabulary as SentencePiece conversions lay it out: <unk> 0, <s> 1, </s> 2, <0x00>..<0xFF>
+// 3..258, then `pieces` from 259. Defaults are Llama 2's normalizer, decoder and post-processor.
+struct SpSpec {
+  std::vector<std::string> pieces = {kSp, "a", "b", kSp + "a", "ab"};  // 259 260 261 262 263
+  std::vector<std::pair<std::string, std::string>> merges = {{kSp, "a"}, {"a", "b"}};
+  json model_extra = {{"byte_fallback", true}, {"fuse_unk", true}, {"unk_token", "<unk>"}};
+  std::vector<int> missing_bytes;  // <0xNN> left out of the vocabulary
+  json normalizer = {{"type", "Sequence"},
+                     {"normalizers", json::array({{{"type", "Prepend"}, {"prepend", kSp}},
+                                                  {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSp}}})}};
+  json pre_tokenizer = nullptr;
+  json decoder = {{"type", "Sequence"},
+                  {"decoders", json::array({{{"type", "Replace"}, {"pattern", {{"String", kSp}}}, {"content", " "}},
+                                            {{"type", "ByteFallback"}}, {{"type", "Fuse"}},
+                                            {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}};
+  json post_processor = {{"type", "TemplateProcessing"},
+                         {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                                                 {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+                         {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}};
+  json config = nullptr;
+};
+
+int32_t byte_token(int b) { return 3 + b; }
+
+json sp_tokenizer_json(const SpSpec& s) {
+  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) {
+    if (std::find(s.missing_bytes.begin(), s.missing_bytes.end(), b) != s.missing_bytes.end()) continue;
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+    vocab[buf] = byte_token(b);
+  }
+  for (size_t i = 0; i < s.pieces.size(); ++i) vocab[s.pieces[i]] = 259 + static_cast<int>(i);
+  json merges = json::array();
+  for (const auto& [l, r] : s.merges) merges.push_back({l, r});
+  json model = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
+                {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab},
+                {"merges", merges}};
+  model.update(s.model_extra);
+  json specials = json::array();
+  for (auto [content, id] : {std::pair{"<unk>", 0}, std::pair{"<s>", 1}, std::pair{"</s>", 2}})
+    specials.push_back({{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                        {"normalized", false}, {"special", true}});
+  return {{"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr}, {"added_tokens", specials},
+          {"normalizer", s.normalizer}, {"pre_tokenizer", s.pre_tokenizer}, {"post_processor", s.post_processor},
+          {"decoder", s.decoder}, {"model", model}};
+}
+
+class SentencePieceJson : public TokenizerJson {
+ protected:
+  std::unique_ptr<Tokenizer> load_sp(const SpSpec& s) {
+    write("tokenizer.json", sp_tokenizer_json(s).dump());
+    std::filesystem::remove(dir_ / "tokenizer_config.json");
+    if (!s.config.is_null()) write("tokenizer_config.json", s.config.dump());
+    return Tokenizer::from_dir(dir_);
+  }
+};
+
+using Ids = std::vector<int32_t>;
+
+// Llama 2's pipeline: Prepend "▁" and spaces as "▁" (per span between special tokens), BPE over
+// characters (lowest rank first), byte fallback for characters not in the vocabulary, and a
+// decoder that undoes it all, dropping the one leading space the Prepend added.
+TEST_F(SentencePieceJson, LlamaStylePipeline) {
+  auto tok = load_sp(SpSpec());
+  EXPECT_EQ(tok->encode("a b"), (Ids{262, 259, 261}));  // "▁a▁b": ▁+a merges, the second ▁ has no partner
+  EXPECT_EQ(tok->encode("ab"), (Ids{262, 261}));        // ▁+a (rank 0) before a+b (rank 1)
+  EXPECT_EQ(tok->encode(" a"), (Ids{259, 262}));
+  EXPECT_EQ(tok->encode("\xC3\xA9"), (Ids{259, byte_token(0xC3), byte_token(0xA9)}));  // é: byte fallback
+  EXPECT_EQ(tok->encode("<s>a</s>b"), (Ids{1, 262, 2, 259, 261}));  // each span gets its own "▁"
+  EXPECT_EQ(tok->encode(""), Ids{});
+  EXPECT_EQ(tok->encode("", true), Ids{1});
+  EXPECT_EQ(tok->encode("a", true), (Ids{1, 262}));
+  EXPECT_EQ(tok->decode({262, 259, 261}), "a b");
+  EXPECT_EQ(tok->decode({259, 262}), " a");
+  EXPECT_EQ(tok->decode({259, byte_token(0xC3), byte_token(0xA9)}), "\xC3\xA9");
+  EXPECT_EQ(tok->decode({1, 262, 2}), "<s> a</s>");  // the leading space survives after "<s>"
+  EXPECT_EQ(tok->decode({1, 262, 2}, true), "a");
+  // A byte run that is not UTF-8 as a whole: one U+FFFD per byte, even for its valid part.
+  EXPECT_EQ(tok->decode({byte_token(0xC3), byte_token(0xA9), byte_token(0x80), 260}),
+            "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "a");
+}
+
+// Without byte fallback, unknown characters become <unk>: one per run under fuse_unk, one each
+// without it, and nothing at all when the model has no unk_token.
+TEST_F(SentencePieceJson, UnknownCharacters) {
+  SpSpec s;
+  s.model_extra = {{"byte_fallback", false}, {"fuse_unk", true}, {"unk_token", "<unk>"}};
+  EXPECT_EQ(load_sp(s)->encode("\xC3\xA9\xC3\xA9" "a"), (Ids{259, 0, 260}));
+  s.model_extra["fuse_unk"] = false;
+  EXPECT_EQ(load_sp(s)->encode("\xC3\xA9\xC3\xA9" "a"), (Ids{259, 0, 0, 260}));
+  s.model_extra = {{"byte_fallback", false}, {"unk_token", nullptr}};
+  EXPECT_EQ(load_sp(s)->encode("\xC3\xA9\xC3\xA9" "a"), (Ids{262}));  // "▁" + "a" merge once the é's are gone
+  s.model_extra = {{"byte_fallback", false}, {"unk_token", "<missing>"}};
+  EXPECT_THROW(load_sp(s)->encode("\xC3\xA9"), std::runtime_error);  // HF: UnkTokenOutOfVocabulary
+}
+
+// HF writes a pending <unk> only when a known character comes: byte-fallback tokens found in
+// between go first. 😀 (F0 9F 98 80) cannot fall back (no <0xF0>), é can.
+TEST_F(SentencePieceJson, PendingUnkComesAfterByteFallback) {
+  SpSpec s;
+  s.missing_bytes = {0xF0};
+  EXPECT_EQ(load_sp(s)->encode("\xF0\x9F\x98\x80\xC3\xA9" "a"),
+            (Ids{259, byte_token(0xC3), byte_token(0xA9), 0, 260}));
+}
+
+// Gemma's pipeline: spaces replaced by "▁" (no Prepend), a Split on " " that finds nothing left
+// to split, and a decoder without Strip.
+TEST_F(SentencePieceJson, GemmaStylePipeline) {
+  SpSpec s;
+  s.normalizer = {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSp}};
+  s.pre_tokenizer = {{"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "MergedWithPrevious"}, {"invert", false}};
+  s.decoder["decoders"].erase(3);
+  auto tok = load_sp(s);
+  EXPECT_EQ(tok->encode("a b"), (Ids{260, 259, 261}));
+  EXPECT_EQ(tok->encode(" a"), (Ids{262}));
+  EXPECT_EQ(tok->decode({262}), " a");
+  EXPECT_EQ(tok->decode({1, 262}), "<s> a");
+}
+
+// Post-processors add their tokens only under add_special_tokens; tokenizer_config.json's
+// add_bos_token / add_eos_token replace them, as transformers does.
+TEST_F(SentencePieceJson, PostProcessorsAndAddBosToken) {
+  SpSpec s;
+  EXPECT_EQ(load_sp(s)->encode("a", true), (Ids{1, 262}));
+  s.config = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"add_bos_token", false}, {"add_eos_token", true}};
+  EXPECT_EQ(load_sp(s)->encode("a", true), (Ids{262, 2}));
+  s.config = {{"bos_token", "<s>"}, {"add_bos_token", true}};
+  s.post_processor = {{"type", "ByteLevel"}};  // DeepSeek-V3's case: the json adds nothing, the config a BOS
+  EXPECT_EQ(load_sp(s)->encode("a", true), (Ids{1, 262}));
+  s.config = nullptr;
+  EXPECT_EQ(load_sp(s)->encode("a", true), (Ids{262}));
+  s.post_processor = {{"type", "RobertaProcessing"}, {"cls", {"<s>", 1}}, {"sep", {"</s>", 2}}};
+  EXPECT_EQ(load_sp(s)->encode("a", true), (Ids{1, 262, 2}));
+  s.post_processor = {{"type", "Sequence"},
+                      {"processors", json::array({{{"type", "ByteLevel"}}, SpSpec().post_processor})}};
+  EXPECT_EQ(load_sp(s)->encode("a", true), (Ids{1, 262}));
+  EXPECT_EQ(load_sp(s)->encode("a", false), (Ids{262}));
+}
+
+// Replace with a regex, then with a literal; Metaspace as the decoder.
+TEST_F(SentencePieceJson, RegexReplaceAndMetaspaceDecoder) {
+  SpSpec s;
+  s.normalizer = {{"type", "Sequence"},
+                  {"normalizers", json::array({{{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", " "}},
+                                               {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSp}}})}};
+  s.decoder = {{"type", "Metaspace"}, {"replacement", kSp}, {"prepend_scheme", "always"}, {"split", true}};
+  auto tok = load_sp(s);
+  EXPECT_EQ(tok->encode("a    b"), (Ids{260, 259, 261}));
+  EXPECT_EQ(tok->decode({262, 262}), "a a");  // Metaspace drops the first token's ▁
 }
 
 }  // namespace

@@ -29,6 +29,9 @@ struct EngineConfig {
   // max_new_tokens) when it has one; "vllm", SamplingParams' own defaults; or a directory holding
   // a generation_config.json.
   std::string generation_config = "auto";
+  // The chat template instead of the model's (vLLM's --chat-template): a file's path, or the
+  // Jinja text itself; empty: the model's own.
+  std::string chat_template;
 };
 
 }  // namespace nanovllm

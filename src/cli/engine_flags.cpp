@@ -60,6 +60,8 @@ void add_engine_flags(CLI::App* cmd, EngineConfig& c) {
             return "'" + s + "' is not auto, vllm or a directory";
           },
           "auto|vllm|DIR", "GENERATION_CONFIG"));
+  cmd->add_option("--chat-template", c.chat_template,
+                  "Jinja chat template to use instead of the model's: a file, or the template text itself");
   cmd->add_option("--max-logprobs", c.max_logprobs, "the most logprobs / prompt logprobs a request may ask (at most 64)")
       ->capture_default_str()
       ->check(kNonNegative);

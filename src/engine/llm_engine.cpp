@@ -47,7 +47,7 @@ LLMEngine::LLMEngine(EngineConfig config)
   check_config(config_);
   model_config_ = load_model_config(config_.model);
   config_ = resolve_config(std::move(config_), model_config_);
-  if (Tokenizer::present(config_.model)) tokenizer_ = Tokenizer::from_dir(config_.model);
+  if (Tokenizer::present(config_.model)) tokenizer_ = Tokenizer::from_dir(config_.model, config_.chat_template);
 
   SchedulerConfig sc;
   sc.max_num_seqs = config_.max_num_seqs;

@@ -42,15 +42,46 @@ uint32_t codepoint_before(std::string_view text, size_t end) {
 void AddedVocabulary::add(const AddedToken& token, std::string match_content) {
   if (match_content.empty()) return;  // HF never matches an empty token
   MatchSet& s = set_[token.normalized];
+  const auto index = static_cast<int32_t>(s.tokens.size());
+  uint32_t node = 0;
+  for (char c : match_content) {
+    const auto b = static_cast<uint8_t>(c);
+    uint32_t next = 0;
+    for (const auto& [kb, kn] : s.trie[node].kids)
+      if (kb == b) next = kn;
+    if (next == 0) {
+      next = static_cast<uint32_t>(s.trie.size());
+      s.trie[node].kids.emplace_back(b, next);
+      s.trie.emplace_back();
+    }
+    node = next;
+  }
+  if (s.trie[node].token >= 0) return;  // the same string twice: the first token keeps it
+  s.trie[node].token = index;
+  s.first_byte[static_cast<uint8_t>(match_content[0])] = true;
   s.tokens.push_back(token);
   s.matches.push_back(std::move(match_content));
-  for (auto& v : s.by_first_byte) v.clear();
-  for (uint32_t k = 0; k < s.matches.size(); ++k) s.by_first_byte[static_cast<uint8_t>(s.matches[k][0])].push_back(k);
-  for (int b = 0; b < 256; ++b) {
-    auto& v = s.by_first_byte[b];
-    std::stable_sort(v.begin(), v.end(), [&](uint32_t x, uint32_t y) { return s.matches[x].size() > s.matches[y].size(); });
-    s.first_byte[b] = !v.empty();
+}
+
+int AddedVocabulary::longest_at(const MatchSet& s, std::string_view text, size_t i, size_t& len) {
+  int hit = -1;
+  uint32_t node = 0;
+  for (size_t k = i; k < text.size(); ++k) {
+    const auto b = static_cast<uint8_t>(text[k]);
+    uint32_t next = 0;
+    for (const auto& [kb, kn] : s.trie[node].kids)
+      if (kb == b) {
+        next = kn;
+        break;
+      }
+    if (next == 0) break;
+    node = next;
+    if (s.trie[node].token >= 0) {
+      hit = s.trie[node].token;
+      len = k + 1 - i;
+    }
   }
+  return hit;
 }
 
 void AddedVocabulary::split(std::string_view text, bool normalized, std::vector<Segment>& out) const {
@@ -64,19 +95,14 @@ void AddedVocabulary::split(std::string_view text, bool normalized, std::vector<
       ++i;
       continue;
     }
-    int hit = -1;
-    for (uint32_t k : s.by_first_byte[b]) {
-      if (text.compare(i, s.matches[k].size(), s.matches[k]) == 0) {
-        hit = static_cast<int>(k);
-        break;
-      }
-    }
+    size_t len = 0;
+    int hit = longest_at(s, text, i, len);
     if (hit < 0) {
       ++i;
       continue;
     }
     const AddedToken& t = s.tokens[hit];
-    uint32_t start = i, stop = i + static_cast<uint32_t>(s.matches[hit].size());
+    uint32_t start = i, stop = i + static_cast<uint32_t>(len);
     i = stop;  // the matcher moves past a match even when single_word then rejects it
     if (t.single_word) {
       bool start_space = start == 0 || !is_word(codepoint_before(text, start));

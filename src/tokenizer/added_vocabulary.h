@@ -29,13 +29,20 @@ class AddedVocabulary {
   bool has(bool normalized) const { return !set_[normalized].tokens.empty(); }
 
  private:
+  // A byte trie of the match strings (Gemma 3 has thousands of added tokens, most starting with
+  // '<'): the longest token starting at a position is one walk down from the root.
+  struct Node {
+    std::vector<std::pair<uint8_t, uint32_t>> kids;  // (byte, node), few per node
+    int32_t token = -1;                              // index into tokens when a match ends here
+  };
   struct MatchSet {
     std::vector<AddedToken> tokens;
     std::vector<std::string> matches;
-    // Token indices by first byte, longest first: leftmost-longest needs only the first hit.
-    std::vector<uint32_t> by_first_byte[256];
+    std::vector<Node> trie{Node{}};
     bool first_byte[256] = {};
   };
+  // The longest match of s starting at text[i], or -1.
+  static int longest_at(const MatchSet& s, std::string_view text, size_t i, size_t& len);
   MatchSet set_[2];
 };
 

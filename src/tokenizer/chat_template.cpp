@@ -1,124 +1,188 @@
-// Native renderers for known chat templates (see chat_template.h).
+// ChatTemplate: picks the model's template, builds the variables transformers passes and renders
+// them with the Jinja engine (see chat_template.h).
 #include "tokenizer/chat_template.h"
 
-#include <xxhash.h>
-
 #include <stdexcept>
+
+#include "tokenizer/jinja/json.h"
+#include "tokenizer/jinja/template.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
+#include "util/files.h"
 
 namespace nanovllm {
 namespace {
 
-// XXH3-64 of Qwen3's template text (Qwen3-0.6B ... Qwen3-235B-A22B, first release); checked by
-// test_chat_template against models/qwen3-tokenizer/tokenizer_config.json.
-constexpr uint64_t kQwen3TemplateHashes[] = {0x0283f874ff58d644ull};
+// The tokens transformers' special_tokens_map holds, when the config sets them.
+constexpr const char* kSpecialTokenKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
+                                             "pad_token", "cls_token", "mask_token"};
 
-bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
-bool ends_with(std::string_view s, std::string_view p) {
-  return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
-}
-
-// Python's str.strip/lstrip/rstrip with a one-character set.
-std::string_view lstrip(std::string_view s, char c) {
-  while (!s.empty() && s.front() == c) s.remove_prefix(1);
-  return s;
-}
-std::string_view rstrip(std::string_view s, char c) {
-  while (!s.empty() && s.back() == c) s.remove_suffix(1);
-  return s;
+// A token in tokenizer_config.json: a string, or an AddedToken object {"content": ...}.
+std::optional<std::string> token_text(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  return std::nullopt;
 }
 
-// Python's s.split(sep)[0] and s.split(sep)[-1].
-std::string_view before_first(std::string_view s, std::string_view sep) {
-  size_t p = s.find(sep);
-  return p == std::string_view::npos ? s : s.substr(0, p);
+// transformers' special_tokens_map: the special tokens that are set, as strings (and
+// additional_special_tokens as a list when it is not empty).
+nlohmann::ordered_json special_tokens_of(const nlohmann::json* cfg) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  if (!cfg || !cfg->is_object()) return out;
+  for (const char* key : kSpecialTokenKeys)
+    if (auto it = cfg->find(key); it != cfg->end())
+      if (auto t = token_text(*it); t && !t->empty()) out[key] = *t;
+  if (auto it = cfg->find("additional_special_tokens"); it != cfg->end() && it->is_array()) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const auto& x : *it)
+      if (auto t = token_text(x)) list.push_back(*t);
+    if (!list.empty()) out["additional_special_tokens"] = std::move(list);
+  }
+  return out;
 }
-std::string_view after_last(std::string_view s, std::string_view sep) {
-  size_t p = s.rfind(sep);
-  return p == std::string_view::npos ? s : s.substr(p + sep.size());
+
+// tokenizer_config.json's chat_template: a string, or a list of {"name", "template"}.
+std::vector<ChatTemplate::Named> config_templates(const nlohmann::json& cfg, const std::string& where) {
+  auto it = cfg.find("chat_template");
+  if (it == cfg.end() || it->is_null()) return {};
+  if (it->is_string()) return {{"default", it->get<std::string>()}};
+  if (it->is_array()) {
+    std::vector<ChatTemplate::Named> out;
+    for (const auto& t : *it) {
+      if (!t.is_object() || !t.contains("name") || !t["name"].is_string() || !t.contains("template") ||
+          !t["template"].is_string())
+        throw std::runtime_error(where + ": each chat_template entry must be {\"name\": string, \"template\": string}");
+      out.push_back({t["name"].get<std::string>(), t["template"].get<std::string>()});
+    }
+    return out;
+  }
+  throw std::runtime_error(where + ": chat_template must be a string or a list of {name, template}");
+}
+
+// vLLM reads an inline --chat-template with Python's "unicode_escape" codec; these are the
+// escapes one types on a command line.
+std::string decode_escapes(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      out += s[i];
+      continue;
+    }
+    switch (s[++i]) {
+      case 'n': out += '\n'; break;
+      case 't': out += '\t'; break;
+      case 'r': out += '\r'; break;
+      case '\\': out += '\\'; break;
+      case '\'': out += '\''; break;
+      case '"': out += '"'; break;
+      default: out += '\\', out += s[i];
+    }
+  }
+  return out;
 }
 
 }  // namespace
 
-uint64_t chat_template_hash(std::string_view source) { return XXH3_64bits(source.data(), source.size()); }
-
-ChatTemplate::ChatTemplate(std::string source, std::string where) : source_(std::move(source)), where_(std::move(where)) {
-  if (source_.empty()) {
-    kind_ = Kind::none;
-    return;
+ChatTemplate::ChatTemplate(std::vector<Named> templates, std::string where, nlohmann::ordered_json special_tokens,
+                           bool strict)
+    : where_(std::move(where)), special_tokens_(std::move(special_tokens)) {
+  for (Named& t : templates) {
+    // Errors name the file, and the template when the model has several.
+    std::string name = where_ + (templates.size() > 1 ? " (chat template '" + t.name + "')" : "");
+    Compiled c{t.name, nullptr, nullptr};
+    try {
+      utf8::validate(t.source, name);
+      c.tmpl = std::make_shared<const jinja::Template>(t.source, name);
+    } catch (const std::exception&) {
+      if (strict) throw;
+      c.error = std::current_exception();
+    }
+    templates_.push_back(std::move(c));
   }
-  kind_ = Kind::unsupported;
-  uint64_t h = chat_template_hash(source_);
-  for (uint64_t known : kQwen3TemplateHashes)
-    if (h == known) kind_ = Kind::qwen3;
+}
+
+const ChatTemplate::Compiled& ChatTemplate::pick(bool with_tools) const {
+  if (templates_.empty())
+    throw std::runtime_error((where_.empty() ? "" : where_ + ": ") +
+                             "the model has no chat template (give one with --chat-template FILE)");
+  auto find = [&](const char* name) -> const Compiled* {
+    for (const Compiled& c : templates_)
+      if (c.name == name) return &c;
+    return nullptr;
+  };
+  if (with_tools)
+    if (const Compiled* c = find("tool_use")) return *c;
+  if (const Compiled* c = find("default")) return *c;
+  std::string names;
+  for (const Compiled& c : templates_) names += (names.empty() ? "'" : ", '") + c.name + "'";
+  throw std::runtime_error(where_ + ": the model has several chat templates (" + names +
+                           ") and none named 'default' (give one with --chat-template FILE)");
+}
+
+std::string ChatTemplate::render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                                 bool add_generation_prompt, const nlohmann::ordered_json& kwargs) const {
+  const Compiled& c = pick(!tools.is_null());
+  if (!c.tmpl) std::rethrow_exception(c.error);
+  if (!kwargs.is_null() && !kwargs.is_object()) throw std::invalid_argument("chat template kwargs must be an object");
+  // As transformers: render(messages=, tools=, documents=, add_generation_prompt=,
+  // **special_tokens_map, **kwargs); tools and documents are None when not given.
+  jinja::Object vars;
+  vars.set("messages", jinja::from_json(messages));
+  vars.set("tools", jinja::from_json(tools));
+  vars.set("documents", jinja::Value::none());
+  vars.set("add_generation_prompt", jinja::Value::boolean(add_generation_prompt));
+  for (const auto& [k, v] : special_tokens_.items()) vars.set(k, jinja::from_json(v));
+  if (kwargs.is_object()) {
+    for (const auto& [k, v] : kwargs.items()) {
+      if (k == "messages" || k == "tools" || k == "add_generation_prompt")
+        throw std::invalid_argument("chat template kwargs may not set '" + k + "': it is an argument of its own");
+      vars.set(k, jinja::from_json(v));
+    }
+  }
+  return c.tmpl->render(vars);
+}
+
+nlohmann::ordered_json to_json(const std::vector<ChatMessage>& messages) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const ChatMessage& m : messages) {
+    nlohmann::ordered_json j = {{"role", m.role}, {"content", m.content}};
+    if (!m.reasoning_content.empty()) j["reasoning_content"] = m.reasoning_content;
+    out.push_back(std::move(j));
+  }
+  return out;
 }
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                                  bool enable_thinking) const {
-  switch (kind_) {
-    case Kind::qwen3: return render_qwen3(messages, add_generation_prompt, enable_thinking);
-    case Kind::none: throw std::runtime_error(where_ + ": the model has no chat template");
-    case Kind::unsupported: break;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(chat_template_hash(source_)));
-  throw std::runtime_error(where_ + ": chat template (xxh3 " + buf +
-                           ") is not one nanovllm renders; supported: Qwen3's template");
+  return render(to_json(messages), nullptr, add_generation_prompt, {{"enable_thinking", enable_thinking}});
 }
 
-std::string render_qwen3(const std::vector<ChatMessage>& messages, bool add_generation_prompt, bool enable_thinking) {
-  // Jinja raises on messages[0].role of an empty list; so do we.
-  if (messages.empty()) throw std::invalid_argument("chat template: no messages");
-  std::string out;
-  const size_t n = messages.size();
-  if (messages[0].role == "system") out += "<|im_start|>system\n" + messages[0].content + "<|im_end|>\n";
+ChatTemplate load_chat_template(const std::filesystem::path& dir, const nlohmann::json* tokenizer_config,
+                                const std::string& override_template) {
+  nlohmann::ordered_json special = special_tokens_of(tokenizer_config);
+  std::error_code ec;
+  if (!override_template.empty()) {
+    if (std::filesystem::is_regular_file(override_template, ec))
+      return ChatTemplate({{"default", read_file(override_template)}}, override_template, std::move(special), true);
+    if (override_template.find_first_of("{}\n") == std::string::npos)
+      throw std::runtime_error("--chat-template '" + override_template +
+                               "' looks like a file path, but there is no such file");
+    return ChatTemplate({{"default", decode_escapes(override_template)}}, "--chat-template", std::move(special), true);
+  }
+  // transformers: a chat_template.jinja file clobbers any template in the config.
+  const std::filesystem::path jinja_path = dir / "chat_template.jinja";
+  if (std::filesystem::is_regular_file(jinja_path, ec))
+    return ChatTemplate({{"default", read_file(jinja_path)}}, jinja_path.string(), std::move(special));
+  const std::string cfg_where = (dir / "tokenizer_config.json").string();
+  std::vector<ChatTemplate::Named> templates;
+  if (tokenizer_config) templates = config_templates(*tokenizer_config, cfg_where);
+  return ChatTemplate(std::move(templates), templates.empty() ? cfg_where : cfg_where + " chat_template",
+                      std::move(special));
+}
 
-  // The last real user query: tool responses sent as user turns do not count.
-  size_t last_query_index = n - 1;
-  for (size_t k = n; k-- > 0;) {
-    const ChatMessage& m = messages[k];
-    if (m.role == "user" && !(starts_with(m.content, "<tool_response>") && ends_with(m.content, "</tool_response>"))) {
-      last_query_index = k;
-      break;
-    }
-  }
-
-  for (size_t i = 0; i < n; ++i) {
-    const ChatMessage& m = messages[i];
-    if (m.role == "user" || (m.role == "system" && i != 0)) {
-      out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-    } else if (m.role == "assistant") {
-      std::string_view content = m.content;
-      std::string_view reasoning;
-      // An empty reasoning_content stands for "not given" (ChatMessage has no null).
-      if (!m.reasoning_content.empty()) {
-        reasoning = m.reasoning_content;
-      } else if (content.find("</think>") != std::string_view::npos) {
-        std::string_view whole = m.content;
-        content = lstrip(after_last(whole, "</think>"), '\n');
-        reasoning = lstrip(after_last(rstrip(before_first(whole, "</think>"), '\n'), "<think>"), '\n');
-      }
-      out += "<|im_start|>assistant\n";
-      if (i > last_query_index && (i == n - 1 || !reasoning.empty())) {
-        out += "<think>\n";
-        out += rstrip(lstrip(reasoning, '\n'), '\n');
-        out += "\n</think>\n\n";
-        out += lstrip(content, '\n');
-      } else {
-        out += content;
-      }
-      out += "<|im_end|>\n";
-    } else if (m.role == "tool") {
-      if (i == 0 || messages[i - 1].role != "tool") out += "<|im_start|>user";
-      out += "\n<tool_response>\n" + m.content + "\n</tool_response>";
-      if (i == n - 1 || messages[i + 1].role != "tool") out += "<|im_end|>\n";
-    }
-    // Any other role renders nothing, as in the template.
-  }
-  if (add_generation_prompt) {
-    out += "<|im_start|>assistant\n";
-    if (!enable_thinking) out += "<think>\n\n</think>\n\n";
-  }
-  return out;
+std::string Tokenizer::render_chat_template(const nlohmann::ordered_json&, const nlohmann::ordered_json&, bool,
+                                            const nlohmann::ordered_json&) const {
+  throw std::runtime_error("this tokenizer has no chat template");
 }
 
 }  // namespace nanovllm

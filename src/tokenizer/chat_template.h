@@ -1,39 +1,79 @@
-// Chat templates rendered natively in C++: Qwen3's template (as shipped in Qwen3's
-// tokenizer_config.json) is recognised by its exact text; any other template is refused with a
-// clear error rather than rendered approximately.
+// Chat templates: the model's Jinja template (tokenizer_config.json's chat_template, a
+// chat_template.jinja beside it, or vLLM's --chat-template override) rendered by the Jinja
+// engine in tokenizer/jinja/ with the variables transformers' apply_chat_template passes:
+// messages, tools, documents, add_generation_prompt, the special tokens (bos_token, eos_token,
+// ...) and any extra keyword arguments (enable_thinking, ...).
 #pragma once
-#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
-#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "nanovllm/chat_message.h"
 
 namespace nanovllm {
 
+namespace jinja {
+class Template;
+}
+
 class ChatTemplate {
  public:
-  enum class Kind { none, qwen3, unsupported };
-  ChatTemplate() = default;
-  // `source` is the Jinja text from tokenizer_config.json (empty: the model has none); `where`
-  // names the file in errors.
-  ChatTemplate(std::string source, std::string where);
+  // One template of a model: its name ("default", "tool_use", ...) and Jinja text.
+  struct Named {
+    std::string name, source;
+  };
 
-  Kind kind() const { return kind_; }
-  // Throws std::runtime_error when there is no template or it is not one this renderer knows,
-  // and std::invalid_argument for messages the template itself would reject (none at all).
-  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                     bool enable_thinking) const;
+  ChatTemplate() = default;  // the model has none: render() says so
+  // `templates`: the model's templates (a single one is named "default"); `where`: the file they
+  // come from, for errors; `special_tokens`: {"bos_token": "<s>", "eos_token": ..., ...} as
+  // transformers' special_tokens_map. A syntax error is kept and thrown by render(), unless
+  // `strict` (a template the user named explicitly: fail at once).
+  ChatTemplate(std::vector<Named> templates, std::string where, nlohmann::ordered_json special_tokens,
+               bool strict = false);
+
+  bool empty() const { return templates_.empty(); }
+
+  // transformers' apply_chat_template(messages, tools=tools, add_generation_prompt=...,
+  // **kwargs). `messages`: a list of message objects (role; content a string, null or a list of
+  // parts; reasoning_content, tool_calls, name, tool_call_id, ...); `tools`: a list or null;
+  // `kwargs`: an object of extra template variables (enable_thinking, documents, ...). A model
+  // with named templates uses "tool_use" when tools are given and it has one, else "default".
+  // Throws jinja::TemplateError (a std::runtime_error) naming the template's line when the
+  // template fails or rejects the conversation (raise_exception), std::runtime_error when the
+  // model has no template.
+  std::string render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                     bool add_generation_prompt, const nlohmann::ordered_json& kwargs) const;
+
+  // The same with `messages` as ChatMessage (an empty reasoning_content is left out, so it reads
+  // as undefined) and kwargs {"enable_thinking": enable_thinking}.
+  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt, bool enable_thinking) const;
 
  private:
-  Kind kind_ = Kind::none;
-  std::string source_, where_;
+  struct Compiled {
+    std::string name;
+    std::shared_ptr<const jinja::Template> tmpl;  // null when it did not parse: `error` says why
+    std::exception_ptr error;
+  };
+  const Compiled& pick(bool with_tools) const;
+
+  std::vector<Compiled> templates_;
+  std::string where_;
+  nlohmann::ordered_json special_tokens_;
 };
 
-// XXH3-64 of a template's text: how known templates are recognised.
-uint64_t chat_template_hash(std::string_view source);
+// The chat template as transformers and vLLM find it. `override_template` (vLLM's
+// --chat-template) wins: a file's path, or the template itself when no such file exists and it
+// holds "{", "}" or a newline (with \n, \t, \\, \' and \" escapes read as vLLM reads them).
+// Else dir/chat_template.jinja, else `tokenizer_config`'s chat_template (a string, or a list of
+// {"name", "template"}). `tokenizer_config` (may be null) also gives the special tokens.
+// Throws std::runtime_error naming the file or field that is malformed.
+ChatTemplate load_chat_template(const std::filesystem::path& dir, const nlohmann::json* tokenizer_config,
+                                const std::string& override_template);
 
-// Qwen3's template, rendered as transformers' apply_chat_template does (no tools).
-std::string render_qwen3(const std::vector<ChatMessage>& messages, bool add_generation_prompt, bool enable_thinking);
+nlohmann::ordered_json to_json(const std::vector<ChatMessage>& messages);
 
 }  // namespace nanovllm

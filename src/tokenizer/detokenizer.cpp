@@ -1,8 +1,11 @@
 // IncrementalDetokenizer: streams text as ids arrive without ever splitting a UTF-8 character,
-// so the pieces concatenate to exactly decode(all ids).
+// so the pieces concatenate to exactly decode(all ids). ByteLevel tokenizers stream bytes here;
+// any other decoder chain (SentencePiece's Replace/ByteFallback/Fuse/Strip, Metaspace) runs as a
+// DecodeStream, the very computation decode() does.
 #include <stdexcept>
 
 #include "tokenizer/bpe_tokenizer.h"
+#include "tokenizer/decoder.h"
 #include "tokenizer/utf8.h"
 
 namespace nanovllm {
@@ -24,12 +27,21 @@ size_t final_prefix(std::string_view bytes) {
 
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tok, bool skip_special_tokens)
     : tok_(tok), skip_special_(skip_special_tokens) {}
+IncrementalDetokenizer::~IncrementalDetokenizer() = default;
+IncrementalDetokenizer::IncrementalDetokenizer(IncrementalDetokenizer&&) noexcept = default;
 
 // ids_[read_offset_..] are the ids whose bytes have not all been emitted; prefix_offset_ counts
 // the bytes of ids_[read_offset_] that already have been (a token can end mid-character).
 std::string IncrementalDetokenizer::push(int32_t id) {
   std::string out;
-  if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tok_)) {
+  const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tok_);
+  if (bpe && !bpe->byte_level_decode()) {
+    std::string_view token = bpe->id_token(id);  // an unknown id throws here, before it joins the stream
+    if (!stream_) stream_ = std::make_unique<DecodeStream>(bpe->decoder());
+    if (!(skip_special_ && bpe->is_special(id))) stream_->push(token, out);
+    return out;
+  }
+  if (bpe) {
     auto bytes_of = [&](int32_t t) {
       std::string_view b = bpe->id_bytes(t);  // throws for an unknown id, as decode does
       return skip_special_ && bpe->is_special(t) ? std::string_view() : b;
@@ -70,6 +82,11 @@ std::string IncrementalDetokenizer::push(int32_t id) {
 
 std::string IncrementalDetokenizer::flush() {
   std::string out;
+  if (stream_) {  // the end of this text: a later push starts a new one, as a new decode would
+    stream_->finish(out);
+    stream_.reset();
+    return out;
+  }
   if (read_offset_ >= ids_.size()) return out;
   if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tok_)) {
     std::string pending;

@@ -1,4 +1,4 @@
-// Unicode normalizers (see normalizer.h).
+// Normalizers (see normalizer.h).
 #include "tokenizer/normalizer.h"
 
 #include <utf8proc.h>
@@ -8,27 +8,84 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "tokenizer/regex.h"
 #include "tokenizer/utf8.h"
 
 namespace nanovllm {
 namespace {
 
-void add_forms(const nlohmann::json& j, std::string_view where, std::vector<Normalizer::Form>& forms) {
+using Form = Normalizer::Form;
+
+void add_steps(const nlohmann::json& j, std::string_view where, std::vector<Normalizer::Step>& steps) {
   if (j.is_null()) return;
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
-    throw std::runtime_error(std::string(where) + ": normalizer must be an object with a \"type\"");
+  auto fail = [&](const std::string& what) { throw std::runtime_error(std::string(where) + ": normalizer " + what); };
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) fail("must be an object with a \"type\"");
   std::string type = j["type"];
-  if (type == "NFC") forms.push_back(Normalizer::Form::nfc);
-  else if (type == "NFD") forms.push_back(Normalizer::Form::nfd);
-  else if (type == "NFKC") forms.push_back(Normalizer::Form::nfkc);
-  else if (type == "NFKD") forms.push_back(Normalizer::Form::nfkd);
-  else if (type == "Sequence") {
-    if (!j.contains("normalizers") || !j["normalizers"].is_array())
-      throw std::runtime_error(std::string(where) + ": Sequence normalizer without a \"normalizers\" list");
-    for (const auto& n : j["normalizers"]) add_forms(n, where, forms);
+  Normalizer::Step s;
+  if (type == "NFC") s.form = Form::nfc;
+  else if (type == "NFD") s.form = Form::nfd;
+  else if (type == "NFKC") s.form = Form::nfkc;
+  else if (type == "NFKD") s.form = Form::nfkd;
+  else if (type == "Prepend") {
+    if (!j.contains("prepend") || !j["prepend"].is_string()) fail("Prepend needs a string \"prepend\"");
+    s.form = Form::prepend;
+    s.text = j["prepend"];
+  } else if (type == "Replace") {
+    s.form = Form::replace;
+    const auto& pat = j.value("pattern", nlohmann::json());
+    if (!j.contains("content") || !j["content"].is_string()) fail("Replace needs a string \"content\"");
+    s.content = j["content"];
+    if (pat.is_object() && pat.contains("String") && pat["String"].is_string()) {
+      s.text = pat["String"];
+      if (s.text.empty()) fail("Replace with an empty String pattern is not supported");
+    } else if (pat.is_object() && pat.contains("Regex") && pat["Regex"].is_string()) {
+      if (s.content.find('$') != std::string::npos)
+        fail("Replace with a Regex pattern and \"$\" group references in its content is not supported");
+      s.regex = std::make_shared<const Regex>(pat["Regex"].get<std::string>(), where);
+    } else {
+      fail("Replace pattern must be {\"String\": ...} or {\"Regex\": ...}");
+    }
+  } else if (type == "Sequence") {
+    if (!j.contains("normalizers") || !j["normalizers"].is_array()) fail("Sequence without a \"normalizers\" list");
+    for (const auto& n : j["normalizers"]) add_steps(n, where, steps);
+    return;
   } else {
-    throw std::runtime_error(std::string(where) + ": normalizer type \"" + type + "\" is not supported");
+    fail("type \"" + type + "\" is not supported (NFC, NFD, NFKC, NFKD, Prepend, Replace, Sequence)");
   }
+  steps.push_back(std::move(s));
+}
+
+// HF's Replace on a NormalizedString: every non-overlapping match, left to right, becomes content.
+bool replace(const Normalizer::Step& st, std::string_view s, std::string& out) {
+  size_t prev = 0, pos = 0, mb, me;
+  bool any = false;
+  std::string r;
+  while (pos <= s.size()) {
+    if (st.regex) {
+      if (!st.regex->find(s, pos, mb, me)) break;
+    } else {
+      mb = s.find(st.text, pos);
+      if (mb == std::string_view::npos) break;
+      me = mb + st.text.size();
+    }
+    any = true;
+    r.append(s.substr(prev, mb - prev));
+    r += st.content;
+    prev = me;
+    if (me == mb) {  // an empty regex match: step over one character, as Onig's find_iter does
+      if (me >= s.size()) break;
+      size_t len;
+      utf8::step(s, me, len);
+      r.append(s.substr(me, len));
+      prev = pos = me + len;
+    } else {
+      pos = me;
+    }
+  }
+  if (!any) return false;
+  r.append(s.substr(std::min(prev, s.size())));
+  out.swap(r);
+  return true;
 }
 
 // A character NFC can never touch: a starter with no canonical decomposition that never comes
@@ -53,6 +110,8 @@ utf8proc_option_t options_for(Normalizer::Form f) {
       return static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
     case Normalizer::Form::nfkd:
       return static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
+    default:
+      break;  // not a Unicode form
   }
   return UTF8PROC_STABLE;
 }
@@ -114,25 +173,40 @@ bool nfc(std::string_view s, std::string& out) {
 
 Normalizer Normalizer::from_json(const nlohmann::json& j, std::string_view where) {
   Normalizer n;
-  add_forms(j, where, n.forms_);
+  add_steps(j, where, n.steps_);
   return n;
 }
 
 bool Normalizer::apply(std::string_view s, std::string& out) const {
-  if (forms_.empty() || is_ascii(s)) return false;  // every form leaves ASCII as it is
-  std::string cur(s);
+  if (steps_.empty()) return false;
+  std::string cur;
+  std::string_view view = s;  // the text so far: s, or cur once a step changed it
   bool changed = false;
-  for (Form f : forms_) {
+  for (const Step& st : steps_) {
     std::string next;
     bool differs;
-    if (f == Form::nfc) {
-      differs = nfc(cur, next);
-    } else {
-      next = utf8proc_form(cur, f);
-      differs = next != cur;
+    switch (st.form) {
+      case Form::prepend:
+        if (view.empty()) continue;  // HF prepends only to non-empty text
+        next = st.text;
+        next.append(view);
+        differs = true;
+        break;
+      case Form::replace:
+        differs = replace(st, view, next);
+        break;
+      case Form::nfc:
+        differs = !is_ascii(view) && nfc(view, next);  // every Unicode form leaves ASCII as it is
+        break;
+      default:
+        if (is_ascii(view)) continue;
+        next = utf8proc_form(view, st.form);
+        differs = next != view;
+        break;
     }
     if (differs) {
       cur.swap(next);
+      view = cur;
       changed = true;
     }
   }

@@ -202,27 +202,31 @@ class JsonReader {
   const std::string& where_;
 };
 
-void check_model(const nlohmann::json& m, const std::string& where) {
+// The BPE model's options; anything that would change ids and is not implemented is refused.
+BpeModel::Options model_options(const nlohmann::json& m, bool byte_level, const std::string& where) {
   auto field = [&](const char* k) { return where + ": model." + k; };
   if (m.contains("type") && m["type"] != "BPE")
-    throw std::runtime_error(field("type") + " \"" + m["type"].dump() + "\" is not supported (only BPE)");
+    throw std::runtime_error(field("type") + " " + m["type"].dump() + " is not supported (only BPE)");
   if (m.contains("dropout") && !m["dropout"].is_null() && m["dropout"].get<double>() != 0.0)
     throw std::runtime_error(field("dropout") + " (BPE dropout) is not supported");
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (m.contains(k) && !m[k].is_null() && !m[k].get<std::string>().empty())
       throw std::runtime_error(field(k) + " \"" + m[k].get<std::string>() + "\" is not supported");
-  if (m.value("byte_fallback", false))
-    throw std::runtime_error(field("byte_fallback") + " is not supported (byte-level BPE only)");
-}
-
-void check_decoder(const nlohmann::json& d, const std::string& where) {
-  if (d.is_object() && d.value("type", std::string()) == "ByteLevel") return;
-  if (d.is_object() && d.value("type", std::string()) == "Sequence" && d.contains("decoders") &&
-      d["decoders"].is_array() && d["decoders"].size() == 1) {
-    check_decoder(d["decoders"][0], where);
-    return;
+  auto flag = [&](const char* k) {
+    if (!m.contains(k) || m[k].is_null()) return false;
+    if (!m[k].is_boolean()) throw std::runtime_error(field(k) + " must be true or false");
+    return m[k].get<bool>();
+  };
+  BpeModel::Options o;
+  o.byte_level = byte_level;
+  o.byte_fallback = flag("byte_fallback");
+  o.fuse_unk = flag("fuse_unk");
+  o.ignore_merges = flag("ignore_merges");
+  if (m.contains("unk_token") && !m["unk_token"].is_null()) {
+    if (!m["unk_token"].is_string()) throw std::runtime_error(field("unk_token") + " must be a string");
+    o.unk_token = m["unk_token"].get<std::string>();
   }
-  throw std::runtime_error(where + ": decoder " + d.dump() + " is not supported (only ByteLevel)");
+  return o;
 }
 
 AddedToken parse_added_token(const nlohmann::json& t, const std::string& where) {
@@ -305,20 +309,18 @@ BpeTokenizer::Parts load_tokenizer_json(std::string_view text, const std::string
 
   if (!have_vocab) throw std::runtime_error(where + ": model.vocab is missing");
   if (!have_merges) throw std::runtime_error(where + ": model.merges is missing");
-  check_model(model, where);
   for (const char* k : {"truncation", "padding"})
     if (top.contains(k) && !top[k].is_null())
       throw std::runtime_error(where + ": \"" + k + "\" is set; truncation and padding are not supported");
-  for (const auto& [a, b] : merges) parts.model.add_merge(a, b, where);
-  parts.model.finish(model.value("ignore_merges", false), where);
-
   parts.normalizer = Normalizer::from_json(top.value("normalizer", nlohmann::json()), where);
   parts.pre_tokenizer = PreTokenizer::from_json(top.value("pre_tokenizer", nlohmann::json()), where);
-  if (!parts.pre_tokenizer.byte_level())
-    throw std::runtime_error(where + ": pre_tokenizer has no ByteLevel step; only byte-level BPE is supported");
-  check_decoder(top.value("decoder", nlohmann::json()), where);
-  // post_processor only adds tokens under add_special_tokens=True and adjusts offsets; encode()
-  // is add_special_tokens=False, so it does not change any id we produce.
+  // A ByteLevel pre-tokenizer makes the vocabulary byte-level (GPT-2's alphabet); without one,
+  // BPE runs on the normalized text's characters (SentencePiece-style).
+  const BpeModel::Options options = model_options(model, parts.pre_tokenizer.byte_level(), where);
+  for (const auto& [a, b] : merges) parts.model.add_merge(a, b, where);
+  parts.model.finish(options, where);
+  parts.decoder = Decoder::from_json(top.value("decoder", nlohmann::json()), where);
+  parts.post_processor = PostProcessor::from_json(top.value("post_processor", nlohmann::json()), where);
   if (top.contains("added_tokens")) {
     if (!top["added_tokens"].is_array()) throw std::runtime_error(where + ": added_tokens must be a list");
     for (const auto& t : top["added_tokens"]) parts.added_tokens.push_back(parse_added_token(t, where));

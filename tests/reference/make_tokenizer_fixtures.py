@@ -1,21 +1,22 @@
 #!/usr/bin/env python3
 """Makes the tokenizer fixtures with Hugging Face tokenizers and transformers (the references).
 
-Run on the GPU machine:  python3 tests/reference/make_tokenizer_fixtures.py TOKENIZER_DIR OUT_DIR
-TOKENIZER_DIR holds Qwen3's tokenizer.json and tokenizer_config.json (scripts/setup.sh fetches them
-into models/qwen3-tokenizer). Writes OUT_DIR/encode.json and OUT_DIR/chat.json.
+Run where Python tokenizers + transformers are (the GPU machine's host):
+    python3 tests/reference/make_tokenizer_fixtures.py [--out OUT_DIR] [TOKENIZER_DIR ...]
+TOKENIZER_DIRs hold tokenizer.json and tokenizer_config.json (default: every models/*-tokenizer,
+which scripts/setup.sh fetches); OUT_DIR defaults to tests/fixtures/tokenizer. For each directory
+models/<name>-tokenizer it writes OUT_DIR/<name>/encode.json: per corpus text the ids of HF
+tokenizers' encode (add_special_tokens=False) and of transformers' tokenizer(text) (add_special_tokens=
+True: transformers may replace tokenizer.json's post-processor, e.g. DeepSeek-V3's BOS), and the
+decodes of both with and without skip_special_tokens. For Qwen3 it also writes OUT_DIR/encode.json
+and OUT_DIR/chat.json as before (the files tests/test_tokenizer.cpp and test_chat_template.cpp read).
 """
+import glob
 import json
 import os
 import random
 import sys
 import unicodedata
-
-import tokenizers
-import transformers
-from tokenizers import Tokenizer
-from transformers import AutoTokenizer
-
 
 def corpus():
     t = []
@@ -133,6 +134,24 @@ def corpus():
         k = rng.randint(2, 5)
         sep = rng.choice([" ", "", "\n", "  ", "\t", ". "])
         t.append(sep.join(rng.choice(pieces) for _ in range(k)))
+    # The other families' special tokens and SentencePiece-style edge cases (after the mixtures,
+    # so the 260 texts above stay what Qwen3's fixture has always held).
+    t += [
+        "<s>Hello</s>", "<s> [INST] hi [/INST]", "text</s>more", "<unk> and <s><s>", "a<s>b",
+        "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n", "<pad><eos><mask>[multimodal]",
+        "<unused0> <unused99><unused6241>", "<table><tr><td>x</td></tr></table> <h1>Title</h1> <br>",
+        "<start_of_image><image_soft_token><end_of_image>",
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>",
+        "<|reserved_special_token_0|> <|python_tag|> <|finetune_right_pad_id|>",
+        "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜>", "<｜fim▁hole｜>a<｜fim▁begin｜>b<｜fim▁end｜>",
+        "<｜end▁of▁sentence｜> <｜tool▁calls▁begin｜>", "<｜place▁holder▁no▁7｜>",
+        "▁ already ▁▁ has ▁▁▁ metaspace ▁chars▁", "<0x41> <0xE4> <0x0A>", "\t\t\t\t tabs \n\n\n\n\n newlines \t\n \n\t",
+        "  two leading spaces", " ", "  ", "▁", "\n", "x" + "\n" * 40, "\t" * 40 + "y",
+        "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ꙮ ꧁꧂ 𓀀𓀁 🫠🫡🫢 ⿰⿱ ㆀ",
+        "Cyrillic Ѣѣ Ѳѳ, Georgian ქართული, Armenian Հայերեն, Ethiopic ግዕዝ, Tamil தமிழ்",
+        "ﾊﾝｶｸ and ＦＵＬＬ， and ①②",
+        "Mr. Smith's car isn't here, is it ? No ! Yes . 'quoted' \" ok \" ",
+    ]
     return t
 
 
@@ -157,23 +176,97 @@ CONVERSATIONS = [
 ]
 
 
-def main():
-    tok_dir = sys.argv[1] if len(sys.argv) > 1 else "models/qwen3-tokenizer"
-    out_dir = sys.argv[2] if len(sys.argv) > 2 else "tests/fixtures/tokenizer"
-    os.makedirs(out_dir, exist_ok=True)
-    print("tokenizers", tokenizers.__version__, "transformers", transformers.__version__)
-    tk = Tokenizer.from_file(os.path.join(tok_dir, "tokenizer.json"))
-    cases = []
-    for text in corpus():
-        ids = tk.encode(text, add_special_tokens=False).ids
-        cases.append({"text": text, "ids": ids,
-                      "decoded": tk.decode(ids, skip_special_tokens=False),
-                      "decoded_skip_special": tk.decode(ids, skip_special_tokens=True)})
-    with open(os.path.join(out_dir, "encode.json"), "w", encoding="utf-8") as f:
-        json.dump({"tokenizer": "qwen3", "reference": "tokenizers %s" % tokenizers.__version__, "cases": cases},
-                  f, ensure_ascii=False, indent=0)
-    print("encode cases:", len(cases))
+def tokenizer_dirs(args):
+    """(out_dir, [tokenizer dirs]) from the command line."""
+    out_dir = "tests/fixtures/tokenizer"
+    dirs = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--out":
+            out_dir = args[i + 1]
+            i += 2
+            continue
+        dirs.append(args[i])
+        i += 1
+    if not dirs:
+        dirs = sorted(glob.glob("models/*-tokenizer"))
+    for d in dirs:
+        if not os.path.isfile(os.path.join(d, "tokenizer.json")):
+            sys.exit("%s: no tokenizer.json there" % d)
+    return out_dir, dirs
 
+
+def fixture_name(tok_dir):
+    name = os.path.basename(os.path.normpath(tok_dir))
+    return name[: -len("-tokenizer")] if name.endswith("-tokenizer") else name
+
+
+def encode_cases(tok_dir, texts):
+    """Per text: HF tokenizers' ids and decodes, and transformers' ids with special tokens."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    tk = Tokenizer.from_file(os.path.join(tok_dir, "tokenizer.json"))
+    at = AutoTokenizer.from_pretrained(tok_dir)
+    cases = []
+    for text in texts:
+        ids = tk.encode(text, add_special_tokens=False).ids
+        ids_special = at(text, add_special_tokens=True)["input_ids"]
+        case = {"text": text, "ids": ids,
+                "decoded": tk.decode(ids, skip_special_tokens=False),
+                "decoded_skip_special": tk.decode(ids, skip_special_tokens=True),
+                "ids_special": ids_special,
+                "decoded_special": tk.decode(ids_special, skip_special_tokens=False),
+                "decoded_special_skip_special": tk.decode(ids_special, skip_special_tokens=True)}
+        # Where the two libraries disagree, keep both so the difference shows.
+        ids_tk_special = tk.encode(text, add_special_tokens=True).ids
+        if ids_tk_special != ids_special:
+            case["ids_special_tokenizers"] = ids_tk_special
+        ids_at = at(text, add_special_tokens=False)["input_ids"]
+        if ids_at != ids:
+            case["ids_transformers"] = ids_at
+        cases.append(case)
+    return cases
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=0)
+
+
+def main():
+    import tokenizers
+    import transformers
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    out_dir, dirs = tokenizer_dirs(sys.argv[1:])
+    print("tokenizers", tokenizers.__version__, "transformers", transformers.__version__)
+    reference = "tokenizers %s, transformers %s" % (tokenizers.__version__, transformers.__version__)
+    texts = corpus()
+    for tok_dir in dirs:
+        name = fixture_name(tok_dir)
+        cases = encode_cases(tok_dir, texts)
+        write_json(os.path.join(out_dir, name, "encode.json"), {"tokenizer": name, "reference": reference, "cases": cases})
+        differ = sum("ids_special_tokenizers" in c for c in cases)
+        print("%s: %d encode cases (%d where transformers' special tokens differ from tokenizers')" %
+              (name, len(cases), differ))
+        if name == "qwen3":
+            write_qwen3_legacy(tok_dir, out_dir, cases)
+
+
+def write_qwen3_legacy(tok_dir, out_dir, cases):
+    """Qwen3's original fixtures: encode.json (no special tokens) and chat.json."""
+    import tokenizers
+    import transformers
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    legacy = [{k: c[k] for k in ("text", "ids", "decoded", "decoded_skip_special")} for c in cases]
+    write_json(os.path.join(out_dir, "encode.json"),
+               {"tokenizer": "qwen3", "reference": "tokenizers %s" % tokenizers.__version__, "cases": legacy})
+    tk = Tokenizer.from_file(os.path.join(tok_dir, "tokenizer.json"))
     at = AutoTokenizer.from_pretrained(tok_dir)
     chats = []
     for conv in CONVERSATIONS:
@@ -183,11 +276,13 @@ def main():
                 ids = tk.encode(rendered, add_special_tokens=False).ids
                 chats.append({"messages": conv, "add_generation_prompt": agp, "enable_thinking": think,
                               "rendered": rendered, "ids": ids})
-    with open(os.path.join(out_dir, "chat.json"), "w", encoding="utf-8") as f:
-        json.dump({"reference": "transformers %s apply_chat_template" % transformers.__version__, "cases": chats},
-                  f, ensure_ascii=False, indent=0)
-    print("chat cases:", len(chats))
+    write_json(os.path.join(out_dir, "chat.json"),
+               {"reference": "transformers %s apply_chat_template" % transformers.__version__, "cases": chats})
+    print("qwen3: chat cases:", len(chats))
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--corpus":  # the texts alone, for tests/node/tokenizer.test.mjs
+        json.dump(corpus(), sys.stdout, ensure_ascii=False)
+        sys.exit(0)
     main()
