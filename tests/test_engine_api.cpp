@@ -266,3 +266,33 @@ TEST_F(WithTokenizer, CompletionTextSkipsSpecialAndUnknownIds) {
 
 }  // namespace
 }  // namespace nanovllm
+
+namespace nanovllm {
+namespace {
+
+// vLLM's tokenization of text prompts: with the tokenizer's special tokens. Llama 3's tokenizer
+// puts <|begin_of_text|> (128000) first; a rendered chat carries its own and gets none added.
+TEST(EngineApi, TextPromptsGetTheTokenizersSpecialTokens) {
+  namespace fs = std::filesystem;
+  const fs::path tok = fs::path(NANOVLLM_SOURCE_DIR) / "models/llama3_1-tokenizer";
+  if (!fs::exists(tok / "tokenizer.json")) GTEST_SKIP() << "models/llama3_1-tokenizer is missing (scripts/setup.sh)";
+  const fs::path dir = fs::temp_directory_path() / ("nanovllm_llama_bos_" + std::to_string(::getpid()));
+  RandomModelSpec spec = random_model_preset("tiny", ModelArch::llama);
+  spec.dtype = DType::f32;
+  spec.vocab_size = 128256;
+  spec.bos_token_id = 128000;
+  spec.eos_token_ids = {128009};
+  write_random_model(spec, dir);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(tok / f, dir / f);
+  LLM llm(dir.string(), fixtures::cpu_engine_config(16, 256, 64));
+  const auto ids = llm.encode("Hello world");
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids.front(), 128000);
+  EXPECT_EQ(llm.encode("Hello world", false), std::vector<int32_t>(ids.begin() + 1, ids.end()));
+  const auto out = llm.generate({"Hello world"}, fixtures::greedy(2), false)[0];
+  EXPECT_EQ(out.prompt_token_ids, ids);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace nanovllm

@@ -63,7 +63,10 @@ class LLM {
   // tokenizer; these may be called from any thread, also while another thread steps.
   bool has_tokenizer() const;
   const Tokenizer& tokenizer() const;
-  std::vector<int32_t> encode(const std::string& text) const;
+  // HF's tokenizer.encode: add_special_tokens applies the tokenizer's post-processor (Llama and
+  // Gemma put BOS first; Qwen adds nothing). Text prompts go through it as vLLM tokenizes them;
+  // a rendered chat template already holds its special tokens (use false).
+  std::vector<int32_t> encode(const std::string& text, bool add_special_tokens = true) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt = true,
                                   bool enable_thinking = true) const;

@@ -25,8 +25,9 @@ class Tokenizer:
     def __init__(self, engine: "_core.Engine") -> None:
         self._engine = engine
 
-    def encode(self, text: str) -> List[int]:
-        return self._engine.encode(text)
+    def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
+        """HF's encode: add_special_tokens applies the tokenizer's post-processor (Llama's BOS)."""
+        return self._engine.encode(text, add_special_tokens)
 
     def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self._engine.decode(list(token_ids), skip_special_tokens)
@@ -35,7 +36,7 @@ class Tokenizer:
                             add_generation_prompt: bool = True, enable_thinking: bool = True) -> Union[str, List[int]]:
         msgs = [{k: str(v) for k, v in m.items() if v is not None} for m in messages]
         text = self._engine.apply_chat_template(msgs, add_generation_prompt, enable_thinking)
-        return self.encode(text) if tokenize else text
+        return self.encode(text, add_special_tokens=False) if tokenize else text
 
 
 class LLM:

@@ -179,7 +179,7 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("request_id"), py::arg("logprobs") = false, py::arg("prompt_logprobs") = false)
       .def("has_tokenizer", &LLM::has_tokenizer)
-      .def("encode", &LLM::encode)
+      .def("encode", &LLM::encode, py::arg("text"), py::arg("add_special_tokens") = true)
       .def("decode",
            [](const LLM& llm, const std::vector<int32_t>& ids, bool skip_special) {
              return py::bytes(llm.tokenizer().decode(ids, skip_special)).attr("decode")("utf-8", "replace");

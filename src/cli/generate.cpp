@@ -131,7 +131,7 @@ void run(GenerateArgs& a) {
       throw std::invalid_argument("--prompt needs a tokenizer, and '" + a.config.model +
                                   "' has no tokenizer.json (use --prompt-ids)");
     std::string text = a.chat ? llm.apply_chat_template({{"user", p.text, ""}}, true, !a.no_thinking) : p.text;
-    ids.push_back(llm.encode(text));
+    ids.push_back(llm.encode(text, /*add_special_tokens=*/!a.chat));  // the template holds its own
   }
   SamplingParams params = llm.default_sampling_params();
   for (const auto& set : a.params_set) set(params);

@@ -56,7 +56,9 @@ RequestOutput LLM::take_output(int64_t request_id) { return engine_->take_output
 
 bool LLM::has_tokenizer() const { return engine_->has_tokenizer(); }
 const Tokenizer& LLM::tokenizer() const { return engine_->tokenizer(); }
-std::vector<int32_t> LLM::encode(const std::string& text) const { return engine_->tokenizer().encode(text); }
+std::vector<int32_t> LLM::encode(const std::string& text, bool add_special_tokens) const {
+  return engine_->tokenizer().encode(text, add_special_tokens);
+}
 std::string LLM::decode(const std::vector<int32_t>& ids) const { return engine_->tokenizer().decode(ids); }
 std::string LLM::apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                                      bool enable_thinking) const {

@@ -182,7 +182,7 @@ int64_t LLMEngine::add_request(std::vector<int32_t> prompt, const SamplingParams
 }
 
 int64_t LLMEngine::add_request(const std::string& prompt, const SamplingParams& params) {
-  return add_request(tokenizer().encode(prompt), params);
+  return add_request(tokenizer().encode(prompt, /*add_special_tokens=*/true), params);  // vLLM's rule for text prompts
 }
 
 std::vector<StepOutput> LLMEngine::step() {
@@ -309,7 +309,7 @@ std::vector<RequestOutput> LLMEngine::generate(const std::vector<std::string>& p
                                                const std::vector<SamplingParams>& params, bool use_tqdm) {
   std::vector<std::vector<int32_t>> ids;
   ids.reserve(prompts.size());
-  for (const std::string& p : prompts) ids.push_back(tokenizer().encode(p));
+  for (const std::string& p : prompts) ids.push_back(tokenizer().encode(p, /*add_special_tokens=*/true));
   return generate(ids, params, use_tqdm);
 }
 

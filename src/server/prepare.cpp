@@ -11,9 +11,11 @@
 namespace nanovllm::server {
 namespace {
 
+// vLLM's defaults: a completions prompt with the tokenizer's special tokens (Llama's BOS), a
+// rendered chat without (the template wrote them).
 std::vector<int32_t> tokenize(const Tokenizer& tok, const std::string& text, const std::string& param) {
   try {
-    return tok.encode(text);
+    return tok.encode(text, /*add_special_tokens=*/param != "messages");
   } catch (const std::exception& e) {
     throw bad_request(param, std::string("cannot tokenize '") + param + "': " + e.what());
   }
