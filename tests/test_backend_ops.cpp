@@ -25,6 +25,15 @@ namespace {
 
 float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
+// Tolerances on the relative L2 error against the float32 CPU op: what the kernels achieve (the
+// [achieved] lines, measured on an H100 at b5a7467: docs/cuda.md), with about 2x headroom. One
+// bf16 rounding of the output alone gives ~1.6e-3. Ops added since (gelu_tanh, windows, softcap,
+// biases) keep 1e-2 until a GPU run measures them.
+constexpr double kBf16Out = 4e-3;    // one rounding: rms_norm, linear, silu_mul, q/k: achieved 1.6-1.7e-3
+constexpr double kBf16Chain = 5e-3;  // norm_linear, linear_add, attention: achieved up to 2.4e-3
+constexpr double kF32 = 1e-6;        // float32 throughout: achieved up to 1.4e-7
+constexpr double kUnmeasured = 1e-2;
+
 // One value living on both backends: f32 on the CPU, `gpu_dtype` on the GPU.
 struct Both {
   Tensor c, g;
@@ -180,7 +189,7 @@ TEST_F(BackendOps, RmsNorm) {
                   Case{3, 30, DType::f32}}) {
     SCOPED_TRACE("rows " + std::to_string(cs.rows) + " hidden " + std::to_string(cs.hidden) + " " + dtype_name(cs.dt));
     const size_t n = size_t(cs.rows) * cs.hidden;
-    const double tol = cs.dt == DType::f32 ? 1e-5 : 1e-2;
+    const double tol = cs.dt == DType::f32 ? kF32 : kBf16Out;
     Both x = make({cs.rows, cs.hidden}, randn(n, 2.f), cs.dt);
     std::vector<float> wv = randn(cs.hidden, 0.3f);
     for (auto& w : wv) w = round_bf16(w + 1.f);
@@ -258,7 +267,7 @@ TEST_F(BackendOps, Linear) {
     Both o = out({cs.m, cs.n}, cs.out);
     cpu_->linear(x.c, w.c, o.c);
     gpu_->linear(x.g, w.g, o.g);
-    const double tol = cs.out == DType::f32 ? 1e-4 : 1e-2;
+    const double tol = cs.out == DType::f32 ? kF32 : kBf16Chain;
     expect_close(host(o.c), download(o.g), tol, "linear");
     // out += x w^T onto earlier contents (beta = 1; the skinny GEMM's add at small m). The first
     // call at a decode size times its candidates on this very output: it must come out added to
@@ -284,7 +293,7 @@ TEST_F(BackendOps, NormLinear) {
     Both o = out({cs.m, cs.n}, DType::bf16), normed = out({cs.m, cs.k}, DType::bf16);
     cpu_->norm_linear(x.c, g.c, 1e-6f, w.c, o.c, normed.c);
     gpu_->norm_linear(x.g, g.g, 1e-6f, w.g, o.g, normed.g);
-    expect_close(host(o.c), download(o.g), 1e-2, "norm_linear");
+    expect_close(host(o.c), download(o.g), kBf16Chain, "norm_linear");
   }
 }
 
@@ -300,7 +309,8 @@ TEST_F(BackendOps, ActMul) {
       Both o = out({cs.rows, cs.inter}, cs.dt);
       cpu_->act_mul(x.c, FoldedNorm{}, act, o.c);
       gpu_->act_mul(x.g, FoldedNorm{}, act, o.g);
-      expect_close(host(o.c), download(o.g), cs.dt == DType::f32 ? 1e-5 : 1e-2, name);
+      const double tol = act != Activation::silu ? kUnmeasured : cs.dt == DType::f32 ? kF32 : kBf16Out;
+      expect_close(host(o.c), download(o.g), tol, name);
       // A folded norm: rows scaled by 1/rms of the residual rows h first (hidden sizes with and
       // without 16-byte vectors).
       for (int hidden : {1024, 100}) {
@@ -308,8 +318,7 @@ TEST_F(BackendOps, ActMul) {
         Both o2 = out({cs.rows, cs.inter}, cs.dt);
         cpu_->act_mul(x.c, FoldedNorm{&h.c, 1e-6f}, act, o2.c);
         gpu_->act_mul(x.g, FoldedNorm{&h.g, 1e-6f}, act, o2.g);
-        expect_close(host(o2.c), download(o2.g), cs.dt == DType::f32 ? 1e-5 : 1e-2,
-                     name + " folded, hidden " + std::to_string(hidden));
+        expect_close(host(o2.c), download(o2.g), tol, name + " folded, hidden " + std::to_string(hidden));
       }
     }
   }
@@ -359,8 +368,8 @@ TEST_F(BackendOps, QkNormRopeStore) {
     gpu_->qk_norm_rope_store({qkv.g, FoldedNorm{}, Tensor{}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq,
                               cs.hkv, dev_i32(slots)},
                              {kc.g, vc.g}, q.g);
-    expect_close(host(q.c), download(q.g), 1e-2, "q_out");
-    expect_close(host(kc.c), download(kc.g), 1e-2, "k_cache");
+    expect_close(host(q.c), download(q.g), kBf16Out, "q_out");
+    expect_close(host(kc.c), download(kc.g), kBf16Out, "k_cache");
     expect_close(host(vc.c), download(vc.g), 0.0, "v_cache");  // v is copied, not computed
 
     // A folded norm: q, k and v of token t scaled by 1/rms of the residual row h[t] first.
@@ -374,8 +383,8 @@ TEST_F(BackendOps, QkNormRopeStore) {
                                 1e-6f, cs.hq, cs.hkv, dev_i32(slots)},
                                {kc.g, vc.g}, q2.g);
       const std::string what = " (folded, hidden " + std::to_string(hidden) + ")";
-      expect_close(host(q2.c), download(q2.g), 1e-2, "q_out" + what);
-      expect_close(host(kc.c), download(kc.g), 1e-2, "k_cache" + what);
+      expect_close(host(q2.c), download(q2.g), kBf16Out, "q_out" + what);
+      expect_close(host(kc.c), download(kc.g), kBf16Out, "k_cache" + what);
       expect_close(host(vc.c), download(vc.g), 1e-2, "v_cache" + what);
     }
   }
@@ -545,7 +554,8 @@ class AttentionOps : public BackendOps {
       gpu_->synchronize();  // the inputs were issued on gpu_'s stream
       be.attention(in.q.g, {in.kc.g, in.vc.g}, in.gpu_meta, in.opts, in.o.g);
       be.synchronize();
-      expect_close(host(in.o.c), download(in.o.g), 1e-2,
+      const bool plain = in.opts.window == 0 && in.opts.softcap == 0;
+      expect_close(host(in.o.c), download(in.o.g), plain ? kBf16Chain : kUnmeasured,
                    "attention " + ac.name + (p ? " partition " + std::to_string(p) : ""));
     }
   }
@@ -759,7 +769,7 @@ TEST_F(BackendOps, GraphReplay) {
     gpu_->upload_convert(hx, x.g);
     gpu_->replay_graph(handle);
     ops(*cpu_, false);
-    expect_close(host(a.c), download(a.g), 2e-2, "graph replay round " + std::to_string(round));
+    expect_close(host(a.c), download(a.g), 8e-3, "graph replay round " + std::to_string(round));  // achieved 3.9e-3
   }
   EXPECT_THROW(gpu_->replay_graph(handle + 1), std::invalid_argument);
 }
