@@ -181,6 +181,42 @@ TEST_F(BackendOps, EmbeddingScaled) {
   }
 }
 
+// Tensor parallelism's vocabulary shard: ids outside [start, start + rows) give zero rows.
+TEST_F(BackendOps, EmbeddingShard) {
+  const int S = 300, H = 128, V = 1000, start = 400;
+  Both table = make({S, H}, randn(size_t(S) * H));
+  std::vector<int32_t> ids = {0, 399, 400, 401, 550, 699, 700, 999, 450};
+  Both idx = make_int({static_cast<int64_t>(ids.size())}, ids, DType::i32);
+  for (float scale : {1.0f, 11.3137f}) {
+    Both o = out({static_cast<int64_t>(ids.size()), H});
+    cpu_->embedding_shard(idx.c, table.c, start, V, o.c, scale);
+    gpu_->embedding_shard(idx.g, table.g, start, V, o.g, scale);
+    const std::vector<float> ref = host(o.c), got = download(o.g);
+    expect_close(ref, got, scale == 1.0f ? 0.0 : kBf16Out, "embedding_shard");
+    for (size_t t = 0; t < ids.size(); ++t) {
+      const bool mine = ids[t] >= start && ids[t] < start + S;
+      for (int h = 0; h < H; ++h) {
+        if (!mine) ASSERT_EQ(got[t * H + h], 0.0f) << "id " << ids[t];
+        else ASSERT_EQ(ref[t * H + h], host(table.c)[(ids[t] - start) * H + h] * scale);
+      }
+    }
+  }
+}
+
+// A shard's logits into the whole vocabulary's rows (f32, exact).
+TEST_F(BackendOps, CopyColumns) {
+  const int R = 5, M = 37, N = 100;
+  Both src = make({R, M}, randn(size_t(R) * M), DType::f32);
+  Both dst = out({R, N}, DType::f32);
+  cpu_->copy_columns(src.c, 3, dst.c, 60, 31);
+  gpu_->copy_columns(src.g, 3, dst.g, 60, 31);
+  const std::vector<float> got = download(dst.g), s = host(src.c);
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < 31; ++k) ASSERT_EQ(got[r * N + 60 + k], s[r * M + 3 + k]);
+  EXPECT_THROW(gpu_->copy_columns(src.g, 10, dst.g, 0, 30), std::invalid_argument);  // past src's columns
+  EXPECT_THROW(gpu_->copy_columns(src.g, 0, dst.g, 80, 30), std::invalid_argument);  // past dst's
+}
+
 // ---- rms_norm and scale_columns ---------------------------------------------------------------
 TEST_F(BackendOps, RmsNorm) {
   struct Case { int rows, hidden; DType dt; };

@@ -1,6 +1,6 @@
 // The engine on the CUDA backend (bf16) against the Hugging Face fixtures: KV sizing from free
 // memory, decode through captured CUDA graphs (batches padded to a captured size) and eagerly,
-// chunked prefill and preemption. bf16 rounding may flip a near tie, so a continuation must
+// chunked prefill and preemption, tensor parallel on two GPUs. bf16 rounding may flip a near tie, so a continuation must
 // follow HF's greedy path until a step whose float64 top-2 margin is small (then it may part).
 // Skips without a usable GPU.
 #include <gtest/gtest.h>
@@ -95,6 +95,23 @@ TEST_P(EngineCuda, ChunkedPrefillAndPreemption) {
   EngineStats s;
   run_all(c, "chunked + preempted", &s);
   if (load_cases(GetParam()).size() >= 12) EXPECT_GT(s.num_preemptions, 0);  // the Qwen3 fixtures' 12 prompts overflow
+}
+
+// Tensor parallelism over two GPUs (NCCL, one process a GPU, decode graphs holding the
+// collectives): the same criterion against HF. Skips on one GPU (scripts/multi_gpu.sh runs it).
+TEST_P(EngineCuda, TensorParallelTwoGpus) {
+  if (cuda_device_count() < 2) GTEST_SKIP() << "needs 2 GPUs, " << cuda_device_count() << " visible";
+  EngineConfig c = config();
+  c.tensor_parallel_size = 2;
+  EngineStats s;
+  run_all(c, "tp 2, graphs", &s);
+  EXPECT_EQ(s.num_free_blocks, s.num_kvcache_blocks);
+  c.enforce_eager = true;
+  c.kvcache_block_size = 4;
+  c.num_kvcache_blocks = 66;
+  c.max_num_batched_tokens = 40;
+  c.max_num_seqs = 12;
+  run_all(c, "tp 2, eager, chunked + preempted");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineCuda, ::testing::ValuesIn(fixtures::all_fixture_models()),

@@ -58,7 +58,9 @@ class GraphEmulatingBackend : public Backend {
   void do_upload_convert(const Tensor& s, Tensor& d) override { b_->upload_convert(s, d); }
   void do_scale_columns(Tensor& w, const Tensor& s) override { b_->scale_columns(w, s); }
   void do_check_attention_shape(int bs, int hd, int g) const override { b_->check_attention_shape(bs, hd, g); }
-  void do_embedding(const Tensor& i, const Tensor& t, Tensor& o, float s) override { b_->embedding(i, t, o, s); }
+  void do_embedding(const Tensor& i, const Tensor& t, int64_t start, Tensor& o, float s) override {
+    b_->embedding_shard(i, t, start, start + t.size(0), o, s);
+  }
   void do_rms_norm(const Tensor& x, const Tensor& w, float e, Tensor& o) override { b_->rms_norm(x, w, e, o); }
   void do_rms_norm_add(const Tensor& x, const Tensor& w, float e, Tensor& r) override { b_->rms_norm_add(x, w, e, r); }
   void do_add_bias(Tensor& x, const Tensor& b) override { b_->add_bias(x, b); }
@@ -86,6 +88,11 @@ class GraphEmulatingBackend : public Backend {
   }
   void do_reset_token_counts(const TokenCounts& c, int row, const Tensor& p, const Tensor& o) override {
     b_->reset_token_counts(c, row, p, o);
+  }
+  void do_all_reduce(Tensor& x) override { b_->all_reduce(x); }
+  void do_gather(const Tensor& x, Tensor& o) override { b_->gather(x, o); }
+  void do_copy_columns(const Tensor& s, int64_t sc, Tensor& d, int64_t dc, int64_t w) override {
+    b_->copy_columns(s, sc, d, dc, w);
   }
 
  private:

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "nanovllm/device.h"
 
@@ -14,7 +15,7 @@ struct EngineConfig {
   int max_num_seqs = 512;             // sequences in one step
   int max_model_len = 4096;           // capped by the model's max_position_embeddings
   float gpu_memory_utilization = 0.9f;
-  int tensor_parallel_size = 1;
+  int tensor_parallel_size = 1;       // ranks, one process (and one GPU) each; rank 0 is this process
   bool enforce_eager = false;         // CUDA: no graphs
   int kvcache_block_size = 256;       // tokens per KV block
   int num_kvcache_blocks = -1;        // -1: sized from memory
@@ -32,6 +33,16 @@ struct EngineConfig {
   // The chat template instead of the model's (vLLM's --chat-template): a file's path, or the
   // Jinja text itself; empty: the model's own.
   std::string chat_template;
+  // How tensor-parallel ranks 1..N-1 start: the program and its first arguments (the worker
+  // appends its own). Empty: the `nanovllm` executable ($NANOVLLM_WORKER, else beside this
+  // program, else on PATH) with `worker`. The Python package runs its interpreter.
+  std::vector<std::string> worker_command;
+  // Across hosts (vLLM's names): the group forms through rank 0's TCP rendezvous at
+  // master_addr:master_port. Only one node runs a model yet (docs/tensor-parallel.md).
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
 };
 
 }  // namespace nanovllm

@@ -1,6 +1,7 @@
 """LLM: nano-vLLM's offline API (generate, chat, the step API) over the C++ engine."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -58,6 +59,12 @@ class LLM:
                 setattr(config, key, value)
             except TypeError:
                 raise TypeError(f"LLM() argument '{key}' cannot be {value!r} ({type(value).__name__})") from None
+        if config.tensor_parallel_size > 1 and not config.worker_command:
+            # Ranks 1..N-1 run this interpreter with this package (nanovllm._worker).
+            package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            config.worker_command = [sys.executable, "-c",
+                                     f"import sys; sys.path.insert(0, {package_parent!r}); "
+                                     "from nanovllm._worker import main; main()"]
         self._engine = _core.Engine(config)
         self._samples_left: Dict[int, int] = {}     # request id -> samples still running
         self._wants: Dict[int, Tuple[bool, bool]] = {}  # request id -> (logprobs, prompt_logprobs) asked

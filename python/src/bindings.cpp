@@ -10,6 +10,7 @@
 #include <variant>
 #include <vector>
 
+#include "engine/tp_group.h"
 #include "nanovllm/llm.h"
 #include "tokenizer/tokenizer.h"
 
@@ -123,9 +124,19 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("num_threads", &EngineConfig::num_threads)
       .def_readwrite("max_logprobs", &EngineConfig::max_logprobs)
       .def_readwrite("generation_config", &EngineConfig::generation_config)
+      .def_readwrite("worker_command", &EngineConfig::worker_command)
       .def_property(
           "device", [](const EngineConfig& c) { return c.device ? std::string(to_string(*c.device)) : "auto"; },
           [](EngineConfig& c, const std::string& d) { c.device = parse_device(d); });
+
+  // A tensor-parallel rank other than 0 (python -m nanovllm._worker, started by rank 0's engine).
+  m.def(
+      "_run_worker",
+      [](const std::string& control, int rank) {
+        py::gil_scoped_release release;
+        return run_worker(control, rank);
+      },
+      py::arg("control"), py::arg("rank"));
 
   py::class_<SamplingParams>(m, "SamplingParams")
       .def(py::init<>())

@@ -19,8 +19,17 @@ bool cuda_available(std::string* why) {
 #endif
 }
 
+int cuda_device_count() {
+#ifdef NANOVLLM_WITH_CUDA
+  return cuda_available() ? cuda_visible_devices() : 0;
+#else
+  return 0;
+#endif
+}
+
 BackendOptions BackendOptions::with_env(const EnvOptions& env) const {
   BackendOptions o = *this;
+  o.nccl_library = env.nccl_library;
   o.cuda_sync = env.cuda_sync;
   o.decode_partition = env.decode_partition;
   o.pdl = env.pdl;

@@ -178,6 +178,10 @@ class Backend {
   // ---- ops (all tensors in this backend's memory; `out` pre-allocated) ----
   // out[t, :] = table[ids[t], :] * scale   ids i32 [T], table [V, H], out [T, H] (Gemma scales by sqrt(H))
   void embedding(const Tensor& ids, const Tensor& table, Tensor& out, float scale = 1.0f);
+  // The same over a shard of the vocabulary (tensor parallelism): table [S, H] holds rows
+  // [vocab_start, vocab_start + S) of a [vocab_size, H] table; rows of ids outside it are zero.
+  void embedding_shard(const Tensor& ids, const Tensor& table, int64_t vocab_start, int64_t vocab_size, Tensor& out,
+                       float scale = 1.0f);
   // out = x / rms(x) * w                    x, out [T, H], w [H]
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out);
   // residual += x / rms(x) * w              x, residual [T, H], w [H]: a norm on a sublayer's output
@@ -225,6 +229,27 @@ class Backend {
   // empty), the prompt's ids prompt_ids (i32) marked.
   void reset_token_counts(const TokenCounts& counts, int row, const Tensor& prompt_ids, const Tensor& output_ids);
 
+  // ---- tensor parallelism: one backend per rank (each a process), joined in a group ----
+  // Rank 0, before the other ranks start: a new group of `world` ranks, and the id every rank
+  // (rank 0 too) joins it with. CPU: a shared-memory region's name; CUDA: an NCCL unique id.
+  virtual std::string new_group_id(int world);
+  // Joins the group `id` as `rank` of `world`; returns when every rank has joined.
+  virtual void join_group(const std::string& id, int rank, int world);
+  // From any thread: the group's collectives, waiting or to come, fail with `reason` (a rank
+  // died) rather than wait for ever.
+  virtual void abort_group(const std::string& reason) { (void)reason; }
+  int group_rank() const { return group_rank_; }
+  int group_size() const { return group_size_; }
+  // x = the sum over the group's ranks of x (in place; every rank gets the same values). On one
+  // rank, nothing. Graph-safe.
+  void all_reduce(Tensor& x);
+  // Rank 0's out [world * rows(x), cols(x)] gets every rank's x, in rank order; the other ranks
+  // pass an undefined out. Graph-safe.
+  void gather(const Tensor& x, Tensor& out);
+  // dst[:, dst_col : dst_col + width] = src[:, src_col : src_col + width]   src [R, M], dst [R, N],
+  // the same dtype (a shard's logits into the whole vocabulary's row)
+  void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width);
+
  protected:
   // The ops with their arguments checked (op_contract.cpp).
   virtual void do_upload_convert(const Tensor& host_src, Tensor& dst) = 0;
@@ -232,7 +257,9 @@ class Backend {
   // Limits of this backend's attention kernels beyond the contract's (block_size >= 1, head_dim
   // even and >= 2); throws std::invalid_argument naming the one exceeded.
   virtual void do_check_attention_shape(int block_size, int head_dim, int q_heads_per_kv_head) const {}
-  virtual void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out, float scale) = 0;
+  // Rows of ids outside [vocab_start, vocab_start + table rows) are zero.
+  virtual void do_embedding(const Tensor& ids, const Tensor& table, int64_t vocab_start, Tensor& out,
+                            float scale) = 0;
   virtual void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
   virtual void do_rms_norm_add(const Tensor& x, const Tensor& w, float eps, Tensor& residual) = 0;
   virtual void do_add_bias(Tensor& x, const Tensor& bias) = 0;
@@ -253,6 +280,11 @@ class Backend {
                            LogprobsOut& out) = 0;
   virtual void do_reset_token_counts(const TokenCounts& counts, int row, const Tensor& prompt_ids,
                                      const Tensor& output_ids) = 0;
+  // Collectives over the joined group (called only when it has more than one rank).
+  virtual void do_all_reduce(Tensor& x) = 0;
+  virtual void do_gather(const Tensor& x, Tensor& out) = 0;
+  virtual void do_copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width) = 0;
+  int group_rank_ = 0, group_size_ = 1;
 };
 
 inline DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
@@ -275,6 +307,7 @@ struct BackendOptions {
   int decode_partition = 0;    // tokens per decode-attention split at most; 0 = the backend's default
   bool pdl = true;             // kernels may start while the one before them finishes
   bool gemm_tune_all = false;  // time GEMM candidates at every decode batch size, not powers of two only
+  std::string nccl_library;    // CUDA tensor parallelism: libnccl.so.2's path; empty = the usual places
   // These options with the environment's switches.
   BackendOptions with_env(const EnvOptions& env) const;
 };
@@ -283,5 +316,7 @@ struct BackendOptions {
 std::unique_ptr<Backend> make_backend(DeviceKind device, const BackendOptions& opts = {});
 // True when the CUDA backend is built in and a usable GPU is present; `why` says why not.
 bool cuda_available(std::string* why = nullptr);
+// GPUs the CUDA backend can see (0 without it).
+int cuda_device_count();
 
 }  // namespace nanovllm

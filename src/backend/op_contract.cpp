@@ -2,7 +2,9 @@
 // call the backend's do_ op. Errors are std::invalid_argument "op: what", naming the tensor and
 // what was expected. Messages are built only when a check fails: these run for every op of an
 // eager step. Values an op indexes with are checked where the host can read them.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -230,7 +232,73 @@ void Backend::embedding(const Tensor& ids, const Tensor& table, Tensor& out, flo
   c.shape(out, "out", {ids.numel(), table.size(1)});
   c.that(std::isfinite(scale), [&] { return "scale " + std::to_string(scale) + " is not finite"; });
   if (c.host_visible()) check_row_indices(c, "token id", ids, table.size(0), "the vocabulary");
-  do_embedding(ids, table, out, scale);
+  do_embedding(ids, table, 0, out, scale);
+}
+
+void Backend::embedding_shard(const Tensor& ids, const Tensor& table, int64_t vocab_start, int64_t vocab_size,
+                              Tensor& out, float scale) {
+  const Check c(*this, "embedding_shard");
+  c.dtype(ids, "ids", DType::i32);
+  c.floating(table, "table");
+  c.floating(out, "out");
+  c.that(table.ndim == 2, [&] { return "table has shape " + table.shape_str() + ", expected [S, H]"; });
+  c.that(vocab_start >= 0 && vocab_start < std::max<int64_t>(vocab_size, 1) && vocab_start <= INT32_MAX, [&] {
+    return "vocab_start " + std::to_string(vocab_start) + " is outside the vocabulary [0, " +
+           std::to_string(vocab_size) + ")";
+  });
+  c.shape(out, "out", {ids.numel(), table.size(1)});
+  c.that(std::isfinite(scale), [&] { return "scale " + std::to_string(scale) + " is not finite"; });
+  if (c.host_visible()) check_row_indices(c, "token id", ids, vocab_size, "the vocabulary");
+  do_embedding(ids, table, vocab_start, out, scale);
+}
+
+std::string Backend::new_group_id(int world) {
+  (void)world;
+  throw std::invalid_argument("the " + name() + " backend has no tensor parallelism");
+}
+
+void Backend::join_group(const std::string& id, int rank, int world) {
+  (void)id, (void)rank, (void)world;
+  throw std::invalid_argument("the " + name() + " backend has no tensor parallelism");
+}
+
+void Backend::all_reduce(Tensor& x) {
+  const Check c(*this, "all_reduce");
+  c.floating(x, "x");
+  if (group_size_ > 1) do_all_reduce(x);
+}
+
+void Backend::gather(const Tensor& x, Tensor& out) {
+  const Check c(*this, "gather");
+  c.floating(x, "x");
+  if (group_rank_ == 0) {
+    c.same_dtype(x, "x", out, "out");
+    c.here(out, "out");
+    c.matrix(out, "out", group_size_ * rows_of(x), cols_of(x));
+  }
+  if (group_size_ > 1) {
+    do_gather(x, out);
+  } else if (x.data != out.data) {
+    Tensor o = out.view({rows_of(out), cols_of(out)});
+    do_copy_columns(x.view({rows_of(x), cols_of(x)}), 0, o, 0, cols_of(x));
+  }
+}
+
+void Backend::copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width) {
+  const Check c(*this, "copy_columns");
+  c.here(src, "src");
+  c.here(dst, "dst");
+  c.same_dtype(src, "src", dst, "dst");
+  c.that(src.ndim == 2 && dst.ndim == 2 && src.size(0) == dst.size(0), [&] {
+    return "src " + src.shape_str() + " and dst " + dst.shape_str() + " must be matrices of the same rows";
+  });
+  c.that(width >= 0 && src_col >= 0 && dst_col >= 0 && src_col + width <= src.size(1) &&
+             dst_col + width <= dst.size(1),
+         [&] {
+           return std::to_string(width) + " columns from " + std::to_string(src_col) + " of src " + src.shape_str() +
+                  " to " + std::to_string(dst_col) + " of dst " + dst.shape_str() + " do not fit";
+         });
+  if (width > 0 && src.size(0) > 0) do_copy_columns(src, src_col, dst, dst_col, width);
 }
 
 void Backend::rms_norm_add(const Tensor& x, const Tensor& w, float eps, Tensor& residual) {

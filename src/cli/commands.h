@@ -8,4 +8,5 @@ void add_bench_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_make_model_command(CLI::App& app);
+void add_worker_command(CLI::App& app);
 }  // namespace nanovllm::cli

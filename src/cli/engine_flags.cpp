@@ -41,7 +41,15 @@ void add_engine_flags(CLI::App* cmd, EngineConfig& c) {
   cmd->add_option("--max-model-len", c.max_model_len, "longest prompt + completion")->check(kPositive);
   cmd->add_option("--gpu-memory-utilization", c.gpu_memory_utilization, "fraction of GPU memory to use")
       ->check(CLI::Range(0.05f, 1.0f));
-  cmd->add_option("--tensor-parallel-size,--tp", c.tensor_parallel_size, "GPUs per model")->check(kPositive);
+  cmd->add_option("--tensor-parallel-size,--tp", c.tensor_parallel_size,
+                  "ranks the model is split over (one process and GPU each; on the CPU, a share of the cores)")
+      ->check(kPositive);
+  cmd->add_option("--nnodes", c.nnodes, "hosts the tensor-parallel group spans (only 1 runs yet)")->check(kPositive);
+  cmd->add_option("--node-rank", c.node_rank, "this host's index among --nnodes")->check(kNonNegative);
+  cmd->add_option("--master-addr", c.master_addr, "address of node 0's rendezvous")->capture_default_str();
+  cmd->add_option("--master-port", c.master_port, "port of node 0's rendezvous")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
   cmd->add_flag("--enforce-eager", c.enforce_eager, "no CUDA graphs");
   cmd->add_option("--block-size", c.kvcache_block_size, "tokens per KV block")->check(kPositive);
   cmd->add_option("--num-kvcache-blocks", c.num_kvcache_blocks, "KV blocks (-1: from memory)");

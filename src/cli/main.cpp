@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   nanovllm::cli::add_serve_command(app);
   nanovllm::cli::add_tokenize_command(app);
   nanovllm::cli::add_make_model_command(app);
+  nanovllm::cli::add_worker_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

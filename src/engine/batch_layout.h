@@ -14,8 +14,10 @@ struct BatchLayout {
   size_t last_token_indices;                    // i32 [B]
   size_t block_tables;                          // i32 [S * max_num_blocks]
   size_t total;
+  int num_tokens, num_seqs, num_rows;  // what it was laid out for
 
-  BatchLayout(int num_tokens, int num_seqs, int num_rows, int max_num_blocks) {
+  BatchLayout(int num_tokens, int num_seqs, int num_rows, int max_num_blocks)
+      : num_tokens(num_tokens), num_seqs(num_seqs), num_rows(num_rows) {
     size_t off = 0;
     auto take = [&off](size_t bytes) {
       size_t at = off;

@@ -13,6 +13,7 @@
 #include "backend/backend.h"
 #include "engine/progress_bar.h"
 #include "engine/sampler.h"
+#include "engine/tp_group.h"
 #include "util/checks.h"
 #include "util/clock.h"
 
@@ -34,9 +35,17 @@ void check_config(const EngineConfig& c) {
                                 std::to_string(c.gpu_memory_utilization));
   if (c.max_logprobs < 0 || c.max_logprobs > 64)
     throw std::invalid_argument("EngineConfig.max_logprobs must be in [0, 64], got " + std::to_string(c.max_logprobs));
-  if (c.tensor_parallel_size != 1)
-    throw std::invalid_argument("tensor_parallel_size " + std::to_string(c.tensor_parallel_size) +
-                                ": tensor parallelism is not supported yet (use 1)");
+  if (c.tensor_parallel_size > 64)
+    throw std::invalid_argument("EngineConfig.tensor_parallel_size " + std::to_string(c.tensor_parallel_size) +
+                                ": at most 64");
+  positive("nnodes", c.nnodes);
+  if (c.node_rank < 0 || c.node_rank >= c.nnodes)
+    throw std::invalid_argument("EngineConfig.node_rank " + std::to_string(c.node_rank) + " is outside [0, nnodes " +
+                                std::to_string(c.nnodes) + ")");
+  if (c.nnodes > 1)
+    throw std::invalid_argument("nnodes " + std::to_string(c.nnodes) +
+                                ": a tensor-parallel group across hosts is not built yet (its TCP rendezvous is; "
+                                "docs/tensor-parallel.md says what else it needs); run every rank on one host");
 }
 
 }  // namespace
@@ -68,7 +77,7 @@ LLMEngine::LLMEngine(EngineConfig config)
   const double config_s = timer.lap();
 
   // nano-vLLM's ModelRunner.__init__ phases, each timed for the start-up line.
-  runner_ = std::make_unique<ModelRunner>(config_, model_config_, make_backend_for(config_, env_));
+  runner_ = std::make_unique<ModelRunner>(config_, model_config_, make_backend_for(config_, env_), 0, env_.worker);
   const double weights_s = timer.lap();
   runner_->allocate_kv_cache();
   const double kv_s = timer.lap();
@@ -78,6 +87,13 @@ LLMEngine::LLMEngine(EngineConfig config)
   std::fprintf(stderr, "nanovllm: %s, KV cache %d blocks x %d tokens (%.1f MiB), max_model_len %d\n",
                runner_->backend().name().c_str(), runner_->num_kvcache_blocks(), config_.kvcache_block_size,
                runner_->kvcache_bytes() / (1024.0 * 1024.0), config_.max_model_len);
+  if (config_.tensor_parallel_size > 1) {
+    const std::vector<RankInfo> ranks = runner_->rank_infos();
+    for (size_t r = 0; r < ranks.size(); ++r)
+      std::fprintf(stderr, "nanovllm: tensor-parallel rank %zu of %zu: %s, weights %.1f MiB, KV cache %lld blocks\n", r,
+                   ranks.size(), ranks[r].device.c_str(), ranks[r].weight_bytes / 1048576.0,
+                   static_cast<long long>(ranks[r].kv_blocks));
+  }
   std::fprintf(stderr,
                "nanovllm: start-up %.2f s: config+tokenizer %.2f s, backend+weights %.2f GB in %.2f s, "
                "KV cache (memory profile + allocation) %.2f s, graphs %.2f s (GEMM tuning %.2f s)\n",

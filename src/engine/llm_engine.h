@@ -52,6 +52,8 @@ class LLMEngine {
   const Tokenizer& tokenizer() const;  // throws naming the model directory when it has none
 
   const EngineConfig& config() const { return config_; }
+  // Tensor parallelism: the processes of ranks 1..N-1 (empty on one rank).
+  std::vector<int> worker_pids() const { return runner_->worker_pids(); }
   const ModelConfig& model_config() const { return model_config_; }
   EngineStats stats() const;
 

@@ -7,7 +7,9 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
+#include "engine/tp_group.h"
 #include "util/clock.h"
 
 namespace nanovllm {
@@ -31,54 +33,153 @@ EngineConfig resolve_config(EngineConfig c, const ModelConfig& mc) {
   return c;
 }
 
-std::unique_ptr<Backend> make_backend_for(const EngineConfig& c, const EnvOptions& env) {
-  return make_backend(*c.device, BackendOptions{.num_threads = c.num_threads}.with_env(env));
+std::unique_ptr<Backend> make_backend_for(const EngineConfig& c, const EnvOptions& env, int rank) {
+  const int world = c.tensor_parallel_size;
+  int threads = c.num_threads;
+  if (*c.device == DeviceKind::cpu && world > 1) {  // the ranks share the machine's cores
+    const int total = threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    threads = std::max(1, total / world);
+  }
+  if (*c.device == DeviceKind::cuda && world > cuda_device_count())
+    throw std::invalid_argument("tensor_parallel_size " + std::to_string(world) + " needs " + std::to_string(world) +
+                                " GPUs; " + std::to_string(cuda_device_count()) + " visible");
+  return make_backend(*c.device, BackendOptions{.num_threads = threads, .device_id = rank}.with_env(env));
 }
 
-ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend)
+ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend,
+                         int rank, const std::string& worker)
     : config_(config),
       model_config_(model_config),
-      backend_(std::move(backend)) {
-  if (config_.tensor_parallel_size != 1)
-    throw std::invalid_argument("tensor_parallel_size " + std::to_string(config_.tensor_parallel_size) +
-                                ": tensor parallelism is not supported yet (use 1)");
+      backend_(std::move(backend)),
+      rank_(rank) {
+  const int world = config_.tensor_parallel_size;
   const int bs = config_.kvcache_block_size;
-  backend_->check_attention_shape(bs, model_config_.head_dim);
   max_num_tokens_ = config_.max_num_batched_tokens;
   max_num_seqs_ = config_.max_num_seqs;
   max_num_blocks_ = (config_.max_model_len + bs - 1) / bs;
+  const ModelShard shard{rank_, world};
+  const ShardDims dims = shard_dims(model_config_, shard);  // a split the shapes do not allow fails here
+  backend_->check_attention_shape(bs, model_config_.head_dim, static_cast<int>(dims.q_heads / dims.kv_heads));
+  BatchLayout largest(max_num_tokens_, max_num_seqs_, max_num_seqs_, max_num_blocks_);
+  if (rank_ == 0 && world > 1)  // the other ranks start now and load their shards beside this one
+    group_ = std::make_unique<WorkerGroup>(config_, *backend_, std::max(largest.total, sizeof(int32_t) * max_num_seqs_),
+                                           worker);
   {
     // The model copies its weights out of the mapped files; unmapping them before the KV cache is
-    // allocated keeps the file's pages out of the peak memory.
+    // allocated keeps the file's pages out of the peak memory. Each rank reads only its slices.
     Checkpoint checkpoint = Checkpoint::open(config_.model);
-    model_ = std::make_unique<DecoderModel>(model_config_, checkpoint, *backend_, max_num_tokens_, max_num_seqs_);
+    model_ = std::make_unique<DecoderModel>(model_config_, checkpoint, *backend_, max_num_tokens_, max_num_seqs_,
+                                            shard);
     backend_->synchronize();
   }
 
   // Persistent per-step buffers, sized for the largest batch; nothing is allocated per step.
-  BatchLayout largest(max_num_tokens_, max_num_seqs_, max_num_seqs_, max_num_blocks_);
   staging_buffer_ = std::unique_ptr<char, HostFree>(static_cast<char*>(backend_->host_alloc(largest.total)),
                                                     HostFree{backend_.get()});
   std::memset(staging_buffer_.get(), 0, largest.total);
   inputs_device_ = backend_->alloc(largest.total);
   logits_ = Tensor(nullptr, DType::f32, {max_num_seqs_, model_config_.vocab_size}, backend_->device());
-  logits_buffer_ = backend_->alloc(logits_.nbytes());
-  logits_.data = logits_buffer_.get();
-  sampler_ = std::make_unique<Sampler>(*backend_, max_num_seqs_, model_config_.vocab_size, config_.max_logprobs);
+  if (rank_ == 0) {  // the logits and the sampler live on rank 0
+    logits_buffer_ = backend_->alloc(logits_.nbytes());
+    logits_.data = logits_buffer_.get();
+    sampler_ = std::make_unique<Sampler>(*backend_, max_num_seqs_, model_config_.vocab_size, config_.max_logprobs);
+  }
   rows_host_ = std::unique_ptr<int32_t, HostFree32>(
       static_cast<int32_t*>(backend_->host_alloc(sizeof(int32_t) * max_num_seqs_)), HostFree32{backend_.get()});
   rows_device_ = backend_->alloc(sizeof(int32_t) * max_num_seqs_);
 }
 
+std::vector<RankInfo> ModelRunner::rank_infos() const {
+  std::vector<RankInfo> infos{{backend_->name(), static_cast<int64_t>(model_->weight_bytes()), kv_.num_blocks}};
+  if (group_)
+    for (RankInfo& i : group_->worker_infos()) infos.push_back(std::move(i));
+  return infos;
+}
+
+std::vector<int> ModelRunner::worker_pids() const {
+  std::vector<int> pids;
+  if (group_)
+    for (pid_t p : group_->worker_pids()) pids.push_back(static_cast<int>(p));
+  return pids;
+}
+
+int64_t ModelRunner::execute(const WorkerCommand& cmd, const void* payload) {
+  switch (cmd.op) {
+    case WorkerOp::profile_kv:
+      return decide_num_blocks();
+    case WorkerOp::allocate_kv:
+      allocate_blocks(static_cast<int>(cmd.value));
+      backend_->synchronize();
+      return 0;
+    case WorkerOp::capture:
+      capture_cudagraph();
+      return 0;
+    case WorkerOp::forward: {
+      const BatchLayout layout(cmd.layout_tokens, cmd.layout_seqs, cmd.layout_rows, max_num_blocks_);
+      backend_->synchronize();  // the previous step's copy from the staging buffer is done
+      std::memcpy(staging_buffer_.get(), payload, layout.total);
+      const ForwardInputs in = inputs_at(layout, cmd.num_tokens, cmd.num_seqs, cmd.num_rows, cmd.is_prefill != 0,
+                                         cmd.max_seqlen_q, cmd.max_seqlen_k);
+      if (cmd.graph_batch > 0 && !graphs_.count(cmd.graph_batch))
+        throw std::logic_error("tensor-parallel worker: no decode graph for batch " + std::to_string(cmd.graph_batch));
+      forward_staged(layout, in, cmd.graph_batch, Tensor());
+      return 0;
+    }
+    case WorkerOp::logits_of: {
+      const int R = static_cast<int>(cmd.value);
+      backend_->synchronize();
+      std::memcpy(rows_host_.get(), payload, sizeof(int32_t) * R);
+      logits_of_rows(R, Tensor());
+      return 0;
+    }
+    case WorkerOp::none:
+    case WorkerOp::shutdown:
+      return 0;
+  }
+  throw std::logic_error("tensor-parallel worker: unknown command " + std::to_string(static_cast<int>(cmd.op)));
+}
+
+void ModelRunner::forward_staged(const BatchLayout& layout, const ForwardInputs& in, int graph_batch, Tensor logits) {
+  if (group_) {
+    WorkerCommand cmd;
+    cmd.op = WorkerOp::forward;
+    cmd.layout_tokens = static_cast<int32_t>(layout.num_tokens);
+    cmd.layout_seqs = static_cast<int32_t>(layout.num_seqs);
+    cmd.layout_rows = static_cast<int32_t>(layout.num_rows);
+    cmd.num_tokens = static_cast<int32_t>(in.input_ids.numel());
+    cmd.num_seqs = in.meta.num_seqs;
+    cmd.num_rows = static_cast<int32_t>(in.last_token_indices.numel());
+    cmd.max_seqlen_q = in.meta.max_seqlen_q;
+    cmd.max_seqlen_k = in.meta.max_seqlen_k;
+    cmd.is_prefill = in.meta.is_prefill;
+    cmd.graph_batch = graph_batch;
+    group_->send(cmd, staging_buffer_.get(), layout.total);
+  }
+  copy_staging(layout);
+  if (graph_batch > 0) backend_->replay_graph(graphs_.at(graph_batch));
+  else model_->forward(in, kv_, logits);
+}
+
 void ModelRunner::allocate_kv_cache() {
-  allocate_blocks(decide_num_blocks());
+  if (!group_) {
+    allocate_blocks(decide_num_blocks());
+    backend_->synchronize();
+    return;
+  }
+  // Every rank sizes its own cache (CUDA: its own profiling forward, together); all take the least.
+  group_->send(WorkerCommand{.op = WorkerOp::profile_kv});
+  int64_t num_blocks = decide_num_blocks();
+  for (int64_t n : group_->wait_done()) num_blocks = std::min(num_blocks, n);
+  group_->send(WorkerCommand{.op = WorkerOp::allocate_kv, .value = num_blocks});
+  allocate_blocks(static_cast<int>(num_blocks));
   backend_->synchronize();
+  group_->wait_done();
 }
 
 ModelRunner::~ModelRunner() = default;
 
 int64_t ModelRunner::kv_block_bytes() const {
-  return 2LL * model_config_.num_hidden_layers * config_.kvcache_block_size * model_config_.num_key_value_heads *
+  return 2LL * model_config_.num_hidden_layers * config_.kvcache_block_size * model_->dims().kv_heads *
          model_config_.head_dim * static_cast<int64_t>(dtype_size(backend_->compute_dtype()));
 }
 
@@ -144,7 +245,7 @@ void ModelRunner::allocate_blocks(int num_blocks) {
   backend_->fill_zero(kv_buffer_.get(), kv_buffer_.bytes());
   char* base = static_cast<char*>(kv_buffer_.get());
   for (int l = 0; l < 2 * L; ++l) {
-    Tensor t(base + per_tensor * l, backend_->compute_dtype(), {num_blocks, bs, mc.num_key_value_heads, mc.head_dim},
+    Tensor t(base + per_tensor * l, backend_->compute_dtype(), {num_blocks, bs, model_->dims().kv_heads, mc.head_dim},
              backend_->device());
     (l < L ? kv_.k : kv_.v).push_back(t);
   }
@@ -205,6 +306,7 @@ ForwardInputs ModelRunner::prepare_dummy(int num_seqs, int len, const BatchLayou
 
 void ModelRunner::capture_cudagraph() {
   if (!backend_->supports_graphs() || config_.enforce_eager) return;
+  if (group_) group_->send(WorkerCommand{.op = WorkerOp::capture});  // the ranks capture together
   const int max_bs = std::min(max_num_seqs_, max_num_tokens_);
   std::vector<int> sizes = graph_batch_sizes(max_bs);
   // Largest first, as nano-vLLM does, so smaller graphs reuse the largest one's memory.
@@ -218,7 +320,9 @@ void ModelRunner::capture_cudagraph() {
     graphs_[bs] = backend_->capture_graph([this, &io] { model_->forward(io.in, kv_, io.logits); });
   }
   backend_->synchronize();
-  std::fprintf(stderr, "nanovllm: captured %zu decode CUDA graphs (batch sizes 1..%d)\n", sizes.size(), max_bs);
+  if (group_) group_->wait_done();
+  if (rank_ == 0)
+    std::fprintf(stderr, "nanovllm: captured %zu decode CUDA graphs (batch sizes 1..%d)\n", sizes.size(), max_bs);
 }
 
 ForwardInputs ModelRunner::prepare(const ScheduledBatch& batch, const BatchLayout& layout, int num_rows) {
@@ -265,7 +369,6 @@ ForwardInputs ModelRunner::prepare(const ScheduledBatch& batch, const BatchLayou
     row[0] = 0;
     std::fill(row + 1, row + max_num_blocks_, -1);
   }
-  copy_staging(layout);
   const int padded_seqs = std::max(num_seqs, num_rows);
   return inputs_at(layout, t, batch.is_prefill ? num_seqs : padded_seqs, rows, batch.is_prefill, max_q, max_k);
 }
@@ -287,12 +390,7 @@ StepResult ModelRunner::run(const ScheduledBatch& batch, StepTiming* timing) {
                                  : BatchLayout(padded, padded, padded, max_num_blocks_);
   ForwardInputs in = prepare(batch, layout, batch.is_prefill ? 0 : padded);
   if (timing) *timing = StepTiming{steady_seconds(), 0, padded};
-  if (use_graph) {
-    backend_->replay_graph(graph->second);
-  } else {
-    Tensor logits = logits_.rows(0, in.last_token_indices.size(0));
-    model_->forward(in, kv_, logits);
-  }
+  forward_staged(layout, in, use_graph ? graph->first : 0, logits_.rows(0, in.last_token_indices.size(0)));
   if (num_sampled > 0) sampler_->sample(batch.sampled, logits_.rows(0, num_sampled), result.tokens, result.logprobs);
   if (batch.is_prefill) prompt_logprobs(batch, result);  // after sampling: it reuses the logits rows
   if (num_sampled == 0) backend_->synchronize();  // only a partial prefill chunk ran
@@ -327,9 +425,8 @@ void ModelRunner::prompt_logprobs(const ScheduledBatch& batch, StepResult& resul
       targets[i] = wants[at + i].target;
       num_top = std::max(num_top, *wants[at + i].seq->params.prompt_logprobs);
     }
-    backend_->copy_to_device(rows_device_.get(), rows_host_.get(), sizeof(int32_t) * R);
     Tensor logits = logits_.rows(0, R);
-    model_->logits_of(Tensor(rows_device_.get(), DType::i32, {R}, backend_->device()), logits);
+    logits_of_rows(R, logits);
     std::vector<PositionLogprobs> lps = sampler_->logprobs(logits, targets, num_top);
     for (int i = 0; i < R; ++i) {
       Sequence* s = wants[at + i].seq;
@@ -339,6 +436,12 @@ void ModelRunner::prompt_logprobs(const ScheduledBatch& batch, StepResult& resul
       result.prompt_logprobs.back().second.push_back(std::move(lps[i]));
     }
   }
+}
+
+void ModelRunner::logits_of_rows(int R, Tensor logits) {
+  if (group_) group_->send(WorkerCommand{.op = WorkerOp::logits_of, .value = R}, rows_host_.get(), sizeof(int32_t) * R);
+  backend_->copy_to_device(rows_device_.get(), rows_host_.get(), sizeof(int32_t) * R);
+  model_->logits_of(Tensor(rows_device_.get(), DType::i32, {R}, backend_->device()), logits);
 }
 
 std::vector<float> ModelRunner::last_logits(int rows) {

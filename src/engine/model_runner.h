@@ -23,8 +23,9 @@ namespace nanovllm {
 // `config` as the runner takes it: max_model_len capped by the model's max_position_embeddings,
 // the device resolved (unset: CUDA when a GPU is usable, else the CPU).
 EngineConfig resolve_config(EngineConfig config, const ModelConfig& model_config);
-// The backend `config.device` (resolved) names, with `env`'s measurement switches.
-std::unique_ptr<Backend> make_backend_for(const EngineConfig& config, const EnvOptions& env);
+// The backend `config.device` (resolved) names, with `env`'s measurement switches, for tensor-
+// parallel rank `rank`: GPU `rank`, or on the CPU its share of the threads.
+std::unique_ptr<Backend> make_backend_for(const EngineConfig& config, const EnvOptions& env, int rank = 0);
 
 // What one step produced.
 struct StepResult {
@@ -34,11 +35,20 @@ struct StepResult {
   std::vector<std::pair<Sequence*, std::vector<PositionLogprobs>>> prompt_logprobs;
 };
 
+class WorkerGroup;
+struct WorkerCommand;
+struct RankInfo;
+
 class ModelRunner {
  public:
   // Loads the weights onto `backend` and allocates the per-step buffers. `config` is resolved:
   // max_model_len already capped by the model. Then allocate_kv_cache(), then capture_cudagraph().
-  ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend);
+  // Tensor parallel (config.tensor_parallel_size > 1): rank 0 (the engine's) first starts the
+  // other ranks' processes (`worker`: the executable they run as, see tp_group.h) and drives them
+  // from every call below; a worker's runner (rank > 0, its backend joined to the group) is
+  // driven through execute().
+  ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend,
+              int rank = 0, const std::string& worker = {});
   ~ModelRunner();
   ModelRunner(const ModelRunner&) = delete;
   ModelRunner& operator=(const ModelRunner&) = delete;
@@ -67,9 +77,16 @@ class ModelRunner {
   int num_graphs() const { return static_cast<int>(graphs_.size()); }
   size_t weight_bytes() const { return model_->weight_bytes(); }
 
+  // Tensor parallelism: this rank's figures, then (rank 0) every other rank's.
+  std::vector<RankInfo> rank_infos() const;
+  // Rank 0: the worker processes (empty on one rank).
+  std::vector<int> worker_pids() const;
+  // A worker: runs rank 0's command with its payload; the reply (profile_kv: the block count).
+  int64_t execute(const WorkerCommand& cmd, const void* payload);
+
  private:
   // Fills the staging buffer for `seqs` into `layout` (decode rows beyond seqs.size() are padding)
-  // and returns the forward's inputs pointing into the device buffer.
+  // and returns the forward's inputs pointing into the device buffer (forward_staged copies it there).
   ForwardInputs prepare(const ScheduledBatch& batch, const BatchLayout& layout, int num_rows);
   // Writes a batch of `num_seqs` dummy sequences of `len` tokens each (nothing stored, block table
   // [0, 1, ...]) for warm-up and graph capture.
@@ -80,6 +97,11 @@ class ModelRunner {
   ForwardInputs inputs_at(const BatchLayout& layout, int num_tokens, int num_seqs, int num_rows, bool is_prefill,
                           int max_seqlen_q, int max_seqlen_k);
   void copy_staging(const BatchLayout& layout);
+  // The forward (or graph replay) of inputs staged as `layout`, on every rank: rank 0 first
+  // hands the staging buffer to the workers.
+  void forward_staged(const BatchLayout& layout, const ForwardInputs& in, int graph_batch, Tensor logits);
+  // The logits of hidden rows rows_host_[0, R) into logits, on every rank.
+  void logits_of_rows(int R, Tensor logits);
   int64_t kv_block_bytes() const;
   void allocate_blocks(int num_blocks);
   int decide_num_blocks();
@@ -87,6 +109,8 @@ class ModelRunner {
   EngineConfig config_;
   ModelConfig model_config_;
   std::unique_ptr<Backend> backend_;
+  int rank_ = 0;
+  std::unique_ptr<WorkerGroup> group_;  // rank 0 of a group: the other ranks (after backend_: goes first)
   std::unique_ptr<DecoderModel> model_;
   int max_num_tokens_, max_num_seqs_, max_num_blocks_;
 

@@ -2,9 +2,12 @@
 // gate/up) and runs the forward over the backend's ops, with every activation allocated up front.
 #include "model/decoder_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "backend/half.h"
 #include "model/rope.h"
@@ -36,9 +39,42 @@ float round_to(float v, DType t) {
 
 }  // namespace
 
+ShardDims shard_dims(const ModelConfig& c, ModelShard shard) {
+  const int64_t N = shard.world, r = shard.rank;
+  if (N < 1 || r < 0 || r >= N)
+    throw std::invalid_argument("tensor parallelism: rank " + std::to_string(r) + " of " + std::to_string(N));
+  auto divides = [&](const char* field, int64_t v) {
+    if (v % N)
+      throw std::invalid_argument("tensor_parallel_size " + std::to_string(N) + " does not divide config.json's " +
+                                  field + " (" + std::to_string(v) + ")");
+  };
+  divides("num_attention_heads", c.num_attention_heads);
+  divides("intermediate_size", c.intermediate_size);
+  ShardDims d{};
+  d.q_heads = c.num_attention_heads / N;
+  d.first_q_head = r * d.q_heads;
+  const int64_t Hkv = c.num_key_value_heads;
+  if (Hkv % N == 0) {
+    d.kv_heads = Hkv / N;
+    d.first_kv_head = r * d.kv_heads;
+  } else if (N % Hkv == 0) {  // more ranks than kv heads: each holds the one its query heads read
+    d.kv_heads = 1;
+    d.first_kv_head = r / (N / Hkv);
+  } else {
+    throw std::invalid_argument("tensor_parallel_size " + std::to_string(N) + " and config.json's num_key_value_heads (" +
+                                std::to_string(Hkv) + "): one must divide the other");
+  }
+  d.intermediate = c.intermediate_size / N;
+  d.first_intermediate = r * d.intermediate;
+  d.vocab_rows = (c.vocab_size + N - 1) / N;
+  d.vocab_start = r * d.vocab_rows;
+  d.vocab_real = std::max<int64_t>(0, std::min<int64_t>(d.vocab_rows, c.vocab_size - d.vocab_start));
+  return d;
+}
+
 DecoderModel::DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Backend& backend, int max_num_tokens,
-                           int max_num_seqs)
-    : config_(config), backend_(backend) {
+                           int max_num_seqs, ModelShard shard)
+    : config_(config), backend_(backend), shard_(shard), dims_(shard_dims(config, shard)) {
   const ModelConfig& c = config_;
   if (max_num_tokens < 1 || max_num_seqs < 1)
     throw std::invalid_argument("DecoderModel: max_num_tokens (" + std::to_string(max_num_tokens) +
@@ -51,7 +87,7 @@ DecoderModel::DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Ba
                                 std::to_string(c.num_key_value_heads) + ", head_dim " + std::to_string(c.head_dim) +
                                 ")");
   const DType dt = backend.compute_dtype();
-  const int64_t H = c.hidden_size, V = c.vocab_size, Hq = c.num_attention_heads;
+  const int64_t H = c.hidden_size, V = c.vocab_size, Vs = dims_.vocab_rows;
 
   // The decoder's norms are folded into the projections after them (forward()) only where no
   // weight is rounded twice: on a float32 backend, or from float32/float16 weights, multiplied
@@ -77,8 +113,18 @@ DecoderModel::DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Ba
     check_weight_dtype(name, src);
     backend.upload_convert(src, dst);
   };
-  embed_tokens_ = weight({V, H});
-  upload("model.embed_tokens.weight", {V, H}, embed_tokens_);
+  // A shard of the vocabulary's rows (all of it on one rank); the last shard's padding is zeros.
+  auto vocab_rows = [&](const std::string& name) {
+    Tensor dst = weight({Vs, H});
+    if (dims_.vocab_real < Vs) backend.fill_zero(dst.data, dst.nbytes());
+    Tensor src = ckpt.get(name, {V, H});
+    check_weight_dtype(name, src);
+    Tensor part = dst.rows(0, dims_.vocab_real);
+    backend.upload_convert(src.rows(dims_.vocab_start, dims_.vocab_start + dims_.vocab_real), part);
+    return dst;
+  };
+  (void)upload;
+  embed_tokens_ = vocab_rows("model.embed_tokens.weight");
   layers_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) load_layer(ckpt, l, layers_[l]);
   final_norm_ = norm_weight(ckpt, "model.norm.weight", H);
@@ -87,10 +133,8 @@ DecoderModel::DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Ba
   } else {
     if (!ckpt.contains("lm_head.weight"))
       throw std::runtime_error("checkpoint has no tensor 'lm_head.weight' and config.json says tie_word_embeddings = false");
-    lm_head_ = weight({V, H});
-    upload("lm_head.weight", {V, H}, lm_head_);
+    lm_head_ = vocab_rows("lm_head.weight");
   }
-  (void)Hq;
   backend.synchronize();
   allocate_activations(max_num_tokens, max_num_seqs);
 }
@@ -115,10 +159,12 @@ Tensor DecoderModel::norm_weight(const Checkpoint& ckpt, const std::string& name
 
 void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
   const ModelConfig& c = config_;
+  const ShardDims& d = dims_;
   const DType dt = backend_.compute_dtype();
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
-  const int64_t qkv_rows = (Hq + 2 * Hkv) * D;
+  const int64_t qkv_rows = (d.q_heads + 2 * d.kv_heads) * D;
+  const bool first_rank = shard_.rank == 0;
   const std::string p = "model.layers." + std::to_string(l) + ".";
   // Gemma names its pre-MLP norm pre_feedforward_layernorm, and post_attention_layernorm is the
   // norm of the attention's output; the other families' post_attention_layernorm is pre-MLP.
@@ -128,52 +174,56 @@ void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
     weight_bytes_ += t.nbytes();
     return t;
   };
-  auto upload = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor dst) {
-    Tensor src = ckpt.get(name, shape);
-    check_weight_dtype(name, src);
-    backend_.upload_convert(src, dst);
+  // This shard's rows of q, k and v (whole heads), and of gate and up.
+  const std::vector<Part> qkv_parts = {{p + "self_attn.q_proj", Hq * D, d.first_q_head * D, d.q_heads * D},
+                                       {p + "self_attn.k_proj", Hkv * D, d.first_kv_head * D, d.kv_heads * D},
+                                       {p + "self_attn.v_proj", Hkv * D, d.first_kv_head * D, d.kv_heads * D}};
+  const std::vector<Part> gate_up_parts = {{p + "mlp.gate_proj", I, d.first_intermediate, d.intermediate},
+                                           {p + "mlp.up_proj", I, d.first_intermediate, d.intermediate}};
+  auto with_suffix = [](std::vector<Part> parts, const char* suffix) {
+    for (Part& part : parts) part.name += suffix;
+    return parts;
   };
   // Biases the family has, packed like their projections; a bias the config does not announce
   // is an error rather than silently dropped.
-  auto bias = [&](const std::vector<std::pair<std::string, int64_t>>& parts, bool expected, const char* field) {
+  auto bias = [&](const std::vector<Part>& parts, bool expected, const char* field) {
     if (!expected) {
-      for (const auto& [name, rows] : parts)
-        if (ckpt.contains(name))
-          throw std::runtime_error("checkpoint has tensor '" + name + "', but config.json's " + field +
+      for (const Part& part : parts)
+        if (ckpt.contains(part.name))
+          throw std::runtime_error("checkpoint has tensor '" + part.name + "', but config.json's " + field +
                                    " says the layer has no bias");
       return Tensor();
     }
     int64_t total = 0;
-    for (const auto& [name, rows] : parts) total += rows;
+    for (const Part& part : parts) total += part.rows;
     Tensor b = weight({total});
     int64_t row = 0;
-    for (const auto& [name, rows] : parts) {
-      Tensor part = b.rows(row, row + rows);
-      upload(name, {rows}, part);
-      row += rows;
+    for (const Part& part : parts) {
+      Tensor src = ckpt.get(part.name, {part.total});
+      check_weight_dtype(part.name, src);
+      Tensor dst = b.rows(row, row + part.rows);
+      backend_.upload_convert(src.rows(part.first, part.first + part.rows), dst);
+      row += part.rows;
     }
     return b;
   };
   L.sliding = c.layer_sliding[l];
   L.qkv_proj = weight({qkv_rows, H});
-  upload_projection(ckpt, {{p + "self_attn.q_proj.weight", Hq * D}, {p + "self_attn.k_proj.weight", Hkv * D},
-                           {p + "self_attn.v_proj.weight", Hkv * D}},
-                    p + "input_layernorm.weight", L.qkv_proj);
-  L.qkv_bias = bias({{p + "self_attn.q_proj.bias", Hq * D}, {p + "self_attn.k_proj.bias", Hkv * D},
-                     {p + "self_attn.v_proj.bias", Hkv * D}},
-                    c.qkv_bias, "attention_bias");
-  L.o_bias = bias({{p + "self_attn.o_proj.bias", H}}, c.o_bias, "attention_bias");
+  upload_projection(ckpt, with_suffix(qkv_parts, ".weight"), p + "input_layernorm.weight", L.qkv_proj);
+  L.qkv_bias = bias(with_suffix(qkv_parts, ".bias"), c.qkv_bias, "attention_bias");
+  // The row-parallel projections' biases join once: rank 0 adds them before the all-reduce.
+  L.o_bias = bias({{p + "self_attn.o_proj.bias", H, 0, H}}, c.o_bias, "attention_bias");
   if (c.qk_norm) {
     L.q_norm = norm_weight(ckpt, p + "self_attn.q_norm.weight", D);
     L.k_norm = norm_weight(ckpt, p + "self_attn.k_norm.weight", D);
   }
-  L.o_proj = weight({H, Hq * D});
-  upload(p + "self_attn.o_proj.weight", {H, Hq * D}, L.o_proj);
-  L.gate_up_proj = weight({2 * I, H});
-  upload_projection(ckpt, {{p + "mlp.gate_proj.weight", I}, {p + "mlp.up_proj.weight", I}}, mlp_norm_name,
-                    L.gate_up_proj);
-  L.gate_up_bias = bias({{p + "mlp.gate_proj.bias", I}, {p + "mlp.up_proj.bias", I}}, c.mlp_bias, "mlp_bias");
-  L.down_bias = bias({{p + "mlp.down_proj.bias", H}}, c.mlp_bias, "mlp_bias");
+  L.o_proj = weight({H, d.q_heads * D});
+  upload_columns(ckpt, p + "self_attn.o_proj.weight", Hq * D, d.first_q_head * D, L.o_proj);
+  L.gate_up_proj = weight({2 * d.intermediate, H});
+  upload_projection(ckpt, with_suffix(gate_up_parts, ".weight"), mlp_norm_name, L.gate_up_proj);
+  L.gate_up_bias = bias(with_suffix(gate_up_parts, ".bias"), c.mlp_bias, "mlp_bias");
+  L.down_bias = bias({{p + "mlp.down_proj.bias", H, 0, H}}, c.mlp_bias, "mlp_bias");
+  if (!first_rank && !c.sandwich_norms) L.o_bias = L.down_bias = Tensor();  // see forward()
   if (!fold_norms_) {
     L.input_norm = norm_weight(ckpt, p + "input_layernorm.weight", H);
     L.mlp_norm = norm_weight(ckpt, mlp_norm_name, H);
@@ -182,12 +232,29 @@ void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
     L.attn_out_norm = norm_weight(ckpt, p + "post_attention_layernorm.weight", H);
     L.mlp_out_norm = norm_weight(ckpt, p + "post_feedforward_layernorm.weight", H);
   }
-  L.down_proj = weight({H, I});
-  upload(p + "mlp.down_proj.weight", {H, I}, L.down_proj);
+  L.down_proj = weight({H, d.intermediate});
+  upload_columns(ckpt, p + "mlp.down_proj.weight", I, d.first_intermediate, L.down_proj);
 }
 
-void DecoderModel::upload_projection(const Checkpoint& ckpt,
-                                     const std::vector<std::pair<std::string, int64_t>>& parts,
+void DecoderModel::upload_columns(const Checkpoint& ckpt, const std::string& name, int64_t total, int64_t first,
+                                  Tensor dst) {
+  const int64_t rows = dst.size(0), cols = dst.size(1);
+  Tensor src = ckpt.get(name, {rows, total});
+  check_weight_dtype(name, src);
+  if (cols == total) {
+    backend_.upload_convert(src, dst);
+    return;
+  }
+  // Only this shard's columns are read (of each row) and copied together for the upload.
+  const size_t es = dtype_size(src.dtype);
+  std::vector<char> part(static_cast<size_t>(rows * cols) * es);
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(part.data() + r * cols * es, static_cast<const char*>(src.data) + (r * total + first) * es, cols * es);
+  backend_.upload_convert(Tensor(part.data(), src.dtype, {rows, cols}), dst);
+  backend_.synchronize();  // before `part` goes
+}
+
+void DecoderModel::upload_projection(const Checkpoint& ckpt, const std::vector<Part>& parts,
                                      const std::string& gamma_name, Tensor dst) {
   const int64_t K = dst.size(1);
   // On a float32 backend the product is exact enough in place: scale_columns after the upload
@@ -201,9 +268,11 @@ void DecoderModel::upload_projection(const Checkpoint& ckpt,
     for (int64_t k = 0; k < K; ++k) gamma[k] = offset + load_as_f32(g.data, g.dtype, k);
   }
   int64_t row = 0;
-  for (const auto& [name, rows] : parts) {
-    Tensor src = ckpt.get(name, {rows, K});
-    check_weight_dtype(name, src);
+  for (const Part& p : parts) {
+    const int64_t rows = p.rows;
+    Tensor src = ckpt.get(p.name, {p.total, K});
+    check_weight_dtype(p.name, src);
+    src = src.rows(p.first, p.first + rows);
     Tensor part = dst.rows(row, row + rows);
     row += rows;
     if (!on_host) {
@@ -226,8 +295,8 @@ void DecoderModel::upload_projection(const Checkpoint& ckpt,
 void DecoderModel::allocate_activations(int64_t max_num_tokens, int64_t max_num_seqs) {
   const ModelConfig& c = config_;
   const DType dt = backend_.compute_dtype();
-  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
-  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  const int64_t H = c.hidden_size, I = dims_.intermediate, D = c.head_dim;
+  const int64_t Hq = dims_.q_heads, Hkv = dims_.kv_heads;
   auto table = [&](const RopeConfig& r) {
     const std::vector<float> t = rope_table(r, c.max_position_embeddings, c.head_dim, c.max_position_embeddings);
     Tensor d = backend_.alloc_tensor(DType::f32, {c.max_position_embeddings, D}, buffers_);
@@ -248,11 +317,34 @@ void DecoderModel::allocate_activations(int64_t max_num_tokens, int64_t max_num_
   act_ = backend_.alloc_tensor(dt, {T, I}, buffers_);
   if (c.sandwich_norms) sub_out_ = backend_.alloc_tensor(dt, {T, H}, buffers_);
   last_hidden_ = backend_.alloc_tensor(dt, {max_num_seqs, H}, buffers_);
+  if (shard_.world > 1) {
+    shard_logits_ = backend_.alloc_tensor(DType::f32, {max_num_seqs, dims_.vocab_rows}, buffers_);
+    if (shard_.rank == 0)
+      gathered_logits_ = backend_.alloc_tensor(DType::f32, {shard_.world * max_num_seqs, dims_.vocab_rows}, buffers_);
+  }
 }
 
 void DecoderModel::lm_head(const Tensor& hidden, Tensor& logits) {
-  backend_.linear(hidden, lm_head_, logits);
-  if (config_.final_logit_softcapping > 0) backend_.softcap(logits, config_.final_logit_softcapping);
+  const float cap = config_.final_logit_softcapping;
+  if (shard_.world == 1) {
+    backend_.linear(hidden, lm_head_, logits);
+    if (cap > 0) backend_.softcap(logits, cap);
+    return;
+  }
+  // Each rank's shard of the vocabulary, gathered to rank 0 and laid side by side there (vLLM
+  // gathers too: top-k/top-p and the seeded draws need the whole row, and one sampler on rank 0
+  // keeps the tokens what they are on one GPU).
+  const int64_t R = hidden.size(0), Vs = dims_.vocab_rows, N = shard_.world;
+  Tensor part = shard_logits_.rows(0, R);
+  backend_.linear(hidden, lm_head_, part);
+  if (cap > 0) backend_.softcap(part, cap);
+  Tensor all = shard_.rank == 0 ? gathered_logits_.rows(0, N * R) : Tensor();
+  backend_.gather(part, all);
+  if (shard_.rank != 0) return;
+  for (int64_t r = 0; r < N; ++r) {
+    const int64_t width = std::min(Vs, config_.vocab_size - r * Vs);
+    if (width > 0) backend_.copy_columns(all.rows(r * R, (r + 1) * R), 0, logits, r * Vs, width);
+  }
 }
 
 void DecoderModel::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits) {
@@ -267,8 +359,9 @@ void DecoderModel::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits)
   if (static_cast<int>(kv.k.size()) != c.num_hidden_layers || kv.v.size() != kv.k.size())
     throw std::invalid_argument("DecoderModel::forward: the KV cache has " + std::to_string(kv.k.size()) +
                                 " layers, the model " + std::to_string(c.num_hidden_layers));
-  const int Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  const int Hq = static_cast<int>(dims_.q_heads), Hkv = static_cast<int>(dims_.kv_heads);
   const float eps = c.rms_norm_eps;
+  const bool tp = shard_.world > 1;
 
   Tensor residual = residual_.rows(0, T), normed = normed_.rows(0, T);
   Tensor qkv = qkv_.rows(0, T), q = q_.rows(0, T), attn_out = attn_out_.rows(0, T);
@@ -289,17 +382,28 @@ void DecoderModel::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits)
     else backend_.norm_linear(residual, norm_w, eps, w, out, normed);
   };
   // A sublayer's output projection into the residual stream, its bias, and (Gemma) its norm.
+  // Tensor parallel, the projection is row-parallel: each rank holds a partial sum. Rank 0 adds
+  // its part (and the bias) to the residual stream, the others write theirs in its place, and the
+  // all-reduce leaves residual + every part on every rank.
   auto add_output = [&](const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out_norm) {
     if (!c.sandwich_norms) {
-      backend_.linear_add(x, w, residual);
-      if (bias.defined()) backend_.add_bias(residual, bias);
+      if (shard_.rank == 0) backend_.linear_add(x, w, residual);
+      else backend_.linear(x, w, residual);
+      if (bias.defined()) backend_.add_bias(residual, bias);  // rank 0's only (load_layer)
+      if (tp) backend_.all_reduce(residual);
       return;
     }
     backend_.linear(x, w, sub_out);
+    if (tp) backend_.all_reduce(sub_out);
     if (bias.defined()) backend_.add_bias(sub_out, bias);
     backend_.rms_norm_add(sub_out, out_norm, eps, residual);
   };
-  backend_.embedding(in.input_ids, embed_tokens_, residual, embed_scale_);
+  if (tp) {
+    backend_.embedding_shard(in.input_ids, embed_tokens_, dims_.vocab_start, c.vocab_size, residual, embed_scale_);
+    backend_.all_reduce(residual);
+  } else {
+    backend_.embedding(in.input_ids, embed_tokens_, residual, embed_scale_);
+  }
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     Layer& L = layers_[l];
     project(L.input_norm, L.qkv_proj, qkv);

@@ -20,17 +20,37 @@ struct ForwardInputs {
   AttentionMetadata meta;
 };
 
+// This rank's part of a tensor-parallel model, split as vLLM and nano-vLLM split it: the q/k/v
+// and gate/up projections by output rows (column-parallel: whole heads, a slice of the MLP), the
+// o and down projections by input columns (row-parallel, their partial sums all-reduced), the
+// embedding and lm_head by vocabulary rows (the embedding's rows from other shards are zeros,
+// all-reduced; the logits of the shards are gathered to rank 0, which samples). KV heads are
+// split too, or replicated when the group is larger than num_key_value_heads.
+struct ModelShard {
+  int rank = 0, world = 1;
+};
+
+// The per-rank sizes of `config` split over `shard`; throws std::invalid_argument naming the
+// config field the group size does not divide.
+struct ShardDims {
+  int64_t q_heads, kv_heads, first_q_head, first_kv_head;
+  int64_t intermediate, first_intermediate;
+  int64_t vocab_rows, vocab_start, vocab_real;  // rows a shard holds (padded), its first id, its ids below vocab_size
+};
+ShardDims shard_dims(const ModelConfig& config, ModelShard shard);
+
 class DecoderModel {
  public:
   // Uploads the weights by their Hugging Face names (q/k/v and gate/up packed on load, lm_head
-  // tied or separate) and allocates activations for up to max_num_tokens tokens and
-  // max_num_seqs logits rows. Throws naming a missing or misshapen tensor.
+  // tied or separate), only this shard's slices of them, and allocates activations for up to
+  // max_num_tokens tokens and max_num_seqs logits rows. Throws naming a missing or misshapen
+  // tensor.
   DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Backend& backend, int max_num_tokens,
-               int max_num_seqs);
+               int max_num_seqs, ModelShard shard = {});
 
   // Runs every layer over the batch, stores the new tokens' K/V in `kv`, and writes the logits of
-  // the rows in last_token_indices to `logits` (f32 [B, vocab]). Issues backend ops only: it may be
-  // captured into a CUDA graph.
+  // the rows in last_token_indices to `logits` (f32 [B, vocab]; on ranks other than 0 of a
+  // group, unused). Issues backend ops only: it may be captured into a CUDA graph.
   void forward(const ForwardInputs& in, KVCache& kv, Tensor& logits);
 
   // The logits (f32 [R, vocab]) of rows `token_rows` (i32 [R], R <= max_num_seqs) of the hidden
@@ -39,6 +59,7 @@ class DecoderModel {
 
   const ModelConfig& config() const { return config_; }
   size_t weight_bytes() const { return weight_bytes_; }
+  const ShardDims& dims() const { return dims_; }
 
  private:
   struct Layer {
@@ -48,13 +69,21 @@ class DecoderModel {
     Tensor qkv_bias, o_bias, gate_up_bias, down_bias;  // when the family has them
     bool sliding = false;
   };
+  // Rows [first, first + rows) of checkpoint tensor `name` (`total` rows in the file).
+  struct Part {
+    std::string name;
+    int64_t total, first, rows;
+  };
   // Reads one layer's weights into L.
   void load_layer(const Checkpoint& ckpt, int l, Layer& L);
-  // Uploads the projection packed from `parts` (checkpoint name, rows) into `dst`; when folding,
-  // its input columns multiplied by the weight of the norm `gamma_name` first, in float32, so
-  // each weight is rounded to the compute dtype once.
-  void upload_projection(const Checkpoint& ckpt, const std::vector<std::pair<std::string, int64_t>>& parts,
-                         const std::string& gamma_name, Tensor dst);
+  // Uploads the projection packed from `parts` into `dst`; when folding, its input columns
+  // multiplied by the weight of the norm `gamma_name` first, in float32, so each weight is
+  // rounded to the compute dtype once.
+  void upload_projection(const Checkpoint& ckpt, const std::vector<Part>& parts, const std::string& gamma_name,
+                         Tensor dst);
+  // Uploads columns [first, first + dst's columns) of checkpoint tensor `name` [rows, total]
+  // (a row-parallel projection's shard) into dst.
+  void upload_columns(const Checkpoint& ckpt, const std::string& name, int64_t total, int64_t first, Tensor dst);
   // A norm's weight as the forward applies it: (1 + w) for Gemma (in float32), else w.
   Tensor norm_weight(const Checkpoint& ckpt, const std::string& name, int64_t n);
   // The RoPE tables and every activation buffer, sized for the largest batch.
@@ -64,6 +93,9 @@ class DecoderModel {
 
   ModelConfig config_;
   Backend& backend_;
+  ModelShard shard_;
+  ShardDims dims_;
+  Tensor shard_logits_, gathered_logits_;  // tensor parallelism: this shard's logits, rank 0's gathered ones
   std::vector<DeviceBuffer> buffers_;  // weights, rope tables and activations
   Tensor embed_tokens_, final_norm_, lm_head_, cos_sin_, cos_sin_sliding_;
   std::vector<Layer> layers_;

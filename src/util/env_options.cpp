@@ -38,6 +38,8 @@ EnvOptions read_env_options() {
   const char* all = get("NANOVLLM_GEMM_TUNE_ALL");
   o.gemm_tune_all = all && std::strcmp(all, "1") == 0;
   if (const char* path = get("NANOVLLM_STEP_TRACE")) o.step_trace = path;
+  if (const char* path = get("NANOVLLM_WORKER")) o.worker = path;
+  if (const char* path = get("NANOVLLM_NCCL_LIBRARY")) o.nccl_library = path;
   return o;
 }
 

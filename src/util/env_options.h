@@ -13,6 +13,8 @@ struct EnvOptions {
   bool pdl = true;             // NANOVLLM_PDL ("0" turns it off): CUDA kernels overlap the one before them
   bool gemm_tune_all = false;  // NANOVLLM_GEMM_TUNE_ALL ("1"): time GEMM candidates at every decode size
   std::string step_trace;      // NANOVLLM_STEP_TRACE: a CSV file for one line per engine step; empty = none
+  std::string worker;          // NANOVLLM_WORKER: the nanovllm executable tensor-parallel workers run as; empty = found
+  std::string nccl_library;    // NANOVLLM_NCCL_LIBRARY: libnccl.so.2's path when the usual places lack it
 };
 
 // The process's options, read on the first call. Throws std::invalid_argument naming the

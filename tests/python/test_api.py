@@ -145,6 +145,19 @@ class Generate(unittest.TestCase):
                                 use_tqdm=False)
         self.assertEqual(out[0]["token_ids"], self.prompts[0]["greedy"])
 
+    def test_tensor_parallel_workers_run_this_interpreter(self):
+        # nano-vLLM's LLM(path, tensor_parallel_size=2): rank 1 is a process running this
+        # package (nanovllm._worker); its tokens are transformers' greedy ones, and its sampled
+        # tokens (the whole row gathered to rank 0) one rank's.
+        llm = LLM(TINY, tensor_parallel_size=2, **SMALL)
+        ids = [p["ids"] for p in self.prompts[:4]]
+        outs = llm.generate(ids, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True), use_tqdm=False)
+        for o, p in zip(outs, self.prompts):
+            self.assertEqual(o["token_ids"], p["greedy"])
+        seeded = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=12, ignore_eos=True, seed=3)
+        tokens = lambda engine: [o["token_ids"] for o in engine.generate(ids, seeded, use_tqdm=False)]
+        self.assertEqual(tokens(llm), tokens(self.llm))
+
     def test_two_engines_in_one_process(self):
         other = LLM(TINY, **SMALL)
         g = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/shm_group.h"
 #include "backend/allocation_tracker.h"
 #include "backend/half.h"
 
@@ -107,13 +108,18 @@ class CpuBackend final : public Backend {
   }
 
   // ---- ops ----
-  void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out, float scale) override {
-    const int64_t T = ids.numel(), H = cols_of(table);
+  void do_embedding(const Tensor& ids, const Tensor& table, int64_t vocab_start, Tensor& out, float scale) override {
+    const int64_t T = ids.numel(), H = cols_of(table), S = rows_of(table);
     const int32_t* id = ids.ptr<int32_t>();
     const float* tab = table.ptr<float>();
     float* o = out.ptr<float>();
     for (int64_t t = 0; t < T; ++t) {
-      std::memcpy(o + t * H, tab + id[t] * H, H * sizeof(float));
+      const int64_t r = id[t] - vocab_start;
+      if (r < 0 || r >= S) {  // another rank's shard of the vocabulary
+        std::memset(o + t * H, 0, H * sizeof(float));
+        continue;
+      }
+      std::memcpy(o + t * H, tab + r * H, H * sizeof(float));
       if (scale != 1.0f)
         for (int64_t h = 0; h < H; ++h) o[t * H + h] *= scale;
     }
@@ -215,6 +221,29 @@ class CpuBackend final : public Backend {
                             output_ids.numel());
   }
 
+  // ---- tensor parallelism: ranks are processes on this host, collectives through shared memory ----
+  std::string new_group_id(int world) override {
+    group_ = std::make_unique<ShmGroup>(ShmGroup::create(world));
+    return group_->id();
+  }
+  void join_group(const std::string& id, int rank, int world) override {
+    if (!group_ || group_->id() != id) group_ = std::make_unique<ShmGroup>(ShmGroup::open(id));
+    group_->join(rank, world);
+    group_rank_ = rank;
+    group_size_ = world;
+  }
+  void abort_group(const std::string& reason) override {
+    if (group_) group_->abort(reason);
+  }
+  void do_all_reduce(Tensor& x) override { group_->all_reduce(x); }
+  void do_gather(const Tensor& x, Tensor& out) override { group_->gather(x.data, out.data, x.nbytes()); }
+  void do_copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width) override {
+    const size_t es = dtype_size(src.dtype);
+    for (int64_t r = 0; r < src.size(0); ++r)
+      std::memcpy(static_cast<char*>(dst.data) + (r * dst.size(1) + dst_col) * es,
+                  static_cast<const char*>(src.data) + (r * src.size(1) + src_col) * es, width * es);
+  }
+
  private:
   // A folded norm's factor per row (inv_rms of rows[t]), in scale_; nullptr when nothing is folded.
   const float* folded_scales(const FoldedNorm& f, int64_t T) {
@@ -249,6 +278,7 @@ class CpuBackend final : public Backend {
 
   const int threads_;
   cpu::ThreadPool pool_;
+  std::unique_ptr<ShmGroup> group_;
   AllocationTracker allocations_;
   std::vector<float> scale_;  // folded_scales' result
 };

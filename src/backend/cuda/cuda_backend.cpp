@@ -15,6 +15,7 @@
 #include "backend/allocation_tracker.h"
 #include "backend/half.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/nccl_group.h"
 
 namespace nanovllm {
 namespace {
@@ -26,7 +27,8 @@ bool is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& opts)
-      : device_id_(opts.device_id), sync_each_op_(opts.cuda_sync), gemm_(opts.gemm_tune_all) {
+      : device_id_(opts.device_id), sync_each_op_(opts.cuda_sync), gemm_(opts.gemm_tune_all),
+        nccl_library_(opts.nccl_library) {
     if (opts.decode_partition) {
       const int v = opts.decode_partition;
       if (v < kMinPartition || v > kMaxPartition || v % 32 != 0)
@@ -148,9 +150,9 @@ class CudaBackend final : public Backend {
   }
 
   // ---- ops ----
-  void do_embedding(const Tensor& ids, const Tensor& table, Tensor& out, float scale) override {
+  void do_embedding(const Tensor& ids, const Tensor& table, int64_t vocab_start, Tensor& out, float scale) override {
     cuda::launch_gather_rows(table.data, table.dtype, ids.ptr<int32_t>(), out.data, out.dtype, (int)out.size(0),
-                             (int)out.size(1), (int)table.size(0), stream_, scale);
+                             (int)out.size(1), (int)table.size(0), stream_, scale, (int)vocab_start);
     debug_sync("embedding");
   }
 
@@ -270,6 +272,38 @@ class CudaBackend final : public Backend {
     debug_sync("reset_token_counts");
   }
 
+  // ---- tensor parallelism: one process per GPU, NCCL on this stream (captured with the kernels) ----
+  std::string new_group_id(int world) override {
+    (void)world;
+    return cuda::NcclGroup::new_id(nccl_library_);
+  }
+  void join_group(const std::string& id, int rank, int world) override {
+    check(cudaSetDevice(device_id_), "join_group", "cudaSetDevice");
+    group_ = std::make_unique<cuda::NcclGroup>(nccl_library_, id, rank, world);
+    group_rank_ = rank;
+    group_size_ = world;
+  }
+  void abort_group(const std::string& reason) override {
+    (void)reason;
+    if (group_) group_->abort();
+  }
+  void do_all_reduce(Tensor& x) override {
+    group_->all_reduce(x.data, static_cast<size_t>(x.numel()), x.dtype, stream_);
+    debug_sync("all_reduce");
+  }
+  void do_gather(const Tensor& x, Tensor& out) override {
+    group_->gather(x.data, out.data, static_cast<size_t>(x.numel()), x.dtype, stream_);
+    debug_sync("gather");
+  }
+  void do_copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width) override {
+    const size_t es = dtype_size(src.dtype);
+    check(cudaMemcpy2DAsync(static_cast<char*>(dst.data) + dst_col * es, dst.size(1) * es,
+                            static_cast<const char*>(src.data) + src_col * es, src.size(1) * es, width * es,
+                            src.size(0), cudaMemcpyDeviceToDevice, stream_),
+          "copy_columns", "cudaMemcpy2DAsync");
+    debug_sync("copy_columns");
+  }
+
   double tuning_seconds() const override { return gemm_.tuning_seconds(); }
 
   // ---- CUDA graphs ----
@@ -385,11 +419,22 @@ class CudaBackend final : public Backend {
   void* gemm_ws_ = nullptr;
   int* split_counters_ = nullptr;
   std::vector<cudaGraphExec_t> graphs_;
+  std::string nccl_library_;
+  std::unique_ptr<cuda::NcclGroup> group_;  // tensor parallelism: joined group (more than one rank)
   AllocationTracker allocations_;  // before the scratch buffers: they report to it when they go
   Scratch attn_ws_{&allocations_}, sample_ws_{&allocations_}, logprobs_ws_{&allocations_};
 };
 
 }  // namespace
+
+int cuda_visible_devices() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
 
 bool cuda_device_usable(std::string* why) {
   int n = 0;

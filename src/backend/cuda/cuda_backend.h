@@ -8,5 +8,6 @@
 
 namespace nanovllm {
 bool cuda_device_usable(std::string* why);
+int cuda_visible_devices();  // cudaGetDeviceCount
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts);
 }  // namespace nanovllm

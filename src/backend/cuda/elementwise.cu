@@ -15,11 +15,11 @@ namespace {
 // Same dtype: copy 16-byte words (or bytes when misaligned). One block per output row.
 template <class V>
 __global__ void gather_copy_kernel(const V* __restrict__ src, const int32_t* __restrict__ idx, V* __restrict__ out,
-                                   int words, int src_rows) {
+                                   int words, int src_rows, int idx_offset) {
   pdl_launch_dependents();
   pdl_wait();
   const int r = blockIdx.x;
-  const int i = idx[r];
+  const int i = idx[r] - idx_offset;
   V* o = out + (size_t)r * words;
   if (i < 0 || i >= src_rows) {
     for (int c = threadIdx.x; c < words; c += blockDim.x) o[c] = V{};
@@ -32,11 +32,11 @@ __global__ void gather_copy_kernel(const V* __restrict__ src, const int32_t* __r
 // Converting (or scaling: the embedding times Gemma's sqrt(hidden)) copy of the picked rows, in float32.
 template <class S, class D>
 __global__ void gather_convert_kernel(const S* __restrict__ src, const int32_t* __restrict__ idx, D* __restrict__ out,
-                                      int cols, int src_rows, float scale) {
+                                      int cols, int src_rows, float scale, int idx_offset) {
   pdl_launch_dependents();
   pdl_wait();
   const int r = blockIdx.x;
-  const int i = idx[r];
+  const int i = idx[r] - idx_offset;
   const bool ok = i >= 0 && i < src_rows;
   for (int c = threadIdx.x; c < cols; c += blockDim.x)
     out[(size_t)r * cols + c] = from_f<D>(ok ? to_f(src[(size_t)i * cols + c]) * scale : 0.f);
@@ -138,22 +138,22 @@ void launch_scale_columns(void* w, DType t, const float* scale, int64_t rows, in
 }
 
 void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* out, DType out_t, int rows, int cols,
-                        int src_rows, cudaStream_t s, float scale) {
+                        int src_rows, cudaStream_t s, float scale, int idx_offset) {
   if (rows == 0 || cols == 0) return;
   const char* op = "gather_rows";
   if (scale != 1.f) {  // the embedding times a factor: every element through float32
     if (src_t == DType::bf16 && out_t == DType::bf16)
       launch(op, gather_convert_kernel<bf16, bf16>, rows, 256, 0, s, static_cast<const bf16*>(src), idx,
-             static_cast<bf16*>(out), cols, src_rows, scale);
+             static_cast<bf16*>(out), cols, src_rows, scale, idx_offset);
     else if (src_t == DType::bf16 && out_t == DType::f32)
       launch(op, gather_convert_kernel<bf16, float>, rows, 256, 0, s, static_cast<const bf16*>(src), idx,
-             static_cast<float*>(out), cols, src_rows, scale);
+             static_cast<float*>(out), cols, src_rows, scale, idx_offset);
     else if (src_t == DType::f32 && out_t == DType::bf16)
       launch(op, gather_convert_kernel<float, bf16>, rows, 256, 0, s, static_cast<const float*>(src), idx,
-             static_cast<bf16*>(out), cols, src_rows, scale);
+             static_cast<bf16*>(out), cols, src_rows, scale, idx_offset);
     else if (src_t == DType::f32 && out_t == DType::f32)
       launch(op, gather_convert_kernel<float, float>, rows, 256, 0, s, static_cast<const float*>(src), idx,
-             static_cast<float*>(out), cols, src_rows, scale);
+             static_cast<float*>(out), cols, src_rows, scale, idx_offset);
     else
       throw std::invalid_argument(std::string("embedding: unsupported dtypes ") + dtype_name(src_t) + " -> " +
                                   dtype_name(out_t));
@@ -163,16 +163,16 @@ void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* 
     const size_t bytes = (size_t)cols * dtype_size(src_t);
     if (bytes % 16 == 0 && aligned16(src) && aligned16(out))
       launch(op, gather_copy_kernel<uint4>, rows, 128, 0, s, static_cast<const uint4*>(src), idx,
-             static_cast<uint4*>(out), (int)(bytes / 16), src_rows);
+             static_cast<uint4*>(out), (int)(bytes / 16), src_rows, idx_offset);
     else
       launch(op, gather_copy_kernel<uint8_t>, rows, 256, 0, s, static_cast<const uint8_t*>(src), idx,
-             static_cast<uint8_t*>(out), (int)bytes, src_rows);
+             static_cast<uint8_t*>(out), (int)bytes, src_rows, idx_offset);
   } else if (src_t == DType::bf16 && out_t == DType::f32) {
     launch(op, gather_convert_kernel<bf16, float>, rows, 256, 0, s, static_cast<const bf16*>(src), idx,
-           static_cast<float*>(out), cols, src_rows, 1.f);
+           static_cast<float*>(out), cols, src_rows, 1.f, idx_offset);
   } else if (src_t == DType::f32 && out_t == DType::bf16) {
     launch(op, gather_convert_kernel<float, bf16>, rows, 256, 0, s, static_cast<const float*>(src), idx,
-           static_cast<bf16*>(out), cols, src_rows, 1.f);
+           static_cast<bf16*>(out), cols, src_rows, 1.f, idx_offset);
   } else {
     throw std::invalid_argument(std::string("gather_rows/embedding: unsupported dtypes ") + dtype_name(src_t) +
                                 " -> " + dtype_name(out_t));

@@ -21,8 +21,10 @@ void launch_rms_norm_add(const void* x, const void* w, void* residual, DType act
 
 // out[r, :] = src[idx[r], :] * scale for r < rows (row of `cols` elements), converting dtype if
 // needed (scale 1: a plain copy). Rows whose index is outside [0, src_rows) are written as zeros.
+// Row r of out is row idx[r] - idx_offset of src, or zeros when that is outside [0, src_rows)
+// (a shard of the vocabulary: idx_offset is its first id).
 void launch_gather_rows(const void* src, DType src_t, const int32_t* idx, void* out, DType out_t,
-                        int rows, int cols, int src_rows, cudaStream_t s, float scale = 1.f);
+                        int rows, int cols, int src_rows, cudaStream_t s, float scale = 1.f, int idx_offset = 0);
 
 // x[r, :] += bias over rows x cols (x: t, bias: bt; each bf16 or f32).
 void launch_add_bias(void* x, DType t, const void* bias, DType bt, int64_t rows, int cols, cudaStream_t s);
