@@ -5,7 +5,10 @@
 #                                                           # need into .devbin/ (git-ignored), xz
 #   GPU machine:   bash scripts/device.sh [steps...]        # in a copy of the checkout with .devbin/
 # Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, base, curve, online,
-# sanitize, numerics, python, sampling (what sampling settings cost), fixtures (the HF sampling fixtures).
+# sanitize, numerics, python, sampling (what sampling settings cost), fixtures (the HF sampling fixtures),
+# tp2 (tensor parallelism on a two-GPU machine: its tests, TP 1 vs 2 on the workload and batch 1,
+# memcheck over both ranks). On one GPU the tensor-parallel path is covered by `tests` (a one-rank
+# NCCL group inside a captured graph) and `base` (TP 1 against a build from before it).
 # (No profiler step: on the H200 machine nsys recorded but could not import its report, run 34.)
 # base: the bench.py workload and batch 1 again with an older build for an A/B on one machine,
 # alternating (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there).
@@ -54,6 +57,10 @@ CUBLAS_DIR=$(dirname "$(find /usr/local/cuda*/ /opt /usr/lib -name 'libcublasLt.
 export LD_LIBRARY_PATH=$BIN/lib:$CUBLAS_DIR:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PATH=/usr/local/cuda/bin:$PATH
 SAN=$(command -v compute-sanitizer || find / -name compute-sanitizer -type f 2>/dev/null | head -1)
+# NCCL (tensor parallelism; dlopen'ed): the GPU machine's own (its CUDA toolkit, or PyTorch's wheel).
+# Not bundled: the library is 200 MB.
+[[ -n ${NANOVLLM_NCCL_LIBRARY:-} ]] || export NANOVLLM_NCCL_LIBRARY=$(find /usr/local/cuda*/ /usr/lib /usr/local/lib \
+  /opt -name 'libnccl.so.2' 2>/dev/null | head -1)
 SUMMARY=$OUT/summary.txt
 STEPS=("$@")
 [[ ${#STEPS[@]} -eq 0 ]] && STEPS=(env tests bench e2e sanitize)
@@ -64,6 +71,7 @@ for step in "${STEPS[@]}"; do
     env)
       { cat $BIN/commit.txt; nvidia-smi; echo "cublasLt: $CUBLAS_DIR"; echo "sanitizer: $SAN"; } >"$OUT/env.txt" 2>&1
       note "commit $(head -1 $BIN/commit.txt); $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
+      note "nccl: ${NANOVLLM_NCCL_LIBRARY:-not found}"
       ;;
     tests)
       $BIN/nanovllm_cuda_tests 2>&1 | tee "$OUT/tests.log" | tail -25
@@ -206,6 +214,30 @@ for step in "${STEPS[@]}"; do
         $BIN/nanovllm bench --model /tmp/m06 --device cuda 2>&1 | tee -a "$OUT/e2e.log" | tail -3
         note "nanovllm bench: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
       done
+      ;;
+    tp2)  # tensor parallelism on two GPUs (NCCL_NVLS_ENABLE stays 0): the TP tests, then TP 1 vs 2 alternating
+      export NCCL_NVLS_ENABLE=0
+      ngpu=$(nvidia-smi -L | wc -l)
+      note "tp2: $ngpu GPUs"
+      $BIN/nanovllm_cuda_tests --gtest_filter='*TensorParallel*' 2>&1 | tee "$OUT/tp2-tests.log" | tail -5
+      note "tp2 tests: $(grep -E '^\[  (PASSED|FAILED)|SKIPPED' "$OUT/tp2-tests.log" | tr '\n' ' ')"
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/tp2.log" 2>&1
+      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      for round in 1 2; do
+        for tp in 1 2; do
+          $BIN/nanovllm bench --model /tmp/m06 --device cuda --tp $tp 2>&1 | tee -a "$OUT/tp2.log" | tail -2
+          note "tp $tp bench.py workload: $(grep -E 'Throughput' "$OUT/tp2.log" | tail -1)"
+          $BIN/nanovllm bench --model /tmp/m06 --device cuda --tp $tp $B1 2>&1 | tee -a "$OUT/tp2.log" | tail -2
+          note "tp $tp batch 1: $(grep -E '^TPOT' "$OUT/tp2.log" | tail -1)"
+        done
+      done
+      grep -E 'tensor-parallel rank|start-up' "$OUT/tp2.log" | tail -3 | tee -a "$SUMMARY"
+      if [[ -n $SAN ]]; then  # memcheck over both ranks of a short run
+        $SAN --tool memcheck --target-processes all --error-exitcode 3 $BIN/nanovllm bench --model /tmp/m06 \
+          --device cuda --tp 2 --num-seqs 4 --min-input 32 --max-input 64 --min-output 8 --max-output 16 \
+          --max-model-len 512 --enforce-eager >"$OUT/tp2-memcheck.log" 2>&1
+        note "tp2 memcheck: exit $? ($(grep -E 'ERROR SUMMARY' "$OUT/tp2-memcheck.log" | sort | uniq -c | tr '\n' ' '))"
+      fi
       ;;
     *) echo "unknown step $step" ;;
   esac
