@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -181,6 +182,38 @@ TEST_F(CudaSampling, TiesAndAllEqualRows) {
     SCOPED_TRACE("kind " + std::to_string(int(kind)));
     check_batch(24, 151936, kind, false);
   }
+}
+
+TEST_F(CudaSampling, SignedZerosAreOneTie) {
+  // -0 and +0 are equal: when top_p's threshold falls inside a group of zeros, both halves stay
+  // (a bit-pattern order would put -0 below +0 and drop it). 10 ids at 1, then zeros of both
+  // signs; top_p 0.5 keeps the ones (2.7% of the mass) and the whole group of zeros.
+  const int V = 1000, B = 256;
+  std::vector<float> row(V);
+  for (int v = 0; v < V; ++v) row[v] = v < 10 ? 1.0f : (v % 2 ? -0.0f : 0.0f);
+  HostBatch h;
+  h.vocab = V;
+  std::vector<float> logits;
+  for (int b = 0; b < B; ++b) {
+    h.rows.push_back(SamplingRow{.key = 99, .counter = b, .temperature = 1.0f, .top_p = 0.5f});
+    logits.insert(logits.end(), row.begin(), row.end());
+  }
+  std::vector<DeviceBuffer> cb, gb;
+  const SampleBatch bc = testing_ref::place(*cpu_, h, cb), bg = testing_ref::place(*gpu_, h, gb);
+  Tensor lc = cpu_->alloc_tensor(DType::f32, {B, V}, cb), lg = gpu_->alloc_tensor(DType::f32, {B, V}, gb);
+  std::memcpy(lc.data, logits.data(), logits.size() * 4);
+  gpu_->copy_to_device(lg.data, logits.data(), logits.size() * 4);
+  Tensor oc = cpu_->alloc_tensor(DType::i32, {B}, cb), og = gpu_->alloc_tensor(DType::i32, {B}, gb);
+  cpu_->sample(lc, bc, oc);
+  gpu_->sample(lg, bg, og);
+  std::vector<int32_t> got(B);
+  gpu_->copy_to_host(got.data(), og.data, B * 4);
+  int negative_zero = 0;
+  for (int b = 0; b < B; ++b) {
+    EXPECT_EQ(got[b], oc.ptr<int32_t>()[b]) << "row " << b;
+    negative_zero += got[b] >= 10 && got[b] % 2;
+  }
+  EXPECT_GT(negative_zero, B / 4) << "ids holding -0 are never drawn";
 }
 
 TEST_F(CudaSampling, SameSeedSameTokenWhateverTheBatch) {

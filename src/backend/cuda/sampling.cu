@@ -145,9 +145,11 @@ __device__ unsigned long long block_inclusive_max(unsigned long long v) {
   return out;
 }
 
-// Floats as unsigned keys in the same order.
+// Floats as unsigned keys in the same order; -0 is +0 (they are equal: a group of tied zeros
+// split in two would put a top_p or top_k threshold between equal values).
 __device__ __forceinline__ uint32_t order_key(float f) {
-  const uint32_t u = __float_as_uint(f);
+  uint32_t u = __float_as_uint(f);
+  if (u == 0x80000000u) u = 0;
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 __device__ __forceinline__ float key_float(uint32_t k) {
