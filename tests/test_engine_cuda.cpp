@@ -5,6 +5,8 @@
 // Skips without a usable GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -61,11 +63,16 @@ class EngineCuda : public ::testing::TestWithParam<std::string> {
     p.ignore_eos = true;
     auto outs = llm.generate(prompts, p, false);
     ASSERT_EQ(outs.size(), cases.size());
-    size_t matched = 0;
-    for (size_t i = 0; i < cases.size(); ++i)
+    size_t matched = 0, floor = 0;
+    for (size_t i = 0; i < cases.size(); ++i) {
       matched += expect_follows_hf(cases[i], outs[i].token_ids(), what + ", prompt " + std::to_string(i));
-    // Most steps are far from a tie: most of the tokens must match.
-    EXPECT_GT(matched, cases.size() * cases[0].greedy.size() * 3 / 4) << what;
+      // Every token before a prompt's first near tie must match. (Random fixtures have near ties
+      // early: qwen2-tied's 7 prompts meet their first at steps 2-23, so a fixed share of matched
+      // tokens would hold some fixtures to luck and others to nothing.)
+      const auto& m = cases[i].margins;
+      floor += std::find_if(m.begin(), m.end(), [](double x) { return x < kNearTie; }) - m.begin();
+    }
+    EXPECT_GE(matched, floor) << what;
     if (stats) *stats = llm.stats();
   }
 };
