@@ -618,6 +618,8 @@ TEST_F(AttentionOps, Prefill) {
            {"gqa 8 d128 bs64", 32, 4, 128, 64, true, {{33, 33}, {200, 250}}},
            {"gqa 5 d64 bs128", 10, 2, 64, 128, true, {{37, 37}, {3, 90}}},
            {"chunk after prefix bs16", 16, 8, 128, 16, true, {{256, 512}, {1, 700}}},
+           {"gemma3-1b d256 bs16", 4, 1, 256, 16, true, mixed},
+           {"gqa 2 d256 bs32", 8, 4, 256, 32, true, {{33, 33}, {200, 250}, {1, 90}}},
        })
     run(ac);
 }
@@ -625,7 +627,7 @@ TEST_F(AttentionOps, Prefill) {
 // Sliding windows: smaller than, equal to and larger than the contexts, not multiples of the
 // block size or of the 64-key tile; window 1 (each query sees itself only); a chunk whose windows
 // start inside the cached prefix or an earlier chunk; GQA packings whose 64-row blocks start
-// mid-token (G = 5); head_dim 64 and 128.
+// mid-token (G = 5); head_dim 64, 128 and 256.
 TEST_F(AttentionOps, PrefillWindow) {
   const std::vector<SeqSpec> mixed = {{5, 5}, {64, 64}, {65, 65}, {1, 1}, {100, 300}, {17, 40}, {130, 129 + 1}};
   std::vector<AttnCase> cases;
@@ -640,6 +642,8 @@ TEST_F(AttentionOps, PrefillWindow) {
                    {100, 150, 257, 512}));
   add(with_windows({"long prompt bs16", 16, 8, 128, 16, true, {{1024, 1024}, {512, 2048}}}, {128, 700}));
   add(with_windows({"long prompt d64 bs256", 8, 2, 64, 256, true, {{1024, 1024}}}, {4, 1000}));
+  add(with_windows({"gemma3-1b d256 bs16", 4, 1, 256, 16, true, mixed}, {1, 63, 65, 130}));
+  add(with_windows({"gemma3-1b d256 chunk", 4, 1, 256, 16, true, {{256, 512}, {1, 700}}}, {100, 512}));
   for (const AttnCase& ac : cases) run(ac);
 }
 
@@ -673,6 +677,8 @@ TEST_F(AttentionOps, Decode) {
            {"gqa 4 d128 bs128", 32, 8, 128, 128, false, dec({129, 1025})},
            {"gqa 5 d64 bs64", 10, 2, 64, 64, false, dec({63, 64, 65})},
            {"gqa 8 d128 bs16", 64, 8, 128, 16, false, dec({333, 2})},
+           {"gemma3-1b d256 bs16", 4, 1, 256, 16, false, dec({1, 17, 256, 257, 1000, 3000})},
+           {"gqa 8 d256 bs32", 16, 2, 256, 32, false, dec({5, 700, 2049})},
        })
     run(ac);
 }
@@ -691,6 +697,7 @@ TEST_F(AttentionOps, DecodeWindow) {
   add(with_windows({"gqa 5 d64 bs64", 10, 2, 64, 64, false, dec({63, 64, 65, 1000})}, {63, 64, 65}));
   add(with_windows({"gqa 8 d128 bs16", 64, 8, 128, 16, false, dec({333, 2, 1500})}, {100, 333}));
   add(with_windows({"gqa 8 d64 bs32", 64, 8, 64, 32, false, dec({333, 2, 1500}), 2000}, {100, 1024}));
+  add(with_windows({"gemma3-1b d256 bs16", 4, 1, 256, 16, false, dec({1, 17, 600, 3000})}, {1, 512, 1000}));
   for (const AttnCase& ac : cases) run(ac);
 }
 

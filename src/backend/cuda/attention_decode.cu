@@ -345,7 +345,8 @@ void launch_attention_decode(const void* q, const PagedKVArgs& kv, const DecodeS
   const bool pv = (long long)kv.num_seqs * sh.num_kv_heads <= kPrefetchVPairs;
   if (sh.head_dim == 64) pv ? launch_d<64, true>(a, s) : launch_d<64, false>(a, s);
   else if (sh.head_dim == 128) pv ? launch_d<128, true>(a, s) : launch_d<128, false>(a, s);
-  else throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");
+  else if (sh.head_dim == 256) pv ? launch_d<256, true>(a, s) : launch_d<256, false>(a, s);
+  else throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64, 128 or 256)");
 }
 
 }  // namespace nanovllm::cuda

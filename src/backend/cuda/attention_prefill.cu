@@ -8,6 +8,9 @@
 // it was: WINDOW, a query at position i sees keys (i - window, i] only: key tiles wholly before
 // the window of the block's first query are never loaded, and entries outside a row's window are
 // masked like the causal ones; SOFTCAP, scores become softcap * tanh(score / softcap).
+// Head dims 64 and 128 keep Q's fragments in registers and the K/V tiles in static shared memory;
+// 256 (Gemma 3) would need 64 more registers a thread for Q beside a 128-register accumulator, so
+// its Q tile is staged in shared memory with K and V (dynamic, 99 KB) and read per k-step.
 #include <stdexcept>
 #include <string>
 
@@ -53,8 +56,19 @@ prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, con
                float s_scale, float cap_log2, int window, bf16* __restrict__ out) {
   constexpr int KS = D / 16;  // k-steps over the head dim
   constexpr int ND = D / 8;   // n-tiles of the output
-  __shared__ __align__(16) bf16 ks[kBN * (D + 8)];
-  __shared__ __align__(16) bf16 vs[kBN * (D + 8)];
+  constexpr bool kQInSmem = D > 128;
+  bf16 *ks, *vs, *qs = nullptr;
+  if constexpr (!kQInSmem) {
+    __shared__ __align__(16) bf16 ks_static[kBN * (D + 8)];
+    __shared__ __align__(16) bf16 vs_static[kBN * (D + 8)];
+    ks = ks_static;
+    vs = vs_static;
+  } else {
+    extern __shared__ uint4 prefill_dyn_smem[];  // [K tile][V tile][Q tile], each [64][D + 8]
+    ks = reinterpret_cast<bf16*>(prefill_dyn_smem);
+    vs = ks + kBN * (D + 8);
+    qs = vs + kBN * (D + 8);
+  }
 
   pdl_launch_dependents();
   pdl_wait();
@@ -85,14 +99,29 @@ prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, con
       orow[i] = nullptr;
     }
   }
-  uint32_t qa[KS][4];
+  uint32_t qa[kQInSmem ? 1 : KS][4];
+  if constexpr (!kQInSmem) {
 #pragma unroll
-  for (int kk = 0; kk < KS; ++kk) {
+    for (int kk = 0; kk < KS; ++kk) {
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const uint32_t* p = reinterpret_cast<const uint32_t*>(qrow[i] + kk * 16 + ti * 2);
-      qa[kk][i] = qrow[i] ? p[0] : 0u;      // a0 (row r0), a1 (row r1): columns ti*2..+1
-      qa[kk][2 + i] = qrow[i] ? p[4] : 0u;  // a2, a3: columns 8 + ti*2..+1
+      for (int i = 0; i < 2; ++i) {
+        const uint32_t* p = reinterpret_cast<const uint32_t*>(qrow[i] + kk * 16 + ti * 2);
+        qa[kk][i] = qrow[i] ? p[0] : 0u;      // a0 (row r0), a1 (row r1): columns ti*2..+1
+        qa[kk][2 + i] = qrow[i] ? p[4] : 0u;  // a2, a3: columns 8 + ti*2..+1
+      }
+    }
+  } else {
+    // The block's 64 query rows into qs (rows past the block's end zeroed); the first K tile's
+    // wait below makes them visible.
+    constexpr int CPT = D / 8;
+    for (int c = threadIdx.x; c < kBM * CPT; c += kThreads) {
+      const int r = c / CPT, part = c % CPT, R = mb * kBM + r;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (R < rows) {
+        const int j = R / G, head = h * G + R % G;
+        v = *reinterpret_cast<const uint4*>(q + ((size_t)(q0 + j) * hq + head) * D + part * 8);
+      }
+      *reinterpret_cast<uint4*>(qs + r * (D + 8) + part * 8) = v;
     }
   }
 
@@ -126,10 +155,18 @@ prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, con
     for (int nt = 0; nt < kBN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk) {
+      const uint32_t(&a)[4] = qa[kQInSmem ? 0 : kk];
+      if constexpr (kQInSmem) {
+        const bf16* qr = qs + (warp * 16 + gi) * (D + 8) + kk * 16 + ti * 2;
+        qa[0][0] = *reinterpret_cast<const uint32_t*>(qr);
+        qa[0][1] = *reinterpret_cast<const uint32_t*>(qr + 8 * (D + 8));
+        qa[0][2] = *reinterpret_cast<const uint32_t*>(qr + 8);
+        qa[0][3] = *reinterpret_cast<const uint32_t*>(qr + 8 * (D + 8) + 8);
+      }
 #pragma unroll
       for (int nt = 0; nt < kBN / 8; ++nt) {
         const bf16* kr = ks + (nt * 8 + gi) * (D + 8) + kk * 16 + ti * 2;
-        mma_bf16(s[nt], qa[kk], *reinterpret_cast<const uint32_t*>(kr), *reinterpret_cast<const uint32_t*>(kr + 8));
+        mma_bf16(s[nt], a, *reinterpret_cast<const uint32_t*>(kr), *reinterpret_cast<const uint32_t*>(kr + 8));
       }
     }
     // Causal (and window) mask and online softmax (log2 domain) for the thread's two rows. A row
@@ -227,7 +264,18 @@ struct PrefillLaunch {
 template <int D, bool WINDOW, bool SOFTCAP>
 void launch_dws(const PrefillLaunch& a, cudaStream_t s) {
   const AttnShape& sh = a.kv.sh;
-  launch("attention (prefill)", prefill_kernel<D, WINDOW, SOFTCAP>, a.grid, kThreads, 0, s,
+  auto kern = prefill_kernel<D, WINDOW, SOFTCAP>;
+  size_t smem = 0;
+  if constexpr (D > 128) {
+    smem = 3 * kBN * (D + 8) * sizeof(bf16);
+    static bool raised = false;  // per instantiation
+    if (!raised) {
+      check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "attention (prefill)",
+            "cudaFuncSetAttribute");
+      raised = true;
+    }
+  }
+  launch("attention (prefill)", kern, a.grid, kThreads, smem, s,
          static_cast<const bf16*>(a.q), static_cast<const bf16*>(a.kv.k), static_cast<const bf16*>(a.kv.v),
          a.cu_seqlens_q, a.kv.seqlens_k, a.kv.block_tables, a.kv.max_num_blocks, sh.num_q_heads, sh.num_kv_heads,
          a.log2_bs, SOFTCAP ? sh.scale / sh.softcap : sh.scale * kLog2e, sh.softcap * kLog2e, sh.window,
@@ -256,7 +304,8 @@ void launch_attention_prefill(const void* q, const PagedKVArgs& kv, const int32_
                         dim3((max_seqlen_q * G + kBM - 1) / kBM, sh.num_kv_heads, kv.num_seqs), out};
   if (sh.head_dim == 64) launch_d<64>(a, s);
   else if (sh.head_dim == 128) launch_d<128>(a, s);
-  else throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64 or 128)");
+  else if (sh.head_dim == 256) launch_d<256>(a, s);
+  else throw std::invalid_argument("attention: head_dim " + std::to_string(sh.head_dim) + " not supported (64, 128 or 256)");
 }
 
 }  // namespace nanovllm::cuda

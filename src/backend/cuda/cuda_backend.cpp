@@ -141,9 +141,9 @@ class CudaBackend final : public Backend {
     if (!is_pow2(block_size) || block_size > 1024)
       throw std::invalid_argument("CUDA attention: block_size " + std::to_string(block_size) +
                                   " not supported (a power of two from 1 to 1024)");
-    if (head_dim != 64 && head_dim != 128)
+    if (head_dim != 64 && head_dim != 128 && head_dim != 256)
       throw std::invalid_argument("CUDA attention: head_dim " + std::to_string(head_dim) +
-                                  " not supported (64 or 128)");
+                                  " not supported (64, 128 or 256)");
     if (q_heads_per_kv_head > 8)
       throw std::invalid_argument("CUDA attention: " + std::to_string(q_heads_per_kv_head) +
                                   " query heads per kv head (CUDA takes up to 8)");
