@@ -6,6 +6,7 @@
 #   GPU machine:   bash scripts/device.sh [steps...]        # in a copy of the checkout with .devbin/
 # Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, base, curve, online,
 # sanitize, numerics, python, sampling (what sampling settings cost), fixtures (the HF sampling fixtures),
+# families (the workload on the Llama 3.2 1B, Gemma 3 1B and Qwen2.5 0.5B shapes),
 # tp2 (tensor parallelism on a two-GPU machine: its tests, TP 1 vs 2 on the workload and batch 1,
 # memcheck over both ranks). On one GPU the tensor-parallel path is covered by `tests` (a one-rank
 # NCCL group inside a captured graph) and `base` (TP 1 against a build from before it).
@@ -199,6 +200,17 @@ for step in "${STEPS[@]}"; do
           note "sampling batch 1 [${args:-temperature only}]: $(grep -E '^TPOT' "$OUT/sampling.log" | tail -1)"
         done
       done
+      ;;
+    families)  # the bench.py workload and batch 1 on the other families' real shapes (random weights)
+      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      for p in ${FAMILY_PRESETS:-llama3.2-1b gemma3-1b qwen2.5-0.5b}; do
+        [[ -d /tmp/$p ]] || $BIN/nanovllm make-model --preset $p --out /tmp/$p >>"$OUT/families.log" 2>&1
+        $BIN/nanovllm bench --model /tmp/$p --device cuda 2>&1 | tee -a "$OUT/families.log" | tail -3
+        note "family $p bench.py workload: $(grep -E 'Throughput' "$OUT/families.log" | tail -1)"
+        $BIN/nanovllm bench --model /tmp/$p --device cuda $B1 2>&1 | tee -a "$OUT/families.log" | tail -3
+        note "family $p batch 1: $(grep -E '^TPOT' "$OUT/families.log" | tail -1)"
+      done
+      grep -E "KV cache|start-up" "$OUT/families.log" | tee -a "$SUMMARY"
       ;;
     fixtures)  # the Hugging Face sampling fixtures (tests/reference/make_sampling_fixtures.py), into $OUT/sampling
       python3 tests/reference/make_sampling_fixtures.py "$OUT/sampling" 2>&1 | tail -3 | tee -a "$SUMMARY"
