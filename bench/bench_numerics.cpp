@@ -177,6 +177,7 @@ int main(int argc, char** argv) {
     EngineConfig cpu = base;
     cpu.device = DeviceKind::cpu;
     cpu.cpu_kvcache_space_gb = 8;
+    cpu.kv_cache_dtype = "float32";  // the reference: a bf16 checkpoint's CPU default is a bf16 cache
     const auto ref = teacher_forced_logits(cpu, fx.cases);
     EngineConfig gpu = base;
     gpu.device = DeviceKind::cuda;

@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
 PKGS=(build-essential cmake ninja-build pkg-config
       nlohmann-json3-dev libpcre2-dev libutf8proc-dev libxxhash-dev
-      libcpp-httplib-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+      libcpp-httplib-dev libboost1.81-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
       libopenblas-dev clang libclang-rt-14-dev pybind11-dev python3-dev python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do

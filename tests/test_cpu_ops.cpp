@@ -686,6 +686,101 @@ TEST_F(CpuOps, PrefixCachedPrefillEqualsFullPrefill) {
   }
 }
 
+// ---- half-precision KV caches (bf16, f16) ----
+// A cache's bits in dtype t from f32 values, and the values those bits hold.
+std::pair<std::vector<uint16_t>, std::vector<float>> half_cache(const std::vector<float>& v, DType t) {
+  std::vector<uint16_t> bits(v.size());
+  std::vector<float> held(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    bits[i] = t == DType::bf16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+    held[i] = t == DType::bf16 ? bf16_to_f32(bits[i]) : f16_to_f32(bits[i]);
+  }
+  return {bits, held};
+}
+
+// Attention over bf16 and f16 caches equals the double reference over the values the cache holds,
+// to float32 rounding, on both paths (prefill tiles, per-token decode), with a window and
+// soft-capping, and head_dims with tails past 8 and 64.
+TEST_F(CpuOps, PagedAttentionOverHalfCachesMatchesReference) {
+  struct Case {
+    int Hq, Hkv, D, bs;
+    bool prefill;
+    std::vector<std::pair<int, int>> seqs;
+    AttentionOptions o;
+  };
+  const std::vector<Case> cases = {
+      {4, 2, 16, 4, true, {{20, 20}, {9, 30}, {3, 9}}, {}},
+      {16, 8, 128, 256, false, {{1, 300}, {1, 256}, {1, 17}}, {}},
+      {4, 2, 12, 3, false, {{1, 50}, {1, 4}}, {.window = 7}},
+      {2, 1, 80, 16, true, {{33, 70}, {1, 9}}, {.window = 20, .softcap = 2.0f}},
+  };
+  uint32_t seed = 300;
+  for (DType t : {DType::bf16, DType::f16})
+    for (const auto& c : cases) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + " D=" + std::to_string(c.D) + " bs=" + std::to_string(c.bs));
+      int need = 0;
+      for (auto [q, k] : c.seqs) need += (k + c.bs - 1) / c.bs;
+      const int nb = need + 2;
+      Batch b = make_batch(c.seqs, c.bs, nb, seed++);
+      const int T = b.cu_q.back();
+      auto q = randn(size_t(T) * c.Hq * c.D, seed++);
+      auto [kbits, kheld] = half_cache(randn(size_t(nb) * c.bs * c.Hkv * c.D, seed++), t);
+      auto [vbits, vheld] = half_cache(randn(size_t(nb) * c.bs * c.Hkv * c.D, seed++), t);
+      std::vector<float> out(q.size());
+      Tensor ot = T32(out, {T, c.Hq, c.D});
+      AttentionOptions o = c.o;
+      o.scale = 1.0f / std::sqrt(float(c.D));
+      be->attention(T32(q, {T, c.Hq, c.D}),
+                    {Tensor(kbits.data(), t, {nb, c.bs, c.Hkv, c.D}), Tensor(vbits.data(), t, {nb, c.bs, c.Hkv, c.D})},
+                    b.meta(c.prefill), o, ot);
+      std::vector<double> ref;
+      ref_attention(q, kheld, vheld, b, c.Hq, c.Hkv, c.D, c.bs, o, ref);
+      for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 2e-5 * (1 + std::abs(ref[i]))) << i;
+    }
+  // k and v of different dtypes are a contract error.
+  std::vector<uint16_t> kb(2 * 4 * 1 * 8);
+  std::vector<float> vf(kb.size()), q(8), out(8);
+  Batch b = make_batch({{1, 1}}, 4, 2, 1);
+  Tensor ot = T32(out, {1, 1, 8});
+  EXPECT_THROW(be->attention(T32(q, {1, 1, 8}), {Tensor(kb.data(), DType::bf16, {2, 4, 1, 8}), T32(vf, {2, 4, 1, 8})},
+                             b.meta(false), 1.0f, ot),
+               std::invalid_argument);
+}
+
+// The RoPE store into a bf16 or f16 cache writes what the f32 cache gets, rounded to nearest
+// even (half.h's f32_to_bf16 / f32_to_f16), bit for bit; the query stays f32.
+TEST_F(CpuOps, QkNormRopeStoreRoundsIntoHalfCaches) {
+  const int T = 5, Hq = 4, Hkv = 2, D = 40, nb = 3, bs = 4, max_pos = 64;
+  const int row = (Hq + 2 * Hkv) * D;
+  auto qkv = randn(T * row, 60), qw = randn(D, 61), kw = randn(D, 62), bias = randn(row, 63);
+  auto cs = rope_table(max_pos, D, 10000.0);
+  std::vector<int32_t> pos = {0, 5, 63, 17, 2}, slots = {0, 7, -1, 11, 3};
+  auto in = [&](std::vector<float>& src) {
+    return RopeStore{.qkv = T32(src, {T, row}), .qkv_bias = T32(bias, {row}), .q_norm_w = T32(qw, {D}),
+                     .k_norm_w = T32(kw, {D}), .positions = TI(pos, {T}), .cos_sin = T32(cs, {max_pos, D}),
+                     .eps = 1e-6f, .num_q_heads = Hq, .num_kv_heads = Hkv, .slot_mapping = slots.data()};
+  };
+  const size_t n = size_t(nb) * bs * Hkv * D;
+  std::vector<float> kf(n), vf(n), qf(size_t(T) * Hq * D);
+  Tensor qft = T32(qf, {T, Hq, D});
+  be->qk_norm_rope_store(in(qkv), {T32(kf, {nb, bs, Hkv, D}), T32(vf, {nb, bs, Hkv, D})}, qft);
+  for (DType t : {DType::bf16, DType::f16}) {
+    std::vector<uint16_t> kh(n, 0x7777), vh(n, 0x7777);
+    std::vector<float> qh(qf.size());
+    Tensor qht = T32(qh, {T, Hq, D});
+    be->qk_norm_rope_store(in(qkv), {Tensor(kh.data(), t, {nb, bs, Hkv, D}), Tensor(vh.data(), t, {nb, bs, Hkv, D})}, qht);
+    EXPECT_EQ(qh, qf);
+    int written = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (kh[i] == 0x7777 && vh[i] == 0x7777) continue;
+      ++written;
+      ASSERT_EQ(kh[i], t == DType::bf16 ? f32_to_bf16(kf[i]) : f32_to_f16(kf[i])) << dtype_name(t) << " k " << i;
+      ASSERT_EQ(vh[i], t == DType::bf16 ? f32_to_bf16(vf[i]) : f32_to_f16(vf[i])) << dtype_name(t) << " v " << i;
+    }
+    EXPECT_EQ(written, 4 * Hkv * D) << dtype_name(t);  // four tokens have slots
+  }
+}
+
 TEST_F(CpuOps, AttentionRejectsBadBlockTables) {
   const int Hq = 2, Hkv = 1, D = 8, bs = 4, nb = 2;
   Batch b = make_batch({{3, 6}}, bs, nb, 1);

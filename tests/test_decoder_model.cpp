@@ -311,8 +311,14 @@ TEST_F(RandomModel, DeterministicLoadableAndScaled) {
     lo = std::min(lo, x), hi = std::max(hi, x);
   }
   EXPECT_GT(hi - lo, 1e-3f);
-  // The decoder norms' weights live folded in the qkv and gate/up projections, not on their own.
-  EXPECT_EQ(m.weight_bytes(), size_t(300 * 64 + 2 * (128 * 64 + 64 * 64 * 2 + 64 * 128 + 32 * 2 + 256 * 64 + 64 * 128) + 64) * 4);
+  // On the CPU the bf16 matrices stay bf16 (2 bytes a weight, used in place: nothing folded into
+  // them, and make-model writes q, k, v and gate, up one after the other), and the norms run on
+  // their own (f32): q/k norms, the two decoder norms a layer and the final norm.
+  EXPECT_FALSE(m.folds_norms());
+  EXPECT_EQ(m.weight_dtype(), DType::bf16);
+  const size_t matrices = 300 * 64 + 2 * (128 * 64 + 64 * 64 * 2 + 64 * 128 + 256 * 64 + 64 * 128);
+  EXPECT_EQ(m.weight_bytes(), matrices * 2 + size_t(2 * (32 * 2 + 64 * 2) + 64) * 4);
+  EXPECT_EQ(m.mapped_bytes(), matrices * 2);
 }
 
 TEST_F(RandomModel, MissingAndMisshapenTensorsAreNamed) {

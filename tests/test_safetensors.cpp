@@ -101,6 +101,36 @@ TEST_F(Safetensors, RoundTripsEveryDtype) {
   }
 }
 
+// The format does not promise that a tensor's offset is a multiple of its element size (other
+// writers pack tensors back to back): such a tensor is read through an aligned copy, so loading
+// its elements is defined behaviour (UBSan reported misaligned loads before).
+TEST_F(Safetensors, TensorsAtUnalignedOffsetsAreReadAligned) {
+  const std::vector<uint16_t> b = {0x3f80, 0xc000, 0x4049};  // bf16, 6 bytes: the next tensor starts at 6
+  const std::vector<float> a = {1.5f, -2.0f, 3.25f};
+  const std::vector<int64_t> l = {1LL << 40, -7};
+  std::string header = R"({"b":{"dtype":"BF16","shape":[3],"data_offsets":[0,6]},)"
+                       R"("a":{"dtype":"F32","shape":[3],"data_offsets":[6,18]},)"
+                       R"("l":{"dtype":"I64","shape":[2],"data_offsets":[18,34]}})";
+  header.append((8 - header.size() % 8) % 8, ' ');  // the data itself starts 8-aligned in the file
+  {
+    std::ofstream out(dir / "model.safetensors", std::ios::binary);
+    const uint64_t n = header.size();
+    out.write(reinterpret_cast<const char*>(&n), 8);
+    out << header;
+    out.write(reinterpret_cast<const char*>(b.data()), 6);
+    out.write(reinterpret_cast<const char*>(a.data()), 12);
+    out.write(reinterpret_cast<const char*>(l.data()), 16);
+  }
+  Checkpoint ck = Checkpoint::open(dir);
+  const Tensor ta = ck.get("a", {3}), tl = ck.get("l", {2});
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(ta.data) % alignof(float), 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(tl.data) % alignof(int64_t), 0u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ta.ptr<float>()[i], a[i]);
+  EXPECT_EQ(tl.ptr<int64_t>()[0], 1LL << 40);
+  EXPECT_EQ(tl.ptr<int64_t>()[1], -7);
+  EXPECT_EQ(std::memcmp(ck.get("b").data, b.data(), 6), 0);
+}
+
 TEST_F(Safetensors, ShardedCheckpointThroughTheIndex) {
   std::vector<float> x = {1, 2, 3, 4}, y = {5, 6};
   save_safetensors(dir / "model-00001-of-00002.safetensors", {{"x", Tensor(x.data(), DType::f32, {4})}});

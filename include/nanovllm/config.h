@@ -22,8 +22,18 @@ struct EngineConfig {
   std::optional<DeviceKind> device;   // unset ("auto"): CUDA when a GPU is usable, else CPU; set once resolved
   uint64_t seed = 0;                  // default seed of sampling; a request's own seed wins
   bool enable_prefix_caching = true;
-  double cpu_kvcache_space_gb = 2.0;  // CPU: KV cache bytes when num_kvcache_blocks is -1 (vLLM's VLLM_CPU_KVCACHE_SPACE)
+  // CPU, when num_kvcache_blocks is -1: the KV cache is sized to the job (max_num_seqs sequences
+  // of max_model_len), capped by this many GiB (vLLM's VLLM_CPU_KVCACHE_SPACE; 0: its default, 4)
+  // and by 90% of the memory available.
+  double cpu_kvcache_space_gb = 0;
   int num_threads = 0;                // CPU: worker threads, 0 = all cores
+  // The KV cache's dtype (vLLM's --kv-cache-dtype): "auto" (CUDA: bf16; CPU: the checkpoint's
+  // weights' dtype, so bf16 for a bf16 checkpoint), "bfloat16", "float16" or "float32" (CPU).
+  std::string kv_cache_dtype = "auto";
+  // vLLM's --quantization: "" (or "none"): weights as the checkpoint has them; "int8" (CPU):
+  // weights quantized at load to int8 per output channel, int8 dot products with per-row
+  // activation scales.
+  std::string quantization;
   int max_logprobs = 20;              // the most SamplingParams::logprobs / prompt_logprobs may ask (vLLM's)
   // Where requests' default sampling parameters come from (vLLM's --generation-config): "auto",
   // the model's generation_config.json (temperature, top_k, top_p, min_p, repetition_penalty,

@@ -58,6 +58,9 @@ class LLM {
   void abort_request(int64_t request_id);   // frees its blocks (or drops a finished one's output); no-op for unknown ids
   // The finished request's full output; call once after step() reported it finished.
   RequestOutput take_output(int64_t request_id);
+  // Throws std::invalid_argument as add_request would for this prompt and params, adding nothing.
+  // Thread-safe (reads only the configuration): the server checks a request before queueing it.
+  void validate_request(const std::vector<int32_t>& prompt_token_ids, const SamplingParams& params) const;
 
   // Tokenizer access (throws when the model directory has no tokenizer). The engine's one
   // tokenizer; these may be called from any thread, also while another thread steps.

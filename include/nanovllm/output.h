@@ -45,6 +45,7 @@ struct CompletionOutput {
   FinishReason finish_reason = FinishReason::none;
   StopReason stop_reason;
   double first_token_time = 0, finish_time = 0;  // seconds on std::chrono::steady_clock
+  double first_scheduled_time = 0;               // when the scheduler first took it (queue time ends)
 };
 
 // One finished request, as generate() returns it (in prompt order).

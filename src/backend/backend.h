@@ -16,8 +16,8 @@
 namespace nanovllm {
 
 // ---- The paged KV cache layout (one pair of tensors per layer) ------------------------------
-// k, v: [num_blocks, block_size, num_kv_heads, head_dim] ("NHD"), in the backend's compute
-// dtype. Token t of a sequence lives in block block_table[t / block_size] at row
+// k, v: [num_blocks, block_size, num_kv_heads, head_dim] ("NHD"), in a dtype the backend's
+// takes_kv() accepts (the compute dtype on CUDA; f32, bf16 or f16 on the CPU). Token t of a sequence lives in block block_table[t / block_size] at row
 // t % block_size. A cache slot is block_id * block_size + row; slot_mapping gives each new
 // token's slot (or -1: do not store). The block tables and lengths come with the batch
 // (AttentionMetadata): they are the same for every layer.
@@ -130,10 +130,23 @@ class Backend {
 
   virtual DeviceKind device() const = 0;
   virtual std::string name() const = 0;      // "cpu (N threads)" or the GPU's name
-  virtual DType compute_dtype() const = 0;   // activations, weights and KV cache: f32 on CPU, bf16 on CUDA
+  virtual DType compute_dtype() const = 0;   // activations: f32 on CPU, bf16 on CUDA (weights, KV: below)
   // The floating dtypes the row-wise ops (embedding, rms_norm, linear, act_mul, gather_rows,
   // scale_columns, add_bias) take: the compute dtype and f32. The KV cache and attention: compute dtype only.
   bool takes_float(DType t) const { return t == compute_dtype() || t == DType::f32; }
+
+  // ---- how weights and the KV cache are kept (CUDA: the compute dtype throughout) ----
+  // The dtype a weight matrix (projection, embedding, lm-head) from a checkpoint of dtype
+  // `checkpoint` is kept in. The CPU keeps the checkpoint's (or i8 under --quantization int8).
+  virtual DType weight_dtype(DType checkpoint) const { (void)checkpoint; return compute_dtype(); }
+  // Weight dtypes that linear, norm_linear and embedding take beside f32 activations, on top of
+  // takes_float's (the CPU: bf16, f16, i8 weights converted in registers).
+  virtual bool takes_mixed_weight(DType t) const { (void)t; return false; }
+  // The dtypes a KV cache may have (qk_norm_rope_store writes it, attention reads it).
+  virtual bool takes_kv(DType t) const { return t == compute_dtype(); }
+  // True when a host tensor already in weight_dtype() may serve as a weight where it lies (a
+  // memory-mapped checkpoint), with no copy: the CPU backend.
+  virtual bool weights_in_place() const { return false; }
 
   // ---- memory ----
   virtual void* raw_alloc(size_t bytes) = 0;  // throws std::runtime_error naming the bytes wanted and free
@@ -167,6 +180,8 @@ class Backend {
 
   // ---- loading ----
   // Converts a host tensor (f32/bf16/f16, e.g. a mmap'd checkpoint tensor) to dst's dtype in device memory.
+  // Into an i8 dst (a backend that takes i8 weights), each row [K] is quantized: symmetric,
+  // scale = max |w| / 127, q = round(w / scale), with its scale and sum in the row's tail.
   void upload_convert(const Tensor& host_src, Tensor& dst);
   // w[n, k] *= scale[k]                    w [N, K], scale f32 [K]: at load, folds an RMSNorm's
   // weight into the projection after it (FoldedNorm).
@@ -191,7 +206,8 @@ class Backend {
   void add_bias(Tensor& x, const Tensor& bias);
   // x = cap * tanh(x / cap)                 x f32 (final logit soft-capping)
   void softcap(Tensor& x, float cap);
-  // out = x @ w^T                           x [T, K], w [N, K], out [T, N]; out may be f32 on any backend
+  // out = x @ w^T                           x [T, K], w [N, K], out [T, N]; out may be f32 on any backend;
+  //                                         w may be a mixed weight (takes_mixed_weight) under f32 x
   void linear(const Tensor& x, const Tensor& w, Tensor& out);
   // out += x @ w^T                          (a projection that adds into the residual stream)
   void linear_add(const Tensor& x, const Tensor& w, Tensor& out);
@@ -307,6 +323,11 @@ struct BackendOptions {
   int decode_partition = 0;    // tokens per decode-attention split at most; 0 = the backend's default
   bool pdl = true;             // kernels may start while the one before them finishes
   bool gemm_tune_all = false;  // time GEMM candidates at every decode batch size, not powers of two only
+  // CPU: weights quantized to int8 at load, per output channel (--quantization int8).
+  bool int8_weights = false;
+  // CPU: the instruction set of the kernels: "" = the best this CPU has, or "avx2" (tests and
+  // measurements of the AVX2 path on an AVX-512 machine).
+  std::string cpu_isa;
   std::string nccl_library;    // CUDA tensor parallelism: libnccl.so.2's path; empty = the usual places
   // These options with the environment's switches.
   BackendOptions with_env(const EnvOptions& env) const;

@@ -66,10 +66,24 @@ class Check {
              std::to_string(cols);
     });
   }
-  // A cache pair in the compute dtype, [blocks, block_size, Hkv, D] both.
+  // A weight matrix (or embedding table) for activations x: a float dtype of this backend's, the
+  // same as x's, or a mixed weight dtype the backend takes under f32 activations.
+  void weight(const Tensor& w, const char* name, const Tensor& x) const {
+    here(w, name);
+    if (w.dtype == x.dtype && b_.takes_float(w.dtype)) return;
+    that(x.dtype == DType::f32 && b_.takes_mixed_weight(w.dtype), [&] {
+      return std::string(name) + " has dtype " + dtype_name(w.dtype) + " under " + dtype_name(x.dtype) +
+             " activations; expected " + dtype_name(x.dtype) + " (this backend takes no other weight dtype there)";
+    });
+  }
+  // A cache pair in a dtype this backend's KV cache may have, [blocks, block_size, Hkv, D] both.
   void cache(const PagedKV& c, int64_t Hkv, int64_t D) const {
-    dtype(c.k, "k_cache", b_.compute_dtype());
-    dtype(c.v, "v_cache", b_.compute_dtype());
+    here(c.k, "k_cache");
+    here(c.v, "v_cache");
+    that(b_.takes_kv(c.k.dtype), [&] {
+      return std::string("k_cache has dtype ") + dtype_name(c.k.dtype) + ", which this backend's KV cache cannot have";
+    });
+    same_dtype(c.k, "k_cache", c.v, "v_cache");
     that(c.k.ndim == 4 && c.k.size(2) == Hkv && c.k.size(3) == D, [&] {
       return "k_cache has shape " + c.k.shape_str() + ", expected [num_blocks, block_size, " + std::to_string(Hkv) +
              ", " + std::to_string(D) + "]";
@@ -181,11 +195,12 @@ void check_sampling_rows(const Check& c, const SampleBatch& batch, int64_t B, in
 // linear and linear_add: out (+)= x @ w^T.
 void check_linear(const Check& c, const Tensor& x, const Tensor& w, const Tensor& out) {
   c.floating(x, "x");
-  c.floating(w, "w");
+  c.weight(w, "w", x);
   c.floating(out, "out");
-  c.same_dtype(x, "x", w, "w");
-  c.that(w.ndim == 2 && w.size(1) == cols_of(x),
-         [&] { return "w has shape " + w.shape_str() + ", expected [N, " + std::to_string(cols_of(x)) + "]"; });
+  c.that(w.ndim == 2 && weight_cols(w) == cols_of(x), [&] {
+    return "w has shape " + w.shape_str() + ", expected [N, " + std::to_string(cols_of(x)) + "]" +
+           (w.dtype == DType::i8 ? " plus the int8 row tail" : "");
+  });
   c.matrix(out, "out", rows_of(x), w.size(0));
 }
 
@@ -195,6 +210,16 @@ void Backend::upload_convert(const Tensor& src, Tensor& dst) {
   const Check c(*this, "upload_convert");
   c.that(src.device == DeviceKind::cpu, [&] { return std::string("the source must be a host tensor"); });
   c.here(dst, "dst");
+  if (dst.dtype == DType::i8 && src.dtype != DType::i8) {  // quantizing rows into int8 weights
+    c.that(is_floating(src.dtype) && takes_mixed_weight(DType::i8), [&] {
+      return std::string("cannot quantize ") + dtype_name(src.dtype) + " to I8 on this backend";
+    });
+    c.that(rows_of(src) == rows_of(dst) && cols_of(src) == weight_cols(dst) && weight_cols(dst) >= 0, [&] {
+      return "source " + src.shape_str() + " does not fit the int8 rows " + dst.shape_str();
+    });
+    do_upload_convert(src, dst);
+    return;
+  }
   c.that(src.numel() == dst.numel(), [&] {
     return "source " + src.shape_str() + " and destination " + dst.shape_str() + " differ in size";
   });
@@ -226,10 +251,11 @@ void Backend::check_attention_shape(int block_size, int head_dim, int q_heads_pe
 void Backend::embedding(const Tensor& ids, const Tensor& table, Tensor& out, float scale) {
   const Check c(*this, "embedding");
   c.dtype(ids, "ids", DType::i32);
-  c.floating(table, "table");
   c.floating(out, "out");
+  if (takes_float(table.dtype)) c.floating(table, "table");
+  else c.weight(table, "table", out);
   c.that(table.ndim == 2, [&] { return "table has shape " + table.shape_str() + ", expected [V, H]"; });
-  c.shape(out, "out", {ids.numel(), table.size(1)});
+  c.shape(out, "out", {ids.numel(), weight_cols(table)});
   c.that(std::isfinite(scale), [&] { return "scale " + std::to_string(scale) + " is not finite"; });
   if (c.host_visible()) check_row_indices(c, "token id", ids, table.size(0), "the vocabulary");
   do_embedding(ids, table, 0, out, scale);
@@ -239,14 +265,15 @@ void Backend::embedding_shard(const Tensor& ids, const Tensor& table, int64_t vo
                               Tensor& out, float scale) {
   const Check c(*this, "embedding_shard");
   c.dtype(ids, "ids", DType::i32);
-  c.floating(table, "table");
   c.floating(out, "out");
+  if (takes_float(table.dtype)) c.floating(table, "table");
+  else c.weight(table, "table", out);  // as embedding(): a table in a weight dtype (CPU: bf16, f16, int8)
   c.that(table.ndim == 2, [&] { return "table has shape " + table.shape_str() + ", expected [S, H]"; });
   c.that(vocab_start >= 0 && vocab_start < std::max<int64_t>(vocab_size, 1) && vocab_start <= INT32_MAX, [&] {
     return "vocab_start " + std::to_string(vocab_start) + " is outside the vocabulary [0, " +
            std::to_string(vocab_size) + ")";
   });
-  c.shape(out, "out", {ids.numel(), table.size(1)});
+  c.shape(out, "out", {ids.numel(), weight_cols(table)});
   c.that(std::isfinite(scale), [&] { return "scale " + std::to_string(scale) + " is not finite"; });
   if (c.host_visible()) check_row_indices(c, "token id", ids, vocab_size, "the vocabulary");
   do_embedding(ids, table, vocab_start, out, scale);

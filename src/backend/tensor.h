@@ -9,13 +9,19 @@
 
 namespace nanovllm {
 
-enum class DType : uint8_t { f32, bf16, f16, i32, i64 };
+// i8: an int8 weight matrix (the CPU's --quantization int8), rows of K int8 values each followed
+// by kI8RowTail bytes: the row's f32 scale s (w[n, k] ~ s * q[n, k]) and the i32 sum of its q.
+// Its shape is the stored one, [N, K + kI8RowTail], so rows() slices it like any matrix;
+// weight_cols() gives K.
+enum class DType : uint8_t { f32, bf16, f16, i32, i64, i8 };
+inline constexpr int64_t kI8RowTail = 8;
 
 inline size_t dtype_size(DType t) {
   switch (t) {
     case DType::f32: case DType::i32: return 4;
     case DType::bf16: case DType::f16: return 2;
     case DType::i64: return 8;
+    case DType::i8: return 1;
   }
   return 0;
 }
@@ -26,6 +32,7 @@ inline const char* dtype_name(DType t) {
     case DType::f16: return "F16";
     case DType::i32: return "I32";
     case DType::i64: return "I64";
+    case DType::i8: return "I8";
   }
   return "?";
 }
@@ -84,5 +91,7 @@ inline int64_t rows_of(const Tensor& t) {
   for (int i = 0; i + 1 < t.ndim; ++i) r *= t.shape[i];
   return r;
 }
+// The K of a weight matrix [N, K] (x @ w^T takes x [T, K]): its last dim, less an int8 row's tail.
+inline int64_t weight_cols(const Tensor& w) { return cols_of(w) - (w.dtype == DType::i8 ? kI8RowTail : 0); }
 
 }  // namespace nanovllm

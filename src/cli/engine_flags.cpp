@@ -54,8 +54,20 @@ void add_engine_flags(CLI::App* cmd, EngineConfig& c) {
   cmd->add_option("--block-size", c.kvcache_block_size, "tokens per KV block")->check(kPositive);
   cmd->add_option("--num-kvcache-blocks", c.num_kvcache_blocks, "KV blocks (-1: from memory)");
   cmd->add_option("--seed", c.seed, "default sampling seed");
-  cmd->add_flag("!--no-prefix-caching", c.enable_prefix_caching, "turn prefix caching off");
-  cmd->add_option("--cpu-kvcache-space", c.cpu_kvcache_space_gb, "CPU: KV cache GiB")->check(kPositive);
+  cmd->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching,!--no-prefix-caching", c.enable_prefix_caching,
+                "prefix caching on (the default) or off (vLLM's names; --no-prefix-caching is the old one)");
+  cmd->add_option("--cpu-kvcache-space", c.cpu_kvcache_space_gb,
+                  "CPU: the most GiB the KV cache may take (it is sized to max-num-seqs x max-model-len, and to 90% "
+                  "of available memory at most; 0: 4 GiB, vLLM's VLLM_CPU_KVCACHE_SPACE default)")
+      ->check(kNonNegative);
+  cmd->add_option("--kv-cache-dtype", c.kv_cache_dtype,
+                  "KV cache dtype: auto (CUDA: bf16; CPU: the checkpoint's, bf16 for a bf16 model), bfloat16, "
+                  "float16 or float32 (CPU)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "bfloat16", "float16", "float32"}));
+  cmd->add_option("--quantization,-q", c.quantization,
+                  "weight quantization: none, or int8 (CPU: int8 weights per output channel, quantized at load)")
+      ->check(CLI::IsMember({"none", "int8"}));
   cmd->add_option("--threads", c.num_threads, "CPU: threads (0: all cores)")->check(kNonNegative);
   // The directory's generation_config.json is read (and its absence reported) by the engine.
   cmd->add_option("--generation-config", c.generation_config,

@@ -54,6 +54,10 @@ bool LLM::is_finished() const { return engine_->is_finished(); }
 void LLM::abort_request(int64_t request_id) { engine_->abort_request(request_id); }
 RequestOutput LLM::take_output(int64_t request_id) { return engine_->take_output(request_id); }
 
+void LLM::validate_request(const std::vector<int32_t>& prompt_token_ids, const SamplingParams& params) const {
+  engine_->validate(prompt_token_ids, params);
+}
+
 bool LLM::has_tokenizer() const { return engine_->has_tokenizer(); }
 const Tokenizer& LLM::tokenizer() const { return engine_->tokenizer(); }
 std::vector<int32_t> LLM::encode(const std::string& text, bool add_special_tokens) const {

@@ -276,6 +276,7 @@ RequestOutput LLMEngine::take_output(int64_t request_id) {
     c.finish_reason = s->finish_reason;
     c.stop_reason = s->stop_reason;
     c.first_token_time = s->first_token_time;
+    c.first_scheduled_time = s->first_scheduled_time;
     c.finish_time = s->finish_time;
     o.outputs.push_back(std::move(c));
   }

@@ -56,6 +56,8 @@ class LLMEngine {
   std::vector<int> worker_pids() const { return runner_->worker_pids(); }
   const ModelConfig& model_config() const { return model_config_; }
   EngineStats stats() const;
+  // Throws std::invalid_argument for what add_request would refuse; reads only the configuration.
+  void validate(const std::vector<int32_t>& prompt, const SamplingParams& params) const;
 
  private:
   // A request's samples, index i at samples[i].
@@ -65,7 +67,6 @@ class LLMEngine {
     bool finished() const { return num_finished == static_cast<int>(samples.size()); }
   };
 
-  void validate(const std::vector<int32_t>& prompt, const SamplingParams& params) const;
   void start_runner();
   std::vector<StepOutput> outputs_of(const ScheduledBatch& batch);
 

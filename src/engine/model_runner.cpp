@@ -34,6 +34,11 @@ EngineConfig resolve_config(EngineConfig c, const ModelConfig& mc) {
 }
 
 std::unique_ptr<Backend> make_backend_for(const EngineConfig& c, const EnvOptions& env, int rank) {
+  const bool int8 = c.quantization == "int8";
+  if (!int8 && !c.quantization.empty() && c.quantization != "none")
+    throw std::invalid_argument("quantization '" + c.quantization + "': expected none or int8");
+  if (int8 && *c.device != DeviceKind::cpu)
+    throw std::invalid_argument("quantization int8 is the CPU backend's (--device cpu); the CUDA backend runs bf16");
   const int world = c.tensor_parallel_size;
   int threads = c.num_threads;
   if (*c.device == DeviceKind::cpu && world > 1) {  // the ranks share the machine's cores
@@ -43,7 +48,22 @@ std::unique_ptr<Backend> make_backend_for(const EngineConfig& c, const EnvOption
   if (*c.device == DeviceKind::cuda && world > cuda_device_count())
     throw std::invalid_argument("tensor_parallel_size " + std::to_string(world) + " needs " + std::to_string(world) +
                                 " GPUs; " + std::to_string(cuda_device_count()) + " visible");
-  return make_backend(*c.device, BackendOptions{.num_threads = threads, .device_id = rank}.with_env(env));
+  BackendOptions opts = BackendOptions{.num_threads = threads, .device_id = rank}.with_env(env);
+  opts.int8_weights = int8;
+  return make_backend(*c.device, opts);
+}
+
+DType kv_cache_dtype(const std::string& name, const Backend& backend, DType checkpoint_dtype) {
+  DType t;
+  if (name == "auto") t = backend.device() == DeviceKind::cpu ? checkpoint_dtype : backend.compute_dtype();
+  else if (name == "bfloat16") t = DType::bf16;
+  else if (name == "float16") t = DType::f16;
+  else if (name == "float32") t = DType::f32;
+  else throw std::invalid_argument("kv_cache_dtype '" + name + "': expected auto, bfloat16, float16 or float32");
+  if (!backend.takes_kv(t))
+    throw std::invalid_argument("kv_cache_dtype " + name + ": the " + backend.name() + " backend's KV cache cannot be " +
+                                dtype_name(t) + " (it is " + dtype_name(backend.compute_dtype()) + ")");
+  return t;
 }
 
 ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend,
@@ -65,12 +85,16 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
     group_ = std::make_unique<WorkerGroup>(config_, *backend_, std::max(largest.total, sizeof(int32_t) * max_num_seqs_),
                                            worker);
   {
-    // The model copies its weights out of the mapped files; unmapping them before the KV cache is
-    // allocated keeps the file's pages out of the peak memory. Each rank reads only its slices.
+    // Where the model copies its weights out of the mapped files, unmapping them before the KV
+    // cache is allocated keeps the file's pages out of the peak memory; where it uses them in
+    // place (the CPU backend), the mapping stays open as the weights' memory. Each rank reads
+    // only its slices.
     Checkpoint checkpoint = Checkpoint::open(config_.model);
     model_ = std::make_unique<DecoderModel>(model_config_, checkpoint, *backend_, max_num_tokens_, max_num_seqs_,
                                             shard);
     backend_->synchronize();
+    kv_dtype_ = nanovllm::kv_cache_dtype(config_.kv_cache_dtype, *backend_, model_->checkpoint_dtype());
+    if (model_->mapped_bytes() > 0) checkpoint_ = std::make_unique<Checkpoint>(std::move(checkpoint));
   }
 
   // Persistent per-step buffers, sized for the largest batch; nothing is allocated per step.
@@ -164,6 +188,8 @@ void ModelRunner::allocate_kv_cache() {
   if (!group_) {
     allocate_blocks(decide_num_blocks());
     backend_->synchronize();
+    std::fprintf(stderr, "nanovllm: KV cache %s, %d blocks (%.1f MiB): %s\n", dtype_name(kv_dtype_), kv_.num_blocks,
+                 kvcache_bytes_ / (1024.0 * 1024.0), kv_cache_reason_.c_str());
     return;
   }
   // Every rank sizes its own cache (CUDA: its own profiling forward, together); all take the least.
@@ -174,13 +200,15 @@ void ModelRunner::allocate_kv_cache() {
   allocate_blocks(static_cast<int>(num_blocks));
   backend_->synchronize();
   group_->wait_done();
+  std::fprintf(stderr, "nanovllm: KV cache %s, %d blocks a rank (%.1f MiB each; the least the ranks could hold): %s\n",
+               dtype_name(kv_dtype_), kv_.num_blocks, kvcache_bytes_ / (1024.0 * 1024.0), kv_cache_reason_.c_str());
 }
 
 ModelRunner::~ModelRunner() = default;
 
 int64_t ModelRunner::kv_block_bytes() const {
   return 2LL * model_config_.num_hidden_layers * config_.kvcache_block_size * model_->dims().kv_heads *
-         model_config_.head_dim * static_cast<int64_t>(dtype_size(backend_->compute_dtype()));
+         model_config_.head_dim * static_cast<int64_t>(dtype_size(kv_dtype_));
 }
 
 int ModelRunner::decide_num_blocks() {
@@ -195,10 +223,7 @@ int ModelRunner::decide_num_blocks() {
     available = "num_kvcache_blocks " + std::to_string(num_blocks) + " = " + std::to_string(num_blocks * block_bytes) +
                 " bytes";
   } else if (backend_->device() == DeviceKind::cpu) {
-    double bytes = config_.cpu_kvcache_space_gb * 1024.0 * 1024.0 * 1024.0;
-    num_blocks = std::min<int64_t>(static_cast<int64_t>(bytes / block_bytes), useful);
-    available = "cpu_kvcache_space_gb " + std::to_string(config_.cpu_kvcache_space_gb) + " = " +
-                std::to_string(static_cast<int64_t>(bytes)) + " bytes";
+    num_blocks = cpu_num_blocks(block_bytes, useful, &available);
   } else {
     // nano-vLLM's rule: run the largest batch once (with a throw-away cache for one sequence) so
     // every workspace exists, then give the cache what is left of total x utilization.
@@ -232,7 +257,36 @@ int ModelRunner::decide_num_blocks() {
                              std::to_string(block_bytes) + " bytes), has " + available +
                              "; lower --max-model-len or give the cache more memory");
   if (num_blocks > (1LL << 30)) throw std::runtime_error("KV cache: too many blocks " + std::to_string(num_blocks));
+  if (kv_cache_reason_.empty()) kv_cache_reason_ = available;
   return static_cast<int>(num_blocks);
+}
+
+int64_t ModelRunner::cpu_num_blocks(int64_t block_bytes, int64_t useful, std::string* available) {
+  // Sized to the job (every sequence at max_model_len: more can never be used), capped by
+  // cpu_kvcache_space_gb and by 90% of the memory available now (the weights loaded). Pages are
+  // committed as blocks fill (CpuBackend::fill_zero), so a cache sized for the whole job costs
+  // only what the running sequences hold.
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  const double space_gb = config_.cpu_kvcache_space_gb > 0 ? config_.cpu_kvcache_space_gb : kDefaultCpuKvcacheSpaceGb;
+  size_t free_bytes = 0, total_bytes = 0;
+  backend_->memory_info(&free_bytes, &total_bytes);
+  const int64_t by_space = static_cast<int64_t>(space_gb * kGiB / block_bytes);
+  const int64_t by_memory = static_cast<int64_t>(0.9 * static_cast<double>(free_bytes) / block_bytes);
+  const int64_t num_blocks = std::min({useful, by_space, by_memory});
+  char why[512];
+  const char* space_from = config_.cpu_kvcache_space_gb > 0 ? "--cpu-kvcache-space" : "the default --cpu-kvcache-space";
+  if (num_blocks == useful)
+    std::snprintf(why, sizeof why, "sized to the job, max_num_seqs %d x max_model_len %d (under %s %.2f GiB and 90%% of %.1f GiB available)",
+                  max_num_seqs_, config_.max_model_len, space_from, space_gb, free_bytes / kGiB);
+  else if (num_blocks == by_space)
+    std::snprintf(why, sizeof why, "capped by %s %.2f GiB (the job, max_num_seqs %d x max_model_len %d, would take %.2f GiB)",
+                  space_from, space_gb, max_num_seqs_, config_.max_model_len, useful * static_cast<double>(block_bytes) / kGiB);
+  else
+    std::snprintf(why, sizeof why, "capped by 90%% of the %.2f GiB available (the job, max_num_seqs %d x max_model_len %d, would take %.2f GiB)",
+                  free_bytes / kGiB, max_num_seqs_, config_.max_model_len, useful * static_cast<double>(block_bytes) / kGiB);
+  kv_cache_reason_ = why;
+  *available = why;
+  return num_blocks;
 }
 
 void ModelRunner::allocate_blocks(int num_blocks) {
@@ -245,7 +299,7 @@ void ModelRunner::allocate_blocks(int num_blocks) {
   backend_->fill_zero(kv_buffer_.get(), kv_buffer_.bytes());
   char* base = static_cast<char*>(kv_buffer_.get());
   for (int l = 0; l < 2 * L; ++l) {
-    Tensor t(base + per_tensor * l, backend_->compute_dtype(), {num_blocks, bs, model_->dims().kv_heads, mc.head_dim},
+    Tensor t(base + per_tensor * l, kv_dtype_, {num_blocks, bs, model_->dims().kv_heads, mc.head_dim},
              backend_->device());
     (l < L ? kv_.k : kv_.v).push_back(t);
   }

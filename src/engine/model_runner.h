@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -23,9 +24,15 @@ namespace nanovllm {
 // `config` as the runner takes it: max_model_len capped by the model's max_position_embeddings,
 // the device resolved (unset: CUDA when a GPU is usable, else the CPU).
 EngineConfig resolve_config(EngineConfig config, const ModelConfig& model_config);
-// The backend `config.device` (resolved) names, with `env`'s measurement switches, for tensor-
-// parallel rank `rank`: GPU `rank`, or on the CPU its share of the threads.
+// The backend `config.device` (resolved) names, with `env`'s measurement switches and the
+// config's quantization (throws std::invalid_argument for one the device cannot run), for
+// tensor-parallel rank `rank`: GPU `rank`, or on the CPU its share of the threads.
 std::unique_ptr<Backend> make_backend_for(const EngineConfig& config, const EnvOptions& env, int rank = 0);
+// EngineConfig::kv_cache_dtype on `backend` for a checkpoint of dtype `checkpoint_dtype`;
+// throws std::invalid_argument for a name it does not know or a dtype the backend's cache cannot be.
+DType kv_cache_dtype(const std::string& name, const Backend& backend, DType checkpoint_dtype);
+// The CPU KV cache's cap when EngineConfig::cpu_kvcache_space_gb is 0 (vLLM's default).
+inline constexpr double kDefaultCpuKvcacheSpaceGb = 4.0;
 
 // What one step produced.
 struct StepResult {
@@ -74,6 +81,9 @@ class ModelRunner {
   const Backend& backend() const { return *backend_; }
   int num_kvcache_blocks() const { return kv_.num_blocks; }
   int64_t kvcache_bytes() const { return kvcache_bytes_; }
+  DType kv_cache_dtype() const { return kv_dtype_; }
+  // Why the KV cache got its size, as the start-up line says it.
+  const std::string& kv_cache_reason() const { return kv_cache_reason_; }
   int num_graphs() const { return static_cast<int>(graphs_.size()); }
   size_t weight_bytes() const { return model_->weight_bytes(); }
 
@@ -105,10 +115,13 @@ class ModelRunner {
   int64_t kv_block_bytes() const;
   void allocate_blocks(int num_blocks);
   int decide_num_blocks();
+  // The CPU cache's blocks (at most `useful`), with the reason in kv_cache_reason_ and `available`.
+  int64_t cpu_num_blocks(int64_t block_bytes, int64_t useful, std::string* available);
 
   EngineConfig config_;
   ModelConfig model_config_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Checkpoint> checkpoint_;  // kept open while the model uses its mapping in place
   int rank_ = 0;
   std::unique_ptr<WorkerGroup> group_;  // rank 0 of a group: the other ranks (after backend_: goes first)
   std::unique_ptr<DecoderModel> model_;
@@ -117,6 +130,8 @@ class ModelRunner {
   KVCache kv_;
   DeviceBuffer kv_buffer_;
   int64_t kvcache_bytes_ = 0;
+  DType kv_dtype_ = DType::f32;
+  std::string kv_cache_reason_;
 
   // Host staging (pinned on CUDA) for the largest layout; freed by the backend, which outlives it.
   struct HostFree {

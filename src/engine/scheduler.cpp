@@ -1,5 +1,6 @@
 // Scheduler: prefill (chunked) and decode batches, preemption by recompute, and postprocess.
 #include "engine/scheduler.h"
+#include "util/clock.h"
 
 #include <algorithm>
 #include <cassert>
@@ -55,6 +56,7 @@ std::vector<Sequence*> Scheduler::schedule_prefill() {
       if (!block_manager_.try_allocate(*seq)) break;
       if (seq->num_completion_tokens() == 0) seq->num_prompt_cached_tokens = seq->num_cached_tokens;
     }
+    if (seq->first_scheduled_time == 0) seq->first_scheduled_time = steady_seconds();
     int remaining = seq->num_tokens() - seq->num_computed_tokens;
     assert(remaining > 0);
     seq->num_scheduled_tokens = std::min(remaining, budget);

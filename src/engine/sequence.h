@@ -39,6 +39,7 @@ class Sequence {
 
   // Timestamps (seconds, steady clock) and the outcome.
   double arrival_time = 0, first_token_time = 0, finish_time = 0;
+  double first_scheduled_time = 0;  // when a prefill step first took it (vLLM's scheduled_ts: queue time ends)
   FinishReason finish_reason = FinishReason::none;
   StopReason stop_reason;           // the stop string or stop token id, when one ended it
   int num_prompt_cached_tokens = 0; // prefix-cache hit of the first allocation, for the output

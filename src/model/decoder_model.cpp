@@ -86,54 +86,45 @@ DecoderModel::DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Ba
                                 ", heads " + std::to_string(c.num_attention_heads) + "/" +
                                 std::to_string(c.num_key_value_heads) + ", head_dim " + std::to_string(c.head_dim) +
                                 ")");
-  const DType dt = backend.compute_dtype();
-  const int64_t H = c.hidden_size, V = c.vocab_size, Vs = dims_.vocab_rows;
+  const int64_t H = c.hidden_size;
 
+  // Weight matrices are kept in the backend's weight dtype for this checkpoint: the compute
+  // dtype on CUDA (bf16); on the CPU the checkpoint's own (f32, bf16, f16; used in place from
+  // the mapped file where the layout allows) or int8 (--quantization int8).
   // The decoder's norms are folded into the projections after them (forward()) only where no
-  // weight is rounded twice: on a float32 backend, or from float32/float16 weights, multiplied
-  // in float32 and rounded once. A bf16 checkpoint on the bf16 CUDA backend keeps its weights
-  // exact and runs the norms as kernels: there, round(W * gamma) measured 1-10% more logit error
-  // than unfolded, and more than transformers' own bf16 at long prompts (docs/cuda.md, numerics).
+  // weight is rounded twice: weights kept in f32, or rounded from the checkpoint anyway (f32/f16
+  // into CUDA's bf16, anything into int8), the product formed in float32 and rounded once. Half
+  // weights kept as the checkpoint has them stay exact and run the norms as ops: there, round(W *
+  // gamma) measured 1-10% more logit error than unfolded on CUDA, and more than transformers' own
+  // bf16 at long prompts (docs/cuda.md, numerics); on the CPU folding would also cost the copy.
   // An MLP bias would be scaled by the folded norm's factor with the rest: no fold then.
   const DType ckpt_dtype = ckpt.get("model.layers.0.self_attn.q_proj.weight").dtype;
-  fold_norms_ = (dt == DType::f32 || ckpt_dtype == DType::f32 || ckpt_dtype == DType::f16) && !c.mlp_bias;
+  checkpoint_dtype_ = ckpt_dtype;
+  weight_dtype_ = backend.weight_dtype(ckpt_dtype);
+  fold_norms_ = (weight_dtype_ == DType::f32 || weight_dtype_ != ckpt_dtype) && !c.mlp_bias;
   if (c.embedding_scaled) embed_scale_ = round_to(std::sqrt(static_cast<float>(H)), ckpt_dtype);
   const float scale = 1.0f / std::sqrt(c.query_pre_attn_scalar > 0 ? static_cast<float>(c.query_pre_attn_scalar)
                                                                    : static_cast<float>(c.head_dim));
   attn_full_ = AttentionOptions{.scale = scale, .window = 0, .softcap = c.attn_logit_softcapping};
   attn_sliding_ = AttentionOptions{.scale = scale, .window = c.sliding_window, .softcap = c.attn_logit_softcapping};
 
-  auto weight = [&](std::initializer_list<int64_t> shape) {
-    Tensor t = backend.alloc_tensor(dt, shape, buffers_);
-    weight_bytes_ += t.nbytes();
-    return t;
-  };
-  auto upload = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor dst) {
-    Tensor src = ckpt.get(name, shape);
-    check_weight_dtype(name, src);
-    backend.upload_convert(src, dst);
-  };
-  // A shard of the vocabulary's rows (all of it on one rank); the last shard's padding is zeros.
-  auto vocab_rows = [&](const std::string& name) {
-    Tensor dst = weight({Vs, H});
-    if (dims_.vocab_real < Vs) backend.fill_zero(dst.data, dst.nbytes());
-    Tensor src = ckpt.get(name, {V, H});
-    check_weight_dtype(name, src);
-    Tensor part = dst.rows(0, dims_.vocab_real);
-    backend.upload_convert(src.rows(dims_.vocab_start, dims_.vocab_start + dims_.vocab_real), part);
-    return dst;
-  };
-  (void)upload;
-  embed_tokens_ = vocab_rows("model.embed_tokens.weight");
+  // The embedding reads a few rows a step: where the checkpoint can serve in place it is read
+  // there exactly as it is (not quantized with the matrices; its untouched rows take no memory).
+  // Under tensor parallelism a rank holds its shard of the vocabulary's rows (vocab_rows()).
+  const DType table_dtype = backend.weights_in_place() ? ckpt_dtype : weight_dtype_;
+  embed_tokens_ = vocab_rows(ckpt, "model.embed_tokens.weight", table_dtype);
   layers_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) load_layer(ckpt, l, layers_[l]);
   final_norm_ = norm_weight(ckpt, "model.norm.weight", H);
   if (c.tie_word_embeddings) {
-    lm_head_ = embed_tokens_;  // a lm_head.weight in the checkpoint is a copy; HF ignores it too
+    // A lm_head.weight in the checkpoint is a copy; HF ignores it too. Under int8 the lm-head
+    // is the embedding quantized.
+    lm_head_ = table_dtype == weight_dtype_ ? embed_tokens_
+                                            : vocab_rows(ckpt, "model.embed_tokens.weight", weight_dtype_);
   } else {
     if (!ckpt.contains("lm_head.weight"))
       throw std::runtime_error("checkpoint has no tensor 'lm_head.weight' and config.json says tie_word_embeddings = false");
-    lm_head_ = vocab_rows("lm_head.weight");
+    lm_head_ = vocab_rows(ckpt, "lm_head.weight", weight_dtype_);
   }
   backend.synchronize();
   allocate_activations(max_num_tokens, max_num_seqs);
@@ -160,17 +151,16 @@ Tensor DecoderModel::norm_weight(const Checkpoint& ckpt, const std::string& name
 void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
   const ModelConfig& c = config_;
   const ShardDims& d = dims_;
-  const DType dt = backend_.compute_dtype();
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
-  const int64_t qkv_rows = (d.q_heads + 2 * d.kv_heads) * D;
   const bool first_rank = shard_.rank == 0;
   const std::string p = "model.layers." + std::to_string(l) + ".";
   // Gemma names its pre-MLP norm pre_feedforward_layernorm, and post_attention_layernorm is the
   // norm of the attention's output; the other families' post_attention_layernorm is pre-MLP.
   const std::string mlp_norm_name = p + (c.sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight");
+  // Biases in the compute dtype, as the ops that add them take them.
   auto weight = [&](std::initializer_list<int64_t> shape) {
-    Tensor t = backend_.alloc_tensor(dt, shape, buffers_);
+    Tensor t = backend_.alloc_tensor(backend_.compute_dtype(), shape, buffers_);
     weight_bytes_ += t.nbytes();
     return t;
   };
@@ -208,8 +198,7 @@ void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
     return b;
   };
   L.sliding = c.layer_sliding[l];
-  L.qkv_proj = weight({qkv_rows, H});
-  upload_projection(ckpt, with_suffix(qkv_parts, ".weight"), p + "input_layernorm.weight", L.qkv_proj);
+  L.qkv_proj = projection(ckpt, with_suffix(qkv_parts, ".weight"), H, p + "input_layernorm.weight", weight_dtype_);
   L.qkv_bias = bias(with_suffix(qkv_parts, ".bias"), c.qkv_bias, "attention_bias");
   // The row-parallel projections' biases join once: rank 0 adds them before the all-reduce.
   L.o_bias = bias({{p + "self_attn.o_proj.bias", H, 0, H}}, c.o_bias, "attention_bias");
@@ -217,10 +206,8 @@ void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
     L.q_norm = norm_weight(ckpt, p + "self_attn.q_norm.weight", D);
     L.k_norm = norm_weight(ckpt, p + "self_attn.k_norm.weight", D);
   }
-  L.o_proj = weight({H, d.q_heads * D});
-  upload_columns(ckpt, p + "self_attn.o_proj.weight", Hq * D, d.first_q_head * D, L.o_proj);
-  L.gate_up_proj = weight({2 * d.intermediate, H});
-  upload_projection(ckpt, with_suffix(gate_up_parts, ".weight"), mlp_norm_name, L.gate_up_proj);
+  L.o_proj = columns(ckpt, p + "self_attn.o_proj.weight", H, Hq * D, d.first_q_head * D, d.q_heads * D);
+  L.gate_up_proj = projection(ckpt, with_suffix(gate_up_parts, ".weight"), H, mlp_norm_name, weight_dtype_);
   L.gate_up_bias = bias(with_suffix(gate_up_parts, ".bias"), c.mlp_bias, "mlp_bias");
   L.down_bias = bias({{p + "mlp.down_proj.bias", H, 0, H}}, c.mlp_bias, "mlp_bias");
   if (!first_rank && !c.sandwich_norms) L.o_bias = L.down_bias = Tensor();  // see forward()
@@ -232,13 +219,67 @@ void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
     L.attn_out_norm = norm_weight(ckpt, p + "post_attention_layernorm.weight", H);
     L.mlp_out_norm = norm_weight(ckpt, p + "post_feedforward_layernorm.weight", H);
   }
-  L.down_proj = weight({H, d.intermediate});
-  upload_columns(ckpt, p + "mlp.down_proj.weight", I, d.first_intermediate, L.down_proj);
+  L.down_proj = columns(ckpt, p + "mlp.down_proj.weight", H, I, d.first_intermediate, d.intermediate);
+}
+
+Tensor DecoderModel::alloc_weight(DType dtype, int64_t rows, int64_t cols) {
+  Tensor t = backend_.alloc_tensor(dtype, {rows, dtype == DType::i8 ? cols + kI8RowTail : cols}, buffers_);
+  weight_bytes_ += t.nbytes();
+  return t;
+}
+
+Tensor DecoderModel::projection(const Checkpoint& ckpt, const std::vector<Part>& parts, int64_t K,
+                                const std::string& gamma_name, DType dtype) {
+  int64_t N = 0;
+  std::vector<Tensor> srcs;
+  for (const Part& p : parts) {
+    Tensor src = ckpt.get(p.name, {p.total, K});
+    check_weight_dtype(p.name, src);
+    srcs.push_back(src.rows(p.first, p.first + p.rows));
+    N += p.rows;
+  }
+  // In place: the checkpoint's bytes as they lie, when nothing is folded into them, their dtype
+  // is the one kept, and the parts follow one another in the file (gate_proj then up_proj do in
+  // Hugging Face's files, which order tensors by name; q, k, v do not; nor do two ranks' shards).
+  bool in_place = backend_.weights_in_place() && (gamma_name.empty() || !fold_norms_);
+  for (size_t i = 0; in_place && i < srcs.size(); ++i)
+    in_place = srcs[i].dtype == dtype &&
+               (i == 0 || static_cast<const char*>(srcs[i - 1].data) + srcs[i - 1].nbytes() == srcs[i].data);
+  if (in_place) {
+    Tensor w(srcs[0].data, dtype, {N, K}, backend_.device());
+    weight_bytes_ += w.nbytes();
+    mapped_bytes_ += w.nbytes();
+    return w;
+  }
+  Tensor dst = alloc_weight(dtype, N, K);
+  upload_projection(ckpt, parts, gamma_name, dst);
+  // The copied tensors' pages leave this process (the file stays mapped for the in-place ones).
+  if (backend_.weights_in_place())
+    for (const Tensor& src : srcs) ckpt.drop_pages(src);
+  return dst;
+}
+
+Tensor DecoderModel::vocab_rows(const Checkpoint& ckpt, const std::string& name, DType dtype) {
+  const ShardDims& d = dims_;
+  const int64_t H = config_.hidden_size, V = config_.vocab_size;
+  if (d.vocab_real == d.vocab_rows) return projection(ckpt, {{name, V, d.vocab_start, d.vocab_rows}}, H, "", dtype);
+  Tensor dst = alloc_weight(dtype, d.vocab_rows, H);  // the last shard's padding rows are zeros
+  backend_.fill_zero(dst.data, dst.nbytes());
+  upload_projection(ckpt, {{name, V, d.vocab_start, d.vocab_real}}, "", dst.rows(0, d.vocab_real));
+  return dst;
+}
+
+Tensor DecoderModel::columns(const Checkpoint& ckpt, const std::string& name, int64_t rows, int64_t total,
+                             int64_t first, int64_t cols) {
+  if (cols == total) return projection(ckpt, {{name, rows, 0, rows}}, total, "", weight_dtype_);
+  Tensor dst = alloc_weight(weight_dtype_, rows, cols);
+  upload_columns(ckpt, name, total, first, dst);
+  return dst;
 }
 
 void DecoderModel::upload_columns(const Checkpoint& ckpt, const std::string& name, int64_t total, int64_t first,
                                   Tensor dst) {
-  const int64_t rows = dst.size(0), cols = dst.size(1);
+  const int64_t rows = dst.size(0), cols = weight_cols(dst);
   Tensor src = ckpt.get(name, {rows, total});
   check_weight_dtype(name, src);
   if (cols == total) {
@@ -256,13 +297,15 @@ void DecoderModel::upload_columns(const Checkpoint& ckpt, const std::string& nam
 
 void DecoderModel::upload_projection(const Checkpoint& ckpt, const std::vector<Part>& parts,
                                      const std::string& gamma_name, Tensor dst) {
-  const int64_t K = dst.size(1);
+  const int64_t K = weight_cols(dst);
+  const bool fold = fold_norms_ && !gamma_name.empty();
   // On a float32 backend the product is exact enough in place: scale_columns after the upload
-  // (threaded, no start-up cost). Into bf16 it is formed on the host in float32 and rounded once.
-  const bool on_host = fold_norms_ && dst.dtype != DType::f32;
+  // (threaded, no start-up cost). Into bf16 (or int8) it is formed on the host in float32 and
+  // rounded once.
+  const bool on_host = fold && dst.dtype != DType::f32;
   const float offset = config_.norm_plus_one ? 1.0f : 0.0f;
   std::vector<float> gamma, folded;
-  if (fold_norms_) {
+  if (fold) {
     const Tensor g = ckpt.get(gamma_name, {K});
     gamma.resize(static_cast<size_t>(K));
     for (int64_t k = 0; k < K; ++k) gamma[k] = offset + load_as_f32(g.data, g.dtype, k);
@@ -283,7 +326,7 @@ void DecoderModel::upload_projection(const Checkpoint& ckpt, const std::vector<P
     for (int64_t i = 0; i < rows * K; ++i) folded[i] = load_as_f32(src.data, src.dtype, i) * gamma[i % K];
     backend_.upload_convert(Tensor(folded.data(), DType::f32, {rows, K}), part);
   }
-  if (fold_norms_ && !on_host) {
+  if (fold && !on_host) {
     std::vector<DeviceBuffer> tmp;
     Tensor g = backend_.alloc_tensor(DType::f32, {K}, tmp);
     backend_.upload_convert(Tensor(gamma.data(), DType::f32, {K}), g);

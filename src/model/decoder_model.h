@@ -59,6 +59,15 @@ class DecoderModel {
 
   const ModelConfig& config() const { return config_; }
   size_t weight_bytes() const { return weight_bytes_; }
+  // The bytes of weights used where they lie in the checkpoint's mapping (the CPU backend): the
+  // checkpoint must stay open while the model runs when this is not 0.
+  size_t mapped_bytes() const { return mapped_bytes_; }
+  // The checkpoint's weights' dtype, and the one the weight matrices are kept in
+  // (Backend::weight_dtype of the checkpoint's).
+  DType checkpoint_dtype() const { return checkpoint_dtype_; }
+  DType weight_dtype() const { return weight_dtype_; }
+  // True when the decoder norms are folded into the projections (see the constructor).
+  bool folds_norms() const { return fold_norms_; }
   const ShardDims& dims() const { return dims_; }
 
  private:
@@ -76,9 +85,22 @@ class DecoderModel {
   };
   // Reads one layer's weights into L.
   void load_layer(const Checkpoint& ckpt, int l, Layer& L);
-  // Uploads the projection packed from `parts` into `dst`; when folding, its input columns
-  // multiplied by the weight of the norm `gamma_name` first, in float32, so each weight is
-  // rounded to the compute dtype once.
+  // A weight matrix [rows, cols] of `dtype` (int8 rows carry their scale after the columns).
+  Tensor alloc_weight(DType dtype, int64_t rows, int64_t cols);
+  // The weight matrix packed from `parts` (rows [first, first + rows) of checkpoint tensors
+  // [total, K]), in `dtype`: the checkpoint's own bytes where the backend takes them in place,
+  // else a copy (upload_projection), the norm `gamma_name` folded in when folding ("" for none).
+  Tensor projection(const Checkpoint& ckpt, const std::vector<Part>& parts, int64_t K, const std::string& gamma_name,
+                    DType dtype);
+  // This rank's shard of the vocabulary's rows of `name` [vocab_size, hidden] (ShardDims).
+  Tensor vocab_rows(const Checkpoint& ckpt, const std::string& name, DType dtype);
+  // Columns [first, first + cols) of `name` [rows, total] in the weight dtype (a row-parallel
+  // projection's shard; the whole matrix, in place where it can be, when cols == total).
+  Tensor columns(const Checkpoint& ckpt, const std::string& name, int64_t rows, int64_t total, int64_t first,
+                 int64_t cols);
+  // Uploads the projection packed from `parts` into `dst`; when folding (and gamma_name is not
+  // ""), its input columns multiplied by the weight of the norm `gamma_name` first, in float32,
+  // so each weight is rounded to dst's dtype once.
   void upload_projection(const Checkpoint& ckpt, const std::vector<Part>& parts, const std::string& gamma_name,
                          Tensor dst);
   // Uploads columns [first, first + dst's columns) of checkpoint tensor `name` [rows, total]
@@ -101,7 +123,8 @@ class DecoderModel {
   std::vector<Layer> layers_;
   // activations, sized for max_num_tokens rows
   Tensor residual_, normed_, qkv_, q_, attn_out_, gate_up_, act_, sub_out_, last_hidden_;
-  size_t weight_bytes_ = 0;
+  size_t weight_bytes_ = 0, mapped_bytes_ = 0;
+  DType checkpoint_dtype_ = DType::f32, weight_dtype_ = DType::f32;
   bool fold_norms_ = true;   // see the constructor
   float embed_scale_ = 1.0f;
   AttentionOptions attn_full_, attn_sliding_;

@@ -41,6 +41,31 @@ int get_int(const json& j, const fs::path& file, const char* field, std::optiona
   return static_cast<int>(v);
 }
 
+// Sizes far beyond any released model's (the largest have ~128 layers, hidden 16-25k, vocabularies
+// of ~260k): a config past them would otherwise end in an unnamed std::bad_alloc, or take all
+// memory first. Each field is bounded, and so are the weights they describe together.
+void check_plausible_sizes(const ModelConfig& c, const fs::path& file) {
+  const struct {
+    const char* field;
+    int64_t value, most;
+  } bounds[] = {{"vocab_size", c.vocab_size, 1 << 24},        {"hidden_size", c.hidden_size, 1 << 17},
+                {"intermediate_size", c.intermediate_size, 1 << 20}, {"num_hidden_layers", c.num_hidden_layers, 1024},
+                {"num_attention_heads", c.num_attention_heads, 1024}, {"num_key_value_heads", c.num_key_value_heads, 1024},
+                {"head_dim", c.head_dim, 4096},                {"max_position_embeddings", c.max_position_embeddings, 1 << 27}};
+  for (const auto& b : bounds)
+    if (b.value > b.most)
+      fail(file, std::string("field '") + b.field + "' = " + std::to_string(b.value) + " is beyond any model's (at most " +
+                     std::to_string(b.most) + " here): the weights and caches it implies would need absurd memory");
+  const double h = c.hidden_size, q = double(c.num_attention_heads) * c.head_dim, kv = double(c.num_key_value_heads) * c.head_dim;
+  const double per_layer = h * (q + 2 * kv) + q * h + 3 * h * c.intermediate_size;
+  const double params = double(c.vocab_size) * h * (c.tie_word_embeddings ? 1 : 2) + c.num_hidden_layers * per_layer;
+  if (params > 4e12)
+    fail(file, "fields num_hidden_layers = " + std::to_string(c.num_hidden_layers) + ", hidden_size = " +
+                   std::to_string(c.hidden_size) + ", intermediate_size = " + std::to_string(c.intermediate_size) +
+                   " and vocab_size = " + std::to_string(c.vocab_size) + " describe " + std::to_string(params / 1e12) +
+                   " trillion parameters: beyond any model (and any machine's memory)");
+}
+
 // A positive number, or `def` when missing or null (or, with zero_is_none, 0 meaning "none").
 double get_number(const json& j, const fs::path& file, const char* field, double def, bool zero_is_none = false) {
   auto it = j.find(field);
@@ -298,6 +323,7 @@ ModelConfig load_model_config(const fs::path& dir) {
   c.rms_norm_eps = static_cast<float>(get_number(j, file, "rms_norm_eps", 1e-6));
   // Qwen3Config's and Llama's default is false; Gemma's true; small Qwen3 and Llama 3.2 set it.
   c.tie_word_embeddings = get_bool(j, file, "tie_word_embeddings", c.arch == ModelArch::gemma3);
+  check_plausible_sizes(c, file);
   read_family(j, file, c);
   read_rope(j, file, c);
   read_layers(j, file, c);

@@ -163,6 +163,9 @@ void check_no_overlap(const fs::path& path, const std::vector<Range>& ranges) {
 
 struct Checkpoint::Impl {
   std::vector<std::unique_ptr<MappedFile>> files;
+  // Tensors whose offset in the file is not a multiple of their element size (the format does not
+  // promise one): copied out, so that every element is read at its own alignment.
+  std::vector<std::unique_ptr<uint8_t[]>> aligned_copies;
   std::unordered_map<std::string, Entry> tensors;
   std::vector<std::string> order;  // names in file order, for names()
 
@@ -177,7 +180,14 @@ void Checkpoint::Impl::open_file(const fs::path& path) {
     const std::string& name = it.key();
     if (name == "__metadata__") continue;
     Range range;
-    const Tensor t = parse_entry(path, name, it.value(), header, range);
+    Tensor t = parse_entry(path, name, it.value(), header, range);
+    if (reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
+      const size_t bytes = range.end - range.begin;
+      auto copy = std::make_unique<uint8_t[]>(bytes);  // new[]'s alignment covers every dtype
+      std::memcpy(copy.get(), t.data, bytes);
+      t.data = copy.get();
+      aligned_copies.push_back(std::move(copy));
+    }
     if (tensors.count(name)) {
       fail(path, "tensor '" + name + "' also appears in " + tensors[name].file->path.string());
     }
@@ -257,6 +267,18 @@ Tensor Checkpoint::get(const std::string& name, std::initializer_list<int64_t> e
 }
 
 std::vector<std::string> Checkpoint::names() const { return impl_->order; }
+
+void Checkpoint::drop_pages(const Tensor& t) const {
+  // Only a mapping's pages: a tensor copied out for its alignment lives on the heap.
+  const auto* p = static_cast<const uint8_t*>(t.data);
+  bool mapped = false;
+  for (const auto& f : impl_->files) mapped = mapped || (p >= f->base && p < f->base + f->size);
+  if (!mapped) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t.data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes()) / page * page;
+  if (begin < end) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // only memory: failure is harmless
+}
 
 void save_safetensors(const fs::path& file, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {

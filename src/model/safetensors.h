@@ -24,6 +24,10 @@ class Checkpoint {
   Tensor get(const std::string& name) const;
   Tensor get(const std::string& name, std::initializer_list<int64_t> expected) const;
   std::vector<std::string> names() const;
+  // Drops the pages wholly inside a tensor got from get() out of this process's memory (the file
+  // keeps them in the page cache; reading the tensor again maps them back): a tensor copied
+  // elsewhere stops counting in the process's resident memory while others stay mapped.
+  void drop_pages(const Tensor& t) const;
 
   Checkpoint(Checkpoint&&) noexcept;
   Checkpoint& operator=(Checkpoint&&) noexcept;

@@ -1,7 +1,9 @@
-// EngineLoop: the engine thread, its inbox, and the request channels it feeds.
+// EngineLoop: the engine thread, its inbox and admission queue, the round-robin feed, and the
+// request channels it fills.
 #include "server/engine_loop.h"
 #include "util/clock.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 
@@ -11,13 +13,18 @@ namespace nanovllm::server {
 
 RequestChannel::RequestChannel() : arrival_time_(steady_seconds()) {}
 
-void RequestChannel::set_admitted(std::string error) {
+void RequestChannel::notify() {
+  cv_.notify_all();
+  if (notify_) notify_();
+}
+
+void RequestChannel::set_admission(AdmitState state, std::string error) {
   {
     std::lock_guard lk(mu_);
-    admitted_ = true;
+    state_ = state;
     admit_error_ = std::move(error);
   }
-  cv_.notify_all();
+  notify();
 }
 
 void RequestChannel::push(ChoiceEvent ev) {
@@ -25,13 +32,33 @@ void RequestChannel::push(ChoiceEvent ev) {
     std::lock_guard lk(mu_);
     events_.push_back(std::move(ev));
   }
-  cv_.notify_all();
+  notify();
+}
+
+AdmitState RequestChannel::admission(std::string* error) const {
+  std::lock_guard lk(mu_);
+  if (error) *error = admit_error_;
+  return state_;
+}
+
+bool RequestChannel::take_events(std::vector<ChoiceEvent>& out) {
+  std::lock_guard lk(mu_);
+  if (events_.empty()) return false;
+  if (out.empty()) {
+    out.swap(events_);
+  } else {
+    for (auto& e : events_) out.push_back(std::move(e));
+    events_.clear();
+  }
+  return true;
 }
 
 std::string RequestChannel::wait_admitted() {
   std::unique_lock lk(mu_);
-  cv_.wait(lk, [&] { return admitted_; });
-  return admit_error_;
+  cv_.wait(lk, [&] { return state_ != AdmitState::pending; });
+  if (state_ == AdmitState::admitted) return "";
+  if (state_ == AdmitState::refused) return admit_error_;
+  return state_ == AdmitState::queue_timeout ? "queue timeout" : "shutting down";
 }
 
 bool RequestChannel::wait_events(std::vector<ChoiceEvent>& out, std::chrono::milliseconds timeout) {
@@ -44,8 +71,8 @@ bool RequestChannel::wait_events(std::vector<ChoiceEvent>& out, std::chrono::mil
 
 // ---- EngineLoop ----
 
-EngineLoop::EngineLoop(LLM& llm, Metrics& metrics, int max_pending)
-    : llm_(llm), metrics_(metrics), max_pending_(max_pending) {}
+EngineLoop::EngineLoop(LLM& llm, Metrics& metrics, EngineLoopOptions options)
+    : llm_(llm), metrics_(metrics), opts_(options) {}
 
 EngineLoop::~EngineLoop() { stop(); }
 
@@ -60,6 +87,8 @@ void EngineLoop::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  // Two joins of one thread are undefined (glibc: the second may wait forever).
+  std::lock_guard jl(join_mu_);
   if (thread_.joinable()) thread_.join();
 }
 
@@ -70,10 +99,17 @@ Admission EngineLoop::submit(const std::shared_ptr<RequestChannel>& channel, std
     std::lock_guard lk(mu_);
     if (stopping_) return Admission::shutting_down;
     // Counted here, released by the engine thread when each choice finishes: the bound holds across
-    // handler threads racing to submit.
-    if (in_flight_.load() + n > max_pending_) return Admission::queue_full;
-    in_flight_ += n;
-    submissions_.push_back({channel, std::move(subs)});
+    // handler threads racing to submit. Arrival order: nothing passes a request already waiting.
+    if (waiting_.empty() && in_flight_.load() + n <= opts_.max_pending) {
+      in_flight_ += n;
+      admitted_inbox_.push_back({channel, std::move(subs), n, {}});
+    } else {
+      if (opts_.max_queue_wait_s <= 0 || n > opts_.max_pending) return Admission::queue_full;
+      const auto wait = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::chrono::duration<double>(opts_.max_queue_wait_s));
+      waiting_.push_back({channel, std::move(subs), n, std::chrono::steady_clock::now() + wait});
+      waiting_choices_ += n;
+    }
   }
   cv_.notify_all();
   return Admission::accepted;
@@ -82,6 +118,13 @@ Admission EngineLoop::submit(const std::shared_ptr<RequestChannel>& channel, std
 void EngineLoop::abort(const std::shared_ptr<RequestChannel>& channel) {
   {
     std::lock_guard lk(mu_);
+    // Still waiting for admission: it simply leaves the queue.
+    for (auto it = waiting_.begin(); it != waiting_.end(); ++it)
+      if (it->channel == channel) {
+        waiting_choices_ -= it->choices;
+        waiting_.erase(it);
+        return;
+      }
     aborts_.push_back(channel);
   }
   cv_.notify_all();
@@ -89,76 +132,162 @@ void EngineLoop::abort(const std::shared_ptr<RequestChannel>& channel) {
 
 void EngineLoop::run() {
   for (;;) {
-    std::vector<Submission> subs;
+    std::vector<Submission> admitted, expired;
     std::vector<std::shared_ptr<RequestChannel>> aborts;
     bool stopping;
     {
       std::unique_lock lk(mu_);
-      if (live_.empty() && submissions_.empty() && aborts_.empty() && !stopping_) {
-        cv_.wait_for(lk, std::chrono::milliseconds(200));
+      if (live_.empty() && feeding_.empty() && admitted_inbox_.empty() && aborts_.empty() && !stopping_) {
+        auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+        if (!waiting_.empty()) until = std::min(until, waiting_.front().deadline);
+        cv_.wait_until(lk, until);
       }
-      subs.swap(submissions_);
+      admitted.swap(admitted_inbox_);
       aborts.swap(aborts_);
       stopping = stopping_;
+      if (!stopping) admit_waiting_locked(admitted, expired);
     }
-    for (auto& s : subs) admit(s);
+    for (auto& s : admitted) start_feeding(s);
+    for (auto& s : expired) s.channel->set_admission(AdmitState::queue_timeout);
     for (auto& a : aborts) abort_now(a.get());
     if (stopping) {
       abort_all();
       publish_stats(true);
       return;
     }
+    feed();
     if (!live_.empty()) step_once();
     publish_stats(live_.empty());
   }
 }
 
-void EngineLoop::admit(Submission& s) {
-  std::vector<int64_t> ids;
-  int choices = 0;
-  for (const SubRequest& sub : s.subs) choices += sub.params.n;
+void EngineLoop::admit_waiting_locked(std::vector<Submission>& admitted, std::vector<Submission>& expired) {
+  while (!waiting_.empty() && in_flight_.load() + waiting_.front().choices <= opts_.max_pending) {
+    in_flight_ += waiting_.front().choices;
+    waiting_choices_ -= waiting_.front().choices;
+    admitted.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  // The wait is the same for every request, so the first to expire are at the front.
+  const auto now = std::chrono::steady_clock::now();
+  while (!waiting_.empty() && waiting_.front().deadline <= now) {
+    waiting_choices_ -= waiting_.front().choices;
+    expired.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+}
+
+void EngineLoop::start_feeding(Submission& s) {
+  // The engine's own checks, for every prompt before any runs: the request is all or none.
   try {
-    int first_choice = 0;
-    for (SubRequest& sub : s.subs) {
-      const int prompt_tokens = static_cast<int>(sub.prompt_token_ids.size()), n = sub.params.n;
-      int64_t id = llm_.add_request(std::move(sub.prompt_token_ids), sub.params);
-      ids.push_back(id);
-      Live& live = live_[id];
-      live.channel = s.channel;
-      live.first_choice = first_choice;
-      live.prompt_tokens = prompt_tokens;
-      live.samples.resize(n);
-      live.wants_prompt_logprobs = sub.params.prompt_logprobs.has_value();
-      first_choice += n;
-      metrics_.on_prompt(prompt_tokens);
-    }
+    for (const SubRequest& sub : s.subs) llm_.validate_request(sub.prompt_token_ids, sub.params);
   } catch (const std::exception& e) {
-    // The engine refused one prompt: take back the ones it took, so the request is all or none.
-    for (int64_t id : ids) {
-      llm_.abort_request(id);
-      live_.erase(id);
-    }
-    in_flight_ -= choices;
-    s.channel->set_admitted(e.what());
+    in_flight_ -= s.choices;
+    s.channel->set_admission(AdmitState::refused, e.what());
     return;
   }
-  channel_ids_[s.channel.get()] = ids;
-  s.channel->set_admitted("");
+  unfed_choices_ += s.choices;
+  feeding_.push_back(Feeding{s.channel, std::move(s.subs), 0, 0});
+  feeding_.back().channel->set_admission(AdmitState::admitted);
+}
+
+void EngineLoop::feed() {
+  const int limit = opts_.max_engine_seqs > 0 ? opts_.max_engine_seqs : llm_.config().max_num_seqs;
+  while (!feeding_.empty()) {
+    const int n = feeding_.front().subs[feeding_.front().next].params.n;
+    // Room for the whole prompt's samples (an empty engine takes any), so that the engine's queue
+    // holds no more than it can start: the order of service stays ours.
+    if (engine_seqs_ > 0 && engine_seqs_ + n > limit) break;
+    Feeding f = std::move(feeding_.front());
+    feeding_.pop_front();
+    add_to_engine(f, f.subs[f.next]);
+    if (f.next < f.subs.size()) feeding_.push_back(std::move(f));
+  }
+}
+
+void EngineLoop::add_to_engine(Feeding& f, SubRequest& sub) {
+  const int n = sub.params.n, prompt_tokens = static_cast<int>(sub.prompt_token_ids.size());
+  const int first_choice = f.next_choice;
+  f.next_choice += n;
+  ++f.next;
+  unfed_choices_ -= n;
+  try {
+    const bool wants_prompt_logprobs = sub.params.prompt_logprobs.has_value();
+    const int64_t id = llm_.add_request(std::move(sub.prompt_token_ids), sub.params);
+    Live& live = live_[id];
+    live.channel = f.channel;
+    live.first_choice = first_choice;
+    live.prompt_tokens = prompt_tokens;
+    live.samples.resize(n);
+    live.wants_prompt_logprobs = wants_prompt_logprobs;
+    channel_ids_[f.channel.get()].push_back(id);
+    engine_seqs_ += n;
+    metrics_.on_prompt(prompt_tokens);
+  } catch (const std::exception& e) {
+    // Not expected: start_feeding ran the engine's checks. End these choices rather than hang.
+    std::fprintf(stderr, "nanovllm serve: the engine refused a checked prompt: %s\n", e.what());
+    for (int j = 0; j < n; ++j) {
+      ChoiceEvent ev;
+      ev.index = first_choice + j;
+      ev.finished = true;
+      ev.finish_reason = FinishReason::abort;
+      f.channel->push(std::move(ev));
+    }
+    in_flight_ -= n;
+  }
+  // Dropped with the last sub: the vectors of a large request are not kept while it runs.
+  sub.prompt_token_ids = {};
+}
+
+void EngineLoop::abort_unfed(Feeding& f) {
+  for (; f.next < f.subs.size(); ++f.next) {
+    const SubRequest& sub = f.subs[f.next];
+    const int n = sub.params.n;
+    for (int j = 0; j < n; ++j) {
+      metrics_.on_finished("abort", steady_seconds() - f.channel->arrival_time(),
+                           static_cast<int>(sub.prompt_token_ids.size()), 0);
+      ChoiceEvent ev;
+      ev.index = f.next_choice + j;
+      ev.finished = true;
+      ev.finish_reason = FinishReason::abort;
+      f.channel->push(std::move(ev));
+    }
+    f.next_choice += n;
+    unfed_choices_ -= n;
+    in_flight_ -= n;
+  }
 }
 
 void EngineLoop::abort_now(RequestChannel* channel) {
+  for (auto it = feeding_.begin(); it != feeding_.end(); ++it)
+    if (it->channel.get() == channel) {
+      abort_unfed(*it);
+      feeding_.erase(it);
+      break;
+    }
   auto it = channel_ids_.find(channel);
   if (it == channel_ids_.end()) return;  // already finished
   const std::vector<int64_t> ids = it->second;  // finish() edits the map
   for (int64_t id : ids) {
     auto lit = live_.find(id);
     if (lit == live_.end()) continue;
-    for (int j = 0; j < static_cast<int>(lit->second.samples.size()); ++j)
-      if (!lit->second.samples[j].done) finish(id, j, FinishReason::abort);
+    // finish() erases the request with its last sample: no iterator into live_ across the calls
+    // (it skips a sample already done, and a request already gone).
+    const int n = static_cast<int>(lit->second.samples.size());
+    for (int j = 0; j < n; ++j) finish(id, j, FinishReason::abort);
   }
 }
 
 void EngineLoop::abort_all() {
+  std::deque<Submission> waiting;
+  {
+    std::lock_guard lk(mu_);
+    waiting.swap(waiting_);
+    waiting_choices_ = 0;
+  }
+  for (auto& s : waiting) s.channel->set_admission(AdmitState::shutting_down);
+  for (Feeding& f : feeding_) abort_unfed(f);
+  feeding_.clear();
   while (!live_.empty()) {
     const int64_t id = live_.begin()->first;
     const auto samples = live_.begin()->second.samples;
@@ -174,6 +303,7 @@ void EngineLoop::finish(int64_t id, int index, FinishReason reason) {
   Live::Sample& s = live.samples[index];
   if (s.done) return;
   s.done = true;
+  --engine_seqs_;
   metrics_.on_finished(std::string(to_string(reason)), steady_seconds() - live.channel->arrival_time(),
                        live.prompt_tokens, s.generated);
   if (reason != FinishReason::abort && s.generated > 1)
@@ -188,6 +318,8 @@ void EngineLoop::finish(int64_t id, int index, FinishReason reason) {
   ev.finish_reason = reason;
   if (reason == FinishReason::abort) ++live.num_aborted;
   if (++live.num_done < static_cast<int>(live.samples.size())) {
+    // The last sample's end brings the request's output (prompt logprobs, cached tokens): the
+    // others wait for it when the client needs either from each choice.
     if (live.wants_prompt_logprobs) live.held.push_back(std::move(ev));
     else channel->push(std::move(ev));
     return;
@@ -205,17 +337,30 @@ void EngineLoop::finish(int64_t id, int index, FinishReason reason) {
 }
 
 void EngineLoop::retire(int64_t id, const Live& live, std::vector<ChoiceEvent>& events) {
-  if (live.wants_prompt_logprobs && live.num_aborted == 0) {
+  if (live.num_aborted == 0) {
     try {
-      auto prompt_logprobs =
-          std::make_shared<const std::vector<PositionLogprobs>>(llm_.take_output(id).prompt_logprobs);
-      for (ChoiceEvent& e : events) e.prompt_logprobs = prompt_logprobs;
+      RequestOutput out = llm_.take_output(id);
+      std::shared_ptr<const std::vector<PositionLogprobs>> prompt_logprobs;
+      if (live.wants_prompt_logprobs)
+        prompt_logprobs = std::make_shared<const std::vector<PositionLogprobs>>(std::move(out.prompt_logprobs));
+      for (ChoiceEvent& e : events) {
+        e.prompt_logprobs = prompt_logprobs;
+        e.cached_tokens = out.num_cached_prompt_tokens;
+      }
+      // vLLM's phases of a finished request: queued (here from its arrival at the server), prefill
+      // (scheduled to first token), decode (first to last token), inference (scheduled to last).
+      for (const CompletionOutput& c : out.outputs)
+        if (c.first_scheduled_time > 0 && c.first_token_time > 0)
+          metrics_.on_request_phases(c.first_scheduled_time - live.channel->arrival_time(),
+                                     c.first_token_time - c.first_scheduled_time, c.finish_time - c.first_token_time,
+                                     c.finish_time - c.first_scheduled_time);
       return;
     } catch (const std::exception& e) {
       // Not expected (every sample ended in the engine): answer "abort" rather than leave the
       // prompt's logprobs out.
       std::fprintf(stderr, "nanovllm serve: the output of request %lld: %s\n", static_cast<long long>(id), e.what());
-      for (ChoiceEvent& ev : events) ev.finish_reason = FinishReason::abort;
+      if (live.wants_prompt_logprobs)
+        for (ChoiceEvent& ev : events) ev.finish_reason = FinishReason::abort;
     }
   }
   // Frees the blocks of any sample still running, and drops the kept output: the text was
@@ -256,7 +401,10 @@ void EngineLoop::step_once() {
     // stream wrong tokens; the server keeps serving new ones.
     std::fprintf(stderr, "nanovllm serve: engine step failed: %s; aborting %zu requests\n", e.what(),
                  live_.size());
-    abort_all();
+    const auto ids = live_;
+    for (const auto& [id, live] : ids)
+      for (int j = 0; j < static_cast<int>(live.samples.size()); ++j)
+        if (!live.samples[j].done) finish(id, j, FinishReason::abort);
     return;
   }
   const double now = steady_seconds();
@@ -266,14 +414,26 @@ void EngineLoop::step_once() {
     on_tokens(it->second, out, now);  // moves the tokens, logprobs and text out
     if (out.finished) finish(out.request_id, out.index, out.finish_reason);
   }
+  // vLLM's iteration_tokens_total: the tokens one step computed (prompt and generated).
+  const EngineStats s = llm_.stats();
+  const int64_t tokens = s.prefill_tokens + s.decode_tokens;
+  if (tokens > last_step_tokens_) metrics_.on_iteration_tokens(static_cast<int>(tokens - last_step_tokens_));
+  last_step_tokens_ = tokens;
 }
 
 void EngineLoop::publish_stats(bool force) {
   auto now = std::chrono::steady_clock::now();
   if (!force && now - last_publish_ < std::chrono::milliseconds(20)) return;
   last_publish_ = now;
+  int waiting;
+  {
+    std::lock_guard lk(mu_);
+    waiting = waiting_choices_;
+  }
   try {
-    metrics_.set_engine(llm_.stats());
+    const EngineStats s = llm_.stats();
+    if (last_step_tokens_ == 0) last_step_tokens_ = s.prefill_tokens + s.decode_tokens;
+    metrics_.set_engine(s, waiting + unfed_choices_);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nanovllm serve: engine stats failed: %s\n", e.what());
   }

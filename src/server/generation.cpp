@@ -2,6 +2,7 @@
 #include "server/generation.h"
 
 #include <chrono>
+#include <algorithm>
 #include <random>
 
 #include "server/api_error.h"
@@ -24,9 +25,9 @@ std::string random_id(const char* prefix) {
 }  // namespace
 
 Generation::Generation(const CompletionRequest& req, const PreparedRequest& prep, const Tokenizer& tok,
-                       std::string model_name, EngineLoop& engine, std::shared_ptr<RequestChannel> channel)
-    : req_(req), prompt_tokens_(prep.prompt_tokens), echoes_(prep.echoes), tok_(tok), engine_(engine),
-      channel_(std::move(channel)), id_(random_id(req.endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-")),
+                       std::string model_name)
+    : req_(req), prompt_tokens_(prep.prompt_tokens), cached_tokens_(prep.prompt_tokens.size(), 0),
+      echoes_(prep.echoes), tok_(tok), id_(random_id(req.endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-")),
       model_(std::move(model_name)),
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()) {
@@ -43,6 +44,8 @@ void Generation::apply(std::vector<ChoiceEvent>& events, const OnPiece& on_piece
       c.done = true;
       c.finish_reason = ev.finish_reason;
       c.prompt_logprobs = std::move(ev.prompt_logprobs);
+      int& cached = cached_tokens_[static_cast<size_t>(ev.index / req_.n)];
+      cached = std::max(cached, ev.cached_tokens);
     }
     if (req_.echo && !c.echoed) {
       // The prompt's logprobs come only with the choice's end: until then its events wait, so
@@ -116,39 +119,24 @@ bool Generation::all_done() const {
   return true;
 }
 
-void Generation::abort() {
-  if (!all_done()) engine_.abort(channel_);
-}
-
 json Generation::usage() const {
-  int64_t prompt = 0, completion = 0;
+  int64_t prompt = 0, completion = 0, cached = 0;
   for (int p : prompt_tokens_) prompt += p;
+  for (int c : cached_tokens_) cached += c;
   for (const auto& c : choices_) completion += c.num_tokens;
-  return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
-bool Generation::wait(std::vector<ChoiceEvent>& events) {
-  const bool got = channel_->wait_events(events, std::chrono::milliseconds(250));
-  // Checked by the clock, not only when idle: a running request has events every step.
-  const auto now = std::chrono::steady_clock::now();
-  if (!gone_ && client_gone_ && now - last_client_check_ >= std::chrono::milliseconds(250)) {
-    last_client_check_ = now;
-    if (client_gone_()) {
-      gone_ = true;
-      abort();  // the engine answers with "abort" events, which end the wait loops
-    }
-  }
-  return got;
+bool Generation::collect(std::vector<ChoiceEvent>& events) {
+  apply(events, [&](int i, Piece p) { add_to_output(choices_[i], std::move(p)); });
+  events.clear();
+  return all_done();
 }
 
-json Generation::run_to_completion() {
-  std::vector<ChoiceEvent> events;
-  while (!all_done()) {
-    if (!wait(events)) continue;
-    apply(events, [&](int i, Piece p) { add_to_output(choices_[i], std::move(p)); });
-    events.clear();
-  }
-  if (gone_) throw ApiError(499, "the client closed the connection", "", "client_closed_request");
+json Generation::response() const {
   json choices = json::array();
   for (size_t i = 0; i < choices_.size(); ++i) {
     if (choices_[i].finish_reason == FinishReason::abort)
@@ -204,34 +192,28 @@ json Generation::chunk(int index, const Piece& piece, bool first) const {
   return j;
 }
 
-bool Generation::stream(const std::function<bool(const std::string&)>& write) {
-  bool ok = true;
+bool Generation::stream(std::vector<ChoiceEvent>& events, std::string& out) {
   // Chat opens each choice with the assistant role, as OpenAI does, before any token.
-  if (req_.endpoint == Endpoint::chat)
-    for (size_t i = 0; i < choices_.size() && ok; ++i) ok = write(sse_event(chunk(static_cast<int>(i), Piece{}, true)));
-  std::vector<ChoiceEvent> events;
-  std::string batch;
-  while (ok && !all_done() && !gone_) {
-    if (!wait(events)) continue;
-    // One write per wake-up: every chunk that became ready in this engine step goes out together.
-    batch.clear();
-    apply(events, [&](int i, Piece p) { batch += sse_event(chunk(i, p, false)); });
-    events.clear();
-    if (!batch.empty()) ok = write(batch);
+  if (!opened_) {
+    opened_ = true;
+    if (req_.endpoint == Endpoint::chat)
+      for (size_t i = 0; i < choices_.size(); ++i) out += sse_event(chunk(static_cast<int>(i), Piece{}, true));
   }
-  if (gone_) return false;
-  if (ok && req_.include_usage) {
+  if (all_done()) return true;  // the closing chunks went out already
+  apply(events, [&](int i, Piece p) { out += sse_event(chunk(i, p, false)); });
+  events.clear();
+  if (!all_done()) return false;
+  if (req_.include_usage) {
     json j = {{"id", id_},
               {"object", req_.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
               {"created", created_},
               {"model", model_},
               {"choices", json::array()},
               {"usage", usage()}};
-    ok = write(sse_event(j));
+    out += sse_event(j);
   }
-  if (ok) ok = write(sse_done());
-  if (!ok) abort();
-  return ok;
+  out += sse_done();
+  return true;
 }
 
 }  // namespace nanovllm::server

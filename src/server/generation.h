@@ -1,7 +1,7 @@
 // Generation: one HTTP request's choices in flight. Turns the engine loop's events (text already
-// detokenized and stopped by the engine) into OpenAI's response objects or SSE chunks.
+// detokenized and stopped by the engine) into OpenAI's response objects or SSE chunks. Not
+// thread-safe and never blocking: its owner feeds it the events its channel took.
 #pragma once
-#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -20,22 +20,20 @@ namespace nanovllm::server {
 class Generation {
  public:
   // `tok` names the tokens of logprobs.
-  Generation(const CompletionRequest& req, const PreparedRequest& prep, const Tokenizer& tok, std::string model_name,
-             EngineLoop& engine, std::shared_ptr<RequestChannel> channel);
+  Generation(const CompletionRequest& req, const PreparedRequest& prep, const Tokenizer& tok, std::string model_name);
 
-  // Blocks until every choice has finished; returns the chat.completion / text_completion object.
-  // A choice that ended in "abort" (shutdown, engine failure) makes it throw ApiError 503.
-  nlohmann::json run_to_completion();
+  // Non-streamed: applies `events`; true once every choice has finished.
+  bool collect(std::vector<ChoiceEvent>& events);
+  // The chat.completion / text_completion object, once collect() said done. A choice that ended in
+  // "abort" (shutdown, engine failure) makes it throw ApiError 503.
+  nlohmann::json response() const;
 
-  // Streams SSE chunks through `write` until every choice finished, then `data: [DONE]`.
-  // Returns false when `write` failed (the client left); the request is then aborted.
-  bool stream(const std::function<bool(const std::string&)>& write);
+  // Streamed: appends the SSE chunks of `events` to `out` (chat's opening role chunks first, on
+  // the first call); once every choice has finished, the usage chunk (when asked) and
+  // `data: [DONE]`, and returns true.
+  bool stream(std::vector<ChoiceEvent>& events, std::string& out);
 
-  // Aborts every unfinished choice (the client went away).
-  void abort();
-
-  // Polled while no tokens arrive: true when the client has gone (then the request is aborted).
-  void set_client_gone(std::function<bool()> f) { client_gone_ = std::move(f); }
+  bool all_done() const;
 
  private:
   // What a choice's client gets at once: one chunk when streaming. A choice's pieces, joined,
@@ -57,8 +55,6 @@ class Generation {
     nlohmann::json logprobs;        // non-streaming: all logprobs so far
   };
   using OnPiece = std::function<void(int, Piece)>;
-  // Waits for the next events; false when none came in time (and then checks the client).
-  bool wait(std::vector<ChoiceEvent>& events);
   // Applies the channel's events; calls on_piece(index, piece) for what each choice's client sees,
   // in order (an echo first).
   void apply(std::vector<ChoiceEvent>& events, const OnPiece& on_piece);
@@ -67,23 +63,19 @@ class Generation {
   Piece echo_piece(int index);
   nlohmann::json render_logprobs(Choice& c, const std::vector<PositionLogprobs>& positions) const;
   static void add_to_output(Choice& c, Piece piece);
-  bool all_done() const;
   nlohmann::json usage() const;
   nlohmann::json full_choice(int index) const;
   nlohmann::json chunk(int index, const Piece& piece, bool first) const;
 
   const CompletionRequest& req_;
   std::vector<int> prompt_tokens_;
+  std::vector<int> cached_tokens_;  // per prompt, from its choices' finishing events
   std::vector<PromptEcho> echoes_;
   const Tokenizer& tok_;
-  EngineLoop& engine_;
-  std::shared_ptr<RequestChannel> channel_;
   std::string id_, model_;
   int64_t created_;
   std::vector<Choice> choices_;
-  std::function<bool()> client_gone_;
-  std::chrono::steady_clock::time_point last_client_check_ = std::chrono::steady_clock::now();
-  bool gone_ = false;
+  bool opened_ = false;  // streamed: the opening chunks went out
 };
 
 }  // namespace nanovllm::server

@@ -1,8 +1,14 @@
 // Metrics: recording and the Prometheus text rendering.
 #include "server/metrics.h"
 
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 namespace nanovllm::server {
 namespace {
@@ -37,6 +43,49 @@ const std::vector<double> kItl = {0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.0
 const std::vector<double> kE2e = {0.01, 0.05, 0.1,  0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0, 15.0,
                                   20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 const std::vector<double> kLen = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000};
+const std::vector<double> kIterTokens = {1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
+
+// prometheus_client's process collector (which vLLM's /metrics includes), from /proc/self.
+void render_process(std::string& o) {
+  std::ifstream statf("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(statf)), std::istreambuf_iterator<char>());
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) return;
+  std::istringstream in(stat.substr(close + 2));
+  std::vector<std::string> f;  // fields from the 3rd (state) on
+  for (std::string x; in >> x;) f.push_back(x);
+  if (f.size() < 22) return;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  // stat(5): utime 14, stime 15, starttime 22, vsize 23, rss 24 (1-based, from pid).
+  const double cpu = (std::stod(f[11]) + std::stod(f[12])) / ticks;
+  double boot = 0;
+  std::ifstream st("/proc/stat");
+  for (std::string line; std::getline(st, line);)
+    if (line.rfind("btime ", 0) == 0) boot = std::stod(line.substr(6));
+  const double start = boot + std::stod(f[19]) / ticks;
+  int fds = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++fds;
+    closedir(d);
+    --fds;  // the directory's own descriptor
+  }
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  header(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+  o += "process_virtual_memory_bytes " + fmt(std::stod(f[20])) + "\n";
+  header(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  o += "process_resident_memory_bytes " + fmt(std::stod(f[21]) * page) + "\n";
+  header(o, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+  o += "process_start_time_seconds " + fmt(start) + "\n";
+  header(o, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+  o += "process_cpu_seconds_total " + fmt(cpu) + "\n";
+  header(o, "process_open_fds", "gauge", "Number of open file descriptors.");
+  o += "process_open_fds " + std::to_string(fds) + "\n";
+  header(o, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+  o += "process_max_fds " + fmt(static_cast<double>(rl.rlim_cur)) + "\n";
+}
 
 }  // namespace
 
@@ -62,7 +111,8 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
 }
 
 Metrics::Metrics(std::string model_name)
-    : ttft_(kTtft), itl_(kItl), req_tpot_(kItl), e2e_(kE2e), prompt_len_(kLen), gen_len_(kLen) {
+    : ttft_(kTtft), itl_(kItl), req_tpot_(kItl), e2e_(kE2e), prompt_len_(kLen), gen_len_(kLen), queue_(kE2e),
+      prefill_(kE2e), decode_(kE2e), inference_(kE2e), iteration_tokens_(kIterTokens) {
   // Label values escape backslash, quote and newline (Prometheus text format).
   std::string esc;
   for (char c : model_name) {
@@ -106,9 +156,29 @@ void Metrics::on_http(int status) {
   std::lock_guard lk(mu_);
   ++http_[status];
 }
-void Metrics::set_engine(const EngineStats& s) {
+void Metrics::set_engine(const EngineStats& s, int server_waiting) {
   std::lock_guard lk(mu_);
   engine_ = s;
+  server_waiting_ = server_waiting;
+}
+void Metrics::on_request_phases(double queue_s, double prefill_s, double decode_s, double inference_s) {
+  std::lock_guard lk(mu_);
+  queue_.observe(queue_s);
+  prefill_.observe(prefill_s);
+  decode_.observe(decode_s);
+  inference_.observe(inference_s);
+}
+void Metrics::on_iteration_tokens(int n) {
+  std::lock_guard lk(mu_);
+  iteration_tokens_.observe(n);
+}
+void Metrics::set_cache_config(std::vector<std::pair<std::string, std::string>> labels) {
+  std::lock_guard lk(mu_);
+  cache_config_ = std::move(labels);
+}
+void Metrics::set_extra(std::function<void(std::string&)> render_extra) {
+  std::lock_guard lk(mu_);
+  extra_ = std::move(render_extra);
 }
 
 std::string Metrics::render() const {
@@ -119,7 +189,7 @@ std::string Metrics::render() const {
   header(o, "vllm:num_requests_running", "gauge", "Number of requests in model execution batches.");
   sample(o, "vllm:num_requests_running", L, engine_.num_running);
   header(o, "vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.");
-  sample(o, "vllm:num_requests_waiting", L, engine_.num_waiting);
+  sample(o, "vllm:num_requests_waiting", L, engine_.num_waiting + server_waiting_);
   double usage = engine_.num_kvcache_blocks > 0
                      ? 1.0 - static_cast<double>(engine_.num_free_blocks) / engine_.num_kvcache_blocks
                      : 0.0;
@@ -163,10 +233,28 @@ std::string Metrics::render() const {
   prompt_len_.render(o, "vllm:request_prompt_tokens", L);
   header(o, "vllm:request_generation_tokens", "histogram", "Number of generation tokens processed.");
   gen_len_.render(o, "vllm:request_generation_tokens", L);
+  header(o, "vllm:request_queue_time_seconds", "histogram", "Histogram of time spent in WAITING phase for request.");
+  queue_.render(o, "vllm:request_queue_time_seconds", L);
+  header(o, "vllm:request_prefill_time_seconds", "histogram", "Histogram of time spent in PREFILL phase for request.");
+  prefill_.render(o, "vllm:request_prefill_time_seconds", L);
+  header(o, "vllm:request_decode_time_seconds", "histogram", "Histogram of time spent in DECODE phase for request.");
+  decode_.render(o, "vllm:request_decode_time_seconds", L);
+  header(o, "vllm:request_inference_time_seconds", "histogram", "Histogram of time spent in RUNNING phase for request.");
+  inference_.render(o, "vllm:request_inference_time_seconds", L);
+  header(o, "vllm:iteration_tokens_total", "histogram", "Histogram of number of tokens per engine_step.");
+  iteration_tokens_.render(o, "vllm:iteration_tokens_total", L);
+  if (!cache_config_.empty()) {
+    std::string labels;
+    for (const auto& [k, v] : cache_config_) labels += (labels.empty() ? "" : ",") + k + "=\"" + v + "\"";
+    header(o, "vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig");
+    sample(o, "vllm:cache_config_info", labels, 1.0);
+  }
   header(o, "nanovllm:http_responses_total", "counter", "HTTP responses by status code.");
   for (const auto& [status, n] : http_)
     sample(o, "nanovllm:http_responses_total", with_label(L, "status=\"" + std::to_string(status) + "\""),
            static_cast<double>(n));
+  render_process(o);
+  if (extra_) extra_(o);
   return o;
 }
 

@@ -2,6 +2,7 @@
 // vLLM dashboards and scrapers work unchanged. Thread-safe: handlers and the engine loop record.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -39,7 +40,16 @@ class Metrics {
   // A request left the engine: finish_reason is "stop", "length" or "abort".
   void on_finished(const std::string& finish_reason, double e2e_seconds, int prompt_tokens, int generation_tokens);
   void on_http(int status);  // one answered HTTP request
-  void set_engine(const EngineStats& stats);  // the engine loop's latest snapshot
+  // The engine loop's latest snapshot, and the sequences the server holds back (waiting for room
+  // under --max-pending, or for their turn into the engine): they count as waiting.
+  void set_engine(const EngineStats& stats, int server_waiting = 0);
+  // A finished request's phases (vLLM's queue, prefill, decode and inference times).
+  void on_request_phases(double queue_s, double prefill_s, double decode_s, double inference_s);
+  void on_iteration_tokens(int num_tokens);  // tokens one engine step computed
+  // vLLM's cache_config_info labels (block_size, cache_dtype, enable_prefix_caching, ...).
+  void set_cache_config(std::vector<std::pair<std::string, std::string>> labels);
+  // Appends more exposition text at the end of render() (the HTTP front end's own gauges).
+  void set_extra(std::function<void(std::string&)> render_extra);
 
   std::string render() const;  // Prometheus text exposition format 0.0.4
 
@@ -47,10 +57,14 @@ class Metrics {
   mutable std::mutex mu_;
   std::string labels_;
   EngineStats engine_;
+  int server_waiting_ = 0;
+  std::vector<std::pair<std::string, std::string>> cache_config_;
+  std::function<void(std::string&)> extra_;
   int64_t prompt_tokens_ = 0, generation_tokens_ = 0;
   std::map<std::string, int64_t> finished_;  // by finish reason
   std::map<int, int64_t> http_;              // by status
   Histogram ttft_, itl_, req_tpot_, e2e_, prompt_len_, gen_len_;
+  Histogram queue_, prefill_, decode_, inference_, iteration_tokens_;
 };
 
 }  // namespace nanovllm::server

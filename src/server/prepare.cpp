@@ -21,11 +21,23 @@ std::vector<int32_t> tokenize(const Tokenizer& tok, const std::string& text, con
   }
 }
 
+// Refuses, before the tokenizer sees it, a text whose bytes alone show it cannot fit.
+void check_prompt_bytes(size_t bytes, const ModelLimits& limits, const std::string& param) {
+  if (limits.max_prompt_bytes > 0 && bytes > limits.max_prompt_bytes)
+    throw bad_request(param, "This model's maximum context length is " + std::to_string(limits.max_model_len) +
+                                 " tokens, and the " + param + " of " + std::to_string(bytes) +
+                                 " bytes is certainly longer (no " + std::to_string(limits.max_prompt_bytes) +
+                                 " bytes of text fit in fewer). Please reduce the length of the " + param + ".");
+}
+
 // The chat rendered and tokenized, or each completions prompt tokenized (or its ids checked).
 std::vector<std::vector<int32_t>> prompt_ids(const CompletionRequest& req, const Tokenizer& tok,
                                              const ModelLimits& limits) {
   std::vector<std::vector<int32_t>> prompts;
   if (req.endpoint == Endpoint::chat) {
+    size_t bytes = 0;
+    for (const ChatMessage& m : req.messages) bytes += m.content.size() + m.reasoning_content.size();
+    check_prompt_bytes(bytes, limits, "messages");
     std::string text;
     try {
       text = tok.apply_chat_template(req.messages, req.add_generation_prompt, req.enable_thinking);
@@ -37,6 +49,7 @@ std::vector<std::vector<int32_t>> prompt_ids(const CompletionRequest& req, const
   }
   for (const PromptInput& p : req.prompts) {
     if (p.is_text) {
+      check_prompt_bytes(p.text.size(), limits, "prompt");
       prompts.push_back(tokenize(tok, p.text, "prompt"));
       continue;
     }

@@ -16,6 +16,9 @@ struct ModelLimits {
   int max_model_len = 0;  // prompt + completion tokens, at most
   int vocab_size = 0;     // the model's (token ids must be below it)
   int max_logprobs = 20;  // EngineConfig::max_logprobs (vLLM's --max-logprobs)
+  // A text prompt (or a chat's messages, all together) of more bytes than this cannot fit in
+  // max_model_len tokens, and is refused before tokenizing; 0: no such bound.
+  size_t max_prompt_bytes = 0;
 };
 
 // What a request gets for a field it leaves out: LLM::default_sampling_params() (the model's

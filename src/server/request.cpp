@@ -273,7 +273,64 @@ std::string field_of_overflow(std::string_view body) {
   return field;
 }
 
-json parse_body(std::string_view body) {
+// A scan of the body without building its tree: throws a 400 naming the top-level field when a list
+// in it holds more than `max_items`. Malformed bodies pass (the parser proper names their error).
+class ListBound {
+ public:
+  explicit ListBound(size_t max_items) : max_(max_items) {}
+  bool null() { return value(); }
+  bool boolean(bool) { return value(); }
+  bool number_integer(json::number_integer_t) { return value(); }
+  bool number_unsigned(json::number_unsigned_t) { return value(); }
+  bool number_float(json::number_float_t, const std::string&) { return value(); }
+  bool string(std::string&) { return value(); }
+  bool binary(json::binary_t&) { return value(); }
+  bool start_object(size_t) {
+    value();
+    counts_.push_back(kObject);
+    return true;
+  }
+  bool end_object() { return end(); }
+  bool start_array(size_t) {
+    value();
+    counts_.push_back(0);
+    return true;
+  }
+  bool end_array() { return end(); }
+  bool key(std::string& k) {
+    if (counts_.size() == 1) field_ = k;
+    return true;
+  }
+  bool parse_error(size_t, const std::string&, const nlohmann::detail::exception&) { return false; }
+
+ private:
+  static constexpr size_t kObject = static_cast<size_t>(-1);
+  bool value() {
+    if (counts_.empty() || counts_.back() == kObject) return true;
+    if (++counts_.back() > max_)
+      throw bad_request(field_, "'" + field_ + "' holds a list of more than " + std::to_string(max_) +
+                                    " items, more than any request can use (max_model_len and the prompt limit)");
+    return true;
+  }
+  bool end() {
+    counts_.pop_back();
+    return true;
+  }
+  size_t max_;
+  std::vector<size_t> counts_;  // per open container: items so far, or kObject
+  std::string field_;
+};
+
+json parse_body(std::string_view body, const ParseLimits& limits) {
+  // Small bodies cannot cost much whatever they hold; larger ones are scanned first.
+  if (limits.max_list_items > 0 && body.size() > (64u << 10)) {
+    ListBound bound(limits.max_list_items);
+    try {
+      json::sax_parse(body.begin(), body.end(), &bound);
+    } catch (const json::exception&) {
+      // malformed: the parser below says how
+    }
+  }
   json j;
   try {
     j = json::parse(body.begin(), body.end());
@@ -482,8 +539,8 @@ void settle_chat_logprobs(const PendingFields& f, CompletionRequest& r) {
 
 }  // namespace
 
-CompletionRequest parse_request(std::string_view body, Endpoint endpoint) {
-  const json j = parse_body(body);
+CompletionRequest parse_request(std::string_view body, Endpoint endpoint, const ParseLimits& limits) {
+  const json j = parse_body(body, limits);
   CompletionRequest r;
   r.endpoint = endpoint;
   const bool chat = endpoint == Endpoint::chat;

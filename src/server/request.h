@@ -55,9 +55,15 @@ struct CompletionRequest {
   bool include_usage = false;          // stream_options.include_usage
 };
 
+// Bounds checked while the body is scanned, before its tree is built (a list of small numbers
+// costs 16 bytes an item in the tree, 2 in the body).
+struct ParseLimits {
+  size_t max_list_items = 0;  // any list in the body, at most (0: unbounded)
+};
+
 // Parses and checks `body`. Throws ApiError (400) naming the parameter on malformed JSON, invalid
-// UTF-8, a wrong type, an out-of-range value (a number beyond double's, 1e400, too), or a
-// feature the server does not have.
-CompletionRequest parse_request(std::string_view body, Endpoint endpoint);
+// UTF-8, a wrong type, an out-of-range value (a number beyond double's, 1e400, too), a list
+// longer than limits.max_list_items, or a feature the server does not have.
+CompletionRequest parse_request(std::string_view body, Endpoint endpoint, const ParseLimits& limits = {});
 
 }  // namespace nanovllm::server

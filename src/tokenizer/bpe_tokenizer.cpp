@@ -3,6 +3,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <atomic>
 #include <stdexcept>
 
@@ -203,6 +204,15 @@ std::string_view BpeTokenizer::id_token(int32_t id) const {
     throw std::out_of_range("decode: token id " + std::to_string(id) + " is not in the vocabulary (size " +
                             std::to_string(vocab_size_) + ")");
   return id_token_[id];
+}
+
+// A token stands for at most the bytes of its own string: byte-level strings spell each byte as
+// one character of one or two UTF-8 bytes, SentencePiece's spell a space as three.
+size_t BpeTokenizer::max_token_bytes() const {
+  size_t most = 1;
+  for (int32_t id = 0; id < vocab_size_; ++id)
+    if (id_kind_[id] != 0) most = std::max(most, id_token_[id].size());
+  return most;
 }
 
 bool BpeTokenizer::is_special(int32_t id) const { return id >= 0 && id < vocab_size_ && id_kind_[id] == 2; }

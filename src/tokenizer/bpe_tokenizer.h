@@ -39,6 +39,8 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const override;
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const override;
   int vocab_size() const override { return vocab_size_; }
+  size_t max_token_bytes() const override;
+  void check_chat_template() const override { p_.chat_template.check(); }
   std::optional<int32_t> token_to_id(std::string_view token) const override;
   std::optional<int32_t> eos_token_id() const override { return eos_id_; }
   std::optional<int32_t> pad_token_id() const override { return pad_id_; }

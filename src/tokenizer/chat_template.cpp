@@ -101,6 +101,11 @@ ChatTemplate::ChatTemplate(std::vector<Named> templates, std::string where, nloh
   }
 }
 
+void ChatTemplate::check() const {
+  for (const Compiled& c : templates_)
+    if (!c.tmpl) std::rethrow_exception(c.error);
+}
+
 const ChatTemplate::Compiled& ChatTemplate::pick(bool with_tools) const {
   if (templates_.empty())
     throw std::runtime_error((where_.empty() ? "" : where_ + ": ") +

@@ -36,6 +36,9 @@ class ChatTemplate {
                bool strict = false);
 
   bool empty() const { return templates_.empty(); }
+  // Throws the first template's syntax error (naming its file and line), if any did not parse: a
+  // server checks this at start-up rather than fail each chat request.
+  void check() const;
 
   // transformers' apply_chat_template(messages, tools=tools, add_generation_prompt=...,
   // **kwargs). `messages`: a list of message objects (role; content a string, null or a list of

@@ -37,6 +37,11 @@ class Tokenizer {
   virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const = 0;
 
   virtual int vocab_size() const = 0;
+  // The most bytes of text one token can stand for, at most (an upper bound; 0 when unknown): a
+  // text of more than n times this many bytes cannot be n tokens or fewer.
+  virtual size_t max_token_bytes() const { return 0; }
+  // Throws the chat template's syntax error (file and line), if it has one that does not parse.
+  virtual void check_chat_template() const {}
   virtual std::optional<int32_t> token_to_id(std::string_view token) const = 0;
   virtual std::optional<int32_t> eos_token_id() const = 0;   // from tokenizer_config.json
   virtual std::optional<int32_t> pad_token_id() const = 0;

@@ -38,6 +38,11 @@ EnvOptions read_env_options() {
   const char* all = get("NANOVLLM_GEMM_TUNE_ALL");
   o.gemm_tune_all = all && std::strcmp(all, "1") == 0;
   if (const char* path = get("NANOVLLM_STEP_TRACE")) o.step_trace = path;
+  if (const char* isa = get("NANOVLLM_CPU_ISA")) {
+    if (std::strcmp(isa, "avx2") != 0 && std::strcmp(isa, "avx512") != 0)
+      throw std::invalid_argument(std::string("NANOVLLM_CPU_ISA=") + isa + ": expected avx2 or avx512");
+    o.cpu_isa = isa;
+  }
   if (const char* path = get("NANOVLLM_WORKER")) o.worker = path;
   if (const char* path = get("NANOVLLM_NCCL_LIBRARY")) o.nccl_library = path;
   return o;

@@ -13,6 +13,7 @@ struct EnvOptions {
   bool pdl = true;             // NANOVLLM_PDL ("0" turns it off): CUDA kernels overlap the one before them
   bool gemm_tune_all = false;  // NANOVLLM_GEMM_TUNE_ALL ("1"): time GEMM candidates at every decode size
   std::string step_trace;      // NANOVLLM_STEP_TRACE: a CSV file for one line per engine step; empty = none
+  std::string cpu_isa;         // NANOVLLM_CPU_ISA: the CPU kernels' instruction set, avx2 or avx512; empty = the best there is
   std::string worker;          // NANOVLLM_WORKER: the nanovllm executable tensor-parallel workers run as; empty = found
   std::string nccl_library;    // NANOVLLM_NCCL_LIBRARY: libnccl.so.2's path when the usual places lack it
 };

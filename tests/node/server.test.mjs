@@ -271,12 +271,12 @@ test('an idle keep-alive connection outlives clients\' own idle limits (no close
   await closed;
 });
 
-test('a full queue answers 503', async () => {
-  // --max-pending 64: one request asking for more choices than that cannot be admitted.
+test('a request of more sequences than the server admits answers 400', async () => {
+  // --max-pending 64 caps --max-seqs-per-request: 65 prompts could never be admitted.
   const r = await rawPost(server.baseURL, '/v1/completions',
     JSON.stringify({ model: 'tiny', prompt: Array(65).fill('hi'), max_tokens: 1 }));
-  assert.equal(r.status, 503, r.text);
-  errorObject(r.json);
+  assert.equal(r.status, 400, r.text);
+  assert.equal(errorObject(r.json).param, 'prompt');
   // And the server still serves.
   const ok = await client.completions.create({ ...greedy, prompt: 'hi', max_tokens: 1 });
   assert.equal(ok.choices.length, 1);

@@ -1,7 +1,7 @@
 // Shared by the server*.test.mjs files: make the tiny random model, start `nanovllm serve` on a
 // free 127.0.0.1 port, read /metrics, and load the official `openai` client from third_party.
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -29,9 +29,10 @@ export function makeTinyModel() {
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-// Starts the server with `--port 0` and resolves once it prints the port it listens on.
+// Starts the server with `--port 0` and resolves once it prints the port it listens on (modelDir
+// null: extraArgs names the model, as `serve MODEL`).
 export async function startServer(modelDir, extraArgs = []) {
-  const args = ['serve', '--model', modelDir, '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
+  const args = ['serve', ...(modelDir ? ['--model', modelDir] : []), '--device', 'cpu', '--host', '127.0.0.1', '--port', '0',
     '--served-model-name', 'tiny', '--cpu-kvcache-space', '0.25', ...extraArgs];  // 256 MiB: ~256k tokens here
   const proc = spawn(BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '', stderr = '';
@@ -56,6 +57,12 @@ export async function startServer(modelDir, extraArgs = []) {
     proc,
     exited,
     stderr: () => stderr,
+    // The server's peak and current resident memory (bytes), from /proc.
+    memory() {
+      const status = readFileSync(`/proc/${proc.pid}/status`, 'utf8');
+      const kb = (k) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(status)[1]) * 1024;
+      return { peak: kb('VmHWM'), rss: kb('VmRSS') };
+    },
     client: (opts = {}) => new OpenAI({ baseURL: `${baseURL}/v1`, apiKey: 'none', maxRetries: 0, timeout: 120000, ...opts }),
     // Sends `signal` and resolves to the exit status.
     async stop(signal = 'SIGTERM') {

@@ -1,6 +1,8 @@
 // CPU attention path: q/k RMS-norm + RoPE + KV store, and paged attention over block tables.
 // Attention is two-pass per query (scores, then max-subtracted softmax and the weighted V sum),
 // so it is exact up to float rounding and serves as the oracle the CUDA kernels are held to.
+// The cache is f32, bf16 or f16 (stored rounded to nearest even, read back converted in
+// registers); the math is float32 either way.
 #include <cblas.h>
 #include <immintrin.h>
 
@@ -10,45 +12,56 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_convert.h"
 #include "backend/cpu/cpu_ops.h"
 
 namespace nanovllm::cpu {
 namespace {
 
-inline float dot(const float* a, const float* b, int n) {
+// q (f32) . k (a cache row of dtype T)
+template <DType T>
+inline float dot(const float* a, const void* b, int n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int i = 0;
   for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8<T>(b, i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8<T>(b, i + 8), acc1);
   }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8<T>(b, i), acc0);
   acc0 = _mm256_add_ps(acc0, acc1);
   __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
   lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
   lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
   float s = _mm_cvtss_f32(lo);
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i < n; ++i) s += a[i] * load1<T>(b, i);
   return s;
 }
 
-// y += a * x
-inline void axpy(float a, const float* x, float* y, int n) {
+// y += a * x, x a cache row of dtype T
+template <DType T>
+inline void axpy(float a, const void* x, float* y, int n) {
   const __m256 av = _mm256_set1_ps(a);
   int i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += a * x[i];
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, load8<T>(x, i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * load1<T>(x, i);
 }
 
-// Eight dot products at once, q against 8 key rows `stride` floats apart, times `scale`. One
+// A cache row `rows` rows after row p (rows of `stride` elements of dtype T).
+template <DType T>
+inline const void* row_at(const void* p, int64_t rows, int64_t stride) {
+  return static_cast<const char*>(p) + rows * stride * static_cast<int64_t>(dtype_size(T));
+}
+
+// Eight dot products at once, q against 8 key rows `stride` elements apart, times `scale`. One
 // horizontal reduction (a hadd tree) serves all eight, instead of one per key.
-inline void dot8(const float* q, const float* k, int64_t stride, int D, float scale, float* out) {
+template <DType T>
+inline void dot8(const float* q, const void* k, int64_t stride, int D, float scale, float* out) {
   __m256 acc[8];
   for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
   int d = 0;
   for (; d + 8 <= D; d += 8) {
     const __m256 qv = _mm256_loadu_ps(q + d);
-    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + j * stride + d), acc[j]);
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load8<T>(row_at<T>(k, j, stride), d), acc[j]);
   }
   // hadd(a, b) sums neighbours within each 128-bit lane; two levels leave per-lane partial sums of
   // keys 0-3 and 4-7, and adding the two lanes finishes them.
@@ -60,48 +73,50 @@ inline void dot8(const float* q, const float* k, int64_t stride, int D, float sc
   alignas(32) float r[8];
   _mm256_store_ps(r, sums);
   for (int j = 0; j < 8; ++j) {
-    for (int dd = d; dd < D; ++dd) r[j] += q[dd] * k[j * stride + dd];
+    for (int dd = d; dd < D; ++dd) r[j] += q[dd] * load1<T>(row_at<T>(k, j, stride), dd);
     out[j] = scale * r[j];
   }
 }
 
 // Where keys live: key p's row of this head is at
-// head + (table[p / bs] * bs + p % bs) * stride.
+// head + (table[p / bs] * bs + p % bs) * stride, in elements of dtype T.
+template <DType T>
 struct PagedRows {
-  const float* head;  // cache + kv head * D (+ a column offset)
+  const void* head;   // cache + kv head * D (+ a column offset)
   const int32_t* table;
   int bs;
-  int64_t stride;     // floats between consecutive rows (Hkv * D)
+  int64_t stride;     // elements between consecutive rows (Hkv * D)
 };
 
 // Calls f(p, row) for each key position p in [lo, n) with its row, walking the pages.
-template <class F>
-inline void for_rows(const PagedRows& v, int lo, int n, F&& f) {
+template <DType T, class F>
+inline void for_rows(const PagedRows<T>& v, int lo, int n, F&& f) {
   for (int p = lo; p < n;) {
     const int rows = std::min(v.bs - p % v.bs, n - p);
-    const float* row = v.head + (static_cast<int64_t>(v.table[p / v.bs]) * v.bs + p % v.bs) * v.stride;
-    for (int r = 0; r < rows; ++r, row += v.stride) f(p + r, row);
+    const void* row = row_at<T>(v.head, static_cast<int64_t>(v.table[p / v.bs]) * v.bs + p % v.bs, v.stride);
+    for (int r = 0; r < rows; ++r, row = row_at<T>(row, 1, v.stride)) f(p + r, row);
     p += rows;
   }
 }
 
 // out[0, 8*NV) = sum over keys p in [lo, n) of w[p - lo] * v_p[0, 8*NV), the accumulators held in
 // registers across all keys.
-template <int NV>
-inline void weighted_sum(const float* w, int lo, int n, const PagedRows& v, float* out) {
+template <int NV, DType T>
+inline void weighted_sum(const float* w, int lo, int n, const PagedRows<T>& v, float* out) {
   __m256 acc[NV];
   for (int j = 0; j < NV; ++j) acc[j] = _mm256_setzero_ps();
-  for_rows(v, lo, n, [&](int p, const float* row) {
+  for_rows(v, lo, n, [&](int p, const void* row) {
     const __m256 wp = _mm256_set1_ps(w[p - lo]);
-    for (int j = 0; j < NV; ++j) acc[j] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(row + 8 * j), acc[j]);
+    for (int j = 0; j < NV; ++j) acc[j] = _mm256_fmadd_ps(wp, load8<T>(row, 8 * j), acc[j]);
   });
   for (int j = 0; j < NV; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
 }
 
 // The same for any width (a head_dim that is not a multiple of 8).
-inline void weighted_sum_any(const float* w, int lo, int n, const PagedRows& v, int width, float* out) {
+template <DType T>
+inline void weighted_sum_any(const float* w, int lo, int n, const PagedRows<T>& v, int width, float* out) {
   std::fill(out, out + width, 0.0f);
-  for_rows(v, lo, n, [&](int p, const float* row) { axpy(w[p - lo], row, out, width); });
+  for_rows(v, lo, n, [&](int p, const void* row) { axpy<T>(w[p - lo], row, out, width); });
 }
 
 // sc[0, n) = softmax(sc[0, n)), max-subtracted; the sum in double: contexts run to tens of
@@ -148,7 +163,10 @@ void qk_norm_rope_store(const RopeStore& in, const float* in_scale, const PagedK
   const float *qkv = in.qkv.ptr<float>(), *q_norm_w = in.q_norm_w.ptr<float>(), *k_norm_w = in.k_norm_w.ptr<float>();
   const float *bias = in.qkv_bias.ptr<float>(), *cos_sin = in.cos_sin.ptr<float>();
   const int32_t *positions = in.positions.ptr<int32_t>(), *slot_mapping = in.slot_mapping;
-  float *k_cache = cache.k.ptr<float>(), *v_cache = cache.v.ptr<float>(), *q_out_p = q_out.ptr<float>();
+  float* q_out_p = q_out.ptr<float>();
+  char *k_cache = static_cast<char*>(cache.k.data), *v_cache = static_cast<char*>(cache.v.data);
+  const DType kv_dtype = cache.k.dtype;
+  const int64_t kv_elem = static_cast<int64_t>(dtype_size(kv_dtype));
   const float eps = in.eps;
   const int64_t row = static_cast<int64_t>(Hq + 2 * Hkv) * D;
   const int heads = Hq + Hkv;  // v heads are a plain copy, done with their k head
@@ -168,11 +186,15 @@ void qk_norm_rope_store(const RopeStore& in, const float* in_scale, const PagedK
         const int kh = h - Hq;
         const int64_t slot = slot_mapping[t];
         if (slot < 0) continue;
-        const int64_t dst = (slot * Hkv + kh) * D;
+        const int64_t dst = (slot * Hkv + kh) * D * kv_elem;
         const int64_t kcol = static_cast<int64_t>(Hq + kh) * D, vcol = static_cast<int64_t>(Hq + Hkv + kh) * D;
-        norm_rope_head(src + kcol, pre, bias_at(kcol), k_norm_w, cs, eps, D, k_cache + dst);
-        const float* v = src + vcol;
-        for (int d = 0; d < D; ++d) v_cache[dst + d] = bias ? v[d] * pre + bias[vcol + d] : v[d] * pre;
+        float k[1024], v[1024];  // the rows in f32, then stored in the cache's dtype
+        norm_rope_head(src + kcol, pre, bias_at(kcol), k_norm_w, cs, eps, D, k);
+        for (int d = 0; d < D; ++d) v[d] = bias ? src[vcol + d] * pre + bias[vcol + d] : src[vcol + d] * pre;
+        with_float_dtype(kv_dtype, [&]<DType T>() {
+          store_row<T>(k, k_cache + dst, D);
+          store_row<T>(v, v_cache + dst, D);
+        });
       }
     }
   });
@@ -185,7 +207,8 @@ struct AttentionShape {
 };
 
 struct AttnArgs {
-  const float *q, *k_cache, *v_cache;
+  const float* q;
+  const void *k_cache, *v_cache;  // of the cache's dtype
   const AttentionMetadata& meta;
   const AttentionShape& s;
   AttentionOptions opts;
@@ -204,10 +227,12 @@ inline void softcap_scores(const AttentionOptions& o, float* sc, int n) {
 
 // One new token t against its context, for the G query heads of kv head kvh: two passes per head
 // (scores, then max-subtracted softmax and P.V). Decode, and short prefill chunks, take this path.
+template <DType T>
 void attend_token(const AttnArgs& a, int t, int kvh) {
   const AttentionMetadata& meta = a.meta;
   const AttentionShape& s = a.s;
-  const float *q = a.q, *k_cache = a.k_cache, *v_cache = a.v_cache;
+  const float* q = a.q;
+  const void *k_cache = a.k_cache, *v_cache = a.v_cache;
   const float scale = a.opts.scale;
   float* out = a.out;
   const int G = s.num_q_heads / s.num_kv_heads;
@@ -227,16 +252,16 @@ void attend_token(const AttnArgs& a, int t, int kvh) {
     return;
   }
   if (scores.size() < static_cast<size_t>(G) * m) scores.resize(static_cast<size_t>(G) * m);
-  const int64_t stride = static_cast<int64_t>(Hkv) * D;  // floats between a head's rows
+  const int64_t stride = static_cast<int64_t>(Hkv) * D;  // elements between a head's rows
   for (int p0 = lo; p0 < n;) {
     const int rows = std::min(bs - p0 % bs, n - p0);
     const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs + p0 % bs;
-    const float* k = k_cache + (base * Hkv + kvh) * D;
+    const void* k = row_at<T>(k_cache, base * Hkv + kvh, D);
     for (int g = 0; g < G; ++g) {
       float* sc = scores.data() + static_cast<size_t>(g) * m + (p0 - lo);
       int r = 0;
-      for (; r + 8 <= rows; r += 8) dot8(qh + g * D, k + r * stride, stride, D, scale, sc + r);
-      for (; r < rows; ++r) sc[r] = scale * dot(qh + g * D, k + r * stride, D);
+      for (; r + 8 <= rows; r += 8) dot8<T>(qh + g * D, row_at<T>(k, r, stride), stride, D, scale, sc + r);
+      for (; r < rows; ++r) sc[r] = scale * dot<T>(qh + g * D, row_at<T>(k, r, stride), D);
     }
     p0 += rows;
   }
@@ -249,17 +274,17 @@ void attend_token(const AttnArgs& a, int t, int kvh) {
     const float* w = scores.data() + static_cast<size_t>(g) * m;
     for (int d0 = 0; d0 < D; d0 += 64) {
       const int width = std::min(64, D - d0);
-      const PagedRows v{v_cache + static_cast<int64_t>(kvh) * D + d0, table, bs, stride};
+      const PagedRows<T> v{row_at<T>(v_cache, static_cast<int64_t>(kvh) * D + d0, 1), table, bs, stride};
       float* o = oh + g * D + d0;
       switch (width % 8 ? 0 : width / 8) {
-        case 8: weighted_sum<8>(w, lo, n, v, o); break;
-        case 7: weighted_sum<7>(w, lo, n, v, o); break;
-        case 6: weighted_sum<6>(w, lo, n, v, o); break;
-        case 5: weighted_sum<5>(w, lo, n, v, o); break;
-        case 4: weighted_sum<4>(w, lo, n, v, o); break;
-        case 3: weighted_sum<3>(w, lo, n, v, o); break;
-        case 2: weighted_sum<2>(w, lo, n, v, o); break;
-        case 1: weighted_sum<1>(w, lo, n, v, o); break;
+        case 8: weighted_sum<8, T>(w, lo, n, v, o); break;
+        case 7: weighted_sum<7, T>(w, lo, n, v, o); break;
+        case 6: weighted_sum<6, T>(w, lo, n, v, o); break;
+        case 5: weighted_sum<5, T>(w, lo, n, v, o); break;
+        case 4: weighted_sum<4, T>(w, lo, n, v, o); break;
+        case 3: weighted_sum<3, T>(w, lo, n, v, o); break;
+        case 2: weighted_sum<2, T>(w, lo, n, v, o); break;
+        case 1: weighted_sum<1, T>(w, lo, n, v, o); break;
         default: weighted_sum_any(w, lo, n, v, width, o);
       }
     }
@@ -269,6 +294,7 @@ void attend_token(const AttnArgs& a, int t, int kvh) {
 // Query tokens [j0, j1) of prefill sequence i against their context, for kv head kvh, as two
 // GEMMs per query head: S = scale * Q K^T over the gathered keys [0, n_max), a causal mask and
 // row softmax, then O = P V. The same math as attend_token, blocked so OpenBLAS does the work.
+template <DType T>
 void attend_tile(const AttnArgs& a, int i, int kvh, int j0, int j1) {
   const AttentionMetadata& meta = a.meta;
   const AttentionShape& s = a.s;
@@ -283,10 +309,10 @@ void attend_tile(const AttnArgs& a, int i, int kvh, int j0, int j1) {
   kbuf.resize(static_cast<size_t>(width) * D);
   vbuf.resize(static_cast<size_t>(width) * D);
   sbuf.resize(static_cast<size_t>(tq) * width);
-  for (int p = lo; p < n_max; ++p) {  // gather this head's K/V rows out of the pages
-    const int64_t src = ((static_cast<int64_t>(table[p / bs]) * bs + p % bs) * Hkv + kvh) * D;
-    std::copy_n(a.k_cache + src, D, kbuf.data() + static_cast<size_t>(p - lo) * D);
-    std::copy_n(a.v_cache + src, D, vbuf.data() + static_cast<size_t>(p - lo) * D);
+  for (int p = lo; p < n_max; ++p) {  // gather this head's K/V rows out of the pages, as f32
+    const int64_t src = (static_cast<int64_t>(table[p / bs]) * bs + p % bs) * Hkv + kvh;
+    load_row<T>(row_at<T>(a.k_cache, src, D), kbuf.data() + static_cast<size_t>(p - lo) * D, D);
+    load_row<T>(row_at<T>(a.v_cache, src, D), vbuf.data() + static_cast<size_t>(p - lo) * D, D);
   }
   const int64_t t0 = meta.cu_seqlens_q[i] + j0;
   for (int g = 0; g < G; ++g) {
@@ -319,7 +345,7 @@ void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetad
                      const Tensor& out, ThreadPool& pool) {
   const int Hkv = cache.num_kv_heads();
   const AttentionShape s{static_cast<int>(q.size(1)), Hkv, cache.head_dim(), cache.block_size()};
-  const AttnArgs args{q.ptr<float>(), cache.k.ptr<float>(), cache.v.ptr<float>(), meta, s, opts, out.ptr<float>()};
+  const AttnArgs args{q.ptr<float>(), cache.k.data, cache.v.data, meta, s, opts, out.ptr<float>()};
   // Work items, longest first so the dynamic schedule ends evenly: query tiles of prefill chunks
   // of at least kMinTiledQuery tokens, then single tokens (decode and short chunks).
   thread_local std::vector<Item> scratch;
@@ -340,10 +366,12 @@ void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetad
       for (int h = 0; h < Hkv; ++h) items.push_back({-1, h, t, t + 1});
   }
   if (tiled) blas_single_thread();
-  pool.parallel_for_dynamic(static_cast<int64_t>(items.size()), [&](int64_t k) {
-    const Item& it = items[k];
-    if (it.seq < 0) attend_token(args, it.begin, it.kvh);
-    else attend_tile(args, it.seq, it.kvh, it.begin, it.end);
+  with_float_dtype(cache.k.dtype, [&]<DType T>() {
+    pool.parallel_for_dynamic(static_cast<int64_t>(items.size()), [&](int64_t k) {
+      const Item& it = items[k];
+      if (it.seq < 0) attend_token<T>(args, it.begin, it.kvh);
+      else attend_tile<T>(args, it.seq, it.kvh, it.begin, it.end);
+    });
   });
 }
 

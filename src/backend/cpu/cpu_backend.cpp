@@ -1,5 +1,7 @@
-// CpuBackend: the Backend interface on the host in float32. Its ops get arguments the op contract
-// (op_contract.cpp) has checked, values included, and hand the math to cpu_ops.
+// CpuBackend: the Backend interface on the host, float32 math over weights kept in their
+// checkpoint's dtype (f32, bf16, f16) or quantized to int8, and a KV cache in f32, bf16 or f16.
+// Its ops get arguments the op contract (op_contract.cpp) has checked, values included, and hand
+// the math to cpu_ops.
 #include "backend/cpu/cpu_backend.h"
 
 #include <sys/mman.h>
@@ -10,10 +12,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_convert.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/shm_group.h"
 #include "backend/allocation_tracker.h"
@@ -40,39 +45,83 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendOptions& opts)
       : threads_(opts.num_threads > 0 ? opts.num_threads : std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)))),
+        isa_(cpu::resolve_isa(opts.cpu_isa)),
+        int8_weights_(opts.int8_weights),
+        blas_core_(cpu::pick_blas_kernels()),
         pool_(threads_) {}
+  ~CpuBackend() override {
+    for (auto& [p, bytes] : mapped_) munmap(p, bytes);
+  }
 
   DeviceKind device() const override { return DeviceKind::cpu; }
-  std::string name() const override { return "cpu (" + std::to_string(threads_) + " threads)"; }
+  std::string name() const override {
+    return "cpu (" + std::to_string(threads_) + " threads, " + cpu::isa_name(isa_) + ", OpenBLAS " + blas_core_ + ")";
+  }
   DType compute_dtype() const override { return DType::f32; }
+  DType weight_dtype(DType checkpoint) const override { return int8_weights_ ? DType::i8 : checkpoint; }
+  bool takes_mixed_weight(DType t) const override { return t == DType::bf16 || t == DType::f16 || t == DType::i8; }
+  bool takes_kv(DType t) const override { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
+  bool weights_in_place() const override { return true; }
 
   // ---- memory ----
   void* raw_alloc(size_t bytes) override {
-    // Big buffers (weights, KV cache) get 2 MiB alignment and transparent huge pages: attention
-    // reads one 4 KiB-apart row per key from the NHD cache, and with 4 KiB pages that is a TLB
-    // miss per key (docs/cpu-backend.md). THP is often "madvise"-only, hence the explicit ask.
-    const bool huge = bytes >= (4u << 20);
-    const size_t align = huge ? (2u << 20) : 64;
-    const size_t rounded = (std::max<size_t>(bytes, 1) + align - 1) / align * align;
-    void* p = std::aligned_alloc(align, rounded);
-    if (p && huge) madvise(p, rounded, MADV_HUGEPAGE);  // a hint: failure only costs speed
-    if (!p) {
-      size_t avail, total;
-      read_meminfo(&avail, &total);
-      throw std::runtime_error("cpu backend: cannot allocate " + std::to_string(bytes) + " bytes (" +
-                               std::to_string(avail) + " bytes available)");
+    // Big buffers (weights, KV cache, activations) are anonymous mappings of their own: pages the
+    // kernel hands out zeroed on first touch, so memory is committed only where written (a KV
+    // cache sized for the whole job costs what the running sequences fill), and freed buffers go
+    // back to the system. Those of 32 MiB and more (weights, activations) ask for transparent
+    // huge pages (a hint: THP is often "madvise"-only; failure only costs speed); the KV cache is
+    // left on 4 KiB pages (see fill_zero).
+    if (bytes >= kMappedBytes) {
+      const size_t rounded = (bytes + kPage - 1) / kPage * kPage;
+      void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw_no_memory(bytes);
+      if (rounded >= kHugeBytes) madvise(p, rounded, MADV_HUGEPAGE);
+      {
+        std::lock_guard<std::mutex> lock(mapped_mu_);
+        mapped_[p] = rounded;
+      }
+      allocations_.add(p, rounded);
+      return p;
     }
-    allocations_.add(p, rounded);
+    void* p = std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) / 64 * 64);
+    if (!p) throw_no_memory(bytes);
+    allocations_.add(p, bytes);
     return p;
   }
   void raw_free(void* p) override {
     if (!p) return;
     allocations_.remove(p);
+    {
+      std::lock_guard<std::mutex> lock(mapped_mu_);
+      auto it = mapped_.find(p);
+      if (it != mapped_.end()) {
+        munmap(p, it->second);
+        mapped_.erase(it);
+        return;
+      }
+    }
     std::free(p);
   }
   void copy_to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void fill_zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
+  // Whole pages of a mapped buffer are dropped instead of written (MADV_DONTNEED: the next touch
+  // maps a zero page), so zeroing a KV cache commits none of it; the ends are written. Huge pages
+  // are taken back from such a buffer first: a cache filled a block at a time should commit
+  // 4 KiB at a time, not 2 MiB.
+  void fill_zero(void* dst, size_t bytes) override {
+    char* p = static_cast<char*>(dst);
+    if (bytes >= kMappedBytes && in_mapping(p, bytes)) {
+      char* begin = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + kPage - 1) / kPage * kPage);
+      char* end = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(p + bytes) / kPage * kPage);
+      if (begin < end && madvise(begin, end - begin, MADV_NOHUGEPAGE) == 0 &&
+          madvise(begin, end - begin, MADV_DONTNEED) == 0) {
+        std::memset(p, 0, begin - p);
+        std::memset(end, 0, p + bytes - end);
+        return;
+      }
+    }
+    std::memset(dst, 0, bytes);
+  }
   void synchronize() override {}
   void memory_info(size_t* free_bytes, size_t* total_bytes) override { read_meminfo(free_bytes, total_bytes); }
   size_t peak_allocated_bytes() const override { return allocations_.peak(); }
@@ -84,6 +133,10 @@ class CpuBackend final : public Backend {
   void host_free(void* p) override { std::free(p); }
 
   void do_upload_convert(const Tensor& src, Tensor& dst) override {
+    if (dst.dtype == DType::i8 && src.dtype != DType::i8) {
+      cpu::quantize_rows_int8(src.data, src.dtype, rows_of(src), cols_of(src), dst.ptr<int8_t>(), pool_);
+      return;
+    }
     if (src.dtype == dst.dtype) {
       std::memcpy(dst.data, src.data, src.nbytes());
       return;
@@ -109,9 +162,9 @@ class CpuBackend final : public Backend {
 
   // ---- ops ----
   void do_embedding(const Tensor& ids, const Tensor& table, int64_t vocab_start, Tensor& out, float scale) override {
-    const int64_t T = ids.numel(), H = cols_of(table), S = rows_of(table);
+    const int64_t T = ids.numel(), H = weight_cols(table), S = rows_of(table);
     const int32_t* id = ids.ptr<int32_t>();
-    const float* tab = table.ptr<float>();
+    const cpu::WeightView w = cpu::weight_view(table);
     float* o = out.ptr<float>();
     for (int64_t t = 0; t < T; ++t) {
       const int64_t r = id[t] - vocab_start;
@@ -119,7 +172,7 @@ class CpuBackend final : public Backend {
         std::memset(o + t * H, 0, H * sizeof(float));
         continue;
       }
-      std::memcpy(o + t * H, tab + r * H, H * sizeof(float));
+      cpu::weight_rows_to_f32(w, r, r + 1, o + t * H);
       if (scale != 1.0f)
         for (int64_t h = 0; h < H; ++h) o[t * H + h] *= scale;
     }
@@ -159,7 +212,7 @@ class CpuBackend final : public Backend {
   }
 
   void do_linear(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) override {
-    cpu::gemm(x.ptr<float>(), w.ptr<float>(), out.ptr<float>(), rows_of(x), w.size(0), cols_of(x), pool_, accumulate);
+    cpu::gemm(x.ptr<float>(), cpu::weight_view(w), out.ptr<float>(), rows_of(x), pool_, isa_, accumulate);
   }
 
   void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) override {
@@ -276,10 +329,34 @@ class CpuBackend final : public Backend {
     });
   }
 
+  [[noreturn]] static void throw_no_memory(size_t bytes) {
+    size_t avail, total;
+    read_meminfo(&avail, &total);
+    throw std::runtime_error("cpu backend: cannot allocate " + std::to_string(bytes) + " bytes (" +
+                             std::to_string(avail) + " bytes available)");
+  }
+  // True when [p, p + bytes) lies inside one of raw_alloc's mappings.
+  bool in_mapping(const char* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mapped_mu_);
+    auto it = mapped_.upper_bound(const_cast<char*>(p));
+    if (it == mapped_.begin()) return false;
+    --it;
+    const char* base = static_cast<const char*>(it->first);
+    return p >= base && p + bytes <= base + it->second;
+  }
+
+  static constexpr size_t kPage = 4096;
+  static constexpr size_t kMappedBytes = 1u << 20;   // buffers from here up are mappings of their own
+  static constexpr size_t kHugeBytes = 32u << 20;    // and from here up ask for huge pages
   const int threads_;
+  const cpu::Isa isa_;
+  const bool int8_weights_;
+  const std::string blas_core_;
   cpu::ThreadPool pool_;
   std::unique_ptr<ShmGroup> group_;
   AllocationTracker allocations_;
+  std::mutex mapped_mu_;
+  std::map<void*, size_t> mapped_;  // raw_alloc's mappings and their lengths
   std::vector<float> scale_;  // folded_scales' result
 };
 

@@ -1,12 +1,27 @@
-// CPU GEMM (out = x @ w^T): OpenBLAS for many rows, our AVX2 kernel for few rows (decode), where
-// the work is a weight-streaming GEMV and OpenBLAS's packing and thread start-up cost dominate.
+// CPU GEMM (out = x @ w^T): OpenBLAS for many rows, our kernels for few rows (decode), where the
+// work is a weight-streaming GEMV and OpenBLAS's packing and thread start-up cost dominate. f32
+// weights here; bf16/f16 and int8 weights in cpu_gemv_half.cpp and cpu_gemv_int8.cpp, or here in
+// panels converted to f32 for OpenBLAS when there are many rows (prefill).
 #include <cblas.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
+#include "backend/cpu/cpu_convert.h"
 #include "backend/cpu/cpu_ops.h"
+
+// OpenBLAS's DYNAMIC_ARCH entry points (Debian's build exports them): weak, so a build of
+// OpenBLAS for one fixed target, which lacks them, still links.
+extern "C" {
+void gotoblas_dynamic_init(void) __attribute__((weak));
+void gotoblas_dynamic_quit(void) __attribute__((weak));
+}
 
 namespace nanovllm::cpu {
 namespace {
@@ -60,6 +75,40 @@ void openblas_threads(int n) {
 
 void blas_single_thread() { openblas_threads(1); }
 
+std::string pick_blas_kernels() {
+  static std::once_flag once;
+  static std::string picked;
+  std::call_once(once, [] {
+    // OpenBLAS picks its kernels by CPU model when it loads, and one that does not know the model
+    // falls back to its generic SSE3 kernels ("Prescott"): Debian 12's 0.3.21 does so on Intel's
+    // Emerald Rapids (family 6, model 207), where its sgemm then runs ~3x slower than its AVX-512
+    // kernels (docs/cpu-backend.md). Such a fallback is re-picked here by the features the CPU
+    // has, as OPENBLAS_CORETYPE would have before load (quit, then init again: OpenBLAS's own
+    // start-up path, before any BLAS call of this process); a core the user named is kept.
+    const char* core = openblas_get_corename();
+    picked = core ? core : "unknown";
+    if (std::getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
+    static const char* const kFallbacks[] = {"Unknown", "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
+                                             "Katmai", "Atom"};
+    bool fallback = false;
+    for (const char* f : kFallbacks) fallback = fallback || picked == f;
+    const char* want = nullptr;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+      want = __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      want = "Haswell";
+    if (!fallback || !want) return;
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+    unsetenv("OPENBLAS_CORETYPE");  // child processes (tensor-parallel ranks) pick for themselves
+    core = openblas_get_corename();
+    picked = std::string(core ? core : "unknown") + " (OpenBLAS had picked " + picked + ")";
+  });
+  return picked;
+}
+
 void gemm_avx2(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool,
                bool accumulate) {
   const int64_t pairs = (N + 1) / 2;
@@ -90,6 +139,70 @@ void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N,
                 accumulate ? 1.0f : 0.0f,
                 out + n0, static_cast<blasint>(N));
   });
+}
+
+void weight_rows_to_f32(const WeightView& w, int64_t n0, int64_t n1, float* dst) {
+  const int64_t K = w.K;
+  if (w.dtype == DType::i8) {
+    const int64_t ld = K + kI8RowTail;
+    for (int64_t n = n0; n < n1; ++n) {
+      const int8_t* row = static_cast<const int8_t*>(w.data) + n * ld;
+      const __m256 s = _mm256_set1_ps(i8_row_scale(row, K));
+      float* d = dst + (n - n0) * K;
+      int64_t k = 0;
+      for (; k + 8 <= K; k += 8) {
+        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + k)));
+        _mm256_storeu_ps(d + k, _mm256_mul_ps(s, _mm256_cvtepi32_ps(q)));
+      }
+      for (; k < K; ++k) d[k] = i8_row_scale(row, K) * row[k];
+    }
+    return;
+  }
+  with_float_dtype(w.dtype, [&]<DType T>() {
+    const char* base = static_cast<const char*>(w.data);
+    load_row<T>(base + n0 * K * static_cast<int64_t>(dtype_size(T)), dst, (n1 - n0) * K);
+  });
+}
+
+void gemm_panels(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, bool accumulate) {
+  openblas_threads(1);
+  const int64_t N = w.N, K = w.K;
+  // Panels of weight rows converted to f32 that stay in L2 (~1 MiB) while OpenBLAS sweeps x over
+  // them; the conversion is one pass over the weights, against 2 M multiply-adds per weight.
+  const int64_t panel = std::clamp<int64_t>(262144 / std::max<int64_t>(1, K), 16, 256);
+  const int64_t grain = std::max<int64_t>(64, 262144 / std::max<int64_t>(1, M * K));
+  pool.parallel_for(N, grain, [&](int64_t n0, int64_t n1) {
+    thread_local std::vector<float> buf;
+    buf.resize(static_cast<size_t>(std::min(panel, n1 - n0) * K));
+    for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+      const int64_t p1 = std::min(n1, p0 + panel);
+      weight_rows_to_f32(w, p0, p1, buf.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), static_cast<blasint>(p1 - p0),
+                  static_cast<blasint>(K), 1.0f, x, static_cast<blasint>(K), buf.data(), static_cast<blasint>(K),
+                  accumulate ? 1.0f : 0.0f, out + p0, static_cast<blasint>(N));
+    }
+  });
+}
+
+void gemm(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, Isa isa, bool accumulate) {
+  if (M <= 0 || w.N <= 0) return;
+  if (w.K == 0) {
+    if (!accumulate) std::fill(out, out + M * w.N, 0.0f);
+    return;
+  }
+  switch (w.dtype) {
+    case DType::f32: gemm(x, static_cast<const float*>(w.data), out, M, w.N, w.K, pool, accumulate); return;
+    case DType::bf16:
+    case DType::f16:
+      if (M <= kHalfGemvRows) gemv_half(x, w, out, M, pool, isa, accumulate);
+      else gemm_panels(x, w, out, M, pool, accumulate);
+      return;
+    case DType::i8:
+      if (M <= kInt8GemvRows) gemv_int8(x, w, out, M, pool, isa, accumulate);
+      else gemm_panels(x, w, out, M, pool, accumulate);
+      return;
+    default: throw std::logic_error(std::string("cpu gemm: weights of dtype ") + dtype_name(w.dtype));
+  }
 }
 
 void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool,
