@@ -2,7 +2,8 @@
 # Sets up, builds everything (the CUDA backend too when nvcc is found) and runs the whole test suite.
 # GPU tests skip visibly without a GPU; scripts/device.sh runs them on one.
 # Then a second, sanitized build (clang, ASan + UBSan) of only what the CPU tests need runs the
-# suite again, and the fuzz targets for NANOVLLM_FUZZ_SECONDS each. SANITIZE=0 skips that stage.
+# suite again, and the fuzz targets for NANOVLLM_FUZZ_SECONDS each, when SANITIZE=1 (off by default until
+# its time on the 2-core CI machine is measured: its build alone is tens of minutes there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,7 +12,7 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j"$(nproc)"
 ctest --test-dir "$BUILD" --output-on-failure -j"$(nproc)"
 
-if [ "${SANITIZE:-1}" != 0 ]; then
+if [ "${SANITIZE:-0}" != 0 ]; then
   SAN=${SAN_BUILD:-build-san}
   cmake -S . -B "$SAN" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
         -DNANOVLLM_CUDA=OFF -DNANOVLLM_SANITIZE=ON -DNANOVLLM_FUZZ=ON \
