@@ -29,11 +29,13 @@ TEST(CpuThreadPool, IdleWorkersSleepInsteadOfSpinning) {
   std::atomic<int> ran{0};
   for (int rep = 0; rep < 20; ++rep) pool.run(5, [&](int) { ran++; });
   EXPECT_EQ(ran.load(), 100);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // past every spin
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // past every spin, on a loaded machine too
   const double cpu0 = process_cpu_seconds();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const double burned = process_cpu_seconds() - cpu0;
-  EXPECT_LT(burned, 0.03) << "the idle pool used " << burned << " s of CPU in 0.3 s";
+  // One spinning worker alone would burn ~0.3 s here, five 1.5 s; a sleeping pool burns ~0 (0.04 s
+  // was seen once with another build beside the test, so the bound is not set at the noise).
+  EXPECT_LT(burned, 0.15) << "the idle pool used " << burned << " s of CPU in 0.3 s";
 }
 
 // More threads than cores, and every core taken by spinning competitors: fork-joins still finish,
