@@ -181,8 +181,10 @@ ChatTemplate load_chat_template(const std::filesystem::path& dir, const nlohmann
   const std::string cfg_where = (dir / "tokenizer_config.json").string();
   std::vector<ChatTemplate::Named> templates;
   if (tokenizer_config) templates = config_templates(*tokenizer_config, cfg_where);
-  return ChatTemplate(std::move(templates), templates.empty() ? cfg_where : cfg_where + " chat_template",
-                      std::move(special));
+  // The label first: the arguments' order of evaluation is unspecified (clang moves `templates`
+  // out before testing it when both are in one call).
+  std::string where = templates.empty() ? cfg_where : cfg_where + " chat_template";
+  return ChatTemplate(std::move(templates), std::move(where), std::move(special));
 }
 
 std::string Tokenizer::render_chat_template(const nlohmann::ordered_json&, const nlohmann::ordered_json&, bool,
