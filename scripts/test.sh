@@ -2,8 +2,9 @@
 # Sets up, builds everything (the CUDA backend too when nvcc is found) and runs the whole test suite.
 # GPU tests skip visibly without a GPU; scripts/device.sh runs them on one.
 # Then a second, sanitized build (clang, ASan + UBSan) of only what the CPU tests need runs the
-# suite again, and the fuzz targets for NANOVLLM_FUZZ_SECONDS each, when SANITIZE=1 (off by default until
-# its time on the 2-core CI machine is measured: its build alone is tens of minutes there).
+# suite again, and the fuzz targets for NANOVLLM_FUZZ_SECONDS each, when SANITIZE=1 (off by default:
+# about 13 minutes on the 2-core CI machine, and node.server_connections' /health timing fails under
+# ASan; docs/decisions.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
