@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench/stats.h"
 #include "engine/numerics.h"
 #include "nanovllm/llm.h"
 
@@ -22,18 +23,9 @@ using nlohmann::json;
 
 namespace {
 
-double mean(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return v.empty() ? 0 : s / v.size();
-}
-double p99(std::vector<double> v) {  // numpy's default (linear) percentile
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const double at = 0.99 * (v.size() - 1);
-  const size_t lo = static_cast<size_t>(at);
-  return lo + 1 < v.size() ? v[lo] + (at - lo) * (v[lo + 1] - v[lo]) : v[lo];
-}
+// An empty sample (a length bucket with no positions) prints as 0.
+double mean(const std::vector<double>& v) { return v.empty() ? 0 : summarize(v).mean; }
+double p99(const std::vector<double>& v) { return v.empty() ? 0 : percentile(v, 99); }
 
 struct Variant {
   const char* name;
