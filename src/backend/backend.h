@@ -17,12 +17,16 @@ namespace nanovllm {
 
 // ---- The paged KV cache layout (one pair of tensors per layer) ------------------------------
 // k, v: [num_blocks, block_size, num_kv_heads, head_dim] ("NHD"), in a dtype the backend's
-// takes_kv() accepts (the compute dtype on CUDA; f32, bf16 or f16 on the CPU). Token t of a sequence lives in block block_table[t / block_size] at row
-// t % block_size. A cache slot is block_id * block_size + row; slot_mapping gives each new
-// token's slot (or -1: do not store). The block tables and lengths come with the batch
-// (AttentionMetadata): they are the same for every layer.
+// takes_kv() accepts (the compute dtype or FP8 on CUDA; f32, bf16, f16 or FP8 on the CPU). Token t
+// of a sequence lives in block block_table[t / block_size] at row t % block_size. A cache slot is
+// block_id * block_size + row; slot_mapping gives each new token's slot (or -1: do not store).
+// The block tables and lengths come with the batch (AttentionMetadata): they are the same for
+// every layer. An FP8 cache (f8e4m3, f8e5m2) holds k / k_scale and v / v_scale (rounded to
+// nearest even, saturated to the format's largest finite value): the writer divides, attention
+// multiplies back in float32; the scales are per layer, positive and finite, 1 in other dtypes.
 struct PagedKV {
   Tensor k, v;
+  float k_scale = 1.0f, v_scale = 1.0f;
   int num_blocks() const { return static_cast<int>(k.size(0)); }
   int block_size() const { return static_cast<int>(k.size(1)); }
   int num_kv_heads() const { return static_cast<int>(k.size(2)); }
@@ -32,9 +36,12 @@ struct PagedKV {
 // The whole cache: one PagedKV per layer.
 struct KVCache {
   std::vector<Tensor> k, v;  // per layer
+  std::vector<float> k_scale, v_scale;  // per layer (FP8 caches); empty: 1
   int num_blocks = 0;
   int block_size = 0;
-  PagedKV layer(int l) const { return {k[l], v[l]}; }
+  PagedKV layer(int l) const {
+    return {k[l], v[l], k_scale.empty() ? 1.0f : k_scale[l], v_scale.empty() ? 1.0f : v_scale[l]};
+  }
 };
 
 // ---- What attention needs to know about a batch ----------------------------------------------
@@ -138,7 +145,12 @@ class Backend {
   // ---- how weights and the KV cache are kept (CUDA: the compute dtype throughout) ----
   // The dtype a weight matrix (projection, embedding, lm-head) from a checkpoint of dtype
   // `checkpoint` is kept in. The CPU keeps the checkpoint's (or i8 under --quantization int8).
+  // An FP8 checkpoint's matrices (f8e4m3 with scales): f8e4m3 where takes_scaled_weight() says
+  // so (CUDA), else a floating dtype they are dequantized into at load (the CPU).
   virtual DType weight_dtype(DType checkpoint) const { (void)checkpoint; return compute_dtype(); }
+  // FP8 weight matrices with their scales (Tensor::scale) that linear, linear_add and
+  // norm_linear take under compute-dtype activations (CUDA: f8e4m3).
+  virtual bool takes_scaled_weight(DType t) const { (void)t; return false; }
   // Weight dtypes that linear, norm_linear and embedding take beside f32 activations, on top of
   // takes_float's (the CPU: bf16, f16, i8 weights converted in registers).
   virtual bool takes_mixed_weight(DType t) const { (void)t; return false; }
@@ -182,6 +194,11 @@ class Backend {
   // Converts a host tensor (f32/bf16/f16, e.g. a mmap'd checkpoint tensor) to dst's dtype in device memory.
   // Into an i8 dst (a backend that takes i8 weights), each row [K] is quantized: symmetric,
   // scale = max |w| / 127, q = round(w / scale), with its scale and sum in the row's tail.
+  // FP8 weights (scale set on the tensor): a floating source into a scaled f8e4m3 dst with
+  // scale_block {1, K} is quantized row by row, scale = max |w| / 448 (1 for a row of zeros),
+  // q = w / scale rounded to nearest even; a scaled FP8 source into a floating dst is
+  // dequantized, q * scale formed in float32 and rounded to dst's dtype once; into a scaled FP8
+  // dst of the same dtype and scale_block it is copied with its scales.
   void upload_convert(const Tensor& host_src, Tensor& dst);
   // w[n, k] *= scale[k]                    w [N, K], scale f32 [K]: at load, folds an RMSNorm's
   // weight into the projection after it (FoldedNorm).
@@ -325,6 +342,9 @@ struct BackendOptions {
   bool gemm_tune_all = false;  // time GEMM candidates at every decode batch size, not powers of two only
   // CPU: weights quantized to int8 at load, per output channel (--quantization int8).
   bool int8_weights = false;
+  // --quantization fp8: a float checkpoint's matrices quantized to f8e4m3 at load, per output
+  // channel (CUDA keeps them so; the CPU dequantizes them back, the same weights in float32).
+  bool fp8_weights = false;
   // CPU: the instruction set of the kernels: "" = the best this CPU has, or "avx2" (tests and
   // measurements of the AVX2 path on an AVX-512 machine).
   std::string cpu_isa;

@@ -1,5 +1,5 @@
-// bf16 / f16 <-> f32 conversions on the host: checkpoint dtypes for the CPU backend (f32 math),
-// weight upload for CUDA, tests.
+// bf16 / f16 / fp8 <-> f32 conversions on the host: checkpoint dtypes for the CPU backend (f32
+// math), weight upload for CUDA, the CPU's FP8 KV cache, tests.
 #pragma once
 #include <bit>
 #include <cstdint>
@@ -45,12 +45,61 @@ inline uint16_t f32_to_f16(float f) {
   return sign | static_cast<uint16_t>((r - (112u << 23)) >> 13);
 }
 
+// OCP FP8 e4m3 ("fn": no infinities; 0x7f/0xff are NaN; max 448; subnormals m * 2^-9).
+inline float fp8_e4m3_to_f32(uint8_t v) {
+  const uint32_t sign = static_cast<uint32_t>(v & 0x80u) << 24;
+  const uint32_t exp = (v >> 3) & 0xfu, man = v & 0x7u;
+  float mag;
+  if (exp == 0xfu && man == 0x7u) return std::bit_cast<float>(sign | 0x7fc00000u);
+  if (exp == 0) mag = static_cast<float>(man) * (1.0f / 512.0f);
+  else mag = std::bit_cast<float>(((exp + 120u) << 23) | (man << 20));
+  return std::bit_cast<float>(std::bit_cast<uint32_t>(mag) | sign);
+}
+
+// Round to nearest even, saturating to +-448 (CUDA's __nv_cvt_float_to_fp8 with __NV_SATFINITE:
+// infinities too); NaN gives 0x7f.
+inline uint8_t f32_to_fp8_e4m3(float f) {
+  uint32_t u = std::bit_cast<uint32_t>(f);
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
+  u &= 0x7fffffffu;
+  if (u > 0x7f800000u) return 0x7f;
+  if (u < 0x3c800000u)  // below 2^-6: subnormal (m * 2^-9, m = 8 is the smallest normal's code)
+    return sign | static_cast<uint8_t>(__builtin_nearbyintf(std::bit_cast<float>(u) * 512.0f));
+  u += 0x7ffffu + ((u >> 20) & 1u);
+  const int e = static_cast<int>(u >> 23) - 127;
+  const uint32_t m = (u >> 20) & 7u;
+  if (e > 8 || (e == 8 && m == 7u)) return sign | 0x7e;
+  return sign | static_cast<uint8_t>(((e + 7) << 3) | static_cast<int>(m));
+}
+
+// OCP FP8 e5m2 (IEEE-like: infinities and NaNs; max finite 57344; subnormals m * 2^-16).
+inline float fp8_e5m2_to_f32(uint8_t v) {
+  return f16_to_f32(static_cast<uint16_t>(static_cast<uint16_t>(v) << 8));  // e5m2 is f16's top byte
+}
+
+// Round to nearest even, saturating to +-57344 (infinities too, as __NV_SATFINITE); NaN gives 0x7f.
+inline uint8_t f32_to_fp8_e5m2(float f) {
+  uint32_t u = std::bit_cast<uint32_t>(f);
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
+  u &= 0x7fffffffu;
+  if (u > 0x7f800000u) return 0x7f;
+  if (u < 0x38800000u)  // below 2^-14: subnormal (m * 2^-16)
+    return sign | static_cast<uint8_t>(__builtin_nearbyintf(std::bit_cast<float>(u) * 65536.0f));
+  u += 0xfffffu + ((u >> 21) & 1u);
+  const int e = static_cast<int>(u >> 23) - 127;
+  const uint32_t m = (u >> 21) & 3u;
+  if (e > 15) return sign | 0x7b;
+  return sign | static_cast<uint8_t>(((e + 15) << 2) | static_cast<int>(m));
+}
+
 // Element i of a host tensor of a floating dtype, as f32.
 inline float load_as_f32(const void* p, DType t, int64_t i) {
   switch (t) {
     case DType::f32: return static_cast<const float*>(p)[i];
     case DType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
     case DType::f16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+    case DType::f8e4m3: return fp8_e4m3_to_f32(static_cast<const uint8_t*>(p)[i]);  // unscaled
+    case DType::f8e5m2: return fp8_e5m2_to_f32(static_cast<const uint8_t*>(p)[i]);
     default: return 0.0f;
   }
 }
@@ -60,6 +109,8 @@ inline void store_from_f32(void* p, DType t, int64_t i, float v) {
     case DType::f32: static_cast<float*>(p)[i] = v; break;
     case DType::bf16: static_cast<uint16_t*>(p)[i] = f32_to_bf16(v); break;
     case DType::f16: static_cast<uint16_t*>(p)[i] = f32_to_f16(v); break;
+    case DType::f8e4m3: static_cast<uint8_t*>(p)[i] = f32_to_fp8_e4m3(v); break;  // unscaled
+    case DType::f8e5m2: static_cast<uint8_t*>(p)[i] = f32_to_fp8_e5m2(v); break;
     default: break;
   }
 }

@@ -71,6 +71,12 @@ class Check {
   void weight(const Tensor& w, const char* name, const Tensor& x) const {
     here(w, name);
     if (w.dtype == x.dtype && b_.takes_float(w.dtype)) return;
+    if (is_fp8(w.dtype) && x.dtype == b_.compute_dtype() && b_.takes_scaled_weight(w.dtype)) {
+      that(w.scale && w.scale_block[0] > 0 && w.scale_block[1] > 0, [&] {
+        return std::string(name) + " is an FP8 matrix without its scales";
+      });
+      return;
+    }
     that(x.dtype == DType::f32 && b_.takes_mixed_weight(w.dtype), [&] {
       return std::string(name) + " has dtype " + dtype_name(w.dtype) + " under " + dtype_name(x.dtype) +
              " activations; expected " + dtype_name(x.dtype) + " (this backend takes no other weight dtype there)";
@@ -84,6 +90,10 @@ class Check {
       return std::string("k_cache has dtype ") + dtype_name(c.k.dtype) + ", which this backend's KV cache cannot have";
     });
     same_dtype(c.k, "k_cache", c.v, "v_cache");
+    that(std::isfinite(c.k_scale) && c.k_scale > 0 && std::isfinite(c.v_scale) && c.v_scale > 0, [&] {
+      return "the cache's scales (k " + std::to_string(c.k_scale) + ", v " + std::to_string(c.v_scale) +
+             ") must be positive and finite";
+    });
     that(c.k.ndim == 4 && c.k.size(2) == Hkv && c.k.size(3) == D, [&] {
       return "k_cache has shape " + c.k.shape_str() + ", expected [num_blocks, block_size, " + std::to_string(Hkv) +
              ", " + std::to_string(D) + "]";
@@ -223,6 +233,31 @@ void Backend::upload_convert(const Tensor& src, Tensor& dst) {
   c.that(src.numel() == dst.numel(), [&] {
     return "source " + src.shape_str() + " and destination " + dst.shape_str() + " differ in size";
   });
+  if (is_fp8(src.dtype) || is_fp8(dst.dtype)) {  // FP8 weights: quantize, dequantize or copy with scales
+    const bool src_scaled = is_fp8(src.dtype) && src.scale, dst_scaled = is_fp8(dst.dtype) && dst.scale;
+    if (is_fp8(src.dtype) && is_fp8(dst.dtype)) {
+      c.that(src.dtype == dst.dtype && src.scale_block[0] == dst.scale_block[0] &&
+                 src.scale_block[1] == dst.scale_block[1] && src.ndim == dst.ndim &&
+                 rows_of(src) == rows_of(dst),
+             [&] { return std::string("FP8 source and destination differ in dtype, shape or scale blocks"); });
+    } else if (is_fp8(dst.dtype)) {
+      c.that(is_floating(src.dtype) && dst_scaled && dst.dtype == DType::f8e4m3 && dst.scale_block[0] == 1 &&
+                 dst.scale_block[1] == cols_of(dst),
+             [&] {
+               return std::string("quantizing ") + dtype_name(src.dtype) + " to " + dtype_name(dst.dtype) +
+                      " needs a float source and an F8_E4M3 destination with per-row scales";
+             });
+    } else {
+      c.that(is_floating(dst.dtype), [&] {
+        return std::string("cannot convert ") + dtype_name(src.dtype) + " to " + dtype_name(dst.dtype);
+      });
+    }
+    c.that(!is_fp8(src.dtype) || (src_scaled && src.scale_block[0] > 0 && src.scale_block[1] > 0), [&] {
+      return std::string("the FP8 source has no scales");
+    });
+    do_upload_convert(src, dst);
+    return;
+  }
   c.that(src.dtype == dst.dtype || (is_floating(src.dtype) && is_floating(dst.dtype)), [&] {
     return std::string("cannot convert ") + dtype_name(src.dtype) + " to " + dtype_name(dst.dtype);
   });

@@ -13,7 +13,10 @@ namespace nanovllm {
 // by kI8RowTail bytes: the row's f32 scale s (w[n, k] ~ s * q[n, k]) and the i32 sum of its q.
 // Its shape is the stored one, [N, K + kI8RowTail], so rows() slices it like any matrix;
 // weight_cols() gives K.
-enum class DType : uint8_t { f32, bf16, f16, i32, i64, i8 };
+// f8e4m3, f8e5m2: OCP FP8 (e4m3 "fn": no infinities, max 448; e5m2: max 57344), for the FP8 KV
+// cache (values stored divided by a per-layer scale, PagedKV) and FP8 weight matrices (values
+// with block scales, Tensor::scale below).
+enum class DType : uint8_t { f32, bf16, f16, i32, i64, i8, f8e4m3, f8e5m2 };
 inline constexpr int64_t kI8RowTail = 8;
 
 inline size_t dtype_size(DType t) {
@@ -21,7 +24,7 @@ inline size_t dtype_size(DType t) {
     case DType::f32: case DType::i32: return 4;
     case DType::bf16: case DType::f16: return 2;
     case DType::i64: return 8;
-    case DType::i8: return 1;
+    case DType::i8: case DType::f8e4m3: case DType::f8e5m2: return 1;
   }
   return 0;
 }
@@ -33,6 +36,8 @@ inline const char* dtype_name(DType t) {
     case DType::i32: return "I32";
     case DType::i64: return "I64";
     case DType::i8: return "I8";
+    case DType::f8e4m3: return "F8_E4M3";
+    case DType::f8e5m2: return "F8_E5M2";
   }
   return "?";
 }
@@ -44,6 +49,13 @@ struct Tensor {
   DeviceKind device = DeviceKind::cpu;
   int ndim = 0;
   int64_t shape[kMaxDims] = {0, 0, 0, 0};
+  // An FP8 weight matrix [N, K] (f8e4m3/f8e5m2) carries its dequantization scales, f32 in the
+  // same memory as data: w[n, k] = q[n, k] * scale[(n / scale_block[0]) * scale_cols() + k / scale_block[1]]
+  // (blocks of scale_block[0] rows by scale_block[1] columns, the last ones partial: per-tensor is
+  // {N, K}, per output channel {1, K}, DeepSeek/Qwen3-FP8 {128, 128}). scale == nullptr: no scales
+  // (an FP8 KV cache, whose per-layer scales PagedKV carries).
+  float* scale = nullptr;
+  int32_t scale_block[2] = {0, 0};
 
   Tensor() = default;
   Tensor(void* p, DType t, std::initializer_list<int64_t> dims, DeviceKind dev = DeviceKind::cpu)
@@ -68,12 +80,25 @@ struct Tensor {
     for (int64_t d : dims) t.shape[t.ndim++] = d;
     return t;
   }
-  // Rows [begin, end) along the first dimension.
+  // Rows [begin, end) along the first dimension. A scaled FP8 matrix is sliced at a multiple of
+  // its scale block's rows only (its scales follow; the callers keep to that).
   Tensor rows(int64_t begin, int64_t end) const {
     Tensor t = *this;
     t.shape[0] = end - begin;
     t.data = static_cast<char*>(data) + begin * (nbytes() / (shape[0] ? shape[0] : 1));
+    if (scale && scale_block[0] > 0) t.scale = scale + (begin / scale_block[0]) * scale_cols();
     return t;
+  }
+  // Scales per row of scale blocks: ceil(K / scale_block[1]) (0 without scales).
+  int64_t scale_cols() const {
+    return scale && scale_block[1] > 0 ? (shape[ndim - 1] + scale_block[1] - 1) / scale_block[1] : 0;
+  }
+  // Rows of scale blocks: ceil(N / scale_block[0]) (0 without scales).
+  int64_t scale_rows() const {
+    if (!scale || scale_block[0] <= 0) return 0;
+    int64_t n = 1;
+    for (int i = 0; i + 1 < ndim; ++i) n *= shape[i];
+    return (n + scale_block[0] - 1) / scale_block[0];
   }
   std::string shape_str() const {
     std::string s = "[";
@@ -93,5 +118,6 @@ inline int64_t rows_of(const Tensor& t) {
 }
 // The K of a weight matrix [N, K] (x @ w^T takes x [T, K]): its last dim, less an int8 row's tail.
 inline int64_t weight_cols(const Tensor& w) { return cols_of(w) - (w.dtype == DType::i8 ? kI8RowTail : 0); }
+inline bool is_fp8(DType t) { return t == DType::f8e4m3 || t == DType::f8e5m2; }
 
 }  // namespace nanovllm
