@@ -6,7 +6,8 @@
 #   GPU machine:   bash scripts/device.sh [steps...]        # in a copy of the checkout with .devbin/
 # Steps (default: env tests bench e2e sanitize): env, tests, bench, gemm, e2e, base, curve, online,
 # sanitize, numerics, python, sampling (what sampling settings cost), fixtures (the HF sampling fixtures),
-# families (the workload on the Llama 3.2 1B, Gemma 3 1B and Qwen2.5 0.5B shapes),
+# families (the workload on the Llama 3.2 1B, Gemma 3 1B and Qwen2.5 0.5B shapes), fp8 (the FP8 op
+# tests under memcheck and racecheck, the workload and batch 1 with FP8 KV and FP8 weights),
 # tp2 (tensor parallelism on a two-GPU machine: its tests, TP 1 vs 2 on the workload and batch 1,
 # memcheck over both ranks). On one GPU the tensor-parallel path is covered by `tests` (a one-rank
 # NCCL group inside a captured graph) and `base` (TP 1 against a build from before it).
@@ -250,6 +251,32 @@ for step in "${STEPS[@]}"; do
           --max-model-len 512 --enforce-eager >"$OUT/tp2-memcheck.log" 2>&1
         note "tp2 memcheck: exit $? ($(grep -E 'ERROR SUMMARY' "$OUT/tp2-memcheck.log" | sort | uniq -c | tr '\n' ' '))"
       fi
+      ;;
+    fp8)  # FP8: the op tests over FP8 caches and weights, then the workload and batch 1 with FP8 KV,
+          # FP8 weights (--quantization fp8, and a Qwen3-FP8-style checkpoint) and both, beside bf16
+      $BIN/nanovllm_cuda_tests --gtest_filter='*Fp8*:*FP8*' 2>&1 | tee "$OUT/fp8-tests.log" | tail -15
+      note "fp8 op tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/fp8-tests.log" | tr '\n' ' ')"
+      grep -E '^\[achieved\]' "$OUT/fp8-tests.log" >"$OUT/fp8-achieved.txt"
+      if [[ -n $SAN && -n ${FP8_SANITIZE:-1} ]]; then
+        $SAN --tool memcheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='*Fp8*:*FP8*' >"$OUT/fp8-sanitize.log" 2>&1
+        note "fp8 memcheck: rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/fp8-sanitize.log" | tail -1)"
+        $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.PrefillFp8:AttentionOps.DecodeFp8' >>"$OUT/fp8-sanitize.log" 2>&1
+        note "fp8 racecheck: rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/fp8-sanitize.log" | tail -1)"
+      fi
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/fp8.log" 2>&1
+      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/fp8.log" 2>&1
+      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      for round in 1 2; do  # alternating, in one call
+        for args in "--model /tmp/m06" "--model /tmp/m06 --kv-cache-dtype fp8" ${FP8_WEIGHTS_RUNS:-"--model /tmp/m06fp8" "--model /tmp/m06fp8 --kv-cache-dtype fp8"}; do
+          $BIN/nanovllm bench --device cuda $args 2>&1 | tee -a "$OUT/fp8.log" | tail -2
+          note "fp8 workload [$args]: $(grep -E 'Throughput' "$OUT/fp8.log" | tail -1)"
+        done
+        for args in "--model /tmp/m06" ${FP8_WEIGHTS_RUNS:-"--model /tmp/m06fp8" "--model /tmp/m06 --quantization fp8"}; do
+          $BIN/nanovllm bench --device cuda $B1 $args 2>&1 | tee -a "$OUT/fp8.log" | tail -2
+          note "fp8 batch 1 [$args]: $(grep -E '^TPOT' "$OUT/fp8.log" | tail -1)"
+        done
+      done
+      grep -E "KV cache|start-up" "$OUT/fp8.log" | sort | uniq | head -12 | tee -a "$SUMMARY"
       ;;
     *) echo "unknown step $step" ;;
   esac

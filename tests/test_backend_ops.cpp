@@ -84,6 +84,29 @@ class BackendOps : public ::testing::Test {
     gpu_->copy_to_device(b.g.data, ff.data(), ff.size());
     return b;
   }
+  // A KV cache on both backends: `vals` in bf16 on the GPU; or, for an FP8 dtype, stored on the
+  // GPU as fp8(v / scale) (rounded to nearest even, saturated) with the CPU's f32 copy holding
+  // exactly what that dequantizes to (stored * scale).
+  Both make_kv(std::initializer_list<int64_t> shape, const std::vector<float>& vals, DType dt, float scale) {
+    if (!is_fp8(dt)) return make(shape, vals, dt);
+    Both b;
+    b.c = cpu_->alloc_tensor(DType::f32, shape, cbufs_);
+    b.g = gpu_->alloc_tensor(dt, shape, gbufs_);
+    std::vector<uint8_t> q(vals.size());
+    for (size_t i = 0; i < vals.size(); ++i) {
+      q[i] = dt == DType::f8e4m3 ? f32_to_fp8_e4m3(vals[i] / scale) : f32_to_fp8_e5m2(vals[i] / scale);
+      b.c.ptr<float>()[i] = fp8_value(q[i], dt) * scale;
+    }
+    gpu_->copy_to_device(b.g.data, q.data(), q.size());
+    return b;
+  }
+  static float fp8_value(uint8_t q, DType dt) { return dt == DType::f8e4m3 ? fp8_e4m3_to_f32(q) : fp8_e5m2_to_f32(q); }
+  std::vector<uint8_t> download_bytes(const Tensor& g) {
+    std::vector<uint8_t> v(g.nbytes());
+    gpu_->copy_to_host(v.data(), g.data, v.size());
+    return v;
+  }
+
   template <class T>
   Both make_int(std::initializer_list<int64_t> shape, const std::vector<T>& vals, DType dt) {
     Both b;
@@ -501,7 +524,23 @@ struct AttnCase {
   int window = 0;       // AttentionOptions
   float softcap = 0;
   float q_std = 1;      // spread of q: > 1 makes scores large enough for the soft-cap's tanh to bend
+  DType kv = DType::bf16;  // the GPU cache's dtype (FP8: the CPU's f32 cache holds what it dequantizes to)
 };
+
+// `ac` with an FP8 cache.
+AttnCase with_kv(AttnCase ac, DType kv) {
+  ac.kv = kv;
+  ac.name += std::string(" kv ") + dtype_name(kv);
+  return ac;
+}
+std::vector<AttnCase> with_kv(const std::vector<AttnCase>& cases, DType kv) {
+  std::vector<AttnCase> v;
+  for (const AttnCase& ac : cases) v.push_back(with_kv(ac, kv));
+  return v;
+}
+// The scales the FP8 cases store K and V with: randn values of up to ~5 reach e4m3's 448 (some
+// saturate, as they may in the engine; the reference holds the same saturated values).
+constexpr float kTestKScale = 0.011f, kTestVScale = 0.013f;
 
 // `ac` with a sliding window and soft-capping.
 AttnCase with_opts(AttnCase ac, int window, float softcap = 0, float q_std = 1) {
@@ -523,6 +562,8 @@ class AttentionOps : public BackendOps {
   // The inputs of one case on both backends, with the metadata for each.
   struct Inputs {
     Both kc, vc, q, o;
+    float k_scale = 1, v_scale = 1;  // the GPU cache's (FP8)
+    PagedKV gpu_cache() const { return {kc.g, vc.g, k_scale, v_scale}; }
     std::vector<int32_t> tables, cu, seqlens;
     AttentionMetadata cpu_meta, gpu_meta;
     AttentionOptions opts;
@@ -553,8 +594,12 @@ class AttentionOps : public BackendOps {
       in.seqlens.push_back(ac.seqs[i].k_len);
     }
     const size_t cache_n = size_t(total_blocks) * bs * ac.hkv * D;
-    in.kc = make({total_blocks, bs, ac.hkv, D}, randn(cache_n));
-    in.vc = make({total_blocks, bs, ac.hkv, D}, randn(cache_n));
+    in.kc = make_kv({total_blocks, bs, ac.hkv, D}, randn(cache_n), ac.kv, kTestKScale);
+    in.vc = make_kv({total_blocks, bs, ac.hkv, D}, randn(cache_n), ac.kv, kTestVScale);
+    if (is_fp8(ac.kv)) {
+      in.k_scale = kTestKScale;
+      in.v_scale = kTestVScale;
+    }
     in.q = make({T, ac.hq, D}, randn(size_t(T) * ac.hq * D, ac.q_std));
     in.o = out({T, ac.hq, D});
     AttentionMetadata& m = in.cpu_meta;
@@ -588,9 +633,9 @@ class AttentionOps : public BackendOps {
       std::vector<uint8_t> ff(in.o.g.nbytes(), 0xff);  // poisoned again: each run must write every row
       gpu_->copy_to_device(in.o.g.data, ff.data(), ff.size());
       gpu_->synchronize();  // the inputs were issued on gpu_'s stream
-      be.attention(in.q.g, {in.kc.g, in.vc.g}, in.gpu_meta, in.opts, in.o.g);
+      be.attention(in.q.g, in.gpu_cache(), in.gpu_meta, in.opts, in.o.g);
       be.synchronize();
-      const bool plain = in.opts.window == 0 && in.opts.softcap == 0;
+      const bool plain = in.opts.window == 0 && in.opts.softcap == 0;  // FP8 caches too: achieved up to 1.7e-3
       expect_close(host(in.o.c), download(in.o.g), plain ? kBf16Chain : kUnmeasured,
                    "attention " + ac.name + (p ? " partition " + std::to_string(p) : ""));
     }
@@ -784,6 +829,121 @@ TEST_F(AttentionOps, DecodeWindowGraphReplay) {
       gpu_->replay_graph(handle);
       cpu_->attention(in.q.c, {in.kc.c, in.vc.c}, in.cpu_meta, in.opts, in.o.c);
       expect_close(host(in.o.c), download(in.o.g), 1e-2, "graph replay round " + std::to_string(round));
+    }
+  }
+}
+
+// ---- FP8 KV cache: the same kernels over e4m3 and e5m2 caches ------------------------------------
+// The GPU reads the FP8 bytes and their scales; the CPU reference reads an f32 cache holding the
+// dequantized values, so what is measured is the kernels' arithmetic (f16 tensor cores in
+// prefill, q times the K scale in f16), not the quantization.
+TEST_F(AttentionOps, PrefillFp8) {
+  const std::vector<SeqSpec> mixed = {{5, 5}, {64, 64}, {65, 65}, {1, 1}, {100, 300}, {17, 40}, {130, 129 + 1}};
+  const std::vector<AttnCase> cases = {
+      {"qwen3-0.6b bs16", 16, 8, 128, 16, true, mixed},
+      {"mha d64 bs32", 8, 8, 64, 32, true, mixed},
+      {"gqa 5 d64 bs128", 10, 2, 64, 128, true, {{37, 37}, {3, 90}}},
+      {"chunk after prefix bs16", 16, 8, 128, 16, true, {{256, 512}, {1, 700}}},
+      {"gemma3-1b d256 bs16", 4, 1, 256, 16, true, mixed},
+      with_opts({"qwen3-0.6b window", 16, 8, 128, 16, true, mixed}, 63),
+      with_opts({"gqa 4 d64 softcap", 16, 4, 64, 32, true, {{256, 512}, {37, 37}}}, 77, 50.f),
+      with_opts({"gemma3-1b d256 window", 4, 1, 256, 16, true, {{256, 512}, {1, 700}}}, 100),
+  };
+  for (DType kv : {DType::f8e4m3, DType::f8e5m2})
+    for (const AttnCase& ac : with_kv(cases, kv)) run(ac);
+}
+
+TEST_F(AttentionOps, DecodeFp8) {
+  const std::vector<AttnCase> cases = {
+      {"qwen3-0.6b bs16", 16, 8, 128, 16, false, dec({1, 17, 256, 257, 1000, 3000})},
+      {"qwen3-0.6b bs256 bound", 16, 8, 128, 256, false, dec({5, 700, 2049}), 4096},
+      {"batch 1 long", 16, 8, 128, 32, false, dec({4000})},
+      {"mha d64 bs16", 8, 8, 64, 16, false, dec({3, 100, 1500})},
+      {"gqa 5 d64 bs64", 10, 2, 64, 64, false, dec({63, 64, 65})},
+      {"gqa 8 d128 bs16", 64, 8, 128, 16, false, dec({333, 2})},
+      {"gemma3-1b d256 bs16", 4, 1, 256, 16, false, dec({1, 17, 256, 257, 1000, 3000})},
+      with_opts({"qwen3-0.6b window", 16, 8, 128, 16, false, dec({1, 17, 1000, 3000})}, 257),
+      with_opts({"gqa 8 d64 softcap", 32, 4, 64, 64, false, dec({7, 900, 2500}), 1596}, 1000, 50.f),
+  };
+  std::vector<int> many;
+  for (int i = 0; i < 128; ++i) many.push_back(300 + 11 * i);
+  for (DType kv : {DType::f8e4m3, DType::f8e5m2}) {
+    for (const AttnCase& ac : with_kv(cases, kv)) run(ac, {0, 64});
+    run(with_kv(AttnCase{"128 seqs under a 4096 bound", 16, 8, 128, 32, false, dec(many), 4096}, kv));
+  }
+}
+
+// The store into an FP8 cache: each byte the GPU writes is the CPU's k (or v) divided by the
+// scale and rounded to nearest even, or (where the two backends' float32 arithmetic rounds the
+// value to opposite sides of a rounding boundary) a neighbouring code; such neighbours are rare.
+TEST_F(BackendOps, QkNormRopeStoreFp8) {
+  struct Case { int tokens, hq, hkv, d, block_size; };
+  for (DType kv : {DType::f8e4m3, DType::f8e5m2}) {
+    for (Case cs : {Case{13, 16, 8, 128, 16}, Case{7, 8, 8, 64, 16}, Case{5, 4, 1, 256, 32}}) {
+      SCOPED_TRACE(std::string(dtype_name(kv)) + " tokens " + std::to_string(cs.tokens) + " d " + std::to_string(cs.d));
+      const int D = cs.d, T = cs.tokens, max_pos = 4096, blocks = 4;
+      Both qkv = make({T, (cs.hq + 2 * cs.hkv) * D}, randn(size_t(T) * (cs.hq + 2 * cs.hkv) * D, 3.f));
+      std::vector<float> qw = randn(D, 0.2f), kw = randn(D, 0.2f);
+      for (auto& w : qw) w = round_bf16(w + 1.f);
+      for (auto& w : kw) w = round_bf16(w + 1.f);
+      Both qn = make({D}, qw), kn = make({D}, kw);
+      std::vector<int32_t> pos(T), slots(T);
+      std::vector<int32_t> all(blocks * cs.block_size);
+      std::iota(all.begin(), all.end(), 0);
+      std::shuffle(all.begin(), all.end(), rng_);
+      std::uniform_int_distribution<int> pd(0, max_pos - 1);
+      for (int t = 0; t < T; ++t) {
+        pos[t] = pd(rng_);
+        slots[t] = (t % 4 == 3) ? -1 : all[t];
+      }
+      Both positions = make_int({T}, pos, DType::i32);
+      Both cos_sin = make({max_pos, D}, rope_table(max_pos, D, 1e6), DType::f32);
+      const size_t cache_n = size_t(blocks) * cs.block_size * cs.hkv * D;
+      // Both caches start as the same codes (the CPU's f32 copy unused but for its shape).
+      Both kc = make_kv({blocks, cs.block_size, cs.hkv, D}, randn(cache_n), kv, 1.f);
+      Both vc = make_kv({blocks, cs.block_size, cs.hkv, D}, randn(cache_n), kv, 1.f);
+      const std::vector<uint8_t> k_before = download_bytes(kc.g), v_before = download_bytes(vc.g);
+      const float k_scale = 0.021f, v_scale = 0.017f;  // |k| <= ~3 after the norm: well inside e4m3
+      Both q = out({T, cs.hq, D});
+      cpu_->qk_norm_rope_store({qkv.c, FoldedNorm{}, Tensor{}, qn.c, kn.c, positions.c, cos_sin.c, 1e-6f, cs.hq,
+                                cs.hkv, slots.data()},
+                               {kc.c, vc.c}, q.c);
+      gpu_->qk_norm_rope_store({qkv.g, FoldedNorm{}, Tensor{}, qn.g, kn.g, positions.g, cos_sin.g, 1e-6f, cs.hq,
+                                cs.hkv, dev_i32(slots)},
+                               {kc.g, vc.g, k_scale, v_scale}, q.g);
+      expect_close(host(q.c), download(q.g), kBf16Out, "q_out");
+      for (int which = 0; which < 2; ++which) {
+        const Both& cache = which ? vc : kc;
+        const float scale = which ? v_scale : k_scale;
+        const std::vector<uint8_t> got = download_bytes(cache.g), before = which ? v_before : k_before;
+        size_t stored = 0, neighbours = 0, wrong = 0, first_wrong = 0;
+        std::vector<bool> written(got.size(), false);
+        for (int t = 0; t < T; ++t) {
+          if (slots[t] < 0) continue;
+          for (int64_t e = 0; e < int64_t(cs.hkv) * D; ++e) written[size_t(slots[t]) * cs.hkv * D + e] = true;
+        }
+        for (size_t i = 0; i < got.size(); ++i) {
+          if (!written[i]) {  // rows of other slots are untouched
+            if (got[i] != before[i] && !wrong++) first_wrong = i;
+            continue;
+          }
+          ++stored;
+          const float x = cache.c.ptr<float>()[i] / scale;
+          const uint8_t want = kv == DType::f8e4m3 ? f32_to_fp8_e4m3(x) : f32_to_fp8_e5m2(x);
+          if (got[i] == want) continue;
+          // A neighbour: the same sign, one code apart, x between the two codes' values.
+          const float a = fp8_value(got[i], kv), b = fp8_value(want, kv);
+          const bool between = (x - a) * (x - b) <= 0;
+          if ((got[i] ^ want) < 0x80 && std::abs(int(got[i]) - int(want)) == 1 && between) ++neighbours;
+          else if (!wrong++) first_wrong = i;
+        }
+        const char* name = which ? "v_cache" : "k_cache";
+        EXPECT_EQ(wrong, 0u) << name << ": " << wrong << " bytes wrong, first at " << first_wrong << " (got "
+                             << int(got[first_wrong]) << ")";
+        EXPECT_LE(neighbours, stored / 100 + 1) << name << ": " << neighbours << " of " << stored << " stored bytes a code off";
+        std::printf("[achieved] %s %s: %zu of %zu stored bytes one code off the CPU's\n", dtype_name(kv), name,
+                    neighbours, stored);
+      }
     }
   }
 }

@@ -11,6 +11,8 @@
 // the host sizes the grid for min(max_seqlen_k, window) tokens; SOFTCAP, each score becomes
 // softcap * tanh(score / softcap) (q is pre-scaled by scale / softcap, the tanh times softcap
 // log2(e) puts it in the log2 domain).
+// An FP8 cache (C = e4m3 or e5m2) is read 8 bytes a lane instead of 16 and widened in registers;
+// its K scale is folded into q's multiplier and its V scale into the output (PagedKV's scales).
 #include <stdexcept>
 #include <string>
 
@@ -72,18 +74,20 @@ __device__ __forceinline__ int first_key(int seqlen, int window) {
   else return 0;
 }
 
-// A token's head row of D bf16 is read by LPT = D/8 lanes, 16 bytes each; a warp covers
+// A token's head row of D elements is read by LPT = D/8 lanes, 8 elements each; a warp covers
 // TPW = 32/LPT tokens at a time. MAXG bounds G (kept in registers).
 // PV: also load the first round of V rows before pdl_wait() (small batches, where latency and not
 // occupancy decides; the extra registers would cost occupancy at large ones).
-// q_scale: what q is multiplied by (scale log2(e); with SOFTCAP scale / softcap); cap_log2:
-// softcap log2(e) (SOFTCAP only); window: the window (WINDOW only).
-template <int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
+// q_scale: what q is multiplied by (scale log2(e); with SOFTCAP scale / softcap; times the K
+// scale of an FP8 cache); v_scale: the V scale of an FP8 cache (1 else); cap_log2: softcap
+// log2(e) (SOFTCAP only); window: the window (WINDOW only).
+template <class C, int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
 __global__ void __launch_bounds__(kWarps * 32, MAXG <= 2 && !PV ? 9 : 1)
-decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
+decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C* __restrict__ v_cache,
               const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
-              int hq, int hkv, int log2_bs, float q_scale, float cap_log2, int window, int num_splits, int partition,
-              float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out) {
+              int hq, int hkv, int log2_bs, float q_scale, float v_scale, float cap_log2, int window, int num_splits,
+              int partition, float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out) {
+  using V8 = Vec8<C>;
   constexpr int LPT = D / 8, TPW = 32 / LPT, TPI = TPW * kWarps;
   extern __shared__ float smem[];
   pdl_launch_dependents();
@@ -121,26 +125,26 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
     return ((size_t)bt[t >> log2_bs] * (bmask + 1) + (t & bmask)) * hkv * D + head_off;
   };
   const int base0 = start + warp * TPW + tg, newest = seqlen - 1;
-  uint4 kv[kUnroll];
+  V8 kv[kUnroll];
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
     const int t = base0 + u * TPI;
-    kv[u] = t < end && t != newest ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+    kv[u] = t < end && t != newest ? *reinterpret_cast<const V8*>(k_cache + row_of(t)) : V8{};
   }
-  uint4 vpre[PV ? kUnroll : 1];
+  V8 vpre[PV ? kUnroll : 1];
   if constexpr (PV) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int t = base0 + u * TPI;
-      vpre[u] = t < end && t != newest ? *reinterpret_cast<const uint4*>(v_cache + row_of(t)) : make_uint4(0, 0, 0, 0);
+      vpre[u] = t < end && t != newest ? *reinterpret_cast<const V8*>(v_cache + row_of(t)) : V8{};
     }
   }
   pdl_wait();
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
     if (base0 + u * TPI == newest) {
-      kv[u] = *reinterpret_cast<const uint4*>(k_cache + row_of(newest));
-      if constexpr (PV) vpre[u] = *reinterpret_cast<const uint4*>(v_cache + row_of(newest));
+      kv[u] = *reinterpret_cast<const V8*>(k_cache + row_of(newest));
+      if constexpr (PV) vpre[u] = *reinterpret_cast<const V8*>(v_cache + row_of(newest));
     }
   }
 
@@ -157,15 +161,15 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
   // Rows stream through kv[] without a gap between rounds: as soon as row u of a round is used,
   // row u of the next round is requested into its register, so kUnroll loads stay in flight
   // through the whole pass instead of draining at every round's end.
-  auto key = [&](int t) { return t < end ? *reinterpret_cast<const uint4*>(k_cache + row_of(t)) : make_uint4(0, 0, 0, 0); };
-  auto val = [&](int t) { return t < end ? *reinterpret_cast<const uint4*>(v_cache + row_of(t)) : make_uint4(0, 0, 0, 0); };
+  auto key = [&](int t) { return t < end ? *reinterpret_cast<const V8*>(k_cache + row_of(t)) : V8{}; };
+  auto val = [&](int t) { return t < end ? *reinterpret_cast<const V8*>(v_cache + row_of(t)) : V8{}; };
 
   // Pass 1: scores (log2 domain) of this slice's tokens (the first round's rows already loaded).
   for (int base = base0; base - tg < end; base += TPI * kUnroll) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       float kf[8];
-      load8(reinterpret_cast<const bf16*>(&kv[u]), kf);
+      unpack8<C>(kv[u], kf);
       const int t = base + u * TPI;
       kv[u] = key(t + TPI * kUnroll);
 #pragma unroll
@@ -217,7 +221,7 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
     for (int u = 0; u < kUnroll; ++u) {
       const int t = base + u * TPI;
       float vf[8];
-      load8(reinterpret_cast<const bf16*>(&kv[u]), vf);
+      unpack8<C>(kv[u], vf);
       kv[u] = val(t + TPI * kUnroll);
       if (t < end) {
 #pragma unroll
@@ -252,6 +256,7 @@ decode_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, cons
     float o = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) o += red[(w * G + g) * D + d];
+    if constexpr (is_fp8_kv<C>) o *= v_scale;
     const size_t qrow = (size_t)b * hq + h * G + g;
     if (direct) {
       out[qrow * D + d] = from_f<bf16>(o / stats[2 * g + 1]);
@@ -289,12 +294,12 @@ struct DecodeLaunch {
   void* out;
 };
 
-template <int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
-void launch_dg(const DecodeLaunch& a, cudaStream_t s) {
+template <class C, int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
+void launch_dgc(const DecodeLaunch& a, cudaStream_t s) {
   const AttnShape& sh = a.kv.sh;
   const int G = sh.num_q_heads / sh.num_kv_heads;
   const size_t smem = sizeof(float) * ((size_t)G * a.sp.partition + (size_t)kWarps * G * D + 2 * G);
-  auto kern = decode_kernel<D, MAXG, PV, WINDOW, SOFTCAP>;
+  auto kern = decode_kernel<C, D, MAXG, PV, WINDOW, SOFTCAP>;
   static size_t smem_allowed = 48 * 1024;  // per instantiation; raised once when a launch needs more
   if (smem > smem_allowed) {
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "attention",
@@ -302,15 +307,28 @@ void launch_dg(const DecodeLaunch& a, cudaStream_t s) {
     smem_allowed = smem;
   }
   dim3 grid(a.sp.num_splits, sh.num_kv_heads, a.kv.num_seqs);
+  const float k_scale = is_fp8_kv<C> ? a.kv.k_scale : 1.f, v_scale = is_fp8_kv<C> ? a.kv.v_scale : 1.f;
   launch("attention (decode)", kern, grid, kWarps * 32, smem, s, static_cast<const bf16*>(a.q),
-         static_cast<const bf16*>(a.kv.k), static_cast<const bf16*>(a.kv.v), a.kv.seqlens_k, a.kv.block_tables,
+         static_cast<const C*>(a.kv.k), static_cast<const C*>(a.kv.v), a.kv.seqlens_k, a.kv.block_tables,
          a.kv.max_num_blocks, sh.num_q_heads, sh.num_kv_heads, a.log2_bs,
-         SOFTCAP ? sh.scale / sh.softcap : sh.scale * kLog2e, sh.softcap * kLog2e, sh.window, a.sp.num_splits,
-         a.sp.partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out));
+         (SOFTCAP ? sh.scale / sh.softcap : sh.scale * kLog2e) * k_scale, v_scale, sh.softcap * kLog2e, sh.window,
+         a.sp.num_splits, a.sp.partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out));
   if (a.sp.num_splits > 1 && !a.sp.counters)
     launch("attention (decode combine)", combine_kernel<D>, dim3(sh.num_q_heads, a.kv.num_seqs), D, 0, s,
            static_cast<const float*>(a.sp.workspace), a.kv.seqlens_k, sh.num_q_heads, a.sp.num_splits,
            a.sp.partition, WINDOW ? sh.window : 0, static_cast<bf16*>(a.out));
+}
+
+template <int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
+void launch_dg(const DecodeLaunch& a, cudaStream_t s) {
+  switch (a.kv.cache_t) {
+    case DType::bf16: launch_dgc<bf16, D, MAXG, PV, WINDOW, SOFTCAP>(a, s); break;
+    case DType::f8e4m3: launch_dgc<e4m3, D, MAXG, PV, WINDOW, SOFTCAP>(a, s); break;
+    case DType::f8e5m2: launch_dgc<e5m2, D, MAXG, PV, WINDOW, SOFTCAP>(a, s); break;
+    default:
+      throw std::invalid_argument(std::string("attention (decode): the KV cache must be BF16, F8_E4M3 or F8_E5M2, got ") +
+                                  dtype_name(a.kv.cache_t));
+  }
 }
 
 template <int D, int MAXG, bool PV>

@@ -2,9 +2,12 @@
 // bf16 vectors), and warp reductions.
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
@@ -44,6 +47,51 @@ __device__ __forceinline__ void store8(bf16* p, const float (&v)[8]) {
 __device__ __forceinline__ void store8(float* p, const float (&v)[8]) {
   reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
   reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+// ---- FP8 KV-cache elements (backend.h's PagedKV: stored = x / scale, read = stored * scale) ----
+// The cache's element type: bf16, or fp8 e4m3 / e5m2 (one byte, __nv_fp8_storage_t).
+struct e4m3 { __nv_fp8_storage_t x; };
+struct e5m2 { __nv_fp8_storage_t x; };
+template <class C> constexpr __nv_fp8_interpretation_t fp8_kind = __NV_E4M3;
+template <> constexpr __nv_fp8_interpretation_t fp8_kind<e5m2> = __NV_E5M2;
+template <class C> constexpr bool is_fp8_kv = sizeof(C) == 1;
+
+// Two FP8 values (the low byte first) to an f16 pair, exactly (every e4m3 and e5m2 value is a half).
+template <class C>
+__device__ __forceinline__ uint32_t fp8x2_to_half2_bits(uint16_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two), fp8_kind<C>);
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+}
+template <class C>
+__device__ __forceinline__ float2 fp8x2_to_float2(uint16_t two) {
+  const uint32_t b = fp8x2_to_half2_bits<C>(two);
+  return __half22float2(*reinterpret_cast<const __half2*>(&b));
+}
+// x rounded to nearest even into the cache's element type, saturating (FP8: __NV_SATFINITE).
+template <class C> __device__ __forceinline__ C to_cache(float x);
+template <> __device__ __forceinline__ bf16 to_cache<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ e4m3 to_cache<e4m3>(float x) {
+  return {__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3)};
+}
+template <> __device__ __forceinline__ e5m2 to_cache<e5m2>(float x) {
+  return {__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E5M2)};
+}
+// The raw vector holding 8 cache elements (16 bytes of bf16, 8 of FP8), and its 8 values as floats.
+template <class C> using Vec8 = std::conditional_t<is_fp8_kv<C>, uint2, uint4>;
+template <class C>
+__device__ __forceinline__ void unpack8(const Vec8<C>& u, float (&v)[8]) {
+  if constexpr (is_fp8_kv<C>) {
+    const uint16_t* p = reinterpret_cast<const uint16_t*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = fp8x2_to_float2<C>(p[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+  } else {
+    load8(reinterpret_cast<const bf16*>(&u), v);
+  }
 }
 
 __device__ __forceinline__ float warp_sum(float x) {

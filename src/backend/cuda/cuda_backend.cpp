@@ -58,6 +58,8 @@ class CudaBackend final : public Backend {
   DeviceKind device() const override { return DeviceKind::cuda; }
   std::string name() const override { return props_.name; }
   DType compute_dtype() const override { return DType::bf16; }
+  // The KV cache: bf16, or FP8 (e4m3, e5m2) with per-layer scales, widened in the attention kernels.
+  bool takes_kv(DType t) const override { return t == DType::bf16 || is_fp8(t); }
 
   // ---- memory ----
   void* raw_alloc(size_t bytes) override {
@@ -207,7 +209,8 @@ class CudaBackend final : public Backend {
          .positions = in.positions.ptr<int32_t>(), .cos_sin = in.cos_sin.ptr<float>(),
          .eps = in.eps, .tokens = (int)rows_of(in.qkv), .num_q_heads = in.num_q_heads,
          .num_kv_heads = in.num_kv_heads, .head_dim = cache.head_dim(), .slot_mapping = in.slot_mapping,
-         .k_cache = cache.k.data, .v_cache = cache.v.data, .q_out = q_out.data},
+         .k_cache = cache.k.data, .v_cache = cache.v.data, .q_out = q_out.data, .cache_t = cache.k.dtype,
+         .k_scale = cache.k_scale, .v_scale = cache.v_scale},
         stream_);
     debug_sync("qk_norm_rope_store");
   }
@@ -215,7 +218,8 @@ class CudaBackend final : public Backend {
   void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, const AttentionOptions& opts,
                     Tensor& out) override {
     if (meta.num_seqs == 0) return;
-    const cuda::PagedKVArgs kv{cache.k.data, cache.v.data, meta.block_tables, meta.max_num_blocks, meta.seqlens_k,
+    const cuda::PagedKVArgs kv{cache.k.data, cache.v.data, cache.k.dtype, cache.k_scale, cache.v_scale,
+                               meta.block_tables, meta.max_num_blocks, meta.seqlens_k,
                                meta.num_seqs,
                                {(int)q.size(1), cache.num_kv_heads(), cache.head_dim(), cache.block_size(), opts.scale,
                                 opts.window, opts.softcap}};

@@ -51,8 +51,8 @@ void launch_act_mul(const void* x, const RowRms& rms, Act act, void* out, DType 
 
 // Per-head RMS norm of q and k, neox RoPE, q to q_out and k/v into the paged cache (see
 // Backend::qk_norm_rope_store), qkv's rows scaled by `rms` first, then qkv_bias added (when not
-// nullptr). Activations and cache are bf16; norm weights bf16 or f32 (wt; both nullptr: no q/k
-// norm); the bias bf16 or f32 (bias_t).
+// nullptr). Activations are bf16; the cache bf16 or FP8 (cache_t; FP8 stores k / k_scale and
+// v / v_scale); norm weights bf16 or f32 (wt; both nullptr: no q/k norm); the bias bf16 or f32 (bias_t).
 struct RopeStoreArgs {
   const void* qkv;
   RowRms rms;
@@ -66,6 +66,8 @@ struct RopeStoreArgs {
   int tokens, num_q_heads, num_kv_heads, head_dim;
   const int32_t* slot_mapping;
   void *k_cache, *v_cache, *q_out;
+  DType cache_t = DType::bf16;
+  float k_scale = 1.f, v_scale = 1.f;
 };
 void launch_qk_norm_rope_store(const RopeStoreArgs& a, cudaStream_t s);
 
@@ -88,10 +90,13 @@ struct AttnShape {
   float softcap = 0;
 };
 
-// What both attention kernels read: the paged cache (NHD, bf16; see backend.h) with the batch's
-// block tables [num_seqs, max_num_blocks] and context lengths seqlens_k [num_seqs].
+// What both attention kernels read: the paged cache (NHD, bf16 or FP8 with its per-layer scales;
+// see backend.h) with the batch's block tables [num_seqs, max_num_blocks] and context lengths
+// seqlens_k [num_seqs].
 struct PagedKVArgs {
   const void *k, *v;
+  DType cache_t;
+  float k_scale, v_scale;
   const int32_t* block_tables;
   int max_num_blocks;
   const int32_t* seqlens_k;

@@ -3,7 +3,8 @@
 // the fused qkv projection, one write of q and of the new K/V rows. A decoder norm folded into the
 // qkv projection (FoldedNorm) is finished here: its per-token factor scales q, k and v first; then
 // the projection's bias (Qwen2) is added, before the q/k norm (Qwen3, Gemma 3; none for Llama,
-// Qwen2, Mistral) and RoPE, as the CPU's norm_rope_head does.
+// Qwen2, Mistral) and RoPE, as the CPU's norm_rope_head does. An FP8 cache gets k / k_scale and
+// v / v_scale, rounded to nearest even and saturated (backend.h's PagedKV), one byte an element.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -20,15 +21,16 @@ namespace {
 // rotation partners [D/2 + l*P, ...) in the second half, so RoPE needs no data exchange: D = 64 * P.
 // With a folded norm (rms_rows) the block first sums the token's residual row for its factor.
 // bias (nullptr: none) is indexed like a qkv row; q_norm_w == nullptr: no q/k norm. Both are the
-// same for every warp of the launch, so the branches on them do not diverge.
-template <int P, class W, class B>
+// same for every warp of the launch, so the branches on them do not diverge. C: the cache's
+// element type (bf16, e4m3, e5m2); k_scale, v_scale divide what an FP8 cache stores.
+template <int P, class W, class B, class C>
 __global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const bf16* __restrict__ rms_rows, int hidden,
                                           float rms_eps, const B* __restrict__ bias,
                                           const W* __restrict__ q_norm_w, const W* __restrict__ k_norm_w,
                                           const int32_t* __restrict__ positions, const float* __restrict__ cos_sin,
                                           float eps, int hq, int hkv, const int32_t* __restrict__ slot_mapping,
-                                          bf16* __restrict__ k_cache, bf16* __restrict__ v_cache,
-                                          bf16* __restrict__ q_out) {
+                                          C* __restrict__ k_cache, C* __restrict__ v_cache, float k_scale,
+                                          float v_scale, bf16* __restrict__ q_out) {
   constexpr int D = 64 * P, H = D / 2;
   pdl_launch_dependents();
   pdl_wait();
@@ -76,19 +78,26 @@ __global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const bf
         b[p] = b[p] * inv * to_f(w[H + i]);
       }
     }
-    bf16* dst = is_q ? q_out + ((size_t)t * hq + h) * D : k_cache + ((size_t)slot * hkv + (h - hq)) * D;
 #pragma unroll
     for (int p = 0; p < P; ++p) {
       const int i = lane * P + p;
       const float xa = a[p], xb = b[p];
       const float c = cs[i], s = cs[H + i];
-      dst[i] = from_f<bf16>(xa * c - xb * s);
-      dst[H + i] = from_f<bf16>(xb * c + xa * s);
+      const float ra = xa * c - xb * s, rb = xb * c + xa * s;
+      if (is_q) {
+        bf16* dst = q_out + ((size_t)t * hq + h) * D;
+        dst[i] = from_f<bf16>(ra);
+        dst[H + i] = from_f<bf16>(rb);
+      } else {
+        C* dst = k_cache + ((size_t)slot * hkv + (h - hq)) * D;
+        dst[i] = to_cache<C>(is_fp8_kv<C> ? __fdiv_rn(ra, k_scale) : ra);
+        dst[H + i] = to_cache<C>(is_fp8_kv<C> ? __fdiv_rn(rb, k_scale) : rb);
+      }
     }
     if (!is_q) {  // v head (h - hq) follows all k heads, and so do its bias columns
       const size_t vcol = (size_t)(h + hkv) * D;
       const bf16* vsrc = row + vcol;
-      bf16* vdst = v_cache + ((size_t)slot * hkv + (h - hq)) * D;
+      C* vdst = v_cache + ((size_t)slot * hkv + (h - hq)) * D;
 #pragma unroll
       for (int p = 0; p < P; ++p) {
         const int i = lane * P + p;
@@ -97,21 +106,31 @@ __global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const bf
           va += to_f(bias[vcol + i]);
           vb += to_f(bias[vcol + H + i]);
         }
-        vdst[i] = from_f<bf16>(va);
-        vdst[H + i] = from_f<bf16>(vb);
+        vdst[i] = to_cache<C>(is_fp8_kv<C> ? __fdiv_rn(va, v_scale) : va);
+        vdst[H + i] = to_cache<C>(is_fp8_kv<C> ? __fdiv_rn(vb, v_scale) : vb);
       }
     }
   }
 }
 
-template <int P, class W, class B>
-void launch_pwb(const RopeStoreArgs& a, cudaStream_t s) {
+template <int P, class W, class B, class C>
+void launch_pwbc(const RopeStoreArgs& a, cudaStream_t s) {
   const int warps = std::min(a.num_q_heads + a.num_kv_heads, 32);
-  launch("qk_norm_rope_store", qk_norm_rope_store_kernel<P, W, B>, a.tokens, warps * 32, 0, s,
+  launch("qk_norm_rope_store", qk_norm_rope_store_kernel<P, W, B, C>, a.tokens, warps * 32, 0, s,
          static_cast<const bf16*>(a.qkv), static_cast<const bf16*>(a.rms.rows), a.rms.hidden, a.rms.eps,
          static_cast<const B*>(a.qkv_bias), static_cast<const W*>(a.q_norm_w), static_cast<const W*>(a.k_norm_w),
-         a.positions, a.cos_sin, a.eps, a.num_q_heads, a.num_kv_heads, a.slot_mapping, static_cast<bf16*>(a.k_cache),
-         static_cast<bf16*>(a.v_cache), static_cast<bf16*>(a.q_out));
+         a.positions, a.cos_sin, a.eps, a.num_q_heads, a.num_kv_heads, a.slot_mapping, static_cast<C*>(a.k_cache),
+         static_cast<C*>(a.v_cache), a.k_scale, a.v_scale, static_cast<bf16*>(a.q_out));
+}
+
+template <int P, class W, class B>
+void launch_pwb(const RopeStoreArgs& a, cudaStream_t s) {
+  if (a.cache_t == DType::bf16) launch_pwbc<P, W, B, bf16>(a, s);
+  else if (a.cache_t == DType::f8e4m3) launch_pwbc<P, W, B, e4m3>(a, s);
+  else if (a.cache_t == DType::f8e5m2) launch_pwbc<P, W, B, e5m2>(a, s);
+  else
+    throw std::invalid_argument(std::string("qk_norm_rope_store: the KV cache must be BF16, F8_E4M3 or F8_E5M2, got ") +
+                                dtype_name(a.cache_t));
 }
 
 // Weights and bias of one dtype each (bf16 or f32); without a bias or norm weights the dtype is
