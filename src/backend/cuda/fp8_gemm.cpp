@@ -190,10 +190,13 @@ void Fp8Gemm::linear(const void* x, const Fp8Weight& w, void* out, int64_t m, in
   std::string why;
   if (!per_channel && !block128) {
     why = "cuBLASLt has no scale mode for these blocks (it takes per-channel {1, K} and {128, 128})";
-  } else if (block128 && w.scale_cols % 4 != 0) {
-    // cuBLASLt's block-scale rows are 16-byte aligned (PyTorch: "near-inner-dim-major (with 16-byte
-    // aligned strides)"; TransformerEngine pads them to 4): ours are ceil(K / 128) floats long.
-    why = "ceil(K / 128) = " + std::to_string(w.scale_cols) + " scales a block row, not a multiple of 4";
+  } else if (block128 && (n % 128 != 0 || k % 512 != 0)) {
+    // Whole blocks only: TransformerEngine (whose GEMM-ready block scales these are) requires them,
+    // PyTorch's checks allow partial ones; cuBLASLt's handling of a partial block is unverified.
+    // And a block row of scales 16-byte aligned (PyTorch: "16-byte aligned strides";
+    // TransformerEngine pads it to 4 floats): K / 128 a multiple of 4. Every Qwen3 N and K passes.
+    why = "cuBLASLt's 128 x 128 path is used for N % 128 == 0 and K % 512 == 0 only (whole blocks, block rows of "
+          "scales a multiple of 4)";
   } else if (k % 16 != 0 || !aligned16(x) || !aligned16(w.q)) {
     why = "cuBLASLt's FP8 GEMM needs K % 16 == 0 and 16-byte aligned x and w";
   } else if (scaled_gemm(x, w, out, m, n, k, out_t, accumulate, per_channel ? Mode::per_channel : Mode::block128, s,
