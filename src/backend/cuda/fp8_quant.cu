@@ -118,15 +118,19 @@ void launch_quantize_fp8_rows(const void* x, int m, int k, int group, uint8_t* q
   if (m <= 0) return;
   const int blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
   auto xp = static_cast<const bf16*>(x);
-  if (group == 0) launch("linear (FP8 quantize rows)", quantize_rows_kernel, blocks, kRowsPerBlock * 32, 0, s, xp, m, k, q, scale);
-  else launch("linear (FP8 quantize groups)", quantize_groups_kernel, blocks, kRowsPerBlock * 32, 0, s, xp, m, k, q, scale);
+  if (group == 0)
+    launch("linear (FP8 quantize rows)", quantize_rows_kernel, blocks, kRowsPerBlock * 32, 0, s, xp, m, k, q, scale);
+  else
+    launch("linear (FP8 quantize groups)", quantize_groups_kernel, blocks, kRowsPerBlock * 32, 0, s, xp, m, k, q,
+           scale);
 }
 
 void launch_dequantize_fp8(const Fp8Weight& w, int n, int k, void* out_bf16, cudaStream_t s) {
   const size_t total = (size_t)n * k;
   if (total == 0) return;
   const int blocks = (int)std::min<size_t>((total + 255) / 256, (size_t)num_sms() * 16);
-  launch("linear (FP8 dequantize fallback)", dequantize_kernel, blocks, 256, 0, s, w, n, k, static_cast<bf16*>(out_bf16));
+  launch("linear (FP8 dequantize fallback)", dequantize_kernel, blocks, 256, 0, s, w, n, k,
+         static_cast<bf16*>(out_bf16));
 }
 
 }  // namespace nanovllm::cuda
