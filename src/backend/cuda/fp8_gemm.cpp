@@ -85,7 +85,8 @@ void* Fp8Gemm::grow(Buffer& b, size_t want, const char* what, cudaStream_t s) {
 // layout FP8 needs on Hopper), x [M, K] (its e4m3 copy) is K x M (ld K), out [M, N] is N x M (ld N),
 // as in gemm.cpp. So cuBLASLt's A is the weight and its B the activations: A's scales are the
 // weight's, B's x's.
-Fp8Gemm::Plan& Fp8Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType out_t, bool accumulate, Mode mode) {
+Fp8Gemm::Plan& Fp8Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType out_t, bool accumulate, Mode mode,
+                                  const void* a_scale, const void* b_scale) {
   const Key key{m, n, k, static_cast<int>(out_t), accumulate, static_cast<int>(mode)};
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
@@ -103,6 +104,9 @@ Fp8Gemm::Plan& Fp8Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType out_t, b
   p.status = cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &a_mode, sizeof(a_mode));
   if (p.status == CUBLAS_STATUS_SUCCESS)
     p.status = cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &b_mode, sizeof(b_mode));
+  // The scale pointers are in place before the heuristic, as NVIDIA's samples and TransformerEngine
+  // do (a null one may read as "no scaling"); each call sets its own again (scaled_gemm).
+  set_scale_pointers(p, a_scale, b_scale);
   check_lt(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k, n, k), "layout w for " + where);
   check_lt(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k, m, k), "layout x for " + where);
   check_lt(cublasLtMatrixLayoutCreate(&p.c, out_type(out_t), n, m, n), "layout out for " + where);
@@ -125,6 +129,13 @@ Fp8Gemm::Plan& Fp8Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType out_t, b
   return plans_.emplace(key, p).first->second;
 }
 
+void Fp8Gemm::set_scale_pointers(Plan& p, const void* a_scale, const void* b_scale) {
+  check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)),
+           "set A_SCALE_POINTER");
+  check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)),
+           "set B_SCALE_POINTER");
+}
+
 bool Fp8Gemm::scaled_gemm(const void* x, const Fp8Weight& w, void* out, int64_t m, int64_t n, int64_t k, DType out_t,
                           bool accumulate, Mode mode, cudaStream_t s, std::string* why) {
   // VEC128 scales of the activations are read M-contiguous (offset g * M + r for row r, group g:
@@ -132,24 +143,19 @@ bool Fp8Gemm::scaled_gemm(const void* x, const Fp8Weight& w, void* out, int64_t 
   // multiple of 4 rows reads the same either way, so cuBLASLt takes those and the skinny kernel
   // the 1-3 rows left (docs/cuda.md). Outer-vector scales are plain vectors: all rows.
   const int64_t mq = mode == Mode::block128 ? m / 4 * 4 : m;
-  Plan& p = plan_for(mq, n, k, out_t, accumulate, mode);
+  const int64_t groups = mode == Mode::block128 ? (k + 127) / 128 : 1;
+  auto* q = static_cast<uint8_t*>(grow(act_, static_cast<size_t>(mq * k), "quantized activations", s));
+  auto* xs = static_cast<float*>(grow(act_scale_, static_cast<size_t>(mq * groups) * sizeof(float),
+                                      "activation scales", s));
+  Plan& p = plan_for(mq, n, k, out_t, accumulate, mode, w.scale, xs);
   if (!p.ok) {
     *why = "cuBLASLt has no FP8 algorithm for " + shape_str(mq, n, k) + " -> " + dtype_name(out_t) +
            (mode == Mode::block128 ? " with BLK128x128/VEC128 scales" : " with outer-vector scales") +
            " (status " + status_str(p.status) + ")";
     return false;
   }
-  const int64_t groups = mode == Mode::block128 ? (k + 127) / 128 : 1;
-  auto* q = static_cast<uint8_t*>(grow(act_, static_cast<size_t>(mq * k), "quantized activations", s));
-  auto* xs = static_cast<float*>(grow(act_scale_, static_cast<size_t>(mq * groups) * sizeof(float),
-                                      "activation scales", s));
   launch_quantize_fp8_rows(x, static_cast<int>(mq), static_cast<int>(k), mode == Mode::block128 ? 128 : 0, q, xs, s);
-  const void* a_scale = w.scale;
-  const void* b_scale = xs;
-  check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)),
-           "set A_SCALE_POINTER");
-  check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)),
-           "set B_SCALE_POINTER");
+  set_scale_pointers(p, w.scale, xs);
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   check_lt(cublasLtMatmul(handle_, p.op, &alpha, w.q, p.a, q, p.b, &beta, out, p.c, out, p.c, &p.algo, ws_,
                           ws_bytes_, s),

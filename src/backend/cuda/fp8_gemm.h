@@ -65,7 +65,9 @@ class Fp8Gemm {
     std::vector<void*> all;
   };
 
-  Plan& plan_for(int64_t m, int64_t n, int64_t k, DType out_t, bool accumulate, Mode mode);
+  Plan& plan_for(int64_t m, int64_t n, int64_t k, DType out_t, bool accumulate, Mode mode, const void* a_scale,
+                 const void* b_scale);
+  static void set_scale_pointers(Plan& p, const void* a_scale, const void* b_scale);
   void* grow(Buffer& b, size_t want, const char* what, cudaStream_t s);
   bool scaled_gemm(const void* x, const Fp8Weight& w, void* out, int64_t m, int64_t n, int64_t k, DType out_t,
                    bool accumulate, Mode mode, cudaStream_t s, std::string* why);
