@@ -2,7 +2,9 @@
 // decode attention (the bytes of the KV cache it must read), prefill attention, the GEMMs of one
 // layer at decode and prefill batch sizes, and the per-layer small ops. Each op is captured in a
 // CUDA graph of `reps` calls and the graph timed, so launch gaps do not count.
-// Run: bench_cuda_ops [--quick] [section ...]   sections: gemm-stack decode window prefill gemm small sample
+// Run: bench_cuda_ops [--quick] [section ...]   sections: gemm-stack gemm-stack-fp8 decode window prefill gemm small
+//      sample
+// (gemm-stack-fp8: the same 28 layers' projections with FP8 weights, per channel and 128 x 128 blocks)
 // (window: decode and prefill attention with a sliding window, beside the same data without one)
 // (default: all; prints a table; scripts/device.sh runs it on the GPU machine)
 #include <algorithm>
@@ -43,6 +45,30 @@ struct Bench {
     }
     be->copy_to_device(t.data, h.data(), h.size() * 2);
     be->synchronize();
+    return t;
+  }
+  // An FP8 (e4m3) weight [n, k] with br x bc block scales, in one buffer as the loader lays it:
+  // random codes (never NaN's 0x7f / 0xff), scales of 0.02 / 448 (values of weights' size).
+  Tensor rand_fp8(int64_t n, int64_t k, int br, int bc) {
+    const int64_t sr = (n + br - 1) / br, sc = (k + bc - 1) / bc;
+    const size_t data = (static_cast<size_t>(n * k) + 255) / 256 * 256;
+    bufs.push_back(be->alloc(data + sr * sc * sizeof(float)));
+    char* p = static_cast<char*>(bufs.back().get());
+    std::vector<uint8_t> q(static_cast<size_t>(n * k));
+    uint64_t z = rng();
+    for (auto& c : q) {
+      z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+      c = static_cast<uint8_t>(z >> 56);
+      if ((c & 0x7f) == 0x7f) c ^= 1;
+    }
+    std::vector<float> scales(sr * sc, 0.02f / 448.f);
+    be->copy_to_device(p, q.data(), q.size());
+    be->copy_to_device(p + data, scales.data(), scales.size() * sizeof(float));
+    be->synchronize();
+    Tensor t(p, DType::f8e4m3, {n, k}, DeviceKind::cuda);
+    t.scale = reinterpret_cast<float*>(p + data);
+    t.scale_block[0] = br;
+    t.scale_block[1] = bc;
     return t;
   }
   Tensor i32(const std::vector<int32_t>& v) {
@@ -164,6 +190,45 @@ int main(int argc, char** argv) {
     }
   }
   b.bufs.clear();
+
+  // ---- the same projections with FP8 weights (the skinny kernel at M <= 8, activation
+  // quantization + cuBLASLt's FP8 GEMM beyond), per output channel and in 128 x 128 blocks ----
+  if (want("gemm-stack-fp8")) {
+    const int L = 28;
+    const double weight_bytes = 1.0 * L * ((Hq + 2 * Hkv) * D * H + H * Hq * D + 2 * I * H + H * I);
+    for (auto [br, bc, name] : std::vector<std::tuple<int, int, const char*>>{{1, 0, "per channel"},
+                                                                             {128, 128, "128x128"}}) {
+      std::vector<Tensor> ws;
+      for (int l = 0; l < L; ++l) {
+        ws.push_back(b.rand_fp8((Hq + 2 * Hkv) * D, H, br, bc ? bc : H));
+        ws.push_back(b.rand_fp8(H, Hq * D, br, bc ? bc : Hq * D));
+        ws.push_back(b.rand_fp8(2 * I, H, br, bc ? bc : H));
+        ws.push_back(b.rand_fp8(H, I, br, bc ? bc : I));
+      }
+      for (int M : {1, 2, 4, 8, 16, 64, 256}) {
+        Tensor xh = b.rand_bf16({M, H}), xa = b.rand_bf16({M, Hq * D}), xi = b.rand_bf16({M, I});
+        Tensor qkv = b.be->alloc_tensor(DType::bf16, {M, (Hq + 2 * Hkv) * D}, b.bufs);
+        Tensor h = b.be->alloc_tensor(DType::bf16, {M, H}, b.bufs);
+        Tensor gu = b.be->alloc_tensor(DType::bf16, {M, 2 * I}, b.bufs);
+        const double us = b.time_us(
+            [&] {
+              for (int l = 0; l < L; ++l) {
+                b.be->linear(xh, ws[4 * l], qkv);
+                b.be->linear_add(xa, ws[4 * l + 1], h);
+                b.be->linear(xh, ws[4 * l + 2], gu);
+                b.be->linear_add(xi, ws[4 * l + 3], h);
+              }
+            },
+            3);
+        char sh[96], rate[64], what[64];
+        std::snprintf(sh, sizeof sh, "M=%d, 28 layers x 4", M);
+        std::snprintf(rate, sizeof rate, "%.0f GB/s of FP8 weights", weight_bytes / us / 1e3);
+        std::snprintf(what, sizeof what, "FP8 GEMMs %s (cold)", name);
+        row(what, sh, us, rate);
+      }
+      b.bufs.clear();
+    }
+  }
 
   if (want("decode")) {
     // ---- decode attention: bytes = K and V rows of every context token, once ----

@@ -83,8 +83,8 @@ for step in "${STEPS[@]}"; do
     bench)
       $BIN/bench_cuda_ops ${BENCH_SECTIONS:-} 2>&1 | tee "$OUT/bench_ops.log"  # BENCH_SECTIONS: e.g. "decode small"
       ;;
-    gemm)  # the 28 layers' projections at decode batches, weights streaming from HBM
-      $BIN/bench_cuda_ops gemm-stack 2>&1 | tee -a "$OUT/gemm.log" | grep layer
+    gemm)  # the 28 layers' projections at decode batches, weights streaming from HBM (bf16, then FP8)
+      $BIN/bench_cuda_ops gemm-stack gemm-stack-fp8 2>&1 | tee -a "$OUT/gemm.log" | grep -E 'layer|FP8'
       ;;
     sanitize)
       # memcheck over every op test; racecheck over the attention kernels (shared-memory users).

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/fp8_gemm.h"
 #include "backend/cuda/gemm.h"
 #include "backend/allocation_tracker.h"
 #include "backend/half.h"
@@ -43,6 +44,7 @@ class CudaBackend final : public Backend {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init", "cudaStreamCreate");
     gemm_ws_ = raw_alloc(kGemmWorkspace);
     gemm_.set_workspace(gemm_ws_, kGemmWorkspace);
+    fp8_gemm_.set_workspace(gemm_ws_, kGemmWorkspace);  // the same stream: never both at once
     split_counters_ = static_cast<int*>(raw_alloc(kSplitCounters * sizeof(int)));
     check(cudaMemset(split_counters_, 0, kSplitCounters * sizeof(int)), "init", "cudaMemset");
   }
@@ -60,6 +62,8 @@ class CudaBackend final : public Backend {
   DType compute_dtype() const override { return DType::bf16; }
   // The KV cache: bf16, or FP8 (e4m3, e5m2) with per-layer scales, widened in the attention kernels.
   bool takes_kv(DType t) const override { return t == DType::bf16 || is_fp8(t); }
+  // FP8 weight matrices with block scales (fp8_gemm.h): e4m3, under bf16 activations.
+  bool takes_scaled_weight(DType t) const override { return t == DType::f8e4m3; }
 
   // ---- memory ----
   void* raw_alloc(size_t bytes) override {
@@ -186,6 +190,12 @@ class CudaBackend final : public Backend {
   }
 
   void do_linear(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) override {
+    if (w.dtype == DType::f8e4m3) {
+      fp8_gemm_.linear(x.data, fp8_weight(w), out.data, rows_of(x), w.size(0), w.size(1), out.dtype, accumulate,
+                       stream_);
+      debug_sync(accumulate ? "linear_add (FP8)" : "linear (FP8)");
+      return;
+    }
     gemm_.linear(x.data, w.data, out.data, rows_of(x), w.size(0), w.size(1), x.dtype, out.dtype, accumulate, stream_);
     debug_sync(accumulate ? "linear_add" : "linear");
   }
@@ -193,6 +203,16 @@ class CudaBackend final : public Backend {
   void do_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Tensor& out,
                       Tensor& normed) override {
     const int64_t M = rows_of(x), K = cols_of(x);
+    if (w.dtype == DType::f8e4m3) {  // M <= 8: one kernel; beyond, rms_norm then the FP8 linear (do_linear)
+      if (norm_w.dtype == DType::bf16 && out.dtype == DType::bf16 && M >= 1 && M <= cuda::Fp8Gemm::kSkinnyMaxM) {
+        cuda::launch_gemv_fp8_norm(x.data, norm_w.data, eps, fp8_weight(w), out.data, (int)M, (int)w.size(0), (int)K,
+                                   stream_);
+        debug_sync("norm_linear (FP8)");
+        return;
+      }
+      Backend::do_norm_linear(x, norm_w, eps, w, out, normed);
+      return;
+    }
     if (norm_w.dtype == DType::bf16 && out.dtype == DType::bf16 &&
         cuda::gemv_supported(x.data, w.data, x.dtype, out.dtype, M, K)) {
       cuda::launch_gemv_norm(x.data, norm_w.data, eps, w.data, out.data, (int)M, (int)w.size(0), (int)K, stream_);
@@ -371,6 +391,12 @@ class CudaBackend final : public Backend {
     return {splits, partition, ws, counters};
   }
 
+  // A scaled FP8 weight matrix for the kernels (Tensor::scale, scale_block).
+  static cuda::Fp8Weight fp8_weight(const Tensor& w) {
+    return {static_cast<const uint8_t*>(w.data), w.scale, w.scale_block[0], w.scale_block[1],
+            static_cast<int>(w.scale_cols())};
+  }
+
   // A folded norm's rows for a kernel.
   static cuda::RowRms row_rms(const FoldedNorm& f) {
     if (!f.rows) return {nullptr, 0, 0.f};
@@ -427,6 +453,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cuda::NcclGroup> group_;  // tensor parallelism: joined group (more than one rank)
   AllocationTracker allocations_;  // before the scratch buffers: they report to it when they go
   Scratch attn_ws_{&allocations_}, sample_ws_{&allocations_}, logprobs_ws_{&allocations_};
+  cuda::Fp8Gemm fp8_gemm_{gemm_, &allocations_};  // after allocations_: reports to it when it goes
 };
 
 }  // namespace

@@ -81,6 +81,28 @@ void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, in
 void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
                       cudaStream_t s);
 
+// A scaled FP8 (e4m3) weight matrix [n, k] on the device (backend.h's Tensor::scale):
+// w[r, c] = q[r, c] * scale[(r / block_rows) * scale_cols + c / block_cols].
+struct Fp8Weight {
+  const uint8_t* q;
+  const float* scale;
+  int block_rows, block_cols, scale_cols;
+};
+// Skinny GEMM over FP8 weights for M <= 8 (gemv_fp8.cu): out[M, N] (+)= x[M, K] w^T with bf16 x,
+// bf16 or f32 out, the weights dequantized in registers (no activation quantization), fp32 sums.
+void launch_gemv_fp8(const void* x, const Fp8Weight& w, void* out, DType out_t, int m, int n, int k, bool accumulate,
+                     cudaStream_t s);
+// The same with an RMSNorm of x's rows first (bf16 norm weight g, bf16 out), as launch_gemv_norm.
+void launch_gemv_fp8_norm(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n, int k,
+                          cudaStream_t s);
+// Dynamic activation quantization for the FP8 tensor-core GEMM (fp8_quant.cu): x [m, k] bf16
+// (16-byte aligned, k % 16 == 0) to e4m3 q [m, k] with s = amax / 448 (1 where amax is 0) and
+// q = satfinite(x / s), per row (group == 0: scale[r], cuBLASLt's OUTER_VEC_32F) or per row and
+// 128-column group (group == 128: scale[g * m + r], cuBLASLt's VEC128_32F layout, docs/cuda.md).
+void launch_quantize_fp8_rows(const void* x, int m, int k, int group, uint8_t* q, float* scale, cudaStream_t s);
+// out[r, c] = bf16(q[r, c] * scale of (r, c)) over w's n x k (the fallback: a bf16 copy for cuBLASLt's bf16 GEMM).
+void launch_dequantize_fp8(const Fp8Weight& w, int n, int k, void* out_bf16, cudaStream_t s);
+
 // Shapes and options shared by both attention kernels (AttentionOptions: window > 0 limits a query
 // at position i to the keys at (i - window, i]; softcap > 0 caps scores at softcap * tanh(s / softcap)).
 struct AttnShape {

@@ -1,0 +1,88 @@
+// Linear layers over FP8 weights (f8e4m3 with block scales, backend.h's Tensor::scale) under bf16
+// activations: out[M, N] = x[M, K] @ w[N, K]^T (or out += with `accumulate`), three ways:
+// - M <= 8 (decode at small batch): the skinny GEMM (gemv_fp8.cu), weights dequantized in
+//   registers, the activations exact;
+// - larger M, weights with per-output-channel scales {1, K}: x quantized to e4m3 per row, then
+//   cuBLASLt's FP8 GEMM with outer-vector scales (A: the weight's N scales, B: x's M scales);
+// - larger M, 128 x 128 block scales: x quantized per row and 128-column group, cuBLASLt's FP8 GEMM
+//   with BLK128x128 scales for the weight and VEC128 for x (DeepSeek's and vLLM's scheme);
+// anything else (other scale blocks, shapes or layouts cuBLASLt has no algorithm for): the weight
+// dequantized into a bf16 scratch buffer and the bf16 Gemm, reported once on stderr. Scale layouts
+// and where they come from: docs/cuda.md, "FP8 weight GEMMs".
+//
+// Graph capture: the quantized activations, their scales and the fallback's bf16 weight live in
+// buffers that grow only outside a capture (the engine runs every shape eagerly before it
+// captures: the memory profile's prefill, then one warm-up forward per graph size); a call that
+// would need to grow one while capturing throws, naming the buffer and the sizes.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backend/allocation_tracker.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/kernels.h"
+#include "backend/tensor.h"
+
+namespace nanovllm::cuda {
+
+class Fp8Gemm {
+ public:
+  // bf16: the backend's bf16 GEMM (the fallback's); tracker: counts this class's buffers in the
+  // backend's peak. The caller provides the workspace (it may be the bf16 Gemm's: one stream).
+  Fp8Gemm(Gemm& bf16, AllocationTracker* tracker);
+  ~Fp8Gemm();
+  Fp8Gemm(const Fp8Gemm&) = delete;
+  Fp8Gemm& operator=(const Fp8Gemm&) = delete;
+
+  void set_workspace(void* ws, size_t bytes) { ws_ = ws; ws_bytes_ = bytes; }
+  // out[m, n] (+)= x[m, k] w^T; x bf16, out bf16 or f32.
+  void linear(const void* x, const Fp8Weight& w, void* out, int64_t m, int64_t n, int64_t k, DType out_t,
+              bool accumulate, cudaStream_t s);
+
+  static constexpr int64_t kSkinnyMaxM = 8;
+
+ private:
+  enum class Mode { per_channel, block128 };
+  struct Plan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool ok = false;  // cuBLASLt has an algorithm; else the fallback
+    cublasStatus_t status = CUBLAS_STATUS_SUCCESS;  // the heuristic's, for the report
+  };
+  using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, int>;  // m, n, k, out_t, accumulate, mode
+  // A device buffer that grows (never shrinks: a captured graph may hold an old pointer, so old
+  // ones live until this class does).
+  struct Buffer {
+    void* ptr = nullptr;
+    size_t bytes = 0;
+    std::vector<void*> all;
+  };
+
+  Plan& plan_for(int64_t m, int64_t n, int64_t k, DType out_t, bool accumulate, Mode mode, const void* a_scale,
+                 const void* b_scale);
+  static void set_scale_pointers(Plan& p, const void* a_scale, const void* b_scale);
+  void* grow(Buffer& b, size_t want, const char* what, cudaStream_t s);
+  bool scaled_gemm(const void* x, const Fp8Weight& w, void* out, int64_t m, int64_t n, int64_t k, DType out_t,
+                   bool accumulate, Mode mode, cudaStream_t s, std::string* why);
+  void dequantized_gemm(const void* x, const Fp8Weight& w, void* out, int64_t m, int64_t n, int64_t k, DType out_t,
+                        bool accumulate, cudaStream_t s);
+  void report_fallback(int64_t n, int64_t k, const Fp8Weight& w, const std::string& why);
+
+  Gemm& bf16_;
+  AllocationTracker* tracker_;
+  cublasLtHandle_t handle_ = nullptr;
+  void* ws_ = nullptr;
+  size_t ws_bytes_ = 0;
+  std::map<Key, Plan> plans_;
+  Buffer act_, act_scale_, dequant_;
+  std::set<std::tuple<int64_t, int64_t, int, int>> reported_;  // n, k, scale block: fallbacks reported
+};
+
+}  // namespace nanovllm::cuda

@@ -1,0 +1,266 @@
+// Skinny GEMM over FP8 weights (M <= 8 rows of x, decode at small batch): out[m, n] (+)= x[m, :] .
+// w[n, :], w an e4m3 matrix with block scales (backend.h's Tensor::scale), x bf16, fp32 sums. The
+// weights are dequantized in registers and never the activations quantized: the result is the
+// exact product with the dequantized weights but for fp32 summation and the output's rounding.
+// gemv.cu's structure: one warp per output column, 16 bytes a lane (16 weights here, 8 there), so
+// the op streams half the bytes of the bf16 kernel; the weights and their scales (constant data)
+// are loaded before pdl_wait(). Each 16-column chunk lies in one scale block (block columns a
+// multiple of 16, or one block across the row), so its 16 products are summed first and the sum
+// multiplied by the chunk's scale: per row for {1, K} scales, per 128-column group for {128, 128}.
+// Shapes the 16-byte path cannot take (K not a multiple of 16, unaligned rows, other blocks) go to
+// a per-element kernel: slow, exact, rare. The NORM variant (norm_linear) RMS-normalises x's rows
+// in float32 on the way in, as gemv.cu's does.
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+
+namespace nanovllm::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kChunk = 16;  // e4m3 weights per 16-byte load
+
+// 16 e4m3 values (one 16-byte load, lowest address first) to floats: pairs convert to half2 in
+// one instruction (cvt.rn.f16x2.e4m3x2; exact, every e4m3 value is a half), half2 to float2 exactly.
+__device__ __forceinline__ void fp8x16_to_float(const uint4& v, float (&f)[16]) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const __half2_raw r =
+          __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(words[i] >> (16 * h)), __NV_E4M3);
+      const float2 p = __half22float2(__half2(r));
+      f[4 * i + 2 * h] = p.x;
+      f[4 * i + 2 * h + 1] = p.y;
+    }
+  }
+}
+
+__device__ __forceinline__ float fp8_to_float(uint8_t b) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(b), __NV_E4M3)));
+}
+
+// acc[r] += s * (the chunk's 16 weights . x[r]'s 16 values at the same columns), r < m: the scale
+// multiplies the chunk's sum once. NORM: x[r]'s values first times the norm weight g's (float32),
+// ss[r] sums their squares for the row's 1/rms, applied after the warp's sum (store_col).
+template <int MAXM, bool NORM>
+__device__ __forceinline__ void accumulate16(float (&acc)[MAXM], float (&ss)[MAXM], const float (&wf)[16], float s,
+                                             const bf16* __restrict__ x, const bf16* __restrict__ g, int c, int m,
+                                             int k) {
+  float ga[8], gb[8];
+  if constexpr (NORM) {
+    load8(g + c * kChunk, ga);
+    load8(g + c * kChunk + 8, gb);
+  }
+#pragma unroll
+  for (int r = 0; r < MAXM; ++r) {
+    if (r < m) {
+      float xa[8], xb[8];
+      const bf16* xr = x + (size_t)r * k + c * kChunk;
+      load8(xr, xa);
+      load8(xr + 8, xb);
+      float p = 0.f;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if constexpr (NORM) {
+          ss[r] += xa[j] * xa[j] + xb[j] * xb[j];
+          p += wf[j] * (xa[j] * ga[j]);
+          p += wf[8 + j] * (xb[j] * gb[j]);
+        } else {
+          p += wf[j] * xa[j];
+          p += wf[8 + j] * xb[j];
+        }
+      }
+      acc[r] = fmaf(s, p, acc[r]);
+    }
+  }
+}
+
+// Sums each row's partial dot products over the warp; lane 0 stores out[r, col] (adds to it with
+// add_out, in the same fp32 sum before the one rounding). NORM: times rsqrt(mean(x[r]^2) + eps).
+template <int MAXM, bool NORM, class O>
+__device__ __forceinline__ void store_col(float (&acc)[MAXM], float (&ss)[MAXM], O* __restrict__ out, int m, int n,
+                                          int k, float eps, int col, int lane, bool add_out) {
+#pragma unroll
+  for (int r = 0; r < MAXM; ++r) {
+    if (r < m) {
+      float v = warp_sum(acc[r]);
+      if constexpr (NORM) v *= rsqrtf(warp_sum(ss[r]) / static_cast<float>(k) + eps);
+      O* o = out + (size_t)r * n + col;
+      if (lane == 0) *o = from_f<O>(add_out ? v + to_f(*o) : v);
+    }
+  }
+}
+
+// The scales of row `col`'s block row.
+__device__ __forceinline__ const float* scale_row(const Fp8Weight& w, int col) {
+  return w.scale + (size_t)(col / w.block_rows) * w.scale_cols;
+}
+
+// K = 512 * CPL: lane `lane` holds chunks lane + 32 u of its warp's row, all loaded (with their
+// scales) before pdl_wait(), so the weights stream in while the previous kernel finishes.
+template <int MAXM, int CPL, bool NORM, class O>
+__global__ void __launch_bounds__(kWarps * 32)
+gemv_fp8_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, Fp8Weight w, O* __restrict__ out,
+                int m, int n, int k, bool add_out) {
+  const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const bool active = col < n;
+  uint4 wv[CPL];
+  float sc[CPL];
+  if (active) {
+    const uint4* wr = reinterpret_cast<const uint4*>(w.q + (size_t)col * k);
+    const float* sr = scale_row(w, col);
+#pragma unroll
+    for (int u = 0; u < CPL; ++u) {
+      const int c = lane + 32 * u;
+      wv[u] = __ldcs(wr + c);  // streamed once: skip L1
+      sc[u] = __ldg(sr + c * kChunk / w.block_cols);
+    }
+  }
+  pdl_launch_dependents();
+  pdl_wait();
+  if (!active) return;
+  float acc[MAXM], ss[MAXM];
+#pragma unroll
+  for (int r = 0; r < MAXM; ++r) acc[r] = ss[r] = 0.f;
+#pragma unroll
+  for (int u = 0; u < CPL; ++u) {
+    float wf[16];
+    fp8x16_to_float(wv[u], wf);
+    accumulate16<MAXM, NORM>(acc, ss, wf, sc[u], x, g, lane + 32 * u, m, k);
+  }
+  store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
+}
+
+// Any K that is a multiple of 16: the row is walked in a loop (nothing loaded before pdl_wait()).
+template <int MAXM, bool NORM, class O>
+__global__ void __launch_bounds__(kWarps * 32)
+gemv_fp8_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, Fp8Weight w,
+                     O* __restrict__ out, int m, int n, int k, bool add_out) {
+  pdl_launch_dependents();
+  pdl_wait();
+  const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (col >= n) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w.q + (size_t)col * k);
+  const float* sr = scale_row(w, col);
+  float acc[MAXM], ss[MAXM];
+#pragma unroll
+  for (int r = 0; r < MAXM; ++r) acc[r] = ss[r] = 0.f;
+  const int chunks = k / kChunk;
+#pragma unroll 4
+  for (int c = lane; c < chunks; c += 32) {
+    float wf[16];
+    fp8x16_to_float(__ldcs(wr + c), wf);
+    accumulate16<MAXM, NORM>(acc, ss, wf, __ldg(sr + c * kChunk / w.block_cols), x, g, c, m, k);
+  }
+  store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
+}
+
+// Any shape, alignment and scale block: element by element, each weight times its own scale.
+template <bool NORM, class O>
+__global__ void __launch_bounds__(kWarps * 32)
+gemv_fp8_any_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, Fp8Weight w,
+                    O* __restrict__ out, int m, int n, int k, bool add_out) {
+  constexpr int MAXM = 8;
+  pdl_launch_dependents();
+  pdl_wait();
+  const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (col >= n) return;
+  const uint8_t* wr = w.q + (size_t)col * k;
+  const float* sr = scale_row(w, col);
+  float acc[MAXM], ss[MAXM];
+#pragma unroll
+  for (int r = 0; r < MAXM; ++r) acc[r] = ss[r] = 0.f;
+  for (int c = lane; c < k; c += 32) {
+    const float wv = fp8_to_float(wr[c]) * sr[c / w.block_cols];
+    const float gv = NORM ? to_f(g[c]) : 1.f;
+#pragma unroll
+    for (int r = 0; r < MAXM; ++r) {
+      if (r < m) {
+        const float xv = to_f(x[(size_t)r * k + c]);
+        if constexpr (NORM) ss[r] += xv * xv;
+        acc[r] += wv * (NORM ? xv * gv : xv);
+      }
+    }
+  }
+  store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
+}
+
+// The 16-byte kernels' conditions: whole 16-byte chunks (K % 16, aligned rows of w, x and g) that
+// each lie in one scale block.
+bool vector_ok(const void* x, const void* g, const Fp8Weight& w, int k) {
+  return k % kChunk == 0 && aligned16(x) && (!g || aligned16(g)) && aligned16(w.q) &&
+         (w.block_cols % kChunk == 0 || w.block_cols >= k);
+}
+
+template <int MAXM, bool NORM, class O>
+void launch_mo(const bf16* x, const bf16* g, float eps, const Fp8Weight& w, O* out, int m, int n, int k, bool add,
+               cudaStream_t s) {
+  const int blocks = (n + kWarps - 1) / kWarps;
+  const char* op = NORM ? "norm_linear (FP8 gemv)" : "linear (FP8 gemv)";
+  auto go = [&](auto kernel) { launch(op, kernel, blocks, kWarps * 32, 0, s, x, g, eps, w, out, m, n, k, add); };
+  if (!vector_ok(x, g, w, k)) {
+    go(gemv_fp8_any_kernel<NORM, O>);
+    return;
+  }
+  // K of the Qwen3 family's projections: 1024, 2048, 2560, 3072, 4096, 6144 (the rest loop).
+  switch (k % 512 == 0 ? k / 512 : 0) {
+    case 2: go(gemv_fp8_kernel<MAXM, 2, NORM, O>); break;
+    case 4: go(gemv_fp8_kernel<MAXM, 4, NORM, O>); break;
+    case 5: go(gemv_fp8_kernel<MAXM, 5, NORM, O>); break;
+    case 6: go(gemv_fp8_kernel<MAXM, 6, NORM, O>); break;
+    case 8: go(gemv_fp8_kernel<MAXM, 8, NORM, O>); break;
+    case 12: go(gemv_fp8_kernel<MAXM, 12, NORM, O>); break;
+    default: go(gemv_fp8_loop_kernel<MAXM, NORM, O>); break;
+  }
+}
+
+template <int MAXM>
+void launch_m(const void* x, const Fp8Weight& w, void* out, DType out_t, int m, int n, int k, bool add,
+              cudaStream_t s) {
+  auto xp = static_cast<const bf16*>(x);
+  if (out_t == DType::bf16) launch_mo<MAXM, false>(xp, nullptr, 0.f, w, static_cast<bf16*>(out), m, n, k, add, s);
+  else launch_mo<MAXM, false>(xp, nullptr, 0.f, w, static_cast<float*>(out), m, n, k, add, s);
+}
+
+template <int MAXM>
+void launch_norm_m(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n, int k,
+                   cudaStream_t s) {
+  launch_mo<MAXM, true>(static_cast<const bf16*>(x), static_cast<const bf16*>(g), eps, w, static_cast<bf16*>(out),
+                        m, n, k, false, s);
+}
+
+void check_args(const char* op, DType out_t, int m, const Fp8Weight& w) {
+  if (m < 1 || m > 8 || (out_t != DType::bf16 && out_t != DType::f32) || !w.q || !w.scale || w.block_rows <= 0 ||
+      w.block_cols <= 0 || w.scale_cols <= 0)
+    throw std::invalid_argument(std::string(op) + ": the FP8 skinny GEMM takes 1 to 8 rows, bf16 or f32 out and a " +
+                                "weight with scales (got " + std::to_string(m) + " rows, out " + dtype_name(out_t) +
+                                ", scale blocks " + std::to_string(w.block_rows) + " x " +
+                                std::to_string(w.block_cols) + ")");
+}
+
+}  // namespace
+
+void launch_gemv_fp8(const void* x, const Fp8Weight& w, void* out, DType out_t, int m, int n, int k, bool accumulate,
+                     cudaStream_t s) {
+  check_args("linear (FP8 gemv)", out_t, m, w);
+  if (m <= 1) launch_m<1>(x, w, out, out_t, m, n, k, accumulate, s);
+  else if (m <= 2) launch_m<2>(x, w, out, out_t, m, n, k, accumulate, s);
+  else if (m <= 4) launch_m<4>(x, w, out, out_t, m, n, k, accumulate, s);
+  else launch_m<8>(x, w, out, out_t, m, n, k, accumulate, s);
+}
+
+void launch_gemv_fp8_norm(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n, int k,
+                          cudaStream_t s) {
+  check_args("norm_linear (FP8 gemv)", DType::bf16, m, w);
+  if (m <= 1) launch_norm_m<1>(x, g, eps, w, out, m, n, k, s);
+  else if (m <= 2) launch_norm_m<2>(x, g, eps, w, out, m, n, k, s);
+  else if (m <= 4) launch_norm_m<4>(x, g, eps, w, out, m, n, k, s);
+  else launch_norm_m<8>(x, g, eps, w, out, m, n, k, s);
+}
+
+}  // namespace nanovllm::cuda
