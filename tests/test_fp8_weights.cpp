@@ -346,6 +346,82 @@ TEST(Fp8Checkpoint, CpuLoadEqualsHandDequantizedBf16) {
   }
 }
 
+// llm-compressor's FP8 (compressed-tensors, float-quantized): `src`'s projections quantized per
+// channel (weight_scale [N, 1], bf16 as llm-compressor writes it) or per tensor (weight_scale [1],
+// f32) into `dst`, and the same weights dequantized by hand into a bf16 checkpoint `ref`.
+void write_compressed_tensors(const fs::path& src, const fs::path& dst, const fs::path& ref, bool channel) {
+  fs::create_directories(dst);
+  fs::create_directories(ref);
+  const Checkpoint ck = Checkpoint::open(src);
+  std::vector<std::vector<uint8_t>> storage;
+  std::vector<std::pair<std::string, Tensor>> q_out, ref_out;
+  auto keep = [&](std::vector<uint8_t> bytes, const std::string& name, DType t, std::vector<int64_t> shape,
+                  std::vector<std::pair<std::string, Tensor>>& out) {
+    storage.push_back(std::move(bytes));
+    Tensor x(storage.back().data(), t, {});
+    for (int64_t d : shape) x.shape[x.ndim++] = d;
+    out.emplace_back(name, x);
+  };
+  for (const std::string& name : ck.names()) {
+    const Tensor t = ck.get(name);
+    const std::vector<uint8_t> raw(static_cast<const uint8_t*>(t.data), static_cast<const uint8_t*>(t.data) + t.nbytes());
+    std::vector<int64_t> shape(t.shape, t.shape + t.ndim);
+    if (t.ndim != 2 || name == "model.embed_tokens.weight" || name == "lm_head.weight") {
+      keep(raw, name, t.dtype, shape, q_out);
+      keep(raw, name, t.dtype, shape, ref_out);
+      continue;
+    }
+    const int64_t N = t.shape[0], K = t.shape[1];
+    std::vector<float> scale(channel ? N : 1, 0.0f);
+    for (int64_t i = 0; i < N * K; ++i) {
+      float& s = scale[channel ? i / K : 0];
+      s = std::max(s, std::fabs(load_as_f32(t.data, t.dtype, i)) / 448.0f);
+    }
+    std::vector<uint8_t> sbytes(scale.size() * (channel ? 2 : 4));
+    for (size_t r = 0; r < scale.size(); ++r) {  // the scale as the file holds it
+      if (channel) scale[r] = bf16_to_f32(f32_to_bf16(scale[r]));
+      store_from_f32(sbytes.data(), channel ? DType::bf16 : DType::f32, static_cast<int64_t>(r), scale[r]);
+    }
+    std::vector<uint8_t> q(N * K), deq(N * K * 2);
+    for (int64_t i = 0; i < N * K; ++i) {
+      const float s = scale[channel ? i / K : 0];
+      q[i] = f32_to_fp8_e4m3(load_as_f32(t.data, t.dtype, i) / s);
+      store_from_f32(deq.data(), DType::bf16, i, fp8_e4m3_to_f32(q[i]) * s);
+    }
+    keep(std::move(q), name, DType::f8e4m3, shape, q_out);
+    const std::string module = name.substr(0, name.size() - 7);
+    keep(std::move(sbytes), module + ".weight_scale", channel ? DType::bf16 : DType::f32,
+         channel ? std::vector<int64_t>{N, 1} : std::vector<int64_t>{1}, q_out);
+    keep(std::move(deq), name, DType::bf16, shape, ref_out);
+  }
+  save_safetensors(dst / "model.safetensors", q_out);
+  save_safetensors(ref / "model.safetensors", ref_out);
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(src / "config.json"));
+  std::ofstream(ref / "config.json") << cfg.dump(2);
+  cfg["quantization_config"] = nlohmann::json::parse(std::string(R"({"quant_method": "compressed-tensors",
+      "format": "float-quantized", "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 8,
+      "type": "float", "symmetric": true, "dynamic": false, "strategy": ")") + (channel ? "channel" : "tensor") +
+      R"("}, "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "dynamic": true}}},
+      "ignore": ["lm_head"]})");
+  std::ofstream(dst / "config.json") << cfg.dump(2);
+}
+
+// Per channel and per tensor: per-tensor q, k, v (and gate, up) of different scales pack into
+// per-channel rows. Both on the misaligned shapes.
+TEST(Fp8Checkpoint, CompressedTensorsChannelAndTensorEqualHandDequantized) {
+  for (const bool channel : {true, false}) {
+    TempDir d;
+    RandomModelSpec s = fp8_spec(false);
+    s.quantize_fp8 = false;
+    write_random_model(s, d.path / "bf16");
+    write_compressed_tensors(d.path / "bf16", d.path / "ct", d.path / "ref", channel);
+    EXPECT_EQ(load_model_config(d.path / "ct").quant.method, QuantMethod::compressed_tensors);
+    const auto got = prompt_logits(d.path / "ct", {.num_threads = 2}, kPrompt);
+    const auto want = prompt_logits(d.path / "ref", {.num_threads = 2}, kPrompt);
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "channel " << channel << " logit " << i;
+  }
+}
+
 TEST(Fp8Checkpoint, Int8OverAnFp8CheckpointFoldsOnceFromTheDequantizedWeights) {
   TempDir d;
   write_random_model(fp8_spec(true), d.path / "fp8");
