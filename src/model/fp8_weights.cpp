@@ -2,6 +2,7 @@
 #include "model/fp8_weights.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -20,8 +21,6 @@ Tensor HostFp8::tensor() {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-std::string shape_of(const Tensor& t) { return t.shape_str(); }
 
 }  // namespace
 
@@ -53,19 +52,19 @@ HostFp8 load_fp8_matrix(const Checkpoint& ckpt, const QuantConfig& quant, const 
   if (n == 1 && s.ndim <= 2) {  // one scale: per tensor (any strategy may write it so)
     m.block[0] = static_cast<int32_t>(N), m.block[1] = static_cast<int32_t>(K);
   } else if (quant.strategy == ScaleStrategy::channel) {
-    expected = "[" + std::to_string(N) + ", 1]";
+    expected = std::string("[") + std::to_string(N) + ", 1]";
     if ((s.ndim == 2 && s.shape[0] == N && s.shape[1] == 1) || (s.ndim == 1 && s.shape[0] == N))
       m.block[0] = 1, m.block[1] = static_cast<int32_t>(K);
   } else if (quant.strategy == ScaleStrategy::block) {
     const int64_t sr = ceil_div(N, quant.block_rows), sc = ceil_div(K, quant.block_cols);
-    expected = "[" + std::to_string(sr) + ", " + std::to_string(sc) + "]";
+    expected = std::string("[") + std::to_string(sr) + ", " + std::to_string(sc) + "]";
     if (s.ndim == 2 && s.shape[0] == sr && s.shape[1] == sc)
       m.block[0] = quant.block_rows, m.block[1] = quant.block_cols;
   } else {
     expected = "[] or [1]";
   }
   if (m.block[0] == 0)
-    throw std::runtime_error("tensor '" + scale_name + "' has shape " + shape_of(s) + "; expected " + expected +
+    throw std::runtime_error("tensor '" + scale_name + "' has shape " + s.shape_str() + "; expected " + expected +
                              " for '" + name + "' " + w.shape_str() + " under config.json's quantization_config");
   m.q.resize(static_cast<size_t>(N * K));
   std::memcpy(m.q.data(), w.data, m.q.size());
