@@ -205,6 +205,92 @@ TEST_F(HfConfig, Families) {
   EXPECT_EQ(m.head_dim, 128);
 }
 
+// FP8 weights as Qwen3-FP8 / DeepSeek ("fp8") and llm-compressor ("compressed-tensors") write them.
+TEST_F(HfConfig, Fp8QuantizationConfigs) {
+  write_with("quantization_config", R"({"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+      "weight_block_size": [128, 128], "modules_to_not_convert": ["lm_head"]})");
+  ModelConfig c = load_model_config(dir);
+  EXPECT_EQ(c.quant.method, QuantMethod::fp8);
+  EXPECT_EQ(c.quant.weight_dtype, DType::f8e4m3);
+  EXPECT_EQ(c.quant.strategy, ScaleStrategy::block);
+  EXPECT_EQ(c.quant.block_rows, 128);
+  EXPECT_EQ(c.quant.block_cols, 128);
+  EXPECT_TRUE(c.quant.dynamic_activations);
+  EXPECT_EQ(c.quant.ignore, std::vector<std::string>{"lm_head"});
+  EXPECT_EQ(c.quant.scale_names.front(), "weight_scale_inv");
+  // Without weight_block_size: one scale per tensor; ignored_layers joins the ignore list.
+  write_with("quantization_config", R"({"quant_method": "fp8", "activation_scheme": "dynamic",
+      "ignored_layers": ["model.layers.0.mlp.down_proj"]})");
+  c = load_model_config(dir);
+  EXPECT_EQ(c.quant.strategy, ScaleStrategy::tensor);
+  EXPECT_EQ(c.quant.ignore, std::vector<std::string>{"model.layers.0.mlp.down_proj"});
+  write_with("quantization_config", "null");
+  EXPECT_FALSE(load_model_config(dir).quant.quantized());
+
+  // llm-compressor's FP8_DYNAMIC (per channel, dynamic per-token activations) and FP8_BLOCK.
+  const std::string channel = R"({"quant_method": "compressed-tensors", "format": "float-quantized",
+      "config_groups": {"group_0": {"targets": ["Linear"],
+        "weights": {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": true, "dynamic": false},
+        "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "dynamic": true}}},
+      "ignore": ["lm_head"], "quantization_status": "compressed"})";
+  write_with("quantization_config", channel);
+  c = load_model_config(dir);
+  EXPECT_EQ(c.quant.method, QuantMethod::compressed_tensors);
+  EXPECT_EQ(c.quant.strategy, ScaleStrategy::channel);
+  EXPECT_TRUE(c.quant.dynamic_activations);
+  EXPECT_EQ(c.quant.ignore, std::vector<std::string>{"lm_head"});
+  EXPECT_EQ(c.quant.scale_names, std::vector<std::string>{"weight_scale"});
+  write_with("quantization_config", R"({"quant_method": "compressed-tensors", "format": "naive-quantized",
+      "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float", "strategy": "block",
+        "block_structure": [128, 64]}, "input_activations": null}}})");
+  c = load_model_config(dir);
+  EXPECT_EQ(c.quant.strategy, ScaleStrategy::block);
+  EXPECT_EQ(c.quant.block_rows, 128);
+  EXPECT_EQ(c.quant.block_cols, 64);
+  EXPECT_FALSE(c.quant.dynamic_activations);  // weight-only
+
+  // What is refused names config.json, the field and the value.
+  const struct {
+    const char* quant;
+    const char* expected;
+  } refused[] = {
+      {R"({"quant_method": "gptq", "bits": 4})", "'quantization_config.quant_method' = \"gptq\""},
+      {R"({"quant_method": "bitsandbytes", "load_in_4bit": true})", "quant_method' = \"bitsandbytes\""},
+      {R"({"bits": 4})", "quant_method' = null"},
+      {R"({"quant_method": "fp8", "activation_scheme": "static"})",
+       "'quantization_config.activation_scheme' = \"static\": static activation scales are not supported"},
+      {R"({"quant_method": "fp8", "fmt": "e5m2"})", "'quantization_config.fmt' = \"e5m2\""},
+      {R"({"quant_method": "fp8", "weight_block_size": [128]})", "'quantization_config.weight_block_size' = [128]"},
+      {R"({"quant_method": "fp8", "weight_block_size": [0, 128]})", "weight_block_size' = [0,128]: expected [rows, cols]"},
+      {R"({"quant_method": "fp8", "weight_block_size": "128"})", "weight_block_size' = \"128\""},
+      {R"({"quant_method": "fp8", "modules_to_not_convert": "lm_head"})", "modules_to_not_convert' = \"lm_head\""},
+      {R"({"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": {}})",
+       "'quantization_config.format' = \"pack-quantized\""},
+      {R"({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 4, "type": "int",
+          "strategy": "group"}}}})",
+       "'quantization_config.config_groups.g.weights.num_bits' = 4"},
+      {R"({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 8, "type": "int",
+          "strategy": "channel"}}}})",
+       "config_groups.g.weights.type' = \"int\""},
+      {R"({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float",
+          "strategy": "tensor"}, "input_activations": {"num_bits": 8, "type": "float", "strategy": "tensor",
+          "dynamic": false}}}})",
+       "config_groups.g.input_activations' = {"},
+      {R"({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float",
+          "strategy": "block", "block_structure": [128, -1]}}}})",
+       "config_groups.g.weights.block_structure' = [128,-1]"},
+      {R"({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float",
+          "strategy": "group", "group_size": 128}}}})",
+       "config_groups.g.weights.strategy' = \"group\""},
+  };
+  for (const auto& r : refused) {
+    write_with("quantization_config", r.quant);
+    const std::string e = error();
+    EXPECT_THAT(e, HasSubstr("config.json")) << r.quant;
+    EXPECT_THAT(e, HasSubstr(r.expected)) << r.quant;
+  }
+}
+
 TEST_F(HfConfig, Errors) {
   EXPECT_THAT(error(), HasSubstr("has no config.json"));
   fs::path missing = dir / "nope";
@@ -238,9 +324,8 @@ TEST_F(HfConfig, Errors) {
   no_window.replace(no_window.find(R"("sliding_window": 512)"), 21, R"("sliding_window": null)");
   write("config.json", no_window);
   EXPECT_THAT(error(), HasSubstr("sliding_window"));
-  write_with("quantization_config", R"({"quant_method": "fp8", "weight_block_size": [128, 128]})");
-  EXPECT_THAT(error(), HasSubstr("quantization_config"));
-  EXPECT_THAT(error(), HasSubstr("fp8"));
+  write_with("quantization_config", R"({"quant_method": "awq", "bits": 4})");
+  EXPECT_THAT(error(), HasSubstr("quantization_config.quant_method' = \"awq\""));
   write_with("vision_config", R"({"hidden_size": 1152})");
   EXPECT_THAT(error(), HasSubstr("vision_config"));
   write_with("hidden_act", R"("gelu")");

@@ -32,7 +32,9 @@ struct EngineConfig {
   std::string kv_cache_dtype = "auto";
   // vLLM's --quantization: "" (or "none"): weights as the checkpoint has them; "int8" (CPU):
   // weights quantized at load to int8 per output channel, int8 dot products with per-row
-  // activation scales.
+  // activation scales; "fp8": a float checkpoint's projections quantized at load to FP8 (e4m3)
+  // per output channel, embedding and lm-head not (CUDA keeps FP8; the CPU dequantizes them back,
+  // the FP8 model's exact weights). An FP8 checkpoint (quantization_config) needs no setting.
   std::string quantization;
   int max_logprobs = 20;              // the most SamplingParams::logprobs / prompt_logprobs may ask (vLLM's)
   // Where requests' default sampling parameters come from (vLLM's --generation-config): "auto",

@@ -124,6 +124,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("num_threads", &EngineConfig::num_threads)
       .def_readwrite("max_logprobs", &EngineConfig::max_logprobs)
       .def_readwrite("generation_config", &EngineConfig::generation_config)
+      .def_readwrite("quantization", &EngineConfig::quantization)
       .def_readwrite("worker_command", &EngineConfig::worker_command)
       .def_property(
           "device", [](const EngineConfig& c) { return c.device ? std::string(to_string(*c.device)) : "auto"; },

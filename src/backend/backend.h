@@ -151,6 +151,11 @@ class Backend {
   // FP8 weight matrices with their scales (Tensor::scale) that linear, linear_add and
   // norm_linear take under compute-dtype activations (CUDA: f8e4m3).
   virtual bool takes_scaled_weight(DType t) const { (void)t; return false; }
+  // --quantization fp8 (BackendOptions::fp8_weights): a float checkpoint's projections are quantized
+  // to f8e4m3 per output channel at load (the model quantizes them on the host); a backend that
+  // does not take scaled weights (the CPU) keeps them dequantized back in weight_dtype(), the FP8
+  // model's weights exactly. Embeddings and the lm-head are not quantized (vLLM's rule).
+  virtual bool quantizes_fp8() const { return false; }
   // Weight dtypes that linear, norm_linear and embedding take beside f32 activations, on top of
   // takes_float's (the CPU: bf16, f16, i8 weights converted in registers).
   virtual bool takes_mixed_weight(DType t) const { (void)t; return false; }
@@ -169,6 +174,19 @@ class Backend {
     Tensor x(nullptr, t, shape, device());
     owner.push_back(alloc(x.nbytes() ? x.nbytes() : 1));
     x.data = owner.back().get();
+    return x;
+  }
+  // An FP8 weight matrix [rows, cols] with scales in blocks of {block_rows, block_cols}, in one new
+  // buffer: the f32 scales right after the data, 16-byte aligned (Tensor::scale).
+  Tensor alloc_scaled_weight(DType t, int64_t rows, int64_t cols, int32_t block_rows, int32_t block_cols,
+                             std::vector<DeviceBuffer>& owner) {
+    Tensor x(nullptr, t, {rows, cols}, device());
+    x.scale_block[0] = block_rows, x.scale_block[1] = block_cols;
+    const size_t data_bytes = (x.nbytes() + 15) / 16 * 16;
+    const int64_t scales = ((rows + block_rows - 1) / block_rows) * ((cols + block_cols - 1) / block_cols);
+    owner.push_back(alloc(data_bytes + static_cast<size_t>(scales) * sizeof(float)));
+    x.data = owner.back().get();
+    x.scale = reinterpret_cast<float*>(static_cast<char*>(x.data) + data_bytes);
     return x;
   }
   virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;  // async w.r.t. host on CUDA when src is pinned

@@ -66,8 +66,10 @@ void add_engine_flags(CLI::App* cmd, EngineConfig& c) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "bfloat16", "float16", "float32"}));
   cmd->add_option("--quantization,-q", c.quantization,
-                  "weight quantization: none, or int8 (CPU: int8 weights per output channel, quantized at load)")
-      ->check(CLI::IsMember({"none", "int8"}));
+                  "weight quantization: none; int8 (CPU: int8 weights per output channel, quantized at load); fp8 "
+                  "(a float checkpoint's projections quantized to FP8 e4m3 per output channel at load; the CPU keeps "
+                  "them dequantized, the FP8 model's exact weights). FP8 checkpoints need no flag")
+      ->check(CLI::IsMember({"none", "int8", "fp8"}));
   cmd->add_option("--threads", c.num_threads, "CPU: threads (0: all cores)")->check(kNonNegative);
   // The directory's generation_config.json is read (and its absence reported) by the engine.
   cmd->add_option("--generation-config", c.generation_config,

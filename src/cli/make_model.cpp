@@ -22,6 +22,7 @@ struct MakeModelArgs {
   int hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0, max_pos = 0;
   double rope_theta = 0;
   bool tie = false, no_tie = false;
+  std::string quantize;  // "" or "fp8"
 };
 
 void run(const MakeModelArgs& a) {
@@ -43,6 +44,7 @@ void run(const MakeModelArgs& a) {
   else if (a.dtype == "f32") s.dtype = DType::f32;
   else if (a.dtype == "f16") s.dtype = DType::f16;
   else throw std::invalid_argument("--dtype " + a.dtype + ": expected bf16, f16 or f32");
+  s.quantize_fp8 = a.quantize == "fp8";
 
   // The family's tokenizer from scripts/setup.sh's models/, unless one is given.
   static const char* kTokenizers[] = {"qwen3", "llama3_1", "qwen3", "llama2", "gemma3"};
@@ -119,6 +121,10 @@ void add_make_model_command(CLI::App& app) {
   auto* no_tie = cmd->add_flag("--no-tie", args->no_tie, "write a separate lm_head.weight");
   tie->excludes(no_tie);
   cmd->add_option("--dtype", args->dtype, "bf16, f16 or f32")->capture_default_str();
+  cmd->add_option("--quantize", args->quantize,
+                  "fp8: a Qwen3-FP8-style checkpoint (projections F8_E4M3 with 128x128 weight_scale_inv blocks; "
+                  "embedding, norms and lm_head in --dtype)")
+      ->check(CLI::IsMember({"fp8"}));
   cmd->add_option("--tokenizer", args->tokenizer,
                   "directory with tokenizer.json to copy (default: the family's in models/, when present)");
   cmd->callback([args] { run(*args); });

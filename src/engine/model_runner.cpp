@@ -34,9 +34,9 @@ EngineConfig resolve_config(EngineConfig c, const ModelConfig& mc) {
 }
 
 std::unique_ptr<Backend> make_backend_for(const EngineConfig& c, const EnvOptions& env, int rank) {
-  const bool int8 = c.quantization == "int8";
-  if (!int8 && !c.quantization.empty() && c.quantization != "none")
-    throw std::invalid_argument("quantization '" + c.quantization + "': expected none or int8");
+  const bool int8 = c.quantization == "int8", fp8 = c.quantization == "fp8";
+  if (!int8 && !fp8 && !c.quantization.empty() && c.quantization != "none")
+    throw std::invalid_argument("quantization '" + c.quantization + "': expected none, int8 or fp8");
   if (int8 && *c.device != DeviceKind::cpu)
     throw std::invalid_argument("quantization int8 is the CPU backend's (--device cpu); the CUDA backend runs bf16");
   const int world = c.tensor_parallel_size;
@@ -50,7 +50,12 @@ std::unique_ptr<Backend> make_backend_for(const EngineConfig& c, const EnvOption
                                 " GPUs; " + std::to_string(cuda_device_count()) + " visible");
   BackendOptions opts = BackendOptions{.num_threads = threads, .device_id = rank}.with_env(env);
   opts.int8_weights = int8;
-  return make_backend(*c.device, opts);
+  opts.fp8_weights = fp8;
+  std::unique_ptr<Backend> backend = make_backend(*c.device, opts);
+  if (fp8 && backend->device() != DeviceKind::cpu && !backend->takes_scaled_weight(DType::f8e4m3))
+    throw std::invalid_argument("quantization fp8: the " + backend->name() +
+                                " backend has no FP8 GEMMs in this build (the CPU runs it: --device cpu)");
+  return backend;
 }
 
 DType kv_cache_dtype(const std::string& name, const Backend& backend, DType checkpoint_dtype) {

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "backend/fp8_host.h"
 #include "backend/half.h"
+#include "model/fp8_weights.h"
 #include "model/rope.h"
 
 namespace nanovllm {
@@ -98,10 +100,31 @@ DecoderModel::DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Ba
   // gamma) measured 1-10% more logit error than unfolded on CUDA, and more than transformers' own
   // bf16 at long prompts (docs/cuda.md, numerics); on the CPU folding would also cost the copy.
   // An MLP bias would be scaled by the folded norm's factor with the rest: no fold then.
-  const DType ckpt_dtype = ckpt.get("model.layers.0.self_attn.q_proj.weight").dtype;
+  // An FP8 checkpoint (config.json's quantization_config): its matrices stay FP8 with their
+  // scales where the backend's GEMMs take them (takes_scaled_weight), else they are dequantized at
+  // load into the dtype of the checkpoint's other tensors (bf16 for Qwen3-FP8), as transformers
+  // dequantizes them: q * scale in float32, rounded once. Its "checkpoint dtype" is that one.
+  // FP8 matrices are never folded into (that would quantize them again).
+  // --quantization fp8 (Backend::quantizes_fp8) quantizes a float checkpoint's projections per
+  // output channel (norms folded in first, in float32, so each weight is rounded once); the CPU
+  // keeps them dequantized back in f32.
+  const Tensor q0 = ckpt.get("model.layers.0.self_attn.q_proj.weight");
+  fp8_checkpoint_ = c.quant.quantized();
+  if (is_fp8(q0.dtype) && !fp8_checkpoint_)
+    throw std::runtime_error("tensor 'model.layers.0.self_attn.q_proj.weight' is " + std::string(dtype_name(q0.dtype)) +
+                             ", but config.json has no quantization_config");
+  const DType ckpt_dtype = fp8_checkpoint_ ? ckpt.get("model.embed_tokens.weight").dtype : q0.dtype;
+  check_weight_dtype("model.embed_tokens.weight", ckpt.get("model.embed_tokens.weight"));
   checkpoint_dtype_ = ckpt_dtype;
-  weight_dtype_ = backend.weight_dtype(ckpt_dtype);
-  fold_norms_ = (weight_dtype_ == DType::f32 || weight_dtype_ != ckpt_dtype) && !c.mlp_bias;
+  if (fp8_checkpoint_) {
+    weight_dtype_ = backend.takes_scaled_weight(c.quant.weight_dtype) ? c.quant.weight_dtype
+                    : backend.quantizes_fp8()                       ? ckpt_dtype
+                                                                    : backend.weight_dtype(ckpt_dtype);
+  } else {
+    weight_dtype_ = backend.weight_dtype(ckpt_dtype);
+    fp8_round_trip_ = backend.quantizes_fp8() && !is_fp8(weight_dtype_);
+  }
+  fold_norms_ = !is_fp8(weight_dtype_) && (weight_dtype_ == DType::f32 || weight_dtype_ != ckpt_dtype) && !c.mlp_bias;
   if (c.embedding_scaled) embed_scale_ = round_to(std::sqrt(static_cast<float>(H)), ckpt_dtype);
   const float scale = 1.0f / std::sqrt(c.query_pre_attn_scalar > 0 ? static_cast<float>(c.query_pre_attn_scalar)
                                                                    : static_cast<float>(c.head_dim));
@@ -111,7 +134,11 @@ DecoderModel::DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Ba
   // The embedding reads a few rows a step: where the checkpoint can serve in place it is read
   // there exactly as it is (not quantized with the matrices; its untouched rows take no memory).
   // Under tensor parallelism a rank holds its shard of the vocabulary's rows (vocab_rows()).
-  const DType table_dtype = backend.weights_in_place() ? ckpt_dtype : weight_dtype_;
+  // FP8 weights (either way) leave the embedding and the lm-head unquantized, as vLLM does.
+  const bool fp8 = is_fp8(weight_dtype_) || fp8_checkpoint_ || fp8_round_trip_;
+  const DType float_dtype = backend.weights_in_place() ? ckpt_dtype : backend.compute_dtype();
+  const DType table_dtype = backend.weights_in_place() ? ckpt_dtype : fp8 ? float_dtype : weight_dtype_;
+  const DType head_dtype = fp8 && !(fp8_checkpoint_ && weight_dtype_ == DType::i8) ? float_dtype : weight_dtype_;
   embed_tokens_ = vocab_rows(ckpt, "model.embed_tokens.weight", table_dtype);
   layers_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) load_layer(ckpt, l, layers_[l]);
@@ -119,12 +146,11 @@ DecoderModel::DecoderModel(const ModelConfig& config, const Checkpoint& ckpt, Ba
   if (c.tie_word_embeddings) {
     // A lm_head.weight in the checkpoint is a copy; HF ignores it too. Under int8 the lm-head
     // is the embedding quantized.
-    lm_head_ = table_dtype == weight_dtype_ ? embed_tokens_
-                                            : vocab_rows(ckpt, "model.embed_tokens.weight", weight_dtype_);
+    lm_head_ = table_dtype == head_dtype ? embed_tokens_ : vocab_rows(ckpt, "model.embed_tokens.weight", head_dtype);
   } else {
     if (!ckpt.contains("lm_head.weight"))
       throw std::runtime_error("checkpoint has no tensor 'lm_head.weight' and config.json says tie_word_embeddings = false");
-    lm_head_ = vocab_rows(ckpt, "lm_head.weight", weight_dtype_);
+    lm_head_ = vocab_rows(ckpt, "lm_head.weight", head_dtype);
   }
   backend.synchronize();
   allocate_activations(max_num_tokens, max_num_seqs);
@@ -198,7 +224,7 @@ void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
     return b;
   };
   L.sliding = c.layer_sliding[l];
-  L.qkv_proj = projection(ckpt, with_suffix(qkv_parts, ".weight"), H, p + "input_layernorm.weight", weight_dtype_);
+  L.qkv_proj = projection(ckpt, with_suffix(qkv_parts, ".weight"), H, p + "input_layernorm.weight", weight_dtype_, true);
   L.qkv_bias = bias(with_suffix(qkv_parts, ".bias"), c.qkv_bias, "attention_bias");
   // The row-parallel projections' biases join once: rank 0 adds them before the all-reduce.
   L.o_bias = bias({{p + "self_attn.o_proj.bias", H, 0, H}}, c.o_bias, "attention_bias");
@@ -207,7 +233,7 @@ void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
     L.k_norm = norm_weight(ckpt, p + "self_attn.k_norm.weight", D);
   }
   L.o_proj = columns(ckpt, p + "self_attn.o_proj.weight", H, Hq * D, d.first_q_head * D, d.q_heads * D);
-  L.gate_up_proj = projection(ckpt, with_suffix(gate_up_parts, ".weight"), H, mlp_norm_name, weight_dtype_);
+  L.gate_up_proj = projection(ckpt, with_suffix(gate_up_parts, ".weight"), H, mlp_norm_name, weight_dtype_, true);
   L.gate_up_bias = bias(with_suffix(gate_up_parts, ".bias"), c.mlp_bias, "mlp_bias");
   L.down_bias = bias({{p + "mlp.down_proj.bias", H, 0, H}}, c.mlp_bias, "mlp_bias");
   if (!first_rank && !c.sandwich_norms) L.o_bias = L.down_bias = Tensor();  // see forward()
@@ -223,13 +249,70 @@ void DecoderModel::load_layer(const Checkpoint& ckpt, int l, Layer& L) {
 }
 
 Tensor DecoderModel::alloc_weight(DType dtype, int64_t rows, int64_t cols) {
+  if (is_fp8(dtype)) {  // quantized from float rows: one scale per row
+    Tensor t = backend_.alloc_scaled_weight(dtype, rows, cols, 1, static_cast<int32_t>(cols), buffers_);
+    weight_bytes_ += buffers_.back().bytes();
+    return t;
+  }
   Tensor t = backend_.alloc_tensor(dtype, {rows, dtype == DType::i8 ? cols + kI8RowTail : cols}, buffers_);
   weight_bytes_ += t.nbytes();
   return t;
 }
 
+bool DecoderModel::is_fp8_matrix(const Checkpoint& ckpt, const std::string& name) const {
+  return fp8_checkpoint_ && is_fp8(ckpt.get(name).dtype);
+}
+
+Tensor DecoderModel::upload_fp8(const Checkpoint& ckpt, HostFp8 host, const std::string& gamma_name) {
+  Tensor src = host.tensor();
+  if (is_fp8(weight_dtype_)) {  // kept FP8, its scale blocks as packed
+    Tensor dst = backend_.alloc_scaled_weight(weight_dtype_, host.rows, host.cols, host.block[0], host.block[1], buffers_);
+    weight_bytes_ += buffers_.back().bytes();
+    backend_.upload_convert(src, dst);
+    return dst;
+  }
+  Tensor dst = alloc_weight(weight_dtype_, host.rows, host.cols);
+  const bool fold = fold_norms_ && !gamma_name.empty();
+  if (dst.dtype != DType::i8 && (!fold || dst.dtype == DType::f32)) {
+    backend_.upload_convert(src, dst);  // dequantized: q * scale in float32, rounded to dst once
+    if (fold) scale_by_norm(ckpt, gamma_name, host.cols, dst);  // f32: as an f32 checkpoint folds
+    backend_.synchronize();  // before `host` goes
+    return dst;
+  }
+  // Into int8: the dequantized weight (times the folded norm) in float32, rounded once.
+  std::vector<float> w(static_cast<size_t>(host.rows * host.cols));
+  dequantize_fp8_rows(src, 0, host.rows, w.data(), DType::f32);
+  if (fold) {
+    const std::vector<float> gamma = norm_factors(ckpt, gamma_name, host.cols);
+    for (size_t i = 0; i < w.size(); ++i) w[i] *= gamma[i % host.cols];
+  }
+  backend_.upload_convert(Tensor(w.data(), DType::f32, {host.rows, host.cols}), dst);
+  backend_.synchronize();  // before `w` goes
+  return dst;
+}
+
 Tensor DecoderModel::projection(const Checkpoint& ckpt, const std::vector<Part>& parts, int64_t K,
-                                const std::string& gamma_name, DType dtype) {
+                                const std::string& gamma_name, DType dtype, bool quantizable) {
+  if (is_fp8_matrix(ckpt, parts.front().name)) {
+    std::vector<HostFp8> mats;
+    mats.reserve(parts.size());
+    std::vector<Fp8Part> fp8_parts;
+    for (const Part& p : parts) {
+      if (!quantizable)
+        throw std::runtime_error("tensor '" + p.name + "' is " + dtype_name(ckpt.get(p.name).dtype) +
+                                 ": nanovllm keeps the embedding and the lm-head unquantized (list it in the "
+                                 "quantization_config's ignore list when converting)");
+      mats.push_back(load_fp8_matrix(ckpt, config_.quant, p.name, p.total, K));
+      fp8_parts.push_back({&mats.back(), p.first, p.rows});
+    }
+    Tensor w = upload_fp8(ckpt, pack_fp8_rows(fp8_parts), gamma_name);
+    if (backend_.weights_in_place())  // copied: the file's pages leave this process
+      for (const Part& p : parts) ckpt.drop_pages(ckpt.get(p.name));
+    return w;
+  }
+  // A float matrix of an FP8 checkpoint (one it leaves unconverted) is kept as floats.
+  if (fp8_checkpoint_ && is_fp8(dtype)) dtype = backend_.compute_dtype();
+  const bool round_trip = quantizable && fp8_round_trip_;
   int64_t N = 0;
   std::vector<Tensor> srcs;
   for (const Part& p : parts) {
@@ -241,7 +324,7 @@ Tensor DecoderModel::projection(const Checkpoint& ckpt, const std::vector<Part>&
   // In place: the checkpoint's bytes as they lie, when nothing is folded into them, their dtype
   // is the one kept, and the parts follow one another in the file (gate_proj then up_proj do in
   // Hugging Face's files, which order tensors by name; q, k, v do not; nor do two ranks' shards).
-  bool in_place = backend_.weights_in_place() && (gamma_name.empty() || !fold_norms_);
+  bool in_place = backend_.weights_in_place() && (gamma_name.empty() || !fold_norms_) && !round_trip;
   for (size_t i = 0; in_place && i < srcs.size(); ++i)
     in_place = srcs[i].dtype == dtype &&
                (i == 0 || static_cast<const char*>(srcs[i - 1].data) + srcs[i - 1].nbytes() == srcs[i].data);
@@ -252,7 +335,7 @@ Tensor DecoderModel::projection(const Checkpoint& ckpt, const std::vector<Part>&
     return w;
   }
   Tensor dst = alloc_weight(dtype, N, K);
-  upload_projection(ckpt, parts, gamma_name, dst);
+  upload_projection(ckpt, parts, gamma_name, dst, round_trip);
   // The copied tensors' pages leave this process (the file stays mapped for the in-place ones).
   if (backend_.weights_in_place())
     for (const Tensor& src : srcs) ckpt.drop_pages(src);
@@ -265,14 +348,20 @@ Tensor DecoderModel::vocab_rows(const Checkpoint& ckpt, const std::string& name,
   if (d.vocab_real == d.vocab_rows) return projection(ckpt, {{name, V, d.vocab_start, d.vocab_rows}}, H, "", dtype);
   Tensor dst = alloc_weight(dtype, d.vocab_rows, H);  // the last shard's padding rows are zeros
   backend_.fill_zero(dst.data, dst.nbytes());
-  upload_projection(ckpt, {{name, V, d.vocab_start, d.vocab_real}}, "", dst.rows(0, d.vocab_real));
+  upload_projection(ckpt, {{name, V, d.vocab_start, d.vocab_real}}, "", dst.rows(0, d.vocab_real), false);
   return dst;
 }
 
 Tensor DecoderModel::columns(const Checkpoint& ckpt, const std::string& name, int64_t rows, int64_t total,
                              int64_t first, int64_t cols) {
-  if (cols == total) return projection(ckpt, {{name, rows, 0, rows}}, total, "", weight_dtype_);
-  Tensor dst = alloc_weight(weight_dtype_, rows, cols);
+  if (cols == total) return projection(ckpt, {{name, rows, 0, rows}}, total, "", weight_dtype_, true);
+  if (is_fp8_matrix(ckpt, name)) {
+    const HostFp8 m = load_fp8_matrix(ckpt, config_.quant, name, rows, total);
+    Tensor w = upload_fp8(ckpt, fp8_columns(m, name, first, cols), "");
+    if (backend_.weights_in_place()) ckpt.drop_pages(ckpt.get(name));
+    return w;
+  }
+  Tensor dst = alloc_weight(fp8_checkpoint_ && is_fp8(weight_dtype_) ? backend_.compute_dtype() : weight_dtype_, rows, cols);
   upload_columns(ckpt, name, total, first, dst);
   return dst;
 }
@@ -291,18 +380,49 @@ void DecoderModel::upload_columns(const Checkpoint& ckpt, const std::string& nam
   std::vector<char> part(static_cast<size_t>(rows * cols) * es);
   for (int64_t r = 0; r < rows; ++r)
     std::memcpy(part.data() + r * cols * es, static_cast<const char*>(src.data) + (r * total + first) * es, cols * es);
-  backend_.upload_convert(Tensor(part.data(), src.dtype, {rows, cols}), dst);
+  upload_rows(Tensor(part.data(), src.dtype, {rows, cols}), dst, fp8_round_trip_);
   backend_.synchronize();  // before `part` goes
 }
 
+void DecoderModel::upload_rows(const Tensor& src, Tensor dst, bool round_trip) {
+  if (!round_trip) {
+    backend_.upload_convert(src, dst);
+    return;
+  }
+  // --quantization fp8 where the backend keeps floats: quantized per row, dequantized back.
+  const int64_t R = rows_of(src), K = cols_of(src);
+  std::vector<float> w(static_cast<size_t>(R * K));
+  for (int64_t i = 0; i < R * K; ++i) w[i] = load_as_f32(src.data, src.dtype, i);
+  HostFp8 q = quantize_fp8_rows(w.data(), R, K);
+  backend_.upload_convert(q.tensor(), dst);
+  backend_.synchronize();  // before `q` goes
+}
+
+std::vector<float> DecoderModel::norm_factors(const Checkpoint& ckpt, const std::string& gamma_name, int64_t K) const {
+  const Tensor g = ckpt.get(gamma_name, {K});
+  const float offset = config_.norm_plus_one ? 1.0f : 0.0f;
+  std::vector<float> gamma(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) gamma[k] = offset + load_as_f32(g.data, g.dtype, k);
+  return gamma;
+}
+
+void DecoderModel::scale_by_norm(const Checkpoint& ckpt, const std::string& gamma_name, int64_t K, Tensor& dst) {
+  const std::vector<float> gamma = norm_factors(ckpt, gamma_name, K);
+  std::vector<DeviceBuffer> tmp;
+  Tensor g = backend_.alloc_tensor(DType::f32, {K}, tmp);
+  backend_.upload_convert(Tensor(const_cast<float*>(gamma.data()), DType::f32, {K}), g);
+  backend_.scale_columns(dst, g);
+  backend_.synchronize();  // before `tmp` frees the norm weight
+}
+
 void DecoderModel::upload_projection(const Checkpoint& ckpt, const std::vector<Part>& parts,
-                                     const std::string& gamma_name, Tensor dst) {
+                                     const std::string& gamma_name, Tensor dst, bool round_trip) {
   const int64_t K = weight_cols(dst);
   const bool fold = fold_norms_ && !gamma_name.empty();
   // On a float32 backend the product is exact enough in place: scale_columns after the upload
-  // (threaded, no start-up cost). Into bf16 (or int8) it is formed on the host in float32 and
-  // rounded once.
-  const bool on_host = fold && dst.dtype != DType::f32;
+  // (threaded, no start-up cost). Into bf16 (or int8, FP8) it is formed on the host in float32 and
+  // rounded once; so it is under the FP8 round trip, whose weights are quantized after the fold.
+  const bool on_host = fold && (dst.dtype != DType::f32 || round_trip);
   const float offset = config_.norm_plus_one ? 1.0f : 0.0f;
   std::vector<float> gamma, folded;
   if (fold) {
@@ -319,12 +439,12 @@ void DecoderModel::upload_projection(const Checkpoint& ckpt, const std::vector<P
     Tensor part = dst.rows(row, row + rows);
     row += rows;
     if (!on_host) {
-      backend_.upload_convert(src, part);
+      upload_rows(src, part, round_trip);
       continue;
     }
     folded.resize(static_cast<size_t>(rows * K));
     for (int64_t i = 0; i < rows * K; ++i) folded[i] = load_as_f32(src.data, src.dtype, i) * gamma[i % K];
-    backend_.upload_convert(Tensor(folded.data(), DType::f32, {rows, K}), part);
+    upload_rows(Tensor(folded.data(), DType::f32, {rows, K}), part, round_trip);
   }
   if (fold && !on_host) {
     std::vector<DeviceBuffer> tmp;

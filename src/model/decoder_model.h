@@ -9,7 +9,10 @@
 #include "model/hf_config.h"
 #include "model/safetensors.h"
 
+
 namespace nanovllm {
+
+struct HostFp8;
 
 // One forward's inputs, all in the backend's memory.
 struct ForwardInputs {
@@ -62,8 +65,8 @@ class DecoderModel {
   // The bytes of weights used where they lie in the checkpoint's mapping (the CPU backend): the
   // checkpoint must stay open while the model runs when this is not 0.
   size_t mapped_bytes() const { return mapped_bytes_; }
-  // The checkpoint's weights' dtype, and the one the weight matrices are kept in
-  // (Backend::weight_dtype of the checkpoint's).
+  // The checkpoint's weights' dtype (an FP8 checkpoint's: its unquantized tensors', the dtype its
+  // matrices dequantize into), and the one the weight matrices are kept in.
   DType checkpoint_dtype() const { return checkpoint_dtype_; }
   DType weight_dtype() const { return weight_dtype_; }
   // True when the decoder norms are folded into the projections (see the constructor).
@@ -90,8 +93,23 @@ class DecoderModel {
   // The weight matrix packed from `parts` (rows [first, first + rows) of checkpoint tensors
   // [total, K]), in `dtype`: the checkpoint's own bytes where the backend takes them in place,
   // else a copy (upload_projection), the norm `gamma_name` folded in when folding ("" for none).
+  // `quantizable`: a decoder projection (FP8 in an FP8 checkpoint; quantized under --quantization
+  // fp8), not the embedding or the lm-head.
   Tensor projection(const Checkpoint& ckpt, const std::vector<Part>& parts, int64_t K, const std::string& gamma_name,
-                    DType dtype);
+                    DType dtype, bool quantizable = false);
+  // True when checkpoint tensor `name` is an FP8 matrix of an FP8 checkpoint.
+  bool is_fp8_matrix(const Checkpoint& ckpt, const std::string& name) const;
+  // An FP8 checkpoint's (packed or sharded) matrix on the host, uploaded: kept FP8 with its scales
+  // where the backend takes them, else dequantized into weight_dtype_ (the norm `gamma_name`
+  // folded in when folding).
+  Tensor upload_fp8(const Checkpoint& ckpt, struct HostFp8 host, const std::string& gamma_name);
+  // upload_convert of float rows, or under the FP8 round trip (the CPU's --quantization fp8)
+  // quantized per row to f8e4m3 on the host and dequantized into dst.
+  void upload_rows(const Tensor& src, Tensor dst, bool round_trip);
+  // A norm's weights as folded: (1 + w) for Gemma, else w, in float32.
+  std::vector<float> norm_factors(const Checkpoint& ckpt, const std::string& gamma_name, int64_t K) const;
+  // dst [N, K] (f32) *= the norm's factors per column (scale_columns).
+  void scale_by_norm(const Checkpoint& ckpt, const std::string& gamma_name, int64_t K, Tensor& dst);
   // This rank's shard of the vocabulary's rows of `name` [vocab_size, hidden] (ShardDims).
   Tensor vocab_rows(const Checkpoint& ckpt, const std::string& name, DType dtype);
   // Columns [first, first + cols) of `name` [rows, total] in the weight dtype (a row-parallel
@@ -102,7 +120,7 @@ class DecoderModel {
   // ""), its input columns multiplied by the weight of the norm `gamma_name` first, in float32,
   // so each weight is rounded to dst's dtype once.
   void upload_projection(const Checkpoint& ckpt, const std::vector<Part>& parts, const std::string& gamma_name,
-                         Tensor dst);
+                         Tensor dst, bool round_trip);
   // Uploads columns [first, first + dst's columns) of checkpoint tensor `name` [rows, total]
   // (a row-parallel projection's shard) into dst.
   void upload_columns(const Checkpoint& ckpt, const std::string& name, int64_t total, int64_t first, Tensor dst);
@@ -126,6 +144,8 @@ class DecoderModel {
   size_t weight_bytes_ = 0, mapped_bytes_ = 0;
   DType checkpoint_dtype_ = DType::f32, weight_dtype_ = DType::f32;
   bool fold_norms_ = true;   // see the constructor
+  bool fp8_checkpoint_ = false;  // config.json's quantization_config: FP8 matrices with scales
+  bool fp8_round_trip_ = false;  // --quantization fp8 on a backend that keeps floats (the CPU)
   float embed_scale_ = 1.0f;
   AttentionOptions attn_full_, attn_sliding_;
 };

@@ -116,11 +116,131 @@ constexpr Known kKnown[] = {
 };
 const char* kRunnable = "Qwen3ForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, Gemma3ForCausalLM";
 
+// ---- quantization_config: FP8 weights ("fp8", "compressed-tensors"); anything else is refused ----
+
+// "quantization_config.<path>" = <value>: <why>, naming config.json.
+[[noreturn]] void quant_fail(const fs::path& file, const std::string& path, const json& value, const std::string& why) {
+  fail(file, "field 'quantization_config." + path + "' = " + value.dump() + ": " + why);
+}
+
+std::vector<std::string> string_list(const json& q, const fs::path& file, const char* field) {
+  std::vector<std::string> out;
+  auto it = q.find(field);
+  if (it == q.end() || it->is_null()) return out;
+  if (!it->is_array()) quant_fail(file, field, *it, "expected a list of module names");
+  for (const auto& v : *it) {
+    if (!v.is_string()) quant_fail(file, field, *it, "expected a list of module names");
+    out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+// A [rows, cols] block size of positive integers.
+void read_block(const json& v, const fs::path& file, const std::string& path, QuantConfig& qc) {
+  if (!v.is_array() || v.size() != 2 || !v[0].is_number_integer() || !v[1].is_number_integer() ||
+      v[0].get<long long>() < 1 || v[1].get<long long>() < 1 || v[0].get<long long>() > (1 << 20) ||
+      v[1].get<long long>() > (1 << 20))
+    quant_fail(file, path, v, "expected [rows, cols], two positive integers (e.g. [128, 128])");
+  qc.block_rows = static_cast<int>(v[0].get<long long>());
+  qc.block_cols = static_cast<int>(v[1].get<long long>());
+}
+
+// Qwen3-FP8 / DeepSeek-V3: {quant_method: fp8, fmt: e4m3, activation_scheme: dynamic,
+// weight_block_size: [128, 128] (absent: one scale per tensor), modules_to_not_convert}.
+void read_fp8_method(const json& q, const fs::path& file, QuantConfig& qc) {
+  qc.method = QuantMethod::fp8;
+  if (auto it = q.find("fmt"); it != q.end() && !it->is_null() && *it != "e4m3")
+    quant_fail(file, "fmt", *it, "nanovllm reads FP8 weights in e4m3 only");
+  auto scheme = q.find("activation_scheme");
+  if (scheme != q.end() && !scheme->is_null() && *scheme != "dynamic")
+    quant_fail(file, "activation_scheme", *scheme,
+               "static activation scales are not supported (expected \"dynamic\": activations quantized per token "
+               "at run time)");
+  qc.dynamic_activations = true;
+  auto block = q.find("weight_block_size");
+  if (block == q.end() || block->is_null()) {
+    qc.strategy = ScaleStrategy::tensor;
+  } else {
+    qc.strategy = ScaleStrategy::block;
+    read_block(*block, file, "weight_block_size", qc);
+  }
+  for (const char* field : {"modules_to_not_convert", "ignored_layers"})
+    for (std::string& m : string_list(q, file, field)) qc.ignore.push_back(std::move(m));
+  // DeepSeek's and transformers' name for block scales, vLLM's for per-tensor ones; both multiply.
+  qc.scale_names = {"weight_scale_inv", "weight_scale"};
+}
+
+// llm-compressor: {quant_method: compressed-tensors, format: float-quantized, config_groups: {g:
+// {targets, weights: {num_bits: 8, type: float, strategy: tensor|channel|block, block_structure},
+// input_activations: null or dynamic}}, ignore}.
+void read_compressed_tensors(const json& q, const fs::path& file, QuantConfig& qc) {
+  qc.method = QuantMethod::compressed_tensors;
+  if (auto it = q.find("format"); it != q.end() && !it->is_null() && *it != "float-quantized" &&
+                                  *it != "naive-quantized")
+    quant_fail(file, "format", *it, "nanovllm reads FP8 weights (expected \"float-quantized\" or \"naive-quantized\")");
+  auto groups = q.find("config_groups");
+  if (groups == q.end() || !groups->is_object() || groups->empty())
+    quant_fail(file, "config_groups", groups == q.end() ? json(nullptr) : *groups, "expected an object of quantization groups");
+  bool first = true;
+  for (const auto& [gname, g] : groups->items()) {
+    const std::string at = "config_groups." + gname;
+    if (!g.is_object()) quant_fail(file, at, g, "expected an object");
+    auto w = g.find("weights");
+    if (w == g.end() || !w->is_object()) quant_fail(file, at + ".weights", w == g.end() ? json(nullptr) : *w, "expected an object");
+    if (w->value("num_bits", json(nullptr)) != json(8)) quant_fail(file, at + ".weights.num_bits", w->value("num_bits", json(nullptr)),
+                                                 "nanovllm reads 8-bit float weights only (no int4/int8/fp4 schemes)");
+    if (w->value("type", json(nullptr)) != json("float"))
+      quant_fail(file, at + ".weights.type", w->value("type", json(nullptr)), "nanovllm reads float (FP8) weights only");
+    if (w->value("dynamic", json(false)) != json(false))
+      quant_fail(file, at + ".weights.dynamic", w->value("dynamic", json(nullptr)), "dynamic weight scales are not supported");
+    const json strategy = w->value("strategy", json(nullptr));
+    QuantConfig g_qc;
+    if (strategy == "tensor") g_qc.strategy = ScaleStrategy::tensor;
+    else if (strategy == "channel") g_qc.strategy = ScaleStrategy::channel;
+    else if (strategy == "block") {
+      g_qc.strategy = ScaleStrategy::block;
+      auto bs = w->find("block_structure");
+      read_block(bs == w->end() ? json(nullptr) : *bs, file, at + ".weights.block_structure", g_qc);
+    } else {
+      quant_fail(file, at + ".weights.strategy", w->value("strategy", json(nullptr)),
+                 "expected \"tensor\", \"channel\" or \"block\"");
+    }
+    bool dynamic = false;
+    if (auto a = g.find("input_activations"); a != g.end() && !a->is_null()) {
+      if (!a->is_object() || a->value("dynamic", json(false)) != json(true))
+        quant_fail(file, at + ".input_activations", *a,
+                   "static activation scales are not supported (expected dynamic activations, or none)");
+      if (a->value("num_bits", json(8)) != json(8) || a->value("type", json("float")) != json("float"))
+        quant_fail(file, at + ".input_activations", *a, "expected 8-bit float activations");
+      dynamic = true;
+    }
+    if (!first && (g_qc.strategy != qc.strategy || g_qc.block_rows != qc.block_rows ||
+                   g_qc.block_cols != qc.block_cols || dynamic != qc.dynamic_activations))
+      quant_fail(file, at, g, "every group must share one weight scheme (nanovllm runs one per model)");
+    qc.strategy = g_qc.strategy, qc.block_rows = g_qc.block_rows, qc.block_cols = g_qc.block_cols;
+    qc.dynamic_activations = dynamic;
+    first = false;
+  }
+  qc.ignore = string_list(q, file, "ignore");
+  qc.scale_names = {"weight_scale"};
+}
+
+void read_quantization_config(const json& j, const fs::path& file, ModelConfig& c) {
+  auto it = j.find("quantization_config");
+  if (it == j.end() || it->is_null()) return;
+  if (!it->is_object()) fail(file, "field 'quantization_config' must be an object, got " + it->dump());
+  const json& q = *it;
+  const json method = q.value("quant_method", json(nullptr));
+  if (method == "fp8") read_fp8_method(q, file, c.quant);
+  else if (method == "compressed-tensors") read_compressed_tensors(q, file, c.quant);
+  else
+    quant_fail(file, "quant_method", method,
+               "nanovllm reads FP8 weight checkpoints only (quant_method \"fp8\" or \"compressed-tensors\" with "
+               "8-bit float weights); use the bf16/fp16/fp32 checkpoint");
+}
+
 void check_architecture(const json& j, const fs::path& file, ModelConfig& c) {
   // What cannot run says so by name rather than loading wrong.
-  if (j.contains("quantization_config") && !j["quantization_config"].is_null())
-    fail(file, "field 'quantization_config' (" + j["quantization_config"].value("quant_method", std::string("?")) +
-                   "): quantized checkpoints are not supported yet; use the bf16/fp16/fp32 checkpoint");
   for (const char* field : {"vision_config", "audio_config", "text_config"})
     if (j.contains(field) && !j[field].is_null())
       fail(file, std::string("field '") + field +
@@ -291,6 +411,15 @@ const char* arch_name(ModelArch a) {
   return "?";
 }
 
+const char* quant_method_name(QuantMethod m) {
+  switch (m) {
+    case QuantMethod::fp8: return "fp8";
+    case QuantMethod::compressed_tensors: return "compressed-tensors";
+    case QuantMethod::none: break;
+  }
+  return "none";
+}
+
 ModelConfig load_model_config(const fs::path& dir) {
   if (!fs::exists(dir)) throw std::runtime_error("model directory " + dir.string() + " does not exist");
   if (!fs::is_directory(dir)) throw std::runtime_error("model path " + dir.string() + " is not a directory");
@@ -300,6 +429,7 @@ ModelConfig load_model_config(const fs::path& dir) {
 
   ModelConfig c;
   check_architecture(j, file, c);
+  read_quantization_config(j, file, c);
   c.vocab_size = get_int(j, file, "vocab_size");
   c.hidden_size = get_int(j, file, "hidden_size");
   c.intermediate_size = get_int(j, file, "intermediate_size");

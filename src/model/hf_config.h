@@ -27,6 +27,25 @@ struct RopeConfig {
   bool truncate = true;                                  // yarn
 };
 
+// A quantized checkpoint's scheme (config.json's quantization_config): FP8 weight matrices with
+// dequantization scales, as Qwen3-FP8 / DeepSeek ("fp8") or llm-compressor ("compressed-tensors")
+// write them. Activations are quantized dynamically or not at all (static input scales are refused).
+enum class QuantMethod { none, fp8, compressed_tensors };
+enum class ScaleStrategy { tensor, channel, block };
+struct QuantConfig {
+  QuantMethod method = QuantMethod::none;
+  DType weight_dtype = DType::f8e4m3;   // the matrices' dtype in the checkpoint (e4m3)
+  ScaleStrategy strategy = ScaleStrategy::tensor;
+  int block_rows = 0, block_cols = 0;   // strategy block: a scale block's rows x columns ({128, 128})
+  bool dynamic_activations = false;     // activations quantized per token at run time (else weight-only)
+  std::vector<std::string> ignore;      // modules_to_not_convert / ignored_layers / ignore, as written
+  // The scale tensor beside each "<module>.weight": "<module>.weight_scale_inv" (fp8 with blocks),
+  // "<module>.weight_scale" (fp8 per-tensor, compressed-tensors); w = q * scale either way.
+  std::vector<std::string> scale_names;
+  bool quantized() const { return method != QuantMethod::none; }
+};
+const char* quant_method_name(QuantMethod m);  // "fp8", "compressed-tensors"
+
 struct ModelConfig {
   ModelArch arch = ModelArch::qwen3;
   std::string architecture;           // as config.json names it ("Qwen3ForCausalLM")
@@ -61,6 +80,7 @@ struct ModelConfig {
   std::vector<int> eos_token_ids;     // config.json, then generation_config.json; may be empty
   std::optional<int> bos_token_id;
   std::string torch_dtype;            // as written ("bfloat16"); informational
+  QuantConfig quant;                  // quantization_config (none: a float checkpoint)
 
   bool any_sliding() const {
     for (bool s : layer_sliding)
@@ -76,7 +96,8 @@ struct ModelConfig {
 
 // Reads dir/config.json (and dir/generation_config.json for eos ids when present). Throws
 // std::runtime_error naming the file and field on anything missing or malformed, an architecture
-// nanovllm does not run, a quantization_config, or a multimodal config.
+// nanovllm does not run, a quantization_config other than FP8 weights (QuantConfig), or a
+// multimodal config.
 ModelConfig load_model_config(const std::filesystem::path& dir);
 
 }  // namespace nanovllm

@@ -2,6 +2,7 @@
 // (seed, tensor, element), so generation is parallel and the output does not depend on threads.
 #include "model/random_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <memory>
@@ -143,6 +144,25 @@ void check_spec(const RandomModelSpec& s) {
                                 " outside the vocabulary of " + std::to_string(s.vocab_size));
 }
 
+constexpr int kFp8Block = 128;
+
+// w [N, K] (dtype dt) block-quantized to f8e4m3 in 128 x 128 blocks: q [N, K] and the blocks'
+// dequantization scales [ceil(N / 128), ceil(K / 128)] (scale = max |w| / 448, 1 for a zero block).
+void quantize_blocks(const void* w, DType dt, int64_t N, int64_t K, uint8_t* q, float* scales) {
+  const int64_t sc = (K + kFp8Block - 1) / kFp8Block;
+  for (int64_t bn = 0; bn * kFp8Block < N; ++bn)
+    for (int64_t bk = 0; bk < sc; ++bk) {
+      const int64_t n1 = std::min<int64_t>(N, (bn + 1) * kFp8Block), k1 = std::min<int64_t>(K, (bk + 1) * kFp8Block);
+      float amax = 0.0f;
+      for (int64_t n = bn * kFp8Block; n < n1; ++n)
+        for (int64_t k = bk * kFp8Block; k < k1; ++k) amax = std::fmax(amax, std::fabs(load_as_f32(w, dt, n * K + k)));
+      const float s = amax > 0.0f ? amax / 448.0f : 1.0f;
+      scales[bn * sc + bk] = s;
+      for (int64_t n = bn * kFp8Block; n < n1; ++n)
+        for (int64_t k = bk * kFp8Block; k < k1; ++k) q[n * K + k] = f32_to_fp8_e4m3(load_as_f32(w, dt, n * K + k) / s);
+    }
+}
+
 const char* torch_dtype_name(DType t) {
   return t == DType::bf16 ? "bfloat16" : t == DType::f16 ? "float16" : "float32";
 }
@@ -206,6 +226,12 @@ nlohmann::ordered_json hf_config_json(const RandomModelSpec& s) {
   cfg["transformers_version"] = "4.51.0";
   cfg["use_cache"] = true;
   cfg["vocab_size"] = s.vocab_size;
+  if (s.quantize_fp8)
+    cfg["quantization_config"] = {{"activation_scheme", "dynamic"},
+                                  {"fmt", "e4m3"},
+                                  {"modules_to_not_convert", {"lm_head"}},
+                                  {"quant_method", "fp8"},
+                                  {"weight_block_size", {kFp8Block, kFp8Block}}};
   return cfg;
 }
 
@@ -220,21 +246,21 @@ void write_random_model(const RandomModelSpec& s, const fs::path& dir) {
   // Norm weights ~1 + N(0, 0.05), or N(0, 0.05) where the family applies them as (1 + w).
   const bool gemma = s.arch == ModelArch::gemma3;
   const bool qkv_bias = s.arch == ModelArch::qwen2 || s.attention_bias, o_bias = s.attention_bias;
-  struct Spec { std::string name; std::vector<int64_t> shape; bool norm; };
+  struct Spec { std::string name; std::vector<int64_t> shape; bool norm; bool fp8 = false; };
   std::vector<Spec> specs;
   specs.push_back({"model.embed_tokens.weight", {V, H}, false});
   for (int l = 0; l < s.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     specs.push_back({p + "input_layernorm.weight", {H}, true});
-    specs.push_back({p + "self_attn.q_proj.weight", {Hq * D, H}, false});
-    specs.push_back({p + "self_attn.k_proj.weight", {Hkv * D, H}, false});
-    specs.push_back({p + "self_attn.v_proj.weight", {Hkv * D, H}, false});
+    specs.push_back({p + "self_attn.q_proj.weight", {Hq * D, H}, false, s.quantize_fp8});
+    specs.push_back({p + "self_attn.k_proj.weight", {Hkv * D, H}, false, s.quantize_fp8});
+    specs.push_back({p + "self_attn.v_proj.weight", {Hkv * D, H}, false, s.quantize_fp8});
     if (qkv_bias) {
       specs.push_back({p + "self_attn.q_proj.bias", {Hq * D}, false});
       specs.push_back({p + "self_attn.k_proj.bias", {Hkv * D}, false});
       specs.push_back({p + "self_attn.v_proj.bias", {Hkv * D}, false});
     }
-    specs.push_back({p + "self_attn.o_proj.weight", {H, Hq * D}, false});
+    specs.push_back({p + "self_attn.o_proj.weight", {H, Hq * D}, false, s.quantize_fp8});
     if (o_bias) specs.push_back({p + "self_attn.o_proj.bias", {H}, false});
     if (s.arch == ModelArch::qwen3 || gemma) {
       specs.push_back({p + "self_attn.q_norm.weight", {D}, true});
@@ -245,9 +271,9 @@ void write_random_model(const RandomModelSpec& s, const fs::path& dir) {
       specs.push_back({p + "pre_feedforward_layernorm.weight", {H}, true});
       specs.push_back({p + "post_feedforward_layernorm.weight", {H}, true});
     }
-    specs.push_back({p + "mlp.gate_proj.weight", {I, H}, false});
-    specs.push_back({p + "mlp.up_proj.weight", {I, H}, false});
-    specs.push_back({p + "mlp.down_proj.weight", {H, I}, false});
+    specs.push_back({p + "mlp.gate_proj.weight", {I, H}, false, s.quantize_fp8});
+    specs.push_back({p + "mlp.up_proj.weight", {I, H}, false, s.quantize_fp8});
+    specs.push_back({p + "mlp.down_proj.weight", {H, I}, false, s.quantize_fp8});
   }
   specs.push_back({"model.norm.weight", {H}, true});
   if (!s.tie_word_embeddings) specs.push_back({"lm_head.weight", {V, H}, false});
@@ -261,6 +287,8 @@ void write_random_model(const RandomModelSpec& s, const fs::path& dir) {
   // Not a std::vector: zero-filling 1.2 GB first would cost as much as generating it.
   std::unique_ptr<uint8_t[]> storage(new uint8_t[std::max<size_t>(total, 1)]);
   std::vector<std::pair<std::string, Tensor>> tensors;
+  std::vector<std::vector<uint8_t>> fp8_storage;  // quantized matrices
+  std::vector<std::vector<float>> scale_storage;  // and their scales
   cpu::ThreadPool pool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   size_t offset = 0;
   for (size_t k = 0; k < specs.size(); ++k) {
@@ -269,7 +297,19 @@ void write_random_model(const RandomModelSpec& s, const fs::path& dir) {
     fill_random(pool, t.data, s.dtype, t.numel(), s.seed, k, specs[k].norm && !gemma ? 1.0f : 0.0f,
                 specs[k].norm ? 0.05f : 0.02f);
     offset += t.nbytes();
-    tensors.emplace_back(specs[k].name, t);
+    if (!specs[k].fp8) {
+      tensors.emplace_back(specs[k].name, t);
+      continue;
+    }
+    // The FP8 checkpoint: the same random weights, block-quantized, and their scales.
+    const int64_t N = t.shape[0], K = t.shape[1];
+    const int64_t sr = (N + kFp8Block - 1) / kFp8Block, sc = (K + kFp8Block - 1) / kFp8Block;
+    uint8_t* q = fp8_storage.emplace_back(static_cast<size_t>(N * K)).data();
+    float* scales = scale_storage.emplace_back(static_cast<size_t>(sr * sc)).data();
+    quantize_blocks(t.data, s.dtype, N, K, q, scales);
+    const std::string module = specs[k].name.substr(0, specs[k].name.size() - 7);  // less ".weight"
+    tensors.emplace_back(specs[k].name, Tensor(q, DType::f8e4m3, {N, K}));
+    tensors.emplace_back(module + ".weight_scale_inv", Tensor(scales, DType::f32, {sr, sc}));
   }
   save_safetensors(dir / "model.safetensors", tensors);
 

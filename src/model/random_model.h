@@ -33,6 +33,12 @@ struct RandomModelSpec {
   bool attention_bias = false;         // llama: q/k/v/o biases (qwen2 always has q/k/v)
   double rms_norm_eps = 1e-6;
   DType dtype = DType::bf16;           // bf16 or f32
+  // Qwen3-FP8's layout: the decoder's projections as F8_E4M3 with 128 x 128 block scales
+  // ("<module>.weight_scale_inv", F32, w = q * scale: scale = max |w| / 448 over the block, q = w /
+  // scale rounded to nearest even), from the same random weights; embedding, norms, lm-head in
+  // `dtype`; config.json's quantization_config {quant_method: fp8, fmt: e4m3, activation_scheme:
+  // dynamic, weight_block_size: [128, 128], modules_to_not_convert: [lm_head]}.
+  bool quantize_fp8 = false;
   uint64_t seed = 0;
   std::optional<int> bos_token_id = 151643;
   std::vector<int> eos_token_ids = {151645, 151643};

@@ -32,7 +32,8 @@ namespace fs = std::filesystem;
 
 bool parse_dtype(const std::string& s, DType* out) {
   static const std::pair<const char*, DType> kTable[] = {
-      {"F32", DType::f32}, {"BF16", DType::bf16}, {"F16", DType::f16}, {"I32", DType::i32}, {"I64", DType::i64}};
+      {"F32", DType::f32}, {"BF16", DType::bf16}, {"F16", DType::f16}, {"I32", DType::i32}, {"I64", DType::i64},
+      {"F8_E4M3", DType::f8e4m3}, {"F8_E5M2", DType::f8e5m2}};
   for (auto& [name, t] : kTable)
     if (s == name) {
       *out = t;
@@ -122,7 +123,7 @@ Tensor parse_entry(const fs::path& path, const std::string& name, const json& h,
   Tensor t;
   if (!parse_dtype(dt, &t.dtype))
     fail(path, "unsupported dtype " + dt + " for tensor " + name + " in file " + path.string() +
-                   " (nanovllm reads F32, BF16, F16, I32, I64)");
+                   " (nanovllm reads F32, BF16, F16, F8_E4M3, F8_E5M2, I32, I64)");
   if (!h.contains("shape") || !h["shape"].is_array()) bad("missing or non-list 'shape'");
   const json& shape = h["shape"];
   if (shape.size() > static_cast<size_t>(Tensor::kMaxDims))

@@ -15,7 +15,7 @@ class Checkpoint {
  public:
   // Opens model.safetensors.index.json's shards, or every *.safetensors in `dir`. Throws
   // std::runtime_error naming the file on a missing, truncated or corrupt file, or an
-  // unsupported dtype (F32, BF16, F16 are read, and I32/I64 for completeness).
+  // unsupported dtype (F32, BF16, F16, F8_E4M3 and F8_E5M2 (FP8 weights, with their scales as tensors of their own) are read, and I32/I64 for completeness).
   static Checkpoint open(const std::filesystem::path& dir);
 
   bool contains(const std::string& name) const;

@@ -64,6 +64,15 @@ class Generate(unittest.TestCase):
                              check=True, capture_output=True, text=True).stdout
         self.assertEqual(out["token_ids"], json.loads(cli)["token_ids"])
 
+    def test_quantization_fp8_equals_the_cli(self):
+        ids = self.prompts[1]["ids"]
+        llm = LLM(TINY, **SMALL, quantization="fp8")
+        out = llm.generate([ids], SamplingParams(temperature=0, max_tokens=12, ignore_eos=True), use_tqdm=False)[0]
+        cli = cli_tokens(ids, "--temperature", "0", "--max-tokens", "12", "--ignore-eos", "--quantization", "fp8")
+        self.assertEqual(out["token_ids"], cli["token_ids"])
+        with self.assertRaisesRegex(ValueError, "quantization 'int4': expected none, int8 or fp8"):
+            LLM(TINY, **SMALL, quantization="int4")
+
     def test_argument_forms(self):
         ids = [p["ids"] for p in self.prompts[:2]]
         g = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)

@@ -22,6 +22,7 @@
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/shm_group.h"
 #include "backend/allocation_tracker.h"
+#include "backend/fp8_host.h"
 #include "backend/half.h"
 
 namespace nanovllm {
@@ -47,6 +48,7 @@ class CpuBackend final : public Backend {
       : threads_(opts.num_threads > 0 ? opts.num_threads : std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)))),
         isa_(cpu::resolve_isa(opts.cpu_isa)),
         int8_weights_(opts.int8_weights),
+        fp8_weights_(opts.fp8_weights),
         blas_core_(cpu::pick_blas_kernels()),
         pool_(threads_) {}
   ~CpuBackend() override {
@@ -58,7 +60,14 @@ class CpuBackend final : public Backend {
     return "cpu (" + std::to_string(threads_) + " threads, " + cpu::isa_name(isa_) + ", OpenBLAS " + blas_core_ + ")";
   }
   DType compute_dtype() const override { return DType::f32; }
-  DType weight_dtype(DType checkpoint) const override { return int8_weights_ ? DType::i8 : checkpoint; }
+  // An FP8 checkpoint's matrices are dequantized into the dtype DecoderModel asks for (the
+  // checkpoint's other tensors', as transformers does); under --quantization fp8 the quantized
+  // weights are kept dequantized in f32 (q * scale rounded once to f32, the dequantized weight's
+  // definition), so this engine is the FP8 model's exact reference.
+  DType weight_dtype(DType checkpoint) const override {
+    return int8_weights_ ? DType::i8 : fp8_weights_ ? DType::f32 : checkpoint;
+  }
+  bool quantizes_fp8() const override { return fp8_weights_; }
   bool takes_mixed_weight(DType t) const override { return t == DType::bf16 || t == DType::f16 || t == DType::i8; }
   bool takes_kv(DType t) const override { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
   bool weights_in_place() const override { return true; }
@@ -133,6 +142,10 @@ class CpuBackend final : public Backend {
   void host_free(void* p) override { std::free(p); }
 
   void do_upload_convert(const Tensor& src, Tensor& dst) override {
+    if (is_fp8(src.dtype) || is_fp8(dst.dtype)) {
+      upload_fp8(src, dst);
+      return;
+    }
     if (dst.dtype == DType::i8 && src.dtype != DType::i8) {
       cpu::quantize_rows_int8(src.data, src.dtype, rows_of(src), cols_of(src), dst.ptr<int8_t>(), pool_);
       return;
@@ -147,6 +160,31 @@ class CpuBackend final : public Backend {
     void* d = dst.data;
     pool_.parallel_for(n, 65536, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) store_from_f32(d, dt, i, load_as_f32(s, st, i));
+    });
+  }
+
+  // FP8 weights (backend.h, upload_convert): a copy with scales, float rows quantized to f8e4m3
+  // with per-row scales, or scaled FP8 dequantized (fp8_host.h), rows split over the pool.
+  void upload_fp8(const Tensor& src, Tensor& dst) {
+    const int64_t R = rows_of(src), K = cols_of(src);
+    if (is_fp8(src.dtype) && is_fp8(dst.dtype)) {
+      std::memcpy(dst.data, src.data, src.nbytes());
+      if (dst.scale) std::memcpy(dst.scale, src.scale, scale_count(src) * sizeof(float));
+      return;
+    }
+    if (is_fp8(dst.dtype)) {
+      pool_.parallel_for(R, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, K)), [&](int64_t b, int64_t e) {
+        std::vector<float> row(static_cast<size_t>(K));
+        for (int64_t r = b; r < e; ++r) {
+          for (int64_t k = 0; k < K; ++k) row[k] = load_as_f32(src.data, src.dtype, r * K + k);
+          quantize_row_fp8_e4m3(row.data(), K, dst.ptr<uint8_t>() + r * K, dst.scale + r);
+        }
+      });
+      return;
+    }
+    const size_t es = dtype_size(dst.dtype);
+    pool_.parallel_for(R, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, K)), [&](int64_t b, int64_t e) {
+      dequantize_fp8_rows(src, b, e, static_cast<char*>(dst.data) + b * K * es, dst.dtype);
     });
   }
 
@@ -351,6 +389,7 @@ class CpuBackend final : public Backend {
   const int threads_;
   const cpu::Isa isa_;
   const bool int8_weights_;
+  const bool fp8_weights_;  // --quantization fp8: projections quantized, then kept dequantized in f32
   const std::string blas_core_;
   cpu::ThreadPool pool_;
   std::unique_ptr<ShmGroup> group_;

@@ -14,6 +14,7 @@
 #include "backend/cuda/fp8_gemm.h"
 #include "backend/cuda/gemm.h"
 #include "backend/allocation_tracker.h"
+#include "backend/fp8_host.h"
 #include "backend/half.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/nccl_group.h"
@@ -29,7 +30,7 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& opts)
       : device_id_(opts.device_id), sync_each_op_(opts.cuda_sync), gemm_(opts.gemm_tune_all),
-        nccl_library_(opts.nccl_library) {
+        nccl_library_(opts.nccl_library), fp8_weights_(opts.fp8_weights) {
     if (opts.decode_partition) {
       const int v = opts.decode_partition;
       if (v < kMinPartition || v > kMaxPartition || v % 32 != 0)
@@ -64,6 +65,13 @@ class CudaBackend final : public Backend {
   bool takes_kv(DType t) const override { return t == DType::bf16 || is_fp8(t); }
   // FP8 weight matrices with block scales (fp8_gemm.h): e4m3, under bf16 activations.
   bool takes_scaled_weight(DType t) const override { return t == DType::f8e4m3; }
+  // --quantization fp8: a float checkpoint's projections in f8e4m3 with per-channel scales; an
+  // FP8 checkpoint's stay FP8 where the GEMMs take them (takes_scaled_weight).
+  DType weight_dtype(DType checkpoint) const override {
+    if (is_fp8(checkpoint)) return takes_scaled_weight(checkpoint) ? checkpoint : compute_dtype();
+    return fp8_weights_ ? DType::f8e4m3 : compute_dtype();
+  }
+  bool quantizes_fp8() const override { return fp8_weights_; }
 
   // ---- memory ----
   void* raw_alloc(size_t bytes) override {
@@ -118,6 +126,10 @@ class CudaBackend final : public Backend {
   // issued after, e.g. scale_columns) when this returns.
   void do_upload_convert(const Tensor& src, Tensor& dst) override {
     const char* op = "upload_convert";
+    if (is_fp8(src.dtype) || is_fp8(dst.dtype)) {
+      upload_fp8(src, dst);
+      return;
+    }
     if (src.dtype == dst.dtype) {
       check(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyHostToDevice, stream_), op,
             "cudaMemcpyAsync");
@@ -135,6 +147,42 @@ class CudaBackend final : public Backend {
                             (e - b) * dtype_size(dst.dtype), cudaMemcpyHostToDevice, stream_),
             op, "cudaMemcpyAsync");
       check(cudaStreamSynchronize(stream_), op, "cudaStreamSynchronize");  // the staging buffer is reused
+    }
+  }
+
+  // FP8 weights (backend.h, upload_convert), staged on the host (fp8_host.h): a copy with scales,
+  // float rows quantized to f8e4m3 with per-row scales, or scaled FP8 dequantized a chunk of rows
+  // at a time into dst's dtype.
+  void upload_fp8(const Tensor& src, Tensor& dst) {
+    const char* op = "upload_convert";
+    auto copy = [&](void* d, const void* h, size_t bytes) {
+      check(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, stream_), op, "cudaMemcpyAsync");
+      check(cudaStreamSynchronize(stream_), op, "cudaStreamSynchronize");  // the staging memory may go
+    };
+    const int64_t R = rows_of(src), K = cols_of(src);
+    if (is_fp8(src.dtype) && is_fp8(dst.dtype)) {
+      copy(dst.data, src.data, src.nbytes());
+      if (dst.scale) copy(dst.scale, src.scale, scale_count(src) * sizeof(float));
+      return;
+    }
+    if (is_fp8(dst.dtype)) {
+      std::vector<uint8_t> q(static_cast<size_t>(R * K));
+      std::vector<float> row(static_cast<size_t>(K)), scales(static_cast<size_t>(R));
+      for (int64_t r = 0; r < R; ++r) {
+        for (int64_t k = 0; k < K; ++k) row[k] = load_as_f32(src.data, src.dtype, r * K + k);
+        quantize_row_fp8_e4m3(row.data(), K, q.data() + r * K, &scales[r]);
+      }
+      copy(dst.data, q.data(), q.size());
+      copy(dst.scale, scales.data(), scales.size() * sizeof(float));
+      return;
+    }
+    const size_t es = dtype_size(dst.dtype);
+    const int64_t chunk_rows = std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(1, K));
+    std::vector<uint8_t> stage(static_cast<size_t>(std::min(R, chunk_rows) * K) * es);
+    for (int64_t b = 0; b < R; b += chunk_rows) {
+      const int64_t e = std::min(R, b + chunk_rows);
+      dequantize_fp8_rows(src, b, e, stage.data(), dst.dtype);
+      copy(static_cast<char*>(dst.data) + b * K * es, stage.data(), static_cast<size_t>((e - b) * K) * es);
     }
   }
 
@@ -450,6 +498,7 @@ class CudaBackend final : public Backend {
   int* split_counters_ = nullptr;
   std::vector<cudaGraphExec_t> graphs_;
   std::string nccl_library_;
+  bool fp8_weights_ = false;  // --quantization fp8 (weight_dtype)
   std::unique_ptr<cuda::NcclGroup> group_;  // tensor parallelism: joined group (more than one rank)
   AllocationTracker allocations_;  // before the scratch buffers: they report to it when they go
   Scratch attn_ws_{&allocations_}, sample_ws_{&allocations_}, logprobs_ws_{&allocations_};
