@@ -2,15 +2,13 @@
 // w[n, :], w an e4m3 matrix with block scales (backend.h's Tensor::scale), x bf16, fp32 sums. The
 // weights are dequantized in registers and never the activations quantized: the result is the
 // exact product with the dequantized weights but for fp32 summation and the output's rounding.
-// gemv.cu's structure: one warp per output column, 8 weights a lane per load (8 bytes here, 16
-// there), so the op streams half the bytes of the bf16 kernel while each lane's x loads stay the
-// bf16 kernel's 16 contiguous bytes (16 weights a lane would make them 32-byte strided, and at
-// M = 8 the x rows, re-read from L1 for every column, cost twice the time: measured on the H100);
-// the weights and their scales (constant data) are loaded before pdl_wait(). Each 8-column chunk
-// lies in one scale block (block columns a multiple of 8, or one block across the row), so its 8
-// products are summed first and the sum multiplied by the chunk's scale: per row for {1, K}
-// scales, per 128-column group for {128, 128}. Shapes the vector path cannot take (K not a
-// multiple of 8, unaligned rows, other blocks) go to a per-element kernel: slow, exact, rare. The NORM variant (norm_linear) RMS-normalises x's rows
+// gemv.cu's structure: one warp per output column, 16 bytes a lane (16 weights here, 8 there), so
+// the op streams half the bytes of the bf16 kernel; the weights and their scales (constant data)
+// are loaded before pdl_wait(). Each 16-column chunk lies in one scale block (block columns a
+// multiple of 16, or one block across the row), so its 16 products are summed first and the sum
+// multiplied by the chunk's scale: per row for {1, K} scales, per 128-column group for {128, 128}.
+// Shapes the 16-byte path cannot take (K not a multiple of 16, unaligned rows, other blocks) go to
+// a per-element kernel: slow, exact, rare. The NORM variant (norm_linear) RMS-normalises x's rows
 // in float32 on the way in, as gemv.cu's does.
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -23,14 +21,14 @@ namespace nanovllm::cuda {
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kChunk = 8;  // e4m3 weights per 8-byte load
+constexpr int kChunk = 16;  // e4m3 weights per 16-byte load
 
-// 8 e4m3 values (one 8-byte load, lowest address first) to floats: pairs convert to half2 in
+// 16 e4m3 values (one 16-byte load, lowest address first) to floats: pairs convert to half2 in
 // one instruction (cvt.rn.f16x2.e4m3x2; exact, every e4m3 value is a half), half2 to float2 exactly.
-__device__ __forceinline__ void fp8x8_to_float(const uint2& v, float (&f)[8]) {
-  const uint32_t words[2] = {v.x, v.y};
+__device__ __forceinline__ void fp8x16_to_float(const uint4& v, float (&f)[16]) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < 4; ++i) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const __half2_raw r =
@@ -46,28 +44,35 @@ __device__ __forceinline__ float fp8_to_float(uint8_t b) {
   return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(b), __NV_E4M3)));
 }
 
-// acc[r] += s * (the chunk's 8 weights . x[r]'s 8 values at the same columns), r < m: the scale
+// acc[r] += s * (the chunk's 16 weights . x[r]'s 16 values at the same columns), r < m: the scale
 // multiplies the chunk's sum once. NORM: x[r]'s values first times the norm weight g's (float32),
 // ss[r] sums their squares for the row's 1/rms, applied after the warp's sum (store_col).
 template <int MAXM, bool NORM>
-__device__ __forceinline__ void accumulate8(float (&acc)[MAXM], float (&ss)[MAXM], const float (&wf)[8], float s,
-                                            const bf16* __restrict__ x, const bf16* __restrict__ g, int c, int m,
-                                            int k) {
-  float ga[8];
-  if constexpr (NORM) load8(g + c * kChunk, ga);
+__device__ __forceinline__ void accumulate16(float (&acc)[MAXM], float (&ss)[MAXM], const float (&wf)[16], float s,
+                                             const bf16* __restrict__ x, const bf16* __restrict__ g, int c, int m,
+                                             int k) {
+  float ga[8], gb[8];
+  if constexpr (NORM) {
+    load8(g + c * kChunk, ga);
+    load8(g + c * kChunk + 8, gb);
+  }
 #pragma unroll
   for (int r = 0; r < MAXM; ++r) {
     if (r < m) {
-      float xa[8];
-      load8(x + (size_t)r * k + c * kChunk, xa);
+      float xa[8], xb[8];
+      const bf16* xr = x + (size_t)r * k + c * kChunk;
+      load8(xr, xa);
+      load8(xr + 8, xb);
       float p = 0.f;
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         if constexpr (NORM) {
-          ss[r] += xa[j] * xa[j];
+          ss[r] += xa[j] * xa[j] + xb[j] * xb[j];
           p += wf[j] * (xa[j] * ga[j]);
+          p += wf[8 + j] * (xb[j] * gb[j]);
         } else {
           p += wf[j] * xa[j];
+          p += wf[8 + j] * xb[j];
         }
       }
       acc[r] = fmaf(s, p, acc[r]);
@@ -96,7 +101,7 @@ __device__ __forceinline__ const float* scale_row(const Fp8Weight& w, int col) {
   return w.scale + (size_t)(col / w.block_rows) * w.scale_cols;
 }
 
-// K = 256 * CPL: lane `lane` holds chunks lane + 32 u of its warp's row, all loaded (with their
+// K = 512 * CPL: lane `lane` holds chunks lane + 32 u of its warp's row, all loaded (with their
 // scales) before pdl_wait(), so the weights stream in while the previous kernel finishes.
 template <int MAXM, int CPL, bool NORM, class O>
 __global__ void __launch_bounds__(kWarps * 32)
@@ -104,10 +109,10 @@ gemv_fp8_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float ep
                 int m, int n, int k, bool add_out) {
   const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   const bool active = col < n;
-  uint2 wv[CPL];
+  uint4 wv[CPL];
   float sc[CPL];
   if (active) {
-    const uint2* wr = reinterpret_cast<const uint2*>(w.q + (size_t)col * k);
+    const uint4* wr = reinterpret_cast<const uint4*>(w.q + (size_t)col * k);
     const float* sr = scale_row(w, col);
 #pragma unroll
     for (int u = 0; u < CPL; ++u) {
@@ -124,14 +129,14 @@ gemv_fp8_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float ep
   for (int r = 0; r < MAXM; ++r) acc[r] = ss[r] = 0.f;
 #pragma unroll
   for (int u = 0; u < CPL; ++u) {
-    float wf[8];
-    fp8x8_to_float(wv[u], wf);
-    accumulate8<MAXM, NORM>(acc, ss, wf, sc[u], x, g, lane + 32 * u, m, k);
+    float wf[16];
+    fp8x16_to_float(wv[u], wf);
+    accumulate16<MAXM, NORM>(acc, ss, wf, sc[u], x, g, lane + 32 * u, m, k);
   }
   store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
 }
 
-// Any K that is a multiple of 8: the row is walked in a loop (nothing loaded before pdl_wait()).
+// Any K that is a multiple of 16: the row is walked in a loop (nothing loaded before pdl_wait()).
 template <int MAXM, bool NORM, class O>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_fp8_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, Fp8Weight w,
@@ -140,7 +145,7 @@ gemv_fp8_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, flo
   pdl_wait();
   const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (col >= n) return;
-  const uint2* wr = reinterpret_cast<const uint2*>(w.q + (size_t)col * k);
+  const uint4* wr = reinterpret_cast<const uint4*>(w.q + (size_t)col * k);
   const float* sr = scale_row(w, col);
   float acc[MAXM], ss[MAXM];
 #pragma unroll
@@ -148,79 +153,11 @@ gemv_fp8_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, flo
   const int chunks = k / kChunk;
 #pragma unroll 4
   for (int c = lane; c < chunks; c += 32) {
-    float wf[8];
-    fp8x8_to_float(__ldcs(wr + c), wf);
-    accumulate8<MAXM, NORM>(acc, ss, wf, __ldg(sr + c * kChunk / w.block_cols), x, g, c, m, k);
+    float wf[16];
+    fp8x16_to_float(__ldcs(wr + c), wf);
+    accumulate16<MAXM, NORM>(acc, ss, wf, __ldg(sr + c * kChunk / w.block_cols), x, g, c, m, k);
   }
   store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
-}
-
-// M >= 2: a warp takes COLS adjacent output columns, so each x chunk it loads and widens serves
-// COLS weight chunks (one warp a column re-reads every x row from L1 for each column, which at
-// M = 8 cost twice the weights' time on the H100). Rows past n are skipped; x stays 16-byte loads.
-template <int MAXM, int COLS, bool NORM, class O>
-__global__ void __launch_bounds__(kWarps * 32)
-gemv_fp8_cols_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, Fp8Weight w,
-                     O* __restrict__ out, int m, int n, int k, bool add_out) {
-  const int col0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * COLS, lane = threadIdx.x & 31;
-  const int chunks = k / kChunk;
-  const uint2* wr[COLS];
-  const float* sr[COLS];
-#pragma unroll
-  for (int j = 0; j < COLS; ++j) {
-    const int col = min(col0 + j, n - 1);  // past n: a valid row, its result not stored
-    wr[j] = reinterpret_cast<const uint2*>(w.q + (size_t)col * k);
-    sr[j] = scale_row(w, col);
-  }
-  // The first chunks of the weights (constant data) load while the previous kernel finishes.
-  uint2 wv[COLS];
-#pragma unroll
-  for (int j = 0; j < COLS; ++j) wv[j] = lane < chunks && col0 < n ? __ldcs(wr[j] + lane) : make_uint2(0, 0);
-  pdl_launch_dependents();
-  pdl_wait();
-  if (col0 >= n) return;
-  float acc[COLS][MAXM], ss[MAXM];
-#pragma unroll
-  for (int r = 0; r < MAXM; ++r) {
-    ss[r] = 0.f;
-#pragma unroll
-    for (int j = 0; j < COLS; ++j) acc[j][r] = 0.f;
-  }
-  for (int c = lane; c < chunks; c += 32) {
-    float wf[COLS][8], sc[COLS];
-#pragma unroll
-    for (int j = 0; j < COLS; ++j) {
-      fp8x8_to_float(wv[j], wf[j]);
-      sc[j] = __ldg(sr[j] + c * kChunk / w.block_cols);
-      if (c + 32 < chunks) wv[j] = __ldcs(wr[j] + c + 32);  // the next round's, in flight meanwhile
-    }
-    float ga[8];
-    if constexpr (NORM) load8(g + c * kChunk, ga);
-#pragma unroll
-    for (int r = 0; r < MAXM; ++r) {
-      if (r < m) {
-        float xa[8];
-        load8(x + (size_t)r * k + c * kChunk, xa);
-        if constexpr (NORM) {
-#pragma unroll
-          for (int e = 0; e < 8; ++e) {
-            ss[r] += xa[e] * xa[e];
-            xa[e] *= ga[e];
-          }
-        }
-#pragma unroll
-        for (int j = 0; j < COLS; ++j) {
-          float p = 0.f;
-#pragma unroll
-          for (int e = 0; e < 8; ++e) p += wf[j][e] * xa[e];
-          acc[j][r] = fmaf(sc[j], p, acc[j][r]);
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < COLS; ++j)
-    if (col0 + j < n) store_col<MAXM, NORM>(acc[j], ss, out, m, n, k, eps, col0 + j, lane, add_out);
 }
 
 // Any shape, alignment and scale block: element by element, each weight times its own scale.
@@ -253,10 +190,10 @@ gemv_fp8_any_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, floa
   store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
 }
 
-// The vector kernels' conditions: whole 8-byte chunks (K % 8, 16-byte aligned x and g rows, 8-byte
-// aligned w rows) that each lie in one scale block.
+// The 16-byte kernels' conditions: whole 16-byte chunks (K % 16, aligned rows of w, x and g) that
+// each lie in one scale block.
 bool vector_ok(const void* x, const void* g, const Fp8Weight& w, int k) {
-  return k % kChunk == 0 && aligned16(x) && (!g || aligned16(g)) && (reinterpret_cast<uintptr_t>(w.q) & 7u) == 0 &&
+  return k % kChunk == 0 && aligned16(x) && (!g || aligned16(g)) && aligned16(w.q) &&
          (w.block_cols % kChunk == 0 || w.block_cols >= k);
 }
 
@@ -270,19 +207,14 @@ void launch_mo(const bf16* x, const bf16* g, float eps, const Fp8Weight& w, O* o
     go(gemv_fp8_any_kernel<NORM, O>);
     return;
   }
-  if constexpr (MAXM > 1) {  // several rows: x shared by 4 columns a warp
-    launch(op, gemv_fp8_cols_kernel<MAXM, 4, NORM, O>, (n + 4 * kWarps - 1) / (4 * kWarps), kWarps * 32, 0, s, x, g,
-           eps, w, out, m, n, k, add);
-    return;
-  }
   // K of the Qwen3 family's projections: 1024, 2048, 2560, 3072, 4096, 6144 (the rest loop).
-  switch (k % 256 == 0 ? k / 256 : 0) {
+  switch (k % 512 == 0 ? k / 512 : 0) {
+    case 2: go(gemv_fp8_kernel<MAXM, 2, NORM, O>); break;
     case 4: go(gemv_fp8_kernel<MAXM, 4, NORM, O>); break;
+    case 5: go(gemv_fp8_kernel<MAXM, 5, NORM, O>); break;
+    case 6: go(gemv_fp8_kernel<MAXM, 6, NORM, O>); break;
     case 8: go(gemv_fp8_kernel<MAXM, 8, NORM, O>); break;
-    case 10: go(gemv_fp8_kernel<MAXM, 10, NORM, O>); break;
     case 12: go(gemv_fp8_kernel<MAXM, 12, NORM, O>); break;
-    case 16: go(gemv_fp8_kernel<MAXM, 16, NORM, O>); break;
-    case 24: go(gemv_fp8_kernel<MAXM, 24, NORM, O>); break;
     default: go(gemv_fp8_loop_kernel<MAXM, NORM, O>); break;
   }
 }
