@@ -60,7 +60,9 @@ class CpuBackend final : public Backend {
   DType compute_dtype() const override { return DType::f32; }
   DType weight_dtype(DType checkpoint) const override { return int8_weights_ ? DType::i8 : checkpoint; }
   bool takes_mixed_weight(DType t) const override { return t == DType::bf16 || t == DType::f16 || t == DType::i8; }
-  bool takes_kv(DType t) const override { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
+  bool takes_kv(DType t) const override {
+    return t == DType::f32 || t == DType::bf16 || t == DType::f16 || t == DType::f8e4m3 || t == DType::f8e5m2;
+  }
   bool weights_in_place() const override { return true; }
 
   // ---- memory ----

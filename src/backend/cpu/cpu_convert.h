@@ -1,5 +1,5 @@
 // Half-precision (bf16, f16) <-> f32 conversions of 8 values in AVX2 registers (F16C for f16), and
-// whole rows: the CPU reads bf16/f16 weights and KV caches with these. Rounding is half.h's
+// whole rows: the CPU reads bf16/f16 weights and KV caches with these (and FP8 KV caches, by table). Rounding is half.h's
 // (to nearest even; NaN stays NaN), so a vector store equals the scalar one bit for bit.
 #pragma once
 #include <immintrin.h>
@@ -17,18 +17,40 @@ inline __m256 load8_bf16(const uint16_t* p) {
 }
 inline __m256 load8_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
-// 8 values of a KV-cache or weight row of dtype T (f32, bf16 or f16) as f32.
+// FP8 (the KV cache's f8e4m3 / f8e5m2) -> f32 by a 256-entry table per format, built once from
+// half.h's conversions (so the table is the scalar rule, code for code). Unscaled: the reader
+// applies the cache's scale.
+struct Fp8Table {
+  alignas(64) float v[256];
+  explicit Fp8Table(float (*to_f32)(uint8_t)) {
+    for (int c = 0; c < 256; ++c) v[c] = to_f32(static_cast<uint8_t>(c));
+  }
+};
+inline const Fp8Table kFp8E4m3Table{fp8_e4m3_to_f32};
+inline const Fp8Table kFp8E5m2Table{fp8_e5m2_to_f32};
+template <DType T>
+inline const float* fp8_table() {
+  return T == DType::f8e4m3 ? kFp8E4m3Table.v : kFp8E5m2Table.v;
+}
+inline __m256 load8_fp8(const uint8_t* p, const float* table) {
+  const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_i32gather_ps(table, idx, 4);
+}
+
+// 8 values of a KV-cache or weight row of dtype T (f32, bf16, f16; FP8 unscaled) as f32.
 template <DType T>
 inline __m256 load8(const void* p, int64_t i) {
   if constexpr (T == DType::f32) return _mm256_loadu_ps(static_cast<const float*>(p) + i);
   if constexpr (T == DType::bf16) return load8_bf16(static_cast<const uint16_t*>(p) + i);
   if constexpr (T == DType::f16) return load8_f16(static_cast<const uint16_t*>(p) + i);
+  if constexpr (T == DType::f8e4m3 || T == DType::f8e5m2) return load8_fp8(static_cast<const uint8_t*>(p) + i, fp8_table<T>());
 }
 template <DType T>
 inline float load1(const void* p, int64_t i) {
   if constexpr (T == DType::f32) return static_cast<const float*>(p)[i];
   if constexpr (T == DType::bf16) return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
   if constexpr (T == DType::f16) return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+  if constexpr (T == DType::f8e4m3 || T == DType::f8e5m2) return fp8_table<T>()[static_cast<const uint8_t*>(p)[i]];
 }
 
 // f32 -> bf16, round to nearest even, NaN -> quiet NaN (f32_to_bf16's rule), 8 at a time.
@@ -88,6 +110,16 @@ inline decltype(auto) with_float_dtype(DType t, F&& f) {
     case DType::bf16: return f.template operator()<DType::bf16>();
     case DType::f16: return f.template operator()<DType::f16>();
     default: return f.template operator()<DType::f32>();
+  }
+}
+
+// The same over a KV cache's dtypes: f32, bf16, f16, f8e4m3, f8e5m2.
+template <class F>
+inline decltype(auto) with_kv_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::f8e4m3: return f.template operator()<DType::f8e4m3>();
+    case DType::f8e5m2: return f.template operator()<DType::f8e5m2>();
+    default: return with_float_dtype(t, f);
   }
 }
 
