@@ -814,7 +814,8 @@ TEST_F(CpuOps, PagedAttentionOverFp8CachesMatchesReference) {
   };
   uint32_t seed = 900;
   for (DType t : {DType::f8e4m3, DType::f8e5m2})
-    for (const auto& [k_scale, v_scale] : std::vector<std::pair<float, float>>{{0.01f, 0.02f}, {1.0f, 1.0f}, {3.5f, 0.25f}})
+    for (const auto& [k_scale, v_scale] :
+         std::vector<std::pair<float, float>>{{0.01f, 0.02f}, {1.0f, 1.0f}, {3.5f, 0.25f}})
       for (const auto& c : cases) {
         SCOPED_TRACE(std::string(dtype_name(t)) + " D=" + std::to_string(c.D) + " bs=" + std::to_string(c.bs) +
                      " k_scale " + std::to_string(k_scale) + " v_scale " + std::to_string(v_scale));
@@ -861,7 +862,8 @@ TEST_F(CpuOps, QkNormRopeStoreWritesScaledFp8) {
   Tensor qft = T32(qf, {T, Hq, D});
   be->qk_norm_rope_store(in(qkv), {T32(kf, {nb, bs, Hkv, D}), T32(vf, {nb, bs, Hkv, D})}, qft);
   for (DType t : {DType::f8e4m3, DType::f8e5m2})
-    for (const auto& [k_scale, v_scale] : std::vector<std::pair<float, float>>{{0.013f, 0.007f}, {1.0f, 1.0f}, {1e-5f, 3e-6f}}) {
+    for (const auto& [k_scale, v_scale] :
+         std::vector<std::pair<float, float>>{{0.013f, 0.007f}, {1.0f, 1.0f}, {1e-5f, 3e-6f}}) {
       SCOPED_TRACE(std::string(dtype_name(t)) + " k_scale " + std::to_string(k_scale));
       std::vector<uint8_t> kc(n, 0x33), vc(n, 0x33);
       std::vector<float> qh(qf.size());

@@ -43,7 +43,9 @@ struct Tolerance {
   double max_rel, mean_rel, min_top1;
 };
 constexpr Tolerance kE4m3Tolerance{0.15, 0.07, 0.80}, kE5m2Tolerance{0.35, 0.14, 0.65};
-const Tolerance& tolerance_of(const std::string& dtype) { return dtype == "fp8_e5m2" ? kE5m2Tolerance : kE4m3Tolerance; }
+const Tolerance& tolerance_of(const std::string& dtype) {
+  return dtype == "fp8_e5m2" ? kE5m2Tolerance : kE4m3Tolerance;
+}
 
 EngineConfig config_for(const std::string& model, const std::string& kv_dtype) {
   EngineConfig c = fixtures::cpu_engine_config(16, 512, 512);
@@ -239,8 +241,8 @@ TEST(Fp8KvCache, ScalesAreCalibratedAsAmaxOverTheConstant) {
 
 TEST(Fp8KvCache, ScalesComeFromTheCheckpointWhenItHasThem) {
   const std::vector<float> k = {0.125f, 0.0625f}, v = {0.5f, 0.03125f};  // tiny-tied has 2 layers
-  for (const auto& [kn, vn] : std::vector<std::pair<std::string, std::string>>{{"k_scale", "v_scale"},
-                                                                              {"k_proj.output_scale", "v_proj.output_scale"}}) {
+  for (const auto& [kn, vn] : std::vector<std::pair<std::string, std::string>>{
+           {"k_scale", "v_scale"}, {"k_proj.output_scale", "v_proj.output_scale"}}) {
     EngineConfig c = config_for("tiny-tied", "fp8");
     c.model = model_with_kv_scales("tiny-tied", "ckpt", k, v, kn, vn).string();
     const auto r = runner_for(c);
@@ -352,7 +354,8 @@ TEST(Fp8KvCache, ScalesWrongBy1000xFailTheTolerances) {
         const Accuracy a = accuracy(ref, teacher_forced_logits(c, cases), vocab);
         std::printf("  %-12s %s scales x%g: max %.2e mean %.2e top-1 %.3f\n", model.c_str(), dtype.c_str(), factor,
                     a.max_rel, a.mean_rel, a.top1_share());
-        if (factor != 1000.0f) EXPECT_EQ(a.within(tolerance_of(dtype)), factor == 1.0f) << model << " " << dtype << " x" << factor;
+        if (factor != 1000.0f)
+          EXPECT_EQ(a.within(tolerance_of(dtype)), factor == 1.0f) << model << " " << dtype << " x" << factor;
       }
     }
   }
@@ -435,7 +438,8 @@ TEST(Fp8KvCache, TensorParallelTwoRanksEqualOneRank) {
   std::vector<std::vector<int32_t>> prompts;
   for (const auto& p : fixtures::load_hf_fixture(model)) prompts.push_back(p.ids);
   const auto calibrated = runner_for(config_for(model, "fp8"));
-  const std::string dir = model_with_kv_scales(model, "tp", calibrated->kv_k_scales(), calibrated->kv_v_scales()).string();
+  const std::string dir =
+      model_with_kv_scales(model, "tp", calibrated->kv_k_scales(), calibrated->kv_v_scales()).string();
   auto run = [&](int world) {
     EngineConfig c = config_for(model, "fp8");
     c.model = dir;

@@ -326,7 +326,8 @@ void ModelRunner::calibrate_kv_scales() {
   const ModelConfig& mc = model_config_;
   const int L = mc.num_hidden_layers, bs = config_.kvcache_block_size;
   const int num_seqs = std::max(1, std::min({kKvCalibrationSeqs, max_num_seqs_, max_num_tokens_}));
-  const int len = std::max(1, std::min({kKvCalibrationTokens / num_seqs, config_.max_model_len, max_num_tokens_ / num_seqs}));
+  const int len =
+      std::max(1, std::min({kKvCalibrationTokens / num_seqs, config_.max_model_len, max_num_tokens_ / num_seqs}));
   const int seq_blocks = (len + bs - 1) / bs, num_blocks = num_seqs * seq_blocks;
   const DType dtype = backend_->compute_dtype();
   const int64_t per_tensor = static_cast<int64_t>(num_blocks) * bs * model_->dims().kv_heads * mc.head_dim *

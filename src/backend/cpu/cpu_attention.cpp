@@ -337,8 +337,8 @@ void attend_tile(const AttnArgs& a, int i, int kvh, int j0, int j1) {
   const int64_t t0 = meta.cu_seqlens_q[i] + j0;
   for (int g = 0; g < G; ++g) {
     const int64_t col = static_cast<int64_t>(kvh * G + g) * D;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, width, D, a.opts.scale * a.k_scale, a.q + t0 * Hq * D + col, Hq * D,
-                kbuf.data(), D, 0.0f, sbuf.data(), width);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, width, D, a.opts.scale * a.k_scale,
+                a.q + t0 * Hq * D + col, Hq * D, kbuf.data(), D, 0.0f, sbuf.data(), width);
     for (int r = 0; r < tq; ++r) {
       float* sc = sbuf.data() + static_cast<size_t>(r) * width;
       const int n = start + j0 + r + 1;                       // causal: keys before n

@@ -1,5 +1,5 @@
 // Half-precision (bf16, f16) <-> f32 conversions of 8 values in AVX2 registers (F16C for f16), and
-// whole rows: the CPU reads bf16/f16 weights and KV caches with these (and FP8 KV caches, by table). Rounding is half.h's
+// whole rows: the CPU reads bf16/f16 weights and KV caches with these, and FP8 KV caches by table. Rounding is half.h's
 // (to nearest even; NaN stays NaN), so a vector store equals the scalar one bit for bit.
 #pragma once
 #include <immintrin.h>
@@ -43,7 +43,8 @@ inline __m256 load8(const void* p, int64_t i) {
   if constexpr (T == DType::f32) return _mm256_loadu_ps(static_cast<const float*>(p) + i);
   if constexpr (T == DType::bf16) return load8_bf16(static_cast<const uint16_t*>(p) + i);
   if constexpr (T == DType::f16) return load8_f16(static_cast<const uint16_t*>(p) + i);
-  if constexpr (T == DType::f8e4m3 || T == DType::f8e5m2) return load8_fp8(static_cast<const uint8_t*>(p) + i, fp8_table<T>());
+  if constexpr (T == DType::f8e4m3 || T == DType::f8e5m2)
+    return load8_fp8(static_cast<const uint8_t*>(p) + i, fp8_table<T>());
 }
 template <DType T>
 inline float load1(const void* p, int64_t i) {
