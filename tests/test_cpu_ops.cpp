@@ -843,6 +843,28 @@ TEST_F(CpuOps, PagedAttentionOverFp8CachesMatchesReference) {
       }
 }
 
+// Every one of the 256 codes read back exactly as half.h decodes it (NaN codes as NaN, e5m2's
+// infinities as infinities), through the vector loads of decode attention: one key, so the output
+// is its V row times a weight of exactly 1.
+TEST_F(CpuOps, Fp8CacheReadsEveryCodeExactly) {
+  const int D = 256;
+  for (DType t : {DType::f8e4m3, DType::f8e5m2}) {
+    SCOPED_TRACE(dtype_name(t));
+    std::vector<uint8_t> kc(D, 0x00), vc(D);
+    for (int c = 0; c < D; ++c) vc[c] = static_cast<uint8_t>(c);
+    Batch b = make_batch({{1, 1}}, 1, 1, 1);
+    std::vector<float> q(D, 1.0f), out(D);
+    Tensor ot = T32(out, {1, 1, D});
+    be->attention(T32(q, {1, 1, D}), {Tensor(kc.data(), t, {1, 1, 1, D}), Tensor(vc.data(), t, {1, 1, 1, D})},
+                  b.meta(false), 0.1f, ot);
+    for (int c = 0; c < D; ++c) {
+      const float want = t == DType::f8e4m3 ? fp8_e4m3_to_f32(uint8_t(c)) : fp8_e5m2_to_f32(uint8_t(c));
+      if (std::isnan(want)) EXPECT_TRUE(std::isnan(out[c])) << "code " << c;
+      else EXPECT_EQ(out[c], want) << "code " << c;
+    }
+  }
+}
+
 // The RoPE store into an FP8 cache writes f32_to_fp8(x / scale) of what the f32 cache gets, byte
 // for byte (K with k_scale, V with v_scale), saturating where x / scale is beyond the format;
 // the query stays f32, and a slot of -1 writes nothing.
