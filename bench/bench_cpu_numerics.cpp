@@ -102,6 +102,8 @@ int main(int argc, char** argv) {
     };
     const Variant variants[] = {{"float32 (reference)", "float32", ""},
                                 {"bf16 KV", "bfloat16", ""},
+                                {"fp8 e4m3 KV (calibrated scales)", "fp8_e4m3", ""},
+                                {"fp8 e5m2 KV (calibrated scales)", "fp8_e5m2", ""},
                                 {"int8 weights", "float32", "int8"},
                                 {"int8 weights, bf16 KV", "bfloat16", "int8"}};
     for (const Variant& v : variants) {

@@ -7,6 +7,7 @@
 #include <cblas.h>
 #include <immintrin.h>
 
+#include <array>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -165,7 +166,9 @@ NANOVLLM_GEMM_BENCH("Gemm/i8/panels", DType::i8, 1, 0);
 // the cache f32 (range 2 = 0) or bf16 (1).
 void BM_DecodeAttention(benchmark::State& st) {
   const int B = st.range(0), L = st.range(1), Hq = 16, Hkv = 8, D = 128, bs = 256;
-  const DType kv = st.range(2) ? DType::bf16 : DType::f32;
+  // range(2): 0 f32, 1 bf16, 2 fp8 e4m3, 3 fp8 e5m2 (FP8: scale 0.01 for K and V)
+  const DType kv = std::array{DType::f32, DType::bf16, DType::f8e4m3, DType::f8e5m2}[st.range(2)];
+  const float kv_scale = is_fp8(kv) ? 0.01f : 1.0f;
   const int per_seq = (L + bs - 1) / bs, nb = B * per_seq;
   auto be = make_cpu_backend({.num_threads = kThreads});
   auto q = randv(size_t(B) * Hq * D), kc = randv(size_t(nb) * bs * Hkv * D);
@@ -179,14 +182,20 @@ void BM_DecodeAttention(benchmark::State& st) {
   std::vector<DeviceBuffer> bufs;
   Tensor kt = be->alloc_tensor(kv, {nb, bs, Hkv, D}, bufs), vt = be->alloc_tensor(kv, {nb, bs, Hkv, D}, bufs);
   Tensor src(kc.data(), DType::f32, {nb, bs, Hkv, D});
-  be->upload_convert(src, kt);
-  be->upload_convert(src, vt);
-  for (auto _ : st) be->attention(qt, {kt, vt}, m, 0.088f, ot);
+  if (is_fp8(kv)) {  // the CPU's memory is the host's: the codes written in place
+    for (size_t i = 0; i < kc.size(); ++i)
+      static_cast<uint8_t*>(kt.data)[i] = static_cast<uint8_t*>(vt.data)[i] =
+          kv == DType::f8e4m3 ? f32_to_fp8_e4m3(kc[i] / kv_scale) : f32_to_fp8_e5m2(kc[i] / kv_scale);
+  } else {
+    be->upload_convert(src, kt);
+    be->upload_convert(src, vt);
+  }
+  for (auto _ : st) be->attention(qt, {kt, vt, kv_scale, kv_scale}, m, 0.088f, ot);
   st.counters["GB/s(kv)"] = benchmark::Counter(2.0 * B * L * Hkv * D * dtype_size(kv),
                                                benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
-BENCHMARK(BM_DecodeAttention)->ArgsProduct({{1}, {1024}, {0, 1}})->ArgsProduct({{8}, {1024}, {0, 1}})
-    ->ArgsProduct({{32}, {512}, {0, 1}})->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_DecodeAttention)->ArgsProduct({{1}, {1024}, {0, 1, 2, 3}})->ArgsProduct({{8}, {1024}, {0, 1, 2, 3}})
+    ->ArgsProduct({{32}, {512}, {0, 1, 2, 3}})->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
 
 // ---- whole forwards of make-model presets ----
 // A model per (preset, weights, KV dtype), written once to /tmp (make-model's bf16 weights) and

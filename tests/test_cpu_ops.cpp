@@ -781,6 +781,151 @@ TEST_F(CpuOps, QkNormRopeStoreRoundsIntoHalfCaches) {
   }
 }
 
+// ---- FP8 KV caches (f8e4m3, f8e5m2) with per-layer scales ----
+// A cache's codes in FP8 dtype t from f32 values stored as v / scale, and the values those codes
+// hold once dequantized (code's value times scale, in double as the reference reads them).
+std::pair<std::vector<uint8_t>, std::vector<double>> fp8_cache(const std::vector<float>& v, DType t, float scale) {
+  std::vector<uint8_t> codes(v.size());
+  std::vector<double> held(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    codes[i] = t == DType::f8e4m3 ? f32_to_fp8_e4m3(v[i] / scale) : f32_to_fp8_e5m2(v[i] / scale);
+    held[i] = double(t == DType::f8e4m3 ? fp8_e4m3_to_f32(codes[i]) : fp8_e5m2_to_f32(codes[i])) * scale;
+  }
+  return {codes, held};
+}
+
+// Attention over FP8 caches equals the double reference over the dequantized cache (code x scale)
+// to float32 rounding, on both paths (prefill tiles, per-token decode), GQA and MQA, windows and
+// soft-capping, odd lengths, block sizes 1 to 256, head_dims with tails; K and V scales differ.
+TEST_F(CpuOps, PagedAttentionOverFp8CachesMatchesReference) {
+  struct Case {
+    int Hq, Hkv, D, bs;
+    bool prefill;
+    std::vector<std::pair<int, int>> seqs;
+    AttentionOptions o;
+  };
+  const std::vector<Case> cases = {
+      {4, 2, 16, 4, true, {{20, 20}, {9, 30}, {3, 9}, {1, 1}}, {}},
+      {16, 8, 128, 256, false, {{1, 300}, {1, 256}, {1, 17}}, {}},
+      {4, 2, 12, 3, false, {{1, 50}, {1, 4}}, {.window = 7}},
+      {2, 1, 80, 16, true, {{33, 70}, {1, 9}}, {.window = 20, .softcap = 2.0f}},
+      {6, 1, 8, 1, true, {{13, 13}, {2, 31}}, {.softcap = 5.0f}},
+      {8, 2, 40, 7, false, {{1, 1}, {1, 15}, {1, 99}}, {.window = 33}},
+  };
+  uint32_t seed = 900;
+  for (DType t : {DType::f8e4m3, DType::f8e5m2})
+    for (const auto& [k_scale, v_scale] :
+         std::vector<std::pair<float, float>>{{0.01f, 0.02f}, {1.0f, 1.0f}, {3.5f, 0.25f}})
+      for (const auto& c : cases) {
+        SCOPED_TRACE(std::string(dtype_name(t)) + " D=" + std::to_string(c.D) + " bs=" + std::to_string(c.bs) +
+                     " k_scale " + std::to_string(k_scale) + " v_scale " + std::to_string(v_scale));
+        int need = 0;
+        for (auto [q, k] : c.seqs) need += (k + c.bs - 1) / c.bs;
+        const int nb = need + 2;
+        Batch b = make_batch(c.seqs, c.bs, nb, seed++);
+        const int T = b.cu_q.back();
+        auto q = randn(size_t(T) * c.Hq * c.D, seed++);
+        // values spread so that x / scale runs from subnormals to near the format's top
+        auto [kcodes, kheld] = fp8_cache(randn(size_t(nb) * c.bs * c.Hkv * c.D, seed++, 200 * k_scale), t, k_scale);
+        auto [vcodes, vheld] = fp8_cache(randn(size_t(nb) * c.bs * c.Hkv * c.D, seed++, 200 * v_scale), t, v_scale);
+        std::vector<float> out(q.size());
+        Tensor ot = T32(out, {T, c.Hq, c.D});
+        AttentionOptions o = c.o;
+        o.scale = 1.0f / std::sqrt(float(c.D)) / (200 * k_scale);  // scores of order 1, not a one-hot softmax
+        const PagedKV cache{Tensor(kcodes.data(), t, {nb, c.bs, c.Hkv, c.D}),
+                            Tensor(vcodes.data(), t, {nb, c.bs, c.Hkv, c.D}), k_scale, v_scale};
+        be->attention(T32(q, {T, c.Hq, c.D}), cache, b.meta(c.prefill), o, ot);
+        std::vector<float> kf(kheld.begin(), kheld.end()), vf(vheld.begin(), vheld.end());  // exact: few bits
+        std::vector<double> ref;
+        ref_attention(q, kf, vf, b, c.Hq, c.Hkv, c.D, c.bs, o, ref);
+        const double vmax = 200.0 * v_scale * 5;  // |ref| is bounded by the largest |v|
+        for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 2e-5 * (vmax + std::abs(ref[i]))) << i;
+      }
+}
+
+// Every one of the 256 codes read back exactly as half.h decodes it (NaN codes as NaN, e5m2's
+// infinities as infinities), through the vector loads of decode attention: one key, so the output
+// is its V row times a weight of exactly 1.
+TEST_F(CpuOps, Fp8CacheReadsEveryCodeExactly) {
+  const int D = 256;
+  for (DType t : {DType::f8e4m3, DType::f8e5m2}) {
+    SCOPED_TRACE(dtype_name(t));
+    std::vector<uint8_t> kc(D, 0x00), vc(D);
+    for (int c = 0; c < D; ++c) vc[c] = static_cast<uint8_t>(c);
+    Batch b = make_batch({{1, 1}}, 1, 1, 1);
+    std::vector<float> q(D, 1.0f), out(D);
+    Tensor ot = T32(out, {1, 1, D});
+    be->attention(T32(q, {1, 1, D}), {Tensor(kc.data(), t, {1, 1, 1, D}), Tensor(vc.data(), t, {1, 1, 1, D})},
+                  b.meta(false), 0.1f, ot);
+    for (int c = 0; c < D; ++c) {
+      const float want = t == DType::f8e4m3 ? fp8_e4m3_to_f32(uint8_t(c)) : fp8_e5m2_to_f32(uint8_t(c));
+      if (std::isnan(want)) EXPECT_TRUE(std::isnan(out[c])) << "code " << c;
+      else EXPECT_EQ(out[c], want) << "code " << c;
+    }
+  }
+}
+
+// The RoPE store into an FP8 cache writes f32_to_fp8(x / scale) of what the f32 cache gets, byte
+// for byte (K with k_scale, V with v_scale), saturating where x / scale is beyond the format;
+// the query stays f32, and a slot of -1 writes nothing.
+TEST_F(CpuOps, QkNormRopeStoreWritesScaledFp8) {
+  const int T = 5, Hq = 4, Hkv = 2, D = 40, nb = 3, bs = 4, max_pos = 64;
+  const int row = (Hq + 2 * Hkv) * D;
+  auto qkv = randn(T * row, 70), qw = randn(D, 71), kw = randn(D, 72), bias = randn(row, 73);
+  auto cs = rope_table(max_pos, D, 10000.0);
+  std::vector<int32_t> pos = {0, 5, 63, 17, 2}, slots = {0, 7, -1, 11, 3};
+  auto in = [&](std::vector<float>& src) {
+    return RopeStore{.qkv = T32(src, {T, row}), .qkv_bias = T32(bias, {row}), .q_norm_w = T32(qw, {D}),
+                     .k_norm_w = T32(kw, {D}), .positions = TI(pos, {T}), .cos_sin = T32(cs, {max_pos, D}),
+                     .eps = 1e-6f, .num_q_heads = Hq, .num_kv_heads = Hkv, .slot_mapping = slots.data()};
+  };
+  const size_t n = size_t(nb) * bs * Hkv * D;
+  std::vector<float> kf(n), vf(n), qf(size_t(T) * Hq * D);
+  Tensor qft = T32(qf, {T, Hq, D});
+  be->qk_norm_rope_store(in(qkv), {T32(kf, {nb, bs, Hkv, D}), T32(vf, {nb, bs, Hkv, D})}, qft);
+  for (DType t : {DType::f8e4m3, DType::f8e5m2})
+    for (const auto& [k_scale, v_scale] :
+         std::vector<std::pair<float, float>>{{0.013f, 0.007f}, {1.0f, 1.0f}, {1e-5f, 3e-6f}}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + " k_scale " + std::to_string(k_scale));
+      std::vector<uint8_t> kc(n, 0x33), vc(n, 0x33);
+      std::vector<float> qh(qf.size());
+      Tensor qht = T32(qh, {T, Hq, D});
+      be->qk_norm_rope_store(in(qkv), {Tensor(kc.data(), t, {nb, bs, Hkv, D}), Tensor(vc.data(), t, {nb, bs, Hkv, D}),
+                                       k_scale, v_scale},
+                             qht);
+      EXPECT_EQ(qh, qf);
+      auto enc = [t](float x) { return t == DType::f8e4m3 ? f32_to_fp8_e4m3(x) : f32_to_fp8_e5m2(x); };
+      const uint8_t top = t == DType::f8e4m3 ? 0x7e : 0x7b;
+      int written = 0, saturated = 0;
+      for (int s = 0; s < nb * bs; ++s) {
+        const bool stored = std::find(slots.begin(), slots.end(), s) != slots.end();
+        for (size_t i = size_t(s) * Hkv * D; i < size_t(s + 1) * Hkv * D; ++i) {
+          if (!stored) {
+            ASSERT_EQ(kc[i], 0x33);
+            ASSERT_EQ(vc[i], 0x33);
+            continue;
+          }
+          ++written;
+          ASSERT_EQ(kc[i], enc(kf[i] / k_scale)) << "k " << i;
+          ASSERT_EQ(vc[i], enc(vf[i] / v_scale)) << "v " << i;
+          saturated += (kc[i] & 0x7f) == top;
+        }
+      }
+      EXPECT_EQ(written, 4 * Hkv * D);  // four tokens have slots
+      if (k_scale == 1e-5f && t == DType::f8e4m3) EXPECT_GT(saturated, 0);  // |k| > 448 * 1e-5 saturates
+    }
+  // A scale that is not positive and finite is a contract error.
+  std::vector<uint8_t> kc(n), vc(n);
+  std::vector<float> qh(qf.size());
+  Tensor qht = T32(qh, {T, Hq, D});
+  for (float bad : {0.0f, -1.0f, INFINITY, NAN})
+    EXPECT_THROW(be->qk_norm_rope_store(in(qkv), {Tensor(kc.data(), DType::f8e4m3, {nb, bs, Hkv, D}),
+                                                  Tensor(vc.data(), DType::f8e4m3, {nb, bs, Hkv, D}), bad, 1.0f},
+                                        qht),
+                 std::invalid_argument)
+        << bad;
+}
+
 TEST_F(CpuOps, AttentionRejectsBadBlockTables) {
   const int Hq = 2, Hkv = 1, D = 8, bs = 4, nb = 2;
   Batch b = make_batch({{3, 6}}, bs, nb, 1);

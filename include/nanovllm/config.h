@@ -28,8 +28,13 @@ struct EngineConfig {
   double cpu_kvcache_space_gb = 0;
   int num_threads = 0;                // CPU: worker threads, 0 = all cores
   // The KV cache's dtype (vLLM's --kv-cache-dtype): "auto" (CUDA: bf16; CPU: the checkpoint's
-  // weights' dtype, so bf16 for a bf16 checkpoint), "bfloat16", "float16" or "float32" (CPU).
+  // weights' dtype, so bf16 for a bf16 checkpoint), "bfloat16" (or "bf16"), "float16", "float32"
+  // (CPU), or FP8 with per-layer scales: "fp8" (= "fp8_e4m3") or "fp8_e5m2".
   std::string kv_cache_dtype = "auto";
+  // An FP8 KV cache's scales, when the checkpoint has none (self_attn.k_scale / v_scale): true
+  // (vLLM's calculate_kv_scales), measured by one forward of random tokens at start-up; false
+  // (--no-calculate-kv-scales), 1.0.
+  bool calculate_kv_scales = true;
   // vLLM's --quantization: "" (or "none"): weights as the checkpoint has them; "int8" (CPU):
   // weights quantized at load to int8 per output channel, int8 dot products with per-row
   // activation scales; "fp8": a float checkpoint's projections quantized at load to FP8 (e4m3)

@@ -16,7 +16,7 @@ _CONFIG_FIELDS = (
     "max_num_batched_tokens", "max_num_seqs", "max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
     "enforce_eager", "kvcache_block_size", "num_kvcache_blocks",
     "device", "seed", "enable_prefix_caching", "cpu_kvcache_space_gb", "num_threads",
-    "max_logprobs", "generation_config", "quantization",  # vLLM's
+    "max_logprobs", "generation_config", "quantization", "kv_cache_dtype", "calculate_kv_scales",  # vLLM's
 )
 
 

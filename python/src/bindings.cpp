@@ -125,6 +125,8 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("max_logprobs", &EngineConfig::max_logprobs)
       .def_readwrite("generation_config", &EngineConfig::generation_config)
       .def_readwrite("quantization", &EngineConfig::quantization)
+      .def_readwrite("kv_cache_dtype", &EngineConfig::kv_cache_dtype)
+      .def_readwrite("calculate_kv_scales", &EngineConfig::calculate_kv_scales)
       .def_readwrite("worker_command", &EngineConfig::worker_command)
       .def_property(
           "device", [](const EngineConfig& c) { return c.device ? std::string(to_string(*c.device)) : "auto"; },

@@ -61,10 +61,13 @@ void add_engine_flags(CLI::App* cmd, EngineConfig& c) {
                   "of available memory at most; 0: 4 GiB, vLLM's VLLM_CPU_KVCACHE_SPACE default)")
       ->check(kNonNegative);
   cmd->add_option("--kv-cache-dtype", c.kv_cache_dtype,
-                  "KV cache dtype: auto (CUDA: bf16; CPU: the checkpoint's, bf16 for a bf16 model), bfloat16, "
-                  "float16 or float32 (CPU)")
+                  "KV cache dtype: auto (CUDA: bf16; CPU: the checkpoint's, bf16 for a bf16 model), bfloat16 (bf16), "
+                  "float16, float32 (CPU), or FP8 with per-layer scales: fp8 (= fp8_e4m3) or fp8_e5m2")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "bfloat16", "float16", "float32"}));
+      ->check(CLI::IsMember({"auto", "bfloat16", "bf16", "float16", "float32", "fp8", "fp8_e4m3", "fp8_e5m2"}));
+  cmd->add_flag("--calculate-kv-scales,!--no-calculate-kv-scales", c.calculate_kv_scales,
+                "FP8 KV cache without scales in the checkpoint: measure them with one forward of random tokens at "
+                "start-up (the default), or use 1.0 (--no-calculate-kv-scales)");
   cmd->add_option("--quantization,-q", c.quantization,
                   "weight quantization: none; int8 (CPU: int8 weights per output channel, quantized at load); fp8 "
                   "(a float checkpoint's projections quantized to FP8 e4m3 per output channel at load; the CPU keeps "

@@ -3,12 +3,14 @@
 #include "engine/model_runner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
+#include "backend/half.h"
 #include "engine/tp_group.h"
 #include "util/clock.h"
 
@@ -61,14 +63,41 @@ std::unique_ptr<Backend> make_backend_for(const EngineConfig& c, const EnvOption
 DType kv_cache_dtype(const std::string& name, const Backend& backend, DType checkpoint_dtype) {
   DType t;
   if (name == "auto") t = backend.device() == DeviceKind::cpu ? checkpoint_dtype : backend.compute_dtype();
-  else if (name == "bfloat16") t = DType::bf16;
+  else if (name == "bfloat16" || name == "bf16") t = DType::bf16;
   else if (name == "float16") t = DType::f16;
   else if (name == "float32") t = DType::f32;
-  else throw std::invalid_argument("kv_cache_dtype '" + name + "': expected auto, bfloat16, float16 or float32");
+  else if (name == "fp8" || name == "fp8_e4m3") t = DType::f8e4m3;
+  else if (name == "fp8_e5m2") t = DType::f8e5m2;
+  else
+    throw std::invalid_argument("kv_cache_dtype '" + name +
+                                "': expected auto, bfloat16 (bf16), float16, float32, fp8, fp8_e4m3 or fp8_e5m2");
   if (!backend.takes_kv(t))
     throw std::invalid_argument("kv_cache_dtype " + name + ": the " + backend.name() + " backend's KV cache cannot be " +
                                 dtype_name(t) + " (it is " + dtype_name(backend.compute_dtype()) + ")");
   return t;
+}
+
+std::vector<int32_t> kv_calibration_ids(int64_t vocab, int n) {
+  std::vector<int32_t> ids(n);
+  uint64_t state = kKvCalibrationSeed;
+  for (int32_t& id : ids) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    id = static_cast<int32_t>((z ^ (z >> 31)) % static_cast<uint64_t>(vocab));
+  }
+  return ids;
+}
+
+std::string kv_dtype_label(DType t) {
+  if (t == DType::f8e4m3) return "fp8_e4m3";
+  if (t == DType::f8e5m2) return "fp8_e5m2";
+  return dtype_name(t);
+}
+
+float fp8_kv_scale(float amax, DType kv_dtype) {
+  if (!(amax > 0)) return 1.0f;
+  return amax / (kv_dtype == DType::f8e5m2 ? kFp8E5m2ScaleConstant : kFp8E4m3ScaleConstant);
 }
 
 ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_config, std::unique_ptr<Backend> backend,
@@ -99,6 +128,7 @@ ModelRunner::ModelRunner(const EngineConfig& config, const ModelConfig& model_co
                                             shard);
     backend_->synchronize();
     kv_dtype_ = nanovllm::kv_cache_dtype(config_.kv_cache_dtype, *backend_, model_->checkpoint_dtype());
+    if (is_fp8(kv_dtype_)) checkpoint_kv_scales_ = read_checkpoint_kv_scales(checkpoint);
     if (model_->mapped_bytes() > 0) checkpoint_ = std::make_unique<Checkpoint>(std::move(checkpoint));
   }
 
@@ -139,6 +169,9 @@ int64_t ModelRunner::execute(const WorkerCommand& cmd, const void* payload) {
     case WorkerOp::allocate_kv:
       allocate_blocks(static_cast<int>(cmd.value));
       backend_->synchronize();
+      return 0;
+    case WorkerOp::calibrate_kv:
+      set_kv_scales();
       return 0;
     case WorkerOp::capture:
       capture_cudagraph();
@@ -190,11 +223,19 @@ void ModelRunner::forward_staged(const BatchLayout& layout, const ForwardInputs&
 }
 
 void ModelRunner::allocate_kv_cache() {
+  // An FP8 cache's scales first: calibrating runs a forward with a small cache of its own, freed
+  // before this one is sized (CUDA: before the profiling run measures free memory).
+  if (is_fp8(kv_dtype_)) {
+    if (group_) group_->send(WorkerCommand{.op = WorkerOp::calibrate_kv});  // each rank, its own heads
+    set_kv_scales();
+    if (group_) group_->wait_done();
+  }
   if (!group_) {
     allocate_blocks(decide_num_blocks());
     backend_->synchronize();
     std::fprintf(stderr, "nanovllm: KV cache %s, %d blocks (%.1f MiB): %s\n", dtype_name(kv_dtype_), kv_.num_blocks,
                  kvcache_bytes_ / (1024.0 * 1024.0), kv_cache_reason_.c_str());
+    if (is_fp8(kv_dtype_)) std::fprintf(stderr, "nanovllm: %s\n", kv_cache_summary().c_str());
     return;
   }
   // Every rank sizes its own cache (CUDA: its own profiling forward, together); all take the least.
@@ -207,13 +248,155 @@ void ModelRunner::allocate_kv_cache() {
   group_->wait_done();
   std::fprintf(stderr, "nanovllm: KV cache %s, %d blocks a rank (%.1f MiB each; the least the ranks could hold): %s\n",
                dtype_name(kv_dtype_), kv_.num_blocks, kvcache_bytes_ / (1024.0 * 1024.0), kv_cache_reason_.c_str());
+  if (is_fp8(kv_dtype_)) std::fprintf(stderr, "nanovllm: %s (rank 0's scales)\n", kv_cache_summary().c_str());
+}
+
+std::string ModelRunner::kv_cache_summary() const {
+  // Counts with thousands separators, as the start-up line reads them.
+  auto count = [](int64_t n) {
+    std::string d = std::to_string(n), out;
+    for (size_t i = 0; i < d.size(); ++i) {
+      if (i > 0 && (d.size() - i) % 3 == 0) out += ',';
+      out += d[i];
+    }
+    return out;
+  };
+  auto range = [](const std::vector<float>& v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.3g..%.3g", *std::min_element(v.begin(), v.end()),
+                  *std::max_element(v.begin(), v.end()));
+    return std::string(buf);
+  };
+  std::string s = "KV cache: " + kv_dtype_label(kv_dtype_) + ", " + count(kv_.num_blocks) + " blocks";
+  if (dtype_size(kv_dtype_) != dtype_size(DType::bf16)) {  // what the same bytes would hold in bf16
+    char mib[32];
+    std::snprintf(mib, sizeof mib, "%.1f MiB", kvcache_bytes_ / (1024.0 * 1024.0));
+    s += " (" + count(kvcache_bytes_ / kv_block_bytes(DType::bf16)) + " in bf16 in the same " + mib + ")";
+  }
+  if (!k_scales_.empty())
+    s += ", scales " + kv_scales_source_ + ": k " + range(k_scales_) + ", v " + range(v_scales_);
+  return s;
+}
+
+bool ModelRunner::read_checkpoint_kv_scales(const Checkpoint& checkpoint) {
+  // vLLM's convention: k_scale is the dequantization multiplier (k ~= q * k_scale), a scalar.
+  auto scalar = [&](const std::string& name, float* out) {
+    if (!checkpoint.contains(name)) return false;
+    const Tensor t = checkpoint.get(name);
+    if (t.numel() != 1 || !(t.dtype == DType::f32 || t.dtype == DType::bf16 || t.dtype == DType::f16))
+      throw std::runtime_error("checkpoint tensor " + name + " is " + dtype_name(t.dtype) + " " + t.shape_str() +
+                               "; a KV scale is one F32, BF16 or F16 value");
+    *out = load_as_f32(t.data, t.dtype, 0);
+    if (!(std::isfinite(*out) && *out > 0))
+      throw std::runtime_error("checkpoint tensor " + name + " is " + std::to_string(*out) +
+                               "; a KV scale must be positive and finite");
+    return true;
+  };
+  const int L = model_config_.num_hidden_layers;
+  std::vector<float> k(L), v(L);
+  int found = 0;
+  std::string missing;
+  for (int l = 0; l < L; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".self_attn.";
+    const bool has_k = scalar(p + "k_scale", &k[l]) || scalar(p + "k_proj.output_scale", &k[l]);
+    const bool has_v = scalar(p + "v_scale", &v[l]) || scalar(p + "v_proj.output_scale", &v[l]);
+    found += has_k + has_v;
+    if (missing.empty() && !has_k) missing = p + "k_scale";
+    if (missing.empty() && !has_v) missing = p + "v_scale";
+  }
+  if (found == 0) return false;
+  if (!missing.empty())
+    throw std::runtime_error("the checkpoint has KV scales for some layers but not " + missing +
+                             " (self_attn.k_scale / v_scale, or k_proj / v_proj.output_scale)");
+  k_scales_ = std::move(k);
+  v_scales_ = std::move(v);
+  kv_scales_source_ = "from the checkpoint";
+  return true;
+}
+
+void ModelRunner::set_kv_scales() {
+  if (checkpoint_kv_scales_) return;
+  if (config_.calculate_kv_scales) {
+    calibrate_kv_scales();
+    return;
+  }
+  k_scales_.assign(model_config_.num_hidden_layers, 1.0f);
+  v_scales_.assign(model_config_.num_hidden_layers, 1.0f);
+  kv_scales_source_ = "1.0 (--no-calculate-kv-scales, none in the checkpoint)";
+}
+
+void ModelRunner::calibrate_kv_scales() {
+  // vLLM's calculate_kv_scales, once: a prefill of seeded random token ids through the model with
+  // a small cache of the compute dtype, then each layer's amax of the K and V it stored.
+  const ModelConfig& mc = model_config_;
+  const int L = mc.num_hidden_layers, bs = config_.kvcache_block_size;
+  const int num_seqs = std::max(1, std::min({kKvCalibrationSeqs, max_num_seqs_, max_num_tokens_}));
+  const int len =
+      std::max(1, std::min({kKvCalibrationTokens / num_seqs, config_.max_model_len, max_num_tokens_ / num_seqs}));
+  const int seq_blocks = (len + bs - 1) / bs, num_blocks = num_seqs * seq_blocks;
+  const DType dtype = backend_->compute_dtype();
+  const int64_t per_tensor = static_cast<int64_t>(num_blocks) * bs * model_->dims().kv_heads * mc.head_dim *
+                             static_cast<int64_t>(dtype_size(dtype));
+  DeviceBuffer buffer = backend_->alloc(static_cast<size_t>(per_tensor) * 2 * L);
+  backend_->fill_zero(buffer.get(), buffer.bytes());
+  KVCache kv;
+  for (int l = 0; l < 2 * L; ++l)
+    (l < L ? kv.k : kv.v)
+        .push_back(Tensor(static_cast<char*>(buffer.get()) + per_tensor * l, dtype,
+                          {num_blocks, bs, model_->dims().kv_heads, mc.head_dim}, backend_->device()));
+  kv.num_blocks = num_blocks;
+  kv.block_size = bs;
+
+  backend_->synchronize();  // an earlier staging copy may still read the buffer
+  const BatchLayout layout(num_seqs * len, num_seqs, num_seqs, max_num_blocks_);
+  auto [ids, pos, slots, cu, lens, last, tables] = layout.arrays(staging_buffer_.get());
+  const std::vector<int32_t> random_ids = kv_calibration_ids(mc.vocab_size, num_seqs * len);
+  cu[0] = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int j = 0; j < len; ++j) {
+      const int t = s * len + j;
+      ids[t] = random_ids[t];
+      pos[t] = j;
+      slots[t] = (s * seq_blocks + j / bs) * bs + j % bs;
+    }
+    cu[s + 1] = (s + 1) * len;
+    lens[s] = len;
+    last[s] = (s + 1) * len - 1;
+    int32_t* row = tables + static_cast<size_t>(s) * max_num_blocks_;
+    for (int b = 0; b < max_num_blocks_; ++b) row[b] = b < seq_blocks ? s * seq_blocks + b : -1;
+  }
+  copy_staging(layout);
+  const ForwardInputs in = inputs_at(layout, num_seqs * len, num_seqs, num_seqs, true, len, len);
+  Tensor logits = rank_ == 0 ? logits_.rows(0, num_seqs) : Tensor();
+  model_->forward(in, kv, logits);
+  backend_->synchronize();
+
+  std::vector<char> host(static_cast<size_t>(per_tensor));
+  auto amax = [&](const Tensor& t, const char* what, int l) {
+    backend_->copy_to_host(host.data(), t.data, host.size());
+    float m = 0;
+    for (int64_t i = 0, n = t.numel(); i < n; ++i) m = std::max(m, std::fabs(load_as_f32(host.data(), dtype, i)));
+    if (!std::isfinite(m))
+      throw std::runtime_error(std::string("KV scale calibration: layer ") + std::to_string(l) + "'s " + what +
+                               " is not finite");
+    return m;
+  };
+  k_scales_.resize(L);
+  v_scales_.resize(L);
+  for (int l = 0; l < L; ++l) {
+    k_scales_[l] = fp8_kv_scale(amax(kv.k[l], "K", l), kv_dtype_);
+    v_scales_[l] = fp8_kv_scale(amax(kv.v[l], "V", l), kv_dtype_);
+  }
+  kv_scales_source_ = "calibrated over " + std::to_string(num_seqs * len) + " random tokens";
 }
 
 ModelRunner::~ModelRunner() = default;
 
-int64_t ModelRunner::kv_block_bytes() const {
+int64_t ModelRunner::kv_block_bytes() const { return kv_block_bytes(kv_dtype_); }
+
+int64_t ModelRunner::kv_block_bytes(DType dtype) const {
   return 2LL * model_config_.num_hidden_layers * config_.kvcache_block_size * model_->dims().kv_heads *
-         model_config_.head_dim * static_cast<int64_t>(dtype_size(kv_dtype_));
+         model_config_.head_dim * static_cast<int64_t>(dtype_size(dtype));
 }
 
 int ModelRunner::decide_num_blocks() {
@@ -307,6 +490,10 @@ void ModelRunner::allocate_blocks(int num_blocks) {
     Tensor t(base + per_tensor * l, kv_dtype_, {num_blocks, bs, model_->dims().kv_heads, mc.head_dim},
              backend_->device());
     (l < L ? kv_.k : kv_.v).push_back(t);
+  }
+  if (is_fp8(kv_dtype_)) {  // set_kv_scales ran first
+    kv_.k_scale = k_scales_;
+    kv_.v_scale = v_scales_;
   }
   kv_.num_blocks = num_blocks;
   kv_.block_size = bs;

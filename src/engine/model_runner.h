@@ -33,6 +33,23 @@ std::unique_ptr<Backend> make_backend_for(const EngineConfig& config, const EnvO
 DType kv_cache_dtype(const std::string& name, const Backend& backend, DType checkpoint_dtype);
 // The CPU KV cache's cap when EngineConfig::cpu_kvcache_space_gb is 0 (vLLM's default).
 inline constexpr double kDefaultCpuKvcacheSpaceGb = 4.0;
+// A KV dtype as --kv-cache-dtype names it where it differs from dtype_name: fp8_e4m3, fp8_e5m2.
+std::string kv_dtype_label(DType t);
+
+// FP8 KV scales from a calibration forward (vLLM's calculate_kv_scales): scale = amax / C, with
+// C = 200 for e4m3 (vLLM's K_SCALE_CONSTANT / V_SCALE_CONSTANT: 448 / 200 of headroom) and the
+// same headroom for e5m2 (57344 * 200 / 448); an amax of 0 gives 1.
+inline constexpr float kFp8E4m3ScaleConstant = 200.0f;
+inline constexpr float kFp8E5m2ScaleConstant = 57344.0f * 200.0f / 448.0f;
+float fp8_kv_scale(float amax, DType kv_dtype);
+// The calibration batch: this many sequences of kKvCalibrationTokens / kKvCalibrationSeqs tokens
+// each (fewer where max_num_batched_tokens, max_num_seqs or max_model_len say so), random ids
+// drawn with this seed.
+inline constexpr int kKvCalibrationTokens = 512, kKvCalibrationSeqs = 4;
+inline constexpr uint64_t kKvCalibrationSeed = 0x6b765f7363616c65ull;  // "kv_scale"
+// The calibration batch's n token ids below `vocab` (splitmix64 from kKvCalibrationSeed: the same
+// on every rank and every run).
+std::vector<int32_t> kv_calibration_ids(int64_t vocab, int n);
 
 // What one step produced.
 struct StepResult {
@@ -85,6 +102,14 @@ class ModelRunner {
   // Why the KV cache got its size, as the start-up line says it.
   const std::string& kv_cache_reason() const { return kv_cache_reason_; }
   int num_graphs() const { return static_cast<int>(graphs_.size()); }
+  // An FP8 cache's per-layer scales (this rank's; empty for other dtypes) and where they came from:
+  // "checkpoint", "calibrated over N random tokens" or "1.0 (--no-calculate-kv-scales)".
+  const std::vector<float>& kv_k_scales() const { return k_scales_; }
+  const std::vector<float>& kv_v_scales() const { return v_scales_; }
+  const std::string& kv_scales_source() const { return kv_scales_source_; }
+  // The start-up line on the KV cache's dtype: for FP8, the blocks bf16 would have given in the
+  // same memory, and the scales' source and range over layers.
+  std::string kv_cache_summary() const;
   size_t weight_bytes() const { return model_->weight_bytes(); }
 
   // Tensor parallelism: this rank's figures, then (rank 0) every other rank's.
@@ -113,6 +138,14 @@ class ModelRunner {
   // The logits of hidden rows rows_host_[0, R) into logits, on every rank.
   void logits_of_rows(int R, Tensor logits);
   int64_t kv_block_bytes() const;
+  int64_t kv_block_bytes(DType dtype) const;
+  // The checkpoint's KV scales (self_attn.k_scale / v_scale, or k_proj/v_proj.output_scale) into
+  // k_scales_ / v_scales_ when every layer has them; false when none has.
+  bool read_checkpoint_kv_scales(const Checkpoint& checkpoint);
+  // An FP8 cache's scales, before it is allocated: the checkpoint's, else calibrated
+  // (calibrate_kv_scales; every rank at once, it runs a forward), else 1.
+  void set_kv_scales();
+  void calibrate_kv_scales();
   void allocate_blocks(int num_blocks);
   int decide_num_blocks();
   // The CPU cache's blocks (at most `useful`), with the reason in kv_cache_reason_ and `available`.
@@ -132,6 +165,9 @@ class ModelRunner {
   int64_t kvcache_bytes_ = 0;
   DType kv_dtype_ = DType::f32;
   std::string kv_cache_reason_;
+  std::vector<float> k_scales_, v_scales_;  // per layer, FP8 caches only
+  std::string kv_scales_source_;
+  bool checkpoint_kv_scales_ = false;
 
   // Host staging (pinned on CUDA) for the largest layout; freed by the backend, which outlives it.
   struct HostFree {

@@ -37,7 +37,7 @@ constexpr const char* kStamp = "nanovllm tp " __DATE__ " " __TIME__;
 
 // The configuration a worker needs, as JSON. A field added to EngineConfig changes its size:
 // add it here (and below) too, then update the size.
-static_assert(sizeof(EngineConfig) == 312, "EngineConfig changed: update config_to_json / config_from_json");
+static_assert(sizeof(EngineConfig) == 320, "EngineConfig changed: update config_to_json / config_from_json");
 
 std::string config_to_json(const EngineConfig& c) {
   nlohmann::json j;
@@ -64,6 +64,7 @@ std::string config_to_json(const EngineConfig& c) {
   j["master_addr"] = c.master_addr;
   j["master_port"] = c.master_port;
   j["kv_cache_dtype"] = c.kv_cache_dtype;
+  j["calculate_kv_scales"] = c.calculate_kv_scales;
   j["quantization"] = c.quantization;
   return j.dump();
 }
@@ -94,6 +95,7 @@ EngineConfig config_from_json(const std::string& text) {
   c.master_addr = j.at("master_addr");
   c.master_port = j.at("master_port");
   c.kv_cache_dtype = j.at("kv_cache_dtype");
+  c.calculate_kv_scales = j.at("calculate_kv_scales");
   c.quantization = j.at("quantization");
   return c;
 }

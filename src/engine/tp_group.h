@@ -29,6 +29,7 @@ enum class WorkerOp : uint32_t {
   none,
   profile_kv,   // decide how many KV blocks fit (CUDA: a profiling forward); reply: the count
   allocate_kv,  // allocate `value` blocks
+  calibrate_kv, // an FP8 cache's scales: the calibration forward over the payload (random ids), together
   capture,      // capture the decode CUDA graphs
   forward,      // run the forward over the payload (the step's staging buffer)
   logits_of,    // the lm-head over `value` hidden rows whose indices are the payload

@@ -91,6 +91,16 @@ class Generate(unittest.TestCase):
         self.assertEqual(stopped["finish_reason"], "stop")
         self.assertEqual(stopped["token_ids"][-1], self.prompts[0]["greedy"][3])
 
+    def test_fp8_kv_cache_equals_the_cli(self):
+        ids = self.prompts[1]["ids"]
+        g = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+        for kwargs, flags in (({"kv_cache_dtype": "fp8"}, ["--kv-cache-dtype", "fp8"]),
+                              ({"kv_cache_dtype": "fp8_e5m2", "calculate_kv_scales": False},
+                               ["--kv-cache-dtype", "fp8_e5m2", "--no-calculate-kv-scales"])):
+            out = LLM(TINY, **SMALL, **kwargs).generate([ids], g, use_tqdm=False)[0]
+            want = cli_tokens(ids, "--max-tokens", "12", "--ignore-eos", "--temperature", "0", *flags)
+            self.assertEqual(out["token_ids"], want["token_ids"], kwargs)
+
     def test_bad_arguments(self):
         with self.assertRaisesRegex(TypeError, "unexpected keyword argument 'max_len'"):
             LLM(TINY, max_len=10)
@@ -106,6 +116,8 @@ class Generate(unittest.TestCase):
             self.llm.generate([3.5], use_tqdm=False)
         with self.assertRaisesRegex(ValueError, "device"):
             LLM(TINY, device="tpu")
+        with self.assertRaisesRegex(ValueError, "kv_cache_dtype 'fp9'.*fp8_e5m2"):
+            LLM(TINY, kv_cache_dtype="fp9", **SMALL)
         # Nothing of the refused requests is left in the engine.
         self.assertTrue(self.llm.is_finished())
 

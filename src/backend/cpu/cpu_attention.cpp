@@ -2,7 +2,8 @@
 // Attention is two-pass per query (scores, then max-subtracted softmax and the weighted V sum),
 // so it is exact up to float rounding and serves as the oracle the CUDA kernels are held to.
 // The cache is f32, bf16 or f16 (stored rounded to nearest even, read back converted in
-// registers); the math is float32 either way.
+// registers), or FP8 (e4m3, e5m2) holding k / k_scale and v / v_scale (half.h's rounding and
+// saturation), read back by a 256-entry table; the math is float32 either way.
 #include <cblas.h>
 #include <immintrin.h>
 
@@ -153,6 +154,15 @@ inline void norm_rope_head(const float* x, float pre, const float* bias, const f
   }
 }
 
+// dst[0, n) = FP8 of src[0, n) / scale (round to nearest even, saturating).
+inline void store_fp8_row(DType t, const float* src, float scale, char* dst, int n) {
+  uint8_t* d = reinterpret_cast<uint8_t*>(dst);
+  if (t == DType::f8e4m3)
+    for (int i = 0; i < n; ++i) d[i] = f32_to_fp8_e4m3(src[i] / scale);
+  else
+    for (int i = 0; i < n; ++i) d[i] = f32_to_fp8_e5m2(src[i] / scale);
+}
+
 }  // namespace
 
 void qk_norm_rope_store(const RopeStore& in, const float* in_scale, const PagedKV& cache, const Tensor& q_out,
@@ -191,10 +201,15 @@ void qk_norm_rope_store(const RopeStore& in, const float* in_scale, const PagedK
         float k[1024], v[1024];  // the rows in f32, then stored in the cache's dtype
         norm_rope_head(src + kcol, pre, bias_at(kcol), k_norm_w, cs, eps, D, k);
         for (int d = 0; d < D; ++d) v[d] = bias ? src[vcol + d] * pre + bias[vcol + d] : src[vcol + d] * pre;
-        with_float_dtype(kv_dtype, [&]<DType T>() {
-          store_row<T>(k, k_cache + dst, D);
-          store_row<T>(v, v_cache + dst, D);
-        });
+        if (is_fp8(kv_dtype)) {  // the contract's rule: x / scale in float32, then rounded once
+          store_fp8_row(kv_dtype, k, cache.k_scale, k_cache + dst, D);
+          store_fp8_row(kv_dtype, v, cache.v_scale, v_cache + dst, D);
+        } else {
+          with_float_dtype(kv_dtype, [&]<DType T>() {
+            store_row<T>(k, k_cache + dst, D);
+            store_row<T>(v, v_cache + dst, D);
+          });
+        }
       }
     }
   });
@@ -213,6 +228,9 @@ struct AttnArgs {
   const AttentionShape& s;
   AttentionOptions opts;
   float* out;
+  // The cache's scales (1 but for FP8): k_scale goes into the score's scale (scale * q.(k * k_scale)
+  // = (scale * k_scale) * q.k), v_scale multiplies the weighted sum of V.
+  float k_scale = 1.0f, v_scale = 1.0f;
 };
 
 // The first key position a query at position `pos` sees: a sliding window's start, or 0.
@@ -233,7 +251,7 @@ void attend_token(const AttnArgs& a, int t, int kvh) {
   const AttentionShape& s = a.s;
   const float* q = a.q;
   const void *k_cache = a.k_cache, *v_cache = a.v_cache;
-  const float scale = a.opts.scale;
+  const float scale = a.opts.scale * a.k_scale;
   float* out = a.out;
   const int G = s.num_q_heads / s.num_kv_heads;
   const int D = s.head_dim, bs = s.block_size, Hkv = s.num_kv_heads;
@@ -287,6 +305,8 @@ void attend_token(const AttnArgs& a, int t, int kvh) {
         case 1: weighted_sum<1, T>(w, lo, n, v, o); break;
         default: weighted_sum_any(w, lo, n, v, width, o);
       }
+      if (a.v_scale != 1.0f)
+        for (int d = 0; d < width; ++d) o[d] *= a.v_scale;
     }
   }
 }
@@ -317,8 +337,8 @@ void attend_tile(const AttnArgs& a, int i, int kvh, int j0, int j1) {
   const int64_t t0 = meta.cu_seqlens_q[i] + j0;
   for (int g = 0; g < G; ++g) {
     const int64_t col = static_cast<int64_t>(kvh * G + g) * D;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, width, D, a.opts.scale, a.q + t0 * Hq * D + col, Hq * D,
-                kbuf.data(), D, 0.0f, sbuf.data(), width);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, width, D, a.opts.scale * a.k_scale,
+                a.q + t0 * Hq * D + col, Hq * D, kbuf.data(), D, 0.0f, sbuf.data(), width);
     for (int r = 0; r < tq; ++r) {
       float* sc = sbuf.data() + static_cast<size_t>(r) * width;
       const int n = start + j0 + r + 1;                       // causal: keys before n
@@ -328,7 +348,7 @@ void attend_tile(const AttnArgs& a, int i, int kvh, int j0, int j1) {
       softmax_inplace(sc + first, n - lo - first);
       std::fill(sc + (n - lo), sc + width, 0.0f);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, D, width, 1.0f, sbuf.data(), width, vbuf.data(), D,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, D, width, a.v_scale, sbuf.data(), width, vbuf.data(), D,
                 0.0f, a.out + t0 * Hq * D + col, Hq * D);
   }
 }
@@ -345,7 +365,8 @@ void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetad
                      const Tensor& out, ThreadPool& pool) {
   const int Hkv = cache.num_kv_heads();
   const AttentionShape s{static_cast<int>(q.size(1)), Hkv, cache.head_dim(), cache.block_size()};
-  const AttnArgs args{q.ptr<float>(), cache.k.data, cache.v.data, meta, s, opts, out.ptr<float>()};
+  const AttnArgs args{q.ptr<float>(), cache.k.data, cache.v.data, meta, s, opts, out.ptr<float>(), cache.k_scale,
+                      cache.v_scale};
   // Work items, longest first so the dynamic schedule ends evenly: query tiles of prefill chunks
   // of at least kMinTiledQuery tokens, then single tokens (decode and short chunks).
   thread_local std::vector<Item> scratch;
@@ -366,7 +387,7 @@ void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetad
       for (int h = 0; h < Hkv; ++h) items.push_back({-1, h, t, t + 1});
   }
   if (tiled) blas_single_thread();
-  with_float_dtype(cache.k.dtype, [&]<DType T>() {
+  with_kv_dtype(cache.k.dtype, [&]<DType T>() {
     pool.parallel_for_dynamic(static_cast<int64_t>(items.size()), [&](int64_t k) {
       const Item& it = items[k];
       if (it.seq < 0) attend_token<T>(args, it.begin, it.kvh);

@@ -69,7 +69,9 @@ class CpuBackend final : public Backend {
   }
   bool quantizes_fp8() const override { return fp8_weights_; }
   bool takes_mixed_weight(DType t) const override { return t == DType::bf16 || t == DType::f16 || t == DType::i8; }
-  bool takes_kv(DType t) const override { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
+  bool takes_kv(DType t) const override {
+    return t == DType::f32 || t == DType::bf16 || t == DType::f16 || t == DType::f8e4m3 || t == DType::f8e5m2;
+  }
   bool weights_in_place() const override { return true; }
 
   // ---- memory ----

@@ -1,5 +1,5 @@
 // Half-precision (bf16, f16) <-> f32 conversions of 8 values in AVX2 registers (F16C for f16), and
-// whole rows: the CPU reads bf16/f16 weights and KV caches with these. Rounding is half.h's
+// whole rows: the CPU reads bf16/f16 weights and KV caches with these, and FP8 KV caches by table. Rounding is half.h's
 // (to nearest even; NaN stays NaN), so a vector store equals the scalar one bit for bit.
 #pragma once
 #include <immintrin.h>
@@ -17,18 +17,55 @@ inline __m256 load8_bf16(const uint16_t* p) {
 }
 inline __m256 load8_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
-// 8 values of a KV-cache or weight row of dtype T (f32, bf16 or f16) as f32.
+// FP8 (the KV cache's f8e4m3 / f8e5m2) -> f32, unscaled (the reader applies the cache's scale).
+// One at a time by a 256-entry table per format, built once from half.h's conversions (so the
+// table is the scalar rule, code for code); 8 at a time through f16 (F16C), exact: e5m2 is f16's
+// top byte, and e4m3's bits placed in f16's (exponent in the low 4 of its 5 bits, mantissa on
+// top) give the value / 256 for normals and subnormals alike, 0x7f/0xff (NaN) set apart. An AVX2
+// gather from the table took 1.2-1.8x this e4m3 path's CPU time in decode attention
+// (docs/cpu-backend.md, Attention).
+struct Fp8Table {
+  alignas(64) float v[256];
+  explicit Fp8Table(float (*to_f32)(uint8_t)) {
+    for (int c = 0; c < 256; ++c) v[c] = to_f32(static_cast<uint8_t>(c));
+  }
+};
+inline const Fp8Table kFp8E4m3Table{fp8_e4m3_to_f32};
+inline const Fp8Table kFp8E5m2Table{fp8_e5m2_to_f32};
+template <DType T>
+inline const float* fp8_table() {
+  return T == DType::f8e4m3 ? kFp8E4m3Table.v : kFp8E5m2Table.v;
+}
+// 8 codes as the high bytes of 8 16-bit lanes (code << 8).
+inline __m128i fp8_to_high_bytes(const uint8_t* p) {
+  return _mm_unpacklo_epi8(_mm_setzero_si128(), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256 load8_e5m2(const uint8_t* p) { return _mm256_cvtph_ps(fp8_to_high_bytes(p)); }
+inline __m256 load8_e4m3(const uint8_t* p) {
+  // code << 8 shifted right arithmetically by 1 and bit 14 cleared: sign at 15, the 4 exponent
+  // bits at 13..10, the 3 mantissa bits at 9..7 -- an f16 of value / 256.
+  const __m128i h = _mm_and_si128(_mm_srai_epi16(fp8_to_high_bytes(p), 1), _mm_set1_epi16(static_cast<short>(0xbfff)));
+  const __m256 v = _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+  // 0x7f / 0xff (NaN) came out as +-480, which no other code gives (448 is the largest).
+  const __m256 nan = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v), _mm256_set1_ps(480.0f), _CMP_EQ_OQ);
+  return _mm256_blendv_ps(v, _mm256_set1_ps(__builtin_nanf("")), nan);
+}
+
+// 8 values of a KV-cache or weight row of dtype T (f32, bf16, f16; FP8 unscaled) as f32.
 template <DType T>
 inline __m256 load8(const void* p, int64_t i) {
   if constexpr (T == DType::f32) return _mm256_loadu_ps(static_cast<const float*>(p) + i);
   if constexpr (T == DType::bf16) return load8_bf16(static_cast<const uint16_t*>(p) + i);
   if constexpr (T == DType::f16) return load8_f16(static_cast<const uint16_t*>(p) + i);
+  if constexpr (T == DType::f8e4m3) return load8_e4m3(static_cast<const uint8_t*>(p) + i);
+  if constexpr (T == DType::f8e5m2) return load8_e5m2(static_cast<const uint8_t*>(p) + i);
 }
 template <DType T>
 inline float load1(const void* p, int64_t i) {
   if constexpr (T == DType::f32) return static_cast<const float*>(p)[i];
   if constexpr (T == DType::bf16) return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
   if constexpr (T == DType::f16) return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+  if constexpr (T == DType::f8e4m3 || T == DType::f8e5m2) return fp8_table<T>()[static_cast<const uint8_t*>(p)[i]];
 }
 
 // f32 -> bf16, round to nearest even, NaN -> quiet NaN (f32_to_bf16's rule), 8 at a time.
@@ -88,6 +125,16 @@ inline decltype(auto) with_float_dtype(DType t, F&& f) {
     case DType::bf16: return f.template operator()<DType::bf16>();
     case DType::f16: return f.template operator()<DType::f16>();
     default: return f.template operator()<DType::f32>();
+  }
+}
+
+// The same over a KV cache's dtypes: f32, bf16, f16, f8e4m3, f8e5m2.
+template <class F>
+inline decltype(auto) with_kv_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::f8e4m3: return f.template operator()<DType::f8e4m3>();
+    case DType::f8e5m2: return f.template operator()<DType::f8e5m2>();
+    default: return with_float_dtype(t, f);
   }
 }
 
