@@ -65,8 +65,11 @@ class Fp8Gemm {
     std::vector<void*> all;
   };
 
-  Plan& plan_for(int64_t m, int64_t n, int64_t k, DType out_t, bool accumulate, Mode mode, const void* a_scale,
-                 const void* b_scale);
+  // The plan of a shape: cuBLASLt's candidates timed on the call's operands (q, its scales xs) at
+  // the engine's decode sizes that are powers of two up to kTuneMaxM, the plan of the power of two
+  // above reused between them, the heuristic's first pick elsewhere (prefill) and under capture.
+  Plan& plan_for(int64_t m, int64_t n, int64_t k, DType out_t, bool accumulate, Mode mode, const Fp8Weight& w,
+                 const void* q, const float* xs, cudaStream_t s);
   static void set_scale_pointers(Plan& p, const void* a_scale, const void* b_scale);
   void* grow(Buffer& b, size_t want, const char* what, cudaStream_t s);
   bool scaled_gemm(const void* x, const Fp8Weight& w, void* out, int64_t m, int64_t n, int64_t k, DType out_t,
@@ -81,7 +84,9 @@ class Fp8Gemm {
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;
   std::map<Key, Plan> plans_;
-  Buffer act_, act_scale_, dequant_;
+  Buffer act_, act_scale_, dequant_, tune_out_;  // tune_out_: where timed candidates write
+  static constexpr int64_t kTuneMaxM = 512;
+  static constexpr int kCandidates = 16;
   std::set<std::tuple<int64_t, int64_t, int, int>> reported_;  // n, k, scale block: fallbacks reported
 };
 

@@ -32,6 +32,10 @@ class Gemm {
   // x and w share a dtype (bf16 or f32); out may be bf16 or f32.
   void linear(const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, DType in_t, DType out_t,
               bool accumulate, cudaStream_t s);
+  // Milliseconds per candidate for kTimedCalls calls of each, captured into a graph and replayed
+  // (negative for one that fails); the FP8 GEMM times its candidates with it too.
+  std::vector<float> time_in_graph(const std::vector<std::function<bool()>>& calls, cudaStream_t s);
+  void add_tuning_seconds(double s) { tuning_seconds_ += s; }
 
  private:
   struct Plan {
@@ -44,7 +48,6 @@ class Gemm {
   Plan& plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, bool accumulate, const void* x,
                  const void* w, void* out, cudaStream_t s);
 
-  std::vector<float> time_in_graph(const std::vector<std::function<bool()>>& calls, cudaStream_t s);
   void tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const void* x, const void* w, void* out,
             int64_t m, int64_t n, int64_t k, DType in_t, DType out_t, bool accumulate, cudaStream_t s);
 
