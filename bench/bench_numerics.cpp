@@ -6,7 +6,8 @@
 // range, KL of the softmax) for both, and how many leading greedy tokens each keeps.
 // Each in four settings: one mixed batch with decode graphs, chunked prefill (512-token steps),
 // every prompt twice (prefix-cache hits), and eager.
-// Run: bench_numerics --model DIR --fixture FILE [--check]   (--check: exit 1 where CUDA's error
+// Run: bench_numerics --model DIR --fixture FILE [--check] [--kv-cache-dtype T] [--quantization Q]
+//      (--check: exit 1 where CUDA's error
 // exceeds transformers' bf16)
 #include <algorithm>
 #include <cmath>
@@ -144,7 +145,7 @@ int main(int argc, char** argv) {
   EngineConfig base;
   base.max_model_len = 8192;
   base.max_num_seqs = 64;
-  std::string fixture;
+  std::string fixture, gpu_kv = "auto", gpu_quant;
   bool check = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -155,6 +156,8 @@ int main(int argc, char** argv) {
     if (a == "--model") base.model = next();
     else if (a == "--fixture") fixture = next();
     else if (a == "--check") check = true;
+    else if (a == "--kv-cache-dtype") gpu_kv = next();  // the CUDA engine's (FP8: what it costs in accuracy)
+    else if (a == "--quantization") gpu_quant = next();
     else {
       std::fprintf(stderr, "bench_numerics: unknown argument '%s'\n", a.c_str());
       return 2;
@@ -174,6 +177,8 @@ int main(int argc, char** argv) {
     EngineConfig gpu = base;
     gpu.device = DeviceKind::cuda;
     gpu.gpu_memory_utilization = 0.5f;
+    gpu.kv_cache_dtype = gpu_kv;
+    gpu.quantization = gpu_quant;
     bool worse = report(fx, ref, gpu, false);  // one mixed batch, graphs for decode
     EngineConfig chunked = gpu;
     chunked.max_num_batched_tokens = 512;  // long prompts in chunks, mixed with others' decode
