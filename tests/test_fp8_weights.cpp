@@ -63,6 +63,14 @@ RandomModelSpec fp8_spec(bool aligned) {
   return s;
 }
 
+// The tiny preset's shape: q [256, 64] two block rows, k and v [128, 64] within one 128 x 128
+// block each (a [1, 1] scale, which is a block scale there, not a per-tensor one).
+RandomModelSpec fp8_spec_one_block() {
+  RandomModelSpec s = fp8_spec(true);
+  s.hidden_size = 64, s.head_dim = 64, s.intermediate_size = 128;
+  return s;
+}
+
 // The value transformers' Fp8Dequantize gives (q.float() * scale_inv, cast to the model's dtype),
 // by hand: element (n, k) of a 128 x 128 block-scaled e4m3 matrix, in float32.
 float hand_dequantized(const Tensor& q, const Tensor& scale_inv, int64_t n, int64_t k) {
@@ -325,9 +333,10 @@ TEST(Fp8Checkpoint, MakeModelCliQuantizeFp8) {
 }
 
 TEST(Fp8Checkpoint, CpuLoadEqualsHandDequantizedBf16) {
-  for (const bool aligned : {true, false}) {
+  for (const int variant : {0, 1, 2}) {
+    const bool aligned = variant == 0;
     TempDir d;
-    write_random_model(fp8_spec(aligned), d.path / "fp8");
+    write_random_model(variant == 2 ? fp8_spec_one_block() : fp8_spec(aligned), d.path / "fp8");
     write_dequantized(d.path / "fp8", d.path / "ref", DType::bf16);
     {
       const ModelConfig c = load_model_config(d.path / "fp8");
@@ -342,7 +351,7 @@ TEST(Fp8Checkpoint, CpuLoadEqualsHandDequantizedBf16) {
     const auto got = prompt_logits(d.path / "fp8", {.num_threads = 2}, kPrompt);
     const auto want = prompt_logits(d.path / "ref", {.num_threads = 2}, kPrompt);
     ASSERT_EQ(got.size(), want.size());
-    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "aligned " << aligned << " logit " << i;
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "variant " << variant << " logit " << i;
   }
 }
 

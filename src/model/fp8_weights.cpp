@@ -49,7 +49,12 @@ HostFp8 load_fp8_matrix(const Checkpoint& ckpt, const QuantConfig& quant, const 
   m.dtype = w.dtype, m.rows = N, m.cols = K;
   const int64_t n = s.numel();
   std::string expected;
-  if (n == 1 && s.ndim <= 2) {  // one scale: per tensor (any strategy may write it so)
+  // The strategy's own shape first: a matrix within one 128 x 128 block has one block scale
+  // ([1, 1]), which must stay a block scale to pack with its neighbours' blocks.
+  if (quant.strategy == ScaleStrategy::block && s.ndim == 2 && s.shape[0] == ceil_div(N, quant.block_rows) &&
+      s.shape[1] == ceil_div(K, quant.block_cols)) {
+    m.block[0] = quant.block_rows, m.block[1] = quant.block_cols;
+  } else if (n == 1 && s.ndim <= 2) {  // one scale: per tensor (any strategy may write it so)
     m.block[0] = static_cast<int32_t>(N), m.block[1] = static_cast<int32_t>(K);
   } else if (quant.strategy == ScaleStrategy::channel) {
     expected = std::string("[") + std::to_string(N) + ", 1]";
