@@ -303,7 +303,7 @@ Tensor DecoderModel::projection(const Checkpoint& ckpt, const std::vector<Part>&
                                  ": nanovllm keeps the embedding and the lm-head unquantized (list it in the "
                                  "quantization_config's ignore list when converting)");
       mats.push_back(load_fp8_matrix(ckpt, config_.quant, p.name, p.total, K));
-      fp8_parts.push_back({&mats.back(), p.first, p.rows});
+      fp8_parts.push_back({&mats.back(), p.first, p.rows, p.name});
     }
     Tensor w = upload_fp8(ckpt, pack_fp8_rows(fp8_parts), gamma_name);
     if (backend_.weights_in_place())  // copied: the file's pages leave this process

@@ -94,8 +94,15 @@ HostFp8 pack_fp8_rows(const std::vector<Fp8Part>& parts) {
   int64_t start = 0;
   for (const Fp8Part& p : parts) {
     const HostFp8& m = *p.matrix;
-    if (m.dtype != out.dtype || m.cols != out.cols || m.block[1] != bc)
-      throw std::runtime_error("FP8 matrices packed together differ in dtype, columns or scale block columns");
+    if (m.dtype != out.dtype || m.cols != out.cols || m.block[1] != bc) {
+      auto desc = [](const Fp8Part& q) {
+        return "'" + q.name + "' (" + dtype_name(q.matrix->dtype) + ", " + std::to_string(q.matrix->cols) +
+               " columns, scale blocks " + std::to_string(q.matrix->block[0]) + " x " +
+               std::to_string(q.matrix->block[1]) + ")";
+      };
+      throw std::runtime_error("FP8 matrices packed into one projection differ in dtype, columns or scale block "
+                               "columns: " + desc(parts.front()) + " and " + desc(p));
+    }
     keep = keep && m.block[0] == br && start % br == 0 && p.first % br == 0;
     start += p.rows;
   }

@@ -36,6 +36,7 @@ HostFp8 load_fp8_matrix(const Checkpoint& ckpt, const QuantConfig& quant, const 
 struct Fp8Part {
   const HostFp8* matrix;
   int64_t first, rows;
+  std::string name;  // the checkpoint tensor, for errors
 };
 HostFp8 pack_fp8_rows(const std::vector<Fp8Part>& parts);
 
