@@ -6,6 +6,7 @@
 // (norm_linear) applies an RMSNorm to x's rows on the way in, in float32: the projection after a
 // decoder norm at decode batch <= 8 is one kernel, and its input is never rounded to bf16.
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/gemv_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
 
@@ -37,24 +38,6 @@ __device__ __forceinline__ void accumulate8(float (&acc)[MAXM], float (&ss)[MAXM
           acc[r] += wf[j] * xf[j];
         }
       }
-    }
-  }
-}
-
-// Sums each row's partial dot products over the warp; lane 0 stores out[r, col] (adds to it with
-// add_out: the residual stream, read in the same fp32 sum before the one rounding). NORM: the
-// row's dot product times rsqrt(mean(x[r]^2) + eps), the lanes' squares summed first (every lane
-// ends with the whole row's sum).
-template <int MAXM, bool NORM, class O>
-__device__ __forceinline__ void store_col(float (&acc)[MAXM], float (&ss)[MAXM], O* __restrict__ out, int m, int n,
-                                          int k, float eps, int col, int lane, bool add_out) {
-#pragma unroll
-  for (int r = 0; r < MAXM; ++r) {
-    if (r < m) {
-      float v = warp_sum(acc[r]);
-      if constexpr (NORM) v *= rsqrtf(warp_sum(ss[r]) / static_cast<float>(k) + eps);
-      O* o = out + (size_t)r * n + col;
-      if (lane == 0) *o = from_f<O>(add_out ? v + to_f(*o) : v);
     }
   }
 }

@@ -14,6 +14,7 @@
 #include <cuda_fp8.h>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/gemv_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
 
@@ -76,22 +77,6 @@ __device__ __forceinline__ void accumulate16(float (&acc)[MAXM], float (&ss)[MAX
         }
       }
       acc[r] = fmaf(s, p, acc[r]);
-    }
-  }
-}
-
-// Sums each row's partial dot products over the warp; lane 0 stores out[r, col] (adds to it with
-// add_out, in the same fp32 sum before the one rounding). NORM: times rsqrt(mean(x[r]^2) + eps).
-template <int MAXM, bool NORM, class O>
-__device__ __forceinline__ void store_col(float (&acc)[MAXM], float (&ss)[MAXM], O* __restrict__ out, int m, int n,
-                                          int k, float eps, int col, int lane, bool add_out) {
-#pragma unroll
-  for (int r = 0; r < MAXM; ++r) {
-    if (r < m) {
-      float v = warp_sum(acc[r]);
-      if constexpr (NORM) v *= rsqrtf(warp_sum(ss[r]) / static_cast<float>(k) + eps);
-      O* o = out + (size_t)r * n + col;
-      if (lane == 0) *o = from_f<O>(add_out ? v + to_f(*o) : v);
     }
   }
 }
