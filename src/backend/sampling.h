@@ -21,7 +21,8 @@
 //      numbers on every backend and whatever the batch.
 // Then, when the row has a counts row, counts[counts_row][token] += 1.
 // Steps 6-8 all keep an upper set of x, so the survivors are {x >= threshold}: the CUDA sampler
-// finds that threshold by histogram passes over the row, never sorting it (sampling.cu).
+// finds that threshold from each 4096-id chunk's top_k (top_k <= 64) or by histogram passes over
+// the row, never sorting it (sampling.cu).
 #pragma once
 #include <cstdint>
 

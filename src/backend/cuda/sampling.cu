@@ -6,7 +6,10 @@
 //
 //   sample_scan       every row. Greedy and plain rows: the chunk's best x, or best x - log(-log u)
 //                     (a Gumbel-max draw). Rows with min_p/top_k/top_p ("filtered"): the chunk's
-//                     max, sum and sum of squares of x, and the row's histogram zeroed.
+//                     max, sum and sum of squares of x, and the row's histogram zeroed. Filtered
+//                     rows with 1 <= top_k <= kTopMax (the top-k path): also the chunk's top_k
+//                     largest x with their ids, ranked, with the ids tied with the k-th (up to
+//                     kTopMax in all).
 //   sample_histogram  filtered rows: counts and mass exp(x - M) (M the row's max) of the ids that
 //                     pass min_p, in 2048 bins of M - x, each sigma/64 wide (the last takes the
 //                     rest). Mass is summed in 40-bit fixed point: integer atomics add the same in
@@ -21,6 +24,11 @@
 //                     unusually dense row), the block finds the thresholds by binary search over
 //                     the row instead: slow but exact, and rare. Then the token is counted for
 //                     the penalties.
+// The top-k path: the row's survivors are among the chunks' lists, unless a list was cut short
+// by ties at a value that can survive (top_floor decides, the same in every kernel). Then the
+// histogram and collect blocks of the row return at once, and sample_finish takes the lists'
+// entries above a floor as its candidates: a few dozen, sorted, thresholds placed, and only the
+// survivors drawn. Otherwise the row takes the histogram path like any filtered row.
 // No pass sorts the vocabulary. The logprobs op is two kernels (logprobs_chunk, logprobs_finish):
 // per chunk the max, the sum of exp, the count of ids at or above the token and the top N by
 // repeated block argmax; per row the merge.
@@ -43,6 +51,9 @@ constexpr int kBinsPerSigma = 64;
 constexpr int kCap = 4096;               // candidates sample_finish sorts in shared memory
 constexpr float kMassScale = 1099511627776.0f;  // 2^40: exp(x - M) <= 1 as 40-bit fixed point
 constexpr int kNone = 0x7fffffff;
+constexpr int kTopMax = 64;                // the top-k path's largest top_k, and each chunk's list
+constexpr int kTopCand = 2 * kThreads;     // ids a chunk ranks for its list (more: the histogram path)
+constexpr int kTopChunks = kCap / kTopMax;  // the most chunks whose lists sample_finish gathers
 
 struct Pick {
   float score;
@@ -51,6 +62,11 @@ struct Pick {
 struct Stat {  // finite x of one chunk
   float max, sum, sumsq;
   int count;
+};
+struct TopHead {  // one chunk's list of its largest x, for a row on the top-k path
+  int n;          // entries, largest x first, lowest id first among equals
+  uint32_t kth;   // order key of the chunk's top_k-th largest x; 0 when fewer ids are finite
+  uint32_t cut;   // ids whose x has this key may be missing from the list (0: none; ~0u: no list)
 };
 
 __device__ __forceinline__ bool better(float s, int i, float bs, int bi) {
@@ -155,14 +171,37 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 __device__ __forceinline__ float key_float(uint32_t k) {
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
+// A candidate as sample_finish sorts them: ascending is x descending, then id ascending.
+__device__ __forceinline__ unsigned long long pack_candidate(float x, int id) {
+  return ((unsigned long long)~order_key(x) << 32) | (unsigned)id;
+}
+__device__ __forceinline__ uint32_t candidate_order_key(unsigned long long c) { return ~(uint32_t)(c >> 32); }
 
-// The sampler's scratch, per row: the chunks' picks and stats, the histogram, the candidates.
+// One value a lane, sorted across the warp, largest in lane 0 (a bitonic network; no NaN).
+__device__ float warp_sort_desc(float v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int k = 2; k <= 32; k <<= 1) {
+#pragma unroll
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      const float o = __shfl_xor_sync(0xffffffffu, v, j);
+      const bool keep_max = ((lane & j) == 0) == ((lane & k) == 0);
+      v = keep_max ? fmaxf(v, o) : fminf(v, o);
+    }
+  }
+  return v;
+}
+
+// The sampler's scratch, per row: the chunks' picks, stats and top-k lists, the histogram, the
+// candidates.
 struct SampleScratch {
   Pick* part;                      // [rows, chunks]
   Stat* stat;                      // [rows, chunks]
+  TopHead* top_head;               // [rows, chunks]
+  unsigned long long* top_key;     // [rows, chunks, kTopMax]: pack_candidate(x, id)
   unsigned* hist_count;            // [rows, kBins]
   unsigned long long* hist_mass;   // [rows, kBins]
-  unsigned long long* cand_key;    // [rows, kCap]: ~order_key(x) << 32 | id
+  unsigned long long* cand_key;    // [rows, kCap]: pack_candidate(x, id)
   int* num_cand;                   // [rows]
 };
 
@@ -176,10 +215,14 @@ SampleScratch sample_scratch(void* base, int rows, int vocab) {
   p += B * kBins * sizeof(unsigned long long);
   w.cand_key = reinterpret_cast<unsigned long long*>(p);
   p += B * kCap * sizeof(unsigned long long);
+  w.top_key = reinterpret_cast<unsigned long long*>(p);
+  p += B * chunks * kTopMax * sizeof(unsigned long long);
   w.part = reinterpret_cast<Pick*>(p);
   p += B * chunks * sizeof(Pick);
   w.stat = reinterpret_cast<Stat*>(p);
   p += B * chunks * sizeof(Stat);
+  w.top_head = reinterpret_cast<TopHead*>(p);
+  p += B * chunks * sizeof(TopHead);
   w.hist_count = reinterpret_cast<unsigned*>(p);
   p += B * kBins * sizeof(unsigned);
   w.num_cand = reinterpret_cast<int*>(p);
@@ -375,6 +418,113 @@ __device__ Selection select_bins(const unsigned* cnt, const unsigned long long* 
   return out;
 }
 
+// ---- the top-k path: rows with 1 <= top_k <= kTopMax skip the histogram ---------------------------
+
+__device__ __forceinline__ bool on_top_path(const SamplingRow& s, int chunks) {
+  return s.has_filters() && s.top_k >= 1 && s.top_k <= kTopMax && chunks <= kTopChunks;
+}
+
+// The chunk's top_k largest x (x: this thread's, of ids begin + threadIdx.x + i * kThreads; -inf
+// past the end), ranked into list with every id tied with the k-th value as long as kTopMax hold
+// them, and described by head. Block-wide. Which ids can be among them is found without a sort:
+// in each warp j = ceil(k / 8) lanes have a maximum at or above the warp's j-th largest, so at
+// least k ids reach the least of those over the 8 warps, and the k-th largest is not below it;
+// usually a few dozen ids reach it, and each is ranked by counting the others.
+__device__ void chunk_top(const float (&x)[kPerThread], int begin, int k, unsigned long long* list, TopHead* head) {
+  constexpr int kWarps = kThreads / 32, per = kTopCand / kThreads;
+  __shared__ float warp_floor[kWarps];
+  __shared__ unsigned long long cand[kTopCand];
+  __shared__ uint32_t kth;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float m = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i)
+    if (x[i] > m) m = x[i];
+  const float wf = __shfl_sync(0xffffffffu, warp_sort_desc(m), (k + kWarps - 1) / kWarps - 1);
+  if (lane == 0) warp_floor[warp] = wf;
+  if (threadIdx.x == 0) kth = 0;
+  __syncthreads();
+  float lo = warp_floor[0];
+  for (int i = 1; i < kWarps; ++i) lo = fminf(lo, warp_floor[i]);
+  auto reaches = [lo](float y) { return y >= lo && y > -INFINITY; };
+  unsigned mine = 0;
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) mine += reaches(x[i]);
+  unsigned total;
+  unsigned at = block_exclusive_sum(mine, total);
+  if (total > (unsigned)kTopCand) {  // many ties near the top: no list
+    if (threadIdx.x == 0) *head = {0, 0, ~0u};
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i)
+    if (reaches(x[i])) cand[at++] = pack_candidate(x[i], begin + threadIdx.x + i * kThreads);
+  __syncthreads();
+  // A candidate's place in the list is the number of candidates before it (the keys are distinct).
+  unsigned long long c[per];
+  int rank[per];
+#pragma unroll
+  for (int j = 0; j < per; ++j) {
+    const unsigned i = threadIdx.x + j * kThreads;
+    c[j] = i < total ? cand[i] : ~0ull;
+    rank[j] = 0;
+  }
+  for (unsigned i = 0; i < total; ++i) {
+    const unsigned long long o = cand[i];
+#pragma unroll
+    for (int j = 0; j < per; ++j) rank[j] += o < c[j];
+  }
+#pragma unroll
+  for (int j = 0; j < per; ++j)
+    if (threadIdx.x + j * kThreads < total && rank[j] == k - 1) kth = candidate_order_key(c[j]);
+  __syncthreads();
+  unsigned ge = 0;  // every id at or above the k-th value is a candidate
+#pragma unroll
+  for (int j = 0; j < per; ++j) {
+    if (threadIdx.x + j * kThreads < total && candidate_order_key(c[j]) >= kth) {
+      ++ge;
+      if (rank[j] < kTopMax) list[rank[j]] = c[j];
+    }
+  }
+  ge = block_total(ge);
+  if (threadIdx.x == 0) *head = {(int)min(ge, (unsigned)kTopMax), kth, ge > (unsigned)kTopMax ? kth : 0u};
+}
+
+struct TopFloor {
+  uint32_t key;  // an order key no survivor is below
+  bool holds;    // the chunks' lists hold every id at or above it
+};
+// A row on the top-k path: a floor under its threshold (the larger of min_p's and the k-th largest
+// x), from the chunks' heads and lists alone. Block-wide; each kernel of the row finds the same.
+__device__ TopFloor top_floor(const SampleScratch& w, int row, int chunks, int k, const Frame& f) {
+  __shared__ uint32_t dth[kTopChunks];
+  __shared__ uint32_t b;
+  const TopHead* head = w.top_head + (size_t)row * chunks;
+  const unsigned long long* list = w.top_key + (size_t)row * chunks * kTopMax;
+  // j chunks whose d-th largest are >= b hold j * d >= k ids >= b: b, the j-th largest of the
+  // chunks' d-th entries, is a floor, and with d = ceil(k / chunks) a close one.
+  const int d = (k + chunks - 1) / chunks, j = (k + d - 1) / d;
+  if (threadIdx.x < chunks) {
+    const TopHead h = head[threadIdx.x];
+    dth[threadIdx.x] = h.n >= d ? candidate_order_key(list[threadIdx.x * kTopMax + d - 1]) : 0;
+  }
+  if (threadIdx.x == 0) b = 0;
+  __syncthreads();
+  if (threadIdx.x < chunks) {
+    const uint32_t mine = dth[threadIdx.x];
+    int rank = 0;
+    for (int c = 0; c < chunks; ++c) rank += dth[c] > mine || (dth[c] == mine && c < (int)threadIdx.x);
+    if (rank == j - 1) b = mine;
+  }
+  __syncthreads();
+  TopFloor t{max(b, order_key(f.min_x)), true};
+  __syncthreads();  // b may be written again by the next call
+  for (int c = 0; c < chunks; ++c) t.key = max(t.key, head[c].kth);  // a chunk's k-th largest is one too
+  // A list lacks ids only at its cut, at most the chunk's k-th largest: below the floor, they cannot survive.
+  for (int c = 0; c < chunks; ++c) t.holds = t.holds && head[c].cut < t.key;
+  return t;
+}
+
 // ---- kernels ----
 
 // Block (chunk, row): see the file comment.
@@ -405,19 +555,18 @@ __global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs 
     if (threadIdx.x == 0) w.part[(size_t)row * chunks + chunk] = p;
     return;
   }
+  float x[kPerThread];
   float m = -INFINITY, sum = 0.f, sumsq = 0.f;
   int count = 0;
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
     const int v = begin + threadIdx.x + k * kThreads;
-    if (v < begin + n) {
-      const float x = x_at(r, v, begin, sadd);
-      if (x > -INFINITY && x < INFINITY) {
-        m = fmaxf(m, x);
-        sum += x;
-        sumsq += x * x;
-        ++count;
-      }
+    x[k] = v < begin + n ? x_at(r, v, begin, sadd) : -INFINITY;
+    if (x[k] > -INFINITY && x[k] < INFINITY) {
+      m = fmaxf(m, x[k]);
+      sum += x[k];
+      sumsq += x[k] * x[k];
+      ++count;
     }
   }
   m = warp_max(m);
@@ -444,6 +593,10 @@ __global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs 
     w.hist_count[(size_t)row * kBins + i] = 0;
     w.hist_mass[(size_t)row * kBins + i] = 0;
   }
+  if (on_top_path(r.s, chunks)) {
+    const size_t at = (size_t)row * chunks + chunk;
+    chunk_top(x, begin, r.s.top_k, w.top_key + at * kTopMax, w.top_head + at);
+  }
 }
 
 // Block (chunk, j): filtered row a.filtered_rows[j].
@@ -457,6 +610,7 @@ __global__ void sample_histogram_kernel(const float* __restrict__ logits, Sample
   const Row r = load_row(logits, row, vocab, a);
   const Frame f = row_frame(w.stat + (size_t)row * chunks, chunks, r.s);
   if (!f.any) return;
+  if (on_top_path(r.s, chunks) && top_floor(w, row, chunks, r.s.top_k, f).holds) return;
   const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
   for (int i = threadIdx.x; i < kBins; i += kThreads) {
     scnt[i] = 0;
@@ -498,6 +652,7 @@ __global__ void sample_collect_kernel(const float* __restrict__ logits, SampleAr
     if (threadIdx.x == 0) *part = {-INFINITY, kNone};
     return;
   }
+  if (on_top_path(r.s, chunks) && top_floor(w, row, chunks, r.s.top_k, f).holds) return;  // finish reads no part
   const Selection sel = select_bins(w.hist_count + (size_t)row * kBins, w.hist_mass + (size_t)row * kBins, r.s);
   const bool collect = sel.uncertain <= (unsigned)kCap;
   const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
@@ -526,7 +681,7 @@ __global__ void sample_collect_kernel(const float* __restrict__ logits, SampleAr
       base = __shfl_sync(0xffffffffu, base, __ffs(ballot) - 1);
       if (append) {
         const int at = base + __popc(ballot & ((1u << lane) - 1));
-        w.cand_key[(size_t)row * kCap + at] = ((unsigned long long)~order_key(x) << 32) | (unsigned)v;
+        w.cand_key[(size_t)row * kCap + at] = pack_candidate(x, v);
       }
     }
   }
@@ -728,6 +883,72 @@ __device__ Pick resolve_candidates(const Row& r, const Frame& f, const Selection
   return block_best(best, bi);
 }
 
+// A row on the top-k path whose lists hold every survivor: the entries at or above the floor are
+// the candidates of resolve_candidates, with nothing above them; the top_k-th of them is the
+// threshold (-inf when there are fewer: all stay).
+__device__ Pick resolve_top(const Row& r, const Frame& f, const SampleScratch& w, int row, int chunks,
+                            uint32_t floor, unsigned long long* keys) {
+  constexpr int per = kCap / kFinishThreads;  // covers kTopChunks lists
+  const TopHead* head = w.top_head + (size_t)row * chunks;
+  const unsigned long long* list = w.top_key + (size_t)row * chunks * kTopMax;
+  unsigned long long e[per];
+  bool take[per];
+  unsigned mine = 0;
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = threadIdx.x + i * kFinishThreads, c = j / kTopMax;
+    take[i] = c < chunks && j % kTopMax < head[c].n;
+    e[i] = take[i] ? list[j] : 0;
+    take[i] = take[i] && candidate_order_key(e[i]) >= floor;
+    mine += take[i];
+  }
+  unsigned n;
+  unsigned at = block_exclusive_sum(mine, n);
+#pragma unroll
+  for (int i = 0; i < per; ++i)
+    if (take[i]) keys[at++] = e[i];
+  __syncthreads();
+  Selection all{};
+  all.k_binds = true;
+  return resolve_candidates(r, f, all, keys, (int)n);
+}
+
+// The best of the chunks' picks (for filtered rows, of the ids that surely survive).
+__device__ Pick chunk_picks(const SampleScratch& w, int row, int chunks) {
+  float best = -INFINITY;
+  int bi = kNone;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+    const Pick p = w.part[(size_t)row * chunks + c];
+    if (better(p.score, p.index, best, bi)) { best = p.score; bi = p.index; }
+  }
+  return block_best(best, bi);
+}
+
+// A filtered row's token: by its chunks' lists on the top-k path, else by its histogram.
+__device__ Pick filtered_pick(const float* logits, const SampleArgs& a, const SampleScratch& w, int row, int vocab,
+                              int chunks, unsigned long long* keys) {
+  const Row r = load_row(logits, row, vocab, a);
+  const Frame f = row_frame(w.stat + (size_t)row * chunks, chunks, r.s);
+  if (!f.any) return {-INFINITY, kNone};
+  if (on_top_path(r.s, chunks)) {
+    const TopFloor t = top_floor(w, row, chunks, r.s.top_k, f);
+    if (t.holds) return resolve_top(r, f, w, row, chunks, t.key, keys);
+  }
+  Pick pick = chunk_picks(w, row, chunks);
+  const Selection sel = select_bins(w.hist_count + (size_t)row * kBins, w.hist_mass + (size_t)row * kBins, r.s);
+  Pick q{-INFINITY, kNone};
+  if (sel.first < kBins && sel.uncertain <= (unsigned)kCap) {
+    const int n = (int)sel.uncertain;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) keys[i] = w.cand_key[(size_t)row * kCap + i];
+    __syncthreads();
+    q = resolve_candidates(r, f, sel, keys, n);
+  } else if (sel.first < kBins) {
+    q = resolve_by_search(r, a, f, sel, vocab, reinterpret_cast<float*>(keys));
+  }
+  if (better(q.score, q.index, pick.score, pick.index)) pick = q;
+  return pick;
+}
+
 // Block per row (kFinishThreads): see the file comment.
 __global__ void sample_finish_kernel(const float* __restrict__ logits, SampleArgs a, SampleScratch w, int vocab,
                                      int chunks, int32_t* __restrict__ out) {
@@ -736,31 +957,7 @@ __global__ void sample_finish_kernel(const float* __restrict__ logits, SampleArg
   __shared__ unsigned long long keys[kCap];
   const int row = blockIdx.x;
   const SamplingRow s = a.rows[row];
-  // The chunks' picks (for filtered rows, of the ids that surely survive).
-  float best = -INFINITY;
-  int bi = kNone;
-  for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
-    const Pick p = w.part[(size_t)row * chunks + c];
-    if (better(p.score, p.index, best, bi)) { best = p.score; bi = p.index; }
-  }
-  Pick pick = block_best(best, bi);
-  if (s.has_filters()) {
-    const Row r = load_row(logits, row, vocab, a);
-    const Frame f = row_frame(w.stat + (size_t)row * chunks, chunks, r.s);
-    if (f.any) {
-      const Selection sel = select_bins(w.hist_count + (size_t)row * kBins, w.hist_mass + (size_t)row * kBins, r.s);
-      Pick q{-INFINITY, kNone};
-      if (sel.first < kBins && sel.uncertain <= (unsigned)kCap) {
-        const int n = (int)sel.uncertain;
-        for (int i = threadIdx.x; i < n; i += blockDim.x) keys[i] = w.cand_key[(size_t)row * kCap + i];
-        __syncthreads();
-        q = resolve_candidates(r, f, sel, keys, n);
-      } else if (sel.first < kBins) {
-        q = resolve_by_search(r, a, f, sel, vocab, reinterpret_cast<float*>(keys));
-      }
-      if (better(q.score, q.index, pick.score, pick.index)) pick = q;
-    }
-  }
+  const Pick pick = s.has_filters() ? filtered_pick(logits, a, w, row, vocab, chunks, keys) : chunk_picks(w, row, chunks);
   if (threadIdx.x == 0) {
     const int token = pick.index == kNone ? 0 : pick.index;  // nothing finite: token 0, not an out-of-range id
     out[row] = token;
@@ -910,8 +1107,9 @@ __global__ void counts_fill_kernel(int32_t* counts, int32_t* mask, const int32_t
 
 size_t sample_scratch_bytes(int rows, int vocab) {
   const size_t chunks = sample_chunks(vocab), B = rows;
-  return B * chunks * (sizeof(Pick) + sizeof(Stat)) + B * kBins * (sizeof(unsigned) + sizeof(unsigned long long)) +
-         B * kCap * sizeof(unsigned long long) + B * sizeof(int) + 256;
+  return B * chunks * (sizeof(Pick) + sizeof(Stat) + sizeof(TopHead) + kTopMax * sizeof(unsigned long long)) +
+         B * kBins * (sizeof(unsigned) + sizeof(unsigned long long)) + B * kCap * sizeof(unsigned long long) +
+         B * sizeof(int) + 256;
 }
 
 void launch_sample(const float* logits, const SampleArgs& a, int rows, int vocab, void* scratch, int32_t* out,
