@@ -2,9 +2,11 @@
 // double-precision reference and to transformers in test_sampler*.cpp): random logits at batch
 // 1..512 with every row's settings drawn apart (greedy, temperature, top_k, top_p, min_p,
 // penalties, logit_bias, min_tokens masks), including ties, all-equal rows, -inf entries, top_k
-// beyond the vocabulary and top_p = 1. Skips visibly without a GPU.
+// beyond the vocabulary and top_p = 1; the top-k path (top_k <= 64) on both sides of its limits and
+// of its ties. Skips visibly without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -51,26 +53,30 @@ class CudaSampling : public ::testing::Test {
     return l;
   }
 
-  // A row's settings drawn from the menu; greedy, plain and filtered rows mixed in one batch.
-  SamplingRow draw_row(int V, HostBatch& h, int b) {
-    SamplingRow r;
+  // Greedy, plain and filtered rows, to be mixed in one batch.
+  static std::vector<SamplingRow> default_menu(int V) {
+    return {
+        SamplingRow{},  // greedy
+        SamplingRow{.temperature = 0.8f},
+        SamplingRow{.temperature = 0.6f, .top_p = 0.95f, .top_k = 20},  // Qwen3's
+        SamplingRow{.temperature = 1.0f, .top_p = 0.9f},
+        SamplingRow{.temperature = 0.7f, .top_k = 1},
+        SamplingRow{.temperature = 1.3f, .top_p = 1.0f, .min_p = 0.05f, .top_k = V + 5},  // top_k beyond V
+        SamplingRow{.temperature = 0.5f, .top_k = 1000},
+        SamplingRow{.temperature = 2.0f, .top_p = 0.3f},
+        SamplingRow{.temperature = 1.0f, .top_p = 0.8f, .min_p = 0.01f, .top_k = 50},
+        SamplingRow{.temperature = 0.9f, .top_p = 0.999f},
+        SamplingRow{.temperature = 1.0f, .min_p = 0.5f},
+        SamplingRow{.temperature = 1e-3f},
+    };
+  }
+
+  // A row's settings drawn from the menu, with a key and counter, and a quarter of the time
+  // penalties and a quarter of the time sparse adds.
+  SamplingRow draw_row(int V, HostBatch& h, const std::vector<SamplingRow>& menu) {
+    SamplingRow r = menu[std::uniform_int_distribution<size_t>(0, menu.size() - 1)(rng_)];
     r.key = static_cast<int64_t>(rng_());
     r.counter = static_cast<int64_t>(rng_() % 100000);
-    std::uniform_int_distribution<int> pick(0, 11);
-    switch (pick(rng_)) {
-      case 0: break;  // greedy
-      case 1: r.temperature = 0.8f; break;
-      case 2: r.temperature = 0.6f, r.top_k = 20, r.top_p = 0.95f; break;  // Qwen3's
-      case 3: r.temperature = 1.0f, r.top_p = 0.9f; break;
-      case 4: r.temperature = 0.7f, r.top_k = 1; break;
-      case 5: r.temperature = 1.3f, r.top_k = V + 5, r.top_p = 1.0f, r.min_p = 0.05f; break;  // top_k beyond V
-      case 6: r.temperature = 0.5f, r.top_k = 1000; break;
-      case 7: r.temperature = 2.0f, r.top_p = 0.3f; break;
-      case 8: r.temperature = 1.0f, r.top_k = 50, r.top_p = 0.8f, r.min_p = 0.01f; break;
-      case 9: r.temperature = 0.9f, r.top_p = 0.999f; break;
-      case 10: r.temperature = 1.0f, r.min_p = 0.5f; break;
-      case 11: r.temperature = 1e-3f; break;
-    }
     std::uniform_real_distribution<float> u(0.f, 1.f);
     if (u(rng_) < 0.25f) {  // penalties over counts and a prompt drawn here
       r.repetition_penalty = 1.0f + u(rng_);
@@ -98,23 +104,31 @@ class CudaSampling : public ::testing::Test {
       h.add_values.push_back(-INFINITY);
     }
     r.adds_end = static_cast<int>(h.add_ids.size());
-    (void)b;
     return r;
   }
+  SamplingRow draw_row(int V, HostBatch& h) { return draw_row(V, h, default_menu(V)); }
 
-  // Runs the sampler on both backends; checks each GPU token against the CPU's.
-  void check_batch(int B, int V, Kind kind_of_all = Kind::normal, bool mix_kinds = true) {
+  // Random rows of one kind (or of mixed kinds) with settings from the menu on both backends.
+  void check_batch(int B, int V, Kind kind_of_all = Kind::normal, bool mix_kinds = true,
+                   const std::vector<SamplingRow>& menu = {}) {
     HostBatch h;
     h.vocab = V;
     std::vector<float> logits;
-    std::vector<Kind> kinds(B);
+    std::vector<int> kinds(B);
     std::uniform_int_distribution<int> k(0, 4);
     for (int b = 0; b < B; ++b) {
-      kinds[b] = mix_kinds ? static_cast<Kind>(k(rng_)) : kind_of_all;
-      std::vector<float> l = row_logits(V, kinds[b]);
+      kinds[b] = static_cast<int>(mix_kinds ? static_cast<Kind>(k(rng_)) : kind_of_all);
+      std::vector<float> l = row_logits(V, static_cast<Kind>(kinds[b]));
       logits.insert(logits.end(), l.begin(), l.end());
-      h.rows.push_back(draw_row(V, h, b));
+      h.rows.push_back(draw_row(V, h, menu.empty() ? default_menu(V) : menu));
     }
+    check_tokens(h, logits, kinds);
+  }
+
+  // Runs the sampler on both backends; checks each GPU token against the CPU's (kinds: a label
+  // per row for the messages). Returns the GPU's tokens.
+  std::vector<int32_t> check_tokens(HostBatch& h, const std::vector<float>& logits, const std::vector<int>& kinds) {
+    const int B = static_cast<int>(h.rows.size()), V = h.vocab;
     std::vector<DeviceBuffer> cb, gb;
     const SampleBatch bc = testing_ref::place(*cpu_, h, cb), bg = testing_ref::place(*gpu_, h, gb);
     Tensor lc = cpu_->alloc_tensor(DType::f32, {B, V}, cb), lg = gpu_->alloc_tensor(DType::f32, {B, V}, gb);
@@ -130,21 +144,23 @@ class CudaSampling : public ::testing::Test {
       const int32_t want = oc.ptr<int32_t>()[b];
       if (got[b] == want) continue;
       // Only a near-boundary (top_p or min_p within 1e-4) or near-tie draw may differ.
-      ASSERT_GE(got[b], 0);
-      ASSERT_LT(got[b], V);
+      EXPECT_GE(got[b], 0);
+      EXPECT_LT(got[b], V);
+      if (got[b] < 0 || got[b] >= V) return got;
       const SamplingRow& r = h.rows[b];
       const std::vector<float> row(logits.begin() + size_t(b) * V, logits.begin() + size_t(b + 1) * V);
       const auto loose = testing_ref::reference_row(row, r, h.adds_of(b), h.counts_of(b), h.prompt_of(b), 1e-4, -1e-4);
       const auto tight = testing_ref::reference_row(row, r, h.adds_of(b), h.counts_of(b), h.prompt_of(b), -1e-4, 1e-4);
       double best_tight = 0;
       testing_ref::reference_pick(tight, r, &best_tight);
-      ASSERT_TRUE(loose.keep[got[b]]) << "row " << b << ": GPU picked " << got[b] << ", which the reference drops; CPU "
-                                      << want << " (kind " << int(kinds[b]) << ", T " << r.temperature << ", top_k "
+      EXPECT_TRUE(loose.keep[got[b]]) << "row " << b << ": GPU picked " << got[b] << ", which the reference drops; CPU "
+                                      << want << " (kind " << kinds[b] << ", T " << r.temperature << ", top_k "
                                       << r.top_k << ", top_p " << r.top_p << ", min_p " << r.min_p << ")";
       double s = loose.x[got[b]];
       if (r.temperature > 0) s -= std::log(-std::log(double(uniform01(r.key, r.counter, got[b]))));
       EXPECT_GE(s, best_tight - 1e-4 * std::max(1.0, std::fabs(best_tight)))
-          << "row " << b << ": GPU picked " << got[b] << " (score " << s << "), CPU " << want;
+          << "row " << b << ": GPU picked " << got[b] << " (score " << s << "), CPU " << want << " (kind " << kinds[b]
+          << ", T " << r.temperature << ", top_k " << r.top_k << ", top_p " << r.top_p << ", min_p " << r.min_p << ")";
       ++boundary;
     }
     EXPECT_LE(boundary, 2 + B / 50) << "too many rows differ from the CPU";
@@ -158,6 +174,7 @@ class CudaSampling : public ::testing::Test {
         EXPECT_EQ(cg[at], h.counts[at] + 1) << "row " << b << ": token " << got[b] << " not counted";
       }
     }
+    return got;
   }
 
   std::unique_ptr<Backend> cpu_, gpu_;
@@ -182,6 +199,100 @@ TEST_F(CudaSampling, TiesAndAllEqualRows) {
     SCOPED_TRACE("kind " + std::to_string(int(kind)));
     check_batch(24, 151936, kind, false);
   }
+}
+
+TEST_F(CudaSampling, TopKPathMatchesTheCpu) {
+  // Rows with 1 <= top_k <= 64 take the top-k path (each chunk's top_k, no histogram); top_k 65
+  // and rows without top_k the histogram path, mixed in one batch with greedy and plain rows.
+  const std::vector<SamplingRow> menu = {
+      SamplingRow{},
+      SamplingRow{.temperature = 0.8f},
+      SamplingRow{.temperature = 0.6f, .top_p = 0.95f, .top_k = 20},
+      SamplingRow{.temperature = 0.6f, .top_p = 0.95f, .min_p = 0.05f, .top_k = 20},
+      SamplingRow{.temperature = 0.7f, .top_k = 1},
+      SamplingRow{.temperature = 1.0f, .top_k = 64},
+      SamplingRow{.temperature = 1.0f, .top_k = 65},
+      SamplingRow{.temperature = 0.9f, .top_p = 0.8f, .min_p = 0.02f, .top_k = 64},
+      SamplingRow{.temperature = 1.2f, .min_p = 0.3f, .top_k = 20},
+      SamplingRow{.temperature = 1.0f, .top_p = 0.5f, .top_k = 5},
+      SamplingRow{.temperature = 1.0f, .top_p = 0.9f},
+  };
+  for (int B : {1, 7, 256}) {
+    SCOPED_TRACE("B " + std::to_string(B) + " V 151936");
+    check_batch(B, 151936, Kind::normal, true, menu);
+  }
+  for (Kind kind : {Kind::normal, Kind::peaked, Kind::neg_inf}) {
+    SCOPED_TRACE("kind " + std::to_string(int(kind)) + " B 64 V 151936");
+    check_batch(64, 151936, kind, false, menu);
+  }
+  for (int V : {64, 1000}) {  // one chunk; top_k 64 and 65 of 64 ids
+    SCOPED_TRACE("B 64 V " + std::to_string(V));
+    check_batch(64, V, Kind::normal, true, menu);
+  }
+  SCOPED_TRACE("B 3 V 300000");  // more chunks than sample_finish gathers lists of: the histogram path
+  check_batch(3, 300000, Kind::normal, true, menu);
+}
+
+TEST_F(CudaSampling, TopKTiesMatchTheCpu) {
+  // Rows built so that top_k = 20 ends in ties, each of 256 rows with its own counter:
+  //   cut at the threshold: 10 ids at 9 and 100 ids at 8 in each of chunks 0 and 5, where a
+  //     chunk's list holds 64: the 200 ids at 8 all stay, so the row must leave the top-k path;
+  //   cut below the threshold: 100 ids at 8 in chunk 0, 25 at 8.5 in chunk 2, 10 at 9 in chunk 7:
+  //     the threshold is 8.5 (all 25 stay), chunk 0's list is cut at 8, which cannot survive;
+  //   ties in one list: 30 ids at 8 in chunk 3, all kept.
+  // The rest of each row is N(0, 1), clipped to [-3, 3]; top_p 0.95 keeps every tie group here.
+  const int V = 151936, C = 4096, B = 256;
+  enum Layout { cut_at, cut_below, one_list, random_row };
+  auto ids = [](int first, int step, int n) {
+    std::vector<int> v;
+    for (int i = 0; i < n; ++i) v.push_back(first + i * step);
+    return v;
+  };
+  const std::vector<int> at8_c0 = ids(40, 1, 100), at8_c5 = ids(5 * C + 1, 7, 100), at9_c9 = ids(9 * C, 11, 10);
+  const std::vector<int> at85_c2 = ids(2 * C + 3, 5, 25), at9_c7 = ids(7 * C + 2, 3, 10), at8_c3 = ids(3 * C, 13, 30);
+  HostBatch h;
+  h.vocab = V;
+  std::vector<float> logits;
+  std::vector<int> layouts(B);
+  std::normal_distribution<float> n(0.f, 1.f);
+  const SamplingRow tie_row{.key = 4242, .temperature = 1.0f, .top_p = 0.95f, .top_k = 20};
+  for (int b = 0; b < B; ++b) {
+    layouts[b] = b % 4;
+    std::vector<float> l(V);
+    for (float& x : l) x = std::clamp(n(rng_), -3.f, 3.f);
+    auto set = [&](const std::vector<int>& at, float value) {
+      for (int v : at) l[v] = value;
+    };
+    SamplingRow r = tie_row;
+    r.counter = b;
+    switch (layouts[b]) {
+      case cut_at: set(at8_c0, 8.f), set(at8_c5, 8.f), set(at9_c9, 9.f); break;
+      case cut_below: set(at8_c0, 8.f), set(at85_c2, 8.5f), set(at9_c7, 9.f); break;
+      case one_list: set(at8_c3, 8.f); break;
+      case random_row:
+        l = row_logits(V, Kind::normal);
+        r = draw_row(V, h, {SamplingRow{.temperature = 0.6f, .top_p = 0.95f, .top_k = 20},
+                            SamplingRow{.temperature = 1.0f, .top_k = 65}});
+        break;
+    }
+    logits.insert(logits.end(), l.begin(), l.end());
+    h.rows.push_back(r);
+  }
+  std::vector<int> kinds(B);
+  for (int b = 0; b < B; ++b) kinds[b] = 100 + layouts[b];
+  const std::vector<int32_t> got = check_tokens(h, logits, kinds);
+  // Each layout's ties past what a list or the k-th place holds are drawn too (in about a third of
+  // a layout's 64 rows each).
+  auto drawn = [&](Layout layout, const std::vector<int>& group, size_t from) {
+    int k = 0;
+    for (int b = 0; b < B; ++b)
+      if (layouts[b] == layout) k += std::find(group.begin() + from, group.end(), got[b]) != group.end();
+    return k;
+  };
+  EXPECT_GT(drawn(cut_at, at8_c0, 64) + drawn(cut_at, at8_c5, 64), 0) << "ids past a cut list are never drawn";
+  EXPECT_GT(drawn(cut_below, at85_c2, 10), 0) << "ids tied with the 20th are never drawn";
+  EXPECT_EQ(drawn(cut_below, at8_c0, 0), 0) << "ids below the threshold are drawn";
+  EXPECT_GT(drawn(one_list, at8_c3, 20), 0) << "ids tied with the 20th are never drawn";
 }
 
 TEST_F(CudaSampling, SignedZerosAreOneTie) {
@@ -228,7 +339,7 @@ TEST_F(CudaSampling, SameSeedSameTokenWhateverTheBatch) {
     for (int b = 0; b < B; ++b) {
       std::vector<float> l = b == at ? row : row_logits(V, Kind::normal);
       logits.insert(logits.end(), l.begin(), l.end());
-      h.rows.push_back(b == at ? r : draw_row(V, h, b));
+      h.rows.push_back(b == at ? r : draw_row(V, h));
     }
     std::vector<DeviceBuffer> gb;
     const SampleBatch bg = testing_ref::place(*gpu_, h, gb);
