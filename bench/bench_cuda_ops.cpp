@@ -489,8 +489,8 @@ int main(int argc, char** argv) {
   }
 
   if (want("sample")) {
-    // ---- sampling over the vocabulary: plain temperature, Qwen3's settings, top_p alone, a
-    // repetition penalty; logprobs of 5 ----
+    // ---- sampling over the vocabulary: plain temperature, Qwen3's settings, top_k 64, top_p
+    // alone, a repetition penalty; logprobs of 5 ----
     struct Setting {
       const char* name;
       SamplingRow row;
@@ -498,6 +498,7 @@ int main(int argc, char** argv) {
     const Setting settings[] = {
         {"T=0.8", SamplingRow{.temperature = 0.8f}},
         {"T=0.6 top_k=20 top_p=0.95", SamplingRow{.temperature = 0.6f, .top_p = 0.95f, .top_k = 20}},
+        {"T=1 top_k=64", SamplingRow{.temperature = 1.0f, .top_k = 64}},  // the top-k path's largest top_k
         {"T=0.8 top_p=0.95", SamplingRow{.temperature = 0.8f, .top_p = 0.95f}},
         {"T=0.8 rep=1.1", SamplingRow{.temperature = 0.8f, .repetition_penalty = 1.1f}},
     };
