@@ -531,6 +531,7 @@ int main(int argc, char** argv) {
         batch.counts = TokenCounts{counts, mask};
         batch.filtered_rows = filt.ptr<int32_t>();
         batch.num_filtered = st.row.has_filters() ? B : 0;
+        batch.max_filtered_top_k = max_filtered_top_k(rows.data(), B);
         const double us = b.time_us([&] { b.be->sample(logits, batch, to); });
         char sh[96], rate[64];
         std::snprintf(sh, sizeof sh, "B=%d V=%d %s", B, V, st.name);

@@ -151,6 +151,7 @@ inline SampleBatch place(Backend& be, const HostBatch& h, std::vector<DeviceBuff
     if (h.rows[r].has_filters()) filtered.push_back(static_cast<int32_t>(r));
   b.filtered_rows = static_cast<const int32_t*>(put(filtered.data(), filtered.size() * 4));
   b.num_filtered = static_cast<int>(filtered.size());
+  b.max_filtered_top_k = max_filtered_top_k(h.rows.data(), static_cast<int64_t>(h.rows.size()));
   if (h.counts_rows > 0) {
     const int64_t words = (h.vocab + 31) / 32;
     b.counts.counts = Tensor(put(h.counts.data(), h.counts.size() * 4), DType::i32, {h.counts_rows, h.vocab}, be.device());

@@ -110,7 +110,7 @@ class CudaSampling : public ::testing::Test {
 
   // Random rows of one kind (or of mixed kinds) with settings from the menu on both backends.
   void check_batch(int B, int V, Kind kind_of_all = Kind::normal, bool mix_kinds = true,
-                   const std::vector<SamplingRow>& menu = {}) {
+                   const std::vector<SamplingRow>& menu = {}, int hint = -1) {
     HostBatch h;
     h.vocab = V;
     std::vector<float> logits;
@@ -122,15 +122,19 @@ class CudaSampling : public ::testing::Test {
       logits.insert(logits.end(), l.begin(), l.end());
       h.rows.push_back(draw_row(V, h, menu.empty() ? default_menu(V) : menu));
     }
-    check_tokens(h, logits, kinds);
+    check_tokens(h, logits, kinds, hint);
   }
 
   // Runs the sampler on both backends; checks each GPU token against the CPU's (kinds: a label
-  // per row for the messages). Returns the GPU's tokens.
-  std::vector<int32_t> check_tokens(HostBatch& h, const std::vector<float>& logits, const std::vector<int>& kinds) {
+  // per row for the messages). hint >= 0: the GPU batch's max_filtered_top_k, true or not.
+  // Returns the GPU's tokens.
+  std::vector<int32_t> check_tokens(HostBatch& h, const std::vector<float>& logits, const std::vector<int>& kinds,
+                                    int hint = -1) {
     const int B = static_cast<int>(h.rows.size()), V = h.vocab;
     std::vector<DeviceBuffer> cb, gb;
-    const SampleBatch bc = testing_ref::place(*cpu_, h, cb), bg = testing_ref::place(*gpu_, h, gb);
+    const SampleBatch bc = testing_ref::place(*cpu_, h, cb);
+    SampleBatch bg = testing_ref::place(*gpu_, h, gb);
+    if (hint >= 0) bg.max_filtered_top_k = hint;
     Tensor lc = cpu_->alloc_tensor(DType::f32, {B, V}, cb), lg = gpu_->alloc_tensor(DType::f32, {B, V}, gb);
     std::memcpy(lc.data, logits.data(), logits.size() * 4);
     gpu_->copy_to_device(lg.data, logits.data(), logits.size() * 4);
@@ -202,41 +206,53 @@ TEST_F(CudaSampling, TiesAndAllEqualRows) {
 }
 
 TEST_F(CudaSampling, TopKPathMatchesTheCpu) {
-  // Rows with 1 <= top_k <= 64 take the top-k path (each chunk's top_k, no histogram); top_k 65
-  // and rows without top_k the histogram path, mixed in one batch with greedy and plain rows.
-  const std::vector<SamplingRow> menu = {
+  // A batch whose filtered rows all have 1 <= top_k <= 64 takes the top-k path (each chunk's
+  // top_k, no histogram), greedy and plain rows beside them; a batch with top_k 65 or a row
+  // without top_k takes the histogram path for every filtered row.
+  std::vector<SamplingRow> top = {
       SamplingRow{},
       SamplingRow{.temperature = 0.8f},
       SamplingRow{.temperature = 0.6f, .top_p = 0.95f, .top_k = 20},
       SamplingRow{.temperature = 0.6f, .top_p = 0.95f, .min_p = 0.05f, .top_k = 20},
       SamplingRow{.temperature = 0.7f, .top_k = 1},
       SamplingRow{.temperature = 1.0f, .top_k = 64},
-      SamplingRow{.temperature = 1.0f, .top_k = 65},
       SamplingRow{.temperature = 0.9f, .top_p = 0.8f, .min_p = 0.02f, .top_k = 64},
       SamplingRow{.temperature = 1.2f, .min_p = 0.3f, .top_k = 20},
       SamplingRow{.temperature = 1.0f, .top_p = 0.5f, .top_k = 5},
-      SamplingRow{.temperature = 1.0f, .top_p = 0.9f},
   };
+  std::vector<SamplingRow> mixed = top;
+  mixed.push_back(SamplingRow{.temperature = 1.0f, .top_k = 65});
+  mixed.push_back(SamplingRow{.temperature = 1.0f, .top_p = 0.9f});
   for (int B : {1, 7, 256}) {
     SCOPED_TRACE("B " + std::to_string(B) + " V 151936");
-    check_batch(B, 151936, Kind::normal, true, menu);
+    check_batch(B, 151936, Kind::normal, true, top);
   }
   for (Kind kind : {Kind::normal, Kind::peaked, Kind::neg_inf}) {
     SCOPED_TRACE("kind " + std::to_string(int(kind)) + " B 64 V 151936");
-    check_batch(64, 151936, kind, false, menu);
+    check_batch(64, 151936, kind, false, top);
   }
-  for (int V : {64, 1000}) {  // one chunk; top_k 64 and 65 of 64 ids
+  for (int V : {64, 1000}) {  // one chunk; top_k 64 (and 65) of 64 ids
     SCOPED_TRACE("B 64 V " + std::to_string(V));
-    check_batch(64, V, Kind::normal, true, menu);
+    check_batch(64, V, Kind::normal, true, top);
+    check_batch(64, V, Kind::normal, true, mixed);
+  }
+  {
+    SCOPED_TRACE("B 64 V 151936, histogram path");
+    check_batch(64, 151936, Kind::normal, true, mixed);
+  }
+  {
+    // A wrong hint costs time, not tokens: rows the top-k path cannot take are searched whole.
+    SCOPED_TRACE("B 32 V 151936, hint 20 over top_k 65 and top_p rows");
+    check_batch(32, 151936, Kind::normal, true, mixed, 20);
   }
   SCOPED_TRACE("B 3 V 300000");  // more chunks than sample_finish gathers lists of: the histogram path
-  check_batch(3, 300000, Kind::normal, true, menu);
+  check_batch(3, 300000, Kind::normal, true, top);
 }
 
 TEST_F(CudaSampling, TopKTiesMatchTheCpu) {
   // Rows built so that top_k = 20 ends in ties, each of 256 rows with its own counter:
   //   cut at the threshold: 10 ids at 9 and 100 ids at 8 in each of chunks 0 and 5, where a
-  //     chunk's list holds 64: the 200 ids at 8 all stay, so the row must leave the top-k path;
+  //     chunk's list holds 64: the 200 ids at 8 all stay, so the row is searched whole;
   //   cut below the threshold: 100 ids at 8 in chunk 0, 25 at 8.5 in chunk 2, 10 at 9 in chunk 7:
   //     the threshold is 8.5 (all 25 stay), chunk 0's list is cut at 8, which cannot survive;
   //   ties in one list: 30 ids at 8 in chunk 3, all kept.
@@ -272,7 +288,7 @@ TEST_F(CudaSampling, TopKTiesMatchTheCpu) {
       case random_row:
         l = row_logits(V, Kind::normal);
         r = draw_row(V, h, {SamplingRow{.temperature = 0.6f, .top_p = 0.95f, .top_k = 20},
-                            SamplingRow{.temperature = 1.0f, .top_k = 65}});
+                            SamplingRow{.temperature = 1.0f, .top_k = 64}});
         break;
     }
     logits.insert(logits.end(), l.begin(), l.end());
@@ -281,6 +297,10 @@ TEST_F(CudaSampling, TopKTiesMatchTheCpu) {
   std::vector<int> kinds(B);
   for (int b = 0; b < B; ++b) kinds[b] = 100 + layouts[b];
   const std::vector<int32_t> got = check_tokens(h, logits, kinds);
+  {
+    SCOPED_TRACE("the same rows on the histogram path");
+    check_tokens(h, logits, kinds, 0);
+  }
   // Each layout's ties past what a list or the k-th place holds are drawn too (in about a third of
   // a layout's 64 rows each).
   auto drawn = [&](Layout layout, const std::vector<int>& group, size_t from) {

@@ -77,7 +77,22 @@ struct SampleBatch {
   // kernels look at each row's own settings too.)
   const int32_t* filtered_rows = nullptr;  // [num_filtered]
   int num_filtered = 0;
+  // max_filtered_top_k(rows): a hint, read on the host, that every filtered row has a small
+  // top_k (the CUDA sampler then skips its histogram passes). Any value gives the same tokens;
+  // a wrong one is only slower.
+  int max_filtered_top_k = 0;
 };
+
+// The largest top_k among the rows with filters; 0 when one of them has top_k off (or none has filters).
+inline int max_filtered_top_k(const SamplingRow* rows, int64_t n) {
+  int k = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!rows[i].has_filters()) continue;
+    if (rows[i].top_k <= 0) return 0;
+    k = rows[i].top_k > k ? rows[i].top_k : k;
+  }
+  return k;
+}
 
 // The logprobs op's outputs for R rows: row r describes logits row rows[r] and token ids[rows[r]].
 struct LogprobsOut {

@@ -171,6 +171,7 @@ void Sampler::sample(const std::vector<Sequence*>& seqs, const Tensor& logits, s
   batch.counts = counts_;
   batch.filtered_rows = reinterpret_cast<const int32_t*>(d + L.filtered);
   batch.num_filtered = nf;
+  batch.max_filtered_top_k = max_filtered_top_k(rows, B);
 
   const ResultLayout out(B, R, num_top);
   char* rd = static_cast<char*>(results_device_.get());

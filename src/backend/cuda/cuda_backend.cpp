@@ -315,7 +315,8 @@ class CudaBackend final : public Backend {
                                 batch.counts.defined() ? batch.counts.prompt_mask.ptr<uint32_t>() : nullptr,
                                 batch.counts.defined() ? batch.counts.counts.ptr<int32_t>() : nullptr,
                                 batch.filtered_rows,
-                                batch.num_filtered};
+                                batch.num_filtered,
+                                batch.max_filtered_top_k};
     cuda::launch_sample(logits.ptr<float>(), args, B, V, sample_ws_.get(cuda::sample_scratch_bytes(B, V)),
                         out.ptr<int32_t>(), stream_);
     debug_sync("sample");

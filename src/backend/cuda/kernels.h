@@ -160,6 +160,8 @@ struct SampleArgs {
   int32_t* counts_rw;          // the same counts, where the sampled tokens are counted
   const int32_t* filtered_rows;
   int num_filtered;
+  int max_filtered_top_k;   // SampleBatch's hint
+  bool top_path = false;    // launch_sample's choice: the top-k path for every filtered row
 };
 size_t sample_scratch_bytes(int rows, int vocab);
 void launch_sample(const float* logits, const SampleArgs& args, int rows, int vocab, void* scratch, int32_t* out,

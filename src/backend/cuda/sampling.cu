@@ -6,10 +6,9 @@
 //
 //   sample_scan       every row. Greedy and plain rows: the chunk's best x, or best x - log(-log u)
 //                     (a Gumbel-max draw). Rows with min_p/top_k/top_p ("filtered"): the chunk's
-//                     max, sum and sum of squares of x, and the row's histogram zeroed. Filtered
-//                     rows with 1 <= top_k <= kTopMax (the top-k path): also the chunk's top_k
-//                     largest x with their ids, ranked, with the ids tied with the k-th (up to
-//                     kTopMax in all).
+//                     max, sum and sum of squares of x, and the row's histogram zeroed; on the
+//                     top-k path instead the chunk's top_k largest x with their ids, ranked, with
+//                     the ids tied with the k-th (up to kTopMax in all).
 //   sample_histogram  filtered rows: counts and mass exp(x - M) (M the row's max) of the ids that
 //                     pass min_p, in 2048 bins of M - x, each sigma/64 wide (the last takes the
 //                     rest). Mass is summed in 40-bit fixed point: integer atomics add the same in
@@ -24,11 +23,13 @@
 //                     unusually dense row), the block finds the thresholds by binary search over
 //                     the row instead: slow but exact, and rare. Then the token is counted for
 //                     the penalties.
-// The top-k path: the row's survivors are among the chunks' lists, unless a list was cut short
-// by ties at a value that can survive (top_floor decides, the same in every kernel). Then the
-// histogram and collect blocks of the row return at once, and sample_finish takes the lists'
-// entries above a floor as its candidates: a few dozen, sorted, thresholds placed, and only the
-// survivors drawn. Otherwise the row takes the histogram path like any filtered row.
+// The top-k path, taken by a batch whose filtered rows all have 1 <= top_k <= kTopMax (the host's
+// hint, SampleBatch::max_filtered_top_k): sample_scan also lists each chunk's largest x, no
+// histogram or collect kernel runs, and sample_finish takes the lists' entries above a floor as
+// its candidates: a few dozen, sorted, thresholds placed, and only the survivors drawn. A row
+// whose lists ties cut short at a value that can survive (top_floor decides) is resolved by
+// binary search over the whole row instead: slow, exact, rare. Other batches take the histogram
+// path for every filtered row.
 // No pass sorts the vocabulary. The logprobs op is two kernels (logprobs_chunk, logprobs_finish):
 // per chunk the max, the sum of exp, the count of ids at or above the token and the top N by
 // repeated block argmax; per row the merge.
@@ -495,7 +496,7 @@ struct TopFloor {
   bool holds;    // the chunks' lists hold every id at or above it
 };
 // A row on the top-k path: a floor under its threshold (the larger of min_p's and the k-th largest
-// x), from the chunks' heads and lists alone. Block-wide; each kernel of the row finds the same.
+// x), from the chunks' heads and lists alone. Block-wide.
 __device__ TopFloor top_floor(const SampleScratch& w, int row, int chunks, int k, const Frame& f) {
   __shared__ uint32_t dth[kTopChunks];
   __shared__ uint32_t b;
@@ -527,7 +528,8 @@ __device__ TopFloor top_floor(const SampleScratch& w, int row, int chunks, int k
 
 // ---- kernels ----
 
-// Block (chunk, row): see the file comment.
+// Block (chunk, row): see the file comment. kTop: the batch is on the top-k path (no histogram).
+template <bool kTop>
 __global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs a, SampleScratch w, int vocab) {
   pdl_launch_dependents();
   pdl_wait();
@@ -587,15 +589,18 @@ __global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs 
       t.count += ws[i].count;
     }
     w.stat[(size_t)row * chunks + chunk] = t;
-    if (chunk == 0) w.num_cand[row] = 0;
+    if (!kTop && chunk == 0) w.num_cand[row] = 0;
   }
-  for (int i = chunk * kThreads + threadIdx.x; i < kBins; i += chunks * kThreads) {
-    w.hist_count[(size_t)row * kBins + i] = 0;
-    w.hist_mass[(size_t)row * kBins + i] = 0;
-  }
-  if (on_top_path(r.s, chunks)) {
-    const size_t at = (size_t)row * chunks + chunk;
-    chunk_top(x, begin, r.s.top_k, w.top_key + at * kTopMax, w.top_head + at);
+  if constexpr (kTop) {
+    if (on_top_path(r.s, chunks)) {
+      const size_t at = (size_t)row * chunks + chunk;
+      chunk_top(x, begin, r.s.top_k, w.top_key + at * kTopMax, w.top_head + at);
+    }
+  } else {
+    for (int i = chunk * kThreads + threadIdx.x; i < kBins; i += chunks * kThreads) {
+      w.hist_count[(size_t)row * kBins + i] = 0;
+      w.hist_mass[(size_t)row * kBins + i] = 0;
+    }
   }
 }
 
@@ -610,7 +615,6 @@ __global__ void sample_histogram_kernel(const float* __restrict__ logits, Sample
   const Row r = load_row(logits, row, vocab, a);
   const Frame f = row_frame(w.stat + (size_t)row * chunks, chunks, r.s);
   if (!f.any) return;
-  if (on_top_path(r.s, chunks) && top_floor(w, row, chunks, r.s.top_k, f).holds) return;
   const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
   for (int i = threadIdx.x; i < kBins; i += kThreads) {
     scnt[i] = 0;
@@ -652,7 +656,6 @@ __global__ void sample_collect_kernel(const float* __restrict__ logits, SampleAr
     if (threadIdx.x == 0) *part = {-INFINITY, kNone};
     return;
   }
-  if (on_top_path(r.s, chunks) && top_floor(w, row, chunks, r.s.top_k, f).holds) return;  // finish reads no part
   const Selection sel = select_bins(w.hist_count + (size_t)row * kBins, w.hist_mass + (size_t)row * kBins, r.s);
   const bool collect = sel.uncertain <= (unsigned)kCap;
   const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
@@ -777,6 +780,18 @@ __device__ Pick resolve_by_search(const Row& r, const SampleArgs& a, const Frame
   return search_pass(r, a, f, sel, vocab, sadd, lo, kAll, true).best;
 }
 
+// A filtered row of a batch on the top-k path whose lists do not hold its survivors (ties cut a
+// list at a value that can survive; or a row the path cannot take, when the batch's hint was
+// wrong): resolve_by_search with the whole row uncertain. Slow, exact, rare.
+__device__ Pick resolve_whole_row(const Row& r, const SampleArgs& a, const Frame& f, int vocab, float* sadd) {
+  Selection all{0, kBins - 1, false, 0, 0, 0, 0};
+  const Pass p = search_pass(r, a, f, all, vocab, sadd, 0, 0, false);
+  all.k_binds = r.s.top_k > 0 && (unsigned)r.s.top_k < p.count;
+  all.uncertain = p.count;
+  all.mass_total = p.mass;
+  return resolve_by_search(r, a, f, all, vocab, sadd);
+}
+
 // The candidates (at most kCap, in w.cand_key) of a filtered row: sorted, thresholds placed,
 // the best draw among the survivors.
 __device__ Pick resolve_candidates(const Row& r, const Frame& f, const Selection& sel, unsigned long long* keys,
@@ -883,6 +898,88 @@ __device__ Pick resolve_candidates(const Row& r, const Frame& f, const Selection
   return block_best(best, bi);
 }
 
+// resolve_candidates for a top-k row's n <= 64 candidates (nothing above them), by warp 0 alone:
+// the same thresholds and draw without the block's barriers. Only thread 0's pick is right (the
+// only one sample_finish reads). Position p of the sorted candidates is lane p % 32's x[p / 32].
+__device__ Pick resolve_few(const Row& r, const Frame& f, unsigned long long* keys, int n) {
+  if (threadIdx.x >= 32) return {-INFINITY, kNone};
+  constexpr unsigned kAll = 0xffffffffu;
+  const int lane = threadIdx.x;
+  unsigned long long key[2], *sorted = keys + 64;  // keys[64, 128) is free: n <= 64
+  int pos[2] = {0, 0};
+#pragma unroll
+  for (int j = 0; j < 2; ++j) key[j] = lane + 32 * j < n ? keys[lane + 32 * j] : ~0ull;
+  for (int i = 0; i < n; ++i) {  // a candidate's place: the number of keys before it (distinct keys)
+    const unsigned long long o = keys[i];
+    pos[0] += o < key[0];
+    pos[1] += o < key[1];
+  }
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+    if (lane + 32 * j < n) sorted[pos[j]] = key[j];
+  __syncwarp();
+  float x[2];
+  int id[2];
+  unsigned long long m[2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const bool in = lane + 32 * j < n;
+    x[j] = in ? key_float(~(uint32_t)(sorted[lane + 32 * j] >> 32)) : -INFINITY;
+    id[j] = in ? (int)(sorted[lane + 32 * j] & 0xffffffffu) : kNone;
+    m[j] = in ? mass_of(f, x[j]) : 0;
+  }
+  // top_k: the k-th candidate's x (ids tied with it stay); z, the mass of those at or above it.
+  const int kpos = r.s.top_k - 1;
+  const float tk = kpos < n ? __shfl_sync(kAll, kpos < 32 ? x[0] : x[1], kpos & 31) : -INFINITY;
+  unsigned long long z = (x[0] >= tk ? m[0] : 0) + (x[1] >= tk ? m[1] : 0);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) z += __shfl_xor_sync(kAll, z, o);
+  // top_p: the mass strictly above a position's group of ties is the exclusive prefix at the
+  // group's first position, carried over the group by a max-scan (+ 1: 0 means no start yet).
+  unsigned long long incl[2], carry[2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    incl[j] = m[j];
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const unsigned long long v = __shfl_up_sync(kAll, incl[j], o);
+      if (lane >= o) incl[j] += v;
+    }
+  }
+  incl[1] += __shfl_sync(kAll, incl[0], 31);
+  const float prev0 = __shfl_up_sync(kAll, x[0], 1), last0 = __shfl_sync(kAll, x[0], 31);
+  const float prev1 = __shfl_up_sync(kAll, x[1], 1);
+  const float prev[2] = {lane > 0 ? prev0 : NAN, lane > 0 ? prev1 : last0};
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const bool starts = lane + 32 * j < n && !(x[j] == prev[j]);
+    carry[j] = starts ? incl[j] - m[j] + 1 : 0;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const unsigned long long v = __shfl_up_sync(kAll, carry[j], o);
+      if (lane >= o) carry[j] = max(carry[j], v);
+    }
+  }
+  carry[1] = max(carry[1], __shfl_sync(kAll, carry[0], 31));
+  const double limit = (double)r.s.top_p * (double)z;
+  const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
+  float best = -INFINITY;
+  int bi = kNone;
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    if (lane + 32 * j >= n) continue;
+    const unsigned long long above = carry[j] - 1;
+    bool keep = x[j] >= tk;
+    if (r.s.top_p < 1.f) keep = keep && ((double)above < limit || above == 0);
+    if (keep) {
+      const float sc = gumbel_score(x[j], stream, id[j]);
+      if (better(sc, id[j], best, bi)) { best = sc; bi = id[j]; }
+    }
+  }
+  warp_best(best, bi);
+  return {best, bi};
+}
+
 // A row on the top-k path whose lists hold every survivor: the entries at or above the floor are
 // the candidates of resolve_candidates, with nothing above them; the top_k-th of them is the
 // threshold (-inf when there are fewer: all stay).
@@ -908,6 +1005,7 @@ __device__ Pick resolve_top(const Row& r, const Frame& f, const SampleScratch& w
   for (int i = 0; i < per; ++i)
     if (take[i]) keys[at++] = e[i];
   __syncthreads();
+  if (n <= 64) return resolve_few(r, f, keys, (int)n);
   Selection all{};
   all.k_binds = true;
   return resolve_candidates(r, f, all, keys, (int)n);
@@ -930,9 +1028,12 @@ __device__ Pick filtered_pick(const float* logits, const SampleArgs& a, const Sa
   const Row r = load_row(logits, row, vocab, a);
   const Frame f = row_frame(w.stat + (size_t)row * chunks, chunks, r.s);
   if (!f.any) return {-INFINITY, kNone};
-  if (on_top_path(r.s, chunks)) {
-    const TopFloor t = top_floor(w, row, chunks, r.s.top_k, f);
-    if (t.holds) return resolve_top(r, f, w, row, chunks, t.key, keys);
+  if (a.top_path) {  // no histogram: the lists, or a search over the whole row
+    if (on_top_path(r.s, chunks)) {
+      const TopFloor t = top_floor(w, row, chunks, r.s.top_k, f);
+      if (t.holds) return resolve_top(r, f, w, row, chunks, t.key, keys);
+    }
+    return resolve_whole_row(r, a, f, vocab, reinterpret_cast<float*>(keys));
   }
   Pick pick = chunk_picks(w, row, chunks);
   const Selection sel = select_bins(w.hist_count + (size_t)row * kBins, w.hist_mass + (size_t)row * kBins, r.s);
@@ -1117,13 +1218,21 @@ void launch_sample(const float* logits, const SampleArgs& a, int rows, int vocab
   if (rows == 0) return;
   const int chunks = sample_chunks(vocab);
   const SampleScratch w = sample_scratch(scratch, rows, vocab);
-  launch("sample (scan)", sample_scan_kernel, dim3(chunks, rows), kThreads, 0, s, logits, a, w, vocab);
-  if (a.num_filtered > 0) {
-    launch("sample (histogram)", sample_histogram_kernel, dim3(chunks, a.num_filtered), kThreads, 0, s, logits, a, w,
-           vocab);
-    launch("sample (collect)", sample_collect_kernel, dim3(chunks, a.num_filtered), kThreads, 0, s, logits, a, w, vocab);
+  SampleArgs b = a;
+  b.top_path = a.num_filtered > 0 && a.max_filtered_top_k >= 1 && a.max_filtered_top_k <= kTopMax &&
+               chunks <= kTopChunks;
+  if (b.top_path) {
+    launch("sample (scan)", sample_scan_kernel<true>, dim3(chunks, rows), kThreads, 0, s, logits, b, w, vocab);
+  } else {
+    launch("sample (scan)", sample_scan_kernel<false>, dim3(chunks, rows), kThreads, 0, s, logits, b, w, vocab);
+    if (b.num_filtered > 0) {
+      launch("sample (histogram)", sample_histogram_kernel, dim3(chunks, b.num_filtered), kThreads, 0, s, logits, b, w,
+             vocab);
+      launch("sample (collect)", sample_collect_kernel, dim3(chunks, b.num_filtered), kThreads, 0, s, logits, b, w,
+             vocab);
+    }
   }
-  launch("sample (finish)", sample_finish_kernel, rows, kFinishThreads, 0, s, logits, a, w, vocab, chunks, out);
+  launch("sample (finish)", sample_finish_kernel, rows, kFinishThreads, 0, s, logits, b, w, vocab, chunks, out);
 }
 
 int logprobs_max_top() { return kMaxTop; }
