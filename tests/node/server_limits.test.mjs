@@ -60,8 +60,16 @@ test('bodies: Content-Length over the limit is refused before the body is sent; 
     const answers = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
       const body = bodies[i % 2];
       inFlight += body.length;
-      const res = await fetch(s.baseURL + '/v1/completions', { method: 'POST', body, headers: { 'Content-Type': 'application/json' } });
-      return { status: res.status, json: await res.json() };
+      const t0 = Date.now();
+      try {
+        const res = await fetch(s.baseURL + '/v1/completions', { method: 'POST', body, headers: { 'Content-Type': 'application/json' } });
+        return { status: res.status, json: await res.json() };
+      } catch (e) {  // say why (undici hides it in the cause) and what the server counted
+        const m = await metrics(s.baseURL).catch(() => ({}));
+        const counts = Object.entries(m).filter(([k]) => /timeouts|closes|refused|body_bytes/.test(k));
+        throw new Error(`body ${i} failed after ${Date.now() - t0} ms: ${e.message} (${e.cause?.code ?? e.cause}); ` +
+          `server: ${JSON.stringify(Object.fromEntries(counts))}`);
+      }
     }));
     const after = s.memory();
     const growth = after.peak - before.rss;
