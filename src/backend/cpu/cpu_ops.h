@@ -22,7 +22,7 @@ inline WeightView weight_view(const Tensor& w) { return {w.data, w.dtype, rows_o
 
 // The kernels gemm may pick: the instruction set, and whether bf16 weights over more than
 // kHalfGemvRows rows take gemm_bf16 (activations rounded to bf16; BackendOptions::cpu_bf16_gemm)
-// or OpenBLAS over panels converted to f32 (activations kept in float32, the default).
+// or OpenBLAS over blocks converted to f32 (activations kept in float32, the default).
 struct GemmKernels {
   Isa isa = Isa::avx2;
   bool bf16_dot = false;
@@ -31,7 +31,7 @@ struct GemmKernels {
 // out[M, N] = x[M, K] @ w[N, K]^T (accumulate: out +=), picking the faster path for M and the
 // weight's dtype (see docs/cpu-backend.md): f32 weights as below; half and int8 weights through
 // our kernels (GEMV, weights converted in registers) for few rows, else bf16 weights through
-// gemm_bf16 where `kernels` allows it, others through OpenBLAS over panels converted to f32.
+// gemm_bf16 where `kernels` allows it, others through OpenBLAS over blocks converted to f32.
 void gemm(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, GemmKernels kernels,
           bool accumulate = false);
 void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool,
@@ -57,10 +57,12 @@ void gemv_int8(const float* x, const WeightView& w, float* out, int64_t M, Threa
 // even) once a call, the products summed in float32. Only where bf16_gemm_supported().
 bool bf16_gemm_supported();
 void gemm_bf16(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, bool accumulate);
-// OpenBLAS over panels of w converted to f32 (any weight dtype), one pool thread per column slice.
+// OpenBLAS over blocks of w converted to f32 (any weight dtype), one pool thread per column slice.
 void gemm_panels(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, bool accumulate);
 // Rows [n0, n1) of w as f32 into dst [(n1 - n0), K] (an int8 row times its scale).
 void weight_rows_to_f32(const WeightView& w, int64_t n0, int64_t n1, float* dst);
+// Rows [n0, n1), columns [k0, k1) of w as f32 into dst [(n1 - n0), (k1 - k0)].
+void weight_block_to_f32(const WeightView& w, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float* dst);
 // Quantizes rows [R, K] of src (f32/bf16/f16) into int8 rows (tensor.h's layout) at dst.
 void quantize_rows_int8(const void* src, DType src_dtype, int64_t R, int64_t K, int8_t* dst, ThreadPool& pool);
 
