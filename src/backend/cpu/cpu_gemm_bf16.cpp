@@ -9,9 +9,8 @@
 // word padded with zero), and a micro-kernel broadcasts one row's word p to all lanes. The
 // weights are packed per call, kPanel rows at a time into a thread's buffer that stays in L2, as
 // tiles of 32 rows: for each p, the 32 rows' words side by side (two zmm). The micro-kernel keeps
-// up to kMr rows of x by one tile's 32 columns in 2 * kMr accumulators across kKc words of K (the
-// tile's slice stays in L1 while all rows of x pass), then adds them into out (masked at N's
-// edge); threads split N by panels.
+// up to kMr rows of x by one tile's 32 columns in 2 * kMr accumulators across all of K, then
+// writes them (masked at N's edge); threads split N by panels.
 // GCC 12 warns of an uninitialized "undefined" vector inside its own AVX-512 intrinsics when
 // they are compiled through target attributes (GCC PR 105593): spurious, silenced here.
 #pragma GCC diagnostic ignored "-Wuninitialized"
