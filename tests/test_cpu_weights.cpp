@@ -38,13 +38,10 @@ std::vector<std::string> isas() {
   return v;
 }
 
-// bf16_gemm: bf16 weights over many rows through the AVX512_BF16 GEMM (x rounded to bf16) where
-// the CPU has it, instead of OpenBLAS over blocks converted to f32.
-std::unique_ptr<Backend> backend(const std::string& isa, bool bf16_gemm = false) {
+std::unique_ptr<Backend> backend(const std::string& isa) {
   BackendOptions o;
   o.num_threads = 2;
   o.cpu_isa = isa;
-  o.cpu_bf16_gemm = bf16_gemm;
   return make_cpu_backend(o);
 }
 
@@ -97,97 +94,6 @@ TEST(CpuHalfWeights, LinearMatchesDoubleReferenceOnEveryPath) {
           }
       }
     }
-}
-
-// ---- the AVX512_BF16 GEMM (prefill over bf16 weights) ----
-// out = x^ w^T with x^ = x rounded to bf16 (nearest even, half.h's f32_to_bf16) and each product
-// x^_k w_k exact in float32 (8-bit significands), so the only error left is float32 addition
-// over K terms (and one more when adding to out): |out - sum x^ w| <= (K + 1) 2^-24 sum |x^ w|
-// (+ 2^-24 |out|). Against the unrounded x, rounding adds at most 2^-8 sum |x w| (bf16 keeps 8
-// significant bits). Shapes: rows past whole 14-row blocks, columns past whole 32-column tiles and
-// the 128-row panel, K odd (a last word with one element), and K below one word.
-struct Bf16GemmCheck {
-  int M, N, K;
-};
-void expect_bf16_gemm(const std::vector<float>& x, const HalfWeights& w, const std::vector<float>& out,
-                      const std::vector<float>& before, int M, int N, int K) {
-  const double u = std::ldexp(1.0, -24);
-  for (int m = 0; m < M; ++m)
-    for (int n = 0; n < N; ++n) {
-      double ref = 0, mag = 0, exact = 0, exact_mag = 0;
-      for (int k = 0; k < K; ++k) {
-        const double xr = bf16_to_f32(f32_to_bf16(x[m * K + k])), wv = w.values[n * K + k];
-        ref += xr * wv;
-        mag += std::abs(xr * wv);
-        exact += double(x[m * K + k]) * wv;
-        exact_mag += std::abs(double(x[m * K + k]) * wv);
-      }
-      const double b = before.empty() ? 0.0 : before[m * N + n];
-      const double got = out[m * N + n];
-      ASSERT_LE(std::abs(got - (b + ref)), (K + 1) * u * mag + 2 * u * std::abs(b + ref)) << m << "," << n;
-      ASSERT_LE(std::abs(got - (b + exact)), std::ldexp(1.0, -8) * exact_mag + (K + 1) * u * mag + 2 * u * std::abs(b + ref))
-          << m << "," << n;
-    }
-}
-
-TEST(CpuBf16Gemm, MatchesDoubleReferenceOverRoundedActivations) {
-  if (!cpu::bf16_gemm_supported()) GTEST_SKIP() << "this CPU lacks AVX512_BF16: the bf16 GEMM is not used here";
-  cpu::ThreadPool pool(2);
-  uint32_t seed = 100;
-  for (Bf16GemmCheck c : {Bf16GemmCheck{17, 33, 1}, {17, 1, 7}, {14, 32, 64}, {15, 31, 33}, {29, 130, 255},
-                          {45, 129, 1023}, {60, 300, 96}, {131, 64, 130}}) {
-    SCOPED_TRACE("M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K));
-    const auto x = randn(size_t(c.M) * c.K, seed++);
-    HalfWeights w = round_to(randn(size_t(c.N) * c.K, seed++, 0.05f), DType::bf16);
-    // A NaN just past the last row: reading beyond a row (an odd K's last word) shows in the output.
-    std::vector<uint16_t> bits = w.bits;
-    bits.push_back(0x7fc0);
-    const cpu::WeightView wv{bits.data(), DType::bf16, c.N, c.K};
-    // Sentinels past the output: a store beyond column N - 1 of the last row lands there.
-    const size_t n_out = size_t(c.M) * c.N;
-    std::vector<float> out(n_out + 64, -7.0f);
-    cpu::gemm_bf16(x.data(), wv, out.data(), c.M, pool, /*accumulate=*/false);
-    expect_bf16_gemm(x, w, out, {}, c.M, c.N, c.K);
-    for (size_t i = n_out; i < out.size(); ++i) ASSERT_EQ(out[i], -7.0f) << "written past the output at " << i;
-    std::vector<float> added = randn(n_out, seed++);
-    const std::vector<float> before = added;
-    cpu::gemm_bf16(x.data(), wv, added.data(), c.M, pool, /*accumulate=*/true);
-    expect_bf16_gemm(x, w, added, before, c.M, c.N, c.K);
-  }
-}
-
-// The backend takes the bf16 GEMM for bf16 weights beyond kHalfGemvRows rows only when asked
-// (cpu_bf16_gemm) and the CPU has AVX512_BF16 (x rounded: off the float32 result by far more than
-// float32 sums are); otherwise, and on AVX2, x stays float32.
-TEST(CpuBf16Gemm, BackendRoundsActivationsOnlyWhereChosen) {
-  const int M = int(cpu::kHalfGemvRows) + 9, N = 40, K = 256;
-  const auto x = randn(size_t(M) * K, 7);
-  HalfWeights w = round_to(randn(size_t(N) * K, 8, 0.05f), DType::bf16);
-  double worst_rounded = 0;  // the largest error against float32 x, relative to sum |x w|
-  for (const bool bf16_gemm : {false, true})
-    for (const std::string& isa : isas()) {
-      auto be = backend(isa, bf16_gemm);
-      const bool rounds = bf16_gemm && isa == "avx512" && cpu::bf16_gemm_supported();
-      EXPECT_EQ(be->name().find("bf16 GEMM") != std::string::npos, rounds) << be->name();
-      std::vector<float> out(size_t(M) * N);
-      Tensor o(out.data(), DType::f32, {M, N});
-      be->linear(Tensor(const_cast<float*>(x.data()), DType::f32, {M, K}), Tensor(w.bits.data(), DType::bf16, {N, K}), o);
-      double worst = 0;
-      for (int m = 0; m < M; ++m)
-        for (int n = 0; n < N; ++n) {
-          double ref = 0, mag = 0;
-          for (int k = 0; k < K; ++k) {
-            ref += double(x[m * K + k]) * w.values[n * K + k];
-            mag += std::abs(double(x[m * K + k]) * w.values[n * K + k]);
-          }
-          worst = std::max(worst, std::abs(out[m * N + n] - ref) / mag);
-        }
-      if (rounds) worst_rounded = worst;
-      else EXPECT_LT(worst, 1e-5) << isa << (bf16_gemm ? " bf16 GEMM asked for" : "");
-    }
-  if (!cpu::bf16_gemm_supported()) GTEST_SKIP() << "this CPU lacks AVX512_BF16: only the float32 paths ran";
-  EXPECT_GT(worst_rounded, 3e-5) << "x was not rounded to bf16";
-  EXPECT_LT(worst_rounded, std::ldexp(1.0, -8));
 }
 
 TEST(CpuHalfWeights, EmbeddingReadsHalfTables) {

@@ -77,21 +77,5 @@ TEST_F(EnvOptionsTest, RejectsABadNumberNamingTheVariable) {
   }
 }
 
-TEST_F(EnvOptionsTest, CpuBf16GemmIsOptInAndChecked) {
-  set("NANOVLLM_CPU_BF16_GEMM", "0");
-  EXPECT_FALSE(read_env_options().cpu_bf16_gemm);
-  set("NANOVLLM_CPU_BF16_GEMM", "1");
-  const EnvOptions o = read_env_options();
-  EXPECT_TRUE(o.cpu_bf16_gemm);
-  EXPECT_TRUE(BackendOptions{}.with_env(o).cpu_bf16_gemm);
-  set("NANOVLLM_CPU_BF16_GEMM", "yes");
-  try {
-    read_env_options();
-    ADD_FAILURE() << "no exception";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("NANOVLLM_CPU_BF16_GEMM=yes"));
-  }
-}
-
 }  // namespace
 }  // namespace nanovllm

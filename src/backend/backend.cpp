@@ -35,7 +35,6 @@ BackendOptions BackendOptions::with_env(const EnvOptions& env) const {
   o.pdl = env.pdl;
   o.gemm_tune_all = env.gemm_tune_all;
   o.cpu_isa = env.cpu_isa;
-  o.cpu_bf16_gemm = env.cpu_bf16_gemm;
   return o;
 }
 

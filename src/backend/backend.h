@@ -366,10 +366,6 @@ struct BackendOptions {
   // CPU: the instruction set of the kernels: "" = the best this CPU has, or "avx2" (tests and
   // measurements of the AVX2 path on an AVX-512 machine).
   std::string cpu_isa;
-  // CPU: bf16 weights over more rows than the decode GEMV's take the AVX512_BF16 GEMM, which
-  // rounds the activations to bf16, instead of OpenBLAS over weights converted to f32 (x kept in
-  // float32). Off by default: on the CPUs measured it is the slower of the two (docs/decisions.md).
-  bool cpu_bf16_gemm = false;
   std::string nccl_library;    // CUDA tensor parallelism: libnccl.so.2's path; empty = the usual places
   // These options with the environment's switches.
   BackendOptions with_env(const EnvOptions& env) const;

@@ -43,11 +43,6 @@ EnvOptions read_env_options() {
       throw std::invalid_argument(std::string("NANOVLLM_CPU_ISA=") + isa + ": expected avx2 or avx512");
     o.cpu_isa = isa;
   }
-  if (const char* bf16 = get("NANOVLLM_CPU_BF16_GEMM")) {
-    if (std::strcmp(bf16, "0") != 0 && std::strcmp(bf16, "1") != 0)
-      throw std::invalid_argument(std::string("NANOVLLM_CPU_BF16_GEMM=") + bf16 + ": expected 0 or 1");
-    o.cpu_bf16_gemm = bf16[0] == '1';
-  }
   if (const char* path = get("NANOVLLM_WORKER")) o.worker = path;
   if (const char* path = get("NANOVLLM_NCCL_LIBRARY")) o.nccl_library = path;
   return o;

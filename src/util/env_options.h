@@ -14,7 +14,6 @@ struct EnvOptions {
   bool gemm_tune_all = false;  // NANOVLLM_GEMM_TUNE_ALL ("1"): time GEMM candidates at every decode size
   std::string step_trace;      // NANOVLLM_STEP_TRACE: a CSV file for one line per engine step; empty = none
   std::string cpu_isa;         // NANOVLLM_CPU_ISA: the CPU kernels' instruction set, avx2 or avx512; empty = the best there is
-  bool cpu_bf16_gemm = false;  // NANOVLLM_CPU_BF16_GEMM ("1"): bf16 weights' prefill GEMMs with AVX512_BF16, x rounded to bf16
   std::string worker;          // NANOVLLM_WORKER: the nanovllm executable tensor-parallel workers run as; empty = found
   std::string nccl_library;    // NANOVLLM_NCCL_LIBRARY: libnccl.so.2's path when the usual places lack it
 };

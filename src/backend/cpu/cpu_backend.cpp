@@ -47,7 +47,6 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(const BackendOptions& opts)
       : threads_(opts.num_threads > 0 ? opts.num_threads : std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)))),
         isa_(cpu::resolve_isa(opts.cpu_isa)),
-        gemm_kernels_{isa_, opts.cpu_bf16_gemm && isa_ == cpu::Isa::avx512 && cpu::bf16_gemm_supported()},
         int8_weights_(opts.int8_weights),
         fp8_weights_(opts.fp8_weights),
         blas_core_(cpu::pick_blas_kernels()),
@@ -58,8 +57,7 @@ class CpuBackend final : public Backend {
 
   DeviceKind device() const override { return DeviceKind::cpu; }
   std::string name() const override {
-    return "cpu (" + std::to_string(threads_) + " threads, " + cpu::isa_name(isa_) +
-           (gemm_kernels_.bf16_dot ? ", bf16 GEMM" : "") + ", OpenBLAS " + blas_core_ + ")";
+    return "cpu (" + std::to_string(threads_) + " threads, " + cpu::isa_name(isa_) + ", OpenBLAS " + blas_core_ + ")";
   }
   DType compute_dtype() const override { return DType::f32; }
   // An FP8 checkpoint's matrices are dequantized into the dtype DecoderModel asks for (the
@@ -254,7 +252,7 @@ class CpuBackend final : public Backend {
   }
 
   void do_linear(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) override {
-    cpu::gemm(x.ptr<float>(), cpu::weight_view(w), out.ptr<float>(), rows_of(x), pool_, gemm_kernels_, accumulate);
+    cpu::gemm(x.ptr<float>(), cpu::weight_view(w), out.ptr<float>(), rows_of(x), pool_, isa_, accumulate);
   }
 
   void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) override {
@@ -392,7 +390,6 @@ class CpuBackend final : public Backend {
   static constexpr size_t kHugeBytes = 32u << 20;    // and from here up ask for huge pages
   const int threads_;
   const cpu::Isa isa_;
-  const cpu::GemmKernels gemm_kernels_;
   const bool int8_weights_;
   const bool fp8_weights_;  // --quantization fp8: projections quantized, then kept dequantized in f32
   const std::string blas_core_;

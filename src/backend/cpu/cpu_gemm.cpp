@@ -1,8 +1,7 @@
 // CPU GEMM (out = x @ w^T): OpenBLAS for many rows, our kernels for few rows (decode), where the
 // work is a weight-streaming GEMV and OpenBLAS's packing and thread start-up cost dominate. f32
-// weights here; bf16/f16 and int8 weights in cpu_gemv_half.cpp and cpu_gemv_int8.cpp, bf16 over
-// many rows in cpu_gemm_bf16.cpp (AVX512_BF16), the others here in panels converted to f32 for
-// OpenBLAS when there are many rows (prefill).
+// weights here; bf16/f16 and int8 weights in cpu_gemv_half.cpp and cpu_gemv_int8.cpp, or here in
+// panels converted to f32 for OpenBLAS when there are many rows (prefill).
 #include <cblas.h>
 #include <immintrin.h>
 
@@ -204,8 +203,7 @@ void gemm_panels(const float* x, const WeightView& w, float* out, int64_t M, Thr
   });
 }
 
-void gemm(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, GemmKernels kernels,
-          bool accumulate) {
+void gemm(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, Isa isa, bool accumulate) {
   if (M <= 0 || w.N <= 0) return;
   if (w.K == 0) {
     if (!accumulate) std::fill(out, out + M * w.N, 0.0f);
@@ -215,12 +213,11 @@ void gemm(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool
     case DType::f32: gemm(x, static_cast<const float*>(w.data), out, M, w.N, w.K, pool, accumulate); return;
     case DType::bf16:
     case DType::f16:
-      if (M <= kHalfGemvRows) gemv_half(x, w, out, M, pool, kernels.isa, accumulate);
-      else if (w.dtype == DType::bf16 && kernels.bf16_dot) gemm_bf16(x, w, out, M, pool, accumulate);
+      if (M <= kHalfGemvRows) gemv_half(x, w, out, M, pool, isa, accumulate);
       else gemm_panels(x, w, out, M, pool, accumulate);
       return;
     case DType::i8:
-      if (M <= kInt8GemvRows) gemv_int8(x, w, out, M, pool, kernels.isa, accumulate);
+      if (M <= kInt8GemvRows) gemv_int8(x, w, out, M, pool, isa, accumulate);
       else gemm_panels(x, w, out, M, pool, accumulate);
       return;
     default: throw std::logic_error(std::string("cpu gemm: weights of dtype ") + dtype_name(w.dtype));

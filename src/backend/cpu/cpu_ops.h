@@ -20,19 +20,11 @@ struct WeightView {
 };
 inline WeightView weight_view(const Tensor& w) { return {w.data, w.dtype, rows_of(w), weight_cols(w)}; }
 
-// The kernels gemm may pick: the instruction set, and whether bf16 weights over more than
-// kHalfGemvRows rows take gemm_bf16 (activations rounded to bf16; BackendOptions::cpu_bf16_gemm)
-// or OpenBLAS over blocks converted to f32 (activations kept in float32, the default).
-struct GemmKernels {
-  Isa isa = Isa::avx2;
-  bool bf16_dot = false;
-};
-
 // out[M, N] = x[M, K] @ w[N, K]^T (accumulate: out +=), picking the faster path for M and the
 // weight's dtype (see docs/cpu-backend.md): f32 weights as below; half and int8 weights through
-// our kernels (GEMV, weights converted in registers) for few rows, else bf16 weights through
-// gemm_bf16 where `kernels` allows it, others through OpenBLAS over blocks converted to f32.
-void gemm(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, GemmKernels kernels,
+// our kernels (GEMV, weights converted in registers) for few rows, else OpenBLAS over blocks of
+// weights converted to f32.
+void gemm(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, Isa isa,
           bool accumulate = false);
 void gemm(const float* x, const float* w, float* out, int64_t M, int64_t N, int64_t K, ThreadPool& pool,
           bool accumulate = false);
@@ -53,10 +45,6 @@ inline constexpr int64_t kSmallGemmRows = 2;
 inline constexpr int64_t kHalfGemvRows = 16, kInt8GemvRows = 16;
 void gemv_half(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, Isa isa, bool accumulate);
 void gemv_int8(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, Isa isa, bool accumulate);
-// bf16 weights with AVX512_BF16 dot products (cpu_gemm_bf16.cpp): x rounded to bf16 (nearest
-// even) once a call, the products summed in float32. Only where bf16_gemm_supported().
-bool bf16_gemm_supported();
-void gemm_bf16(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, bool accumulate);
 // OpenBLAS over blocks of w converted to f32 (any weight dtype), one pool thread per column slice.
 void gemm_panels(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, bool accumulate);
 // Rows [n0, n1) of w as f32 into dst [(n1 - n0), K] (an int8 row times its scale).
