@@ -65,6 +65,7 @@ void set_gemm_counters(benchmark::State& st, int64_t M, int64_t N, int64_t K, do
 
 template <int Path>
 void BM_Gemm(benchmark::State& st) {
+  cpu::pick_blas_kernels();  // as the backend does: OpenBLAS's generic kernels on a CPU it does not know
   const int64_t N = kShapes[st.range(0)][0], K = kShapes[st.range(0)][1], M = st.range(1);
   auto x = randv(M * K);
   WeightCopies<float> w(randv(N * K));
@@ -124,6 +125,7 @@ BENCHMARK(BM_MemoryRead)->Arg(1)->Arg(2)->UseRealTime()->MeasureProcessCPUTime()
 // kInt8GemvRows.
 template <DType T, int Path, int Isa>
 void BM_GemmW(benchmark::State& st) {
+  cpu::pick_blas_kernels();
   const int64_t N = kShapes[st.range(0)][0], K = kShapes[st.range(0)][1], M = st.range(1);
   if (Isa == 1 && cpu::detect_isa() != cpu::Isa::avx512) {
     st.SkipWithError("no AVX-512 on this CPU");

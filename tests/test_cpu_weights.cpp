@@ -60,10 +60,11 @@ HalfWeights round_to(const std::vector<float>& w, DType t) {
 }
 
 // Shapes: rows 1..kHalfGemvRows take the GEMV kernels (blocks of 4 rows and the 1-3 rows left),
-// more take OpenBLAS over panels; N not a multiple of the kernels' 2 or 4 weight rows, K with and
-// without tails past the 16/32-value blocks.
+// more take OpenBLAS over blocks of converted weights (K past 1024: blocks added along K); N not a
+// multiple of the kernels' 2 or 4 weight rows, K with and without tails past the 16/32-value blocks.
 const int kShapes[][3] = {{1, 7, 5},   {1, 64, 1024}, {2, 33, 17},   {3, 9, 64},   {4, 2, 40},
-                          {5, 65, 130}, {8, 31, 96},  {9, 50, 70},   {16, 13, 33}, {40, 96, 200}};
+                          {5, 65, 130}, {8, 31, 96},  {9, 50, 70},   {16, 13, 33}, {40, 96, 200},
+                          {20, 37, 2500}};
 
 TEST(CpuHalfWeights, LinearMatchesDoubleReferenceOnEveryPath) {
   for (const std::string& isa : isas())
@@ -163,7 +164,7 @@ TEST(CpuInt8Weights, LinearWithinTheQuantizationBound) {
     std::vector<float> all;
     for (auto [M, N, K] : {std::array{1, 7, 5}, std::array{1, 64, 1024}, std::array{2, 33, 130},
                            std::array{4, 9, 64}, std::array{7, 31, 200}, std::array{16, 13, 97},
-                           std::array{17, 20, 70}, std::array{40, 96, 200}}) {
+                           std::array{17, 20, 70}, std::array{40, 96, 200}, std::array{18, 21, 2100}}) {
       SCOPED_TRACE(isa + " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
       auto x = randn(size_t(M) * K, seed++), w = randn(size_t(N) * K, seed++, 0.05f);
       const std::vector<int8_t> q = quantize(*be, w, N, K);

@@ -26,6 +26,9 @@ void gotoblas_dynamic_quit(void) __attribute__((weak));
 namespace nanovllm::cpu {
 namespace {
 
+// gemm_panels' blocks of converted weights: at most kPanelCols columns and rows, kPanelFloats in all.
+constexpr int64_t kPanelCols = 1024, kPanelFloats = 1 << 20;
+
 inline float hsum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
   lo = _mm_add_ps(lo, hi);
@@ -141,45 +144,61 @@ void gemm_blas(const float* x, const float* w, float* out, int64_t M, int64_t N,
   });
 }
 
-void weight_rows_to_f32(const WeightView& w, int64_t n0, int64_t n1, float* dst) {
-  const int64_t K = w.K;
+void weight_block_to_f32(const WeightView& w, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float* dst) {
+  const int64_t K = w.K, cols = k1 - k0;
   if (w.dtype == DType::i8) {
     const int64_t ld = K + kI8RowTail;
     for (int64_t n = n0; n < n1; ++n) {
       const int8_t* row = static_cast<const int8_t*>(w.data) + n * ld;
-      const __m256 s = _mm256_set1_ps(i8_row_scale(row, K));
-      float* d = dst + (n - n0) * K;
-      int64_t k = 0;
-      for (; k + 8 <= K; k += 8) {
+      const float scale = i8_row_scale(row, K);
+      const __m256 s = _mm256_set1_ps(scale);
+      float* d = dst + (n - n0) * cols - k0;
+      int64_t k = k0;
+      for (; k + 8 <= k1; k += 8) {
         const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + k)));
         _mm256_storeu_ps(d + k, _mm256_mul_ps(s, _mm256_cvtepi32_ps(q)));
       }
-      for (; k < K; ++k) d[k] = i8_row_scale(row, K) * row[k];
+      for (; k < k1; ++k) d[k] = scale * row[k];
     }
     return;
   }
   with_float_dtype(w.dtype, [&]<DType T>() {
     const char* base = static_cast<const char*>(w.data);
-    load_row<T>(base + n0 * K * static_cast<int64_t>(dtype_size(T)), dst, (n1 - n0) * K);
+    const int64_t size = static_cast<int64_t>(dtype_size(T));
+    if (cols == K) load_row<T>(base + n0 * K * size, dst, (n1 - n0) * K);
+    else
+      for (int64_t n = n0; n < n1; ++n) load_row<T>(base + (n * K + k0) * size, dst + (n - n0) * cols, cols);
   });
+}
+
+void weight_rows_to_f32(const WeightView& w, int64_t n0, int64_t n1, float* dst) {
+  weight_block_to_f32(w, n0, n1, 0, w.K, dst);
 }
 
 void gemm_panels(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, bool accumulate) {
   openblas_threads(1);
   const int64_t N = w.N, K = w.K;
-  // Panels of weight rows converted to f32 that stay in L2 (~1 MiB) while OpenBLAS sweeps x over
-  // them; the conversion is one pass over the weights, against 2 M multiply-adds per weight.
-  const int64_t panel = std::clamp<int64_t>(262144 / std::max<int64_t>(1, K), 16, 256);
+  // Blocks of weights converted to f32 (up to 1024 rows x 1024 columns, 4 MiB) that OpenBLAS
+  // sweeps x over, adding up the blocks along K. The conversion is one pass over the weights
+  // against 2 M multiply-adds per weight; OpenBLAS packs x's columns once per call, so a block
+  // needs many rows: 1 MiB blocks of whole rows (85 rows at K = 3072) took down_proj's 512-row
+  // GEMM 1.35x the time of these (docs/cpu-backend.md).
+  const int64_t kc = std::min<int64_t>(K, kPanelCols);
+  const int64_t panel = std::clamp<int64_t>(kPanelFloats / kc, 16, kPanelCols);
   const int64_t grain = std::max<int64_t>(64, 262144 / std::max<int64_t>(1, M * K));
   pool.parallel_for(N, grain, [&](int64_t n0, int64_t n1) {
     thread_local std::vector<float> buf;
-    buf.resize(static_cast<size_t>(std::min(panel, n1 - n0) * K));
+    buf.resize(static_cast<size_t>(std::min(panel, n1 - n0) * kc));
     for (int64_t p0 = n0; p0 < n1; p0 += panel) {
       const int64_t p1 = std::min(n1, p0 + panel);
-      weight_rows_to_f32(w, p0, p1, buf.data());
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), static_cast<blasint>(p1 - p0),
-                  static_cast<blasint>(K), 1.0f, x, static_cast<blasint>(K), buf.data(), static_cast<blasint>(K),
-                  accumulate ? 1.0f : 0.0f, out + p0, static_cast<blasint>(N));
+      for (int64_t k0 = 0; k0 < K; k0 += kc) {
+        const int64_t k1 = std::min(K, k0 + kc);
+        weight_block_to_f32(w, p0, p1, k0, k1, buf.data());
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), static_cast<blasint>(p1 - p0),
+                    static_cast<blasint>(k1 - k0), 1.0f, x + k0, static_cast<blasint>(K), buf.data(),
+                    static_cast<blasint>(k1 - k0), accumulate || k0 > 0 ? 1.0f : 0.0f, out + p0,
+                    static_cast<blasint>(N));
+      }
     }
   });
 }

@@ -70,7 +70,7 @@ inline float hsum256(__m256 v) {
 // RX rows of x against RW rows of w (rw <= RW real ones; the others repeat row 0 and are dropped).
 template <int RX, int RW, DType T>
 void block_avx2(const float* xp, int64_t ldx, const uint16_t* w, int64_t ldw, int64_t K, float* out, int64_t ldo,
-                int rw, bool acc) {
+                int rw, bool acc, bool prefetch) {
   __m256 a[RX][RW];
   for (int r = 0; r < RX; ++r)
     for (int j = 0; j < RW; ++j) a[r][j] = _mm256_setzero_ps();
@@ -81,6 +81,8 @@ void block_avx2(const float* xp, int64_t ldx, const uint16_t* w, int64_t ldw, in
     const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
     for (; k + 16 <= K; k += 16) {
       __m256 we[RW], wo[RW];
+      if (prefetch && k % 32 == 0)  // the next group's rows, as in block_avx512
+        for (int j = 0; j < RW; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (RW + j) * ldw + k), _MM_HINT_T0);
       for (int j = 0; j < RW; ++j) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[j] + k));
         we[j] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
@@ -94,6 +96,8 @@ void block_avx2(const float* xp, int64_t ldx, const uint16_t* w, int64_t ldw, in
   } else {
     for (; k + 8 <= K; k += 8) {
       __m256 wv[RW];
+      if (prefetch && k % 32 == 0)
+        for (int j = 0; j < RW; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (RW + j) * ldw + k), _MM_HINT_T0);
       for (int j = 0; j < RW; ++j) wv[j] = load8_f16(wr[j] + k);
       for (int r = 0; r < RX; ++r) {
         const __m256 xv = _mm256_loadu_ps(xp + r * ldx + k);
@@ -111,7 +115,7 @@ void block_avx2(const float* xp, int64_t ldx, const uint16_t* w, int64_t ldw, in
 
 template <int RX, int RW, DType T>
 NANOVLLM_AVX512 void block_avx512(const float* xp, int64_t ldx, const uint16_t* w, int64_t ldw, int64_t K, float* out,
-                                  int64_t ldo, int rw, bool acc) {
+                                  int64_t ldo, int rw, bool acc, bool prefetch) {
   __m512 a[RX][RW];
   for (int r = 0; r < RX; ++r)
     for (int j = 0; j < RW; ++j) a[r][j] = _mm512_setzero_ps();
@@ -122,6 +126,8 @@ NANOVLLM_AVX512 void block_avx512(const float* xp, int64_t ldx, const uint16_t* 
     const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
     for (; k + 32 <= K; k += 32) {
       __m512 we[RW], wo[RW];
+      if (prefetch)  // the next group's rows (RW rows on): in cache by the time this group's other blocks end
+        for (int j = 0; j < RW; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (RW + j) * ldw + k), _MM_HINT_T0);
       for (int j = 0; j < RW; ++j) {
         const __m512i v = _mm512_loadu_si512(wr[j] + k);
         we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
@@ -135,6 +141,8 @@ NANOVLLM_AVX512 void block_avx512(const float* xp, int64_t ldx, const uint16_t* 
   } else {
     for (; k + 16 <= K; k += 16) {
       __m512 wv[RW];
+      if (prefetch && k % 32 == 0)
+        for (int j = 0; j < RW; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (RW + j) * ldw + k), _MM_HINT_T0);
       for (int j = 0; j < RW; ++j)
         wv[j] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[j] + k)));
       for (int r = 0; r < RX; ++r) {
@@ -154,8 +162,8 @@ template <int RW, DType T, bool Avx512>
 void rows_group(const float* xp, int64_t M, const uint16_t* w, int64_t K, float* out, int64_t N, int rw, bool acc) {
   int64_t m = 0;
   auto run = [&]<int RX>() {
-    if constexpr (Avx512) block_avx512<RX, RW, T>(xp + m * K, K, w, K, K, out + m * N, N, rw, acc);
-    else block_avx2<RX, RW, T>(xp + m * K, K, w, K, K, out + m * N, N, rw, acc);
+    if constexpr (Avx512) block_avx512<RX, RW, T>(xp + m * K, K, w, K, K, out + m * N, N, rw, acc, m == 0);
+    else block_avx2<RX, RW, T>(xp + m * K, K, w, K, K, out + m * N, N, rw, acc, m == 0);
   };
   for (; m + 4 <= M; m += 4) run.template operator()<4>();
   switch (M - m) {

@@ -22,7 +22,7 @@ inline WeightView weight_view(const Tensor& w) { return {w.data, w.dtype, rows_o
 
 // out[M, N] = x[M, K] @ w[N, K]^T (accumulate: out +=), picking the faster path for M and the
 // weight's dtype (see docs/cpu-backend.md): f32 weights as below; half and int8 weights through
-// our kernels (GEMV, weights converted in registers) for few rows, else OpenBLAS over panels of
+// our kernels (GEMV, weights converted in registers) for few rows, else OpenBLAS over blocks of
 // weights converted to f32.
 void gemm(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, Isa isa,
           bool accumulate = false);
@@ -45,10 +45,12 @@ inline constexpr int64_t kSmallGemmRows = 2;
 inline constexpr int64_t kHalfGemvRows = 16, kInt8GemvRows = 16;
 void gemv_half(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, Isa isa, bool accumulate);
 void gemv_int8(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, Isa isa, bool accumulate);
-// OpenBLAS over panels of w converted to f32 (any weight dtype), one pool thread per column slice.
+// OpenBLAS over blocks of w converted to f32 (any weight dtype), one pool thread per column slice.
 void gemm_panels(const float* x, const WeightView& w, float* out, int64_t M, ThreadPool& pool, bool accumulate);
 // Rows [n0, n1) of w as f32 into dst [(n1 - n0), K] (an int8 row times its scale).
 void weight_rows_to_f32(const WeightView& w, int64_t n0, int64_t n1, float* dst);
+// Rows [n0, n1), columns [k0, k1) of w as f32 into dst [(n1 - n0), (k1 - k0)].
+void weight_block_to_f32(const WeightView& w, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float* dst);
 // Quantizes rows [R, K] of src (f32/bf16/f16) into int8 rows (tensor.h's layout) at dst.
 void quantize_rows_int8(const void* src, DType src_dtype, int64_t R, int64_t K, int8_t* dst, ThreadPool& pool);
 
