@@ -42,7 +42,16 @@ AdmitState RequestChannel::admission(std::string* error) const {
 }
 
 bool RequestChannel::take_events(std::vector<ChoiceEvent>& out) {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
+  return take_locked(out);
+}
+
+bool RequestChannel::try_take_events(std::vector<ChoiceEvent>& out) {
+  std::unique_lock lk(mu_, std::try_to_lock);
+  return lk.owns_lock() && take_locked(out);
+}
+
+bool RequestChannel::take_locked(std::vector<ChoiceEvent>& out) {
   if (events_.empty()) return false;
   if (out.empty()) {
     out.swap(events_);

@@ -65,6 +65,9 @@ class RequestChannel {
   AdmitState admission(std::string* error = nullptr) const;
   // Moves out the events that arrived; false when there were none.
   bool take_events(std::vector<ChoiceEvent>& out);
+  // take_events without waiting: false, nothing taken, while the engine thread holds the channel
+  // (it notifies once it lets go), so that the I/O thread never waits on the engine's turn on a CPU.
+  bool try_take_events(std::vector<ChoiceEvent>& out);
 
   // Blocking forms, for tests: the admission error ("" once admitted), and events with a timeout.
   std::string wait_admitted();
@@ -72,6 +75,7 @@ class RequestChannel {
 
  private:
   void notify();
+  bool take_locked(std::vector<ChoiceEvent>& out);  // caller holds mu_
   double arrival_time_;
   std::function<void()> notify_;
   mutable std::mutex mu_;

@@ -56,7 +56,7 @@ struct OpenAIServer::Call {
   PreparedRequest prep;
   std::shared_ptr<RequestChannel> channel;
   std::unique_ptr<Generation> gen;
-  std::mutex mu;                         // the Generation and `finished`
+  std::mutex mu;                         // the Generation and `finished` until `streaming` is set
   bool finished = false;                 // answered in full (or given up)
   std::atomic<bool> streaming{false};    // the stream's head went out: events go to CallStream
   std::atomic<bool> drain_queued{false};
@@ -66,10 +66,11 @@ struct OpenAIServer::Call {
 class OpenAIServer::CallStream : public http::BodySource {
  public:
   explicit CallStream(std::shared_ptr<Call> call) : call_(std::move(call)) {}
+  // The I/O thread, without locks: once `streaming` is set, drain() leaves the Generation and
+  // `finished` to this alone, and a channel the engine thread holds is read at the next wake.
   bool read(std::string& out) override {
-    std::lock_guard lk(call_->mu);
     std::vector<ChoiceEvent> events;
-    call_->channel->take_events(events);
+    call_->channel->try_take_events(events);
     try {
       return call_->finished = call_->gen->stream(events, out);
     } catch (const std::exception& e) {
@@ -312,7 +313,7 @@ void OpenAIServer::on_channel(const std::shared_ptr<Call>& call) {
 void OpenAIServer::drain(const std::shared_ptr<Call>& call) {
   call->drain_queued = false;
   std::lock_guard lk(call->mu);
-  if (call->finished || call->streaming) return;
+  if (call->streaming || call->finished) return;  // streaming first: its `finished` is the I/O thread's
   const std::shared_ptr<http::Exchange> ex = call->ex.lock();
   if (!ex) return;  // the client has gone
   std::string error;
