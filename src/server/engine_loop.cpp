@@ -2,6 +2,7 @@
 // request channels it fills.
 #include "server/engine_loop.h"
 #include "util/clock.h"
+#include "util/thread_nice.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -140,6 +141,8 @@ void EngineLoop::abort(const std::shared_ptr<RequestChannel>& channel) {
 }
 
 void EngineLoop::run() {
+  // The steps run here: behind the I/O thread when both want a CPU (docs/server.md).
+  raise_thread_nice(opts_.nice);
   for (;;) {
     std::vector<Submission> admitted, expired;
     std::vector<std::shared_ptr<RequestChannel>> aborts;

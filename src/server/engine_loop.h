@@ -97,6 +97,7 @@ struct EngineLoopOptions {
   int max_pending = 4096;       // admitted, unfinished choices at most
   double max_queue_wait_s = 0;  // how long a request waits for room (0: queue_full at once)
   int max_engine_seqs = 0;      // sequences fed to the engine and unfinished (0: its max_num_seqs)
+  int nice = 0;                 // the engine thread's nice value above the process's (serve's --engine-nice)
 };
 
 class EngineLoop {

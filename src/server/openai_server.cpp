@@ -88,7 +88,7 @@ class OpenAIServer::CallStream : public http::BodySource {
 OpenAIServer::OpenAIServer(LLM& llm, ServerConfig config)
     : llm_(llm), config_(std::move(config)),
       metrics_(config_.served_model_name.empty() ? config_.model_dir : config_.served_model_name),
-      engine_(llm, metrics_, EngineLoopOptions{config_.max_pending, config_.max_queue_wait_s, 0}),
+      engine_(llm, metrics_, EngineLoopOptions{config_.max_pending, config_.max_queue_wait_s, 0, config_.engine_nice}),
       pool_(config_.http_threads > 0 ? config_.http_threads
                                      : std::max(2, static_cast<int>(std::thread::hardware_concurrency()))) {
   if (config_.served_model_name.empty()) config_.served_model_name = config_.model_dir;
