@@ -229,6 +229,11 @@ void add_serve_command(CLI::App& app) {
                   "seconds a request's body may take after its headers (not reset by each byte)")
       ->capture_default_str()
       ->check(kPositive);
+  cmd->add_option("--scheduling-policy", opts->engine.scheduling_policy,
+                  "vLLM's: fcfs (arrival order; a request's 'priority' must be 0) or priority (lower 'priority' "
+                  "first, then arrival; preemption takes the lowest priority first)")
+      ->check(CLI::IsMember({"fcfs", "priority"}))
+      ->capture_default_str();
   cmd->add_option("--engine-nice", opts->server.engine_nice,
                   "how much nicer than the HTTP threads the threads that run model steps are, so /health and "
                   "streams are served first when the CPUs are busy (0: the same)")

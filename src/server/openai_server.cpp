@@ -88,7 +88,8 @@ class OpenAIServer::CallStream : public http::BodySource {
 OpenAIServer::OpenAIServer(LLM& llm, ServerConfig config)
     : llm_(llm), config_(std::move(config)),
       metrics_(config_.served_model_name.empty() ? config_.model_dir : config_.served_model_name),
-      engine_(llm, metrics_, EngineLoopOptions{config_.max_pending, config_.max_queue_wait_s, 0, config_.engine_nice}),
+      engine_(llm, metrics_, EngineLoopOptions{config_.max_pending, config_.max_queue_wait_s, 0, config_.engine_nice,
+                                           llm.config().scheduling_policy == "priority"}),
       pool_(config_.http_threads > 0 ? config_.http_threads
                                      : std::max(2, static_cast<int>(std::thread::hardware_concurrency()))) {
   if (config_.served_model_name.empty()) config_.served_model_name = config_.model_dir;
@@ -270,6 +271,12 @@ void OpenAIServer::generate(const std::shared_ptr<http::Exchange>& ex, Endpoint 
       throw ApiError(400, "The model '" + r.model + "' does not exist; this server serves '" +
                               config_.served_model_name + "'",
                      "model", "model_not_found");
+    const std::string& policy = llm_.config().scheduling_policy;  // vLLM's --scheduling-policy
+    if (r.priority != 0 && policy != "priority")
+      throw bad_request("priority", "'priority' = " + std::to_string(r.priority) +
+                                        ": the server's --scheduling-policy is " + policy +
+                                        ", which serves in arrival order; only 0 is allowed (start it with "
+                                        "--scheduling-policy priority)");
     const int64_t seqs = static_cast<int64_t>(endpoint == Endpoint::chat ? 1 : r.prompts.size()) * r.n;
     if (seqs > config_.max_seqs_per_request)
       throw bad_request(r.n > 1 ? "n" : "prompt",
