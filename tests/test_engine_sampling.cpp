@@ -139,6 +139,39 @@ TEST(EngineSampling, PenaltyCountsSurvivePreemptionAndRowsComeBack) {
   EXPECT_GT(small.stats().num_preemptions, 0);
 }
 
+// Under the priority policy, higher-priority requests that arrive after a preemption run before
+// the preempted one: it must not keep its counts row meanwhile (max_num_seqs rows in all).
+TEST(EngineSampling, PenaltyCountsSurvivePreemptionUnderPriority) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_tokens = 20;
+  p.ignore_eos = true;
+  p.repetition_penalty = 1.6f;
+  p.frequency_penalty = 0.4f;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 10; ++i) prompts.push_back(prompt_of(i, 10 + 3 * i));
+  LLM roomy(tiny(), config());
+  const auto want = roomy.generate(prompts, p, false);
+  EngineConfig tight = config();
+  tight.max_model_len = 64;
+  tight.num_kvcache_blocks = 12;
+  tight.max_num_seqs = 4;
+  tight.max_num_batched_tokens = 24;
+  tight.scheduling_policy = "priority";
+  LLM small(tiny(), tight);
+  std::vector<int64_t> ids;
+  SamplingParams low = p;
+  low.priority = 5;
+  for (int i = 0; i < 4; ++i) ids.push_back(small.add_request(prompts[i], low));
+  for (int i = 0; i < 200 && small.stats().num_preemptions == 0; ++i) small.step();
+  ASSERT_GT(small.stats().num_preemptions, 0);
+  for (int i = 4; i < 10; ++i) ids.push_back(small.add_request(prompts[i], p));  // priority 0: ahead of the low ones
+  for (int i = 0; i < 5000 && !small.is_finished(); ++i) small.step();
+  ASSERT_TRUE(small.is_finished());
+  for (size_t i = 0; i < ids.size(); ++i)
+    EXPECT_EQ(small.take_output(ids[i]).token_ids(), want[i].token_ids()) << "prompt " << i;
+}
+
 TEST(EngineSampling, MinTokensHoldsEosAndStopsBack) {
   SamplingParams p;
   p.temperature = 0;
@@ -308,6 +341,19 @@ TEST(EngineSampling, BadParametersNameTheField) {
   EXPECT_THAT(error_of([](SamplingParams& p) { p.logprobs = 21; }), HasSubstr("logprobs"));
   EXPECT_THAT(error_of([](SamplingParams& p) { p.prompt_logprobs = -1; }), HasSubstr("prompt_logprobs"));
   EXPECT_THAT(error_of([](SamplingParams& p) { p.temperature = INFINITY; }), HasSubstr("temperature"));
+  EXPECT_THAT(error_of([](SamplingParams& p) { p.priority = 1; }), HasSubstr("priority 1: the scheduling policy is fcfs"));
+  EngineConfig c = config();
+  c.scheduling_policy = "lifo";
+  EXPECT_THROW(
+      {
+        try {
+          LLM bad(tiny(), c);
+        } catch (const std::invalid_argument& e) {
+          EXPECT_THAT(e.what(), HasSubstr("scheduling_policy 'lifo'"));
+          throw;
+        }
+      },
+      std::invalid_argument);
 }
 
 }  // namespace

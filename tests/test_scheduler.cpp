@@ -3,6 +3,7 @@
 // every run can be checked against generating each request alone.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -37,10 +38,11 @@ struct Harness {
   Harness(int num_blocks, int block_size, SchedulerConfig cfg, bool prefix = true)
       : bm(num_blocks, block_size, prefix), sched(std::move(cfg), bm) {}
 
-  Sequence* add(std::vector<int32_t> prompt, int max_tokens, bool ignore_eos = true) {
+  Sequence* add(std::vector<int32_t> prompt, int max_tokens, bool ignore_eos = true, int priority = 0) {
     SamplingParams p;
     p.max_tokens = max_tokens;
     p.ignore_eos = ignore_eos;
+    p.priority = priority;
     seqs.push_back(std::make_unique<Sequence>(static_cast<int64_t>(seqs.size()), std::move(prompt), p,
                                               bm.block_size(), 0, 0.0));
     sched.add(seqs.back().get());
@@ -170,6 +172,55 @@ TEST(Scheduler, PreemptsNewestAndResumesWithSameOutput) {
   for (auto& s : h.seqs) {
     EXPECT_EQ(s->num_completion_tokens(), 10);
     EXPECT_EQ(s->completion_token_ids(), reference_completion(tokens(5, s->token_ids[0]), 10));
+  }
+}
+
+// The order in which sequences were first prefilled, by their position in h.seqs.
+std::vector<int> prefill_order(const Harness& h) {
+  std::vector<int> order;
+  for (const auto& [batch, is_prefill] : h.steps)
+    for (const Sequence* s : batch)
+      if (is_prefill && std::find(order.begin(), order.end(), s->seq_id) == order.end())
+        order.push_back(static_cast<int>(s->seq_id));
+  return order;
+}
+
+// vLLM's priority policy: lower value first, ties by arrival, whatever the order of adding.
+TEST(Scheduler, PriorityServesALaterHigherPriorityRequestFirst) {
+  for (const bool priority : {false, true}) {
+    Harness h(64, 4, {.max_num_seqs = 1, .max_num_batched_tokens = 100, .max_model_len = 64, .priority = priority});
+    h.add(tokens(5, 0), 2, true, 1);
+    h.add(tokens(5, 100), 2, true, 1);
+    h.add(tokens(5, 200), 2, true, 0);
+    h.add(tokens(5, 300), 2, true, -3);
+    h.add(tokens(5, 400), 2, true, 0);
+    h.run();
+    const std::vector<int> expected = priority ? std::vector<int>{3, 2, 4, 0, 1} : std::vector<int>{0, 1, 2, 3, 4};
+    EXPECT_EQ(prefill_order(h), expected) << (priority ? "priority" : "fcfs");
+  }
+}
+
+// Out of blocks, fcfs preempts the newest running sequence; priority the one that sorts last by
+// (priority, arrival), even when that is the oldest, or the sequence asking for room itself.
+TEST(Scheduler, PriorityPreemptsTheLowestPriorityFirst) {
+  for (const bool priority : {false, true}) {
+    // 6 blocks of 4 tokens: three 5-token prompts take 2 blocks each; all three want a third at once.
+    Harness h(6, 4, {.max_num_seqs = 8, .max_num_batched_tokens = 64, .max_model_len = 64, .priority = priority});
+    Sequence* low = h.add(tokens(5, 0), 10, true, 2);
+    h.step();  // `low` is running alone, a token ahead
+    Sequence* high = h.add(tokens(5, 10), 10, true, 0);
+    Sequence* mid = h.add(tokens(5, 20), 10, true, 1);
+    Sequence* first_preempted = nullptr;
+    for (int i = 0; i < 100 && !h.sched.is_finished(); ++i) {
+      h.step();
+      if (!first_preempted && h.sched.num_preemptions() > 0)
+        for (Sequence* s : {low, high, mid})
+          if (s->status == SequenceStatus::waiting) first_preempted = s;
+    }
+    ASSERT_TRUE(h.sched.is_finished());
+    EXPECT_EQ(first_preempted, priority ? low : mid) << (priority ? "priority" : "fcfs");
+    for (auto& s : h.seqs)
+      EXPECT_EQ(s->completion_token_ids(), reference_completion(tokens(5, s->token_ids[0]), 10));
   }
 }
 

@@ -22,6 +22,9 @@ struct EngineConfig {
   std::optional<DeviceKind> device;   // unset ("auto"): CUDA when a GPU is usable, else CPU; set once resolved
   uint64_t seed = 0;                  // default seed of sampling; a request's own seed wins
   bool enable_prefix_caching = true;
+  // vLLM's --scheduling-policy: "fcfs" (arrival order) or "priority" (SamplingParams::priority,
+  // then arrival; preemption takes the lowest priority first).
+  std::string scheduling_policy = "fcfs";
   // CPU, when num_kvcache_blocks is -1: the KV cache is sized to the job (max_num_seqs sequences
   // of max_model_len), capped by this many GiB (vLLM's VLLM_CPU_KVCACHE_SPACE; 0: its default, 4)
   // and by 90% of the memory available.

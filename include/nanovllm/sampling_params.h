@@ -40,6 +40,10 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   bool include_stop_str_in_output = false;
   bool skip_special_tokens = true;  // in the output text
+  // Under EngineConfig::scheduling_policy "priority": lower runs earlier (ties by arrival), and
+  // preemption takes the highest value first. Must be 0 under "fcfs" (vLLM passes it beside the
+  // sampling parameters, add_request's priority; here it rides in them, one per prompt).
+  int priority = 0;
 
   // Whether the temperature means greedy (vLLM's 1e-5).
   bool greedy() const { return temperature < 1e-5f; }

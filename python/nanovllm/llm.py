@@ -17,6 +17,7 @@ _CONFIG_FIELDS = (
     "enforce_eager", "kvcache_block_size", "num_kvcache_blocks",
     "device", "seed", "enable_prefix_caching", "cpu_kvcache_space_gb", "num_threads",
     "max_logprobs", "generation_config", "quantization", "kv_cache_dtype", "calculate_kv_scales",  # vLLM's
+    "scheduling_policy",  # vLLM's: "fcfs" or "priority" (generate's priority=[...])
 )
 
 
@@ -71,10 +72,10 @@ class LLM:
         self._done: Dict[int, Dict[str, Any]] = {}  # finished requests' outputs, until handed out
 
     # ---- nano-vLLM's LLMEngine API ----
-    def add_request(self, prompt: Prompt, sampling_params: Optional[SamplingParams] = None) -> int:
+    def add_request(self, prompt: Prompt, sampling_params: Optional[SamplingParams] = None, priority: int = 0) -> int:
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
-        return self._add(self._token_ids(prompt), sampling_params)
+        return self._add(self._token_ids(prompt), sampling_params, priority)
 
     def step(self) -> Tuple[List[Tuple[int, List[int]]], int]:
         """One engine step: the requests it finished as (id, generated token ids), and its tokens
@@ -95,17 +96,21 @@ class LLM:
     # ---- generate and chat ----
     def generate(self, prompts: Union[Prompt, Sequence[Prompt]],
                  sampling_params: Union[SamplingParams, Sequence[SamplingParams], None] = None,
-                 use_tqdm: bool = True) -> List[Dict[str, Any]]:
+                 use_tqdm: bool = True, priority: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
         """Runs every prompt to completion; one dict per prompt, in order: {"text", "token_ids",
         "finish_reason", "logprobs", "prompt_logprobs", ...}. Without sampling_params, those of
-        get_default_sampling_params(). Ctrl-C aborts the requests (their blocks are freed) and re-raises."""
+        get_default_sampling_params(). priority: one per prompt, as vLLM's (lower runs first; needs
+        LLM(scheduling_policy="priority")). Ctrl-C aborts the requests (their blocks are freed) and re-raises."""
         prompts = self._prompt_list(prompts)
         params = self._params_list(sampling_params, len(prompts))
+        priorities = [0] * len(prompts) if priority is None else list(priority)
+        if len(priorities) != len(prompts):
+            raise ValueError(f"priority has {len(priorities)} entries for {len(prompts)} prompts (give one per prompt)")
         ids = [self._token_ids(p) for p in prompts]
         requests: List[int] = []
         try:
-            for i, p in zip(ids, params):
-                requests.append(self._add(i, p))
+            for i, p, prio in zip(ids, params, priorities):
+                requests.append(self._add(i, p, prio))
             self._run(set(requests), len(requests), use_tqdm)
             return [self._done.pop(r) for r in requests]
         except BaseException:
@@ -139,8 +144,12 @@ class LLM:
         return Tokenizer(self._engine)
 
     # ---- internals ----
-    def _add(self, token_ids: List[int], params: SamplingParams) -> int:
-        request_id = self._engine.add_request(token_ids, params._to_core(_core))
+    def _add(self, token_ids: List[int], params: SamplingParams, priority: int = 0) -> int:
+        core = params._to_core(_core)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"priority must be an integer, got {priority!r}")
+        core.priority = priority
+        request_id = self._engine.add_request(token_ids, core)
         self._samples_left[request_id] = params.n
         self._wants[request_id] = (params.logprobs is not None, params.prompt_logprobs is not None)
         return request_id

@@ -123,6 +123,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("cpu_kvcache_space_gb", &EngineConfig::cpu_kvcache_space_gb)
       .def_readwrite("num_threads", &EngineConfig::num_threads)
       .def_readwrite("max_logprobs", &EngineConfig::max_logprobs)
+      .def_readwrite("scheduling_policy", &EngineConfig::scheduling_policy)
       .def_readwrite("generation_config", &EngineConfig::generation_config)
       .def_readwrite("quantization", &EngineConfig::quantization)
       .def_readwrite("kv_cache_dtype", &EngineConfig::kv_cache_dtype)
@@ -161,7 +162,8 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("stop", &SamplingParams::stop)
       .def_readwrite("stop_token_ids", &SamplingParams::stop_token_ids)
       .def_readwrite("include_stop_str_in_output", &SamplingParams::include_stop_str_in_output)
-      .def_readwrite("skip_special_tokens", &SamplingParams::skip_special_tokens);
+      .def_readwrite("skip_special_tokens", &SamplingParams::skip_special_tokens)
+      .def_readwrite("priority", &SamplingParams::priority);
 
   py::class_<LLM>(m, "Engine")
       .def(py::init([](EngineConfig c) {

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -21,6 +22,7 @@
 #include "nanovllm/llm.h"
 #include "server/openai_server.h"
 #include "tokenizer/tokenizer.h"
+#include "util/thread_nice.h"
 
 namespace nanovllm::cli {
 namespace {
@@ -91,6 +93,25 @@ void check_dtype(const std::string& dtype, DeviceKind device) {
                               " (use auto or " + (device == DeviceKind::cpu ? "float32" : "bfloat16") + ")");
 }
 
+// Loads the model on a thread made `nice` nicer, so the threads the backend starts there (the CPU
+// backend's pool, which runs most of each step) inherit it and yield the CPU to the I/O thread,
+// which stays at the process's nice value. Nice only matters when threads compete for a CPU: on
+// an otherwise idle machine the steps run as fast as before.
+std::unique_ptr<LLM> load_niced(const EngineConfig& config, int nice) {
+  std::unique_ptr<LLM> llm;
+  std::exception_ptr error;
+  std::thread([&] {
+    raise_thread_nice(nice);
+    try {
+      llm = std::make_unique<LLM>(config.model, config);
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }).join();
+  if (error) std::rethrow_exception(error);
+  return llm;
+}
+
 int g_signal_pipe[2] = {-1, -1};
 
 extern "C" void on_stop_signal(int sig) {
@@ -122,7 +143,8 @@ void run_serve(ServeOptions& o) {
   if (!Tokenizer::present(o.engine.model))
     throw std::runtime_error("serve: the model directory '" + o.engine.model +
                              "' has no tokenizer.json; the server needs one to read and write text");
-  LLM llm(o.engine.model, o.engine);
+  std::unique_ptr<LLM> owned = load_niced(o.engine, o.server.engine_nice);
+  LLM& llm = *owned;
   check_dtype(o.dtype, *llm.config().device);
   server::OpenAIServer srv(llm, o.server);
   srv.bind();
@@ -207,6 +229,16 @@ void add_serve_command(CLI::App& app) {
                   "seconds a request's body may take after its headers (not reset by each byte)")
       ->capture_default_str()
       ->check(kPositive);
+  cmd->add_option("--scheduling-policy", opts->engine.scheduling_policy,
+                  "vLLM's: fcfs (arrival order; a request's 'priority' must be 0) or priority (lower 'priority' "
+                  "first, then arrival; preemption takes the lowest priority first)")
+      ->check(CLI::IsMember({"fcfs", "priority"}))
+      ->capture_default_str();
+  cmd->add_option("--engine-nice", opts->server.engine_nice,
+                  "how much nicer than the HTTP threads the threads that run model steps are, so /health and "
+                  "streams are served first when the CPUs are busy (0: the same)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 19));
   cmd->add_option_function<std::string>(
          "--allowed-origins", [opts](const std::string& s) { opts->server.allowed_origins = parse_origins(s); },
          "CORS origins, a JSON list as vLLM's (default [\"*\"]) or comma-separated");

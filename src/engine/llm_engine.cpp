@@ -39,6 +39,8 @@ void check_config(const EngineConfig& c) {
     throw std::invalid_argument("EngineConfig.tensor_parallel_size " + std::to_string(c.tensor_parallel_size) +
                                 ": at most 64");
   positive("nnodes", c.nnodes);
+  if (c.scheduling_policy != "fcfs" && c.scheduling_policy != "priority")
+    throw std::invalid_argument("EngineConfig.scheduling_policy '" + c.scheduling_policy + "': expected fcfs or priority");
   if (c.node_rank < 0 || c.node_rank >= c.nnodes)
     throw std::invalid_argument("EngineConfig.node_rank " + std::to_string(c.node_rank) + " is outside [0, nnodes " +
                                 std::to_string(c.nnodes) + ")");
@@ -62,6 +64,7 @@ LLMEngine::LLMEngine(EngineConfig config)
   sc.max_num_seqs = config_.max_num_seqs;
   sc.max_num_batched_tokens = config_.max_num_batched_tokens;
   sc.max_model_len = config_.max_model_len;
+  sc.priority = config_.scheduling_policy == "priority";
   for (int id : model_config_.eos_token_ids) sc.eos_token_ids.insert(id);
   if (tokenizer_) {
     if (auto eos = tokenizer_->eos_token_id()) sc.eos_token_ids.insert(*eos);
@@ -155,6 +158,10 @@ void LLMEngine::validate(const std::vector<int32_t>& prompt, const SamplingParam
       throw std::invalid_argument(std::string(name) + " must be in [0, max_logprobs = " +
                                   std::to_string(config_.max_logprobs) + "], got " + std::to_string(*v));
   if (p.max_tokens < 1) throw std::invalid_argument("max_tokens must be >= 1, got " + std::to_string(p.max_tokens));
+  if (p.priority != 0 && config_.scheduling_policy != "priority")
+    throw std::invalid_argument("priority " + std::to_string(p.priority) + ": the scheduling policy is " +
+                                config_.scheduling_policy + ", which serves in arrival order; priorities need "
+                                "scheduling_policy priority (serve --scheduling-policy priority)");
   if (p.n < 1) throw std::invalid_argument("n must be >= 1, got " + std::to_string(p.n));
   if (p.n > config_.max_num_seqs)
     throw std::invalid_argument("n " + std::to_string(p.n) + " is larger than max_num_seqs " +
@@ -203,6 +210,7 @@ int64_t LLMEngine::add_request(const std::string& prompt, const SamplingParams& 
 
 std::vector<StepOutput> LLMEngine::step() {
   ScheduledBatch batch = scheduler_->schedule();
+  for (Sequence* s : batch.preempted) runner_->release(*s);  // its counts are rebuilt when it runs again
   if (batch.empty()) return {};
   StepTiming timing;
   StepResult result;

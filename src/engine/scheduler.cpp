@@ -17,16 +17,32 @@ Scheduler::Scheduler(SchedulerConfig config, BlockManager& block_manager)
                                 ") must be > 0");
 }
 
+namespace {
+// vLLM's priority order: lower priority value first, then earlier arrival (seq ids grow with it).
+bool runs_before(const Sequence* a, const Sequence* b) {
+  return a->params.priority != b->params.priority ? a->params.priority < b->params.priority : a->seq_id < b->seq_id;
+}
+}  // namespace
+
 void Scheduler::add(Sequence* seq) {
   seq->status = SequenceStatus::waiting;
-  waiting_.push_back(seq);
+  enqueue_waiting(seq, false);
+}
+
+void Scheduler::enqueue_waiting(Sequence* seq, bool preempted) {
+  if (!config_.priority) {
+    if (preempted) waiting_.push_front(seq);
+    else waiting_.push_back(seq);
+    return;
+  }
+  waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), seq, runs_before), seq);
 }
 
 ScheduledBatch Scheduler::schedule() {
   ScheduledBatch b;
   b.seqs = schedule_prefill();
   b.is_prefill = !b.seqs.empty();
-  if (!b.is_prefill) b.seqs = schedule_decode();
+  if (!b.is_prefill) b.seqs = schedule_decode(b.preempted);
   if (b.seqs.empty() && !waiting_.empty() && running_.empty()) {
     // Every block is free and the first waiting sequence still does not fit.
     const Sequence* s = waiting_.front();
@@ -76,7 +92,7 @@ std::vector<Sequence*> Scheduler::schedule_prefill() {
   return batch;
 }
 
-std::vector<Sequence*> Scheduler::schedule_decode() {
+std::vector<Sequence*> Scheduler::schedule_decode(std::vector<Sequence*>& preempted) {
   std::vector<Sequence*> batch;
   int max_batch = std::min(config_.max_num_seqs, config_.max_num_batched_tokens);
   while (!running_.empty() && static_cast<int>(batch.size()) < max_batch) {
@@ -84,12 +100,10 @@ std::vector<Sequence*> Scheduler::schedule_decode() {
     running_.pop_front();
     bool preempted_self = false;
     while (!block_manager_.can_append(*seq)) {
-      if (!running_.empty()) {
-        Sequence* victim = running_.back();
-        running_.pop_back();
-        preempt(victim);
-      } else {
-        preempt(seq);
+      Sequence* victim = pick_victim(seq);
+      preempt(victim);
+      preempted.push_back(victim);
+      if (victim == seq) {
         preempted_self = true;
         break;
       }
@@ -104,10 +118,22 @@ std::vector<Sequence*> Scheduler::schedule_decode() {
   return batch;
 }
 
+Sequence* Scheduler::pick_victim(Sequence* seq) {
+  if (running_.empty()) return seq;
+  auto last = std::prev(running_.end());
+  if (config_.priority) {
+    last = std::max_element(running_.begin(), running_.end(), runs_before);
+    if (runs_before(*last, seq)) return seq;
+  }
+  Sequence* victim = *last;
+  running_.erase(last);
+  return victim;
+}
+
 void Scheduler::preempt(Sequence* seq) {
   seq->status = SequenceStatus::waiting;
   block_manager_.deallocate(*seq);
-  waiting_.push_front(seq);
+  enqueue_waiting(seq, true);
   ++num_preemptions_;
 }
 

@@ -1,6 +1,8 @@
 // Scheduler: decides which sequences run each step (nano-vLLM's scheduler.py, with chunked
 // prefill). Prefill first, within the token budget, chunking a prompt that does not fit; decode
-// otherwise, preempting the newest running sequence (recompute) when blocks run out.
+// otherwise, preempting the newest running sequence (recompute) when blocks run out. Under the
+// priority policy (vLLM's) the waiting queue is ordered by (priority, arrival) and preemption
+// takes the running sequence that sorts last.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -17,6 +19,7 @@ struct SchedulerConfig {
   int max_num_batched_tokens = 16384;
   int max_model_len = 4096;
   std::unordered_set<int32_t> eos_token_ids;
+  bool priority = false;  // order by SamplingParams::priority (EngineConfig::scheduling_policy)
 };
 
 // One step's work, as schedule() returns it. Which sequences sample is decided here, once: the
@@ -26,6 +29,9 @@ struct ScheduledBatch {
   bool is_prefill = false;
   int num_tokens = 0;              // the sum of num_scheduled_tokens
   std::vector<Sequence*> sampled;  // those whose step reaches their last token (samples_this_step), in batch order
+  // Preempted by this schedule(): the engine frees what else they hold (their token-counts rows),
+  // since under the priority policy new sequences may run before they do.
+  std::vector<Sequence*> preempted;
   bool empty() const { return seqs.empty(); }
 };
 
@@ -33,7 +39,7 @@ class Scheduler {
  public:
   Scheduler(SchedulerConfig config, BlockManager& block_manager);
 
-  void add(Sequence* seq);  // to the back of the waiting queue
+  void add(Sequence* seq);  // to the back of the waiting queue (priority: behind its equals)
   bool is_finished() const { return waiting_.empty() && running_.empty(); }
   // The batch of this step: prefill chunks, or decode (one token a sequence). Each scheduled
   // sequence has blocks for its tokens and num_scheduled_tokens set (from num_computed_tokens
@@ -57,10 +63,16 @@ class Scheduler {
 
  private:
   std::vector<Sequence*> schedule_prefill();
-  std::vector<Sequence*> schedule_decode();
+  std::vector<Sequence*> schedule_decode(std::vector<Sequence*>& preempted);
   // Frees `seq`'s blocks and queues it first in line; its generated tokens are kept and
   // recomputed as prompt when it runs again.
   void preempt(Sequence* seq);
+  // The running sequence to preempt for `seq`'s room: the newest (fcfs) or the one that sorts last
+  // by (priority, arrival), `seq` itself included. Takes it out of running_ unless it is `seq`.
+  Sequence* pick_victim(Sequence* seq);
+  // Into the waiting queue: fcfs puts a new sequence last and a preempted one first; priority puts
+  // either where (priority, arrival) sorts it.
+  void enqueue_waiting(Sequence* seq, bool preempted);
   // Whether `token`, just appended, ends `seq`; sets its finish and stop reasons and its text.
   bool finish_on(Sequence& seq, int32_t token);
 

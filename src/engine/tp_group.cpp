@@ -37,7 +37,7 @@ constexpr const char* kStamp = "nanovllm tp " __DATE__ " " __TIME__;
 
 // The configuration a worker needs, as JSON. A field added to EngineConfig changes its size:
 // add it here (and below) too, then update the size.
-static_assert(sizeof(EngineConfig) == 320, "EngineConfig changed: update config_to_json / config_from_json");
+static_assert(sizeof(EngineConfig) == 352, "EngineConfig changed: update config_to_json / config_from_json");
 
 std::string config_to_json(const EngineConfig& c) {
   nlohmann::json j;
@@ -53,6 +53,7 @@ std::string config_to_json(const EngineConfig& c) {
   j["device"] = std::string(to_string(c.device.value_or(DeviceKind::cpu)));
   j["seed"] = c.seed;
   j["enable_prefix_caching"] = c.enable_prefix_caching;
+  j["scheduling_policy"] = c.scheduling_policy;
   j["cpu_kvcache_space_gb"] = c.cpu_kvcache_space_gb;
   j["num_threads"] = c.num_threads;
   j["max_logprobs"] = c.max_logprobs;
@@ -84,6 +85,7 @@ EngineConfig config_from_json(const std::string& text) {
   c.device = parse_device(j.at("device").get<std::string>());
   c.seed = j.at("seed");
   c.enable_prefix_caching = j.at("enable_prefix_caching");
+  c.scheduling_policy = j.at("scheduling_policy");
   c.cpu_kvcache_space_gb = j.at("cpu_kvcache_space_gb");
   c.num_threads = j.at("num_threads");
   c.max_logprobs = j.at("max_logprobs");

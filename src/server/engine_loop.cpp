@@ -2,6 +2,7 @@
 // request channels it fills.
 #include "server/engine_loop.h"
 #include "util/clock.h"
+#include "util/thread_nice.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -42,7 +43,16 @@ AdmitState RequestChannel::admission(std::string* error) const {
 }
 
 bool RequestChannel::take_events(std::vector<ChoiceEvent>& out) {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
+  return take_locked(out);
+}
+
+bool RequestChannel::try_take_events(std::vector<ChoiceEvent>& out) {
+  std::unique_lock lk(mu_, std::try_to_lock);
+  return lk.owns_lock() && take_locked(out);
+}
+
+bool RequestChannel::take_locked(std::vector<ChoiceEvent>& out) {
   if (events_.empty()) return false;
   if (out.empty()) {
     out.swap(events_);
@@ -92,22 +102,31 @@ void EngineLoop::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+template <class Queue>
+typename Queue::iterator EngineLoop::slot(Queue& q, int priority) const {
+  if (!opts_.priority) return q.end();
+  return std::find_if(q.begin(), q.end(), [priority](const auto& e) { return e.priority > priority; });
+}
+
 Admission EngineLoop::submit(const std::shared_ptr<RequestChannel>& channel, std::vector<SubRequest> subs) {
   int n = 0;
   for (const SubRequest& s : subs) n += s.params.n;
+  const int priority = subs.empty() ? 0 : subs.front().params.priority;  // the request's, the same in each
   {
     std::lock_guard lk(mu_);
     if (stopping_) return Admission::shutting_down;
     // Counted here, released by the engine thread when each choice finishes: the bound holds across
-    // handler threads racing to submit. Arrival order: nothing passes a request already waiting.
-    if (waiting_.empty() && in_flight_.load() + n <= opts_.max_pending) {
+    // handler threads racing to submit. Nothing passes a request already waiting ahead of it in
+    // arrival order (priority: in (priority, arrival) order).
+    const auto at = slot(waiting_, priority);
+    if (at == waiting_.begin() && in_flight_.load() + n <= opts_.max_pending) {
       in_flight_ += n;
-      admitted_inbox_.push_back({channel, std::move(subs), n, {}});
+      admitted_inbox_.push_back({channel, std::move(subs), n, {}, priority});
     } else {
       if (opts_.max_queue_wait_s <= 0 || n > opts_.max_pending) return Admission::queue_full;
       const auto wait = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
           std::chrono::duration<double>(opts_.max_queue_wait_s));
-      waiting_.push_back({channel, std::move(subs), n, std::chrono::steady_clock::now() + wait});
+      waiting_.insert(at, {channel, std::move(subs), n, std::chrono::steady_clock::now() + wait, priority});
       waiting_choices_ += n;
     }
   }
@@ -131,6 +150,8 @@ void EngineLoop::abort(const std::shared_ptr<RequestChannel>& channel) {
 }
 
 void EngineLoop::run() {
+  // The steps run here: behind the I/O thread when both want a CPU (docs/server.md).
+  raise_thread_nice(opts_.nice);
   for (;;) {
     std::vector<Submission> admitted, expired;
     std::vector<std::shared_ptr<RequestChannel>> aborts;
@@ -139,7 +160,7 @@ void EngineLoop::run() {
       std::unique_lock lk(mu_);
       if (live_.empty() && feeding_.empty() && admitted_inbox_.empty() && aborts_.empty() && !stopping_) {
         auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
-        if (!waiting_.empty()) until = std::min(until, waiting_.front().deadline);
+        for (const Submission& s : waiting_) until = std::min(until, s.deadline);
         cv_.wait_until(lk, until);
       }
       admitted.swap(admitted_inbox_);
@@ -168,12 +189,16 @@ void EngineLoop::admit_waiting_locked(std::vector<Submission>& admitted, std::ve
     admitted.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
-  // The wait is the same for every request, so the first to expire are at the front.
+  // Under fcfs the first to expire are at the front; under priority they may be anywhere.
   const auto now = std::chrono::steady_clock::now();
-  while (!waiting_.empty() && waiting_.front().deadline <= now) {
-    waiting_choices_ -= waiting_.front().choices;
-    expired.push_back(std::move(waiting_.front()));
-    waiting_.pop_front();
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (it->deadline > now) {
+      ++it;
+      continue;
+    }
+    waiting_choices_ -= it->choices;
+    expired.push_back(std::move(*it));
+    it = waiting_.erase(it);
   }
 }
 
@@ -187,8 +212,8 @@ void EngineLoop::start_feeding(Submission& s) {
     return;
   }
   unfed_choices_ += s.choices;
-  feeding_.push_back(Feeding{s.channel, std::move(s.subs), 0, 0});
-  feeding_.back().channel->set_admission(AdmitState::admitted);
+  const auto at = feeding_.insert(slot(feeding_, s.priority), Feeding{s.channel, std::move(s.subs), 0, 0, s.priority});
+  at->channel->set_admission(AdmitState::admitted);
 }
 
 void EngineLoop::feed() {
@@ -201,7 +226,7 @@ void EngineLoop::feed() {
     Feeding f = std::move(feeding_.front());
     feeding_.pop_front();
     add_to_engine(f, f.subs[f.next]);
-    if (f.next < f.subs.size()) feeding_.push_back(std::move(f));
+    if (f.next < f.subs.size()) feeding_.insert(slot(feeding_, f.priority), std::move(f));
   }
 }
 

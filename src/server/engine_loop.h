@@ -65,6 +65,9 @@ class RequestChannel {
   AdmitState admission(std::string* error = nullptr) const;
   // Moves out the events that arrived; false when there were none.
   bool take_events(std::vector<ChoiceEvent>& out);
+  // take_events without waiting: false, nothing taken, while the engine thread holds the channel
+  // (it notifies once it lets go), so that the I/O thread never waits on the engine's turn on a CPU.
+  bool try_take_events(std::vector<ChoiceEvent>& out);
 
   // Blocking forms, for tests: the admission error ("" once admitted), and events with a timeout.
   std::string wait_admitted();
@@ -72,6 +75,7 @@ class RequestChannel {
 
  private:
   void notify();
+  bool take_locked(std::vector<ChoiceEvent>& out);  // caller holds mu_
   double arrival_time_;
   std::function<void()> notify_;
   mutable std::mutex mu_;
@@ -93,6 +97,8 @@ struct EngineLoopOptions {
   int max_pending = 4096;       // admitted, unfinished choices at most
   double max_queue_wait_s = 0;  // how long a request waits for room (0: queue_full at once)
   int max_engine_seqs = 0;      // sequences fed to the engine and unfinished (0: its max_num_seqs)
+  int nice = 0;                 // the engine thread's nice value above the process's (serve's --engine-nice)
+  bool priority = false;        // queues by (SamplingParams::priority, arrival), not arrival alone
 };
 
 class EngineLoop {
@@ -122,6 +128,7 @@ class EngineLoop {
     std::vector<SubRequest> subs;
     int choices = 0;
     std::chrono::steady_clock::time_point deadline;
+    int priority = 0;
   };
   // An admitted request whose prompts are not all in the engine yet (engine thread only).
   struct Feeding {
@@ -129,6 +136,7 @@ class EngineLoop {
     std::vector<SubRequest> subs;
     size_t next = 0;       // the next sub to add
     int next_choice = 0;   // choice index of its sample 0
+    int priority = 0;
   };
   // An engine request the engine is running (engine thread only): one prompt's n choices.
   struct Live {
@@ -152,6 +160,9 @@ class EngineLoop {
   // Moves waiting submissions that fit under max_pending into feeding_ (arrival order), and
   // answers those that waited too long. Caller holds mu_.
   void admit_waiting_locked(std::vector<Submission>& admitted, std::vector<Submission>& expired);
+  // Where an entry of `priority` joins a queue: the back (fcfs), or behind its equals (priority).
+  template <class Queue>
+  typename Queue::iterator slot(Queue& q, int priority) const;
   void start_feeding(Submission& s);
   void feed();
   void add_to_engine(Feeding& f, SubRequest& sub);
@@ -176,14 +187,15 @@ class EngineLoop {
 
   std::mutex mu_;  // guards the inbox, the waiting queue, and stopping_
   std::condition_variable cv_;
-  std::deque<Submission> waiting_;  // not admitted yet, in arrival order
+  std::deque<Submission> waiting_;  // not admitted yet, in arrival (or priority, arrival) order
   std::vector<Submission> admitted_inbox_;
   std::vector<std::shared_ptr<RequestChannel>> aborts_;
   int waiting_choices_ = 0;
   bool stopping_ = false;
 
   // Engine thread only.
-  std::deque<Feeding> feeding_;  // round-robin: the front gives one prompt, then goes to the back
+  // Round-robin: the front gives one prompt, then goes to the back (priority: behind its equals).
+  std::deque<Feeding> feeding_;
   int engine_seqs_ = 0;          // sequences in the engine, unfinished
   int unfed_choices_ = 0;
   std::map<int64_t, Live> live_;

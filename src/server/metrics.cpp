@@ -153,8 +153,7 @@ void Metrics::on_finished(const std::string& reason, double e2e, int prompt_toke
   }
 }
 void Metrics::on_http(int status) {
-  std::lock_guard lk(mu_);
-  ++http_[status];
+  http_[status >= 100 && status < 600 ? status : 500].fetch_add(1, std::memory_order_relaxed);
 }
 void Metrics::set_engine(const EngineStats& s, int server_waiting) {
   std::lock_guard lk(mu_);
@@ -250,9 +249,10 @@ std::string Metrics::render() const {
     sample(o, "vllm:cache_config_info", labels, 1.0);
   }
   header(o, "nanovllm:http_responses_total", "counter", "HTTP responses by status code.");
-  for (const auto& [status, n] : http_)
-    sample(o, "nanovllm:http_responses_total", with_label(L, "status=\"" + std::to_string(status) + "\""),
-           static_cast<double>(n));
+  for (int status = 100; status < 600; ++status)
+    if (const int64_t n = http_[status].load(std::memory_order_relaxed); n > 0)
+      sample(o, "nanovllm:http_responses_total", with_label(L, "status=\"" + std::to_string(status) + "\""),
+             static_cast<double>(n));
   render_process(o);
   if (extra_) extra_(o);
   return o;

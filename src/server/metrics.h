@@ -1,6 +1,8 @@
 // Metrics: the server's Prometheus counters, gauges and histograms, under vLLM's metric names so
 // vLLM dashboards and scrapers work unchanged. Thread-safe: handlers and the engine loop record.
 #pragma once
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -39,7 +41,9 @@ class Metrics {
   void on_generated(int num_tokens);
   // A request left the engine: finish_reason is "stop", "length" or "abort".
   void on_finished(const std::string& finish_reason, double e2e_seconds, int prompt_tokens, int generation_tokens);
-  void on_http(int status);  // one answered HTTP request
+  // One answered HTTP request. Lock-free: the I/O thread calls it for every response, /health's
+  // too, and must never wait for a lock that a descheduled engine thread holds.
+  void on_http(int status);
   // The engine loop's latest snapshot, and the sequences the server holds back (waiting for room
   // under --max-pending, or for their turn into the engine): they count as waiting.
   void set_engine(const EngineStats& stats, int server_waiting = 0);
@@ -62,7 +66,7 @@ class Metrics {
   std::function<void(std::string&)> extra_;
   int64_t prompt_tokens_ = 0, generation_tokens_ = 0;
   std::map<std::string, int64_t> finished_;  // by finish reason
-  std::map<int, int64_t> http_;              // by status
+  std::array<std::atomic<int64_t>, 600> http_{};  // by status (100-599; anything else counts as 500)
   Histogram ttft_, itl_, req_tpot_, e2e_, prompt_len_, gen_len_;
   Histogram queue_, prefill_, decode_, inference_, iteration_tokens_;
 };

@@ -56,7 +56,7 @@ struct OpenAIServer::Call {
   PreparedRequest prep;
   std::shared_ptr<RequestChannel> channel;
   std::unique_ptr<Generation> gen;
-  std::mutex mu;                         // the Generation and `finished`
+  std::mutex mu;                         // the Generation and `finished` until `streaming` is set
   bool finished = false;                 // answered in full (or given up)
   std::atomic<bool> streaming{false};    // the stream's head went out: events go to CallStream
   std::atomic<bool> drain_queued{false};
@@ -66,10 +66,11 @@ struct OpenAIServer::Call {
 class OpenAIServer::CallStream : public http::BodySource {
  public:
   explicit CallStream(std::shared_ptr<Call> call) : call_(std::move(call)) {}
+  // The I/O thread, without locks: once `streaming` is set, drain() leaves the Generation and
+  // `finished` to this alone, and a channel the engine thread holds is read at the next wake.
   bool read(std::string& out) override {
-    std::lock_guard lk(call_->mu);
     std::vector<ChoiceEvent> events;
-    call_->channel->take_events(events);
+    call_->channel->try_take_events(events);
     try {
       return call_->finished = call_->gen->stream(events, out);
     } catch (const std::exception& e) {
@@ -87,7 +88,8 @@ class OpenAIServer::CallStream : public http::BodySource {
 OpenAIServer::OpenAIServer(LLM& llm, ServerConfig config)
     : llm_(llm), config_(std::move(config)),
       metrics_(config_.served_model_name.empty() ? config_.model_dir : config_.served_model_name),
-      engine_(llm, metrics_, EngineLoopOptions{config_.max_pending, config_.max_queue_wait_s, 0}),
+      engine_(llm, metrics_, EngineLoopOptions{config_.max_pending, config_.max_queue_wait_s, 0, config_.engine_nice,
+                                           llm.config().scheduling_policy == "priority"}),
       pool_(config_.http_threads > 0 ? config_.http_threads
                                      : std::max(2, static_cast<int>(std::thread::hardware_concurrency()))) {
   if (config_.served_model_name.empty()) config_.served_model_name = config_.model_dir;
@@ -269,6 +271,12 @@ void OpenAIServer::generate(const std::shared_ptr<http::Exchange>& ex, Endpoint 
       throw ApiError(400, "The model '" + r.model + "' does not exist; this server serves '" +
                               config_.served_model_name + "'",
                      "model", "model_not_found");
+    const std::string& policy = llm_.config().scheduling_policy;  // vLLM's --scheduling-policy
+    if (r.priority != 0 && policy != "priority")
+      throw bad_request("priority", "'priority' = " + std::to_string(r.priority) +
+                                        ": the server's --scheduling-policy is " + policy +
+                                        ", which serves in arrival order; only 0 is allowed (start it with "
+                                        "--scheduling-policy priority)");
     const int64_t seqs = static_cast<int64_t>(endpoint == Endpoint::chat ? 1 : r.prompts.size()) * r.n;
     if (seqs > config_.max_seqs_per_request)
       throw bad_request(r.n > 1 ? "n" : "prompt",
@@ -312,7 +320,7 @@ void OpenAIServer::on_channel(const std::shared_ptr<Call>& call) {
 void OpenAIServer::drain(const std::shared_ptr<Call>& call) {
   call->drain_queued = false;
   std::lock_guard lk(call->mu);
-  if (call->finished || call->streaming) return;
+  if (call->streaming || call->finished) return;  // streaming first: its `finished` is the I/O thread's
   const std::shared_ptr<http::Exchange> ex = call->ex.lock();
   if (!ex) return;  // the client has gone
   std::string error;

@@ -38,6 +38,7 @@ struct ServerConfig {
   double headers_timeout_s = 10;  // a request's headers must arrive within this of their first byte
   double body_timeout_s = 60;     // and its body within this of its headers
   std::vector<std::string> allowed_origins = {"*"};  // CORS (vLLM's --allowed-origins)
+  int engine_nice = 10;           // the engine thread's nice value above the I/O thread's
 };
 
 class OpenAIServer {

@@ -118,6 +118,7 @@ SamplingParams sampling_params(const CompletionRequest& req, const SamplingDefau
   sp.ignore_eos = req.ignore_eos;
   sp.n = req.n;  // the engine runs the n samples, sharing the prompt's KV blocks
   if (req.seed) sp.seed = static_cast<uint64_t>(*req.seed);
+  sp.priority = req.priority;
   sp.stop = req.stop;
   sp.stop_token_ids = req.stop_token_ids;
   sp.include_stop_str_in_output = req.include_stop_str_in_output;

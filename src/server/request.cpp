@@ -407,6 +407,10 @@ bool parse_sampling_field(const std::string& key, const json& v, CompletionReque
     r.min_p = number_where(v, key, [](double x) { return x >= 0 && x <= 1; }, "in [0, 1]");
   } else if (key == "seed") {
     r.seed = as_int(v, key);
+  } else if (key == "priority") {
+    if (!v.is_null())
+      r.priority = static_cast<int>(int_in_range(v, key, std::numeric_limits<int32_t>::min(),
+                                                 std::numeric_limits<int32_t>::max()));
   } else if (key == "n") {
     // parsed before the loop
   } else {

@@ -41,6 +41,7 @@ struct CompletionRequest {
   int min_tokens = 0;                  // <= max_tokens, checked in prepare
   bool ignore_eos = false;
   std::optional<int64_t> seed;
+  int priority = 0;                    // vLLM's: lower is served earlier (only under --scheduling-policy priority)
   int n = 1;
   // Log-probabilities (their bound, --max-logprobs, is checked in prepare): completions'
   // `logprobs` N, or chat's `top_logprobs` N once `logprobs` is true; unset = none.

@@ -12,7 +12,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 
-import { makeTinyModel, startServer, metrics, collectStream } from './server_helpers.mjs';
+import { makeTinyModel, startServer, metrics, collectStream, SANITIZER_SLOWDOWN } from './server_helpers.mjs';
 
 const IDLE = 6000, SLOW_HEADERS = 2000, SLOW_BODIES = 2000;  // 10,000 connections
 const CLIENTS = 256, REQUESTS = 5000, MAX_TOKENS = 4, NUM_PROMPTS = 16;
@@ -167,11 +167,12 @@ test('10,000 idle and slow connections held while 256 streaming clients complete
     assert.ok(minOpen >= 7000, `attacking connections fell to ${minOpen}`);
     assert.equal(health.failures, 0);
     assert.ok(health.n >= 20, `only ${health.n} probes`);
-    // The issue's target is 100 ms for every probe; on this shared 2-core machine a busy neighbour
-    // can keep any thread off the CPU for longer (375 ms seen at load average 5.6, with the server
-    // idle otherwise), so the target is held at the 99th percentile and the worst case at 500 ms.
-    assert.ok(health.p99 < 100, `/health p99 ${health.p99} ms`);
-    assert.ok(health.max < 500, `/health took ${health.max} ms`);
+    // The issue's target: 100 ms for every probe. The I/O thread waits mostly for a CPU, which the
+    // engine's compute threads yield to it (--engine-nice, docs/server.md: worst 28-63 ms at load
+    // average 6-9 with it, 48-140 ms without). Under ASan + UBSan both bounds are
+    // SANITIZER_SLOWDOWN times these (p99 148 ms measured there).
+    assert.ok(health.p99 < 100 * SANITIZER_SLOWDOWN, `/health p99 ${health.p99} ms (bound x${SANITIZER_SLOWDOWN})`);
+    assert.ok(health.max < 100 * SANITIZER_SLOWDOWN, `/health took ${health.max} ms (bound x${SANITIZER_SLOWDOWN})`);
     assert.ok(peak < 2048 * MiB, `server peak RSS ${peak}`);
   } finally {
     for (const a of attacks) a.stop();

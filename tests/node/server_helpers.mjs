@@ -8,6 +8,10 @@ import { pathToFileURL } from 'node:url';
 
 export const SOURCE_DIR = process.env.NANOVLLM_SOURCE_DIR ?? new URL('../..', import.meta.url).pathname;
 export const BINARY = process.env.NANOVLLM_BINARY ?? join(SOURCE_DIR, 'build', 'nanovllm');
+// The sanitized build (ASan + UBSan, CMake's NANOVLLM_SANITIZE) runs its node tests with
+// NANOVLLM_SANITIZE=1: its server runs its own code 2-3x slower, so a bound on how fast the server
+// answers is multiplied by this (correctness bounds are not).
+export const SANITIZER_SLOWDOWN = process.env.NANOVLLM_SANITIZE === '1' ? 3 : 1;
 const NODE_MODULES = join(SOURCE_DIR, 'third_party', 'npm', 'node_modules');
 
 export const { default: OpenAI } = await import(pathToFileURL(join(NODE_MODULES, 'openai', 'index.mjs')).href);

@@ -3,12 +3,14 @@
 // request's sequences capped (400), a request that would take the whole queue served beside
 // three other clients that are not starved, requests that wait for room instead of a 503 (and a
 // 503 with Retry-After past --max-queue-wait), and --max-connections (idle connections make room,
-// /health is still answered past the limit, other requests are refused at once).
+// /health is still answered past the limit, other requests are refused at once), and vLLM's request
+// priority (--scheduling-policy priority).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { connect } from 'node:net';
 
-import { makeTinyModel, startServer, rawPost, metrics, errorObject, collectStream } from './server_helpers.mjs';
+import { makeTinyModel, startServer, rawPost, metrics, errorObject, collectStream, BINARY } from './server_helpers.mjs';
 
 let model;
 
@@ -210,6 +212,62 @@ test('--max-connections: idle keep-alive connections make room; past the limit /
     assert.ok(refused.ms < 2000, `refused after ${refused.ms} ms`);
   } finally {
     for (const sock of socks) sock.destroy();
+    assert.equal((await s.stop()).code, 0);
+  }
+});
+
+// vLLM's request priority: refused under the default fcfs; under --scheduling-policy priority a
+// later request of lower `priority` value passes earlier ones still waiting for the engine
+// (--max-num-seqs 1: one request runs at a time, the rest wait in order).
+test('priority: a 400 under fcfs; under --scheduling-policy priority a later high-priority request runs before waiting low-priority ones', { timeout: 300000 }, async (t) => {
+  const help = execFileSync(BINARY, ['serve', '--help'], { encoding: 'utf8' });
+  assert.match(help, /--scheduling-policy/);
+  assert.match(help, /--engine-nice/);
+
+  const fcfs = await startServer(model.dir, ['--max-model-len', '256']);
+  try {
+    for (const path of ['/v1/completions', '/v1/chat/completions']) {
+      const base = path.includes('chat') ? { messages: [{ role: 'user', content: 'hi' }] } : { prompt: 'hi' };
+      const r = await rawPost(fcfs.baseURL, path, JSON.stringify({ ...greedy, ...base, max_tokens: 2, priority: 3 }));
+      assert.equal(r.status, 400, r.text);
+      assert.equal(errorObject(r.json).param, 'priority');
+      assert.match(errorObject(r.json).message, /'priority' = 3.*--scheduling-policy is fcfs/);
+      const ok = await rawPost(fcfs.baseURL, path, JSON.stringify({ ...greedy, ...base, max_tokens: 2, priority: 0 }));
+      assert.equal(ok.status, 200, ok.text);
+    }
+    const bad = await rawPost(fcfs.baseURL, '/v1/completions', JSON.stringify({ ...greedy, prompt: 'hi', priority: 1.5 }));
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(errorObject(bad.json).param, 'priority');
+  } finally {
+    assert.equal((await fcfs.stop()).code, 0);
+  }
+
+  const s = await startServer(model.dir, ['--max-model-len', '256', '--max-num-seqs', '1', '--scheduling-policy', 'priority']);
+  try {
+    const c = s.client();
+    const t0 = Date.now();
+    // Resolves to the time of the request's first token (ms since t0); `started` once it has one.
+    const run = (prompt, priority, maxTokens, started = () => {}) => c.completions
+      .create({ ...greedy, prompt, max_tokens: maxTokens, priority, stream: true })
+      .then(async (stream) => {
+        let first = null;
+        for await (const ch of stream) {
+          if (first === null && ch.choices[0]?.text !== undefined) { first = Date.now() - t0; started(); }
+        }
+        return first;
+      });
+    let anyStarted;
+    const oneStarted = new Promise((r) => { anyStarted = r; });
+    const low = [0, 1, 2, 3].map((k) => run(`low ${k}`, 5, 96, anyStarted));
+    await oneStarted;
+    const highSent = Date.now() - t0;
+    const high = await run('high', -5, 4);
+    const lows = await Promise.all(low);
+    const waiting = lows.filter((ms) => ms > highSent);  // those still waiting when `high` came
+    t.diagnostic(`high sent at ${highSent} ms, first token at ${high} ms; low first tokens at ${lows.join(', ')} ms`);
+    assert.ok(waiting.length >= 2, `only ${waiting.length} low-priority requests were still waiting: the test proves nothing`);
+    for (const ms of waiting) assert.ok(high < ms, `high-priority first token at ${high} ms, a waiting low one's at ${ms} ms`);
+  } finally {
     assert.equal((await s.stop()).code, 0);
   }
 });

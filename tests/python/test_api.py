@@ -135,6 +135,23 @@ class Generate(unittest.TestCase):
         self.assertGreater(steps[0], 0)  # a prefill: its prompt tokens
         self.assertEqual(steps[-1], -2)  # a decode of two sequences
 
+    def test_priority(self):
+        g = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+        ids = [self.prompts[i]["ids"] for i in range(3)]
+        with self.assertRaisesRegex(ValueError, "priority 1: the scheduling policy is fcfs"):
+            self.llm.generate(ids[:1], g, use_tqdm=False, priority=[1])
+        with self.assertRaisesRegex(ValueError, "priority has 1 entries for 3 prompts"):
+            self.llm.generate(ids, g, use_tqdm=False, priority=[0])
+        llm = LLM(TINY, **{**SMALL, "max_num_seqs": 1}, scheduling_policy="priority")
+        outs = llm.generate(ids, g, use_tqdm=False, priority=[2, 1, 0])
+        self.assertEqual([o["token_ids"] for o in outs], [self.prompts[i]["greedy"][:3] for i in range(3)])
+        # One sequence at a time: the order they finish in is the order they ran in.
+        reqs = [llm.add_request(ids[i], g, priority=prio) for i, prio in enumerate([1, 1, 0])]
+        order = []
+        while not llm.is_finished():
+            order += [r for r, _ in llm.step()[0]]
+        self.assertEqual(order, [reqs[2], reqs[0], reqs[1]])
+
     def test_ctrl_c_aborts_and_leaves_the_engine_usable(self):
         # SIGINT sent from another thread in the middle of a generate (at its 5th engine step).
         engine, steps = self.llm._engine, [0]
