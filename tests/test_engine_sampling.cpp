@@ -115,22 +115,32 @@ TEST(EngineSampling, TokensAreTheReferencePicksAlongThePath) {
   EXPECT_GE(checked, total * 9 / 10) << "too many positions were too close to call";
 }
 
-TEST(EngineSampling, PenaltyCountsSurvivePreemptionAndRowsComeBack) {
+// Greedy with penalties over 10 prompts, the tokens a roomy engine gives them, and a config
+// where they are preempted and recomputed over and over, with more requests than counts rows.
+struct PenaltyPreemption {
   SamplingParams p;
-  p.temperature = 0;
-  p.max_tokens = 20;
-  p.ignore_eos = true;
-  p.repetition_penalty = 1.6f;
-  p.frequency_penalty = 0.4f;
   std::vector<std::vector<int32_t>> prompts;
-  for (int i = 0; i < 10; ++i) prompts.push_back(prompt_of(i, 10 + 3 * i));
-  LLM roomy(tiny(), config());
-  const auto want = roomy.generate(prompts, p, false);
+  std::vector<RequestOutput> want;
   EngineConfig tight = config();
-  tight.max_model_len = 64;
-  tight.num_kvcache_blocks = 12;  // preempted and recomputed, over and over
-  tight.max_num_seqs = 4;         // and more requests than counts rows, over time
-  tight.max_num_batched_tokens = 24;
+  PenaltyPreemption() {
+    p.temperature = 0;
+    p.max_tokens = 20;
+    p.ignore_eos = true;
+    p.repetition_penalty = 1.6f;
+    p.frequency_penalty = 0.4f;
+    for (int i = 0; i < 10; ++i) prompts.push_back(prompt_of(i, 10 + 3 * i));
+    LLM roomy(tiny(), config());
+    want = roomy.generate(prompts, p, false);
+    tight.max_model_len = 64;
+    tight.num_kvcache_blocks = 12;
+    tight.max_num_seqs = 4;
+    tight.max_num_batched_tokens = 24;
+  }
+};
+
+TEST(EngineSampling, PenaltyCountsSurvivePreemptionAndRowsComeBack) {
+  const PenaltyPreemption t;
+  const auto& [p, prompts, want, tight] = t;
   LLM small(tiny(), tight);
   for (int round = 0; round < 2; ++round) {
     const auto got = small.generate(prompts, p, false);
@@ -142,22 +152,9 @@ TEST(EngineSampling, PenaltyCountsSurvivePreemptionAndRowsComeBack) {
 // Under the priority policy, higher-priority requests that arrive after a preemption run before
 // the preempted one: it must not keep its counts row meanwhile (max_num_seqs rows in all).
 TEST(EngineSampling, PenaltyCountsSurvivePreemptionUnderPriority) {
-  SamplingParams p;
-  p.temperature = 0;
-  p.max_tokens = 20;
-  p.ignore_eos = true;
-  p.repetition_penalty = 1.6f;
-  p.frequency_penalty = 0.4f;
-  std::vector<std::vector<int32_t>> prompts;
-  for (int i = 0; i < 10; ++i) prompts.push_back(prompt_of(i, 10 + 3 * i));
-  LLM roomy(tiny(), config());
-  const auto want = roomy.generate(prompts, p, false);
-  EngineConfig tight = config();
-  tight.max_model_len = 64;
-  tight.num_kvcache_blocks = 12;
-  tight.max_num_seqs = 4;
-  tight.max_num_batched_tokens = 24;
-  tight.scheduling_policy = "priority";
+  PenaltyPreemption t;
+  t.tight.scheduling_policy = "priority";
+  const auto& [p, prompts, want, tight] = t;
   LLM small(tiny(), tight);
   std::vector<int64_t> ids;
   SamplingParams low = p;
