@@ -109,7 +109,8 @@ TEST(TokenizerFamilies, SentencePieceDecode) {
 std::vector<std::string> fixture_texts() {
   std::ifstream f(kSource / "tests/fixtures/tokenizer/encode.json");
   std::vector<std::string> out;
-  for (const auto& c : nlohmann::json::parse(f)["cases"]) out.push_back(c["text"]);
+  const nlohmann::json doc = nlohmann::json::parse(f);  // a named value: the loop reads into it
+  for (const auto& c : doc.at("cases")) out.push_back(c.at("text"));
   for (std::string extra : {"<s>Hello</s>", "<bos><start_of_turn>user\nHi<end_of_turn>", "\xE2\x96\x81 x \xE2\x96\x81\xE2\x96\x81",
                             "<|begin_of_text|>Hi<|eot_id|>", "<\xEF\xBD\x9C" "User\xEF\xBD\x9C>Hi", "  two", "<0x41>"})
     out.push_back(extra);

@@ -113,8 +113,9 @@ class CpuBackend final : public Backend {
     }
     std::free(p);
   }
-  void copy_to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  // (No bytes may come with null pointers, e.g. an empty vector's data(): memcpy must not see those.)
+  void copy_to_device(void* dst, const void* src, size_t bytes) override { if (bytes) std::memcpy(dst, src, bytes); }
+  void copy_to_host(void* dst, const void* src, size_t bytes) override { if (bytes) std::memcpy(dst, src, bytes); }
   // Whole pages of a mapped buffer are dropped instead of written (MADV_DONTNEED: the next touch
   // maps a zero page), so zeroing a KV cache commits none of it; the ends are written. Huge pages
   // are taken back from such a buffer first: a cache filled a block at a time should commit
