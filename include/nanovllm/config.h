@@ -25,6 +25,7 @@ struct EngineConfig {
   // vLLM's --scheduling-policy: "fcfs" (arrival order) or "priority" (SamplingParams::priority,
   // then arrival; preemption takes the lowest priority first).
   std::string scheduling_policy = "fcfs";
+  bool priority_scheduling() const { return scheduling_policy == "priority"; }
   // CPU, when num_kvcache_blocks is -1: the KV cache is sized to the job (max_num_seqs sequences
   // of max_model_len), capped by this many GiB (vLLM's VLLM_CPU_KVCACHE_SPACE; 0: its default, 4)
   // and by 90% of the memory available.

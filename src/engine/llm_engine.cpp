@@ -64,7 +64,7 @@ LLMEngine::LLMEngine(EngineConfig config)
   sc.max_num_seqs = config_.max_num_seqs;
   sc.max_num_batched_tokens = config_.max_num_batched_tokens;
   sc.max_model_len = config_.max_model_len;
-  sc.priority = config_.scheduling_policy == "priority";
+  sc.priority = config_.priority_scheduling();
   for (int id : model_config_.eos_token_ids) sc.eos_token_ids.insert(id);
   if (tokenizer_) {
     if (auto eos = tokenizer_->eos_token_id()) sc.eos_token_ids.insert(*eos);
@@ -158,7 +158,7 @@ void LLMEngine::validate(const std::vector<int32_t>& prompt, const SamplingParam
       throw std::invalid_argument(std::string(name) + " must be in [0, max_logprobs = " +
                                   std::to_string(config_.max_logprobs) + "], got " + std::to_string(*v));
   if (p.max_tokens < 1) throw std::invalid_argument("max_tokens must be >= 1, got " + std::to_string(p.max_tokens));
-  if (p.priority != 0 && config_.scheduling_policy != "priority")
+  if (p.priority != 0 && !config_.priority_scheduling())
     throw std::invalid_argument("priority " + std::to_string(p.priority) + ": the scheduling policy is " +
                                 config_.scheduling_policy + ", which serves in arrival order; priorities need "
                                 "scheduling_policy priority (serve --scheduling-policy priority)");

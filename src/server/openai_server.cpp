@@ -89,7 +89,7 @@ OpenAIServer::OpenAIServer(LLM& llm, ServerConfig config)
     : llm_(llm), config_(std::move(config)),
       metrics_(config_.served_model_name.empty() ? config_.model_dir : config_.served_model_name),
       engine_(llm, metrics_, EngineLoopOptions{config_.max_pending, config_.max_queue_wait_s, 0, config_.engine_nice,
-                                           llm.config().scheduling_policy == "priority"}),
+                                           llm.config().priority_scheduling()}),
       pool_(config_.http_threads > 0 ? config_.http_threads
                                      : std::max(2, static_cast<int>(std::thread::hardware_concurrency()))) {
   if (config_.served_model_name.empty()) config_.served_model_name = config_.model_dir;
@@ -272,7 +272,7 @@ void OpenAIServer::generate(const std::shared_ptr<http::Exchange>& ex, Endpoint 
                               config_.served_model_name + "'",
                      "model", "model_not_found");
     const std::string& policy = llm_.config().scheduling_policy;  // vLLM's --scheduling-policy
-    if (r.priority != 0 && policy != "priority")
+    if (r.priority != 0 && !llm_.config().priority_scheduling())
       throw bad_request("priority", "'priority' = " + std::to_string(r.priority) +
                                         ": the server's --scheduling-policy is " + policy +
                                         ", which serves in arrival order; only 0 is allowed (start it with "

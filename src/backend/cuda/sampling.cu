@@ -421,8 +421,12 @@ __device__ Selection select_bins(const unsigned* cnt, const unsigned long long* 
 
 // ---- the top-k path: rows with 1 <= top_k <= kTopMax skip the histogram ---------------------------
 
+// Whether top_k over `chunks` chunks fits the top-k path (each chunk's list, sample_finish's gather).
+__host__ __device__ __forceinline__ bool top_k_fits(int top_k, int chunks) {
+  return top_k >= 1 && top_k <= kTopMax && chunks <= kTopChunks;
+}
 __device__ __forceinline__ bool on_top_path(const SamplingRow& s, int chunks) {
-  return s.has_filters() && s.top_k >= 1 && s.top_k <= kTopMax && chunks <= kTopChunks;
+  return s.has_filters() && top_k_fits(s.top_k, chunks);
 }
 
 // The chunk's top_k largest x (x: this thread's, of ids begin + threadIdx.x + i * kThreads; -inf
@@ -1219,8 +1223,7 @@ void launch_sample(const float* logits, const SampleArgs& a, int rows, int vocab
   const int chunks = sample_chunks(vocab);
   const SampleScratch w = sample_scratch(scratch, rows, vocab);
   SampleArgs b = a;
-  b.top_path = a.num_filtered > 0 && a.max_filtered_top_k >= 1 && a.max_filtered_top_k <= kTopMax &&
-               chunks <= kTopChunks;
+  b.top_path = a.num_filtered > 0 && top_k_fits(a.max_filtered_top_k, chunks);
   if (b.top_path) {
     launch("sample (scan)", sample_scan_kernel<true>, dim3(chunks, rows), kThreads, 0, s, logits, b, w, vocab);
   } else {
