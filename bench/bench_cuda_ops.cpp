@@ -71,6 +71,19 @@ struct Bench {
     t.scale_block[1] = bc;
     return t;
   }
+  // A KV cache of e4m3 codes (never NaN's 0x7f / 0xff), values of N(0, 1)'s size under a scale.
+  Tensor rand_fp8_cache(std::initializer_list<int64_t> shape) {
+    Tensor t = be->alloc_tensor(DType::f8e4m3, shape, bufs);
+    std::vector<uint8_t> h(static_cast<size_t>(t.numel()));
+    uint64_t z = rng();
+    for (auto& c : h) {
+      z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+      c = static_cast<uint8_t>(z >> 56) & 0xb7;  // |x| <= 2^-1 x 1.875 (exponent bits 0110 at most)
+    }
+    be->copy_to_device(t.data, h.data(), h.size());
+    be->synchronize();
+    return t;
+  }
   Tensor i32(const std::vector<int32_t>& v) {
     Tensor t = be->alloc_tensor(DType::i32, {static_cast<int64_t>(std::max<size_t>(1, v.size()))}, bufs);
     be->copy_to_device(t.data, v.data(), v.size() * 4);
@@ -267,7 +280,10 @@ int main(int argc, char** argv) {
     }
     // The bench.py workload's shape: contexts of uneven length (100..2048) under a graph's bound
     // of 4096: load balance across splits, not only bandwidth; at the batch sizes a run goes through.
-    for (auto [bs, B] : std::vector<std::pair<int, int>>{{16, 256}, {256, 16}, {256, 32}, {256, 64}, {256, 128}, {256, 256}}) {
+    // The same with an FP8 (e4m3) cache: half the bytes (the rate counts the bytes read).
+    for (auto [bs, B, fp8] : std::vector<std::tuple<int, int, bool>>{
+             {16, 256, false}, {256, 16, false}, {256, 32, false}, {256, 64, false}, {256, 128, false},
+             {256, 256, false}, {256, 1, true}, {256, 16, true}, {256, 64, true}, {256, 128, true}, {256, 256, true}}) {
       const int bound = 4096;
       std::uniform_int_distribution<int> len_dist(100, 2048);
       std::vector<int32_t> lens(B), cu(B + 1), table;
@@ -280,10 +296,12 @@ int main(int argc, char** argv) {
         for (int j = 0; j < max_blocks; ++j) table.push_back(j < (lens[i] + bs - 1) / bs ? nb++ : -1);
       }
       std::iota(cu.begin(), cu.end(), 0);
-      Tensor kc = b.rand_bf16({nb, bs, Hkv, D}), vc = b.rand_bf16({nb, bs, Hkv, D});
+      Tensor kc = fp8 ? b.rand_fp8_cache({nb, bs, Hkv, D}) : b.rand_bf16({nb, bs, Hkv, D});
+      Tensor vc = fp8 ? b.rand_fp8_cache({nb, bs, Hkv, D}) : b.rand_bf16({nb, bs, Hkv, D});
       Tensor q = b.rand_bf16({B, Hq, D});
       Tensor o = b.be->alloc_tensor(DType::bf16, {B, Hq, D}, b.bufs);
       Tensor tcu = b.i32(cu), tlen = b.i32(lens), tbt = b.i32(table);
+      const PagedKV kv{kc, vc, fp8 ? 0.02f : 1.f, fp8 ? 0.02f : 1.f};
       AttentionMetadata m;
       m.num_seqs = m.num_tokens = B;
       m.max_seqlen_q = 1;
@@ -292,10 +310,10 @@ int main(int argc, char** argv) {
       m.seqlens_k = tlen.ptr<int32_t>();
       m.block_tables = tbt.ptr<int32_t>();
       m.max_num_blocks = max_blocks;
-      const double us = b.time_us([&] { b.be->attention(q, {kc, vc}, m, 0.088f, o); });
+      const double us = b.time_us([&] { b.be->attention(q, kv, m, 0.088f, o); });
       char sh[96], rate[64];
-      std::snprintf(sh, sizeof sh, "B=%d ctx=100..2048 bound=%d block=%d", B, bound, bs);
-      std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * tokens * Hkv * D * 2 / us / 1e3);
+      std::snprintf(sh, sizeof sh, "B=%d ctx=100..2048 bound=%d block=%d%s", B, bound, bs, fp8 ? " e4m3" : "");
+      std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * tokens * Hkv * D * (fp8 ? 1 : 2) / us / 1e3);
       row("attention decode", sh, us, rate);
       b.bufs.clear();
     }

@@ -11,14 +11,18 @@
 // the host sizes the grid for min(max_seqlen_k, window) tokens; SOFTCAP, each score becomes
 // softcap * tanh(score / softcap) (q is pre-scaled by scale / softcap, the tanh times softcap
 // log2(e) puts it in the log2 domain).
-// An FP8 cache (C = e4m3 or e5m2) is read 8 bytes a lane instead of 16 and widened in registers;
-// its K scale is folded into q's multiplier and its V scale into the output (PagedKV's scales).
+// An FP8 cache (C = e4m3 or e5m2) takes decode_mma_kernel: the same passes on tensor cores
+// (mma.sync m16n8k16 in f16, every FP8 value widened exactly), because at one byte an element the
+// scalar kernel's per-token instructions, not the bytes, bound it. Its K scale goes into the
+// scores' multiplier, its V scale into the output (PagedKV's scales).
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/mma.cuh"
 
 namespace nanovllm::cuda {
 namespace {
@@ -269,6 +273,228 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   if (!direct && counters) finish_splits<D>(workspace, counters, b, h, hq, hkv, G, num_splits, used, out);
 }
 
+// FP8 caches on tensor cores. Per 16-token tile a warp computes S^T = K Q^T (A = 16 K rows, B = the
+// G <= 8 query heads as n = 8 columns) and, in pass 3, O^T += V^T P^T (A = 16 of V's D rows over 16
+// tokens, B = the tile's weights of the G heads). Lane (r = lane / 4, c = lane % 4) supplies
+// fragment rows r and r + 8 and k pairs 2c, 2c + 1, 2c + 8, 2c + 9; a dot product does not depend
+// on the order of its terms, so the head dimension is permuted to make each lane's loads
+// contiguous:
+// - QK: k-step j, k = 2c + {0, 1, 8, 9} is d = c D/4 + 4j + {0, 1, 2, 3}: a lane reads D/4 bytes
+//   of K rows r and r + 8 (one 32-bit word a k-step, its low pair a0a1 / a2a3, its high pair
+//   a4a5 / a6a7), and q's same columns as the B fragment. Scores come out as C's rows (tokens).
+// - PV: m-block i, fragment row r is d = r D/8 + 2i and row r + 8 is d + 1: a lane reads D/8 bytes
+//   of the 4 token rows 2c, 2c + 1, 2c + 8, 2c + 9 and pairs tokens with byte permutes; its
+//   accumulators are O[g = 2c, 2c + 1][d = r D/8 .. r D/8 + D/8).
+// q stays exact in f16 (a bf16 value is one in f16's range); the scale is applied to the f32
+// scores. The weights P go to f16 (relative 2^-11), accumulation is f32. Scores, softmax, the
+// reduction over warps and the merge of splits are decode_kernel's.
+template <int W>
+__device__ __forceinline__ void load_words(const void* p, uint32_t (&w)[W]) {
+  static_assert(W == 2 || W % 4 == 0, "8 or a multiple of 16 bytes");
+  if constexpr (W == 2) {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    w[0] = u.x, w[1] = u.y;
+  } else {
+#pragma unroll
+    for (int i = 0; i < W / 4; ++i) {
+      const uint4 u = reinterpret_cast<const uint4*>(p)[i];
+      w[4 * i] = u.x, w[4 * i + 1] = u.y, w[4 * i + 2] = u.z, w[4 * i + 3] = u.w;
+    }
+  }
+}
+
+template <class C, int D, bool WINDOW, bool SOFTCAP>
+__global__ void __launch_bounds__(kWarps * 32)
+decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C* __restrict__ v_cache,
+                  const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
+                  int hq, int hkv, int log2_bs, float q_scale, float v_scale, float cap_log2, int window, int num_splits,
+                  int partition, float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out) {
+  static_assert(is_fp8_kv<C>, "FP8 caches");
+  constexpr int KW = D / 16;  // K: words a row a lane = k-steps; also V's m-blocks
+  constexpr int VW = D / 32;  // V: words a token row a lane
+  constexpr int kTile = 16;
+  extern __shared__ float smem[];
+  pdl_launch_dependents();
+  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int G = hq / hkv;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2, c = lane & 3;
+  const int seqlen = seqlens_k[b];
+  const int lo = first_key<WINDOW>(seqlen, window);
+  const int used = min(num_splits, (seqlen - lo + partition - 1) / partition);
+  if (split >= used) {
+    if (split == 0) {
+      pdl_wait();
+      for (int i = threadIdx.x; i < G * D; i += blockDim.x) out[((size_t)b * hq + h * G) * D + i] = from_f<bf16>(0.f);
+    }
+    return;
+  }
+  const int start = lo + split * partition;
+  const int end = min(start + partition, seqlen);
+  const bool direct = num_splits == 1 || (used == 1 && counters);
+  const int n = end - start;
+  float* scores = smem;               // [G][partition]
+  float* red = smem + G * partition;  // [kWarps][G][D]
+  float* stats = red + kWarps * G * D;
+
+  const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
+  const int bmask = (1 << log2_bs) - 1;
+  auto row_of = [&](int t) -> size_t {
+    return (((size_t)bt[t >> log2_bs] * (bmask + 1) + (t & bmask)) * hkv + h) * D;
+  };
+  const uint8_t* kb = reinterpret_cast<const uint8_t*>(k_cache);
+  const uint8_t* vb = reinterpret_cast<const uint8_t*>(v_cache);
+  const int newest = seqlen - 1;
+  // K rows tb + r and tb + r + 8, this lane's D/4 bytes; rows outside [start, end) are zeros.
+  auto load_k = [&](int tb, uint32_t (&k)[2][KW], bool skip_newest) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int t = tb + r + 8 * i;
+      if (t < end && !(skip_newest && t == newest)) {
+        load_words<KW>(kb + row_of(t) + c * (D / 4), k[i]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < KW; ++j) k[i][j] = 0;
+      }
+    }
+  };
+  // V rows tb + 2c + {0, 1, 8, 9}, this lane's D/8 bytes.
+  auto load_v = [&](int tb, uint32_t (&v)[4][VW]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int t = tb + 2 * c + (i & 1) + 8 * (i >> 1);
+      if (t < end) {
+        load_words<VW>(vb + row_of(t) + r * (D / 8), v[i]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < VW; ++j) v[i][j] = 0;
+      }
+    }
+  };
+  auto cvt = [](uint32_t two) { return fp8x2_to_half2_bits<C>(static_cast<uint16_t>(two)); };
+
+  int tb = start + warp * kTile;
+  uint32_t kc[2][KW], kn[2][KW] = {};
+  load_k(tb, kc, true);
+  pdl_wait();
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+    if (tb + r + 8 * i == newest && newest < end) load_words<KW>(kb + row_of(newest) + c * (D / 4), kc[i]);
+
+  // q's B fragment: head g = r, columns c D/4 + 4j + {0, 1} (b0) and {2, 3} (b1).
+  uint32_t qb[KW][2];
+  if (r < G) {
+    const bf16* qr = q + ((size_t)b * hq + h * G + r) * D + c * (D / 4);
+#pragma unroll
+    for (int j8 = 0; j8 < D / 32; ++j8) {
+      float f[8];
+      load8(qr + 8 * j8, f);
+      qb[2 * j8][0] = pack_f16(f[0], f[1]), qb[2 * j8][1] = pack_f16(f[2], f[3]);
+      qb[2 * j8 + 1][0] = pack_f16(f[4], f[5]), qb[2 * j8 + 1][1] = pack_f16(f[6], f[7]);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < KW; ++j) qb[j][0] = qb[j][1] = 0;
+  }
+
+  // Pass 1: scores (log2 domain), the next tile's rows in flight while this one multiplies.
+  for (; tb < end; tb += kTile * kWarps) {
+    if (tb + kTile * kWarps < end) load_k(tb + kTile * kWarps, kn, false);
+    float s[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < KW; ++j) {
+      const uint32_t a[4] = {cvt(kc[0][j]), cvt(kc[1][j]), cvt(kc[0][j] >> 16), cvt(kc[1][j] >> 16)};
+      mma_f16(s, a, qb[j][0], qb[j][1]);
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int t = tb + r + 8 * (e >> 1), g = 2 * c + (e & 1);
+      float d = s[e] * q_scale;
+      if constexpr (SOFTCAP) d = cap_log2 * tanhf(d);
+      if (g < G && t < end) scores[g * partition + (t - start)] = d;
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < KW; ++j) kc[i][j] = kn[i][j];
+  }
+  // V's first tile in flight while the scores turn into weights.
+  uint32_t vc[4][VW], vn[4][VW] = {};
+  tb = start + warp * kTile;
+  load_v(tb, vc);
+  __syncthreads();
+
+  // Pass 2: per head, max and sum of exp; scores become weights.
+  for (int g = warp; g < G; g += kWarps) {
+    float m = -INFINITY;
+    for (int i = lane; i < n; i += 32) m = fmaxf(m, scores[g * partition + i]);
+    m = warp_max(m);
+    float sum = 0.f;
+    for (int i = lane; i < n; i += 32) {
+      const float p = exp2f(scores[g * partition + i] - m);
+      scores[g * partition + i] = p;
+      sum += p;
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) { stats[2 * g] = m; stats[2 * g + 1] = sum; }
+  }
+  __syncthreads();
+
+  // Pass 3: O^T += V^T P^T over this warp's tiles.
+  float o[KW][4];
+#pragma unroll
+  for (int i = 0; i < KW; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  for (; tb < end; tb += kTile * kWarps) {
+    if (tb + kTile * kWarps < end) load_v(tb + kTile * kWarps, vn);
+    uint32_t pb0 = 0, pb1 = 0;
+    if (r < G) {
+      const float* sp = scores + r * partition + (tb - start);
+      const int t0 = tb + 2 * c;
+      auto p = [&](int i) { return t0 + i < end ? sp[2 * c + i] : 0.f; };
+      pb0 = pack_f16(p(0), p(1));
+      pb1 = pack_f16(p(8), p(9));
+    }
+#pragma unroll
+    for (int w = 0; w < VW; ++w) {
+      const uint32_t x = __byte_perm(vc[0][w], vc[1][w], 0x5140), y = __byte_perm(vc[0][w], vc[1][w], 0x7362);
+      const uint32_t x8 = __byte_perm(vc[2][w], vc[3][w], 0x5140), y8 = __byte_perm(vc[2][w], vc[3][w], 0x7362);
+      const uint32_t a0[4] = {cvt(x), cvt(x >> 16), cvt(x8), cvt(x8 >> 16)};
+      const uint32_t a1[4] = {cvt(y), cvt(y >> 16), cvt(y8), cvt(y8 >> 16)};
+      mma_f16(o[2 * w], a0, pb0, pb1);
+      mma_f16(o[2 * w + 1], a1, pb0, pb1);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < VW; ++j) vc[i][j] = vn[i][j];
+  }
+  // o[i]: O[g = 2c + (e & 1)][d = r D/8 + 2i + (e >> 1)].
+#pragma unroll
+  for (int i = 0; i < KW; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int g = 2 * c + (e & 1), d = r * (D / 8) + 2 * i + (e >> 1);
+      if (g < G) red[(warp * G + g) * D + d] = o[i][e];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, d = i % D;
+    float acc = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) acc += red[(w * G + g) * D + d];
+    acc *= v_scale;
+    const size_t qrow = (size_t)b * hq + h * G + g;
+    if (direct) {
+      out[qrow * D + d] = from_f<bf16>(acc / stats[2 * g + 1]);
+    } else {
+      float* part = workspace + (qrow * num_splits + split) * (D + 2);
+      part[d] = acc;
+      if (d == 0) { part[D] = stats[2 * g]; part[D + 1] = stats[2 * g + 1]; }
+    }
+  }
+  if (!direct && counters) finish_splits<D>(workspace, counters, b, h, hq, hkv, G, num_splits, used, out);
+}
+
 // Merges the splits of one (sequence, q head): out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s.
 // window > 0: the splits were laid from the window's start (decode_kernel's WINDOW).
 template <int D>
@@ -300,6 +526,10 @@ void launch_dgc(const DecodeLaunch& a, cudaStream_t s) {
   const int G = sh.num_q_heads / sh.num_kv_heads;
   const size_t smem = sizeof(float) * ((size_t)G * a.sp.partition + (size_t)kWarps * G * D + 2 * G);
   auto kern = decode_kernel<C, D, MAXG, PV, WINDOW, SOFTCAP>;
+  if constexpr (is_fp8_kv<C>) {
+    static const bool simt = std::getenv("NANOVLLM_DECODE_FP8_SIMT") != nullptr;  // A/B measurements only
+    if (!simt) kern = decode_mma_kernel<C, D, WINDOW, SOFTCAP>;
+  }
   static size_t smem_allowed = 48 * 1024;  // per instantiation; raised once when a launch needs more
   if (smem > smem_allowed) {
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "attention",
