@@ -50,7 +50,10 @@ std::unique_ptr<Backend> make_backend_for(const EngineConfig& c, const EnvOption
   if (*c.device == DeviceKind::cuda && world > cuda_device_count())
     throw std::invalid_argument("tensor_parallel_size " + std::to_string(world) + " needs " + std::to_string(world) +
                                 " GPUs; " + std::to_string(cuda_device_count()) + " visible");
-  BackendOptions opts = BackendOptions{.num_threads = threads, .device_id = rank}.with_env(env);
+  BackendOptions base;
+  base.num_threads = threads;
+  base.device_id = rank;
+  BackendOptions opts = base.with_env(env);
   opts.int8_weights = int8;
   opts.fp8_weights = fp8;
   std::unique_ptr<Backend> backend = make_backend(*c.device, opts);
