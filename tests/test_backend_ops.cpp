@@ -355,6 +355,31 @@ TEST_F(BackendOps, NormLinear) {
   }
 }
 
+// ---- norm_linear_act: the gated skinny GEMM (m <= 8: gate and up columns paired in a block, the
+// product of float32 sums rounded once) and norm_linear + act_mul beyond --------------------------
+TEST_F(BackendOps, NormLinearAct) {
+  struct Case { int m, inter, k; };
+  for (Activation act : {Activation::silu, Activation::gelu_tanh}) {
+    // K = 1024: registers only; K = 200: the loop; I = 101: the last block's gate columns clamped.
+    for (Case cs : {Case{1, 3072, 1024}, Case{3, 3072, 1024}, Case{8, 1536, 1024}, Case{2, 101, 200},
+                    Case{5, 256, 200}, Case{16, 1024, 1024}}) {
+      const std::string name = std::string(act == Activation::silu ? "silu" : "gelu_tanh") + " m " +
+                               std::to_string(cs.m) + " I " + std::to_string(cs.inter) + " k " + std::to_string(cs.k);
+      SCOPED_TRACE(name);
+      Both x = make({cs.m, cs.k}, randn(size_t(cs.m) * cs.k, 3.f));
+      std::vector<float> gv = randn(cs.k, 0.3f);
+      for (auto& g : gv) g = round_bf16(g + 1.f);
+      Both g = make({cs.k}, gv);
+      Both w = make({2 * cs.inter, cs.k}, randn(size_t(2 * cs.inter) * cs.k, 0.05f));
+      Both o = out({cs.m, cs.inter}, DType::bf16), gate_up = out({cs.m, 2 * cs.inter}, DType::bf16),
+           normed = out({cs.m, cs.k}, DType::bf16);
+      cpu_->norm_linear_act(x.c, g.c, 1e-6f, w.c, act, o.c, gate_up.c, normed.c);
+      gpu_->norm_linear_act(x.g, g.g, 1e-6f, w.g, act, o.g, gate_up.g, normed.g);
+      expect_close(host(o.c), download(o.g), kBf16Chain, "norm_linear_act " + name);
+    }
+  }
+}
+
 // ---- act_mul: SiLU (silu_mul) and tanh-GELU ----------------------------------------------------
 TEST_F(BackendOps, ActMul) {
   struct Case { int rows, inter; DType dt; };

@@ -100,6 +100,36 @@ TEST_F(CpuOps, ScaleColumns) {
   EXPECT_THROW(be->scale_columns(ft, T32(bad, {K + 1})), std::invalid_argument);
 }
 
+// norm_linear_act: act(y[:, :I]) * y[:, I:] with y = rms_norm(x, g) w^T, against float64, both
+// activations.
+TEST_F(CpuOps, NormLinearActMatchesDoubleReference) {
+  const int T = 3, K = 40, I = 13;
+  auto x = randn(T * K, 30, 2.0f), w = randn(2 * I * K, 31, 0.2f), g = randn(K, 32, 0.3f);
+  for (auto& v : g) v += 1.0f;
+  for (Activation act : {Activation::silu, Activation::gelu_tanh}) {
+    std::vector<float> out(T * I), gate_up(T * 2 * I), normed(T * K);
+    Tensor o = T32(out, {T, I}), gu = T32(gate_up, {T, 2 * I}), nt = T32(normed, {T, K});
+    be->norm_linear_act(T32(x, {T, K}), T32(g, {K}), 1e-6f, T32(w, {2 * I, K}), act, o, gu, nt);
+    for (int t = 0; t < T; ++t) {
+      double ss = 0;
+      for (int k = 0; k < K; ++k) ss += double(x[t * K + k]) * x[t * K + k];
+      const double inv = 1 / std::sqrt(ss / K + 1e-6);
+      for (int i = 0; i < I; ++i) {
+        double yg = 0, yu = 0;
+        for (int k = 0; k < K; ++k) {
+          const double xn = x[t * K + k] * inv * g[k];
+          yg += xn * w[i * K + k];
+          yu += xn * w[(I + i) * K + k];
+        }
+        const double a = act == Activation::silu
+                             ? yg / (1 + std::exp(-yg))
+                             : 0.5 * yg * (1 + std::tanh(0.7978845608028654 * (yg + 0.044715 * yg * yg * yg)));
+        EXPECT_NEAR(out[t * I + i], a * yu, 1e-5 * (1 + std::abs(a * yu))) << t << "," << i;
+      }
+    }
+  }
+}
+
 TEST_F(CpuOps, SiluMul) {
   const int T = 3, I = 29;
   auto x = randn(T * 2 * I, 20, 3.0f);

@@ -259,6 +259,67 @@ class Fp8GemmOps : public ::testing::Test {
     }
   }
 
+  // norm_linear_act: out = act(y[:, :I]) * y[:, I:], y = rms_norm(x, g) w^T over a fused gate/up
+  // weight [2I, k]. Skinny path (M <= 8, one kernel, y kept in float32), per element: the sums'
+  // 1e-5 S each carried through act (|act'| <= 1.13 for SiLU and tanh-GELU) and the product, plus
+  // the output's rounding 2^-8 |z|; relative L2 4e-3. Beyond M = 8: norm_linear (the FP8 path)
+  // rounded to bf16, then act_mul: relative L2 0.08 (two factors of the FP8 path's ~0.026 each).
+  void check_norm_linear_act(int64_t inter, int64_t k, int br, int bc, Activation act,
+                             std::initializer_list<int64_t> ms) {
+    const int64_t n = 2 * inter;
+    const HostFp8 h = quantize(weights(n, k, br, bc), n, k, br, bc);
+    const Tensor w = upload(h);
+    std::normal_distribution<float> d(0.f, 0.3f);
+    std::vector<float> gv(k);
+    for (auto& g : gv) g = round_bf16(1.f + d(rng_));
+    const Tensor g = device(DType::bf16, {k}, gv);
+    const float eps = 1e-6f;
+    auto f = [act](double v) {
+      return act == Activation::silu ? v / (1.0 + std::exp(-v))
+                                     : 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+    };
+    for (int64_t m : ms) {
+      const std::string tag = std::string(act == Activation::silu ? "silu" : "gelu_tanh") + " I " +
+                              std::to_string(inter) + " k " + std::to_string(k) + " blocks " + std::to_string(br) +
+                              "x" + std::to_string(bc) + " m " + std::to_string(m);
+      SCOPED_TRACE(tag);
+      const std::vector<float> xv = activations(m, k, 3.f);
+      std::vector<double> xn(m * k);
+      for (int64_t r = 0; r < m; ++r) {
+        double ss = 0;
+        for (int64_t c = 0; c < k; ++c) ss += static_cast<double>(xv[r * k + c]) * xv[r * k + c];
+        const double inv = 1.0 / std::sqrt(ss / k + eps);
+        for (int64_t c = 0; c < k; ++c) xn[r * k + c] = xv[r * k + c] * inv * gv[c];
+      }
+      const Reference r = reference(xn, m, h);
+      const Tensor x = device(DType::bf16, {m, k}, xv);
+      std::vector<float> nan(m * inter, std::nanf(""));
+      Tensor o = device(DType::bf16, {m, inter}, nan);
+      Tensor gate_up = gpu_->alloc_tensor(DType::bf16, {m, n}, bufs_);
+      Tensor normed = gpu_->alloc_tensor(DType::bf16, {m, k}, bufs_);
+      gpu_->norm_linear_act(x, g, eps, w, act, o, gate_up, normed);
+      const std::vector<double> got = download(o);
+      double num = 0, den = 0, worst = 0;
+      size_t bad = 0;
+      for (int64_t row = 0; row < m; ++row)
+        for (int64_t j = 0; j < inter; ++j) {
+          const size_t gi = row * n + j, ui = gi + inter;
+          const double z = f(r.y[gi]) * r.y[ui], e = got[row * inter + j] - z;
+          const double bound = 1.13 * 1e-5 * r.s[gi] * std::fabs(r.y[ui]) + std::fabs(f(r.y[gi])) * 1e-5 * r.s[ui] +
+                               std::fabs(z) / 256 + 1e-6;
+          if (m <= kSkinnyMaxM && !(std::fabs(e) <= bound)) ++bad;
+          worst = std::max(worst, std::fabs(e) / bound);
+          num += e * e;
+          den += z * z;
+        }
+      const double rel = std::sqrt(num / std::max(den, 1e-30)), tol = m <= kSkinnyMaxM ? 4e-3 : 0.08;
+      EXPECT_EQ(bad, 0u) << tag << ": outputs outside the per-element bound";
+      EXPECT_LE(rel, tol) << tag << ": relative L2 error " << rel;
+      std::printf("[achieved] norm_linear_act %-36s rel L2 %.3g (tol %.3g), worst |err| / bound %.3g\n",
+                  tag.c_str(), rel, tol, worst);
+    }
+  }
+
   std::unique_ptr<Backend> gpu_;
   std::vector<DeviceBuffer> bufs_;
   std::mt19937_64 rng_;
@@ -298,6 +359,18 @@ TEST_F(Fp8GemmOps, NormLinear) {
   check_norm_linear(1024, 1024, 1, 1024, {1, 3, 8, 16, 33, 128});
   check_norm_linear(1024, 2048, 128, 128, {1, 2, 8, 16, 33, 128});
   check_norm_linear(600, 1040, 128, 128, {1, 7, 33});
+}
+
+// The gated skinny kernel over FP8 weights: the M = 1 kernel (K = 1024), the 16-byte one (M 2-8),
+// the loop (K = 1536) and per-element (K = 200) paths, a partial last block of gate columns (I =
+// 1000: 250 blocks of 4, I = 131: the last block clamped), both activations, and the fallback at
+// M = 16.
+TEST_F(Fp8GemmOps, NormLinearAct) {
+  for (Activation act : {Activation::silu, Activation::gelu_tanh}) {
+    check_norm_linear_act(1024, 1024, 1, 1024, act, {1, 2, 3, 8, 16});
+    check_norm_linear_act(1000, 1536, 128, 128, act, {1, 5});
+    check_norm_linear_act(131, 200, 128, 128, act, {1, 4});
+  }
 }
 
 // A captured graph of FP8 linears (the skinny kernel; quantization and cuBLASLt; per channel and

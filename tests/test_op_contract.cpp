@@ -62,6 +62,14 @@ TEST_F(OpContract, RejectsMismatchedShapes) {
   Tensor gu = f32({3, 9}), act = f32({3, 4});
   EXPECT_THAT(error_of([&] { be->silu_mul(gu, FoldedNorm{}, act); }),
               AllOf(HasSubstr("act_mul"), HasSubstr("x has shape [3, 9]"), HasSubstr("even")));
+  Tensor nx = f32({3, 8}), nw = f32({8}), gate_up_w = f32({7, 8}), gate_up = f32({3, 7}), normed = f32({3, 8});
+  EXPECT_THAT(error_of([&] { be->norm_linear_act(nx, nw, 1e-6f, gate_up_w, Activation::silu, act, gate_up, normed); }),
+              AllOf(HasSubstr("norm_linear_act"), HasSubstr("w has 7 rows"), HasSubstr("even")));
+  Tensor gate_up_w2 = f32({8, 8}), gate_up2 = f32({3, 8});  // I = 4: out must be [3, 4]
+  Tensor act_wrong = f32({3, 5});
+  EXPECT_THAT(
+      error_of([&] { be->norm_linear_act(nx, nw, 1e-6f, gate_up_w2, Activation::silu, act_wrong, gate_up2, normed); }),
+      AllOf(HasSubstr("norm_linear_act"), HasSubstr("out has shape [3, 5]")));
   Tensor gu2 = f32({3, 8}), rows = f32({2, 16});  // the folded norm's rows must match x's
   EXPECT_THAT(error_of([&] { be->silu_mul(gu2, FoldedNorm{&rows, 1e-6f}, act); }),
               AllOf(HasSubstr("act_mul"), HasSubstr("folded.rows"), HasSubstr("3 non-empty rows")));

@@ -251,6 +251,12 @@ class Backend {
   // rows to. CUDA at T <= 8 normalises inside the skinny GEMM, in float32 (one kernel, no rounding
   // of the normalised rows); otherwise rms_norm into `normed`, then linear.
   void norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Tensor& out, Tensor& normed);
+  // out = act(y[:, :I]) * y[:, I:], y = rms_norm(x, norm_w) @ w^T    the gated MLP's input side
+  // (w the fused gate/up weight [2I, K], out [T, I]); `gate_up` [T, 2I] and `normed` [T, K] are
+  // scratch. CUDA at T <= 8 is one skinny-GEMM kernel whose warps pair gate and up columns (y
+  // never rounded); otherwise norm_linear into gate_up, then act_mul.
+  void norm_linear_act(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Activation act, Tensor& out,
+                       Tensor& gate_up, Tensor& normed);
   // RopeStore's q and k, normed and rotated: q to q_out [T, Hq, D]; k and v into `cache` at
   // slot_mapping[t] (skipped when -1).
   void qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out);
@@ -320,6 +326,11 @@ class Backend {
                               Tensor& normed) {
     do_rms_norm(x, norm_w, eps, normed);
     do_linear(normed, w, out, false);
+  }
+  virtual void do_norm_linear_act(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Activation act,
+                                  Tensor& out, Tensor& gate_up, Tensor& normed) {
+    do_norm_linear(x, norm_w, eps, w, gate_up, normed);
+    do_act_mul(gate_up, FoldedNorm{}, act, out);
   }
   virtual void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) = 0;
   virtual void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta,

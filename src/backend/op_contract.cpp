@@ -421,6 +421,21 @@ void Backend::norm_linear(const Tensor& x, const Tensor& norm_w, float eps, cons
   do_norm_linear(x, norm_w, eps, w, out, normed);
 }
 
+void Backend::norm_linear_act(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Activation act,
+                              Tensor& out, Tensor& gate_up, Tensor& normed) {
+  const Check c(*this, "norm_linear_act");
+  check_linear(c, x, w, gate_up);
+  c.floating(norm_w, "norm_w");
+  c.shape(norm_w, "norm_w", {cols_of(x)});
+  c.same_dtype(x, "x", normed, "normed");
+  c.matrix(normed, "normed", rows_of(x), cols_of(x));
+  c.that(cols_of(gate_up) % 2 == 0,
+         [&] { return "w has " + std::to_string(cols_of(gate_up)) + " rows, expected an even number (gate, then up)"; });
+  c.same_dtype(gate_up, "gate_up", out, "out");
+  c.matrix(out, "out", rows_of(x), cols_of(gate_up) / 2);
+  do_norm_linear_act(x, norm_w, eps, w, act, out, gate_up, normed);
+}
+
 void Backend::qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) {
   const Check c(*this, "qk_norm_rope_store");
   const int Hq = in.num_q_heads, Hkv = in.num_kv_heads;

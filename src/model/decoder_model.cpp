@@ -578,9 +578,13 @@ void DecoderModel::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits)
                                 cache, q);
     backend_.attention(q, cache, in.meta, L.sliding ? attn_sliding_ : attn_full_, attn_out);
     add_output(attn_flat, L.o_proj, L.o_bias, L.attn_out_norm);
-    project(L.mlp_norm, L.gate_up_proj, gate_up);
-    if (L.gate_up_bias.defined()) backend_.add_bias(gate_up, L.gate_up_bias);  // never folded (constructor)
-    backend_.act_mul(gate_up, folded, c.activation, act);
+    if (!fold_norms_ && !L.gate_up_bias.defined()) {  // one kernel at decode batch <= 8
+      backend_.norm_linear_act(residual, L.mlp_norm, eps, L.gate_up_proj, c.activation, act, gate_up, normed);
+    } else {
+      project(L.mlp_norm, L.gate_up_proj, gate_up);
+      if (L.gate_up_bias.defined()) backend_.add_bias(gate_up, L.gate_up_bias);  // never folded (constructor)
+      backend_.act_mul(gate_up, folded, c.activation, act);
+    }
     add_output(act, L.down_proj, L.down_bias, L.mlp_out_norm);
   }
   backend_.rms_norm(residual, final_norm_, eps, normed);

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
 
 namespace nanovllm::cuda {
 
@@ -196,5 +197,18 @@ inline int num_sms() {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 inline bool aligned32(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 31u) == 0; }
+
+// The gated MLP's activations (act_mul, and the skinny GEMM's gated variant).
+__device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
+// torch's gelu(approximate="tanh"); tanhf, not a fast approximation: the CPU oracle uses std::tanh.
+__device__ __forceinline__ float gelu_tanh(float g) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * g * (1.f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+}
+template <Act A>
+__device__ __forceinline__ float activate(float g) {
+  if constexpr (A == Act::silu) return silu(g);
+  else return gelu_tanh(g);
+}
 
 }  // namespace nanovllm::cuda

@@ -270,6 +270,30 @@ class CudaBackend final : public Backend {
     Backend::do_norm_linear(x, norm_w, eps, w, out, normed);
   }
 
+  // M <= 8: one kernel, each block's warps pairing gate and up columns; beyond, the base class's
+  // norm_linear then act_mul.
+  void do_norm_linear_act(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Activation act,
+                          Tensor& out, Tensor& gate_up, Tensor& normed) override {
+    const int64_t M = rows_of(x), K = cols_of(x);
+    const cuda::Act a = act == Activation::gelu_tanh ? cuda::Act::gelu_tanh : cuda::Act::silu;
+    static const bool unfused = std::getenv("NANOVLLM_UNFUSED_ACT") != nullptr;  // A/B measurements only
+    if (!unfused && norm_w.dtype == DType::bf16 && out.dtype == DType::bf16 && M >= 1) {
+      if (w.dtype == DType::f8e4m3 && M <= cuda::Fp8Gemm::kSkinnyMaxM) {
+        cuda::launch_gemv_fp8_norm_act(x.data, norm_w.data, eps, fp8_weight(w), out.data, (int)M, (int)w.size(0),
+                                       (int)K, a, stream_);
+        debug_sync("norm_linear_act (FP8)");
+        return;
+      }
+      if (w.dtype == DType::bf16 && cuda::gemv_supported(x.data, w.data, x.dtype, out.dtype, M, K)) {
+        cuda::launch_gemv_norm_act(x.data, norm_w.data, eps, w.data, out.data, (int)M, (int)w.size(0), (int)K, a,
+                                   stream_);
+        debug_sync("norm_linear_act");
+        return;
+      }
+    }
+    Backend::do_norm_linear_act(x, norm_w, eps, w, act, out, gate_up, normed);
+  }
+
   void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) override {
     cuda::launch_qk_norm_rope_store(
         {.qkv = in.qkv.data, .rms = row_rms(in.folded), .qkv_bias = in.qkv_bias.data, .bias_t = in.qkv_bias.dtype,

@@ -42,18 +42,6 @@ __global__ void gather_convert_kernel(const S* __restrict__ src, const int32_t* 
     out[(size_t)r * cols + c] = from_f<D>(ok ? to_f(src[(size_t)i * cols + c]) * scale : 0.f);
 }
 
-__device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
-// torch's gelu(approximate="tanh"); tanhf, not a fast approximation: the CPU oracle uses std::tanh.
-__device__ __forceinline__ float gelu_tanh(float g) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  return 0.5f * g * (1.f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
-}
-template <Act A>
-__device__ __forceinline__ float activate(float g) {
-  if constexpr (A == Act::silu) return silu(g);
-  else return gelu_tanh(g);
-}
-
 // Blocks (column chunk, row): a block's threads walk its row's columns, 8 at a time with 16-byte
 // accesses when vec. A decoder norm folded into the gate/up projection (FoldedNorm) is finished
 // here: the block first sums the row's residual for its factor, which scales gate and up. The

@@ -45,11 +45,11 @@ __device__ __forceinline__ void accumulate8(float (&acc)[MAXM], float (&ss)[MAXM
 // Lanes of a warp stride over w's row in 16-byte chunks: chunk c = lane + 32 * u. CPL = chunks
 // per lane (K / 256), so the whole row slice lives in registers and is loaded before pdl_wait():
 // the weights (which no kernel writes) stream in while the previous kernel is still finishing.
-template <int MAXM, int CPL, bool NORM, class O>
+template <int MAXM, int CPL, bool NORM, bool GATED, Act A, class O>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, const bf16* __restrict__ w,
             O* __restrict__ out, int m, int n, int k, bool add_out) {
-  const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const int col = warp_col<GATED, kWarps>(n), lane = threadIdx.x & 31;
   const bool active = col < n;
   uint4 wv[CPL];
   if (active) {
@@ -69,17 +69,17 @@ gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, c
     load8(reinterpret_cast<const bf16*>(&wv[u]), wf);
     accumulate8<MAXM, NORM>(acc, ss, wf, x, g, lane + 32 * u, m, k);
   }
-  store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
+  finish_col<MAXM, NORM, GATED, A, kWarps>(acc, ss, out, m, n, k, eps, col, lane, add_out);
 }
 
 // Any K that is a multiple of 8: the row is walked in a loop (nothing loaded before pdl_wait()).
-template <int MAXM, bool NORM, class O>
+template <int MAXM, bool NORM, bool GATED, Act A, class O>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, const bf16* __restrict__ w,
                  O* __restrict__ out, int m, int n, int k, bool add_out) {
   pdl_launch_dependents();
   pdl_wait();
-  const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const int col = warp_col<GATED, kWarps>(n), lane = threadIdx.x & 31;
   if (col >= n) return;
   const bf16* wr = w + (size_t)col * k;
   float acc[MAXM], ss[MAXM];
@@ -92,22 +92,22 @@ gemv_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float e
     load8(wr + c * 8, wf);
     accumulate8<MAXM, NORM>(acc, ss, wf, x, g, c, m, k);
   }
-  store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
+  finish_col<MAXM, NORM, GATED, A, kWarps>(acc, ss, out, m, n, k, eps, col, lane, add_out);
 }
 
-template <int MAXM, bool NORM, class O>
+template <int MAXM, bool NORM, class O, bool GATED = false, Act A = Act::silu>
 void launch_mo(const bf16* x, const bf16* g, float eps, const bf16* w, O* out, int m, int n, int k, bool add,
                cudaStream_t s) {
-  const int blocks = (n + kWarps - 1) / kWarps;
-  const char* op = NORM ? "norm_linear (gemv)" : "linear (gemv)";
+  const int blocks = gemv_blocks<GATED, kWarps>(n);
+  const char* op = GATED ? "norm_linear_act (gemv)" : NORM ? "norm_linear (gemv)" : "linear (gemv)";
   auto go = [&](auto kernel) { launch(op, kernel, blocks, kWarps * 32, 0, s, x, g, eps, w, out, m, n, k, add); };
   switch (k % 256 == 0 ? k / 256 : 0) {
-    case 2: go(gemv_kernel<MAXM, 2, NORM, O>); break;
-    case 4: go(gemv_kernel<MAXM, 4, NORM, O>); break;
-    case 8: go(gemv_kernel<MAXM, 8, NORM, O>); break;
-    case 12: go(gemv_kernel<MAXM, 12, NORM, O>); break;
-    case 16: go(gemv_kernel<MAXM, 16, NORM, O>); break;
-    default: go(gemv_loop_kernel<MAXM, NORM, O>); break;
+    case 2: go(gemv_kernel<MAXM, 2, NORM, GATED, A, O>); break;
+    case 4: go(gemv_kernel<MAXM, 4, NORM, GATED, A, O>); break;
+    case 8: go(gemv_kernel<MAXM, 8, NORM, GATED, A, O>); break;
+    case 12: go(gemv_kernel<MAXM, 12, NORM, GATED, A, O>); break;
+    case 16: go(gemv_kernel<MAXM, 16, NORM, GATED, A, O>); break;
+    default: go(gemv_loop_kernel<MAXM, NORM, GATED, A, O>); break;
   }
 }
 
@@ -124,6 +124,18 @@ void launch_norm_m(const void* x, const void* g, float eps, const void* w, void*
                    cudaStream_t s) {
   launch_mo<MAXM, true>(static_cast<const bf16*>(x), static_cast<const bf16*>(g), eps, static_cast<const bf16*>(w),
                         static_cast<bf16*>(out), m, n, k, false, s);
+}
+
+template <int MAXM>
+void launch_norm_act_m(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k, Act act,
+                       cudaStream_t s) {
+  auto go = [&](auto a) {
+    launch_mo<MAXM, true, bf16, true, decltype(a)::value>(static_cast<const bf16*>(x), static_cast<const bf16*>(g), eps,
+                                                          static_cast<const bf16*>(w), static_cast<bf16*>(out), m, n,
+                                                          k, false, s);
+  };
+  if (act == Act::silu) go(std::integral_constant<Act, Act::silu>{});
+  else go(std::integral_constant<Act, Act::gelu_tanh>{});
 }
 
 }  // namespace
@@ -147,6 +159,14 @@ void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, vo
   else if (m <= 2) launch_norm_m<2>(x, g, eps, w, out, m, n, k, s);
   else if (m <= 4) launch_norm_m<4>(x, g, eps, w, out, m, n, k, s);
   else launch_norm_m<8>(x, g, eps, w, out, m, n, k, s);
+}
+
+void launch_gemv_norm_act(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
+                          Act act, cudaStream_t s) {
+  if (m <= 1) launch_norm_act_m<1>(x, g, eps, w, out, m, n, k, act, s);
+  else if (m <= 2) launch_norm_act_m<2>(x, g, eps, w, out, m, n, k, act, s);
+  else if (m <= 4) launch_norm_act_m<4>(x, g, eps, w, out, m, n, k, act, s);
+  else launch_norm_act_m<8>(x, g, eps, w, out, m, n, k, act, s);
 }
 
 }  // namespace nanovllm::cuda

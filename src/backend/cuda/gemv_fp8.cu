@@ -88,11 +88,11 @@ __device__ __forceinline__ const float* scale_row(const Fp8Weight& w, int col) {
 
 // K = 512 * CPL: lane `lane` holds chunks lane + 32 u of its warp's row, all loaded (with their
 // scales) before pdl_wait(), so the weights stream in while the previous kernel finishes.
-template <int MAXM, int CPL, bool NORM, class O>
+template <int MAXM, int CPL, bool NORM, bool GATED, Act A, class O>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_fp8_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, Fp8Weight w, O* __restrict__ out,
                 int m, int n, int k, bool add_out) {
-  const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const int col = warp_col<GATED, kWarps>(n), lane = threadIdx.x & 31;
   const bool active = col < n;
   uint4 wv[CPL];
   float sc[CPL];
@@ -118,17 +118,17 @@ gemv_fp8_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float ep
     fp8x16_to_float(wv[u], wf);
     accumulate16<MAXM, NORM>(acc, ss, wf, sc[u], x, g, lane + 32 * u, m, k);
   }
-  store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
+  finish_col<MAXM, NORM, GATED, A, kWarps>(acc, ss, out, m, n, k, eps, col, lane, add_out);
 }
 
 // M = 1 (batch-1 decode): 8 weights a lane per load, K = 256 * CPL, so twice the loads are in
 // flight before pdl_wait() and each lane's x load is 16 contiguous bytes (in the engine on the
 // H100: 0.83 ms a token against 0.88 with the 16-weight kernel; at M >= 2 that one is faster).
-template <int CPL, bool NORM, class O>
+template <int CPL, bool NORM, bool GATED, Act A, class O>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_fp8_m1_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, Fp8Weight w,
                    O* __restrict__ out, int m, int n, int k, bool add_out) {
-  const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const int col = warp_col<GATED, kWarps>(n), lane = threadIdx.x & 31;
   const bool active = col < n;
   uint2 wv[CPL];
   float sc[CPL];
@@ -173,17 +173,17 @@ gemv_fp8_m1_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float
     }
     acc[0] = fmaf(sc[u], p, acc[0]);
   }
-  store_col<1, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
+  finish_col<1, NORM, GATED, A, kWarps>(acc, ss, out, m, n, k, eps, col, lane, add_out);
 }
 
 // Any K that is a multiple of 16: the row is walked in a loop (nothing loaded before pdl_wait()).
-template <int MAXM, bool NORM, class O>
+template <int MAXM, bool NORM, bool GATED, Act A, class O>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_fp8_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, Fp8Weight w,
                      O* __restrict__ out, int m, int n, int k, bool add_out) {
   pdl_launch_dependents();
   pdl_wait();
-  const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const int col = warp_col<GATED, kWarps>(n), lane = threadIdx.x & 31;
   if (col >= n) return;
   const uint4* wr = reinterpret_cast<const uint4*>(w.q + (size_t)col * k);
   const float* sr = scale_row(w, col);
@@ -197,18 +197,18 @@ gemv_fp8_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, flo
     fp8x16_to_float(__ldcs(wr + c), wf);
     accumulate16<MAXM, NORM>(acc, ss, wf, __ldg(sr + c * kChunk / w.block_cols), x, g, c, m, k);
   }
-  store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
+  finish_col<MAXM, NORM, GATED, A, kWarps>(acc, ss, out, m, n, k, eps, col, lane, add_out);
 }
 
 // Any shape, alignment and scale block: element by element, each weight times its own scale.
-template <bool NORM, class O>
+template <bool NORM, bool GATED, Act A, class O>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_fp8_any_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, Fp8Weight w,
                     O* __restrict__ out, int m, int n, int k, bool add_out) {
   constexpr int MAXM = 8;
   pdl_launch_dependents();
   pdl_wait();
-  const int col = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const int col = warp_col<GATED, kWarps>(n), lane = threadIdx.x & 31;
   if (col >= n) return;
   const uint8_t* wr = w.q + (size_t)col * k;
   const float* sr = scale_row(w, col);
@@ -227,7 +227,7 @@ gemv_fp8_any_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, floa
       }
     }
   }
-  store_col<MAXM, NORM>(acc, ss, out, m, n, k, eps, col, lane, add_out);
+  finish_col<MAXM, NORM, GATED, A, kWarps>(acc, ss, out, m, n, k, eps, col, lane, add_out);
 }
 
 // The 16-byte kernels' conditions: whole 16-byte chunks (K % 16, aligned rows of w, x and g) that
@@ -237,35 +237,35 @@ bool vector_ok(const void* x, const void* g, const Fp8Weight& w, int k) {
          (w.block_cols % kChunk == 0 || w.block_cols >= k);
 }
 
-template <int MAXM, bool NORM, class O>
+template <int MAXM, bool NORM, class O, bool GATED = false, Act A = Act::silu>
 void launch_mo(const bf16* x, const bf16* g, float eps, const Fp8Weight& w, O* out, int m, int n, int k, bool add,
                cudaStream_t s) {
-  const int blocks = (n + kWarps - 1) / kWarps;
-  const char* op = NORM ? "norm_linear (FP8 gemv)" : "linear (FP8 gemv)";
+  const int blocks = gemv_blocks<GATED, kWarps>(n);
+  const char* op = GATED ? "norm_linear_act (FP8 gemv)" : NORM ? "norm_linear (FP8 gemv)" : "linear (FP8 gemv)";
   auto go = [&](auto kernel) { launch(op, kernel, blocks, kWarps * 32, 0, s, x, g, eps, w, out, m, n, k, add); };
   if (!vector_ok(x, g, w, k)) {
-    go(gemv_fp8_any_kernel<NORM, O>);
+    go(gemv_fp8_any_kernel<NORM, GATED, A, O>);
     return;
   }
   if constexpr (MAXM == 1) {  // 8 weights a lane (block columns a multiple of 16 hold 8-column chunks too)
     switch (k % 256 == 0 ? k / 256 : 0) {
-      case 4: go(gemv_fp8_m1_kernel<4, NORM, O>); return;
-      case 8: go(gemv_fp8_m1_kernel<8, NORM, O>); return;
-      case 12: go(gemv_fp8_m1_kernel<12, NORM, O>); return;
-      case 16: go(gemv_fp8_m1_kernel<16, NORM, O>); return;
-      case 24: go(gemv_fp8_m1_kernel<24, NORM, O>); return;
+      case 4: go(gemv_fp8_m1_kernel<4, NORM, GATED, A, O>); return;
+      case 8: go(gemv_fp8_m1_kernel<8, NORM, GATED, A, O>); return;
+      case 12: go(gemv_fp8_m1_kernel<12, NORM, GATED, A, O>); return;
+      case 16: go(gemv_fp8_m1_kernel<16, NORM, GATED, A, O>); return;
+      case 24: go(gemv_fp8_m1_kernel<24, NORM, GATED, A, O>); return;
       default: break;
     }
   }
   // K of the Qwen3 family's projections: 1024, 2048, 2560, 3072, 4096, 6144 (the rest loop).
   switch (k % 512 == 0 ? k / 512 : 0) {
-    case 2: go(gemv_fp8_kernel<MAXM, 2, NORM, O>); break;
-    case 4: go(gemv_fp8_kernel<MAXM, 4, NORM, O>); break;
-    case 5: go(gemv_fp8_kernel<MAXM, 5, NORM, O>); break;
-    case 6: go(gemv_fp8_kernel<MAXM, 6, NORM, O>); break;
-    case 8: go(gemv_fp8_kernel<MAXM, 8, NORM, O>); break;
-    case 12: go(gemv_fp8_kernel<MAXM, 12, NORM, O>); break;
-    default: go(gemv_fp8_loop_kernel<MAXM, NORM, O>); break;
+    case 2: go(gemv_fp8_kernel<MAXM, 2, NORM, GATED, A, O>); break;
+    case 4: go(gemv_fp8_kernel<MAXM, 4, NORM, GATED, A, O>); break;
+    case 5: go(gemv_fp8_kernel<MAXM, 5, NORM, GATED, A, O>); break;
+    case 6: go(gemv_fp8_kernel<MAXM, 6, NORM, GATED, A, O>); break;
+    case 8: go(gemv_fp8_kernel<MAXM, 8, NORM, GATED, A, O>); break;
+    case 12: go(gemv_fp8_kernel<MAXM, 12, NORM, GATED, A, O>); break;
+    default: go(gemv_fp8_loop_kernel<MAXM, NORM, GATED, A, O>); break;
   }
 }
 
@@ -282,6 +282,17 @@ void launch_norm_m(const void* x, const void* g, float eps, const Fp8Weight& w, 
                    cudaStream_t s) {
   launch_mo<MAXM, true>(static_cast<const bf16*>(x), static_cast<const bf16*>(g), eps, w, static_cast<bf16*>(out),
                         m, n, k, false, s);
+}
+
+template <int MAXM>
+void launch_norm_act_m(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n, int k,
+                       Act act, cudaStream_t s) {
+  auto go = [&](auto a) {
+    launch_mo<MAXM, true, bf16, true, decltype(a)::value>(static_cast<const bf16*>(x), static_cast<const bf16*>(g), eps,
+                                                          w, static_cast<bf16*>(out), m, n, k, false, s);
+  };
+  if (act == Act::silu) go(std::integral_constant<Act, Act::silu>{});
+  else go(std::integral_constant<Act, Act::gelu_tanh>{});
 }
 
 void check_args(const char* op, DType out_t, int m, const Fp8Weight& w) {
@@ -311,6 +322,15 @@ void launch_gemv_fp8_norm(const void* x, const void* g, float eps, const Fp8Weig
   else if (m <= 2) launch_norm_m<2>(x, g, eps, w, out, m, n, k, s);
   else if (m <= 4) launch_norm_m<4>(x, g, eps, w, out, m, n, k, s);
   else launch_norm_m<8>(x, g, eps, w, out, m, n, k, s);
+}
+
+void launch_gemv_fp8_norm_act(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n,
+                              int k, Act act, cudaStream_t s) {
+  check_args("norm_linear_act (FP8 gemv)", DType::bf16, m, w);
+  if (m <= 1) launch_norm_act_m<1>(x, g, eps, w, out, m, n, k, act, s);
+  else if (m <= 2) launch_norm_act_m<2>(x, g, eps, w, out, m, n, k, act, s);
+  else if (m <= 4) launch_norm_act_m<4>(x, g, eps, w, out, m, n, k, act, s);
+  else launch_norm_act_m<8>(x, g, eps, w, out, m, n, k, act, s);
 }
 
 }  // namespace nanovllm::cuda

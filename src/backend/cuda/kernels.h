@@ -80,6 +80,10 @@ void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, in
 // the norm in float32 inside the kernel (norm_linear).
 void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
                       cudaStream_t s);
+// The MLP's gated input side in one kernel: out[m, j] = act(y[m, j]) * y[m, I + j], y = the above
+// over the fused gate/up weight w [2I, K] (n = 2I, out [m, I] bf16); y is never rounded.
+void launch_gemv_norm_act(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
+                          Act act, cudaStream_t s);
 
 // A scaled FP8 (e4m3) weight matrix [n, k] on the device (backend.h's Tensor::scale):
 // w[r, c] = q[r, c] * scale[(r / block_rows) * scale_cols + c / block_cols].
@@ -95,6 +99,9 @@ void launch_gemv_fp8(const void* x, const Fp8Weight& w, void* out, DType out_t, 
 // The same with an RMSNorm of x's rows first (bf16 norm weight g, bf16 out), as launch_gemv_norm.
 void launch_gemv_fp8_norm(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n, int k,
                           cudaStream_t s);
+// And the gated one, as launch_gemv_norm_act.
+void launch_gemv_fp8_norm_act(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n,
+                              int k, Act act, cudaStream_t s);
 // Dynamic activation quantization for the FP8 tensor-core GEMM (fp8_quant.cu): x [m, k] bf16
 // (16-byte aligned, k % 16 == 0) to e4m3 q [m, k] with s = amax / 448 (1 where amax is 0) and
 // q = satfinite(x / s), per row (group == 0: scale[r], cuBLASLt's OUTER_VEC_32F) or per row and
