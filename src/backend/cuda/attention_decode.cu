@@ -15,7 +15,6 @@
 // (mma.sync m16n8k16 in f16, every FP8 value widened exactly), because at one byte an element the
 // scalar kernel's per-token instructions, not the bytes, bound it. Its K scale goes into the
 // scores' multiplier, its V scale into the output (PagedKV's scales).
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -525,11 +524,10 @@ void launch_dgc(const DecodeLaunch& a, cudaStream_t s) {
   const AttnShape& sh = a.kv.sh;
   const int G = sh.num_q_heads / sh.num_kv_heads;
   const size_t smem = sizeof(float) * ((size_t)G * a.sp.partition + (size_t)kWarps * G * D + 2 * G);
-  auto kern = decode_kernel<C, D, MAXG, PV, WINDOW, SOFTCAP>;
-  if constexpr (is_fp8_kv<C>) {
-    static const bool simt = std::getenv("NANOVLLM_DECODE_FP8_SIMT") != nullptr;  // A/B measurements only
-    if (!simt) kern = decode_mma_kernel<C, D, WINDOW, SOFTCAP>;
-  }
+  auto kern = [] {
+    if constexpr (is_fp8_kv<C>) return decode_mma_kernel<C, D, WINDOW, SOFTCAP>;
+    else return decode_kernel<C, D, MAXG, PV, WINDOW, SOFTCAP>;
+  }();
   static size_t smem_allowed = 48 * 1024;  // per instantiation; raised once when a launch needs more
   if (smem > smem_allowed) {
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "attention",

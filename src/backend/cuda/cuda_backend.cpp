@@ -277,8 +277,7 @@ class CudaBackend final : public Backend {
                           Tensor& out, Tensor& gate_up, Tensor& normed) override {
     const int64_t M = rows_of(x), K = cols_of(x);
     const cuda::Act a = act == Activation::gelu_tanh ? cuda::Act::gelu_tanh : cuda::Act::silu;
-    static const bool unfused = std::getenv("NANOVLLM_UNFUSED_ACT") != nullptr;  // A/B measurements only
-    if (!unfused && norm_w.dtype == DType::bf16 && out.dtype == DType::bf16 && M >= 1) {
+    if (norm_w.dtype == DType::bf16 && out.dtype == DType::bf16 && M >= 1) {
       if (w.dtype == DType::f8e4m3 && M <= cuda::Fp8Gemm::kSkinnyMaxM) {
         cuda::launch_gemv_fp8_norm_act(x.data, norm_w.data, eps, fp8_weight(w), out.data, (int)M, (int)w.size(0),
                                        (int)K, a, stream_);
