@@ -228,13 +228,31 @@ class Fp8GemmOps : public ::testing::Test {
     }
   }
 
+  // A norm weight around 1, in bf16.
+  std::vector<float> norm_weight(int64_t k) {
+    std::normal_distribution<float> d(0.f, 0.3f);
+    std::vector<float> gv(k);
+    for (auto& g : gv) g = round_bf16(1.f + d(rng_));
+    return gv;
+  }
+  // x's m rows RMS-normalised and times g, in float64.
+  static std::vector<double> rms_normed(const std::vector<float>& xv, int64_t m, int64_t k,
+                                        const std::vector<float>& gv, float eps) {
+    std::vector<double> xn(m * k);
+    for (int64_t r = 0; r < m; ++r) {
+      double ss = 0;
+      for (int64_t c = 0; c < k; ++c) ss += static_cast<double>(xv[r * k + c]) * xv[r * k + c];
+      const double inv = 1.0 / std::sqrt(ss / k + eps);
+      for (int64_t c = 0; c < k; ++c) xn[r * k + c] = xv[r * k + c] * inv * gv[c];
+    }
+    return xn;
+  }
+
   // norm_linear: out = rms_norm(x, g) w^T (bf16 out), the reference normalising in float64.
   void check_norm_linear(int64_t n, int64_t k, int br, int bc, std::initializer_list<int64_t> ms) {
     const HostFp8 h = quantize(weights(n, k, br, bc), n, k, br, bc);
     const Tensor w = upload(h);
-    std::normal_distribution<float> d(0.f, 0.3f);
-    std::vector<float> gv(k);
-    for (auto& g : gv) g = round_bf16(1.f + d(rng_));
+    const std::vector<float> gv = norm_weight(k);
     const Tensor g = device(DType::bf16, {k}, gv);
     const float eps = 1e-6f;
     for (int64_t m : ms) {
@@ -242,14 +260,7 @@ class Fp8GemmOps : public ::testing::Test {
                               "x" + std::to_string(bc) + " m " + std::to_string(m);
       SCOPED_TRACE(tag);
       const std::vector<float> xv = activations(m, k, 3.f);
-      std::vector<double> xn(m * k);
-      for (int64_t r = 0; r < m; ++r) {
-        double ss = 0;
-        for (int64_t c = 0; c < k; ++c) ss += static_cast<double>(xv[r * k + c]) * xv[r * k + c];
-        const double inv = 1.0 / std::sqrt(ss / k + eps);
-        for (int64_t c = 0; c < k; ++c) xn[r * k + c] = xv[r * k + c] * inv * gv[c];
-      }
-      const Reference r = reference(xn, m, h);
+      const Reference r = reference(rms_normed(xv, m, k, gv, eps), m, h);
       const Tensor x = device(DType::bf16, {m, k}, xv);
       std::vector<float> nan(m * n, std::nanf(""));
       Tensor o = device(DType::bf16, {m, n}, nan);
@@ -269,9 +280,7 @@ class Fp8GemmOps : public ::testing::Test {
     const int64_t n = 2 * inter;
     const HostFp8 h = quantize(weights(n, k, br, bc), n, k, br, bc);
     const Tensor w = upload(h);
-    std::normal_distribution<float> d(0.f, 0.3f);
-    std::vector<float> gv(k);
-    for (auto& g : gv) g = round_bf16(1.f + d(rng_));
+    const std::vector<float> gv = norm_weight(k);
     const Tensor g = device(DType::bf16, {k}, gv);
     const float eps = 1e-6f;
     auto f = [act](double v) {
@@ -284,14 +293,7 @@ class Fp8GemmOps : public ::testing::Test {
                               "x" + std::to_string(bc) + " m " + std::to_string(m);
       SCOPED_TRACE(tag);
       const std::vector<float> xv = activations(m, k, 3.f);
-      std::vector<double> xn(m * k);
-      for (int64_t r = 0; r < m; ++r) {
-        double ss = 0;
-        for (int64_t c = 0; c < k; ++c) ss += static_cast<double>(xv[r * k + c]) * xv[r * k + c];
-        const double inv = 1.0 / std::sqrt(ss / k + eps);
-        for (int64_t c = 0; c < k; ++c) xn[r * k + c] = xv[r * k + c] * inv * gv[c];
-      }
-      const Reference r = reference(xn, m, h);
+      const Reference r = reference(rms_normed(xv, m, k, gv, eps), m, h);
       const Tensor x = device(DType::bf16, {m, k}, xv);
       std::vector<float> nan(m * inter, std::nanf(""));
       Tensor o = device(DType::bf16, {m, inter}, nan);

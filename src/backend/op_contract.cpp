@@ -214,6 +214,16 @@ void check_linear(const Check& c, const Tensor& x, const Tensor& w, const Tensor
   c.matrix(out, "out", rows_of(x), w.size(0));
 }
 
+// norm_linear's arguments (norm_linear_act's, `out` its gate_up).
+void check_norm_linear(const Check& c, const Tensor& x, const Tensor& norm_w, const Tensor& w, const Tensor& out,
+                       const Tensor& normed) {
+  check_linear(c, x, w, out);
+  c.floating(norm_w, "norm_w");
+  c.shape(norm_w, "norm_w", {cols_of(x)});
+  c.same_dtype(x, "x", normed, "normed");
+  c.matrix(normed, "normed", rows_of(x), cols_of(x));
+}
+
 }  // namespace
 
 void Backend::upload_convert(const Tensor& src, Tensor& dst) {
@@ -413,22 +423,14 @@ void Backend::linear_add(const Tensor& x, const Tensor& w, Tensor& out) {
 void Backend::norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Tensor& out,
                           Tensor& normed) {
   const Check c(*this, "norm_linear");
-  check_linear(c, x, w, out);
-  c.floating(norm_w, "norm_w");
-  c.shape(norm_w, "norm_w", {cols_of(x)});
-  c.same_dtype(x, "x", normed, "normed");
-  c.matrix(normed, "normed", rows_of(x), cols_of(x));
+  check_norm_linear(c, x, norm_w, w, out, normed);
   do_norm_linear(x, norm_w, eps, w, out, normed);
 }
 
 void Backend::norm_linear_act(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Activation act,
                               Tensor& out, Tensor& gate_up, Tensor& normed) {
   const Check c(*this, "norm_linear_act");
-  check_linear(c, x, w, gate_up);
-  c.floating(norm_w, "norm_w");
-  c.shape(norm_w, "norm_w", {cols_of(x)});
-  c.same_dtype(x, "x", normed, "normed");
-  c.matrix(normed, "normed", rows_of(x), cols_of(x));
+  check_norm_linear(c, x, norm_w, w, gate_up, normed);
   c.that(cols_of(gate_up) % 2 == 0,
          [&] { return "w has " + std::to_string(cols_of(gate_up)) + " rows, expected an even number (gate, then up)"; });
   c.same_dtype(gate_up, "gate_up", out, "out");

@@ -77,6 +77,79 @@ __device__ __forceinline__ int first_key(int seqlen, int window) {
   else return 0;
 }
 
+// A block's split: tokens [start, end) of its sequence, `used` the splits that hold any (those
+// from lo = first_key, the window's start); direct: a sequence of one used split writes its output
+// itself (when the merge is in-launch).
+struct SplitRange {
+  int used, start, end;
+  bool direct;
+};
+template <bool WINDOW>
+__device__ __forceinline__ SplitRange split_range(int seqlen, int window, int split, int num_splits, int partition,
+                                                  const int* counters) {
+  const int lo = first_key<WINDOW>(seqlen, window);
+  const int used = min(num_splits, (seqlen - lo + partition - 1) / partition);
+  const int start = lo + split * partition;
+  return {used, start, min(start + partition, seqlen), num_splits == 1 || (used == 1 && counters)};
+}
+
+// Splits past the sequence's end (the grid is sized for the longest one, under a graph for
+// max_model_len) leave at once and take no part in the merge count; split 0 of an empty sequence
+// writes zeros rather than leave garbage. True when this block has nothing more to do.
+template <int D>
+__device__ __forceinline__ bool past_end(int split, int used, int G, int b, int h, int hq, bf16* out) {
+  if (split < used) return false;
+  if (split == 0) {
+    pdl_wait();
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) out[((size_t)b * hq + h * G) * D + i] = from_f<bf16>(0.f);
+  }
+  return true;
+}
+
+// Pass 2: per head (a warp each), the max and the sum of exp2 over the split's n scores, which
+// become the weights; stats[2g], stats[2g + 1] = max, sum.
+__device__ __forceinline__ void scores_to_weights(float* scores, float* stats, int G, int n, int partition, int warp,
+                                                  int lane) {
+  for (int g = warp; g < G; g += kWarps) {
+    float m = -INFINITY;
+    for (int i = lane; i < n; i += 32) m = fmaxf(m, scores[g * partition + i]);
+    m = warp_max(m);
+    float s = 0.f;
+    for (int i = lane; i < n; i += 32) {
+      const float p = exp2f(scores[g * partition + i] - m);
+      scores[g * partition + i] = p;
+      s += p;
+    }
+    s = warp_sum(s);
+    if (lane == 0) { stats[2 * g] = m; stats[2 * g + 1] = s; }
+  }
+}
+
+// The end: the warps' partial outputs red [kWarps][G][D] summed and times the V scale, written to
+// out (a sequence of one split) or as the split's partial, the last block of the (sequence, kv
+// head) merging them.
+template <int D>
+__device__ __forceinline__ void write_split(const float* red, const float* stats, float v_scale, int G, int b, int h,
+                                            int hq, int hkv, int split, int num_splits, int used, bool direct,
+                                            float* workspace, int* counters, bf16* out) {
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, d = i % D;
+    float o = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) o += red[(w * G + g) * D + d];
+    o *= v_scale;
+    const size_t qrow = (size_t)b * hq + h * G + g;
+    if (direct) {
+      out[qrow * D + d] = from_f<bf16>(o / stats[2 * g + 1]);
+    } else {
+      float* part = workspace + (qrow * num_splits + split) * (D + 2);
+      part[d] = o;
+      if (d == 0) { part[D] = stats[2 * g]; part[D + 1] = stats[2 * g + 1]; }
+    }
+  }
+  if (!direct && counters) finish_splits<D>(workspace, counters, b, h, hq, hkv, G, num_splits, used, out);
+}
+
 // A token's head row of D elements is read by LPT = D/8 lanes, 8 elements each; a warp covers
 // TPW = 32/LPT tokens at a time. MAXG bounds G (kept in registers).
 // PV: also load the first round of V rows before pdl_wait() (small batches, where latency and not
@@ -101,22 +174,10 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   const int G = hq / hkv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, li = lane % LPT, tg = lane / LPT;
   const int seqlen = seqlens_k[b];
-  const int lo = first_key<WINDOW>(seqlen, window);  // the splits tile [lo, seqlen)
-  // Splits past the sequence's end (the grid is sized for the longest one, under a graph for
-  // max_model_len) leave at once and take no part in the merge count.
-  const int used = min(num_splits, (seqlen - lo + partition - 1) / partition);
-  if (split >= used) {
-    if (split == 0) {  // an empty sequence attends to nothing: write zeros rather than leave garbage
-      pdl_wait();
-      for (int i = threadIdx.x; i < G * D; i += blockDim.x) out[((size_t)b * hq + h * G) * D + i] = from_f<bf16>(0.f);
-    }
-    return;
-  }
-  const int start = lo + split * partition;
-  const int end = min(start + partition, seqlen);
-  // A sequence with one used split writes its output directly (when the merge is in-launch).
-  const bool direct = num_splits == 1 || (used == 1 && counters);
-  const int n = end - start;
+  const SplitRange sr = split_range<WINDOW>(seqlen, window, split, num_splits, partition, counters);
+  if (past_end<D>(split, sr.used, G, b, h, hq, out)) return;
+  const int used = sr.used, start = sr.start, end = sr.end, n = end - start;
+  const bool direct = sr.direct;
   float* scores = smem;                        // [G][partition]
   float* red = smem + G * partition;           // [kWarps][G][D]
   float* stats = red + kWarps * G * D;         // [G][2]: max, sum
@@ -197,20 +258,7 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   }
   __syncthreads();
 
-  // Pass 2: per head, max and sum of exp; scores become weights.
-  for (int g = warp; g < G; g += kWarps) {
-    float m = -INFINITY;
-    for (int i = lane; i < n; i += 32) m = fmaxf(m, scores[g * partition + i]);
-    m = warp_max(m);
-    float s = 0.f;
-    for (int i = lane; i < n; i += 32) {
-      const float p = exp2f(scores[g * partition + i] - m);
-      scores[g * partition + i] = p;
-      s += p;
-    }
-    s = warp_sum(s);
-    if (lane == 0) { stats[2 * g] = m; stats[2 * g + 1] = s; }
-  }
+  scores_to_weights(scores, stats, G, n, partition, warp, lane);  // pass 2
   __syncthreads();
 
   // Pass 3: weighted sum of V rows.
@@ -254,22 +302,7 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-    const int g = i / D, d = i % D;
-    float o = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) o += red[(w * G + g) * D + d];
-    if constexpr (is_fp8_kv<C>) o *= v_scale;
-    const size_t qrow = (size_t)b * hq + h * G + g;
-    if (direct) {
-      out[qrow * D + d] = from_f<bf16>(o / stats[2 * g + 1]);
-    } else {
-      float* part = workspace + (qrow * num_splits + split) * (D + 2);
-      part[d] = o;
-      if (d == 0) { part[D] = stats[2 * g]; part[D + 1] = stats[2 * g + 1]; }
-    }
-  }
-  if (!direct && counters) finish_splits<D>(workspace, counters, b, h, hq, hkv, G, num_splits, used, out);
+  write_split<D>(red, stats, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters, out);
 }
 
 // FP8 caches on tensor cores. Per 16-token tile a warp computes S^T = K Q^T (A = 16 K rows, B = the
@@ -318,19 +351,10 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   const int G = hq / hkv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2, c = lane & 3;
   const int seqlen = seqlens_k[b];
-  const int lo = first_key<WINDOW>(seqlen, window);
-  const int used = min(num_splits, (seqlen - lo + partition - 1) / partition);
-  if (split >= used) {
-    if (split == 0) {
-      pdl_wait();
-      for (int i = threadIdx.x; i < G * D; i += blockDim.x) out[((size_t)b * hq + h * G) * D + i] = from_f<bf16>(0.f);
-    }
-    return;
-  }
-  const int start = lo + split * partition;
-  const int end = min(start + partition, seqlen);
-  const bool direct = num_splits == 1 || (used == 1 && counters);
-  const int n = end - start;
+  const SplitRange sr = split_range<WINDOW>(seqlen, window, split, num_splits, partition, counters);
+  if (past_end<D>(split, sr.used, G, b, h, hq, out)) return;
+  const int used = sr.used, start = sr.start, end = sr.end, n = end - start;
+  const bool direct = sr.direct;
   float* scores = smem;               // [G][partition]
   float* red = smem + G * partition;  // [kWarps][G][D]
   float* stats = red + kWarps * G * D;
@@ -422,20 +446,7 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   load_v(tb, vc);
   __syncthreads();
 
-  // Pass 2: per head, max and sum of exp; scores become weights.
-  for (int g = warp; g < G; g += kWarps) {
-    float m = -INFINITY;
-    for (int i = lane; i < n; i += 32) m = fmaxf(m, scores[g * partition + i]);
-    m = warp_max(m);
-    float sum = 0.f;
-    for (int i = lane; i < n; i += 32) {
-      const float p = exp2f(scores[g * partition + i] - m);
-      scores[g * partition + i] = p;
-      sum += p;
-    }
-    sum = warp_sum(sum);
-    if (lane == 0) { stats[2 * g] = m; stats[2 * g + 1] = sum; }
-  }
+  scores_to_weights(scores, stats, G, n, partition, warp, lane);  // pass 2
   __syncthreads();
 
   // Pass 3: O^T += V^T P^T over this warp's tiles.
@@ -476,22 +487,7 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-    const int g = i / D, d = i % D;
-    float acc = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) acc += red[(w * G + g) * D + d];
-    acc *= v_scale;
-    const size_t qrow = (size_t)b * hq + h * G + g;
-    if (direct) {
-      out[qrow * D + d] = from_f<bf16>(acc / stats[2 * g + 1]);
-    } else {
-      float* part = workspace + (qrow * num_splits + split) * (D + 2);
-      part[d] = acc;
-      if (d == 0) { part[D] = stats[2 * g]; part[D + 1] = stats[2 * g + 1]; }
-    }
-  }
-  if (!direct && counters) finish_splits<D>(workspace, counters, b, h, hq, hkv, G, num_splits, used, out);
+  write_split<D>(red, stats, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters, out);
 }
 
 // Merges the splits of one (sequence, q head): out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s.
