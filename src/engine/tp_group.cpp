@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <type_traits>
 
 #include "engine/model_runner.h"
 #include "model/hf_config.h"
@@ -35,70 +36,52 @@ constexpr int kMaxRanks = 64;
 // A worker of another build would read the channel differently: it refuses to run.
 constexpr const char* kStamp = "nanovllm tp " __DATE__ " " __TIME__;
 
-// The configuration a worker needs, as JSON. A field added to EngineConfig changes its size:
-// add it here (and below) too, then update the size.
-static_assert(sizeof(EngineConfig) == 352, "EngineConfig changed: update config_to_json / config_from_json");
+// The configuration a worker needs, as JSON: every field but the device, listed once for both
+// directions (f(name, member)). A field added to EngineConfig changes its size: add it here too,
+// then update the size.
+static_assert(sizeof(EngineConfig) == 352, "EngineConfig changed: update config_fields");
+
+template <class Config, class F>
+void config_fields(Config& c, F&& f) {
+  f("model", c.model);
+  f("max_num_batched_tokens", c.max_num_batched_tokens);
+  f("max_num_seqs", c.max_num_seqs);
+  f("max_model_len", c.max_model_len);
+  f("gpu_memory_utilization", c.gpu_memory_utilization);
+  f("tensor_parallel_size", c.tensor_parallel_size);
+  f("enforce_eager", c.enforce_eager);
+  f("kvcache_block_size", c.kvcache_block_size);
+  f("num_kvcache_blocks", c.num_kvcache_blocks);
+  f("seed", c.seed);
+  f("enable_prefix_caching", c.enable_prefix_caching);
+  f("scheduling_policy", c.scheduling_policy);
+  f("cpu_kvcache_space_gb", c.cpu_kvcache_space_gb);
+  f("num_threads", c.num_threads);
+  f("max_logprobs", c.max_logprobs);
+  f("generation_config", c.generation_config);
+  f("chat_template", c.chat_template);
+  f("worker_command", c.worker_command);
+  f("nnodes", c.nnodes);
+  f("node_rank", c.node_rank);
+  f("master_addr", c.master_addr);
+  f("master_port", c.master_port);
+  f("kv_cache_dtype", c.kv_cache_dtype);
+  f("calculate_kv_scales", c.calculate_kv_scales);
+  f("quantization", c.quantization);
+}
 
 std::string config_to_json(const EngineConfig& c) {
   nlohmann::json j;
-  j["model"] = c.model;
-  j["max_num_batched_tokens"] = c.max_num_batched_tokens;
-  j["max_num_seqs"] = c.max_num_seqs;
-  j["max_model_len"] = c.max_model_len;
-  j["gpu_memory_utilization"] = c.gpu_memory_utilization;
-  j["tensor_parallel_size"] = c.tensor_parallel_size;
-  j["enforce_eager"] = c.enforce_eager;
-  j["kvcache_block_size"] = c.kvcache_block_size;
-  j["num_kvcache_blocks"] = c.num_kvcache_blocks;
+  config_fields(c, [&](const char* name, const auto& v) { j[name] = v; });
   j["device"] = std::string(to_string(c.device.value_or(DeviceKind::cpu)));
-  j["seed"] = c.seed;
-  j["enable_prefix_caching"] = c.enable_prefix_caching;
-  j["scheduling_policy"] = c.scheduling_policy;
-  j["cpu_kvcache_space_gb"] = c.cpu_kvcache_space_gb;
-  j["num_threads"] = c.num_threads;
-  j["max_logprobs"] = c.max_logprobs;
-  j["generation_config"] = c.generation_config;
-  j["chat_template"] = c.chat_template;
-  j["worker_command"] = c.worker_command;
-  j["nnodes"] = c.nnodes;
-  j["node_rank"] = c.node_rank;
-  j["master_addr"] = c.master_addr;
-  j["master_port"] = c.master_port;
-  j["kv_cache_dtype"] = c.kv_cache_dtype;
-  j["calculate_kv_scales"] = c.calculate_kv_scales;
-  j["quantization"] = c.quantization;
   return j.dump();
 }
 
 EngineConfig config_from_json(const std::string& text) {
   const nlohmann::json j = nlohmann::json::parse(text);
   EngineConfig c;
-  c.model = j.at("model");
-  c.max_num_batched_tokens = j.at("max_num_batched_tokens");
-  c.max_num_seqs = j.at("max_num_seqs");
-  c.max_model_len = j.at("max_model_len");
-  c.gpu_memory_utilization = j.at("gpu_memory_utilization");
-  c.tensor_parallel_size = j.at("tensor_parallel_size");
-  c.enforce_eager = j.at("enforce_eager");
-  c.kvcache_block_size = j.at("kvcache_block_size");
-  c.num_kvcache_blocks = j.at("num_kvcache_blocks");
+  config_fields(c, [&](const char* name, auto& v) { v = j.at(name).get<std::decay_t<decltype(v)>>(); });
   c.device = parse_device(j.at("device").get<std::string>());
-  c.seed = j.at("seed");
-  c.enable_prefix_caching = j.at("enable_prefix_caching");
-  c.scheduling_policy = j.at("scheduling_policy");
-  c.cpu_kvcache_space_gb = j.at("cpu_kvcache_space_gb");
-  c.num_threads = j.at("num_threads");
-  c.max_logprobs = j.at("max_logprobs");
-  c.generation_config = j.at("generation_config");
-  c.chat_template = j.at("chat_template");
-  c.worker_command = j.at("worker_command").get<std::vector<std::string>>();
-  c.nnodes = j.at("nnodes");
-  c.node_rank = j.at("node_rank");
-  c.master_addr = j.at("master_addr");
-  c.master_port = j.at("master_port");
-  c.kv_cache_dtype = j.at("kv_cache_dtype");
-  c.calculate_kv_scales = j.at("calculate_kv_scales");
-  c.quantization = j.at("quantization");
   return c;
 }
 

@@ -185,63 +185,54 @@ std::string Metrics::render() const {
   std::string o;
   o.reserve(16384);
   const std::string& L = labels_;
-  header(o, "vllm:num_requests_running", "gauge", "Number of requests in model execution batches.");
-  sample(o, "vllm:num_requests_running", L, engine_.num_running);
-  header(o, "vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.");
-  sample(o, "vllm:num_requests_waiting", L, engine_.num_waiting + server_waiting_);
+  auto metric = [&](const char* name, const char* type, const char* help, double value) {
+    header(o, name, type, help);
+    sample(o, name, L, value);
+  };
+  auto histogram = [&](const char* name, const char* help, const Histogram& h) {
+    header(o, name, "histogram", help);
+    h.render(o, name, L);
+  };
+  metric("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", engine_.num_running);
+  metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
+         engine_.num_waiting + server_waiting_);
   double usage = engine_.num_kvcache_blocks > 0
                      ? 1.0 - static_cast<double>(engine_.num_free_blocks) / engine_.num_kvcache_blocks
                      : 0.0;
-  header(o, "vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.");
-  sample(o, "vllm:kv_cache_usage_perc", L, usage);
-  header(o, "vllm:gpu_cache_usage_perc", "gauge", "KV-cache usage (vLLM v0 name). 1 means 100 percent usage.");
-  sample(o, "vllm:gpu_cache_usage_perc", L, usage);
-  header(o, "nanovllm:num_kvcache_blocks", "gauge", "KV-cache blocks in total.");
-  sample(o, "nanovllm:num_kvcache_blocks", L, engine_.num_kvcache_blocks);
-  header(o, "nanovllm:num_free_kvcache_blocks", "gauge", "KV-cache blocks free.");
-  sample(o, "nanovllm:num_free_kvcache_blocks", L, engine_.num_free_blocks);
-  header(o, "vllm:num_preemptions_total", "counter", "Cumulative number of preemptions from the engine.");
-  sample(o, "vllm:num_preemptions_total", L, static_cast<double>(engine_.num_preemptions));
-  header(o, "vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in tokens.");
-  sample(o, "vllm:prefix_cache_queries_total", L, static_cast<double>(engine_.prefix_cache_queries));
-  header(o, "vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in tokens.");
-  sample(o, "vllm:prefix_cache_hits_total", L, static_cast<double>(engine_.prefix_cache_hits));
-  header(o, "vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.");
-  sample(o, "vllm:prompt_tokens_total", L, static_cast<double>(prompt_tokens_));
-  header(o, "vllm:generation_tokens_total", "counter", "Number of generation tokens processed.");
-  sample(o, "vllm:generation_tokens_total", L, static_cast<double>(generation_tokens_));
+  metric("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", usage);
+  metric("vllm:gpu_cache_usage_perc", "gauge", "KV-cache usage (vLLM v0 name). 1 means 100 percent usage.", usage);
+  metric("nanovllm:num_kvcache_blocks", "gauge", "KV-cache blocks in total.", engine_.num_kvcache_blocks);
+  metric("nanovllm:num_free_kvcache_blocks", "gauge", "KV-cache blocks free.", engine_.num_free_blocks);
+  metric("vllm:num_preemptions_total", "counter", "Cumulative number of preemptions from the engine.",
+         static_cast<double>(engine_.num_preemptions));
+  metric("vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in tokens.",
+         static_cast<double>(engine_.prefix_cache_queries));
+  metric("vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in tokens.",
+         static_cast<double>(engine_.prefix_cache_hits));
+  metric("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
+         static_cast<double>(prompt_tokens_));
+  metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
+         static_cast<double>(generation_tokens_));
   header(o, "vllm:request_success_total", "counter", "Count of successfully processed requests.");
   for (const char* reason : {"stop", "length", "abort"}) {
     auto it = finished_.find(reason);
     sample(o, "vllm:request_success_total", with_label(L, std::string("finished_reason=\"") + reason + "\""),
            it == finished_.end() ? 0.0 : static_cast<double>(it->second));
   }
-  header(o, "vllm:time_to_first_token_seconds", "histogram", "Histogram of time to first token in seconds.");
-  ttft_.render(o, "vllm:time_to_first_token_seconds", L);
-  header(o, "vllm:time_per_output_token_seconds", "histogram", "Histogram of time per output token in seconds.");
-  itl_.render(o, "vllm:time_per_output_token_seconds", L);
+  histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", ttft_);
+  histogram("vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", itl_);
   // vLLM's newer names: the same inter-token histogram, and TPOT per finished request.
-  header(o, "vllm:inter_token_latency_seconds", "histogram", "Histogram of inter-token latency in seconds.");
-  itl_.render(o, "vllm:inter_token_latency_seconds", L);
-  header(o, "vllm:request_time_per_output_token_seconds", "histogram",
-         "Histogram of time_per_output_token_seconds per request.");
-  req_tpot_.render(o, "vllm:request_time_per_output_token_seconds", L);
-  header(o, "vllm:e2e_request_latency_seconds", "histogram", "Histogram of end to end request latency in seconds.");
-  e2e_.render(o, "vllm:e2e_request_latency_seconds", L);
-  header(o, "vllm:request_prompt_tokens", "histogram", "Number of prefill tokens processed.");
-  prompt_len_.render(o, "vllm:request_prompt_tokens", L);
-  header(o, "vllm:request_generation_tokens", "histogram", "Number of generation tokens processed.");
-  gen_len_.render(o, "vllm:request_generation_tokens", L);
-  header(o, "vllm:request_queue_time_seconds", "histogram", "Histogram of time spent in WAITING phase for request.");
-  queue_.render(o, "vllm:request_queue_time_seconds", L);
-  header(o, "vllm:request_prefill_time_seconds", "histogram", "Histogram of time spent in PREFILL phase for request.");
-  prefill_.render(o, "vllm:request_prefill_time_seconds", L);
-  header(o, "vllm:request_decode_time_seconds", "histogram", "Histogram of time spent in DECODE phase for request.");
-  decode_.render(o, "vllm:request_decode_time_seconds", L);
-  header(o, "vllm:request_inference_time_seconds", "histogram", "Histogram of time spent in RUNNING phase for request.");
-  inference_.render(o, "vllm:request_inference_time_seconds", L);
-  header(o, "vllm:iteration_tokens_total", "histogram", "Histogram of number of tokens per engine_step.");
-  iteration_tokens_.render(o, "vllm:iteration_tokens_total", L);
+  histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", itl_);
+  histogram("vllm:request_time_per_output_token_seconds", "Histogram of time_per_output_token_seconds per request.",
+         req_tpot_);
+  histogram("vllm:e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", e2e_);
+  histogram("vllm:request_prompt_tokens", "Number of prefill tokens processed.", prompt_len_);
+  histogram("vllm:request_generation_tokens", "Number of generation tokens processed.", gen_len_);
+  histogram("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", queue_);
+  histogram("vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.", prefill_);
+  histogram("vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.", decode_);
+  histogram("vllm:request_inference_time_seconds", "Histogram of time spent in RUNNING phase for request.", inference_);
+  histogram("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", iteration_tokens_);
   if (!cache_config_.empty()) {
     std::string labels;
     for (const auto& [k, v] : cache_config_) labels += (labels.empty() ? "" : ",") + k + "=\"" + v + "\"";
