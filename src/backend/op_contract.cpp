@@ -431,10 +431,10 @@ void Backend::norm_linear_act(const Tensor& x, const Tensor& norm_w, float eps, 
                               Tensor& out, Tensor& gate_up, Tensor& normed) {
   const Check c(*this, "norm_linear_act");
   check_norm_linear(c, x, norm_w, w, gate_up, normed);
-  c.that(cols_of(gate_up) % 2 == 0,
-         [&] { return "w has " + std::to_string(cols_of(gate_up)) + " rows, expected an even number (gate, then up)"; });
+  c.that(w.size(0) % 2 == 0,
+         [&] { return "w has " + std::to_string(w.size(0)) + " rows, expected an even number (gate, then up)"; });
   c.same_dtype(gate_up, "gate_up", out, "out");
-  c.matrix(out, "out", rows_of(x), cols_of(gate_up) / 2);
+  c.matrix(out, "out", rows_of(x), w.size(0) / 2);
   do_norm_linear_act(x, norm_w, eps, w, act, out, gate_up, normed);
 }
 

@@ -249,49 +249,45 @@ class CudaBackend final : public Backend {
     debug_sync(accumulate ? "linear_add" : "linear");
   }
 
-  void do_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Tensor& out,
-                      Tensor& normed) override {
-    const int64_t M = rows_of(x), K = cols_of(x);
-    if (w.dtype == DType::f8e4m3) {  // M <= 8: one kernel; beyond, rms_norm then the FP8 linear (do_linear)
-      if (norm_w.dtype == DType::bf16 && out.dtype == DType::bf16 && M >= 1 && M <= cuda::Fp8Gemm::kSkinnyMaxM) {
-        cuda::launch_gemv_fp8_norm(x.data, norm_w.data, eps, fp8_weight(w), out.data, (int)M, (int)w.size(0), (int)K,
-                                   stream_);
-        debug_sync("norm_linear (FP8)");
-        return;
-      }
-      Backend::do_norm_linear(x, norm_w, eps, w, out, normed);
-      return;
-    }
-    if (norm_w.dtype == DType::bf16 && out.dtype == DType::bf16 &&
-        cuda::gemv_supported(x.data, w.data, x.dtype, out.dtype, M, K)) {
-      cuda::launch_gemv_norm(x.data, norm_w.data, eps, w.data, out.data, (int)M, (int)w.size(0), (int)K, stream_);
-      debug_sync("norm_linear");
-      return;
-    }
-    Backend::do_norm_linear(x, norm_w, eps, w, out, normed);
+  // Whether the skinny GEMM's norm variants (norm_linear, norm_linear_act) take these operands:
+  // a bf16 norm weight and output and at most 8 rows of x, FP8 weights (any shape: gemv_fp8.cu
+  // has a per-element path) or bf16 ones gemv_supported takes. Beyond, rms_norm into `normed`,
+  // then the linear (cuBLASLt, or the FP8 GEMM).
+  static bool skinny_norm(const Tensor& x, const Tensor& norm_w, const Tensor& w, const Tensor& out) {
+    const int64_t M = rows_of(x);
+    if (norm_w.dtype != DType::bf16 || out.dtype != DType::bf16 || M < 1) return false;
+    if (w.dtype == DType::f8e4m3) return M <= cuda::Fp8Gemm::kSkinnyMaxM;
+    return w.dtype == DType::bf16 && cuda::gemv_supported(x.data, w.data, x.dtype, out.dtype, M, cols_of(x));
   }
 
-  // M <= 8: one kernel, each block's warps pairing gate and up columns; beyond, the base class's
-  // norm_linear then act_mul.
+  void do_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Tensor& out,
+                      Tensor& normed) override {
+    if (!skinny_norm(x, norm_w, w, out)) return Backend::do_norm_linear(x, norm_w, eps, w, out, normed);
+    const int M = (int)rows_of(x), N = (int)w.size(0), K = (int)cols_of(x);
+    if (w.dtype == DType::f8e4m3) {
+      cuda::launch_gemv_fp8_norm(x.data, norm_w.data, eps, fp8_weight(w), out.data, M, N, K, stream_);
+      debug_sync("norm_linear (FP8)");
+    } else {
+      cuda::launch_gemv_norm(x.data, norm_w.data, eps, w.data, out.data, M, N, K, stream_);
+      debug_sync("norm_linear");
+    }
+  }
+
+  // The skinny path: one kernel, each block's warps pairing gate and up columns; beyond, the base
+  // class's norm_linear then act_mul.
   void do_norm_linear_act(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Activation act,
                           Tensor& out, Tensor& gate_up, Tensor& normed) override {
-    const int64_t M = rows_of(x), K = cols_of(x);
+    if (!skinny_norm(x, norm_w, w, out))
+      return Backend::do_norm_linear_act(x, norm_w, eps, w, act, out, gate_up, normed);
+    const int M = (int)rows_of(x), N = (int)w.size(0), K = (int)cols_of(x);
     const cuda::Act a = act == Activation::gelu_tanh ? cuda::Act::gelu_tanh : cuda::Act::silu;
-    if (norm_w.dtype == DType::bf16 && out.dtype == DType::bf16 && M >= 1) {
-      if (w.dtype == DType::f8e4m3 && M <= cuda::Fp8Gemm::kSkinnyMaxM) {
-        cuda::launch_gemv_fp8_norm_act(x.data, norm_w.data, eps, fp8_weight(w), out.data, (int)M, (int)w.size(0),
-                                       (int)K, a, stream_);
-        debug_sync("norm_linear_act (FP8)");
-        return;
-      }
-      if (w.dtype == DType::bf16 && cuda::gemv_supported(x.data, w.data, x.dtype, out.dtype, M, K)) {
-        cuda::launch_gemv_norm_act(x.data, norm_w.data, eps, w.data, out.data, (int)M, (int)w.size(0), (int)K, a,
-                                   stream_);
-        debug_sync("norm_linear_act");
-        return;
-      }
+    if (w.dtype == DType::f8e4m3) {
+      cuda::launch_gemv_fp8_norm_act(x.data, norm_w.data, eps, fp8_weight(w), out.data, M, N, K, a, stream_);
+      debug_sync("norm_linear_act (FP8)");
+    } else {
+      cuda::launch_gemv_norm_act(x.data, norm_w.data, eps, w.data, out.data, M, N, K, a, stream_);
+      debug_sync("norm_linear_act");
     }
-    Backend::do_norm_linear_act(x, norm_w, eps, w, act, out, gate_up, normed);
   }
 
   void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) override {

@@ -134,8 +134,7 @@ void launch_norm_act_m(const void* x, const void* g, float eps, const void* w, v
                                                           static_cast<const bf16*>(w), static_cast<bf16*>(out), m, n,
                                                           k, false, s);
   };
-  if (act == Act::silu) go(std::integral_constant<Act, Act::silu>{});
-  else go(std::integral_constant<Act, Act::gelu_tanh>{});
+  with_act(act, go);
 }
 
 }  // namespace
@@ -147,26 +146,17 @@ bool gemv_supported(const void* x, const void* w, DType in_t, DType out_t, int64
 
 void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, bool accumulate,
                  cudaStream_t s) {
-  if (m <= 1) launch_m<1>(x, w, out, out_t, m, n, k, accumulate, s);
-  else if (m <= 2) launch_m<2>(x, w, out, out_t, m, n, k, accumulate, s);
-  else if (m <= 4) launch_m<4>(x, w, out, out_t, m, n, k, accumulate, s);
-  else launch_m<8>(x, w, out, out_t, m, n, k, accumulate, s);
+  with_max_rows(m, [&](auto r) { launch_m<decltype(r)::value>(x, w, out, out_t, m, n, k, accumulate, s); });
 }
 
 void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
                       cudaStream_t s) {
-  if (m <= 1) launch_norm_m<1>(x, g, eps, w, out, m, n, k, s);
-  else if (m <= 2) launch_norm_m<2>(x, g, eps, w, out, m, n, k, s);
-  else if (m <= 4) launch_norm_m<4>(x, g, eps, w, out, m, n, k, s);
-  else launch_norm_m<8>(x, g, eps, w, out, m, n, k, s);
+  with_max_rows(m, [&](auto r) { launch_norm_m<decltype(r)::value>(x, g, eps, w, out, m, n, k, s); });
 }
 
 void launch_gemv_norm_act(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
                           Act act, cudaStream_t s) {
-  if (m <= 1) launch_norm_act_m<1>(x, g, eps, w, out, m, n, k, act, s);
-  else if (m <= 2) launch_norm_act_m<2>(x, g, eps, w, out, m, n, k, act, s);
-  else if (m <= 4) launch_norm_act_m<4>(x, g, eps, w, out, m, n, k, act, s);
-  else launch_norm_act_m<8>(x, g, eps, w, out, m, n, k, act, s);
+  with_max_rows(m, [&](auto r) { launch_norm_act_m<decltype(r)::value>(x, g, eps, w, out, m, n, k, act, s); });
 }
 
 }  // namespace nanovllm::cuda

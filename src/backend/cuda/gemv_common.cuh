@@ -68,4 +68,19 @@ __device__ __forceinline__ void finish_col(float (&acc)[MAXM], float (&ss)[MAXM]
   }
 }
 
+// The launchers' dispatch: f(std::integral_constant<int, MAXM>) with the instantiation that covers
+// m rows (1, 2, 4 or 8), and f(std::integral_constant<Act, A>) for an activation.
+template <class F>
+inline void with_max_rows(int m, F&& f) {
+  if (m <= 1) f(std::integral_constant<int, 1>{});
+  else if (m <= 2) f(std::integral_constant<int, 2>{});
+  else if (m <= 4) f(std::integral_constant<int, 4>{});
+  else f(std::integral_constant<int, 8>{});
+}
+template <class F>
+inline void with_act(Act act, F&& f) {
+  if (act == Act::silu) f(std::integral_constant<Act, Act::silu>{});
+  else f(std::integral_constant<Act, Act::gelu_tanh>{});
+}
+
 }  // namespace nanovllm::cuda

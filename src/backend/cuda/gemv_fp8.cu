@@ -291,8 +291,7 @@ void launch_norm_act_m(const void* x, const void* g, float eps, const Fp8Weight&
     launch_mo<MAXM, true, bf16, true, decltype(a)::value>(static_cast<const bf16*>(x), static_cast<const bf16*>(g), eps,
                                                           w, static_cast<bf16*>(out), m, n, k, false, s);
   };
-  if (act == Act::silu) go(std::integral_constant<Act, Act::silu>{});
-  else go(std::integral_constant<Act, Act::gelu_tanh>{});
+  with_act(act, go);
 }
 
 void check_args(const char* op, DType out_t, int m, const Fp8Weight& w) {
@@ -309,28 +308,19 @@ void check_args(const char* op, DType out_t, int m, const Fp8Weight& w) {
 void launch_gemv_fp8(const void* x, const Fp8Weight& w, void* out, DType out_t, int m, int n, int k, bool accumulate,
                      cudaStream_t s) {
   check_args("linear (FP8 gemv)", out_t, m, w);
-  if (m <= 1) launch_m<1>(x, w, out, out_t, m, n, k, accumulate, s);
-  else if (m <= 2) launch_m<2>(x, w, out, out_t, m, n, k, accumulate, s);
-  else if (m <= 4) launch_m<4>(x, w, out, out_t, m, n, k, accumulate, s);
-  else launch_m<8>(x, w, out, out_t, m, n, k, accumulate, s);
+  with_max_rows(m, [&](auto r) { launch_m<decltype(r)::value>(x, w, out, out_t, m, n, k, accumulate, s); });
 }
 
 void launch_gemv_fp8_norm(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n, int k,
                           cudaStream_t s) {
   check_args("norm_linear (FP8 gemv)", DType::bf16, m, w);
-  if (m <= 1) launch_norm_m<1>(x, g, eps, w, out, m, n, k, s);
-  else if (m <= 2) launch_norm_m<2>(x, g, eps, w, out, m, n, k, s);
-  else if (m <= 4) launch_norm_m<4>(x, g, eps, w, out, m, n, k, s);
-  else launch_norm_m<8>(x, g, eps, w, out, m, n, k, s);
+  with_max_rows(m, [&](auto r) { launch_norm_m<decltype(r)::value>(x, g, eps, w, out, m, n, k, s); });
 }
 
 void launch_gemv_fp8_norm_act(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n,
                               int k, Act act, cudaStream_t s) {
   check_args("norm_linear_act (FP8 gemv)", DType::bf16, m, w);
-  if (m <= 1) launch_norm_act_m<1>(x, g, eps, w, out, m, n, k, act, s);
-  else if (m <= 2) launch_norm_act_m<2>(x, g, eps, w, out, m, n, k, act, s);
-  else if (m <= 4) launch_norm_act_m<4>(x, g, eps, w, out, m, n, k, act, s);
-  else launch_norm_act_m<8>(x, g, eps, w, out, m, n, k, act, s);
+  with_max_rows(m, [&](auto r) { launch_norm_act_m<decltype(r)::value>(x, g, eps, w, out, m, n, k, act, s); });
 }
 
 }  // namespace nanovllm::cuda
