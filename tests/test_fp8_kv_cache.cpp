@@ -106,6 +106,19 @@ Accuracy accuracy(const std::vector<std::vector<float>>& ref, const std::vector<
   return a;
 }
 
+// The directories model_with_kv_scales made, removed when the test program exits.
+struct MadeDirs {
+  std::vector<fs::path> dirs;
+  ~MadeDirs() {
+    std::error_code ec;
+    for (const auto& d : dirs) fs::remove_all(d, ec);
+  }
+};
+MadeDirs& made_dirs() {
+  static MadeDirs m;
+  return m;
+}
+
 // A model directory that is `fixture` plus kv_scales.safetensors holding, for each layer,
 // `k_name` / `v_name` (under model.layers.{l}.self_attn.) = k[l] / v[l] as F32 scalars (vLLM's).
 fs::path model_with_kv_scales(const std::string& fixture, const std::string& tag, const std::vector<float>& k,
@@ -114,6 +127,7 @@ fs::path model_with_kv_scales(const std::string& fixture, const std::string& tag
   const fs::path dir = fs::path(::testing::TempDir()) / ("fp8kv-" + tag + "-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
+  made_dirs().dirs.push_back(dir);
   const fs::path src = fixtures::hf_fixture_dir(fixture);
   for (const auto& e : fs::directory_iterator(src))
     if (e.path().filename() != "model.safetensors.index.json") fs::create_symlink(e.path(), dir / e.path().filename());
