@@ -42,7 +42,7 @@ if [[ "${1:-}" == "pack" ]]; then
     g++ -O2 -std=c++20 -shared -fPIC -fvisibility=hidden -Iinclude -Isrc -I"$inc" python/src/bindings.cpp \
       -o ".devbin/stage/python/nanovllm/_core$suf" "$BUILD/libnanovllm_lib.a" "$BUILD/libnanovllm_cuda_kernels.a" \
       $(pkg-config --libs libpcre2-8 libutf8proc libxxhash openblas) -fopenmp -L/usr/local/cuda/lib64 \
-      -lcudart_static -lcublasLt -lrt -ldl -lpthread && strip ".devbin/stage/python/nanovllm/_core$suf"
+      -lcudart_static -lrt -ldl -lpthread && strip ".devbin/stage/python/nanovllm/_core$suf"
   fi
   git rev-parse HEAD >.devbin/stage/commit.txt
   git status --short -- src/backend/cuda tests/test_backend_ops.cpp bench scripts >>.devbin/stage/commit.txt

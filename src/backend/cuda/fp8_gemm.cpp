@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "backend/cuda/cublaslt.h"
 #include "backend/cuda/cuda_check.h"
 
 namespace nanovllm::cuda {
@@ -22,7 +23,7 @@ std::string shape_str(int64_t m, int64_t n, int64_t k) {
 }
 
 std::string status_str(cublasStatus_t st) {
-  const char* name = cublasLtGetStatusName(st);
+  const char* name = cublaslt().GetStatusName(st);
   return std::string(name ? name : "?") + " (" + std::to_string(static_cast<int>(st)) + ")";
 }
 
@@ -43,22 +44,22 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 }  // namespace
 
 Fp8Gemm::Fp8Gemm(Gemm& bf16, AllocationTracker* tracker) : bf16_(bf16), tracker_(tracker) {
-  check_cublas(cublasLtCreate(&handle_), kOp, "cublasLtCreate");
+  check_cublas(cublaslt().Create(&handle_), kOp, "cublasLtCreate");
 }
 
 Fp8Gemm::~Fp8Gemm() {
   for (auto& [key, p] : plans_) {
-    if (p.a) cublasLtMatrixLayoutDestroy(p.a);
-    if (p.b) cublasLtMatrixLayoutDestroy(p.b);
-    if (p.c) cublasLtMatrixLayoutDestroy(p.c);
-    if (p.op) cublasLtMatmulDescDestroy(p.op);
+    if (p.a) cublaslt().MatrixLayoutDestroy(p.a);
+    if (p.b) cublaslt().MatrixLayoutDestroy(p.b);
+    if (p.c) cublaslt().MatrixLayoutDestroy(p.c);
+    if (p.op) cublaslt().MatmulDescDestroy(p.op);
   }
   for (Buffer* b : {&act_, &act_scale_, &dequant_, &tune_out_})
     for (void* p : b->all) {
       tracker_->remove(p);
       cudaFree(p);
     }
-  if (handle_) cublasLtDestroy(handle_);
+  if (handle_) cublaslt().Destroy(handle_);
 }
 
 void* Fp8Gemm::grow(Buffer& b, size_t want, const char* what, cudaStream_t s) {
@@ -107,39 +108,39 @@ Fp8Gemm::Plan& Fp8Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType out_t, b
   const bool tune = decode_size && !above && capturing == cudaStreamCaptureStatusNone;
   Plan p;
   const std::string where = shape_str(m, n, k);
-  check_lt(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate for " + where);
+  check_lt(cublaslt().MatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate for " + where);
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
-  check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
+  check_lt(cublaslt().MatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
+  check_lt(cublaslt().MatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
   const int32_t a_mode = mode == Mode::per_channel ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
                                                    : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
   const int32_t b_mode = mode == Mode::per_channel ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
                                                    : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
   // A library without these modes says so here: the shape takes the fallback.
-  p.status = cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &a_mode, sizeof(a_mode));
+  p.status = cublaslt().MatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &a_mode, sizeof(a_mode));
   if (p.status == CUBLAS_STATUS_SUCCESS)
-    p.status = cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &b_mode, sizeof(b_mode));
+    p.status = cublaslt().MatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &b_mode, sizeof(b_mode));
   // The scale pointers are in place before the heuristic, as NVIDIA's samples and TransformerEngine
   // do (a null one may read as "no scaling"); each call sets its own again (scaled_gemm).
   set_scale_pointers(p, a_scale, b_scale);
-  check_lt(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k, n, k), "layout w for " + where);
-  check_lt(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k, m, k), "layout x for " + where);
-  check_lt(cublasLtMatrixLayoutCreate(&p.c, out_type(out_t), n, m, n), "layout out for " + where);
+  check_lt(cublaslt().MatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k, n, k), "layout w for " + where);
+  check_lt(cublaslt().MatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k, m, k), "layout x for " + where);
+  check_lt(cublaslt().MatrixLayoutCreate(&p.c, out_type(out_t), n, m, n), "layout out for " + where);
   if (p.status == CUBLAS_STATUS_SUCCESS) {
     cublasLtMatmulPreference_t pref = nullptr;
-    check_lt(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+    check_lt(cublaslt().MatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
     size_t ws = ws_bytes_;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
     cublasLtMatmulHeuristicResult_t res[kCandidates];
     int found = 0;
-    p.status = cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, tune ? kCandidates : 1, res,
+    p.status = cublaslt().MatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, tune ? kCandidates : 1, res,
                                               &found);
-    cublasLtMatmulPreferenceDestroy(pref);
+    cublaslt().MatmulPreferenceDestroy(pref);
     if (p.status == CUBLAS_STATUS_SUCCESS && found > 0 && res[0].state == CUBLAS_STATUS_SUCCESS) {
       p.ok = true;
       p.algo = res[0].algo;
       cublasLtMatmulHeuristicResult_t check_res{};
-      if (above && cublasLtMatmulAlgoCheck(handle_, p.op, p.a, p.b, p.c, p.c, &above->algo, &check_res) ==
+      if (above && cublaslt().MatmulAlgoCheck(handle_, p.op, p.a, p.b, p.c, p.c, &above->algo, &check_res) ==
                        CUBLAS_STATUS_SUCCESS)
         p.algo = above->algo;
       if (tune && found > 1) {
@@ -156,7 +157,7 @@ Fp8Gemm::Plan& Fp8Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType out_t, b
           const cublasLtMatmulDesc_t op = p.op;
           const cublasLtMatrixLayout_t la = p.a, lb = p.b, lc = p.c;
           calls.push_back([=, this] {
-            return cublasLtMatmul(handle_, op, &alpha, w.q, la, q, lb, &beta, scratch, lc, scratch, lc, algo, ws_,
+            return cublaslt().Matmul(handle_, op, &alpha, w.q, la, q, lb, &beta, scratch, lc, scratch, lc, algo, ws_,
                                   ws_bytes_, s) == CUBLAS_STATUS_SUCCESS;
           });
           which.push_back(i);
@@ -179,9 +180,9 @@ Fp8Gemm::Plan& Fp8Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType out_t, b
 }
 
 void Fp8Gemm::set_scale_pointers(Plan& p, const void* a_scale, const void* b_scale) {
-  check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)),
+  check_lt(cublaslt().MatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)),
            "set A_SCALE_POINTER");
-  check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)),
+  check_lt(cublaslt().MatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)),
            "set B_SCALE_POINTER");
 }
 
@@ -207,7 +208,7 @@ bool Fp8Gemm::scaled_gemm(const void* x, const Fp8Weight& w, void* out, int64_t 
   }
   set_scale_pointers(p, w.scale, xs);
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-  check_lt(cublasLtMatmul(handle_, p.op, &alpha, w.q, p.a, q, p.b, &beta, out, p.c, out, p.c, &p.algo, ws_,
+  check_lt(cublaslt().Matmul(handle_, p.op, &alpha, w.q, p.a, q, p.b, &beta, out, p.c, out, p.c, &p.algo, ws_,
                           ws_bytes_, s),
            "cublasLtMatmul (FP8, " + std::string(mode == Mode::block128 ? "128x128 blocks" : "per channel") +
                ") for " + shape_str(mq, n, k) + " -> " + dtype_name(out_t));

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/cublaslt.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
 
@@ -25,17 +26,17 @@ cudaDataType_t cuda_type(DType t) {
 }  // namespace
 
 Gemm::Gemm(bool tune_all) : tune_all_(tune_all) {
-  check_cublas(cublasLtCreate(&handle_), "linear", "cublasLtCreate");
+  check_cublas(cublaslt().Create(&handle_), "linear", "cublasLtCreate");
 }
 
 Gemm::~Gemm() {
   for (auto& [key, p] : plans_) {
-    cublasLtMatrixLayoutDestroy(p.a);
-    cublasLtMatrixLayoutDestroy(p.b);
-    cublasLtMatrixLayoutDestroy(p.c);
-    cublasLtMatmulDescDestroy(p.op);
+    cublaslt().MatrixLayoutDestroy(p.a);
+    cublaslt().MatrixLayoutDestroy(p.b);
+    cublaslt().MatrixLayoutDestroy(p.c);
+    cublaslt().MatmulDescDestroy(p.op);
   }
-  if (handle_) cublasLtDestroy(handle_);
+  if (handle_) cublaslt().Destroy(handle_);
   if (saved_) cudaFree(saved_);
 }
 
@@ -49,18 +50,18 @@ Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType ou
   Plan p;
   const cudaDataType_t ab = cuda_type(in_t), c = cuda_type(out_t);
   const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
-  check_cublas(cublasLtMatmulDescCreate(&p.op, compute, CUDA_R_32F), "linear", "cublasLtMatmulDescCreate");
+  check_cublas(cublaslt().MatmulDescCreate(&p.op, compute, CUDA_R_32F), "linear", "cublasLtMatmulDescCreate");
   cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  check_cublas(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "linear", "set TRANSA");
-  check_cublas(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "linear", "set TRANSB");
-  check_cublas(cublasLtMatrixLayoutCreate(&p.a, ab, k, n, k), "linear", "layout w");
-  check_cublas(cublasLtMatrixLayoutCreate(&p.b, ab, k, m, k), "linear", "layout x");
-  check_cublas(cublasLtMatrixLayoutCreate(&p.c, c, n, m, n), "linear", "layout out");
+  check_cublas(cublaslt().MatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "linear", "set TRANSA");
+  check_cublas(cublaslt().MatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "linear", "set TRANSB");
+  check_cublas(cublaslt().MatrixLayoutCreate(&p.a, ab, k, n, k), "linear", "layout w");
+  check_cublas(cublaslt().MatrixLayoutCreate(&p.b, ab, k, m, k), "linear", "layout x");
+  check_cublas(cublaslt().MatrixLayoutCreate(&p.c, c, n, m, n), "linear", "layout out");
 
   cublasLtMatmulPreference_t pref;
-  check_cublas(cublasLtMatmulPreferenceCreate(&pref), "linear", "preference");
+  check_cublas(cublaslt().MatmulPreferenceCreate(&pref), "linear", "preference");
   size_t ws = ws_bytes_;
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   check(cudaStreamIsCapturing(s, &capturing), "linear", "cudaStreamIsCapturing");
   // Decode batch sizes (the engine's graph sizes: 1, 2, 4, 8, then multiples of 16) are tuned,
@@ -84,8 +85,8 @@ Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType ou
   cublasLtMatmulHeuristicResult_t res[kCandidates];
   int found = 0;
   cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, tune ? candidates : 1, res, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
+      cublaslt().MatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, tune ? candidates : 1, res, &found);
+  cublaslt().MatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0)
     throw std::runtime_error("linear: cuBLASLt has no algorithm for x [" + std::to_string(m) + ", " +
                              std::to_string(k) + "] @ w [" + std::to_string(n) + ", " + std::to_string(k) + "]^T (" +
@@ -96,7 +97,7 @@ Gemm::Plan& Gemm::plan_for(int64_t m, int64_t n, int64_t k, DType in_t, DType ou
     if (above->gemv && gemv_supported(x, w, in_t, out_t, m, k))
       p.gemv = true;
     else if (!above->gemv &&
-             cublasLtMatmulAlgoCheck(handle_, p.op, p.a, p.b, p.c, p.c, &above->algo, &check_res) == CUBLAS_STATUS_SUCCESS)
+             cublaslt().MatmulAlgoCheck(handle_, p.op, p.a, p.b, p.c, p.c, &above->algo, &check_res) == CUBLAS_STATUS_SUCCESS)
       p.algo = above->algo;
   }
   if (tune) {
@@ -166,7 +167,7 @@ void Gemm::tune(Plan& p, const cublasLtMatmulHeuristicResult_t* res, int found, 
     if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
     const cublasLtMatmulAlgo_t* algo = &res[i].algo;
     calls.push_back([=, this, &p] {
-      return cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, algo, ws_, ws_bytes_,
+      return cublaslt().Matmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, algo, ws_, ws_bytes_,
                             s) == CUBLAS_STATUS_SUCCESS;
     });
     which.push_back(i);
@@ -203,7 +204,7 @@ void Gemm::linear(const void* x, const void* w, void* out, int64_t m, int64_t n,
     return;
   }
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-  check_cublas(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, ws_,
+  check_cublas(cublaslt().Matmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, ws_,
                               ws_bytes_, s),
                "linear", "cublasLtMatmul");
 }

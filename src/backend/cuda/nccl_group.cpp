@@ -1,14 +1,13 @@
 #include "backend/cuda/nccl_group.h"
 
-#include <dlfcn.h>
 #include <nccl.h>
 
 #include <mutex>
 #include <stdexcept>
-#include <type_traits>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dynlib.h"
 
 namespace nanovllm::cuda {
 namespace {
@@ -27,16 +26,6 @@ struct Api {
   const char* (*GetErrorString)(ncclResult_t);
 };
 
-std::string module_dir() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&module_dir), &info) && info.dli_fname) {
-    std::string p = info.dli_fname;
-    const size_t slash = p.rfind('/');
-    if (slash != std::string::npos) return p.substr(0, slash);
-  }
-  return ".";
-}
-
 // Loads NCCL on the first call (from `library` when given, else the usual places).
 const Api& api(const std::string& library = {}) {
   static Api a{};
@@ -48,19 +37,14 @@ const Api& api(const std::string& library = {}) {
     tried.insert(tried.end(), {"libnccl.so.2", module_dir() + "/libnccl.so.2", module_dir() + "/lib/libnccl.so.2",
                                "/usr/local/cuda/lib/libnccl.so.2", "/usr/local/cuda/lib64/libnccl.so.2",
                                "/usr/lib/x86_64-linux-gnu/libnccl.so.2"});
-    void* lib = nullptr;
-    for (const std::string& path : tried)
-      if ((lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL))) break;
+    std::string paths;
+    void* lib = open_first(tried, &paths);
     if (!lib) {
-      error = "NCCL not found (tensor parallelism on CUDA needs libnccl.so.2): tried";
-      for (const std::string& path : tried) error += " " + path;
-      error += "; set NANOVLLM_NCCL_LIBRARY to its path";
+      error = "NCCL not found (tensor parallelism on CUDA needs libnccl.so.2): tried " + paths +
+              "; set NANOVLLM_NCCL_LIBRARY to its path";
       return;
     }
-    auto sym = [&](auto& fn, const char* name) {
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
-      if (!fn && error.empty()) error = std::string("NCCL library has no symbol ") + name;
-    };
+    auto sym = [&](auto& fn, const char* name) { bind_symbol(lib, fn, name, "NCCL", error); };
     sym(a.GetUniqueId, "ncclGetUniqueId");
     sym(a.CommInitRank, "ncclCommInitRank");
     sym(a.CommDestroy, "ncclCommDestroy");
