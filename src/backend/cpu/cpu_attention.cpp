@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_convert.h"
+#include "backend/cpu/cpu_math.h"
 #include "backend/cpu/cpu_ops.h"
 
 namespace nanovllm::cpu {
@@ -123,12 +124,20 @@ inline void weighted_sum_any(const float* w, int lo, int n, const PagedRows<T>& 
 // sc[0, n) = softmax(sc[0, n)), max-subtracted; the sum in double: contexts run to tens of
 // thousands of terms.
 inline void softmax_inplace(float* sc, int n) {
-  const float mx = *std::max_element(sc, sc + n);
-  double sum = 0;
-  for (int p = 0; p < n; ++p) {
-    sc[p] = std::exp(sc[p] - mx);
-    sum += sc[p];
-  }
+  const __m256 mx = _mm256_set1_ps(*std::max_element(sc, sc + n));
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  auto exp_sum = [&](__m256 v) {
+    const __m256 e = exp8(_mm256_sub_ps(v, mx));
+    s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    return e;
+  };
+  int p = 0;
+  for (; p + 8 <= n; p += 8) _mm256_storeu_ps(sc + p, exp_sum(_mm256_loadu_ps(sc + p)));
+  if (p < n) store_partial(sc + p, exp_sum(load_partial(sc + p, n - p, -__builtin_inff())), n - p);  // e^-inf = 0
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(s0, s1));
+  const double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
   const float inv = static_cast<float>(1.0 / sum);
   for (int p = 0; p < n; ++p) sc[p] *= inv;
 }
@@ -394,6 +403,12 @@ void paged_attention(const Tensor& q, const PagedKV& cache, const AttentionMetad
       else attend_tile<T>(args, it.seq, it.kvh, it.begin, it.end);
     });
   });
+}
+
+void exp_rows(const float* x, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_loadu_ps(x + i)));
+  if (i < n) store_partial(out + i, exp8(load_partial(x + i, static_cast<int>(n - i), 0.0f)), static_cast<int>(n - i));
 }
 
 }  // namespace nanovllm::cpu
