@@ -23,11 +23,14 @@ NANOVLLM_HD uint64_t mix64(uint64_t z) {  // splitmix64's finalizer
 // vocabulary entry costs one mix64: the GPU sampler is bound by its arithmetic otherwise.
 NANOVLLM_HD uint64_t draw_stream(uint64_t key, uint64_t counter) { return mix64(key ^ mix64(counter)); }
 
-// Uniform in (0, 1), never 0 or 1, from 24 random bits (exact in float32): entry `index` of a
-// stream, splitmix64-style (the stream plus index + 1 golden-ratio steps, mixed).
+// Uniform in (0, 1), never 0 or 1: (i + 0.5) / 2^23 for 23 random bits i, exact in float32, so u
+// lies in [2^-24, 1 - 2^-24]. (With 24 bits, i + 0.5 needs 25: 2^24 - 1 + 0.5 rounds to 2^24, u = 1,
+// and -log(-log u) = +inf would win the draw for a vocabulary entry 1 time in 2^24.)
+NANOVLLM_HD float uniform01_from_bits(uint64_t h) { return (static_cast<float>(h >> 41) + 0.5f) * (1.0f / 8388608.0f); }
+
+// Entry `index` of a stream, splitmix64-style (the stream plus index + 1 golden-ratio steps, mixed).
 NANOVLLM_HD float uniform01(uint64_t stream, uint32_t index) {
-  const uint64_t h = mix64(stream + (static_cast<uint64_t>(index) + 1) * 0x9e3779b97f4a7c15ULL);
-  return (static_cast<float>(h >> 40) + 0.5f) * (1.0f / 16777216.0f);
+  return uniform01_from_bits(mix64(stream + (static_cast<uint64_t>(index) + 1) * 0x9e3779b97f4a7c15ULL));
 }
 NANOVLLM_HD float uniform01(uint64_t key, uint64_t counter, uint32_t index) {
   return uniform01(draw_stream(key, counter), index);
