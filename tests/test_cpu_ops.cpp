@@ -163,6 +163,35 @@ TEST(CpuMath, ExpWithinTwoUlpOfDoubleAndIeeeAtTheEdges) {
   EXPECT_GT(checked, 27000);
 }
 
+TEST(CpuMath, LogWithinTwoUlpOfDoubleAndIeeeAtTheEdges) {
+  std::vector<float> x;
+  for (double e = -149; e <= 128; e += 0.0071) x.push_back(static_cast<float>(std::exp2(e)));  // subnormals to FLT_MAX
+  for (double v = 0.5; v <= 2.0; v += 1e-5) x.push_back(static_cast<float>(v));  // around 1, where ln x -> 0
+  for (float v : {1.0f, std::nextafter(1.0f, 0.0f), std::nextafter(1.0f, 2.0f), 0.70710677f, 0.70710683f,
+                  std::numeric_limits<float>::min(), std::numeric_limits<float>::denorm_min(),
+                  std::numeric_limits<float>::max(), std::ldexp(1.0f, -24), 1.0f - std::ldexp(1.0f, -24)})
+    x.push_back(v);
+  const std::vector<float> edges = {0.0f, -0.0f, INFINITY, -1.0f, -INFINITY, -1e-40f, NAN};
+  x.insert(x.end(), edges.begin(), edges.end());
+  std::vector<float> y(x.size());
+  cpu::log_rows(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  int checked = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i]) || x[i] < 0 || std::isinf(x[i]) || x[i] == 0) {
+      const float ref = std::log(x[i]);
+      if (std::isnan(ref)) EXPECT_TRUE(std::isnan(y[i])) << "x " << x[i];
+      else EXPECT_EQ(y[i], ref) << "x " << x[i];
+      continue;
+    }
+    const double ref = std::log(static_cast<double>(x[i]));
+    const float r = static_cast<float>(ref);
+    const double ulp = r == 0 ? std::ldexp(1.0, -149) : std::abs(std::nextafter(r, 2 * r) - static_cast<double>(r));
+    EXPECT_LE(std::abs(y[i] - ref), 2 * ulp) << "x " << x[i] << ": " << y[i] << " against " << ref;
+    ++checked;
+  }
+  EXPECT_GT(checked, 180000);
+}
+
 TEST_F(CpuOps, SiluMul) {
   const int T = 3, I = 29;
   auto x = randn(T * 2 * I, 20, 3.0f);
@@ -1034,7 +1063,7 @@ TEST_F(CpuOps, GreedySamplingTakesLowestIndexOnTies) {
 }
 
 TEST_F(CpuOps, GumbelSamplingFollowsTheDocumentedFormula) {
-  const int B = 4, V = 20000;
+  const int B = 4, V = 20011;  // odd: two chunks of 10006 and 10005 entries, each ending in a partial vector
   auto logits = randn(size_t(B) * V, 301, 2.0f);
   std::vector<float> temps = {0.7f, 1.0f, 1.3f, 0.0f};
   std::vector<int64_t> keys = {11, 12, 13, 14}, counters = {0, 5, 9, 2};

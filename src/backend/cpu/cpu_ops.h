@@ -54,8 +54,10 @@ void weight_block_to_f32(const WeightView& w, int64_t n0, int64_t n1, int64_t k0
 // Quantizes rows [R, K] of src (f32/bf16/f16) into int8 rows (tensor.h's layout) at dst.
 void quantize_rows_int8(const void* src, DType src_dtype, int64_t R, int64_t K, int8_t* dst, ThreadPool& pool);
 
-// out[i] = e^x[i], by cpu_math.h's exp8 (the softmax's and SiLU's); n any length.
+// out[i] = e^x[i] and ln x[i], by cpu_math.h's exp8 (the softmax's and SiLU's) and log8 (the
+// sampler's); n any length.
 void exp_rows(const float* x, float* out, int64_t n);
+void log_rows(const float* x, float* out, int64_t n);
 
 // Pins OpenBLAS to the calling thread: our pool supplies the parallelism (docs/cpu-backend.md).
 void blas_single_thread();

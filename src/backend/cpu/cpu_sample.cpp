@@ -9,6 +9,7 @@
 #include <numeric>
 #include <vector>
 
+#include "backend/cpu/cpu_math.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/rng.h"
 
@@ -22,22 +23,71 @@ struct Best {
   int64_t index = -1;
 };
 
-// The best of x[begin, end) for one row: the largest x (greedy) or the largest Gumbel-perturbed
-// x among ids with x >= threshold; ties keep the lowest index, NaN never wins.
-Best scan(const float* x, int64_t begin, int64_t end, bool greedy, float threshold, uint64_t key, uint64_t counter) {
+// The best of x[begin, end) for one row: the largest x (greedy); ties keep the lowest index, NaN
+// never wins.
+Best scan_greedy(const float* x, int64_t begin, int64_t end) {
   Best b;
-  if (greedy) {
-    for (int64_t v = begin; v < end; ++v)
-      if (x[v] > b.value || (b.index < 0 && !std::isnan(x[v]))) b = {x[v], v};
-    return b;
+  for (int64_t v = begin; v < end; ++v)
+    if (x[v] > b.value || (b.index < 0 && !std::isnan(x[v]))) b = {x[v], v};
+  return b;
+}
+
+// ---- the Gumbel draw, 8 entries at a time (AVX2) ----
+// a * c mod 2^64 in 4 lanes: AVX2 multiplies 32 x 32 -> 64 bits only.
+inline __m256i mul64(__m256i a, uint64_t c) {
+  const __m256i cl = _mm256_set1_epi64x(static_cast<int64_t>(c & 0xffffffffu));
+  const __m256i ch = _mm256_set1_epi64x(static_cast<int64_t>(c >> 32));
+  const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), cl), _mm256_mul_epu32(a, ch));
+  return _mm256_add_epi64(_mm256_mul_epu32(a, cl), _mm256_slli_epi64(cross, 32));
+}
+inline __m256i mix64x4(__m256i z) {  // rng.h's mix64
+  z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), 0xbf58476d1ce4e5b9ULL);
+  z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), 0x94d049bb133111ebULL);
+  return _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
+}
+// rng.h's uniform01_from_bits(mix64(z)) for entries 0-3 (z0) and 4-7 (z1), the same float ops.
+inline __m256 uniform01x8(__m256i z0, __m256i z1) {
+  const __m256i evens = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);  // the low halves of 4 lanes, in order
+  const __m256i a = _mm256_permutevar8x32_epi32(_mm256_srli_epi64(mix64x4(z0), 41), evens);
+  const __m256i b = _mm256_permutevar8x32_epi32(_mm256_srli_epi64(mix64x4(z1), 41), evens);
+  const __m256 i = _mm256_cvtepi32_ps(_mm256_permute2x128_si256(a, b, 0x20));
+  return _mm256_mul_ps(_mm256_add_ps(i, _mm256_set1_ps(0.5f)), _mm256_set1_ps(1.0f / 8388608.0f));
+}
+
+// The best x * scale - log(-log u) of [begin, end) among entries with x * scale >= threshold (NaN
+// never passes); ties keep the lowest index. x * scale is the float product process_row computes,
+// and u is rng.h's uniform01(stream, v) bit for bit; the logs are cpu_math.h's log8.
+Best scan_gumbel(const float* x, float scale, int64_t begin, int64_t end, float threshold, uint64_t stream) {
+  constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
+  auto z_at = [&](int64_t v) { return static_cast<int64_t>(stream + (static_cast<uint64_t>(v) + 1) * kGolden); };
+  __m256i z0 = _mm256_setr_epi64x(z_at(begin), z_at(begin + 1), z_at(begin + 2), z_at(begin + 3));
+  __m256i z1 = _mm256_setr_epi64x(z_at(begin + 4), z_at(begin + 5), z_at(begin + 6), z_at(begin + 7));
+  const __m256i step = _mm256_set1_epi64x(static_cast<int64_t>(8 * kGolden));
+  __m256i index = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(begin)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256i best_i = _mm256_set1_epi32(-1);
+  __m256 best = _mm256_set1_ps(kNegInf);
+  const __m256 s = _mm256_set1_ps(scale), thr = _mm256_set1_ps(threshold);
+  for (int64_t v = begin; v < end; v += 8) {
+    const int n = static_cast<int>(std::min<int64_t>(8, end - v));
+    const __m256 xv = _mm256_mul_ps(n == 8 ? _mm256_loadu_ps(x + v) : load_partial(x + v, n, NAN), s);
+    const __m256 noise = log8(_mm256_sub_ps(_mm256_setzero_ps(), log8(uniform01x8(z0, z1))));
+    const __m256 score = _mm256_sub_ps(xv, noise);
+    const __m256 none_yet = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setzero_si256(), best_i));
+    const __m256 take = _mm256_and_ps(_mm256_cmp_ps(xv, thr, _CMP_GE_OQ),
+                                      _mm256_or_ps(_mm256_cmp_ps(score, best, _CMP_GT_OQ), none_yet));
+    best = _mm256_blendv_ps(best, score, take);
+    best_i = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_i), _mm256_castsi256_ps(index), take));
+    z0 = _mm256_add_epi64(z0, step);
+    z1 = _mm256_add_epi64(z1, step);
+    index = _mm256_add_epi32(index, _mm256_set1_epi32(8));
   }
-  const uint64_t stream = draw_stream(key, counter);
-  for (int64_t v = begin; v < end; ++v) {
-    if (!(x[v] >= threshold)) continue;
-    const float u = uniform01(stream, static_cast<uint32_t>(v));
-    const float score = x[v] - std::log(-std::log(u));
-    if (score > b.value || b.index < 0) b = {score, v};
-  }
+  alignas(32) float bv[8];
+  alignas(32) int32_t bi[8];
+  _mm256_store_ps(bv, best);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(bi), best_i);
+  Best b;
+  for (int l = 0; l < 8; ++l)
+    if (bi[l] >= 0 && (b.index < 0 || bv[l] > b.value || (bv[l] == b.value && bi[l] < b.index))) b = {bv[l], bi[l]};
   return b;
 }
 
@@ -126,20 +176,15 @@ void sample(const float* logits, int64_t B, int64_t V, const SampleBatch& batch,
   }
   std::vector<Best> partial(plain.size() * chunks);
   pool.parallel_for(static_cast<int64_t>(plain.size()) * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> x;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = plain[item / chunks], c = item % chunks;
       const SamplingRow& r = batch.rows[b];
       const int64_t lo = c * chunk, hi = std::min(V, (c + 1) * chunk);
       const float* row = logits + b * V;
-      if (r.temperature > 0.0f) {  // x = logits * (1 / T), exactly as process_row computes it
-        const float inv_t = 1.0f / r.temperature;
-        x.resize(static_cast<size_t>(hi - lo));
-        for (int64_t v = lo; v < hi; ++v) x[v - lo] = row[v] * inv_t;
-        partial[item] = scan(x.data() - lo, lo, hi, false, kNegInf, r.key, r.counter);
-      } else {
-        partial[item] = scan(row, lo, hi, true, 0, 0, 0);
-      }
+      // x = logits * (1 / T), exactly as process_row computes it
+      partial[item] = r.temperature > 0.0f
+                          ? scan_gumbel(row, 1.0f / r.temperature, lo, hi, kNegInf, draw_stream(r.key, r.counter))
+                          : scan_greedy(row, lo, hi);
     }
   });
   for (size_t i = 0; i < plain.size(); ++i) {
@@ -157,9 +202,9 @@ void sample(const float* logits, int64_t B, int64_t V, const SampleBatch& batch,
       const int64_t b = full[i];
       const SamplingRow& r = batch.rows[b];
       process_row(logits + b * V, V, r, batch, x.data());
-      const bool greedy = !(r.temperature > 0.0f);
-      const float threshold = greedy ? kNegInf : survivor_threshold(x.data(), V, r, ids);
-      const Best best = scan(x.data(), 0, V, greedy, threshold, r.key, r.counter);
+      const Best best = r.temperature > 0.0f ? scan_gumbel(x.data(), 1.0f, 0, V, survivor_threshold(x.data(), V, r, ids),
+                                                           draw_stream(r.key, r.counter))
+                                             : scan_greedy(x.data(), 0, V);
       out[b] = static_cast<int32_t>(best.index < 0 ? 0 : best.index);
     }
   });
