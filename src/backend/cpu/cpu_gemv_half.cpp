@@ -157,13 +157,23 @@ NANOVLLM_AVX512 void block_avx512(const float* xp, int64_t ldx, const uint16_t* 
   finish<RX, RW, T>(sums, xp, ldx, w, ldw, k, K, out, ldo, rw, acc);
 }
 
-// One group of RW weight rows against all M rows of x, in blocks of up to kMaxRx rows.
+// Groups [g0, g1) of RW weight rows (a super-group) against all M rows of x, one block of up to
+// kMaxRx rows of x at a time across the whole super-group: the block's rows (16 KB at K = 1024)
+// stay in L1 while the groups' weights pass, where taking each group against every block in turn
+// read all of x (64 KB at 16 rows: more than L1) from L2 again for each group. The first block's
+// pass streams the weights from memory (asking for the next group's as it goes); the others find
+// them in L2.
 template <int RW, DType T, bool Avx512>
-void rows_group(const float* xp, int64_t M, const uint16_t* w, int64_t K, float* out, int64_t N, int rw, bool acc) {
+void rows_groups(const float* xp, int64_t M, const uint16_t* wp, int64_t K, float* out, int64_t N, int64_t g0,
+                 int64_t g1, bool acc) {
   int64_t m = 0;
   auto run = [&]<int RX>() {
-    if constexpr (Avx512) block_avx512<RX, RW, T>(xp + m * K, K, w, K, K, out + m * N, N, rw, acc, m == 0);
-    else block_avx2<RX, RW, T>(xp + m * K, K, w, K, K, out + m * N, N, rw, acc, m == 0);
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t n = g * RW;
+      const int rw = static_cast<int>(std::min<int64_t>(RW, N - n));
+      if constexpr (Avx512) block_avx512<RX, RW, T>(xp + m * K, K, wp + n * K, K, K, out + m * N + n, N, rw, acc, m == 0);
+      else block_avx2<RX, RW, T>(xp + m * K, K, wp + n * K, K, K, out + m * N + n, N, rw, acc, m == 0);
+    }
   };
   for (; m + 4 <= M; m += 4) run.template operator()<4>();
   switch (M - m) {
@@ -174,6 +184,9 @@ void rows_group(const float* xp, int64_t M, const uint16_t* w, int64_t K, float*
   }
 }
 
+// Groups in a super-group: their weights (64 KB of bf16 at K = 1024) wait in L2 between blocks.
+constexpr int64_t kSuperGroup = 8;
+
 template <DType T, bool Avx512>
 void gemv(const float* xp, const WeightView& w, float* out, int64_t M, ThreadPool& pool, bool acc) {
   constexpr int RW = Avx512 ? 4 : 2;
@@ -182,11 +195,8 @@ void gemv(const float* xp, const WeightView& w, float* out, int64_t M, ThreadPoo
   // At least ~64K multiply-adds a thread, or the fork-join costs more than it saves.
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, RW * M * K));
   pool.parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t n = g * RW;
-      const int rw = static_cast<int>(std::min<int64_t>(RW, N - n));
-      rows_group<RW, T, Avx512>(xp, M, wp + n * K, K, out + n, N, rw, acc);
-    }
+    for (int64_t s = g0; s < g1; s += kSuperGroup)
+      rows_groups<RW, T, Avx512>(xp, M, wp, K, out, N, s, std::min(g1, s + kSuperGroup), acc);
   });
 }
 
