@@ -80,6 +80,40 @@ inline void dot8(const float* q, const void* k, int64_t stride, int D, float sca
   }
 }
 
+// Two query heads (q, q + D) against 4 key rows at once: each key row is loaded and converted once
+// for both heads (GQA's heads share their kv head's keys). out0/out1 get the heads' 4 scores,
+// each summed as dot8 sums it (the same hadd tree), so a score does not depend on the path.
+template <DType T>
+inline void dot4x2(const float* q, const void* k, int64_t stride, int D, float scale, float* out0, float* out1) {
+  __m256 acc[8];  // head h, key j: acc[4h + j]
+  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  int d = 0;
+  for (; d + 8 <= D; d += 8) {
+    const __m256 q0 = _mm256_loadu_ps(q + d), q1 = _mm256_loadu_ps(q + D + d);
+    for (int j = 0; j < 4; ++j) {
+      const __m256 kv = load8<T>(row_at<T>(k, j, stride), d);
+      acc[j] = _mm256_fmadd_ps(q0, kv, acc[j]);
+      acc[4 + j] = _mm256_fmadd_ps(q1, kv, acc[4 + j]);
+    }
+  }
+  const __m256 s01 = _mm256_hadd_ps(acc[0], acc[1]), s23 = _mm256_hadd_ps(acc[2], acc[3]);
+  const __m256 s45 = _mm256_hadd_ps(acc[4], acc[5]), s67 = _mm256_hadd_ps(acc[6], acc[7]);
+  const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+  const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
+                                    _mm256_permute2f128_ps(s0123, s4567, 0x31));
+  alignas(32) float r[8];
+  _mm256_store_ps(r, sums);
+  for (int j = 0; j < 4; ++j) {
+    for (int dd = d; dd < D; ++dd) {
+      const float kd = load1<T>(row_at<T>(k, j, stride), dd);
+      r[j] += q[dd] * kd;
+      r[4 + j] += q[D + dd] * kd;
+    }
+    out0[j] = scale * r[j];
+    out1[j] = scale * r[4 + j];
+  }
+}
+
 // Where keys live: key p's row of this head is at
 // head + (table[p / bs] * bs + p % bs) * stride, in elements of dtype T.
 template <DType T>
@@ -112,6 +146,26 @@ inline void weighted_sum(const float* w, int lo, int n, const PagedRows<T>& v, f
     for (int j = 0; j < NV; ++j) acc[j] = _mm256_fmadd_ps(wp, load8<T>(row, 8 * j), acc[j]);
   });
   for (int j = 0; j < NV; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
+}
+
+// The same for two heads' weights (w0, w1) at once, each V row loaded and converted once for both.
+template <int NV, DType T>
+inline void weighted_sum2(const float* w0, const float* w1, int lo, int n, const PagedRows<T>& v, float* out0,
+                          float* out1) {
+  __m256 acc0[NV], acc1[NV];
+  for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = _mm256_setzero_ps();
+  for_rows(v, lo, n, [&](int p, const void* row) {
+    const __m256 a = _mm256_set1_ps(w0[p - lo]), b = _mm256_set1_ps(w1[p - lo]);
+    for (int j = 0; j < NV; ++j) {
+      const __m256 x = load8<T>(row, 8 * j);
+      acc0[j] = _mm256_fmadd_ps(a, x, acc0[j]);
+      acc1[j] = _mm256_fmadd_ps(b, x, acc1[j]);
+    }
+  });
+  for (int j = 0; j < NV; ++j) {
+    _mm256_storeu_ps(out0 + 8 * j, acc0[j]);
+    _mm256_storeu_ps(out1 + 8 * j, acc1[j]);
+  }
 }
 
 // The same for any width (a head_dim that is not a multiple of 8).
@@ -287,6 +341,15 @@ void attend_token(const AttnArgs& a, int t, int kvh) {
     for (int g = 0; g < G; ++g) {
       float* sc = scores.data() + static_cast<size_t>(g) * m + (p0 - lo);
       int r = 0;
+      if (g + 1 < G) {  // a pair of heads: each key row read once for both
+        for (; r + 4 <= rows; r += 4) dot4x2<T>(qh + g * D, row_at<T>(k, r, stride), stride, D, scale, sc + r, sc + m + r);
+        for (; r < rows; ++r) {
+          sc[r] = scale * dot<T>(qh + g * D, row_at<T>(k, r, stride), D);
+          sc[m + r] = scale * dot<T>(qh + (g + 1) * D, row_at<T>(k, r, stride), D);
+        }
+        ++g;
+        continue;
+      }
       for (; r + 8 <= rows; r += 8) dot8<T>(qh + g * D, row_at<T>(k, r, stride), stride, D, scale, sc + r);
       for (; r < rows; ++r) sc[r] = scale * dot<T>(qh + g * D, row_at<T>(k, r, stride), D);
     }
@@ -296,8 +359,21 @@ void attend_token(const AttnArgs& a, int t, int kvh) {
     softcap_scores(a.opts, scores.data() + static_cast<size_t>(g) * m, m);
     softmax_inplace(scores.data() + static_cast<size_t>(g) * m, m);
   }
-  // out = P V in chunks of up to 64 columns, each held in registers over all the keys.
-  for (int g = 0; g < G; ++g) {
+  // out = P V in chunks of up to 64 columns, each held in registers over all the keys; a pair of
+  // heads in chunks of 32 columns (two heads' accumulators), each V row read once for both.
+  int g = 0;
+  if (D % 32 == 0)
+    for (; g + 1 < G; g += 2) {
+      const float *w0 = scores.data() + static_cast<size_t>(g) * m, *w1 = w0 + m;
+      for (int d0 = 0; d0 < D; d0 += 32) {
+        const PagedRows<T> v{row_at<T>(v_cache, static_cast<int64_t>(kvh) * D + d0, 1), table, bs, stride};
+        float *o0 = oh + g * D + d0, *o1 = o0 + D;
+        weighted_sum2<4, T>(w0, w1, lo, n, v, o0, o1);
+        if (a.v_scale != 1.0f)
+          for (int d = 0; d < 32; ++d) o0[d] *= a.v_scale, o1[d] *= a.v_scale;
+      }
+    }
+  for (; g < G; ++g) {
     const float* w = scores.data() + static_cast<size_t>(g) * m;
     for (int d0 = 0; d0 < D; d0 += 64) {
       const int width = std::min(64, D - d0);
