@@ -54,6 +54,17 @@ inline const void* row_at(const void* p, int64_t rows, int64_t stride) {
   return static_cast<const char*>(p) + rows * stride * static_cast<int64_t>(dtype_size(T));
 }
 
+// r[j] = the sum of acc[j]'s 8 lanes, j < 8. hadd(a, b) sums neighbours within each 128-bit lane;
+// two levels leave per-lane partial sums of vectors 0-3 and 4-7, and adding the two lanes finishes
+// them: one tree for eight sums, each summed in the same order whichever vectors share it.
+inline void sum8(const __m256* acc, float* r) {
+  const __m256 s01 = _mm256_hadd_ps(acc[0], acc[1]), s23 = _mm256_hadd_ps(acc[2], acc[3]);
+  const __m256 s45 = _mm256_hadd_ps(acc[4], acc[5]), s67 = _mm256_hadd_ps(acc[6], acc[7]);
+  const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+  _mm256_store_ps(r, _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
+                                   _mm256_permute2f128_ps(s0123, s4567, 0x31)));
+}
+
 // Eight dot products at once, q against 8 key rows `stride` elements apart, times `scale`. One
 // horizontal reduction (a hadd tree) serves all eight, instead of one per key.
 template <DType T>
@@ -65,15 +76,8 @@ inline void dot8(const float* q, const void* k, int64_t stride, int D, float sca
     const __m256 qv = _mm256_loadu_ps(q + d);
     for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load8<T>(row_at<T>(k, j, stride), d), acc[j]);
   }
-  // hadd(a, b) sums neighbours within each 128-bit lane; two levels leave per-lane partial sums of
-  // keys 0-3 and 4-7, and adding the two lanes finishes them.
-  const __m256 s01 = _mm256_hadd_ps(acc[0], acc[1]), s23 = _mm256_hadd_ps(acc[2], acc[3]);
-  const __m256 s45 = _mm256_hadd_ps(acc[4], acc[5]), s67 = _mm256_hadd_ps(acc[6], acc[7]);
-  const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
-  const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
-                                    _mm256_permute2f128_ps(s0123, s4567, 0x31));
   alignas(32) float r[8];
-  _mm256_store_ps(r, sums);
+  sum8(acc, r);
   for (int j = 0; j < 8; ++j) {
     for (int dd = d; dd < D; ++dd) r[j] += q[dd] * load1<T>(row_at<T>(k, j, stride), dd);
     out[j] = scale * r[j];
@@ -82,7 +86,7 @@ inline void dot8(const float* q, const void* k, int64_t stride, int D, float sca
 
 // Two query heads (q, q + D) against 4 key rows at once: each key row is loaded and converted once
 // for both heads (GQA's heads share their kv head's keys). out0/out1 get the heads' 4 scores,
-// each summed as dot8 sums it (the same hadd tree), so a score does not depend on the path.
+// each summed as dot8 sums it (sum8), so a score does not depend on the path.
 template <DType T>
 inline void dot4x2(const float* q, const void* k, int64_t stride, int D, float scale, float* out0, float* out1) {
   __m256 acc[8];  // head h, key j: acc[4h + j]
@@ -96,13 +100,8 @@ inline void dot4x2(const float* q, const void* k, int64_t stride, int D, float s
       acc[4 + j] = _mm256_fmadd_ps(q1, kv, acc[4 + j]);
     }
   }
-  const __m256 s01 = _mm256_hadd_ps(acc[0], acc[1]), s23 = _mm256_hadd_ps(acc[2], acc[3]);
-  const __m256 s45 = _mm256_hadd_ps(acc[4], acc[5]), s67 = _mm256_hadd_ps(acc[6], acc[7]);
-  const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
-  const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
-                                    _mm256_permute2f128_ps(s0123, s4567, 0x31));
   alignas(32) float r[8];
-  _mm256_store_ps(r, sums);
+  sum8(acc, r);
   for (int j = 0; j < 4; ++j) {
     for (int dd = d; dd < D; ++dd) {
       const float kd = load1<T>(row_at<T>(k, j, stride), dd);
