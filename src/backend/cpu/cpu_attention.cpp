@@ -337,18 +337,20 @@ void attend_token(const AttnArgs& a, int t, int kvh) {
     const int rows = std::min(bs - p0 % bs, n - p0);
     const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs + p0 % bs;
     const void* k = row_at<T>(k_cache, base * Hkv + kvh, D);
-    for (int g = 0; g < G; ++g) {
+    int g = 0;
+    for (; g + 1 < G; g += 2) {  // pairs of heads: each key row read once for both
       float* sc = scores.data() + static_cast<size_t>(g) * m + (p0 - lo);
       int r = 0;
-      if (g + 1 < G) {  // a pair of heads: each key row read once for both
-        for (; r + 4 <= rows; r += 4) dot4x2<T>(qh + g * D, row_at<T>(k, r, stride), stride, D, scale, sc + r, sc + m + r);
-        for (; r < rows; ++r) {
-          sc[r] = scale * dot<T>(qh + g * D, row_at<T>(k, r, stride), D);
-          sc[m + r] = scale * dot<T>(qh + (g + 1) * D, row_at<T>(k, r, stride), D);
-        }
-        ++g;
-        continue;
+      for (; r + 4 <= rows; r += 4)
+        dot4x2<T>(qh + g * D, row_at<T>(k, r, stride), stride, D, scale, sc + r, sc + m + r);
+      for (; r < rows; ++r) {
+        sc[r] = scale * dot<T>(qh + g * D, row_at<T>(k, r, stride), D);
+        sc[m + r] = scale * dot<T>(qh + (g + 1) * D, row_at<T>(k, r, stride), D);
       }
+    }
+    for (; g < G; ++g) {  // an odd head left (G = 1, or odd G)
+      float* sc = scores.data() + static_cast<size_t>(g) * m + (p0 - lo);
+      int r = 0;
       for (; r + 8 <= rows; r += 8) dot8<T>(qh + g * D, row_at<T>(k, r, stride), stride, D, scale, sc + r);
       for (; r < rows; ++r) sc[r] = scale * dot<T>(qh + g * D, row_at<T>(k, r, stride), D);
     }

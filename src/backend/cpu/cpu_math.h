@@ -1,9 +1,10 @@
 // e^x and ln x of 8 floats in AVX2 registers: e^x for the CPU's softmax and SiLU (libm's scalar
 // expf was 4% of a 512-token prefill's CPU time), ln x for the sampler's Gumbel noise (two logf an
-// entry of the vocabulary were 8% of a 16-sequence decode's). e^x: Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, and Cephes'
-// degree-6 polynomial for e^r (within 2 ulp of e^x where the result is a normal float; the test
-// holds that against std::exp in double); 2^n applied as two normal factors, so a result below
-// FLT_MIN is rounded gradually to 0 and one above FLT_MAX is +inf, as std::exp's. NaN stays NaN.
+// entry of the vocabulary were 8% of a 16-sequence decode's). e^x: Cody-Waite reduction
+// x = n ln2 + r, |r| <= ln2 / 2, and Cephes' degree-6 polynomial for e^r (within 2 ulp of e^x
+// where the result is a normal float; the test holds that against std::exp in double); 2^n applied
+// as two normal factors, so a result below FLT_MIN is rounded gradually to 0 and one above FLT_MAX
+// is +inf, as std::exp's. NaN stays NaN.
 #pragma once
 #include <immintrin.h>
 

@@ -41,29 +41,30 @@ inline __m256i mul64(__m256i a, uint64_t c) {
   return _mm256_add_epi64(_mm256_mul_epu32(a, cl), _mm256_slli_epi64(cross, 32));
 }
 inline __m256i mix64x4(__m256i z) {  // rng.h's mix64
-  z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), 0xbf58476d1ce4e5b9ULL);
-  z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), 0x94d049bb133111ebULL);
+  z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), kMixMul1);
+  z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), kMixMul2);
   return _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
 }
 // rng.h's uniform01_from_bits(mix64(z)) for entries 0-3 (z0) and 4-7 (z1), the same float ops.
 inline __m256 uniform01x8(__m256i z0, __m256i z1) {
   const __m256i evens = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);  // the low halves of 4 lanes, in order
-  const __m256i a = _mm256_permutevar8x32_epi32(_mm256_srli_epi64(mix64x4(z0), 41), evens);
-  const __m256i b = _mm256_permutevar8x32_epi32(_mm256_srli_epi64(mix64x4(z1), 41), evens);
+  const __m256i a = _mm256_permutevar8x32_epi32(_mm256_srli_epi64(mix64x4(z0), 64 - kUniformBits), evens);
+  const __m256i b = _mm256_permutevar8x32_epi32(_mm256_srli_epi64(mix64x4(z1), 64 - kUniformBits), evens);
   const __m256 i = _mm256_cvtepi32_ps(_mm256_permute2x128_si256(a, b, 0x20));
-  return _mm256_mul_ps(_mm256_add_ps(i, _mm256_set1_ps(0.5f)), _mm256_set1_ps(1.0f / 8388608.0f));
+  return _mm256_mul_ps(_mm256_add_ps(i, _mm256_set1_ps(0.5f)),
+                       _mm256_set1_ps(1.0f / static_cast<float>(1u << kUniformBits)));
 }
 
 // The best x * scale - log(-log u) of [begin, end) among entries with x * scale >= threshold (NaN
 // never passes); ties keep the lowest index. x * scale is the float product process_row computes,
 // and u is rng.h's uniform01(stream, v) bit for bit; the logs are cpu_math.h's log8.
 Best scan_gumbel(const float* x, float scale, int64_t begin, int64_t end, float threshold, uint64_t stream) {
-  constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
-  auto z_at = [&](int64_t v) { return static_cast<int64_t>(stream + (static_cast<uint64_t>(v) + 1) * kGolden); };
+  auto z_at = [&](int64_t v) { return static_cast<int64_t>(stream_word(stream, static_cast<uint64_t>(v))); };
   __m256i z0 = _mm256_setr_epi64x(z_at(begin), z_at(begin + 1), z_at(begin + 2), z_at(begin + 3));
   __m256i z1 = _mm256_setr_epi64x(z_at(begin + 4), z_at(begin + 5), z_at(begin + 6), z_at(begin + 7));
-  const __m256i step = _mm256_set1_epi64x(static_cast<int64_t>(8 * kGolden));
-  __m256i index = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(begin)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i step = _mm256_set1_epi64x(static_cast<int64_t>(8 * kGoldenStep));
+  __m256i index =
+      _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(begin)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   __m256i best_i = _mm256_set1_epi32(-1);
   __m256 best = _mm256_set1_ps(kNegInf);
   const __m256 s = _mm256_set1_ps(scale), thr = _mm256_set1_ps(threshold);
