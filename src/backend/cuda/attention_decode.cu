@@ -335,7 +335,8 @@ __device__ __forceinline__ void load_words(const void* p, uint32_t (&w)[W]) {
   }
 }
 
-// In flight a warp: the next KD K tiles (a ring of KD + 1 register tiles) and the next V tile.
+// In flight a warp: the next KD K tiles (a ring of KD + 1 register tiles) and the next V tile (a
+// ring of two).
 // At D = 128, KD = 2 and 6 blocks an SM (80 registers instead of 90, which gave 5): on the H100,
 // 256 sequences of `bench_cuda_ops decode` 226 against 237 us and the workload 2.4% faster (the
 // occupancy is what counts: deeper rings at 4-5 blocks an SM measured slower). D = 64 keeps KD =
@@ -401,7 +402,7 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   };
   auto cvt = [](uint32_t two) { return fp8x2_to_half2_bits<C>(static_cast<uint16_t>(two)); };
 
-  constexpr int VD = 1, kStep = kTile * kWarps, NK = KD + 1, NV = VD + 1;
+  constexpr int kStep = kTile * kWarps, NK = KD + 1;
   int tb = start + warp * kTile;
   uint32_t kbuf[NK][2][KW] = {};
   load_k(tb, kbuf[0], true);
@@ -453,7 +454,7 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
     }
   }
   // V's first tile in flight while the scores turn into weights.
-  uint32_t vbuf[NV][4][VW] = {};
+  uint32_t vbuf[2][4][VW] = {};
   tb = start + warp * kTile;
   load_v(tb, vbuf[0]);
   __syncthreads();
@@ -467,9 +468,9 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   for (int i = 0; i < KW; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
   for (; tb < end;) {
 #pragma unroll
-    for (int slot = 0; slot < NV; ++slot, tb += kStep) {
+    for (int slot = 0; slot < 2; ++slot, tb += kStep) {
       if (tb >= end) continue;
-      if (tb + VD * kStep < end) load_v(tb + VD * kStep, vbuf[(slot + VD) % NV]);
+      if (tb + kStep < end) load_v(tb + kStep, vbuf[1 - slot]);
       const uint32_t(&vc)[4][VW] = vbuf[slot];
       uint32_t pb0 = 0, pb1 = 0;
       if (r < G) {
