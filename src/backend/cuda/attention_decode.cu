@@ -30,28 +30,98 @@ constexpr int kWarps = 4;
 constexpr int kUnroll = 4;  // tokens per lane group in flight: 4 independent 16-byte loads
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr long long kPrefetchVPairs = 64;  // (sequence, kv head) pairs up to which PV kernels run
+constexpr int kMergeLoads = 8;  // float4 loads in flight a thread in the merge of splits
 
-// out[qrow] from the splits' partials: sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s. Partials
-// were written by other blocks of this launch, so they are read past L1 (__ldcg).
+// A decode block's shared memory: its scores [G][partition], which in the block that merges hold
+// the splits' weights [G][num_splits] (16-byte aligned: red, after them, is read as float4), then
+// the warps' partials red [kWarps][G][D] and the stats [G][2].
+__host__ __device__ constexpr int scores_floats(int G, int partition, int num_splits) {
+  return G * (partition > num_splits ? partition : (num_splits + 3) / 4 * 4);
+}
+__host__ __device__ constexpr size_t decode_smem_floats(int G, int D, int partition, int num_splits) {
+  return (size_t)scores_floats(G, partition, num_splits) + (size_t)kWarps * G * D + 2 * G;
+}
+
+// A split's partial for query row qrow: its unnormalised output (D floats at o + (qrow num_splits +
+// split) D) and its (max, sum) (a float2 at st + qrow num_splits + split), st after all rows' o.
+struct Partials {
+  float* o;
+  float2* st;
+};
 template <int D>
-__device__ __forceinline__ float merge_splits(const float* part, int used, int d) {
-  float m = -INFINITY;
-  for (int s = 0; s < used; ++s) m = fmaxf(m, __ldcg(part + s * (D + 2) + D));
-  float num = 0.f, den = 0.f;
-  for (int s = 0; s < used; ++s) {
-    const float w = exp2f(__ldcg(part + s * (D + 2) + D) - m);
-    num += w * __ldcg(part + s * (D + 2) + d);
-    den += w * __ldcg(part + s * (D + 2) + D + 1);
+__device__ __forceinline__ Partials partials(float* workspace, int num_seqs, int hq, int num_splits) {
+  return {workspace, reinterpret_cast<float2*>(workspace + (size_t)num_seqs * hq * num_splits * D)};
+}
+
+// out for the G query rows from qrow0 (one kv head's), from the `used` splits' partials:
+// sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s, by the whole block. A warp a head reads the
+// splits' (max, sum) once, keeping the maxima in w (G x used floats of shared memory) and M and 1 /
+// the sum in mi (2 G floats: 1 / sum at g, M at G + g); then each thread sums float4 columns of o
+// over a share of the splits, kMergeLoads loads in flight, and red (kWarps G D floats) adds the
+// shares. Partials were written by other blocks (or the launch before), so they are read past L1
+// (__ldcg). Not inlined: only one block of a (sequence, kv head) runs it, and inlined it cost the
+// split kernels registers.
+template <int D>
+__device__ __noinline__ void merge_splits(Partials pt, size_t qrow0, int G, int num_splits, int used, float* w,
+                                          float* mi, float* red, bf16* out) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int g = warp; g < G; g += nwarps) {
+    const float2* st = pt.st + (qrow0 + g) * num_splits;
+    float m = -INFINITY, l = 0.f;  // this lane's splits, online
+    for (int s = lane; s < used; s += 32) {
+      const float2 ml = __ldcg(st + s);
+      w[g * used + s] = ml.x;
+      if (ml.x > m) l = l * exp2f(m - ml.x) + ml.y, m = ml.x;
+      else l += exp2f(ml.x - m) * ml.y;
+    }
+    const float M = warp_max(m);
+    l = warp_sum(l * exp2f(m - M));
+    if (lane == 0) mi[g] = 1.f / l, mi[G + g] = M;
   }
-  return num / den;
+  __syncthreads();
+  constexpr int C = D / 4;  // float4 columns a head
+  const int cols = G * C, P = max(1, min(kWarps, (int)blockDim.x / cols));  // P threads share a column's splits
+  float4* r4 = reinterpret_cast<float4*>(red);
+  for (int i = threadIdx.x; i < P * cols; i += blockDim.x) {
+    const int p = i / cols, col = i % cols, g = col / C;
+    const float4* src = reinterpret_cast<const float4*>(pt.o + (qrow0 + g) * num_splits * D) + col % C;
+    const float* wg = w + g * used;
+    const float M = mi[G + g];
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+    auto add = [&](float x, float4 v) { a.x += x * v.x, a.y += x * v.y, a.z += x * v.z, a.w += x * v.w; };
+    int s = p;
+    for (; s + (kMergeLoads - 1) * P < used; s += kMergeLoads * P) {
+      float4 v[kMergeLoads];
+#pragma unroll
+      for (int u = 0; u < kMergeLoads; ++u) v[u] = __ldcg(src + (size_t)(s + u * P) * C);
+#pragma unroll
+      for (int u = 0; u < kMergeLoads; ++u) add(exp2f(wg[s + u * P] - M), v[u]);
+    }
+    for (; s < used; s += P) add(exp2f(wg[s] - M), __ldcg(src + (size_t)s * C));
+    r4[i] = a;
+  }
+  __syncthreads();
+  for (int col = threadIdx.x; col < cols; col += blockDim.x) {
+    float4 a = r4[col];
+    for (int p = 1; p < P; ++p) {
+      const float4 v = r4[p * cols + col];
+      a.x += v.x, a.y += v.y, a.z += v.z, a.w += v.w;
+    }
+    const int g = col / C;
+    const float k = mi[g];
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + (qrow0 + g) * D + (col % C) * 4);
+    o[0] = __floats2bfloat162_rn(a.x * k, a.y * k);
+    o[1] = __floats2bfloat162_rn(a.z * k, a.w * k);
+  }
 }
 
 // The last block of a (sequence, kv head) to finish merges the `used` splits (those holding
 // tokens) of its G query heads, so no second launch is needed; it resets the counter for the next
-// call (or graph replay).
+// call (or graph replay). w, mi, red: shared memory this block no longer needs (its scores, stats
+// and warp partials; w has G max(partition, num_splits) floats, mi 2 G).
 template <int D>
-__device__ void finish_splits(const float* workspace, int* counters, int b, int h, int hq, int hkv, int G,
-                              int num_splits, int used, bf16* out) {
+__device__ void finish_splits(float* workspace, int* counters, int b, int h, int hq, int hkv, int G, int num_splits,
+                              int used, float* w, float* mi, float* red, bf16* out) {
   __shared__ bool last;
   __threadfence();  // this thread's partials are visible device-wide before the count says so
   __syncthreads();
@@ -63,11 +133,8 @@ __device__ void finish_splits(const float* workspace, int* counters, int b, int 
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-    const int g = i / D, d = i % D;
-    const size_t qrow = (size_t)b * hq + h * G + g;
-    out[qrow * D + d] = from_f<bf16>(merge_splits<D>(workspace + qrow * num_splits * (D + 2), used, d));
-  }
+  merge_splits<D>(partials<D>(workspace, gridDim.z, hq, num_splits), (size_t)b * hq + h * G, G, num_splits, used, w,
+                  mi, red, out);
 }
 
 // The first key a decode query of a sequence with `seqlen` tokens sees: its window's start, or 0.
@@ -127,11 +194,12 @@ __device__ __forceinline__ void scores_to_weights(float* scores, float* stats, i
 
 // The end: the warps' partial outputs red [kWarps][G][D] summed and times the V scale, written to
 // out (a sequence of one split) or as the split's partial, the last block of the (sequence, kv
-// head) merging them.
+// head) merging them in the block's shared memory (smem: decode_smem_floats).
 template <int D>
-__device__ __forceinline__ void write_split(const float* red, const float* stats, float v_scale, int G, int b, int h,
+__device__ __forceinline__ void write_split(float* smem, float* red, float* stats, float v_scale, int G, int b, int h,
                                             int hq, int hkv, int split, int num_splits, int used, bool direct,
                                             float* workspace, int* counters, bf16* out) {
+  const Partials pt = partials<D>(workspace, gridDim.z, hq, num_splits);
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, d = i % D;
     float o = 0.f;
@@ -142,12 +210,13 @@ __device__ __forceinline__ void write_split(const float* red, const float* stats
     if (direct) {
       out[qrow * D + d] = from_f<bf16>(o / stats[2 * g + 1]);
     } else {
-      float* part = workspace + (qrow * num_splits + split) * (D + 2);
-      part[d] = o;
-      if (d == 0) { part[D] = stats[2 * g]; part[D + 1] = stats[2 * g + 1]; }
+      const size_t row = qrow * num_splits + split;
+      pt.o[row * D + d] = o;
+      if (d == 0) pt.st[row] = make_float2(stats[2 * g], stats[2 * g + 1]);
     }
   }
-  if (!direct && counters) finish_splits<D>(workspace, counters, b, h, hq, hkv, G, num_splits, used, out);
+  if (!direct && counters)
+    finish_splits<D>(workspace, counters, b, h, hq, hkv, G, num_splits, used, smem, stats, red, out);
 }
 
 // A token's head row of D elements is read by LPT = D/8 lanes, 8 elements each; a warp covers
@@ -178,9 +247,9 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   if (past_end<D>(split, sr.used, G, b, h, hq, out)) return;
   const int used = sr.used, start = sr.start, end = sr.end, n = end - start;
   const bool direct = sr.direct;
-  float* scores = smem;                        // [G][partition]
-  float* red = smem + G * partition;           // [kWarps][G][D]
-  float* stats = red + kWarps * G * D;         // [G][2]: max, sum
+  float* scores = smem;                                    // [G][partition]
+  float* red = smem + scores_floats(G, partition, num_splits);  // [kWarps][G][D]
+  float* stats = red + kWarps * G * D;                     // [G][2]: max, sum
 
   const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
   const int bmask = (1 << log2_bs) - 1;
@@ -302,7 +371,8 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
     }
   }
   __syncthreads();
-  write_split<D>(red, stats, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters, out);
+  write_split<D>(smem, red, stats, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters,
+                 out);
 }
 
 // FP8 caches on tensor cores. Per 16-token tile a warp computes S^T = K Q^T (A = 16 K rows, B = the
@@ -362,8 +432,8 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   if (past_end<D>(split, sr.used, G, b, h, hq, out)) return;
   const int used = sr.used, start = sr.start, end = sr.end, n = end - start;
   const bool direct = sr.direct;
-  float* scores = smem;               // [G][partition]
-  float* red = smem + G * partition;  // [kWarps][G][D]
+  float* scores = smem;                                    // [G][partition]
+  float* red = smem + scores_floats(G, partition, num_splits);  // [kWarps][G][D]
   float* stats = red + kWarps * G * D;
 
   const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
@@ -501,23 +571,39 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
     }
   }
   __syncthreads();
-  write_split<D>(red, stats, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters, out);
+  write_split<D>(smem, red, stats, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters,
+                 out);
 }
 
-// Merges the splits of one (sequence, q head): out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s.
+// Merges the splits of one (sequence, kv head)'s G query heads (with more (sequence, kv head) pairs
+// than counters): merge_splits over shared memory of the splits' maxima [G][num_splits], 1 / the
+// sums and the maxima's maximum [2][G], then (16-byte aligned) red [kWarps][G][D].
+__host__ __device__ constexpr size_t combine_red_offset(int G, int num_splits) {
+  return ((size_t)G * num_splits + 2 * G + 3) / 4 * 4;
+}
 // window > 0: the splits were laid from the window's start (decode_kernel's WINDOW).
 template <int D>
-__global__ void combine_kernel(const float* __restrict__ workspace, const int32_t* __restrict__ seqlens_k, int hq,
+__global__ void combine_kernel(float* __restrict__ workspace, const int32_t* __restrict__ seqlens_k, int hq, int hkv,
                                int num_splits, int partition, int window, bf16* __restrict__ out) {
+  extern __shared__ float smem[];
   pdl_launch_dependents();
   pdl_wait();
-  const int hd = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
+  const int h = blockIdx.x, b = blockIdx.y, G = hq / hkv;
   const int seqlen = seqlens_k[b];
   const int lo = window > 0 ? max(0, seqlen - window) : 0;
   const int used = min(num_splits, (seqlen - lo + partition - 1) / partition);
-  const size_t qrow = (size_t)b * hq + hd;
   if (used <= 0) return;  // written as zeros by the split kernel
-  out[qrow * D + d] = from_f<bf16>(merge_splits<D>(workspace + qrow * num_splits * (D + 2), used, d));
+  merge_splits<D>(partials<D>(workspace, gridDim.y, hq, num_splits), (size_t)b * hq + h * G, G, num_splits, used,
+                  smem, smem + G * num_splits, smem + combine_red_offset(G, num_splits), out);
+}
+
+// Dynamic shared memory beyond 48 KiB is asked for once per kernel, when a launch first needs it.
+template <class K>
+void allow_smem(K kern, size_t smem, size_t& allowed) {
+  if (smem <= allowed) return;
+  check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "attention",
+        "cudaFuncSetAttribute");
+  allowed = smem;
 }
 
 // A launch's arguments, handed down the template dispatch below.
@@ -533,17 +619,13 @@ template <class C, int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
 void launch_dgc(const DecodeLaunch& a, cudaStream_t s) {
   const AttnShape& sh = a.kv.sh;
   const int G = sh.num_q_heads / sh.num_kv_heads;
-  const size_t smem = sizeof(float) * ((size_t)G * a.sp.partition + (size_t)kWarps * G * D + 2 * G);
+  const size_t smem = sizeof(float) * decode_smem_floats(G, D, a.sp.partition, a.sp.num_splits);
   auto kern = [] {
     if constexpr (is_fp8_kv<C>) return decode_mma_kernel<C, D, WINDOW, SOFTCAP>;
     else return decode_kernel<C, D, MAXG, PV, WINDOW, SOFTCAP>;
   }();
-  static size_t smem_allowed = 48 * 1024;  // per instantiation; raised once when a launch needs more
-  if (smem > smem_allowed) {
-    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "attention",
-          "cudaFuncSetAttribute");
-    smem_allowed = smem;
-  }
+  static size_t smem_allowed = 48 * 1024;  // per instantiation
+  allow_smem(kern, smem, smem_allowed);
   dim3 grid(a.sp.num_splits, sh.num_kv_heads, a.kv.num_seqs);
   const float k_scale = is_fp8_kv<C> ? a.kv.k_scale : 1.f, v_scale = is_fp8_kv<C> ? a.kv.v_scale : 1.f;
   launch("attention (decode)", kern, grid, kWarps * 32, smem, s, static_cast<const bf16*>(a.q),
@@ -551,10 +633,14 @@ void launch_dgc(const DecodeLaunch& a, cudaStream_t s) {
          a.kv.max_num_blocks, sh.num_q_heads, sh.num_kv_heads, a.log2_bs,
          (SOFTCAP ? sh.scale / sh.softcap : sh.scale * kLog2e) * k_scale, v_scale, sh.softcap * kLog2e, sh.window,
          a.sp.num_splits, a.sp.partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out));
-  if (a.sp.num_splits > 1 && !a.sp.counters)
-    launch("attention (decode combine)", combine_kernel<D>, dim3(sh.num_q_heads, a.kv.num_seqs), D, 0, s,
-           static_cast<const float*>(a.sp.workspace), a.kv.seqlens_k, sh.num_q_heads, a.sp.num_splits,
-           a.sp.partition, WINDOW ? sh.window : 0, static_cast<bf16*>(a.out));
+  if (a.sp.num_splits > 1 && !a.sp.counters) {
+    const size_t csmem = sizeof(float) * (combine_red_offset(G, a.sp.num_splits) + (size_t)kWarps * G * D);
+    static size_t csmem_allowed = 48 * 1024;
+    allow_smem(combine_kernel<D>, csmem, csmem_allowed);
+    launch("attention (decode combine)", combine_kernel<D>, dim3(sh.num_kv_heads, a.kv.num_seqs), kWarps * 32, csmem,
+           s, a.sp.workspace, a.kv.seqlens_k, sh.num_q_heads, sh.num_kv_heads, a.sp.num_splits, a.sp.partition,
+           WINDOW ? sh.window : 0, static_cast<bf16*>(a.out));
+  }
 }
 
 template <int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>

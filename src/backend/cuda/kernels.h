@@ -135,7 +135,8 @@ struct PagedKVArgs {
 
 // Decode (one query token per sequence), split-KV: num_splits partitions of `partition` tokens
 // per sequence, counted from the first key the query sees (0, or with a window its start), merged
-// when num_splits > 1 (workspace: num_seqs * num_q_heads * num_splits * (head_dim + 2) floats).
+// when num_splits > 1 (workspace: num_seqs * num_q_heads * num_splits * (head_dim + 2) floats: each
+// split's unnormalised output rows, then their (max, sum) pairs).
 // counters (num_seqs * num_kv_heads ints, zero, left zero) let the last block of each (sequence,
 // kv head) merge in the same launch; nullptr: a second kernel merges.
 struct DecodeSplits {
