@@ -33,7 +33,7 @@ constexpr long long kPrefetchVPairs = 64;  // (sequence, kv head) pairs up to wh
 constexpr int kMergeLoads = 8;  // float4 loads in flight a thread in the merge of splits
 
 // A decode block's shared memory: its scores [G][partition], which in the block that merges hold
-// the splits' weights [G][num_splits] (16-byte aligned: red, after them, is read as float4), then
+// the splits' maxima [G][num_splits] (16-byte aligned: red, after them, is read as float4), then
 // the warps' partials red [kWarps][G][D] and the stats [G][2].
 __host__ __device__ constexpr int scores_floats(int G, int partition, int num_splits) {
   return G * (partition > num_splits ? partition : (num_splits + 3) / 4 * 4);
