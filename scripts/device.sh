@@ -13,7 +13,10 @@
 # NCCL group inside a captured graph) and `base` (TP 1 against a build from before it).
 # (No profiler step: on the H200 machine nsys recorded but could not import its report, run 34.)
 # base: the bench.py workload and batch 1 again with an older build for an A/B on one machine,
-# alternating (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there).
+# alternating (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there);
+# BASE_OPS=1 adds both builds' decode attention (`bench_cuda_ops --quick decode`). The two bundles
+# and the checkout must fit what travels to the GPU machine: the older bundle's lib/ may be left
+# empty (this bundle's libraries serve both).
 # The GPU machine needs the CUDA toolkit (libcublasLt, compute-sanitizer) but not the libraries
 # the binaries were linked against on the build machine: the bundle holds those.
 set -uo pipefail
@@ -151,6 +154,13 @@ for step in "${STEPS[@]}"; do
       $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
         --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -3
       note "this build batch 1: $(grep -E '^TPOT' "$OUT/e2e.log" | tail -1)"
+      if [[ -n ${BASE_OPS:-} ]]; then  # decode attention, the older build then this one
+        for d in $BASE $BIN; do
+          echo "== $(head -1 $d/commit.txt | cut -c1-7)" >>"$OUT/base-ops.log"
+          LD_LIBRARY_PATH=$d/lib:$LD_LIBRARY_PATH $d/bench_cuda_ops --quick decode 2>&1 | tee -a "$OUT/base-ops.log" |
+            grep -E "B=1 |B=16 |B=256 ctx=100"
+        done
+      fi
       ;;
     curve)  # the throughput-latency curve: a max_num_seqs sweep
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/e2e.log" 2>&1
