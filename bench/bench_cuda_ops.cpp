@@ -247,7 +247,8 @@ int main(int argc, char** argv) {
     // ---- decode attention: bytes = K and V rows of every context token, once ----
     for (int bs : {16, 256}) {
       for (auto [B, ctx, bound] : std::vector<std::tuple<int, int, int>>{
-               {1, 384, 4096}, {1, 1024, 1024}, {1, 1024, 4096}, {1, 4096, 4096}, {64, 1024, 1024}, {256, 512, 512}, {256, 1024, 1024},
+               {1, 384, 4096}, {1, 1024, 1024}, {1, 1024, 4096}, {1, 4096, 4096}, {64, 1024, 1024}, {256, 512, 512},
+               {256, 1024, 1024},
                {256, 1024, 4096}, {256, 2048, 2048}, {256, 2048, 4096}}) {
         if (quick && bs == 16 && B != 256) continue;
         const int blocks_per_seq = (ctx + bs - 1) / bs, nb = B * blocks_per_seq;
