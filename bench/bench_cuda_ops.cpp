@@ -316,6 +316,27 @@ int main(int argc, char** argv) {
       std::snprintf(sh, sizeof sh, "B=%d ctx=100..2048 bound=%d block=%d%s", B, bound, bs, fp8 ? " e4m3" : "");
       std::snprintf(rate, sizeof rate, "%.0f GB/s", 2.0 * tokens * Hkv * D * (fp8 ? 1 : 2) / us / 1e3);
       row("attention decode", sh, us, rate);
+      // With the step's q/k norm + RoPE + KV store before it: the two ops, then rope_attention
+      // (one kernel, unless NANOVLLM_FUSE_ROPE=0).
+      std::vector<int32_t> pos(B), slots(B);
+      for (int i = 0; i < B; ++i) {
+        pos[i] = lens[i] - 1;
+        slots[i] = table[size_t(i) * max_blocks + pos[i] / bs] * bs + pos[i] % bs;
+      }
+      Tensor qkv = b.rand_bf16({B, (Hq + 2 * Hkv) * D}), qn = b.rand_bf16({D}), kn = b.rand_bf16({D});
+      Tensor cs = b.be->alloc_tensor(DType::f32, {4096, D}, b.bufs);
+      b.be->fill_zero(cs.data, cs.nbytes());
+      Tensor tp = b.i32(pos), ts = b.i32(slots);
+      m.slot_mapping = ts.ptr<int32_t>();
+      const RopeStore rs{qkv, FoldedNorm{}, Tensor{}, qn, kn, tp, cs, 1e-6f, Hq, Hkv, ts.ptr<int32_t>()};
+      const AttentionOptions ao{.scale = 0.088f};
+      const double two = b.time_us([&] {
+        b.be->qk_norm_rope_store(rs, kv, q);
+        b.be->attention(q, kv, m, ao, o);
+      });
+      const double one = b.time_us([&] { b.be->rope_attention(rs, kv, m, ao, q, o); });
+      row("rope + attention (2 ops)", sh, two, "");
+      row("rope_attention", sh, one, "");
       b.bufs.clear();
     }
   }

@@ -8,6 +8,7 @@
 # sanitize, numerics, python, sampling (what sampling settings cost), fixtures (the HF sampling fixtures),
 # families (the workload on the Llama 3.2 1B, Gemma 3 1B and Qwen2.5 0.5B shapes), fp8 (the FP8 op
 # tests under memcheck and racecheck, the workload and batch 1 with FP8 KV and FP8 weights),
+# fuse (the decode RoPE/KV store in the attention kernel against two kernels, NANOVLLM_FUSE_ROPE=0),
 # tp2 (tensor parallelism on a two-GPU machine: its tests, TP 1 vs 2 on the workload and batch 1,
 # memcheck over both ranks). On one GPU the tensor-parallel path is covered by `tests` (a one-rank
 # NCCL group inside a captured graph) and `base` (TP 1 against a build from before it).
@@ -97,7 +98,7 @@ for step in "${STEPS[@]}"; do
       # (ClearErrors is left out: its deliberate 1 PiB cudaMalloc would count as an API error.)
       $SAN --tool memcheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter=-BackendOps.ClearErrors >"$OUT/sanitize.log" 2>&1
       note "memcheck (op tests): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
-      $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.Prefill:AttentionOps.Decode:BackendOps.RmsNorm:BackendOps.SiluMul:BackendOps.QkNormRopeStore:CudaSampling.*' >>"$OUT/sanitize.log" 2>&1
+      $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.Prefill:AttentionOps.Decode:AttentionOps.DecodeFusedRope:BackendOps.RmsNorm:BackendOps.SiluMul:BackendOps.QkNormRopeStore:CudaSampling.*' >>"$OUT/sanitize.log" 2>&1
       note "racecheck (attention, norm, silu, rope, sampling): rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
       if [[ -x $BIN/nanovllm ]]; then
         # A small model with CUDA-supported head_dim 64, graphs for batch sizes up to 8.
@@ -290,6 +291,26 @@ for step in "${STEPS[@]}"; do
         done
       done
       grep -E "KV cache|start-up" "$OUT/fp8.log" | sort | uniq | head -12 | tee -a "$SUMMARY"
+      ;;
+    fuse)  # the decode RoPE/KV store fused into the attention: NANOVLLM_FUSE_ROPE=0 (two kernels)
+           # against the default, alternating in one call: the workload (bf16 and FP8 KV) and batch 1
+           # (bf16 and a Qwen3-FP8-style checkpoint); then the ops (decode section, quick)
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/fuse.log" 2>&1
+      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/fuse.log" 2>&1
+      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      for round in ${FUSE_ROUNDS:-1 2}; do
+        for fuse in 0 1; do
+          for args in "--model /tmp/m06" "--model /tmp/m06 --kv-cache-dtype fp8"; do
+            NANOVLLM_FUSE_ROPE=$fuse $BIN/nanovllm bench --device cuda $args 2>&1 | tee -a "$OUT/fuse.log" | tail -1
+            note "fuse=$fuse workload [$args]: $(grep -E 'Throughput' "$OUT/fuse.log" | tail -1)"
+          done
+          for args in "--model /tmp/m06" "--model /tmp/m06fp8"; do
+            NANOVLLM_FUSE_ROPE=$fuse $BIN/nanovllm bench --device cuda $B1 $args 2>&1 | tee -a "$OUT/fuse.log" | tail -1
+            note "fuse=$fuse batch 1 [$args]: $(grep -E '^TPOT' "$OUT/fuse.log" | tail -1)"
+          done
+        done
+      done
+      $BIN/bench_cuda_ops --quick decode 2>&1 | tee "$OUT/fuse-ops.log" | grep -E "ctx=100" | tee -a "$SUMMARY"
       ;;
     *) echo "unknown step $step" ;;
   esac

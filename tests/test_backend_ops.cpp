@@ -897,6 +897,107 @@ TEST_F(AttentionOps, DecodeFp8) {
   }
 }
 
+// rope_attention on a decode step: the CUDA backend fuses the RoPE/KV store into the decode
+// attention (each block rotates its query heads, the block holding the newest token stores its K
+// and V). Held to the two ops it replaces, qk_norm_rope_store then attention, on the same backend
+// and inputs: the same output bits and the same cache bytes; the fused path is seen to run by q,
+// which it leaves unwritten (poisoned). Decode shapes of every kernel variant (head_dim 64, 128,
+// 256; 1 to 8 query heads a kv head; the batch-1 and large-batch kernels; FP8 caches; windows and
+// soft-capping), partitions that put the newest token in a split's first round and in later ones,
+// and the RoPE's options (bias, no q/k norm, a folded norm; f32 norm weights take the two ops).
+TEST_F(AttentionOps, DecodeFusedRope) {
+  struct RopeCase {
+    AttnCase ac;
+    bool bias = false, norm = true, fold = false;
+    DType norm_t = DType::bf16;
+  };
+  std::vector<int> many;
+  for (int i = 0; i < 40; ++i) many.push_back(1 + 37 * i);
+  std::vector<RopeCase> cases = {
+      {{"qwen3-0.6b bs16", 16, 8, 128, 16, false, dec({1, 2, 17, 256, 257, 1000, 3000})}},
+      {{"batch 1", 16, 8, 128, 256, false, dec({700}), 4096}},
+      {{"batch 1 one token", 16, 8, 128, 16, false, dec({1})}},
+      {{"40 seqs", 16, 8, 128, 16, false, dec(many), 2048}},
+      {{"mha d64 bs16", 8, 8, 64, 16, false, dec({3, 100, 1500})}, true, false},
+      {{"gqa 4 d128 bs128", 32, 8, 128, 128, false, dec({129, 1025})}, false, true, true},
+      {{"gqa 5 d64 bs64", 10, 2, 64, 64, false, dec({63, 64, 65})}, true, true},
+      {{"gqa 8 d128 bs16", 64, 8, 128, 16, false, dec({333, 2})}},
+      {{"gemma3-1b d256 bs16", 4, 1, 256, 16, false, dec({1, 17, 256, 257, 1000})}},
+      {with_opts({"qwen3-0.6b window", 16, 8, 128, 16, false, dec({1, 17, 1000, 3000})}, 257)},
+      {with_opts({"gqa 4 d64 softcap", 16, 4, 64, 32, false, dec({7, 900, 2500}), 1596}, 1000, 50.f, 2.f)},
+      {{"f32 norm weights (two ops)", 16, 8, 128, 16, false, dec({5, 300})}, false, true, false, DType::f32},
+  };
+  for (DType kv : {DType::f8e4m3, DType::f8e5m2}) {
+    cases.push_back({with_kv({"qwen3-0.6b bs16", 16, 8, 128, 16, false, dec({1, 2, 17, 256, 257, 1000})}, kv)});
+    cases.push_back({with_kv({"batch 1", 16, 8, 128, 32, false, dec({3000})}, kv)});
+    cases.push_back({with_kv({"mha d64 bias fold", 8, 8, 64, 16, false, dec({3, 100, 1500})}, kv), true, true, true});
+    cases.push_back({with_kv({"gemma3-1b d256", 4, 1, 256, 16, false, dec({1, 257, 1000})}, kv)});
+  }
+  const int max_pos = 8192;
+  for (const RopeCase& rc : cases) {
+    const AttnCase& ac = rc.ac;
+    SCOPED_TRACE(ac.name + (rc.bias ? " bias" : "") + (rc.norm ? "" : " no norm") + (rc.fold ? " folded" : ""));
+    Inputs in = prepare(ac);
+    const int B = in.cpu_meta.num_seqs, D = ac.d, row = (ac.hq + 2 * ac.hkv) * D, bs = ac.block_size;
+    const int max_blocks = in.cpu_meta.max_num_blocks;
+    std::vector<int32_t> pos(B), slots(B);
+    for (int b = 0; b < B; ++b) {  // the newest token: position k_len - 1, in its block's slot
+      pos[b] = in.seqlens[b] - 1;
+      slots[b] = in.tables[size_t(b) * max_blocks + pos[b] / bs] * bs + pos[b] % bs;
+    }
+    const int32_t* dev_slots = dev_i32(slots);
+    in.gpu_meta.slot_mapping = dev_slots;
+    Both qkv = make({B, row}, randn(size_t(B) * row, 3.f));
+    Both bias = make({row}, randn(row, 2.f));
+    std::vector<float> qw = randn(D, 0.2f), kw = randn(D, 0.2f);
+    for (auto& w : qw) w = round_bf16(w + 1.f);
+    for (auto& w : kw) w = round_bf16(w + 1.f);
+    Both qn = make({D}, qw, rc.norm_t), kn = make({D}, kw, rc.norm_t);
+    Both positions = make_int({B}, pos, DType::i32);
+    Both cos_sin = make({max_pos, D}, rope_table(max_pos, D, 1e6), DType::f32);
+    Both h = make({B, 1024}, randn(size_t(B) * 1024, 4.f));
+    const RopeStore rope{.qkv = qkv.g,
+                         .folded = rc.fold ? FoldedNorm{&h.g, 1e-6f} : FoldedNorm{},
+                         .qkv_bias = rc.bias ? bias.g : Tensor{},
+                         .q_norm_w = rc.norm ? qn.g : Tensor{},
+                         .k_norm_w = rc.norm ? kn.g : Tensor{},
+                         .positions = positions.g,
+                         .cos_sin = cos_sin.g,
+                         .eps = 1e-6f,
+                         .num_q_heads = ac.hq,
+                         .num_kv_heads = ac.hkv,
+                         .slot_mapping = dev_slots};
+    const bool fusable = rc.norm_t == DType::bf16;
+    // A second copy of the cache, byte for byte, for the fused run.
+    auto copy_of = [&](const Tensor& t) {
+      Tensor c = gpu_->alloc_tensor(t.dtype, {t.shape[0], t.shape[1], t.shape[2], t.shape[3]}, gbufs_);
+      const std::vector<uint8_t> bytes = download_bytes(t);
+      gpu_->copy_to_device(c.data, bytes.data(), bytes.size());
+      return c;
+    };
+    const PagedKV two{in.kc.g, in.vc.g, in.k_scale, in.v_scale};
+    const PagedKV fused{copy_of(in.kc.g), copy_of(in.vc.g), in.k_scale, in.v_scale};
+    for (int p : {0, 32, 512}) {
+      SCOPED_TRACE("partition " + std::to_string(p));
+      Backend& be = p ? backend_with_partition(p) : *gpu_;
+      Both q1 = out({B, ac.hq, D}), o1 = out({B, ac.hq, D}), q2 = out({B, ac.hq, D}), o2 = out({B, ac.hq, D});
+      gpu_->synchronize();
+      be.qk_norm_rope_store(rope, two, q1.g);
+      be.attention(q1.g, two, in.gpu_meta, in.opts, o1.g);
+      be.rope_attention(rope, fused, in.gpu_meta, in.opts, q2.g, o2.g);
+      be.synchronize();
+      EXPECT_EQ(download_bytes(o1.g), download_bytes(o2.g)) << "attention output";
+      EXPECT_EQ(download_bytes(two.k), download_bytes(fused.k)) << "k cache";
+      EXPECT_EQ(download_bytes(two.v), download_bytes(fused.v)) << "v cache";
+      const std::vector<uint8_t> q2_bytes = download_bytes(q2.g);
+      const bool q_unwritten = std::all_of(q2_bytes.begin(), q2_bytes.end(), [](uint8_t x) { return x == 0xff; });
+      EXPECT_EQ(q_unwritten, fusable) << (fusable ? "the fused path did not run" : "the two ops did not run");
+      const std::vector<float> got = download(o2.g);
+      EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](float x) { return std::isfinite(x); })) << "output";
+    }
+  }
+}
+
 // The store into an FP8 cache: each byte the GPU writes is the CPU's k (or v) divided by the
 // scale and rounded to nearest even, or (where the two backends' float32 arithmetic rounds the
 // value to opposite sides of a rounding boundary) a neighbouring code; such neighbours are rare.

@@ -118,6 +118,37 @@ TEST_F(OpContract, AttentionAndRopeStoreCheckHeadsCacheAndMetadata) {
   EXPECT_THAT(error_of([&] { be->qk_norm_rope_store(in, cache, q); }), HasSubstr("position 16 outside the rope table"));
   pos[1] = 1;
   EXPECT_NO_THROW(be->qk_norm_rope_store(in, cache, q));
+
+  // rope_attention: both ops' checks under its name, one slot_mapping for both, and on the CPU
+  // the two ops in turn (q written too).
+  std::vector<int32_t> cu = {0, 1, 2}, lens = {1, 2}, tables = {0, -1, 1, -1};
+  slots = {0, 5};  // sequence 0's position 0 in block 0, sequence 1's position 1 in block 1
+  meta = {.num_seqs = 2, .num_tokens = T, .max_seqlen_q = 1, .max_seqlen_k = 2, .cu_seqlens_q = cu.data(),
+          .seqlens_k = lens.data(), .slot_mapping = slots.data(), .block_tables = tables.data(), .max_num_blocks = 2};
+  const AttentionOptions opts{.scale = 0.5f};
+  in.num_kv_heads = 3;
+  EXPECT_THAT(error_of([&] { be->rope_attention(in, cache, meta, opts, q, out); }),
+              AllOf(HasSubstr("rope_attention"), HasSubstr("num_kv_heads 3")));
+  in.num_kv_heads = Hkv;
+  EXPECT_THAT(error_of([&] { be->rope_attention(in, odd, meta, opts, q, out); }), HasSubstr("rope_attention"));
+  AttentionMetadata other = meta;
+  std::vector<int32_t> other_slots = slots;
+  other.slot_mapping = other_slots.data();
+  EXPECT_THAT(error_of([&] { be->rope_attention(in, cache, other, opts, q, out); }),
+              HasSubstr("rope_attention: the RoPE's slot_mapping is not the metadata's"));
+  for (Tensor* t : {&qkv, &norm, &cos_sin})
+    for (int64_t i = 0; i < t->numel(); ++i) t->ptr<float>()[i] = 0.25f * static_cast<float>((i * 7) % 11) - 1.f;
+  PagedKV two{f32({nb, bs, Hkv, D}), f32({nb, bs, Hkv, D})};
+  Tensor q2 = f32({T, Hq, D}), out2 = f32({T, Hq, D});
+  be->qk_norm_rope_store(in, two, q2);
+  be->attention(q2, two, meta, opts, out2);
+  be->rope_attention(in, cache, meta, opts, q, out);
+  auto values = [](const Tensor& t) { return std::vector<float>(t.ptr<float>(), t.ptr<float>() + t.numel()); };
+  EXPECT_EQ(values(q), values(q2));
+  EXPECT_EQ(values(out), values(out2));
+  EXPECT_EQ(values(cache.k), values(two.k));
+  EXPECT_EQ(values(cache.v), values(two.v));
+  EXPECT_NE(values(out), std::vector<float>(out.numel(), 0.f));
 }
 
 TEST_F(OpContract, SampleChecksDtypesAndSettings) {

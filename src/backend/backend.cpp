@@ -33,6 +33,7 @@ BackendOptions BackendOptions::with_env(const EnvOptions& env) const {
   o.cuda_sync = env.cuda_sync;
   o.decode_partition = env.decode_partition;
   o.pdl = env.pdl;
+  o.fuse_rope = env.fuse_rope;
   o.gemm_tune_all = env.gemm_tune_all;
   o.cpu_isa = env.cpu_isa;
   return o;

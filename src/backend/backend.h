@@ -268,6 +268,12 @@ class Backend {
   void attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, float scale, Tensor& out) {
     attention(q, cache, meta, AttentionOptions{.scale = scale}, out);
   }
+  // qk_norm_rope_store into q, then attention of q into out: one op, so that a backend may fuse
+  // them (CUDA does for a decode step: the attention's blocks rotate their own query heads and
+  // store the newest K/V, leaving q unwritten; the outputs and the cache are the same bits).
+  // in.slot_mapping must be meta.slot_mapping.
+  void rope_attention(const RopeStore& in, const PagedKV& cache, const AttentionMetadata& meta,
+                      const AttentionOptions& opts, Tensor& q, Tensor& out);
   // out = act(x[:, :I]) * x[:, I:]          x [T, 2I], out [T, I]; row t of x first scaled by
   // `folded`'s factor for row t (when folded.rows is set)
   void act_mul(const Tensor& x, const FoldedNorm& folded, Activation act, Tensor& out);
@@ -335,6 +341,11 @@ class Backend {
   virtual void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) = 0;
   virtual void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta,
                             const AttentionOptions& opts, Tensor& out) = 0;
+  virtual void do_rope_attention(const RopeStore& in, const PagedKV& cache, const AttentionMetadata& meta,
+                                 const AttentionOptions& opts, Tensor& q, Tensor& out) {
+    do_qk_norm_rope_store(in, cache, q);
+    do_attention(q, cache, meta, opts, out);
+  }
   virtual void do_act_mul(const Tensor& x, const FoldedNorm& folded, Activation act, Tensor& out) = 0;
   virtual void do_gather_rows(const Tensor& x, const Tensor& idx, Tensor& out) = 0;
   virtual void do_sample(const Tensor& logits, const SampleBatch& batch, Tensor& out) = 0;
@@ -368,6 +379,7 @@ struct BackendOptions {
   bool cuda_sync = false;      // every op waits for its kernels, so a fault is reported by its op
   int decode_partition = 0;    // tokens per decode-attention split at most; 0 = the backend's default
   bool pdl = true;             // kernels may start while the one before them finishes
+  bool fuse_rope = true;       // CUDA: a decode step's rope_attention is one kernel (false: two, for A/Bs)
   bool gemm_tune_all = false;  // time GEMM candidates at every decode batch size, not powers of two only
   // CPU: weights quantized to int8 at load, per output channel (--quantization int8).
   bool int8_weights = false;

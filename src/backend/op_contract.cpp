@@ -224,6 +224,72 @@ void check_norm_linear(const Check& c, const Tensor& x, const Tensor& norm_w, co
   c.matrix(normed, "normed", rows_of(x), cols_of(x));
 }
 
+// qk_norm_rope_store's checks (rope_attention's too).
+void check_rope_store(const Check& c, const Backend& b, const RopeStore& in, const PagedKV& cache,
+                      const Tensor& q_out) {
+  const int Hq = in.num_q_heads, Hkv = in.num_kv_heads;
+  c.that(Hq >= 1 && Hkv >= 1 && Hq % Hkv == 0, [&] {
+    return "num_q_heads " + std::to_string(Hq) + " must be a positive multiple of num_kv_heads " + std::to_string(Hkv);
+  });
+  c.dtype(in.qkv, "qkv", b.compute_dtype());
+  c.dtype(q_out, "q_out", b.compute_dtype());
+  c.dtype(in.positions, "positions", DType::i32);
+  c.dtype(in.cos_sin, "cos_sin", DType::f32);
+  c.that(in.q_norm_w.defined() == in.k_norm_w.defined(),
+         [&] { return std::string("q_norm_w and k_norm_w must be both given or both left out"); });
+  c.that(in.cos_sin.ndim == 2,
+         [&] { return "cos_sin has shape " + in.cos_sin.shape_str() + ", expected [max_pos, D]"; });
+  const int64_t T = rows_of(in.qkv), D = in.cos_sin.size(1);
+  c.shape(in.qkv, "qkv", {T, (Hq + 2 * Hkv) * D});
+  if (in.q_norm_w.defined()) {
+    c.floating(in.q_norm_w, "q_norm_w");
+    c.floating(in.k_norm_w, "k_norm_w");
+    c.same_dtype(in.q_norm_w, "q_norm_w", in.k_norm_w, "k_norm_w");
+    c.shape(in.q_norm_w, "q_norm_w", {D});
+    c.shape(in.k_norm_w, "k_norm_w", {D});
+  }
+  if (in.qkv_bias.defined()) {
+    c.floating(in.qkv_bias, "qkv_bias");
+    c.shape(in.qkv_bias, "qkv_bias", {(Hq + 2 * Hkv) * D});
+  }
+  c.shape(in.positions, "positions", {T});
+  c.shape(q_out, "q_out", {T, Hq, D});
+  c.folded(in.folded, in.qkv);
+  c.cache(cache, Hkv, D);
+  c.that(in.slot_mapping != nullptr, [&] { return std::string("slot_mapping is missing"); });
+  if (c.host_visible()) check_rope_store_values(c, in, cache);
+}
+
+
+// attention's checks (rope_attention's too).
+void check_attention(const Check& c, const Backend& b, const Tensor& q, const PagedKV& cache,
+                     const AttentionMetadata& meta, const AttentionOptions& opts, const Tensor& out) {
+  c.dtype(q, "q", b.compute_dtype());
+  c.dtype(out, "out", b.compute_dtype());
+  c.that(q.ndim == 3, [&] { return "q has shape " + q.shape_str() + ", expected [T, Hq, D]"; });
+  const int64_t T = q.size(0), Hq = q.size(1), D = q.size(2);
+  c.shape(out, "out", {T, Hq, D});
+  const int Hkv = cache.k.ndim == 4 ? cache.num_kv_heads() : 0;
+  c.cache(cache, Hkv, D);
+  c.that(Hkv >= 1 && Hq % Hkv == 0, [&] {
+    return "q's " + std::to_string(Hq) + " heads are not a multiple of the cache's " + std::to_string(Hkv) +
+           " kv heads";
+  });
+  b.check_attention_shape(cache.block_size(), static_cast<int>(D), static_cast<int>(Hq / Hkv));
+  c.that(meta.num_tokens == T, [&] {
+    return "meta.num_tokens " + std::to_string(meta.num_tokens) + " != q rows " + std::to_string(T);
+  });
+  c.that(meta.num_seqs >= 0 && meta.cu_seqlens_q && meta.seqlens_k && (meta.num_seqs == 0 || meta.block_tables),
+         [&] { return std::string("metadata is missing cu_seqlens_q, seqlens_k or block_tables"); });
+  c.that(meta.is_prefill || meta.num_tokens >= meta.num_seqs,
+         [&] { return std::string("decode needs one query row per sequence"); });
+  c.that(opts.window >= 0 && opts.softcap >= 0 && std::isfinite(opts.softcap) && std::isfinite(opts.scale), [&] {
+    return "window " + std::to_string(opts.window) + ", softcap " + std::to_string(opts.softcap) + ", scale " +
+           std::to_string(opts.scale) + ": expected a window >= 0 and finite softcap >= 0 and scale";
+  });
+  if (c.host_visible()) check_attention_values(c, meta, cache);
+}
+
 }  // namespace
 
 void Backend::upload_convert(const Tensor& src, Tensor& dst) {
@@ -440,68 +506,25 @@ void Backend::norm_linear_act(const Tensor& x, const Tensor& norm_w, float eps, 
 
 void Backend::qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) {
   const Check c(*this, "qk_norm_rope_store");
-  const int Hq = in.num_q_heads, Hkv = in.num_kv_heads;
-  c.that(Hq >= 1 && Hkv >= 1 && Hq % Hkv == 0, [&] {
-    return "num_q_heads " + std::to_string(Hq) + " must be a positive multiple of num_kv_heads " + std::to_string(Hkv);
-  });
-  c.dtype(in.qkv, "qkv", compute_dtype());
-  c.dtype(q_out, "q_out", compute_dtype());
-  c.dtype(in.positions, "positions", DType::i32);
-  c.dtype(in.cos_sin, "cos_sin", DType::f32);
-  c.that(in.q_norm_w.defined() == in.k_norm_w.defined(),
-         [&] { return std::string("q_norm_w and k_norm_w must be both given or both left out"); });
-  c.that(in.cos_sin.ndim == 2,
-         [&] { return "cos_sin has shape " + in.cos_sin.shape_str() + ", expected [max_pos, D]"; });
-  const int64_t T = rows_of(in.qkv), D = in.cos_sin.size(1);
-  c.shape(in.qkv, "qkv", {T, (Hq + 2 * Hkv) * D});
-  if (in.q_norm_w.defined()) {
-    c.floating(in.q_norm_w, "q_norm_w");
-    c.floating(in.k_norm_w, "k_norm_w");
-    c.same_dtype(in.q_norm_w, "q_norm_w", in.k_norm_w, "k_norm_w");
-    c.shape(in.q_norm_w, "q_norm_w", {D});
-    c.shape(in.k_norm_w, "k_norm_w", {D});
-  }
-  if (in.qkv_bias.defined()) {
-    c.floating(in.qkv_bias, "qkv_bias");
-    c.shape(in.qkv_bias, "qkv_bias", {(Hq + 2 * Hkv) * D});
-  }
-  c.shape(in.positions, "positions", {T});
-  c.shape(q_out, "q_out", {T, Hq, D});
-  c.folded(in.folded, in.qkv);
-  c.cache(cache, Hkv, D);
-  c.that(in.slot_mapping != nullptr, [&] { return std::string("slot_mapping is missing"); });
-  if (c.host_visible()) check_rope_store_values(c, in, cache);
+  check_rope_store(c, *this, in, cache, q_out);
   do_qk_norm_rope_store(in, cache, q_out);
 }
 
 void Backend::attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta,
                         const AttentionOptions& opts, Tensor& out) {
   const Check c(*this, "attention");
-  c.dtype(q, "q", compute_dtype());
-  c.dtype(out, "out", compute_dtype());
-  c.that(q.ndim == 3, [&] { return "q has shape " + q.shape_str() + ", expected [T, Hq, D]"; });
-  const int64_t T = q.size(0), Hq = q.size(1), D = q.size(2);
-  c.shape(out, "out", {T, Hq, D});
-  const int Hkv = cache.k.ndim == 4 ? cache.num_kv_heads() : 0;
-  c.cache(cache, Hkv, D);
-  c.that(Hkv >= 1 && Hq % Hkv == 0, [&] {
-    return "q's " + std::to_string(Hq) + " heads are not a multiple of the cache's " + std::to_string(Hkv) +
-           " kv heads";
-  });
-  check_attention_shape(cache.block_size(), static_cast<int>(D), static_cast<int>(Hq / Hkv));
-  c.that(meta.num_tokens == T, [&] {
-    return "meta.num_tokens " + std::to_string(meta.num_tokens) + " != q rows " + std::to_string(T);
-  });
-  c.that(meta.num_seqs >= 0 && meta.cu_seqlens_q && meta.seqlens_k && (meta.num_seqs == 0 || meta.block_tables),
-         [&] { return std::string("metadata is missing cu_seqlens_q, seqlens_k or block_tables"); });
-  c.that(meta.is_prefill || meta.num_tokens >= meta.num_seqs,
-         [&] { return std::string("decode needs one query row per sequence"); });
-  c.that(opts.window >= 0 && opts.softcap >= 0 && std::isfinite(opts.softcap) && std::isfinite(opts.scale), [&] {
-    return "window " + std::to_string(opts.window) + ", softcap " + std::to_string(opts.softcap) + ", scale " +
-           std::to_string(opts.scale) + ": expected a window >= 0 and finite softcap >= 0 and scale";
-  });
-  if (c.host_visible()) check_attention_values(c, meta, cache);
+  check_attention(c, *this, q, cache, meta, opts, out);
   do_attention(q, cache, meta, opts, out);
+}
+
+void Backend::rope_attention(const RopeStore& in, const PagedKV& cache, const AttentionMetadata& meta,
+                             const AttentionOptions& opts, Tensor& q, Tensor& out) {
+  const Check c(*this, "rope_attention");
+  check_rope_store(c, *this, in, cache, q);
+  check_attention(c, *this, q, cache, meta, opts, out);
+  c.that(in.slot_mapping == meta.slot_mapping,
+         [&] { return std::string("the RoPE's slot_mapping is not the metadata's"); });
+  do_rope_attention(in, cache, meta, opts, q, out);
 }
 
 void Backend::act_mul(const Tensor& x, const FoldedNorm& folded, Activation act, Tensor& out) {

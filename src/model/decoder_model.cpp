@@ -571,12 +571,11 @@ void DecoderModel::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits)
     Layer& L = layers_[l];
     project(L.input_norm, L.qkv_proj, qkv);
     const PagedKV cache = kv.layer(l);
-    backend_.qk_norm_rope_store({.qkv = qkv, .folded = folded, .qkv_bias = L.qkv_bias, .q_norm_w = L.q_norm,
-                                 .k_norm_w = L.k_norm, .positions = in.positions,
-                                 .cos_sin = L.sliding ? cos_sin_sliding_ : cos_sin_, .eps = eps, .num_q_heads = Hq,
-                                 .num_kv_heads = Hkv, .slot_mapping = in.meta.slot_mapping},
-                                cache, q);
-    backend_.attention(q, cache, in.meta, L.sliding ? attn_sliding_ : attn_full_, attn_out);
+    backend_.rope_attention({.qkv = qkv, .folded = folded, .qkv_bias = L.qkv_bias, .q_norm_w = L.q_norm,
+                             .k_norm_w = L.k_norm, .positions = in.positions,
+                             .cos_sin = L.sliding ? cos_sin_sliding_ : cos_sin_, .eps = eps, .num_q_heads = Hq,
+                             .num_kv_heads = Hkv, .slot_mapping = in.meta.slot_mapping},
+                            cache, in.meta, L.sliding ? attn_sliding_ : attn_full_, q, attn_out);
     add_output(attn_flat, L.o_proj, L.o_bias, L.attn_out_norm);
     if (!fold_norms_ && !L.gate_up_bias.defined()) {  // one kernel at decode batch <= 8
       backend_.norm_linear_act(residual, L.mlp_norm, eps, L.gate_up_proj, c.activation, act, gate_up, normed);

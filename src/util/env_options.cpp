@@ -35,6 +35,8 @@ EnvOptions read_env_options() {
   o.decode_partition = get_count("NANOVLLM_DECODE_PARTITION");
   const char* pdl = get("NANOVLLM_PDL");
   o.pdl = !(pdl && std::strcmp(pdl, "0") == 0);
+  const char* fuse = get("NANOVLLM_FUSE_ROPE");
+  o.fuse_rope = !(fuse && std::strcmp(fuse, "0") == 0);
   const char* all = get("NANOVLLM_GEMM_TUNE_ALL");
   o.gemm_tune_all = all && std::strcmp(all, "1") == 0;
   if (const char* path = get("NANOVLLM_STEP_TRACE")) o.step_trace = path;

@@ -15,6 +15,14 @@
 // (mma.sync m16n8k16 in f16, every FP8 value widened exactly), because at one byte an element the
 // scalar kernel's per-token instructions, not the bytes, bound it. Its K scale goes into the
 // scores' multiplier, its V scale into the output (PagedKV's scales).
+// Fused RoPE (rope.qkv set): the step's q/k norm + RoPE + KV store (qk_norm_rope_store) done by
+// the attention blocks, one kernel a layer fewer: each block rotates its own G query heads from the
+// qkv projection into shared memory, and the block whose split holds the newest token (the last,
+// the only one that reads it) also stores that token's K and V rows into the cache for later
+// steps and keeps them in shared memory, where it reads them from (a row written in a kernel is
+// not read back through the cache's read-only path). Every value is computed as
+// qk_norm_rope_store computes it (rope.cuh), q rounded to bf16, so the output and the cache are
+// the same bits either way.
 #include <stdexcept>
 #include <string>
 
@@ -22,6 +30,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/rope.cuh"
 
 namespace nanovllm::cuda {
 namespace {
@@ -32,14 +41,75 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr long long kPrefetchVPairs = 64;  // (sequence, kv head) pairs up to which PV kernels run
 constexpr int kMergeLoads = 8;  // float4 loads in flight a thread in the merge of splits
 
-// A decode block's shared memory: its scores [G][partition], which in the block that merges hold
-// the splits' maxima [G][num_splits] (16-byte aligned: red, after them, is read as float4), then
-// the warps' partials red [kWarps][G][D] and the stats [G][2].
+// A decode block's shared memory (and combine_kernel's, with partition 0): the scores [G][partition],
+// which in the block that merges hold the splits' maxima [G][num_splits]; the warps' partials red
+// [kWarps][G][D] (16-byte aligned: the merge reads it as float4; the fused RoPE's q [G][D] bf16
+// before pass 1); the stats [G][2] (max, sum; in the merge 1 / the sums and the maxima's maximum);
+// the fused RoPE's newest K and V rows (D cache elements each, 16-byte aligned).
 __host__ __device__ constexpr int scores_floats(int G, int partition, int num_splits) {
   return G * (partition > num_splits ? partition : (num_splits + 3) / 4 * 4);
 }
 __host__ __device__ constexpr size_t decode_smem_floats(int G, int D, int partition, int num_splits) {
-  return (size_t)scores_floats(G, partition, num_splits) + (size_t)kWarps * G * D + 2 * G;
+  return (size_t)scores_floats(G, partition, num_splits) + (size_t)kWarps * G * D + (2 * G + 3) / 4 * 4 + D;
+}
+struct DecodeSmem {
+  float *scores, *red, *stats, *newest;
+};
+template <int D>
+__device__ __forceinline__ DecodeSmem decode_smem(float* smem, int G, int partition, int num_splits) {
+  float* red = smem + scores_floats(G, partition, num_splits);
+  float* stats = red + kWarps * G * D;
+  return {smem, red, stats, stats + (2 * G + 3) / 4 * 4};
+}
+
+// The fused RoPE's inputs (kernels.h's RopeStoreArgs of a decode batch: token b is sequence b's
+// newest; bf16 norm weights and bias). qkv == nullptr: q comes rotated, the K/V rows stored.
+struct RopeIn {
+  const bf16* qkv;
+  const bf16* rms_rows;  // a folded decoder norm's rows (nullptr: none)
+  int hidden;
+  float rms_eps;
+  const bf16 *bias, *q_norm_w, *k_norm_w;  // nullptr: none
+  const int32_t* positions;
+  const float* cos_sin;
+  float eps;
+  const int32_t* slot_mapping;
+  void *k_cache, *v_cache;  // where the newest rows are stored (the kernel reads the cache elsewhere)
+  float k_scale;            // an FP8 cache's K scale (the V scale is the kernel's v_scale)
+};
+
+// The fused RoPE of a block of (sequence b, kv head h), after pdl_wait(): its G query heads,
+// rotated and rounded to bf16, into qs [G][D]; with `newest`, the newest token's K and V rows
+// into the cache (slot_mapping[b]; none for a padding row, -1) and into kn, vn [D] (all shared
+// memory). A warp a head; every thread calls it (a folded norm sums the row over the block).
+template <int D, class C>
+__device__ __forceinline__ void rope_heads(const RopeIn& r, int b, int h, int hq, int hkv, int G, bool newest,
+                                           float v_scale, bf16* qs, C* kn, C* vn) {
+  constexpr int P = D / 64;
+  const int warp = threadIdx.x >> 5;
+  const bf16* row = r.qkv + (size_t)b * (hq + 2 * hkv) * D;
+  const float pre = r.rms_rows ? block_row_inv_rms(r.rms_rows + (size_t)b * r.hidden, r.hidden, r.rms_eps) : 1.f;
+  const float* cs = r.cos_sin + (size_t)r.positions[b] * D;
+  for (int i = warp; i < G + newest; i += kWarps) {  // the G q heads, then kv head h
+    const int col = i < G ? h * G + i : hq + h;       // the head's place in the qkv row
+    float x[P], y[P];
+    load_head<P>(row + (size_t)col * D, x, y);
+    norm_rope<P>(x, y, pre, r.bias ? r.bias + (size_t)col * D : nullptr, i < G ? r.q_norm_w : r.k_norm_w, r.eps, cs);
+    if (i < G) {
+      store_q_head<P>(x, y, qs + i * D);
+      continue;
+    }
+    const size_t vcol = (size_t)(hq + hkv + h) * D;
+    const bf16* vbias = r.bias ? r.bias + vcol : nullptr;
+    store_k_head<P>(x, y, r.k_scale, kn);
+    store_v_head<P>(row + vcol, pre, vbias, v_scale, vn);
+    if (const int slot = r.slot_mapping[b]; slot >= 0) {
+      const size_t dst = ((size_t)slot * hkv + h) * D;
+      store_k_head<P>(x, y, r.k_scale, static_cast<C*>(r.k_cache) + dst);
+      store_v_head<P>(row + vcol, pre, vbias, v_scale, static_cast<C*>(r.v_cache) + dst);
+    }
+  }
+  __syncthreads();  // qs, kn and vn are the block's to read
 }
 
 // A split's partial for query row qrow: its unnormalised output (D floats at o + (qrow num_splits +
@@ -117,11 +187,10 @@ __device__ __noinline__ void merge_splits(Partials pt, size_t qrow0, int G, int 
 
 // The last block of a (sequence, kv head) to finish merges the `used` splits (those holding
 // tokens) of its G query heads, so no second launch is needed; it resets the counter for the next
-// call (or graph replay). w, mi, red: shared memory this block no longer needs (its scores, stats
-// and warp partials; w has G max(partition, num_splits) floats, mi 2 G).
+// call (or graph replay), in shared memory this block no longer needs (decode_smem).
 template <int D>
-__device__ void finish_splits(float* workspace, int* counters, int b, int h, int hq, int hkv, int G, int num_splits,
-                              int used, float* w, float* mi, float* red, bf16* out) {
+__device__ void finish_splits(Partials pt, int* counters, int b, int h, int hq, int hkv, int G, int num_splits,
+                              int used, DecodeSmem sm, bf16* out) {
   __shared__ bool last;
   __threadfence();  // this thread's partials are visible device-wide before the count says so
   __syncthreads();
@@ -133,8 +202,7 @@ __device__ void finish_splits(float* workspace, int* counters, int b, int h, int
   __syncthreads();
   if (!last) return;
   __threadfence();
-  merge_splits<D>(partials<D>(workspace, gridDim.z, hq, num_splits), (size_t)b * hq + h * G, G, num_splits, used, w,
-                  mi, red, out);
+  merge_splits<D>(pt, (size_t)b * hq + h * G, G, num_splits, used, sm.scores, sm.stats, sm.red, out);
 }
 
 // The first key a decode query of a sequence with `seqlen` tokens sees: its window's start, or 0.
@@ -194,11 +262,12 @@ __device__ __forceinline__ void scores_to_weights(float* scores, float* stats, i
 
 // The end: the warps' partial outputs red [kWarps][G][D] summed and times the V scale, written to
 // out (a sequence of one split) or as the split's partial, the last block of the (sequence, kv
-// head) merging them in the block's shared memory (smem: decode_smem_floats).
+// head) merging them.
 template <int D>
-__device__ __forceinline__ void write_split(float* smem, float* red, float* stats, float v_scale, int G, int b, int h,
-                                            int hq, int hkv, int split, int num_splits, int used, bool direct,
-                                            float* workspace, int* counters, bf16* out) {
+__device__ __forceinline__ void write_split(DecodeSmem sm, float v_scale, int G, int b, int h, int hq, int hkv,
+                                            int split, int num_splits, int used, bool direct, float* workspace,
+                                            int* counters, bf16* out) {
+  const float *red = sm.red, *stats = sm.stats;
   const Partials pt = partials<D>(workspace, gridDim.z, hq, num_splits);
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, d = i % D;
@@ -216,7 +285,7 @@ __device__ __forceinline__ void write_split(float* smem, float* red, float* stat
     }
   }
   if (!direct && counters)
-    finish_splits<D>(workspace, counters, b, h, hq, hkv, G, num_splits, used, smem, stats, red, out);
+    finish_splits<D>(pt, counters, b, h, hq, hkv, G, num_splits, used, sm, out);
 }
 
 // A token's head row of D elements is read by LPT = D/8 lanes, 8 elements each; a warp covers
@@ -225,13 +294,15 @@ __device__ __forceinline__ void write_split(float* smem, float* red, float* stat
 // occupancy decides; the extra registers would cost occupancy at large ones).
 // q_scale: what q is multiplied by (scale log2(e); with SOFTCAP scale / softcap; times the K
 // scale of an FP8 cache); v_scale: the V scale of an FP8 cache (1 else); cap_log2: softcap
-// log2(e) (SOFTCAP only); window: the window (WINDOW only).
+// log2(e) (SOFTCAP only); window: the window (WINDOW only); rope: the fused RoPE (rope.qkv set),
+// q then unused.
 template <class C, int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
 __global__ void __launch_bounds__(kWarps * 32, MAXG <= 2 && !PV ? 9 : 1)
 decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C* __restrict__ v_cache,
               const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
               int hq, int hkv, int log2_bs, float q_scale, float v_scale, float cap_log2, int window, int num_splits,
-              int partition, float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out) {
+              int partition, float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out,
+              RopeIn rope) {
   using V8 = Vec8<C>;
   constexpr int LPT = D / 8, TPW = 32 / LPT, TPI = TPW * kWarps;
   extern __shared__ float smem[];
@@ -247,9 +318,8 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   if (past_end<D>(split, sr.used, G, b, h, hq, out)) return;
   const int used = sr.used, start = sr.start, end = sr.end, n = end - start;
   const bool direct = sr.direct;
-  float* scores = smem;                                    // [G][partition]
-  float* red = smem + scores_floats(G, partition, num_splits);  // [kWarps][G][D]
-  float* stats = red + kWarps * G * D;                     // [G][2]: max, sum
+  const DecodeSmem sm = decode_smem<D>(smem, G, partition, num_splits);
+  float *scores = sm.scores, *red = sm.red, *stats = sm.stats;
 
   const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
   const int bmask = (1 << log2_bs) - 1;
@@ -258,34 +328,54 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
     return ((size_t)bt[t >> log2_bs] * (bmask + 1) + (t & bmask)) * hkv * D + head_off;
   };
   const int base0 = start + warp * TPW + tg, newest = seqlen - 1;
+  // Rows [start, cend) come from the cache; with the fused RoPE the block holding the newest token
+  // (end == seqlen) takes it from shared memory (kn, vn).
+  const bool fused = rope.qkv != nullptr;
+  const int cend = fused && end == seqlen ? newest : end;
+  const C* kn = reinterpret_cast<const C*>(sm.newest) + li * 8;
+  const C* vn = kn + D;
+  auto key = [&](int t) {
+    return t < cend ? *reinterpret_cast<const V8*>(k_cache + row_of(t))
+                    : t < end ? *reinterpret_cast<const V8*>(kn) : V8{};
+  };
+  auto val = [&](int t) {
+    return t < cend ? *reinterpret_cast<const V8*>(v_cache + row_of(t))
+                    : t < end ? *reinterpret_cast<const V8*>(vn) : V8{};
+  };
   V8 kv[kUnroll];
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
     const int t = base0 + u * TPI;
-    kv[u] = t < end && t != newest ? *reinterpret_cast<const V8*>(k_cache + row_of(t)) : V8{};
+    kv[u] = t < cend && t != newest ? *reinterpret_cast<const V8*>(k_cache + row_of(t)) : V8{};
   }
   V8 vpre[PV ? kUnroll : 1];
   if constexpr (PV) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int t = base0 + u * TPI;
-      vpre[u] = t < end && t != newest ? *reinterpret_cast<const V8*>(v_cache + row_of(t)) : V8{};
+      vpre[u] = t < cend && t != newest ? *reinterpret_cast<const V8*>(v_cache + row_of(t)) : V8{};
     }
   }
   pdl_wait();
+  bf16* qs = reinterpret_cast<bf16*>(red);  // the fused RoPE's q (red is not used before pass 3's end)
+  if (fused) {
+    rope_heads<D, C>(rope, b, h, hq, hkv, G, cend < end, v_scale, qs, reinterpret_cast<C*>(sm.newest),
+                     reinterpret_cast<C*>(sm.newest) + D);
+  }
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
     if (base0 + u * TPI == newest) {
-      kv[u] = *reinterpret_cast<const V8*>(k_cache + row_of(newest));
-      if constexpr (PV) vpre[u] = *reinterpret_cast<const V8*>(v_cache + row_of(newest));
+      kv[u] = key(newest);
+      if constexpr (PV) vpre[u] = val(newest);
     }
   }
 
   float qf[MAXG][8];
+  const bf16* qh = fused ? qs : q + ((size_t)b * hq + h * G) * D;
 #pragma unroll
   for (int g = 0; g < MAXG; ++g) {
     if (g < G) {
-      load8(q + ((size_t)b * hq + h * G + g) * D + li * 8, qf[g]);
+      load8(qh + g * D + li * 8, qf[g]);
 #pragma unroll
       for (int j = 0; j < 8; ++j) qf[g][j] *= q_scale;
     }
@@ -294,8 +384,6 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   // Rows stream through kv[] without a gap between rounds: as soon as row u of a round is used,
   // row u of the next round is requested into its register, so kUnroll loads stay in flight
   // through the whole pass instead of draining at every round's end.
-  auto key = [&](int t) { return t < end ? *reinterpret_cast<const V8*>(k_cache + row_of(t)) : V8{}; };
-  auto val = [&](int t) { return t < end ? *reinterpret_cast<const V8*>(v_cache + row_of(t)) : V8{}; };
 
   // Pass 1: scores (log2 domain) of this slice's tokens (the first round's rows already loaded).
   for (int base = base0; base - tg < end; base += TPI * kUnroll) {
@@ -371,8 +459,7 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
     }
   }
   __syncthreads();
-  write_split<D>(smem, red, stats, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters,
-                 out);
+  write_split<D>(sm, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters, out);
 }
 
 // FP8 caches on tensor cores. Per 16-token tile a warp computes S^T = K Q^T (A = 16 K rows, B = the
@@ -389,7 +476,7 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
 //   accumulators are O[g = 2c, 2c + 1][d = r D/8 .. r D/8 + D/8).
 // q stays exact in f16 (a bf16 value is one in f16's range); the scale is applied to the f32
 // scores. The weights P go to f16 (relative 2^-11), accumulation is f32. Scores, softmax, the
-// reduction over warps and the merge of splits are decode_kernel's.
+// reduction over warps, the merge of splits and the fused RoPE are decode_kernel's.
 template <int W>
 __device__ __forceinline__ void load_words(const void* p, uint32_t (&w)[W]) {
   static_assert(W == 2 || W % 4 == 0, "8 or a multiple of 16 bytes");
@@ -417,7 +504,8 @@ __global__ void __launch_bounds__(kWarps * 32, MINB)
 decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C* __restrict__ v_cache,
                   const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
                   int hq, int hkv, int log2_bs, float q_scale, float v_scale, float cap_log2, int window, int num_splits,
-                  int partition, float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out) {
+                  int partition, float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out,
+                  RopeIn rope) {
   static_assert(is_fp8_kv<C>, "FP8 caches");
   constexpr int KW = D / 16;  // K: words a row a lane = k-steps; also V's m-blocks
   constexpr int VW = D / 32;  // V: words a token row a lane
@@ -432,9 +520,8 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   if (past_end<D>(split, sr.used, G, b, h, hq, out)) return;
   const int used = sr.used, start = sr.start, end = sr.end, n = end - start;
   const bool direct = sr.direct;
-  float* scores = smem;                                    // [G][partition]
-  float* red = smem + scores_floats(G, partition, num_splits);  // [kWarps][G][D]
-  float* stats = red + kWarps * G * D;
+  const DecodeSmem sm = decode_smem<D>(smem, G, partition, num_splits);
+  float *scores = sm.scores, *red = sm.red, *stats = sm.stats;
 
   const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
   const int bmask = (1 << log2_bs) - 1;
@@ -444,13 +531,20 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   const uint8_t* kb = reinterpret_cast<const uint8_t*>(k_cache);
   const uint8_t* vb = reinterpret_cast<const uint8_t*>(v_cache);
   const int newest = seqlen - 1;
+  // Rows [start, cend) come from the cache, the fused RoPE's newest from shared memory (decode_kernel).
+  const bool fused = rope.qkv != nullptr;
+  const int cend = fused && end == seqlen ? newest : end;
+  const uint8_t* kn = reinterpret_cast<const uint8_t*>(sm.newest);
+  const uint8_t* vn = kn + D;
   // K rows tb + r and tb + r + 8, this lane's D/4 bytes; rows outside [start, end) are zeros.
   auto load_k = [&](int tb, uint32_t (&k)[2][KW], bool skip_newest) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int t = tb + r + 8 * i;
-      if (t < end && !(skip_newest && t == newest)) {
+      if (t < cend && !(skip_newest && t == newest)) {
         load_words<KW>(kb + row_of(t) + c * (D / 4), k[i]);
+      } else if (t < end && !skip_newest) {
+        load_words<KW>(kn + c * (D / 4), k[i]);
       } else {
 #pragma unroll
         for (int j = 0; j < KW; ++j) k[i][j] = 0;
@@ -462,8 +556,10 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int t = tb + 2 * c + (i & 1) + 8 * (i >> 1);
-      if (t < end) {
+      if (t < cend) {
         load_words<VW>(vb + row_of(t) + r * (D / 8), v[i]);
+      } else if (t < end) {
+        load_words<VW>(vn + r * (D / 8), v[i]);
       } else {
 #pragma unroll
         for (int j = 0; j < VW; ++j) v[i][j] = 0;
@@ -477,9 +573,16 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   uint32_t kbuf[NK][2][KW] = {};
   load_k(tb, kbuf[0], true);
   pdl_wait();
+  bf16* qs = reinterpret_cast<bf16*>(red);  // the fused RoPE's q (red is not used before pass 3's end)
+  if (fused) {
+    rope_heads<D, C>(rope, b, h, hq, hkv, G, cend < end, v_scale, qs, reinterpret_cast<C*>(sm.newest),
+                     reinterpret_cast<C*>(sm.newest) + D);
+  }
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
-    if (tb + r + 8 * i == newest && newest < end) load_words<KW>(kb + row_of(newest) + c * (D / 4), kbuf[0][i]);
+  for (int i = 0; i < 2; ++i) {
+    if (tb + r + 8 * i == newest && newest < end)
+      load_words<KW>((newest < cend ? kb + row_of(newest) : kn) + c * (D / 4), kbuf[0][i]);
+  }
 #pragma unroll
   for (int i = 1; i < KD; ++i)
     if (tb + i * kStep < end) load_k(tb + i * kStep, kbuf[i], false);
@@ -487,7 +590,7 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   // q's B fragment: head g = r, columns c D/4 + 4j + {0, 1} (b0) and {2, 3} (b1).
   uint32_t qb[KW][2];
   if (r < G) {
-    const bf16* qr = q + ((size_t)b * hq + h * G + r) * D + c * (D / 4);
+    const bf16* qr = (fused ? qs + r * D : q + ((size_t)b * hq + h * G + r) * D) + c * (D / 4);
 #pragma unroll
     for (int j8 = 0; j8 < D / 32; ++j8) {
       float f[8];
@@ -571,16 +674,11 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
     }
   }
   __syncthreads();
-  write_split<D>(smem, red, stats, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters,
-                 out);
+  write_split<D>(sm, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters, out);
 }
 
 // Merges the splits of one (sequence, kv head)'s G query heads (with more (sequence, kv head) pairs
-// than counters): merge_splits over shared memory of the splits' maxima [G][num_splits], 1 / the
-// sums and the maxima's maximum [2][G], then (16-byte aligned) red [kWarps][G][D].
-__host__ __device__ constexpr size_t combine_red_offset(int G, int num_splits) {
-  return ((size_t)G * num_splits + 2 * G + 3) / 4 * 4;
-}
+// than counters): merge_splits in decode_smem's layout with no scores.
 // window > 0: the splits were laid from the window's start (decode_kernel's WINDOW).
 template <int D>
 __global__ void combine_kernel(float* __restrict__ workspace, const int32_t* __restrict__ seqlens_k, int hq, int hkv,
@@ -593,8 +691,9 @@ __global__ void combine_kernel(float* __restrict__ workspace, const int32_t* __r
   const int lo = window > 0 ? max(0, seqlen - window) : 0;
   const int used = min(num_splits, (seqlen - lo + partition - 1) / partition);
   if (used <= 0) return;  // written as zeros by the split kernel
+  const DecodeSmem sm = decode_smem<D>(smem, G, 0, num_splits);
   merge_splits<D>(partials<D>(workspace, gridDim.y, hq, num_splits), (size_t)b * hq + h * G, G, num_splits, used,
-                  smem, smem + G * num_splits, smem + combine_red_offset(G, num_splits), out);
+                  sm.scores, sm.stats, sm.red, out);
 }
 
 // Dynamic shared memory beyond 48 KiB is asked for once per kernel, when a launch first needs it.
@@ -613,6 +712,7 @@ struct DecodeLaunch {
   const DecodeSplits& sp;
   int log2_bs;
   void* out;
+  RopeIn rope;
 };
 
 template <class C, int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
@@ -632,9 +732,9 @@ void launch_dgc(const DecodeLaunch& a, cudaStream_t s) {
          static_cast<const C*>(a.kv.k), static_cast<const C*>(a.kv.v), a.kv.seqlens_k, a.kv.block_tables,
          a.kv.max_num_blocks, sh.num_q_heads, sh.num_kv_heads, a.log2_bs,
          (SOFTCAP ? sh.scale / sh.softcap : sh.scale * kLog2e) * k_scale, v_scale, sh.softcap * kLog2e, sh.window,
-         a.sp.num_splits, a.sp.partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out));
+         a.sp.num_splits, a.sp.partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out), a.rope);
   if (a.sp.num_splits > 1 && !a.sp.counters) {
-    const size_t csmem = sizeof(float) * (combine_red_offset(G, a.sp.num_splits) + (size_t)kWarps * G * D);
+    const size_t csmem = sizeof(float) * decode_smem_floats(G, D, 0, a.sp.num_splits);
     static size_t csmem_allowed = 48 * 1024;
     allow_smem(combine_kernel<D>, csmem, csmem_allowed);
     launch("attention (decode combine)", combine_kernel<D>, dim3(sh.num_kv_heads, a.kv.num_seqs), kWarps * 32, csmem,
@@ -676,13 +776,27 @@ void launch_d(const DecodeLaunch& a, cudaStream_t s) {
 
 }  // namespace
 
+bool decode_rope_fusable(const RopeStoreArgs& r, const PagedKVArgs& kv) {
+  return r.tokens == kv.num_seqs && r.head_dim == kv.sh.head_dim && r.num_q_heads == kv.sh.num_q_heads &&
+         r.num_kv_heads == kv.sh.num_kv_heads && r.cache_t == kv.cache_t && r.k_cache == kv.k && r.v_cache == kv.v &&
+         (!r.q_norm_w || r.wt == DType::bf16) && (!r.qkv_bias || r.bias_t == DType::bf16) && r.slot_mapping;
+}
+
 void launch_attention_decode(const void* q, const PagedKVArgs& kv, const DecodeSplits& splits, void* out,
-                             cudaStream_t s) {
+                             cudaStream_t s, const RopeStoreArgs* rope) {
   if (kv.num_seqs == 0) return;
   const AttnShape& sh = kv.sh;
   int log2_bs = 0;
   while ((1 << log2_bs) < sh.block_size) ++log2_bs;
-  const DecodeLaunch a{q, kv, splits, log2_bs, out};
+  RopeIn ri{};
+  if (rope) {
+    if (!decode_rope_fusable(*rope, kv)) throw std::invalid_argument("attention (decode): this RoPE cannot be fused");
+    ri = {static_cast<const bf16*>(rope->qkv), static_cast<const bf16*>(rope->rms.rows), rope->rms.hidden,
+          rope->rms.eps, static_cast<const bf16*>(rope->qkv_bias), static_cast<const bf16*>(rope->q_norm_w),
+          static_cast<const bf16*>(rope->k_norm_w), rope->positions, rope->cos_sin, rope->eps, rope->slot_mapping,
+          rope->k_cache, rope->v_cache, rope->k_scale};
+  }
+  const DecodeLaunch a{q, kv, splits, log2_bs, out, ri};
   // Few (sequence, kv head) pairs: a small grid, latency-bound, so V's first rows load early too.
   const bool pv = (long long)kv.num_seqs * sh.num_kv_heads <= kPrefetchVPairs;
   if (sh.head_dim == 64) pv ? launch_d<64, true>(a, s) : launch_d<64, false>(a, s);

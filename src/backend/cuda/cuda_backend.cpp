@@ -30,7 +30,7 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& opts)
       : device_id_(opts.device_id), sync_each_op_(opts.cuda_sync), gemm_(opts.gemm_tune_all),
-        nccl_library_(opts.nccl_library), fp8_weights_(opts.fp8_weights) {
+        nccl_library_(opts.nccl_library), fp8_weights_(opts.fp8_weights), fuse_rope_(opts.fuse_rope) {
     if (opts.decode_partition) {
       const int v = opts.decode_partition;
       if (v < kMinPartition || v > kMaxPartition || v % 32 != 0)
@@ -290,27 +290,47 @@ class CudaBackend final : public Backend {
     }
   }
 
+  static cuda::RopeStoreArgs rope_args(const RopeStore& in, const PagedKV& cache, Tensor& q_out) {
+    return {.qkv = in.qkv.data, .rms = row_rms(in.folded), .qkv_bias = in.qkv_bias.data, .bias_t = in.qkv_bias.dtype,
+            .q_norm_w = in.q_norm_w.data, .k_norm_w = in.k_norm_w.data, .wt = in.q_norm_w.dtype,
+            .positions = in.positions.ptr<int32_t>(), .cos_sin = in.cos_sin.ptr<float>(),
+            .eps = in.eps, .tokens = (int)rows_of(in.qkv), .num_q_heads = in.num_q_heads,
+            .num_kv_heads = in.num_kv_heads, .head_dim = cache.head_dim(), .slot_mapping = in.slot_mapping,
+            .k_cache = cache.k.data, .v_cache = cache.v.data, .q_out = q_out.data, .cache_t = cache.k.dtype,
+            .k_scale = cache.k_scale, .v_scale = cache.v_scale};
+  }
+  static cuda::PagedKVArgs kv_args(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta,
+                                   const AttentionOptions& opts) {
+    return {cache.k.data, cache.v.data, cache.k.dtype, cache.k_scale, cache.v_scale,
+            meta.block_tables, meta.max_num_blocks, meta.seqlens_k,
+            meta.num_seqs,
+            {(int)q.size(1), cache.num_kv_heads(), cache.head_dim(), cache.block_size(), opts.scale,
+             opts.window, opts.softcap}};
+  }
+
   void do_qk_norm_rope_store(const RopeStore& in, const PagedKV& cache, Tensor& q_out) override {
-    cuda::launch_qk_norm_rope_store(
-        {.qkv = in.qkv.data, .rms = row_rms(in.folded), .qkv_bias = in.qkv_bias.data, .bias_t = in.qkv_bias.dtype,
-         .q_norm_w = in.q_norm_w.data, .k_norm_w = in.k_norm_w.data, .wt = in.q_norm_w.dtype,
-         .positions = in.positions.ptr<int32_t>(), .cos_sin = in.cos_sin.ptr<float>(),
-         .eps = in.eps, .tokens = (int)rows_of(in.qkv), .num_q_heads = in.num_q_heads,
-         .num_kv_heads = in.num_kv_heads, .head_dim = cache.head_dim(), .slot_mapping = in.slot_mapping,
-         .k_cache = cache.k.data, .v_cache = cache.v.data, .q_out = q_out.data, .cache_t = cache.k.dtype,
-         .k_scale = cache.k_scale, .v_scale = cache.v_scale},
-        stream_);
+    cuda::launch_qk_norm_rope_store(rope_args(in, cache, q_out), stream_);
     debug_sync("qk_norm_rope_store");
+  }
+
+  // A decode step's RoPE/KV store runs in the attention's blocks (attention_decode.cu) when the
+  // kernel takes it (bf16 norm weights and bias); otherwise, and for prefill, the two ops.
+  void do_rope_attention(const RopeStore& in, const PagedKV& cache, const AttentionMetadata& meta,
+                         const AttentionOptions& opts, Tensor& q, Tensor& out) override {
+    const cuda::RopeStoreArgs r = rope_args(in, cache, q);
+    const cuda::PagedKVArgs kv = kv_args(q, cache, meta, opts);
+    if (!fuse_rope_ || meta.is_prefill || meta.num_seqs == 0 || !cuda::decode_rope_fusable(r, kv)) {
+      Backend::do_rope_attention(in, cache, meta, opts, q, out);
+      return;
+    }
+    cuda::launch_attention_decode(nullptr, kv, decode_splits(kv.sh, meta, cache.k.dtype), out.data, stream_, &r);
+    debug_sync("attention (decode, with the RoPE/KV store)");
   }
 
   void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, const AttentionOptions& opts,
                     Tensor& out) override {
     if (meta.num_seqs == 0) return;
-    const cuda::PagedKVArgs kv{cache.k.data, cache.v.data, cache.k.dtype, cache.k_scale, cache.v_scale,
-                               meta.block_tables, meta.max_num_blocks, meta.seqlens_k,
-                               meta.num_seqs,
-                               {(int)q.size(1), cache.num_kv_heads(), cache.head_dim(), cache.block_size(), opts.scale,
-                                opts.window, opts.softcap}};
+    const cuda::PagedKVArgs kv = kv_args(q, cache, meta, opts);
     if (meta.is_prefill) {
       cuda::launch_attention_prefill(q.data, kv, meta.cu_seqlens_q, meta.max_seqlen_q, out.data, stream_);
       debug_sync("attention (prefill)");
@@ -524,6 +544,7 @@ class CudaBackend final : public Backend {
   std::vector<cudaGraphExec_t> graphs_;
   std::string nccl_library_;
   bool fp8_weights_ = false;  // --quantization fp8 (weight_dtype)
+  bool fuse_rope_ = true;     // BackendOptions::fuse_rope
   std::unique_ptr<cuda::NcclGroup> group_;  // tensor parallelism: joined group (more than one rank)
   AllocationTracker allocations_;  // before the scratch buffers: they report to it when they go
   Scratch attn_ws_{&allocations_}, sample_ws_{&allocations_}, logprobs_ws_{&allocations_};

@@ -144,8 +144,13 @@ struct DecodeSplits {
   float* workspace;
   int* counters;
 };
+// rope (decode only): the step's qk_norm_rope_store done by the attention blocks (one launch fewer;
+// the same bits), q then unused; it must be fusable.
 void launch_attention_decode(const void* q, const PagedKVArgs& kv, const DecodeSplits& splits, void* out,
-                             cudaStream_t s);
+                             cudaStream_t s, const RopeStoreArgs* rope = nullptr);
+// Whether launch_attention_decode can fuse this RoPE: one token a sequence, the same heads and
+// cache, bf16 norm weights and bias (or none).
+bool decode_rope_fusable(const RopeStoreArgs& rope, const PagedKVArgs& kv);
 
 // Prefill over a variable-length batch whose K/V are already in the paged cache (prefix hits and
 // chunked prefill included); causal within each sequence.

@@ -12,13 +12,13 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/rope.cuh"
 
 namespace nanovllm::cuda {
 namespace {
 
 // One block per token, one warp per head (q heads, then kv heads; a warp takes several when there
-// are more than 32). Lane l owns elements [l*P, l*P+P) of the first half of the head and their
-// rotation partners [D/2 + l*P, ...) in the second half, so RoPE needs no data exchange: D = 64 * P.
+// are more than 32), each head as rope.cuh's helpers do it (D = 64 * P).
 // With a folded norm (rms_rows) the block first sums the token's residual row for its factor.
 // bias (nullptr: none) is indexed like a qkv row; q_norm_w == nullptr: no q/k norm. Both are the
 // same for every warp of the launch, so the branches on them do not diverge. C: the cache's
@@ -31,84 +31,28 @@ __global__ void qk_norm_rope_store_kernel(const bf16* __restrict__ qkv, const bf
                                           float eps, int hq, int hkv, const int32_t* __restrict__ slot_mapping,
                                           C* __restrict__ k_cache, C* __restrict__ v_cache, float k_scale,
                                           float v_scale, bf16* __restrict__ q_out) {
-  constexpr int D = 64 * P, H = D / 2;
+  constexpr int D = 64 * P;
   pdl_launch_dependents();
   pdl_wait();
-  const int t = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x & 31, nwarps = blockDim.x / 32;
+  const int t = blockIdx.x, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
   const int heads = hq + hkv;
   const bf16* row = qkv + (size_t)t * (hq + 2 * hkv) * D;
   float a[P], b[P];
-  auto load_head = [&](int h) {
-#pragma unroll
-    for (int p = 0; p < P; ++p) {
-      a[p] = to_f(row[(size_t)h * D + lane * P + p]);
-      b[p] = to_f(row[(size_t)h * D + H + lane * P + p]);
-    }
-  };
-  load_head(warp);  // in flight while the block sums the residual row (warp < heads: see the launch)
+  load_head<P>(row + (size_t)warp * D, a, b);  // in flight while the block sums the residual row (warp < heads)
   const float pre = rms_rows ? block_row_inv_rms(rms_rows + (size_t)t * hidden, hidden, rms_eps) : 1.f;
   const int slot = slot_mapping ? slot_mapping[t] : -1;  // -1: this token's K/V are not stored (padding row)
   const float* cs = cos_sin + (size_t)positions[t] * D;
   for (int h = warp; h < heads; h += nwarps) {
     const bool is_q = h < hq;
     if (!is_q && slot < 0) continue;
-    if (h != warp) load_head(h);
-#pragma unroll
-    for (int p = 0; p < P; ++p) {
-      a[p] *= pre;
-      b[p] *= pre;
-    }
-    if (bias) {  // head h's columns of the bias: q heads, then k heads, as in the row
-#pragma unroll
-      for (int p = 0; p < P; ++p) {
-        a[p] += to_f(bias[(size_t)h * D + lane * P + p]);
-        b[p] += to_f(bias[(size_t)h * D + H + lane * P + p]);
-      }
-    }
-    const W* w = is_q ? q_norm_w : k_norm_w;
-    if (w) {
-      float ss = 0.f;
-#pragma unroll
-      for (int p = 0; p < P; ++p) ss += a[p] * a[p] + b[p] * b[p];
-      const float inv = rsqrtf(warp_sum(ss) / D + eps);
-#pragma unroll
-      for (int p = 0; p < P; ++p) {
-        const int i = lane * P + p;
-        a[p] = a[p] * inv * to_f(w[i]);
-        b[p] = b[p] * inv * to_f(w[H + i]);
-      }
-    }
-#pragma unroll
-    for (int p = 0; p < P; ++p) {
-      const int i = lane * P + p;
-      const float xa = a[p], xb = b[p];
-      const float c = cs[i], s = cs[H + i];
-      const float ra = xa * c - xb * s, rb = xb * c + xa * s;
-      if (is_q) {
-        bf16* dst = q_out + ((size_t)t * hq + h) * D;
-        dst[i] = from_f<bf16>(ra);
-        dst[H + i] = from_f<bf16>(rb);
-      } else {
-        C* dst = k_cache + ((size_t)slot * hkv + (h - hq)) * D;
-        dst[i] = to_cache<C>(is_fp8_kv<C> ? __fdiv_rn(ra, k_scale) : ra);
-        dst[H + i] = to_cache<C>(is_fp8_kv<C> ? __fdiv_rn(rb, k_scale) : rb);
-      }
-    }
-    if (!is_q) {  // v head (h - hq) follows all k heads, and so do its bias columns
-      const size_t vcol = (size_t)(h + hkv) * D;
-      const bf16* vsrc = row + vcol;
-      C* vdst = v_cache + ((size_t)slot * hkv + (h - hq)) * D;
-#pragma unroll
-      for (int p = 0; p < P; ++p) {
-        const int i = lane * P + p;
-        float va = to_f(vsrc[i]) * pre, vb = to_f(vsrc[H + i]) * pre;
-        if (bias) {
-          va += to_f(bias[vcol + i]);
-          vb += to_f(bias[vcol + H + i]);
-        }
-        vdst[i] = to_cache<C>(is_fp8_kv<C> ? __fdiv_rn(va, v_scale) : va);
-        vdst[H + i] = to_cache<C>(is_fp8_kv<C> ? __fdiv_rn(vb, v_scale) : vb);
-      }
+    if (h != warp) load_head<P>(row + (size_t)h * D, a, b);
+    norm_rope<P>(a, b, pre, bias ? bias + (size_t)h * D : nullptr, is_q ? q_norm_w : k_norm_w, eps, cs);
+    if (is_q) {
+      store_q_head<P>(a, b, q_out + ((size_t)t * hq + h) * D);
+    } else {  // v head (h - hq) follows all k heads, and so do its bias columns
+      const size_t row_off = ((size_t)slot * hkv + (h - hq)) * D, vcol = (size_t)(h + hkv) * D;
+      store_k_head<P>(a, b, k_scale, k_cache + row_off);
+      store_v_head<P>(row + vcol, pre, bias ? bias + vcol : nullptr, v_scale, v_cache + row_off);
     }
   }
 }
