@@ -78,18 +78,30 @@ struct RopeIn {
   float k_scale;            // an FP8 cache's K scale (the V scale is the kernel's v_scale)
 };
 
+// Where the fused RoPE of sequence b reads its angles and stores its newest K/V (-1: nowhere).
+// Host inputs and a constant table, so read before pdl_wait().
+struct RopeAt {
+  const float* cs;
+  int slot;
+};
+template <int D>
+__device__ __forceinline__ RopeAt rope_at(const RopeIn& r, int b, bool newest) {
+  if (!r.qkv) return {nullptr, -1};
+  return {r.cos_sin + (size_t)r.positions[b] * D, newest ? r.slot_mapping[b] : -1};
+}
+
 // The fused RoPE of a block of (sequence b, kv head h), after pdl_wait(): its G query heads,
 // rotated and rounded to bf16, into qs [G][D]; with `newest`, the newest token's K and V rows
-// into the cache (slot_mapping[b]; none for a padding row, -1) and into kn, vn [D] (all shared
-// memory). A warp a head; every thread calls it (a folded norm sums the row over the block).
+// into the cache (at.slot; none for a padding row, -1) and into kn, vn [D] (all shared memory).
+// A warp a head; every thread calls it (a folded norm sums the row over the block).
 template <int D, class C>
-__device__ __forceinline__ void rope_heads(const RopeIn& r, int b, int h, int hq, int hkv, int G, bool newest,
-                                           float v_scale, bf16* qs, C* kn, C* vn) {
+__device__ __forceinline__ void rope_heads(const RopeIn& r, RopeAt at, int b, int h, int hq, int hkv, int G,
+                                           bool newest, float v_scale, bf16* qs, C* kn, C* vn) {
   constexpr int P = D / 64;
   const int warp = threadIdx.x >> 5;
   const bf16* row = r.qkv + (size_t)b * (hq + 2 * hkv) * D;
   const float pre = r.rms_rows ? block_row_inv_rms(r.rms_rows + (size_t)b * r.hidden, r.hidden, r.rms_eps) : 1.f;
-  const float* cs = r.cos_sin + (size_t)r.positions[b] * D;
+  const float* cs = at.cs;
   for (int i = warp; i < G + newest; i += kWarps) {  // the G q heads, then kv head h
     const int col = i < G ? h * G + i : hq + h;       // the head's place in the qkv row
     float x[P], y[P];
@@ -103,8 +115,8 @@ __device__ __forceinline__ void rope_heads(const RopeIn& r, int b, int h, int hq
     const bf16* vbias = r.bias ? r.bias + vcol : nullptr;
     store_k_head<P>(x, y, r.k_scale, kn);
     store_v_head<P>(row + vcol, pre, vbias, v_scale, vn);
-    if (const int slot = r.slot_mapping[b]; slot >= 0) {
-      const size_t dst = ((size_t)slot * hkv + h) * D;
+    if (at.slot >= 0) {
+      const size_t dst = ((size_t)at.slot * hkv + h) * D;
       store_k_head<P>(x, y, r.k_scale, static_cast<C*>(r.k_cache) + dst);
       store_v_head<P>(row + vcol, pre, vbias, v_scale, static_cast<C*>(r.v_cache) + dst);
     }
@@ -308,8 +320,8 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   extern __shared__ float smem[];
   pdl_launch_dependents();
   // Before pdl_wait() (while the kernels before this one finish) only what no kernel of this
-  // forward writes is read: the lengths and block tables (the host's copy before the forward) and
-  // K rows other than the newest, which the step before this one stored.
+  // forward writes is read: the lengths, block tables, positions and slots (the host's copy before
+  // the forward), the RoPE table, and K rows other than the newest, which earlier steps stored.
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int G = hq / hkv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, li = lane % LPT, tg = lane / LPT;
@@ -356,10 +368,11 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
       vpre[u] = t < cend && t != newest ? *reinterpret_cast<const V8*>(v_cache + row_of(t)) : V8{};
     }
   }
+  const RopeAt at = rope_at<D>(rope, b, cend < end);
   pdl_wait();
   bf16* qs = reinterpret_cast<bf16*>(red);  // the fused RoPE's q (red is not used before pass 3's end)
   if (fused) {
-    rope_heads<D, C>(rope, b, h, hq, hkv, G, cend < end, v_scale, qs, reinterpret_cast<C*>(sm.newest),
+    rope_heads<D, C>(rope, at, b, h, hq, hkv, G, cend < end, v_scale, qs, reinterpret_cast<C*>(sm.newest),
                      reinterpret_cast<C*>(sm.newest) + D);
   }
 #pragma unroll
@@ -572,10 +585,11 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   int tb = start + warp * kTile;
   uint32_t kbuf[NK][2][KW] = {};
   load_k(tb, kbuf[0], true);
+  const RopeAt at = rope_at<D>(rope, b, cend < end);
   pdl_wait();
   bf16* qs = reinterpret_cast<bf16*>(red);  // the fused RoPE's q (red is not used before pass 3's end)
   if (fused) {
-    rope_heads<D, C>(rope, b, h, hq, hkv, G, cend < end, v_scale, qs, reinterpret_cast<C*>(sm.newest),
+    rope_heads<D, C>(rope, at, b, h, hq, hkv, G, cend < end, v_scale, qs, reinterpret_cast<C*>(sm.newest),
                      reinterpret_cast<C*>(sm.newest) + D);
   }
 #pragma unroll
