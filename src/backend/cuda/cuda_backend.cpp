@@ -317,14 +317,16 @@ class CudaBackend final : public Backend {
   // kernel takes it (bf16 norm weights and bias); otherwise, and for prefill, the two ops.
   void do_rope_attention(const RopeStore& in, const PagedKV& cache, const AttentionMetadata& meta,
                          const AttentionOptions& opts, Tensor& q, Tensor& out) override {
-    const cuda::RopeStoreArgs r = rope_args(in, cache, q);
-    const cuda::PagedKVArgs kv = kv_args(q, cache, meta, opts);
-    if (!fuse_rope_ || meta.is_prefill || meta.num_seqs == 0 || !cuda::decode_rope_fusable(r, kv)) {
-      Backend::do_rope_attention(in, cache, meta, opts, q, out);
-      return;
+    if (fuse_rope_ && !meta.is_prefill && meta.num_seqs > 0) {
+      const cuda::RopeStoreArgs r = rope_args(in, cache, q);
+      const cuda::PagedKVArgs kv = kv_args(q, cache, meta, opts);
+      if (cuda::decode_rope_fusable(r, kv)) {
+        cuda::launch_attention_decode(nullptr, kv, decode_splits(kv.sh, meta, cache.k.dtype), out.data, stream_, &r);
+        debug_sync("attention (decode, with the RoPE/KV store)");
+        return;
+      }
     }
-    cuda::launch_attention_decode(nullptr, kv, decode_splits(kv.sh, meta, cache.k.dtype), out.data, stream_, &r);
-    debug_sync("attention (decode, with the RoPE/KV store)");
+    Backend::do_rope_attention(in, cache, meta, opts, q, out);
   }
 
   void do_attention(const Tensor& q, const PagedKV& cache, const AttentionMetadata& meta, const AttentionOptions& opts,
