@@ -260,7 +260,6 @@ void check_rope_store(const Check& c, const Backend& b, const RopeStore& in, con
   if (c.host_visible()) check_rope_store_values(c, in, cache);
 }
 
-
 // attention's checks (rope_attention's too).
 void check_attention(const Check& c, const Backend& b, const Tensor& q, const PagedKV& cache,
                      const AttentionMetadata& meta, const AttentionOptions& opts, const Tensor& out) {
