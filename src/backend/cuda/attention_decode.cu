@@ -78,31 +78,37 @@ struct RopeIn {
   float k_scale;            // an FP8 cache's K scale (the V scale is the kernel's v_scale)
 };
 
-// Where the fused RoPE of sequence b reads its angles and stores its newest K/V (-1: nowhere).
-// Host inputs and a constant table, so read before pdl_wait().
+// Where the fused RoPE of sequence b reads its angles and stores its newest K/V (slot -1:
+// nowhere), and whether this block holds the newest token. Host inputs and a constant table, so
+// read before pdl_wait().
 struct RopeAt {
   const float* cs;
   int slot;
+  bool newest;
 };
 template <int D>
 __device__ __forceinline__ RopeAt rope_at(const RopeIn& r, int b, bool newest) {
-  if (!r.qkv) return {nullptr, -1};
-  return {r.cos_sin + (size_t)r.positions[b] * D, newest ? r.slot_mapping[b] : -1};
+  if (!r.qkv) return {nullptr, -1, false};
+  return {r.cos_sin + (size_t)r.positions[b] * D, newest ? r.slot_mapping[b] : -1, newest};
 }
 
 // The fused RoPE of a block of (sequence b, kv head h), after pdl_wait(): its G query heads,
-// rotated and rounded to bf16, into qs [G][D]; with `newest`, the newest token's K and V rows
-// into the cache (at.slot; none for a padding row, -1) and into kn, vn [D] (all shared memory).
-// A warp a head; every thread calls it (a folded norm sums the row over the block).
+// rotated and rounded to bf16, into qs [G][D] (over sm.red, unused until pass 3 ends); in the
+// block holding the newest token, that token's K and V rows into the cache (at.slot; none for a
+// padding row, -1) and into sm.newest (kn, vn [D]). A warp a head; every thread calls it (a folded
+// norm sums the row over the block).
 template <int D, class C>
 __device__ __forceinline__ void rope_heads(const RopeIn& r, RopeAt at, int b, int h, int hq, int hkv, int G,
-                                           bool newest, float v_scale, bf16* qs, C* kn, C* vn) {
+                                           float v_scale, DecodeSmem sm) {
   constexpr int P = D / 64;
+  bf16* qs = reinterpret_cast<bf16*>(sm.red);
+  C* kn = reinterpret_cast<C*>(sm.newest);
+  C* vn = kn + D;
   const int warp = threadIdx.x >> 5;
   const bf16* row = r.qkv + (size_t)b * (hq + 2 * hkv) * D;
   const float pre = r.rms_rows ? block_row_inv_rms(r.rms_rows + (size_t)b * r.hidden, r.hidden, r.rms_eps) : 1.f;
   const float* cs = at.cs;
-  for (int i = warp; i < G + newest; i += kWarps) {  // the G q heads, then kv head h
+  for (int i = warp; i < G + at.newest; i += kWarps) {  // the G q heads, then kv head h
     const int col = i < G ? h * G + i : hq + h;       // the head's place in the qkv row
     float x[P], y[P];
     load_head<P>(row + (size_t)col * D, x, y);
@@ -370,11 +376,8 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   }
   const RopeAt at = rope_at<D>(rope, b, cend < end);
   pdl_wait();
-  bf16* qs = reinterpret_cast<bf16*>(red);  // the fused RoPE's q (red is not used before pass 3's end)
-  if (fused) {
-    rope_heads<D, C>(rope, at, b, h, hq, hkv, G, cend < end, v_scale, qs, reinterpret_cast<C*>(sm.newest),
-                     reinterpret_cast<C*>(sm.newest) + D);
-  }
+  const bf16* qs = reinterpret_cast<const bf16*>(red);  // the fused RoPE's q (rope_heads)
+  if (fused) rope_heads<D, C>(rope, at, b, h, hq, hkv, G, v_scale, sm);
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
     if (base0 + u * TPI == newest) {
@@ -587,11 +590,8 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   load_k(tb, kbuf[0], true);
   const RopeAt at = rope_at<D>(rope, b, cend < end);
   pdl_wait();
-  bf16* qs = reinterpret_cast<bf16*>(red);  // the fused RoPE's q (red is not used before pass 3's end)
-  if (fused) {
-    rope_heads<D, C>(rope, at, b, h, hq, hkv, G, cend < end, v_scale, qs, reinterpret_cast<C*>(sm.newest),
-                     reinterpret_cast<C*>(sm.newest) + D);
-  }
+  const bf16* qs = reinterpret_cast<const bf16*>(red);  // the fused RoPE's q (rope_heads)
+  if (fused) rope_heads<D, C>(rope, at, b, h, hq, hkv, G, v_scale, sm);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     if (tb + r + 8 * i == newest && newest < end)
@@ -804,7 +804,9 @@ void launch_attention_decode(const void* q, const PagedKVArgs& kv, const DecodeS
   while ((1 << log2_bs) < sh.block_size) ++log2_bs;
   RopeIn ri{};
   if (rope) {
-    if (!decode_rope_fusable(*rope, kv)) throw std::invalid_argument("attention (decode): this RoPE cannot be fused");
+    if (!decode_rope_fusable(*rope, kv))
+      throw std::invalid_argument("attention (decode): the RoPE cannot be fused: it needs one token a sequence, the "
+                                  "attention's heads, head_dim and cache, and bf16 (or no) norm weights and bias");
     ri = {static_cast<const bf16*>(rope->qkv), static_cast<const bf16*>(rope->rms.rows), rope->rms.hidden,
           rope->rms.eps, static_cast<const bf16*>(rope->qkv_bias), static_cast<const bf16*>(rope->q_norm_w),
           static_cast<const bf16*>(rope->k_norm_w), rope->positions, rope->cos_sin, rope->eps, rope->slot_mapping,
