@@ -1082,9 +1082,10 @@ TEST_F(CpuOps, GumbelSamplingFollowsTheDocumentedFormula) {
   }
 }
 
-// Every one of the 2^23 values uniform01 can return lies strictly inside (0, 1), ascending, with
-// a finite Gumbel noise. (24 bits plus a half once rounded the top value to 1: an infinite noise
-// that won the draw for 1 vocabulary entry in 2^24, 0.9% of draws over a 152K vocabulary.)
+// Every one of the 2^23 values uniform01 can return is (i + 0.5) / 2^23, strictly inside (0, 1),
+// ascending, with a finite Gumbel noise. (24 bits plus a half once rounded the top value to 1: an
+// infinite noise that won the draw for 1 vocabulary entry in 2^24, 0.9% of draws over a 152K
+// vocabulary.)
 TEST(Rng, UniformStaysInsideZeroOneWithFiniteNoise) {
   EXPECT_EQ(uniform01_from_bits(0), std::ldexp(1.0f, -24));
   EXPECT_EQ(uniform01_from_bits(~0ULL), 1.0f - std::ldexp(1.0f, -24));
@@ -1093,7 +1094,8 @@ TEST(Rng, UniformStaysInsideZeroOneWithFiniteNoise) {
   for (uint64_t i = 0; i < (1u << 23); ++i) {
     const float u = uniform01_from_bits(i << 41 | (i & 0xffff));  // the low bits do not matter
     const float noise = -std::log(-std::log(u));
-    bad += !(u > prev && u < 1.0f && std::isfinite(noise));
+    const float want = (static_cast<float>(i) + 0.5f) * std::ldexp(1.0f, -23);  // (i + 0.5) / 2^23
+    bad += !(u == want && u > prev && u < 1.0f && std::isfinite(noise));
     prev = u;
   }
   EXPECT_EQ(bad, 0);

@@ -379,6 +379,59 @@ TEST_F(CudaSampling, SameSeedSameTokenWhateverTheBatch) {
   }
 }
 
+// Plain rows (temperature only, the bench.py workload's) score most ids by a bound from the fast
+// log2 and only the few that may win exactly (sampling.cu, gumbel_bound): every row's token must
+// still be the best x - log(-log u) in double precision, to float rounding, with no row let off.
+// Flat rows (noise decides among thousands of close logits), temperatures from 1e-3 (|x| ~ 1e4) to
+// 50 (x ~ 0), -inf entries, a lone finite id.
+TEST_F(CudaSampling, PlainDrawsAreTheBestScore) {
+  const int V = 151936, B = 48;
+  const float temps[] = {1e-3f, 0.6f, 1.0f, 3.0f, 50.0f};
+  std::normal_distribution<float> n(0.f, 1.f);
+  HostBatch h;
+  h.vocab = V;
+  std::vector<float> logits;
+  for (int b = 0; b < B; ++b) {
+    std::vector<float> l = row_logits(V, static_cast<Kind>(b % 5));
+    if (b % 8 == 7) for (float& x : l) x = n(rng_) * 0.01f;  // flat
+    if (b == B - 1) {  // one finite id among -inf
+      std::fill(l.begin(), l.end(), -INFINITY);
+      l[V / 2 + 3] = 0.5f;
+    }
+    logits.insert(logits.end(), l.begin(), l.end());
+    SamplingRow r{.temperature = temps[b % 5]};
+    r.key = static_cast<int64_t>(rng_());
+    r.counter = static_cast<int64_t>(rng_() % 100000);
+    h.rows.push_back(r);
+  }
+  std::vector<DeviceBuffer> gb;
+  const SampleBatch bg = testing_ref::place(*gpu_, h, gb);
+  Tensor lg = gpu_->alloc_tensor(DType::f32, {B, V}, gb), og = gpu_->alloc_tensor(DType::i32, {B}, gb);
+  gpu_->copy_to_device(lg.data, logits.data(), logits.size() * 4);
+  gpu_->sample(lg, bg, og);
+  std::vector<int32_t> got(B);
+  gpu_->copy_to_host(got.data(), og.data, B * 4);
+  for (int b = 0; b < B; ++b) {
+    const SamplingRow& r = h.rows[b];
+    const float inv_t = 1.0f / r.temperature;
+    auto score = [&](int v) {
+      const double x = logits[size_t(b) * V + v] * inv_t;  // the float x the kernels compute
+      return x - std::log(-std::log(double(uniform01(r.key, r.counter, v))));
+    };
+    int want = 0;
+    double best = score(0);
+    for (int v = 1; v < V; ++v) {
+      const double s = score(v);
+      if (s > best) { best = s; want = v; }
+    }
+    ASSERT_GE(got[b], 0) << "row " << b;
+    ASSERT_LT(got[b], V) << "row " << b;
+    EXPECT_GE(score(got[b]), best - 1e-5 * std::max(1.0, std::fabs(best)))
+        << "row " << b << " (T " << r.temperature << "): GPU picked " << got[b] << ", the best is " << want;
+  }
+  EXPECT_EQ(got[B - 1], V / 2 + 3);
+}
+
 TEST_F(CudaSampling, DrawsFollowTheFilteredDistribution) {
   // 10,000 draws (counters) of one small row: only survivors, at their renormalised probabilities.
   const int V = 64, N = 10000, B = 500;

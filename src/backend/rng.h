@@ -4,6 +4,7 @@
 // softmax(logit/T) (equivalently nano-vLLM's argmax(p / Exp(1)) "exponential race").
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #ifdef __CUDACC__
 #define NANOVLLM_HD __host__ __device__ __forceinline__
@@ -35,9 +36,18 @@ NANOVLLM_HD uint64_t stream_word(uint64_t stream, uint64_t index) { return strea
 
 // Uniform in (0, 1), never 0 or 1: (i + 0.5) / 2^23 for 23 random bits i, exact in float32, so u
 // lies in [2^-24, 1 - 2^-24]. (With 24 bits, i + 0.5 needs 25: 2^24 - 1 + 0.5 rounds to 2^24, u = 1,
-// and -log(-log u) = +inf would win the draw for a vocabulary entry 1 time in 2^24.)
+// and -log(-log u) = +inf would win the draw for a vocabulary entry 1 time in 2^24.) Computed
+// without an int-to-float conversion (a quarter-rate instruction on the GPU): the float 1 + i / 2^23
+// from its bits, minus 1 (exact), plus 2^-24 (exact: 2i + 1 < 2^24).
 NANOVLLM_HD float uniform01_from_bits(uint64_t h) {
-  return (static_cast<float>(h >> (64 - kUniformBits)) + 0.5f) * (1.0f / static_cast<float>(1u << kUniformBits));
+  const uint32_t one_plus_i = 0x3f800000u | static_cast<uint32_t>(h >> (64 - kUniformBits));
+#ifdef __CUDA_ARCH__
+  const float f = __uint_as_float(one_plus_i);
+#else
+  float f;
+  std::memcpy(&f, &one_plus_i, sizeof f);
+#endif
+  return (f - 1.0f) + 0x1p-24f;
 }
 
 // Entry `index` of a stream, splitmix64-style.

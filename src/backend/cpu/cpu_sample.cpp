@@ -45,7 +45,8 @@ inline __m256i mix64x4(__m256i z) {  // rng.h's mix64
   z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), kMixMul2);
   return _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
 }
-// rng.h's uniform01_from_bits(mix64(z)) for entries 0-3 (z0) and 4-7 (z1), the same float ops.
+// rng.h's uniform01_from_bits(mix64(z)) for entries 0-3 (z0) and 4-7 (z1): the same values, (i + 0.5) / 2^23
+// exactly (rng.h builds them from the float's bits, this from an exact conversion).
 inline __m256 uniform01x8(__m256i z0, __m256i z1) {
   const __m256i evens = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);  // the low halves of 4 lanes, in order
   const __m256i a = _mm256_permutevar8x32_epi32(_mm256_srli_epi64(mix64x4(z0), 64 - kUniformBits), evens);

@@ -285,9 +285,23 @@ __device__ __forceinline__ float x_at(const Row& r, int v, int begin, const floa
   return y;
 }
 
+__device__ __forceinline__ float gumbel_score(float x, float u) { return x - logf(-logf(u)); }
 __device__ __forceinline__ float gumbel_score(float x, uint64_t stream, int v) {
-  const float u = uniform01(stream, static_cast<uint32_t>(v));
-  return x - logf(-logf(u));
+  return gumbel_score(x, uniform01(stream, static_cast<uint32_t>(v)));
+}
+
+// An upper bound on gumbel_score(x, u) as computed there, from the hardware's fast log2 (a few
+// instructions where logf takes dozens). The noise is -ln w, w = -ln u. Below u = 1/2, w from the
+// fast log2 (w >= ln 2: its error is relative, under 1e-6). From 1/2 up, with t = 1 - u (exact),
+// w = t + t^2/2 + t^3/3 + ..., so the series cut after t^4/4 is below w and -ln of it above the
+// noise (by at most 0.016, at t = 1/2). The margin takes both fast logs' errors (< 1e-5) and the
+// roundings of logf and of the sum; it only adds ids to score exactly, never removes one. An
+// infinite or NaN x gives x's own bound.
+__device__ __forceinline__ float gumbel_bound(float x, float u) {
+  constexpr float kLn2 = 0.693147181f;
+  const float t = 1.0f - u;
+  const float w = u < 0.5f ? -kLn2 * __log2f(u) : t * fmaf(t, fmaf(t, fmaf(t, 0.25f, 1.0f / 3.0f), 0.5f), 1.0f);
+  return x - kLn2 * __log2f(w) + (1e-3f + 1e-6f * fminf(fabsf(x), FLT_MAX));  // x = -inf: -inf
 }
 
 // ---- a filtered row's frame: its max, bin width and min_p threshold, from the chunks' stats ----
@@ -544,17 +558,46 @@ __global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs 
   load_adds(r, a, begin, n, sadd);
   const bool filtered = r.s.has_filters();
   if (!filtered) {
-    const bool greedy = !(r.s.temperature > 0.f);
-    const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
     float best = -INFINITY;
     int bi = kNone;
+    if (!(r.s.temperature > 0.f)) {  // greedy
 #pragma unroll
-    for (int k = 0; k < kPerThread; ++k) {
-      const int v = begin + threadIdx.x + k * kThreads;
-      if (v < begin + n) {
-        const float x = x_at(r, v, begin, sadd);
-        const float s = greedy ? x : gumbel_score(x, stream, v);
-        if (better(s, v, best, bi)) { best = s; bi = v; }
+      for (int k = 0; k < kPerThread; ++k) {
+        const int v = begin + threadIdx.x + k * kThreads;
+        if (v < begin + n) {
+          const float x = x_at(r, v, begin, sadd);
+          if (better(x, v, best, bi)) { best = x; bi = v; }
+        }
+      }
+    } else {
+      // The draw in two passes. First each id's bound (gumbel_bound); the warp's largest bound
+      // names an id whose exact score every id of the warp must reach to win. Then the exact score
+      // (two accurate logs, most of a draw's arithmetic) only of the ids whose bound reaches it: a
+      // few a warp. The pick is the one scoring every id exactly would make.
+      const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
+      uint64_t word = stream_word(stream, static_cast<uint64_t>(begin + threadIdx.x));  // id v's, v += kThreads
+      float bound[kPerThread];
+      float top = -INFINITY;
+      int top_id = kNone;
+#pragma unroll
+      for (int k = 0; k < kPerThread; ++k, word += kThreads * kGoldenStep) {
+        const int v = begin + threadIdx.x + k * kThreads;
+        bound[k] = NAN;  // past the vocabulary: never a candidate
+        if (v < begin + n) {
+          bound[k] = gumbel_bound(x_at(r, v, begin, sadd), uniform01_from_bits(mix64(word)));
+          if (better(bound[k], v, top, top_id)) { top = bound[k]; top_id = v; }
+        }
+      }
+      warp_best(top, top_id);
+      const float to_beat = top_id == kNone ? -INFINITY : gumbel_score(x_at(r, top_id, begin, sadd), stream, top_id);
+      unsigned candidates = 0;
+#pragma unroll
+      for (int k = 0; k < kPerThread; ++k) candidates |= (bound[k] >= to_beat ? 1u : 0u) << k;
+      while (candidates) {  // in id order
+        const int k = __ffs(candidates) - 1, v = begin + threadIdx.x + k * kThreads;
+        candidates &= candidates - 1;
+        const float sc = gumbel_score(x_at(r, v, begin, sadd), stream, v);
+        if (better(sc, v, best, bi)) { best = sc; bi = v; }
       }
     }
     const Pick p = block_best(best, bi);
