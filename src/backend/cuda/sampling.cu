@@ -268,10 +268,21 @@ __device__ void load_adds(const Row& r, const SampleArgs& a, int begin, int n, f
   __syncthreads();
 }
 
-// x of id v (sadd: the adds of the chunk starting at `begin`), exactly as cpu::process_row
-// computes it (and, for plain rows, as the CPU sampler's logits * (1 / T)).
-__device__ __forceinline__ float x_at(const Row& r, int v, int begin, const float* sadd) {
-  float y = r.logits[v];
+// This thread's logits of the chunk starting at `begin` (n ids): id begin + threadIdx.x + k *
+// kThreads in y[k], 0 past the end. All sixteen loads are in flight together, before any of the
+// arithmetic: loaded one at a time behind each id's branches, the chunk kernels kept too few bytes
+// in flight and read the logits at a quarter of the bandwidth.
+__device__ __forceinline__ void load_logits(const Row& r, int begin, int n, float (&y)[kPerThread]) {
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int i = threadIdx.x + k * kThreads;
+    y[k] = i < n ? __ldg(r.logits + begin + i) : 0.f;
+  }
+}
+
+// x of id v from its logit y (sadd: the adds of the chunk starting at `begin`), exactly as
+// cpu::process_row computes it (and, for plain rows, as the CPU sampler's logits * (1 / T)).
+__device__ __forceinline__ float x_of(const Row& r, float y, int v, int begin, const float* sadd) {
   if (r.adds) y += sadd[v - begin];
   if (r.counts) {
     const int c = r.counts[v];
@@ -283,6 +294,9 @@ __device__ __forceinline__ float x_at(const Row& r, int v, int begin, const floa
   if (r.clamp && y == INFINITY) y = FLT_MAX;
   if (r.s.temperature > 0.f) y *= r.inv_t;
   return y;
+}
+__device__ __forceinline__ float x_at(const Row& r, int v, int begin, const float* sadd) {
+  return x_of(r, r.logits[v], v, begin, sadd);
 }
 
 __device__ __forceinline__ float gumbel_score(float x, float u) { return x - logf(-logf(u)); }
@@ -555,6 +569,8 @@ __global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs 
   const int row = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
   const Row r = load_row(logits, row, vocab, a);
   const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
+  float y[kPerThread];
+  load_logits(r, begin, n, y);
   load_adds(r, a, begin, n, sadd);
   const bool filtered = r.s.has_filters();
   if (!filtered) {
@@ -565,7 +581,7 @@ __global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs 
       for (int k = 0; k < kPerThread; ++k) {
         const int v = begin + threadIdx.x + k * kThreads;
         if (v < begin + n) {
-          const float x = x_at(r, v, begin, sadd);
+          const float x = x_of(r, y[k], v, begin, sadd);
           if (better(x, v, best, bi)) { best = x; bi = v; }
         }
       }
@@ -584,7 +600,7 @@ __global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs 
         const int v = begin + threadIdx.x + k * kThreads;
         bound[k] = NAN;  // past the vocabulary: never a candidate
         if (v < begin + n) {
-          bound[k] = gumbel_bound(x_at(r, v, begin, sadd), uniform01_from_bits(mix64(word)));
+          bound[k] = gumbel_bound(x_of(r, y[k], v, begin, sadd), uniform01_from_bits(mix64(word)));
           if (better(bound[k], v, top, top_id)) { top = bound[k]; top_id = v; }
         }
       }
@@ -610,7 +626,7 @@ __global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs 
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
     const int v = begin + threadIdx.x + k * kThreads;
-    x[k] = v < begin + n ? x_at(r, v, begin, sadd) : -INFINITY;
+    x[k] = v < begin + n ? x_of(r, y[k], v, begin, sadd) : -INFINITY;
     if (x[k] > -INFINITY && x[k] < INFINITY) {
       m = fmaxf(m, x[k]);
       sum += x[k];
@@ -663,6 +679,8 @@ __global__ void sample_histogram_kernel(const float* __restrict__ logits, Sample
   const Frame f = row_frame(w.stat + (size_t)row * chunks, chunks, r.s);
   if (!f.any) return;
   const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
+  float y[kPerThread];
+  load_logits(r, begin, n, y);
   for (int i = threadIdx.x; i < kBins; i += kThreads) {
     scnt[i] = 0;
     smass[i] = 0;
@@ -673,7 +691,7 @@ __global__ void sample_histogram_kernel(const float* __restrict__ logits, Sample
   for (int k = 0; k < kPerThread; ++k) {
     const int v = begin + threadIdx.x + k * kThreads;
     if (v < begin + n) {
-      const float x = x_at(r, v, begin, sadd);
+      const float x = x_of(r, y[k], v, begin, sadd);
       if (passes(f, x)) {
         const int b = bin_of(f, x);
         atomicAdd(&scnt[b], 1u);
@@ -706,17 +724,20 @@ __global__ void sample_collect_kernel(const float* __restrict__ logits, SampleAr
   const Selection sel = select_bins(w.hist_count + (size_t)row * kBins, w.hist_mass + (size_t)row * kBins, r.s);
   const bool collect = sel.uncertain <= (unsigned)kCap;
   const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
+  float y[kPerThread];
+  load_logits(r, begin, n, y);
   load_adds(r, a, begin, n, sadd);
   const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
   float best = -INFINITY;
   int bi = kNone;
   const int lane = threadIdx.x & 31;
+#pragma unroll
   for (int k = 0; k < kPerThread; ++k) {  // the whole warp in every round: the appends are warp-wide
     const int v = begin + threadIdx.x + k * kThreads;
     float x = -INFINITY;
     int b = kBins;
     if (v < begin + n) {
-      x = x_at(r, v, begin, sadd);
+      x = x_of(r, y[k], v, begin, sadd);
       if (passes(f, x)) b = bin_of(f, x);
     }
     if (b < sel.first) {
