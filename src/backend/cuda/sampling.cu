@@ -304,19 +304,27 @@ __device__ __forceinline__ float gumbel_score(float x, uint64_t stream, int v) {
   return gumbel_score(x, uniform01(stream, static_cast<uint32_t>(v)));
 }
 
-// An upper bound on gumbel_score(x, u) as computed there, from the hardware's fast log2 (a few
-// instructions where logf takes dozens). The noise is -ln w, w = -ln u. Below u = 1/2, w from the
-// fast log2 (w >= ln 2: its error is relative, under 1e-6). From 1/2 up, with t = 1 - u (exact),
-// w = t + t^2/2 + t^3/3 + ..., so the series cut after t^4/4 is below w and -ln of it above the
-// noise (by at most 0.016, at t = 1/2). The margin takes both fast logs' errors (< 1e-5) and the
-// roundings of logf and of the sum; it only adds ids to score exactly, never removes one. An
-// infinite or NaN x gives x's own bound.
-__device__ __forceinline__ float gumbel_bound(float x, float u) {
+// The hardware's approximate log2, flushing subnormals (it is only given numbers >= 2^-24).
+__device__ __forceinline__ float lg2_approx(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// An upper bound on the noise -log(-log u) from the approximate log2: a handful of instructions
+// where logf takes dozens. The noise is -ln w, w = -ln u. Below u = 1/2, w from lg2_approx (w >=
+// ln 2, its error under 1e-6 of w). From 1/2 up, with t = 1 - u (exact), w = t + t^2/2 + t^3/3 +
+// ...: the series cut after t^4/4 is below w, so -ln of it is above the noise (by at most 0.016,
+// at t = 1/2). Within 3e-6 of an upper bound; the caller's margin takes that and logf's rounding.
+__device__ __forceinline__ float noise_bound(float u) {
   constexpr float kLn2 = 0.693147181f;
   const float t = 1.0f - u;
-  const float w = u < 0.5f ? -kLn2 * __log2f(u) : t * fmaf(t, fmaf(t, fmaf(t, 0.25f, 1.0f / 3.0f), 0.5f), 1.0f);
-  return x - kLn2 * __log2f(w) + (1e-3f + 1e-6f * fminf(fabsf(x), FLT_MAX));  // x = -inf: -inf
+  const float w = u < 0.5f ? -kLn2 * lg2_approx(u) : t * fmaf(t, fmaf(t, fmaf(t, 0.25f, 1.0f / 3.0f), 0.5f), 1.0f);
+  return -kLn2 * lg2_approx(w);
 }
+// The noise's range over every u uniform01 returns: -log(-log u) for u = 2^-24 and 1 - 2^-24 is
+// -2.8115 and 16.6355. An id more than their difference (19.447) below another cannot outscore it.
+constexpr float kNoiseSpan = 19.5f;
 
 // ---- a filtered row's frame: its max, bin width and min_p threshold, from the chunks' stats ----
 
@@ -560,9 +568,76 @@ __device__ TopFloor top_floor(const SampleScratch& w, int row, int chunks, int k
 
 // ---- kernels ----
 
+// A plain row's draw over this thread's ids of the chunk (y: their logits): its best x - log(-log u)
+// into (best, bi), the pick scoring every id exactly would make, for a fraction of the arithmetic.
+// kBare: no sparse adds or penalties, x = logit * (1 / T). In three steps, each warp on its own:
+// 1. Ids more than kNoiseSpan below the warp's largest x cannot win: they are not drawn at all
+//    (most of a real model's vocabulary; none of a flat random one's).
+// 2. The others' u, and an upper bound on their score from noise_bound. The id with the warp's
+//    largest bound is scored exactly: no id whose bound is below that score can win.
+// 3. The ids whose bound reaches it (a few a warp) are scored exactly (gumbel_score: two logf).
+template <bool kBare>
+__device__ __forceinline__ void draw_chunk(const Row& r, const float (&y)[kPerThread], int begin, int n,
+                                           const float* sadd, float& best, int& bi) {
+  const int lane = threadIdx.x & 31;
+  float x[kPerThread];
+  float top = -INFINITY;  // the largest x, then the largest bound
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int v = begin + threadIdx.x + k * kThreads;
+    x[k] = NAN;  // past the vocabulary: never drawn
+    if (threadIdx.x + k * kThreads < n) x[k] = kBare ? y[k] * r.inv_t : x_of(r, y[k], v, begin, sadd);
+    top = fmaxf(top, x[k]);
+  }
+  const float xmax = warp_max(top);
+  const float cut = xmax - (kNoiseSpan + 1e-6f * fminf(fabsf(xmax), FLT_MAX));
+  const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
+  const uint64_t word = stream_word(stream, static_cast<uint64_t>(begin + threadIdx.x));  // ids v += kThreads
+  float bound[kPerThread];
+  int top_k = -1;
+  top = -INFINITY;
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    bound[k] = NAN;
+    if (x[k] >= cut) {
+      bound[k] = x[k] + noise_bound(uniform01_from_bits(mix64(word + k * kThreads * kGoldenStep)));
+      if (bound[k] > top) {
+        top = bound[k];
+        top_k = k;
+      }
+    }
+  }
+  // The warp's largest bound, scored exactly by its lane: the score to reach.
+  const float warp_top = warp_max(top);
+  const unsigned holders = __ballot_sync(0xffffffffu, top_k >= 0 && top == warp_top);
+  float to_beat = -INFINITY;
+  if (holders) {
+    const int src = __ffs(holders) - 1, v = begin + threadIdx.x + top_k * kThreads;
+    float sc = 0.f;
+    if (lane == src) sc = gumbel_score(x_at(r, v, begin, sadd), uniform01(stream, static_cast<uint32_t>(v)));
+    to_beat = __shfl_sync(0xffffffffu, sc, src);
+  }
+  // The margin covers the bound's error and logf's rounding in the exact score (~1e-5 in all).
+  const float reach = to_beat - (1e-3f + 1e-6f * (fminf(fabsf(to_beat), FLT_MAX) + kNoiseSpan));
+  unsigned candidates = 0;
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) candidates |= (bound[k] >= reach ? 1u : 0u) << k;
+  while (candidates) {  // in id order
+    const int k = __ffs(candidates) - 1, v = begin + threadIdx.x + k * kThreads;
+    candidates &= candidates - 1;
+    const float sc = gumbel_score(x_at(r, v, begin, sadd), uniform01(stream, static_cast<uint32_t>(v)));
+    if (better(sc, v, best, bi)) {
+      best = sc;
+      bi = v;
+    }
+  }
+}
+
 // Block (chunk, row): see the file comment. kTop: the batch is on the top-k path (no histogram).
+// Without it, 6 blocks an SM (40 registers): more of the chunk's loads in flight than at 5.
 template <bool kTop>
-__global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs a, SampleScratch w, int vocab) {
+__global__ void __launch_bounds__(kThreads, kTop ? 4 : 6)
+    sample_scan_kernel(const float* __restrict__ logits, SampleArgs a, SampleScratch w, int vocab) {
   pdl_launch_dependents();
   pdl_wait();
   __shared__ float sadd[kChunk];
@@ -585,36 +660,10 @@ __global__ void sample_scan_kernel(const float* __restrict__ logits, SampleArgs 
           if (better(x, v, best, bi)) { best = x; bi = v; }
         }
       }
+    } else if (!r.adds && !r.counts) {
+      draw_chunk<true>(r, y, begin, n, sadd, best, bi);
     } else {
-      // The draw in two passes. First each id's bound (gumbel_bound); the warp's largest bound
-      // names an id whose exact score every id of the warp must reach to win. Then the exact score
-      // (two accurate logs, most of a draw's arithmetic) only of the ids whose bound reaches it: a
-      // few a warp. The pick is the one scoring every id exactly would make.
-      const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
-      uint64_t word = stream_word(stream, static_cast<uint64_t>(begin + threadIdx.x));  // id v's, v += kThreads
-      float bound[kPerThread];
-      float top = -INFINITY;
-      int top_id = kNone;
-#pragma unroll
-      for (int k = 0; k < kPerThread; ++k, word += kThreads * kGoldenStep) {
-        const int v = begin + threadIdx.x + k * kThreads;
-        bound[k] = NAN;  // past the vocabulary: never a candidate
-        if (v < begin + n) {
-          bound[k] = gumbel_bound(x_of(r, y[k], v, begin, sadd), uniform01_from_bits(mix64(word)));
-          if (better(bound[k], v, top, top_id)) { top = bound[k]; top_id = v; }
-        }
-      }
-      warp_best(top, top_id);
-      const float to_beat = top_id == kNone ? -INFINITY : gumbel_score(x_at(r, top_id, begin, sadd), stream, top_id);
-      unsigned candidates = 0;
-#pragma unroll
-      for (int k = 0; k < kPerThread; ++k) candidates |= (bound[k] >= to_beat ? 1u : 0u) << k;
-      while (candidates) {  // in id order
-        const int k = __ffs(candidates) - 1, v = begin + threadIdx.x + k * kThreads;
-        candidates &= candidates - 1;
-        const float sc = gumbel_score(x_at(r, v, begin, sadd), stream, v);
-        if (better(sc, v, best, bi)) { best = sc; bi = v; }
-      }
+      draw_chunk<false>(r, y, begin, n, sadd, best, bi);
     }
     const Pick p = block_best(best, bi);
     if (threadIdx.x == 0) w.part[(size_t)row * chunks + chunk] = p;
