@@ -268,15 +268,19 @@ __device__ void load_adds(const Row& r, const SampleArgs& a, int begin, int n, f
   __syncthreads();
 }
 
-// This thread's logits of the chunk starting at `begin` (n ids): id begin + threadIdx.x + k *
-// kThreads in y[k], 0 past the end. All sixteen loads are in flight together, before any of the
-// arithmetic: loaded one at a time behind each id's branches, the chunk kernels kept too few bytes
-// in flight and read the logits at a quarter of the bandwidth.
-__device__ __forceinline__ void load_logits(const Row& r, int begin, int n, float (&y)[kPerThread]) {
+// This thread's logits of the chunk starting at `begin` (n ids) of a row: id begin + threadIdx.x +
+// k * kThreads in y[k], 0 past the end. All sixteen loads are in flight together, before any of
+// the arithmetic and before the row's settings are read: loaded one at a time behind each id's
+// branches, the chunk kernels kept too few bytes in flight and read the logits at a quarter of the
+// bandwidth. A whole chunk (all but a row's last) takes no bounds checks.
+__device__ __forceinline__ void load_logits(const float* row_logits, int begin, int n, float (&y)[kPerThread]) {
+  const float* p = row_logits + begin + threadIdx.x;
+  if (n == kChunk) {
 #pragma unroll
-  for (int k = 0; k < kPerThread; ++k) {
-    const int i = threadIdx.x + k * kThreads;
-    y[k] = i < n ? __ldg(r.logits + begin + i) : 0.f;
+    for (int k = 0; k < kPerThread; ++k) y[k] = __ldg(p + k * kThreads);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) y[k] = threadIdx.x + k * kThreads < n ? __ldg(p + k * kThreads) : 0.f;
   }
 }
 
@@ -592,18 +596,32 @@ __device__ __forceinline__ void draw_chunk(const Row& r, const float (&y)[kPerTh
   const float xmax = warp_max(top);
   const float cut = xmax - (kNoiseSpan + 1e-6f * fminf(fabsf(xmax), FLT_MAX));
   const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
-  const uint64_t word = stream_word(stream, static_cast<uint64_t>(begin + threadIdx.x));  // ids v += kThreads
+  uint64_t word = stream_word(stream, static_cast<uint64_t>(begin + threadIdx.x));  // id v's; v += kThreads
   float bound[kPerThread];
   int top_k = -1;
   top = -INFINITY;
+  bool all_drawn = true;
 #pragma unroll
-  for (int k = 0; k < kPerThread; ++k) {
-    bound[k] = NAN;
-    if (x[k] >= cut) {
-      bound[k] = x[k] + noise_bound(uniform01_from_bits(mix64(word + k * kThreads * kGoldenStep)));
+  for (int k = 0; k < kPerThread; ++k) all_drawn = all_drawn && x[k] >= cut;
+  if (__all_sync(0xffffffffu, all_drawn)) {  // a flat row's warps: no per-id branch
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k, word += kThreads * kGoldenStep) {
+      bound[k] = x[k] + noise_bound(uniform01_from_bits(mix64(word)));
       if (bound[k] > top) {
         top = bound[k];
         top_k = k;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k, word += kThreads * kGoldenStep) {
+      bound[k] = NAN;
+      if (x[k] >= cut) {
+        bound[k] = x[k] + noise_bound(uniform01_from_bits(mix64(word)));
+        if (bound[k] > top) {
+          top = bound[k];
+          top_k = k;
+        }
       }
     }
   }
@@ -642,10 +660,10 @@ __global__ void __launch_bounds__(kThreads, kTop ? 4 : 6)
   pdl_wait();
   __shared__ float sadd[kChunk];
   const int row = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
-  const Row r = load_row(logits, row, vocab, a);
   const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
   float y[kPerThread];
-  load_logits(r, begin, n, y);
+  load_logits(logits + (size_t)row * vocab, begin, n, y);
+  const Row r = load_row(logits, row, vocab, a);
   load_adds(r, a, begin, n, sadd);
   const bool filtered = r.s.has_filters();
   if (!filtered) {
@@ -729,7 +747,7 @@ __global__ void sample_histogram_kernel(const float* __restrict__ logits, Sample
   if (!f.any) return;
   const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
   float y[kPerThread];
-  load_logits(r, begin, n, y);
+  load_logits(r.logits, begin, n, y);
   for (int i = threadIdx.x; i < kBins; i += kThreads) {
     scnt[i] = 0;
     smass[i] = 0;
@@ -774,7 +792,7 @@ __global__ void sample_collect_kernel(const float* __restrict__ logits, SampleAr
   const bool collect = sel.uncertain <= (unsigned)kCap;
   const int begin = chunk * kChunk, n = min(kChunk, vocab - begin);
   float y[kPerThread];
-  load_logits(r, begin, n, y);
+  load_logits(r.logits, begin, n, y);
   load_adds(r, a, begin, n, sadd);
   const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
   float best = -INFINITY;
