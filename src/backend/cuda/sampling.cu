@@ -5,7 +5,8 @@
 // with the same code, rather than writing a processed copy: the same bytes move, one kernel less.
 //
 //   sample_scan       every row. Greedy and plain rows: the chunk's best x, or best x - log(-log u)
-//                     (a Gumbel-max draw). Rows with min_p/top_k/top_p ("filtered"): the chunk's
+//                     (a Gumbel-max draw; draw_chunk scores exactly only the few ids that may
+//                     win, bounding the rest). Rows with min_p/top_k/top_p ("filtered"): the chunk's
 //                     max, sum and sum of squares of x, and the row's histogram zeroed; on the
 //                     top-k path instead the chunk's top_k largest x with their ids, ranked, with
 //                     the ids tied with the k-th (up to kTopMax in all).
