@@ -181,6 +181,19 @@ class CudaSampling : public ::testing::Test {
     return got;
   }
 
+  // The GPU sampler's tokens for batch h over `logits` (its rows of h.vocab each).
+  std::vector<int32_t> gpu_tokens(const HostBatch& h, const std::vector<float>& logits) {
+    const int B = static_cast<int>(h.rows.size()), V = h.vocab;
+    std::vector<DeviceBuffer> gb;
+    const SampleBatch bg = testing_ref::place(*gpu_, h, gb);
+    Tensor lg = gpu_->alloc_tensor(DType::f32, {B, V}, gb), og = gpu_->alloc_tensor(DType::i32, {B}, gb);
+    gpu_->copy_to_device(lg.data, logits.data(), logits.size() * 4);
+    gpu_->sample(lg, bg, og);
+    std::vector<int32_t> got(B);
+    gpu_->copy_to_host(got.data(), og.data, B * 4);
+    return got;
+  }
+
   std::unique_ptr<Backend> cpu_, gpu_;
   std::mt19937_64 rng_;
 };
@@ -361,14 +374,7 @@ TEST_F(CudaSampling, SameSeedSameTokenWhateverTheBatch) {
       logits.insert(logits.end(), l.begin(), l.end());
       h.rows.push_back(b == at ? r : draw_row(V, h));
     }
-    std::vector<DeviceBuffer> gb;
-    const SampleBatch bg = testing_ref::place(*gpu_, h, gb);
-    Tensor lg = gpu_->alloc_tensor(DType::f32, {B, V}, gb), og = gpu_->alloc_tensor(DType::i32, {B}, gb);
-    gpu_->copy_to_device(lg.data, logits.data(), logits.size() * 4);
-    gpu_->sample(lg, bg, og);
-    std::vector<int32_t> got(B);
-    gpu_->copy_to_host(got.data(), og.data, B * 4);
-    return got[at];
+    return gpu_tokens(h, logits)[at];
   };
   for (int counter = 0; counter < 5; ++counter) {
     r.counter = counter;
@@ -404,13 +410,7 @@ TEST_F(CudaSampling, PlainDrawsAreTheBestScore) {
     r.counter = static_cast<int64_t>(rng_() % 100000);
     h.rows.push_back(r);
   }
-  std::vector<DeviceBuffer> gb;
-  const SampleBatch bg = testing_ref::place(*gpu_, h, gb);
-  Tensor lg = gpu_->alloc_tensor(DType::f32, {B, V}, gb), og = gpu_->alloc_tensor(DType::i32, {B}, gb);
-  gpu_->copy_to_device(lg.data, logits.data(), logits.size() * 4);
-  gpu_->sample(lg, bg, og);
-  std::vector<int32_t> got(B);
-  gpu_->copy_to_host(got.data(), og.data, B * 4);
+  const std::vector<int32_t> got = gpu_tokens(h, logits);
   for (int b = 0; b < B; ++b) {
     const SamplingRow& r = h.rows[b];
     const float inv_t = 1.0f / r.temperature;
@@ -455,14 +455,7 @@ TEST_F(CudaSampling, DrawsFollowTheFilteredDistribution) {
         h.rows.push_back(rb);
         logits.insert(logits.end(), row.begin(), row.end());
       }
-      std::vector<DeviceBuffer> gb;
-      const SampleBatch bg = testing_ref::place(*gpu_, h, gb);
-      Tensor lg = gpu_->alloc_tensor(DType::f32, {B, V}, gb), og = gpu_->alloc_tensor(DType::i32, {B}, gb);
-      gpu_->copy_to_device(lg.data, logits.data(), logits.size() * 4);
-      gpu_->sample(lg, bg, og);
-      std::vector<int32_t> got(B);
-      gpu_->copy_to_host(got.data(), og.data, B * 4);
-      for (int t : got) {
+      for (int t : gpu_tokens(h, logits)) {
         ASSERT_TRUE(ref.keep[t]) << "drew " << t << ", which the filters drop";
         counts[t] += 1;
       }
