@@ -304,9 +304,9 @@ __device__ __forceinline__ float x_at(const Row& r, int v, int begin, const floa
   return x_of(r, r.logits[v], v, begin, sadd);
 }
 
-__device__ __forceinline__ float gumbel_score(float x, float u) { return x - logf(-logf(u)); }
 __device__ __forceinline__ float gumbel_score(float x, uint64_t stream, int v) {
-  return gumbel_score(x, uniform01(stream, static_cast<uint32_t>(v)));
+  const float u = uniform01(stream, static_cast<uint32_t>(v));
+  return x - logf(-logf(u));
 }
 
 // The hardware's approximate log2, flushing subnormals (it is only given numbers >= 2^-24).
@@ -586,44 +586,39 @@ __device__ __forceinline__ void draw_chunk(const Row& r, const float (&y)[kPerTh
                                            const float* sadd, float& best, int& bi) {
   const int lane = threadIdx.x & 31;
   float x[kPerThread];
-  float top = -INFINITY;  // the largest x, then the largest bound
+  float xmax = -INFINITY;
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
     const int v = begin + threadIdx.x + k * kThreads;
     x[k] = NAN;  // past the vocabulary: never drawn
     if (threadIdx.x + k * kThreads < n) x[k] = kBare ? y[k] * r.inv_t : x_of(r, y[k], v, begin, sadd);
-    top = fmaxf(top, x[k]);
+    xmax = fmaxf(xmax, x[k]);
   }
-  const float xmax = warp_max(top);
+  xmax = warp_max(xmax);
   const float cut = xmax - (kNoiseSpan + 1e-6f * fminf(fabsf(xmax), FLT_MAX));
   const uint64_t stream = draw_stream(static_cast<uint64_t>(r.s.key), static_cast<uint64_t>(r.s.counter));
   uint64_t word = stream_word(stream, static_cast<uint64_t>(begin + threadIdx.x));  // id v's; v += kThreads
   float bound[kPerThread];
+  float top = -INFINITY;  // this thread's largest bound, id k's
   int top_k = -1;
-  top = -INFINITY;
+  auto draw = [&](int k, uint64_t w) {  // id k's bound
+    bound[k] = x[k] + noise_bound(uniform01_from_bits(mix64(w)));
+    if (bound[k] > top) {
+      top = bound[k];
+      top_k = k;
+    }
+  };
   bool all_drawn = true;
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) all_drawn = all_drawn && x[k] >= cut;
   if (__all_sync(0xffffffffu, all_drawn)) {  // a flat row's warps: no per-id branch
 #pragma unroll
-    for (int k = 0; k < kPerThread; ++k, word += kThreads * kGoldenStep) {
-      bound[k] = x[k] + noise_bound(uniform01_from_bits(mix64(word)));
-      if (bound[k] > top) {
-        top = bound[k];
-        top_k = k;
-      }
-    }
+    for (int k = 0; k < kPerThread; ++k, word += kThreads * kGoldenStep) draw(k, word);
   } else {
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k, word += kThreads * kGoldenStep) {
       bound[k] = NAN;
-      if (x[k] >= cut) {
-        bound[k] = x[k] + noise_bound(uniform01_from_bits(mix64(word)));
-        if (bound[k] > top) {
-          top = bound[k];
-          top_k = k;
-        }
-      }
+      if (x[k] >= cut) draw(k, word);
     }
   }
   // The warp's largest bound, scored exactly by its lane: the score to reach.
@@ -633,7 +628,7 @@ __device__ __forceinline__ void draw_chunk(const Row& r, const float (&y)[kPerTh
   if (holders) {
     const int src = __ffs(holders) - 1, v = begin + threadIdx.x + top_k * kThreads;
     float sc = 0.f;
-    if (lane == src) sc = gumbel_score(x_at(r, v, begin, sadd), uniform01(stream, static_cast<uint32_t>(v)));
+    if (lane == src) sc = gumbel_score(x_at(r, v, begin, sadd), stream, v);
     to_beat = __shfl_sync(0xffffffffu, sc, src);
   }
   // The margin covers the bound's error and logf's rounding in the exact score (~1e-5 in all).
@@ -644,7 +639,7 @@ __device__ __forceinline__ void draw_chunk(const Row& r, const float (&y)[kPerTh
   while (candidates) {  // in id order
     const int k = __ffs(candidates) - 1, v = begin + threadIdx.x + k * kThreads;
     candidates &= candidates - 1;
-    const float sc = gumbel_score(x_at(r, v, begin, sadd), uniform01(stream, static_cast<uint32_t>(v)));
+    const float sc = gumbel_score(x_at(r, v, begin, sadd), stream, v);
     if (better(sc, v, best, bi)) {
       best = sc;
       bi = v;
