@@ -34,6 +34,7 @@ BackendOptions BackendOptions::with_env(const EnvOptions& env) const {
   o.decode_partition = env.decode_partition;
   o.pdl = env.pdl;
   o.fuse_rope = env.fuse_rope;
+  o.fp8_mma = env.fp8_mma;
   o.gemm_tune_all = env.gemm_tune_all;
   o.cpu_isa = env.cpu_isa;
   return o;

@@ -41,6 +41,7 @@ class CudaBackend final : public Backend {
       partition_set_ = true;
     }
     cuda::set_pdl_enabled(opts.pdl);
+    fp8_gemm_.set_mma(opts.fp8_mma);
     check(cudaSetDevice(device_id_), "init", "cudaSetDevice");
     check(cudaGetDeviceProperties(&props_, device_id_), "init", "cudaGetDeviceProperties");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init", "cudaStreamCreate");
@@ -250,13 +251,14 @@ class CudaBackend final : public Backend {
   }
 
   // Whether the skinny GEMM's norm variants (norm_linear, norm_linear_act) take these operands:
-  // a bf16 norm weight and output and at most 8 rows of x, FP8 weights (any shape: gemv_fp8.cu
-  // has a per-element path) or bf16 ones gemv_supported takes. Beyond, rms_norm into `normed`,
+  // a bf16 norm weight and output, and FP8 weights at up to 8 rows of x (any shape: gemv_fp8.cu has
+  // a per-element path) or up to 16 where the tensor-core form takes them (n_out: the output's
+  // columns), or bf16 weights gemv_supported takes (up to 8 rows). Beyond, rms_norm into `normed`,
   // then the linear (cuBLASLt, or the FP8 GEMM).
-  static bool skinny_norm(const Tensor& x, const Tensor& norm_w, const Tensor& w, const Tensor& out) {
+  bool skinny_norm(const Tensor& x, const Tensor& norm_w, const Tensor& w, const Tensor& out) const {
     const int64_t M = rows_of(x);
     if (norm_w.dtype != DType::bf16 || out.dtype != DType::bf16 || M < 1) return false;
-    if (w.dtype == DType::f8e4m3) return M <= cuda::Fp8Gemm::kSkinnyMaxM;
+    if (w.dtype == DType::f8e4m3) return fp8_gemm_.exact(x.data, fp8_weight(w), out.data, M, cols_of(out), cols_of(x));
     return w.dtype == DType::bf16 && cuda::gemv_supported(x.data, w.data, x.dtype, out.dtype, M, cols_of(x));
   }
 
@@ -264,7 +266,10 @@ class CudaBackend final : public Backend {
                       Tensor& normed) override {
     if (!skinny_norm(x, norm_w, w, out)) return Backend::do_norm_linear(x, norm_w, eps, w, out, normed);
     const int M = (int)rows_of(x), N = (int)w.size(0), K = (int)cols_of(x);
-    if (w.dtype == DType::f8e4m3) {
+    if (w.dtype == DType::f8e4m3 && fp8_gemm_.mma(x.data, fp8_weight(w), out.data, M, N, K)) {
+      cuda::launch_fp8_mma_norm(x.data, norm_w.data, eps, fp8_weight(w), out.data, M, N, K, stream_);
+      debug_sync("norm_linear (FP8 mma)");
+    } else if (w.dtype == DType::f8e4m3) {
       cuda::launch_gemv_fp8_norm(x.data, norm_w.data, eps, fp8_weight(w), out.data, M, N, K, stream_);
       debug_sync("norm_linear (FP8)");
     } else {
@@ -281,7 +286,10 @@ class CudaBackend final : public Backend {
       return Backend::do_norm_linear_act(x, norm_w, eps, w, act, out, gate_up, normed);
     const int M = (int)rows_of(x), N = (int)w.size(0), K = (int)cols_of(x);
     const cuda::Act a = act == Activation::gelu_tanh ? cuda::Act::gelu_tanh : cuda::Act::silu;
-    if (w.dtype == DType::f8e4m3) {
+    if (w.dtype == DType::f8e4m3 && fp8_gemm_.mma(x.data, fp8_weight(w), out.data, M, N / 2, K)) {
+      cuda::launch_fp8_mma_norm_act(x.data, norm_w.data, eps, fp8_weight(w), out.data, M, N, K, a, stream_);
+      debug_sync("norm_linear_act (FP8 mma)");
+    } else if (w.dtype == DType::f8e4m3) {
       cuda::launch_gemv_fp8_norm_act(x.data, norm_w.data, eps, fp8_weight(w), out.data, M, N, K, a, stream_);
       debug_sync("norm_linear_act (FP8)");
     } else {

@@ -237,6 +237,10 @@ void Fp8Gemm::report_fallback(int64_t n, int64_t k, const Fp8Weight& w, const st
 void Fp8Gemm::linear(const void* x, const Fp8Weight& w, void* out, int64_t m, int64_t n, int64_t k, DType out_t,
                      bool accumulate, cudaStream_t s) {
   if (m == 0 || n == 0) return;
+  if (mma(x, w, out, m, n, k)) {
+    launch_fp8_mma(x, w, out, out_t, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), accumulate, s);
+    return;
+  }
   if (m <= kSkinnyMaxM) {
     launch_gemv_fp8(x, w, out, out_t, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), accumulate, s);
     return;

@@ -1,7 +1,8 @@
 // Linear layers over FP8 weights (f8e4m3 with block scales, backend.h's Tensor::scale) under bf16
 // activations: out[M, N] = x[M, K] @ w[N, K]^T (or out += with `accumulate`), three ways:
-// - M <= 8 (decode at small batch): the skinny GEMM (gemv_fp8.cu), weights dequantized in
-//   registers, the activations exact;
+// - M = 1 (batch-1 decode): the skinny GEMM (gemv_fp8.cu), weights dequantized in registers, the
+//   activations exact; M = 2..16: its tensor-core form (gemv_fp8_mma.cu), as exact, where it takes
+//   the shape, else the skinny GEMM up to M = 8;
 // - larger M, weights with per-output-channel scales {1, K}: x quantized to e4m3 per row, then
 //   cuBLASLt's FP8 GEMM with outer-vector scales (A: the weight's N scales, B: x's M scales);
 // - larger M, 128 x 128 block scales: x quantized per row and 128-column group, cuBLASLt's FP8 GEMM
@@ -45,7 +46,20 @@ class Fp8Gemm {
   void linear(const void* x, const Fp8Weight& w, void* out, int64_t m, int64_t n, int64_t k, DType out_t,
               bool accumulate, cudaStream_t s);
 
+  // Whether a call of m rows takes an exact path (the skinny kernels: activations not quantized):
+  // m <= kSkinnyMaxM, or the tensor-core form takes the operands (n: output columns).
+  bool exact(const void* x, const Fp8Weight& w, const void* out, int64_t m, int64_t n, int64_t k) const {
+    return m <= kSkinnyMaxM || mma(x, w, out, m, n, k);
+  }
+  // Whether the tensor-core skinny GEMM (gemv_fp8_mma.cu) serves a call of m rows.
+  bool mma(const void* x, const Fp8Weight& w, const void* out, int64_t m, int64_t n, int64_t k) const {
+    return mma_on_ && m >= 2 && m <= kMmaMaxM && fp8_mma_supported(x, w, out, (int)m, (int)n, (int)k);
+  }
+  // BackendOptions::fp8_mma (false: the one-warp-a-column kernel up to M = 8, cuBLASLt beyond; A/Bs).
+  void set_mma(bool on) { mma_on_ = on; }
+
   static constexpr int64_t kSkinnyMaxM = 8;
+  static constexpr int64_t kMmaMaxM = 16;
 
  private:
   enum class Mode { per_channel, block128 };
@@ -79,6 +93,7 @@ class Fp8Gemm {
   void report_fallback(int64_t n, int64_t k, const Fp8Weight& w, const std::string& why);
 
   Gemm& bf16_;
+  bool mma_on_ = true;
   AllocationTracker* tracker_;
   cublasLtHandle_t handle_ = nullptr;
   void* ws_ = nullptr;
