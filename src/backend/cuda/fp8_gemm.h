@@ -53,10 +53,11 @@ class Fp8Gemm {
   }
   // Whether the tensor-core skinny GEMM (gemv_fp8_mma.cu) serves a call of m rows.
   bool mma(const void* x, const Fp8Weight& w, const void* out, int64_t m, int64_t n, int64_t k) const {
-    return mma_on_ && m >= 2 && m <= kMmaMaxM && fp8_mma_supported(x, w, out, (int)m, (int)n, (int)k);
+    return mma_min_m_ > 0 && m >= mma_min_m_ && m <= kMmaMaxM && fp8_mma_supported(x, w, out, (int)m, (int)n, (int)k);
   }
-  // BackendOptions::fp8_mma (false: the one-warp-a-column kernel up to M = 8, cuBLASLt beyond; A/Bs).
-  void set_mma(bool on) { mma_on_ = on; }
+  // BackendOptions::fp8_mma: the fewest rows the tensor-core form takes (0: none, the one-warp-a-column
+  // kernel up to M = 8 and cuBLASLt beyond; 1: M = 1 too; for A/Bs).
+  void set_mma(int min_m) { mma_min_m_ = min_m; }
 
   static constexpr int64_t kSkinnyMaxM = 8;
   static constexpr int64_t kMmaMaxM = 16;
@@ -93,7 +94,7 @@ class Fp8Gemm {
   void report_fallback(int64_t n, int64_t k, const Fp8Weight& w, const std::string& why);
 
   Gemm& bf16_;
-  bool mma_on_ = true;
+  int mma_min_m_ = 2;
   AllocationTracker* tracker_;
   cublasLtHandle_t handle_ = nullptr;
   void* ws_ = nullptr;

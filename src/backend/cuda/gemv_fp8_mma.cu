@@ -1,4 +1,4 @@
-// Skinny GEMM over FP8 weights on tensor cores, for 2 <= M <= 16 rows of x (decode at small
+// Skinny GEMM over FP8 weights on tensor cores, for M <= 16 rows of x (decode at small
 // batch): out[m, n] (+)= x[m, :] . w[n, :], w e4m3 under block scales (backend.h's Tensor::scale),
 // x bf16, fp32 sums. gemv_fp8.cu's one warp a column does per weight byte a conversion and M fp32
 // FMAs, and reads all of x for every column: from M = 2 on it runs far below the weights'
@@ -270,7 +270,7 @@ void launch_mma(const void* x, const void* g, float eps, const Fp8Weight& w, O* 
 
 bool fp8_mma_supported(const void* x, const Fp8Weight& w, const void* out, int m, int n, int k) {
   const bool scales = w.scale_cols == 1 || w.block_cols % kChunk == 0;
-  return m >= 2 && m <= kMaxM && n % kCols == 0 && k % kChunk == 0 && scales && aligned16(x) && aligned16(w.q) &&
+  return m >= 1 && m <= kMaxM && n % kCols == 0 && k % kChunk == 0 && scales && aligned16(x) && aligned16(w.q) &&
          reinterpret_cast<uintptr_t>(out) % 8 == 0;
 }
 
