@@ -9,6 +9,9 @@
 # families (the workload on the Llama 3.2 1B, Gemma 3 1B and Qwen2.5 0.5B shapes), fp8 (the FP8 op
 # tests under memcheck and racecheck, the workload and batch 1 with FP8 KV and FP8 weights),
 # fuse (the decode RoPE/KV store in the attention kernel against two kernels, NANOVLLM_FUSE_ROPE=0),
+# fp8mma (the FP8 tensor-core skinny GEMM, off by default: its op tests with NANOVLLM_FP8_MMA=1 and
+# =all, under memcheck and racecheck, gemm-stack-fp8 and the engine at batch 1-16 and on the
+# workload with FP8 weights, on against off),
 # tp2 (tensor parallelism on a two-GPU machine: its tests, TP 1 vs 2 on the workload and batch 1,
 # memcheck over both ranks). On one GPU the tensor-parallel path is covered by `tests` (a one-rank
 # NCCL group inside a captured graph) and `base` (TP 1 against a build from before it).
@@ -265,6 +268,37 @@ for step in "${STEPS[@]}"; do
           --max-model-len 512 --enforce-eager >"$OUT/tp2-memcheck.log" 2>&1
         note "tp2 memcheck: exit $? ($(grep -E 'ERROR SUMMARY' "$OUT/tp2-memcheck.log" | sort | uniq -c | tr '\n' ' '))"
       fi
+      ;;
+    fp8mma)  # the FP8 tensor-core skinny GEMM (gemv_fp8_mma.cu) against the paths it replaces
+      NANOVLLM_FP8_MMA=1 $BIN/nanovllm_cuda_tests --gtest_filter='Fp8GemmOps.*' >"$OUT/fp8mma-tests.log" 2>&1
+      note "fp8 mma op tests (from M = 2): rc=$? $(grep -E '^\[  (PASSED|FAILED)' "$OUT/fp8mma-tests.log" | tr '\n' ' ')"
+      NANOVLLM_FP8_MMA=all $BIN/nanovllm_cuda_tests --gtest_filter='Fp8GemmOps.Linear*:Fp8GemmOps.Norm*' \
+        >>"$OUT/fp8mma-tests.log" 2>&1
+      note "fp8 mma op tests (from M = 1): rc=$?"
+      if [[ -n $SAN ]]; then
+        for tool in memcheck racecheck; do
+          NANOVLLM_FP8_MMA=1 $SAN --tool $tool --error-exitcode 3 $BIN/nanovllm_cuda_tests \
+            --gtest_filter='Fp8GemmOps.Linear*:Fp8GemmOps.Norm*' >>"$OUT/fp8mma-sanitize.log" 2>&1
+          note "fp8 mma $tool: rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/fp8mma-sanitize.log" | tail -1)"
+        done
+      fi
+      for v in 1 0; do
+        note "gemm-stack-fp8, NANOVLLM_FP8_MMA=$v:"
+        NANOVLLM_FP8_MMA=$v $BIN/bench_cuda_ops gemm-stack-fp8 2>&1 | tee -a "$OUT/fp8mma.log" | grep -E 'M=' | tee -a "$SUMMARY"
+      done
+      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/fp8mma.log" 2>&1
+      for bs in 1 2 4 8 16; do
+        for v in all 1 0; do
+          [[ $bs != 1 && $v == all ]] && continue
+          r=$(NANOVLLM_FP8_MMA=$v $BIN/nanovllm bench --model /tmp/m06fp8 --device cuda --num-seqs $bs --min-input 128 \
+            --max-input 128 --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/fp8mma.log" | grep -E '^(Throughput|TPOT)' | tr -s ' ' | tr '\n' ' ')
+          note "FP8 checkpoint, $bs sequences, NANOVLLM_FP8_MMA=$v: $r"
+        done
+      done
+      for v in 1 0 1 0; do
+        r=$(NANOVLLM_FP8_MMA=$v $BIN/nanovllm bench --model /tmp/m06fp8 --device cuda 2>&1 | tee -a "$OUT/fp8mma.log" | grep -E '^Throughput')
+        note "workload, FP8 checkpoint, NANOVLLM_FP8_MMA=$v: $r"
+      done
       ;;
     fp8)  # FP8: the op tests over FP8 caches and weights, then the workload and batch 1 with FP8 KV,
           # FP8 weights (--quantization fp8, and a Qwen3-FP8-style checkpoint) and both, beside bf16
