@@ -103,9 +103,10 @@ void launch_gemv_fp8_norm(const void* x, const void* g, float eps, const Fp8Weig
 void launch_gemv_fp8_norm_act(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n,
                               int k, Act act, cudaStream_t s);
 // The skinny GEMM over FP8 weights on tensor cores (gemv_fp8_mma.cu), for m <= 16 (the backend
-// takes it from 2): the same three ops and results, x read once a block of 8 columns. Whether it takes these operands: n
-// output columns (the gated op's I) a multiple of 8, k of 64, scales per row or in blocks of a
-// multiple of 64 columns, x and w 16-byte aligned, out 8-byte aligned.
+// takes it from 2 when BackendOptions::fp8_mma says so): the same three ops and results, x read
+// once a block of 8 columns. Whether it takes these operands: n output columns (the gated op's I)
+// a multiple of 8, k of 64, scales per row or in blocks of a multiple of 64 columns, x and w
+// 16-byte aligned, out 8-byte aligned.
 bool fp8_mma_supported(const void* x, const Fp8Weight& w, const void* out, int m, int n, int k);
 void launch_fp8_mma(const void* x, const Fp8Weight& w, void* out, DType out_t, int m, int n, int k, bool accumulate,
                     cudaStream_t s);
