@@ -1,9 +1,14 @@
-// Shared by the skinny GEMMs over bf16 (gemv.cu) and FP8 (gemv_fp8.cu) weights, one warp an
-// output column.
+// Shared by the skinny GEMMs over bf16 (gemv.cu) and FP8 (gemv_fp8.cu, gemv_fp8_mma.cu) weights.
 #pragma once
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/kernels.h"
 
 namespace nanovllm::cuda {
+
+// The scales of an FP8 weight's row `col`'s block row (Tensor::scale's layout).
+__device__ __forceinline__ const float* scale_row(const Fp8Weight& w, int col) {
+  return w.scale + (size_t)(col / w.block_rows) * w.scale_cols;
+}
 
 // Sums each row's partial dot products over the warp; lane 0 stores out[r, col] (adds to it with
 // add_out: the residual stream, read in the same fp32 sum before the one rounding). NORM: the

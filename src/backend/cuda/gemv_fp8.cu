@@ -81,11 +81,6 @@ __device__ __forceinline__ void accumulate16(float (&acc)[MAXM], float (&ss)[MAX
   }
 }
 
-// The scales of row `col`'s block row.
-__device__ __forceinline__ const float* scale_row(const Fp8Weight& w, int col) {
-  return w.scale + (size_t)(col / w.block_rows) * w.scale_cols;
-}
-
 // K = 512 * CPL: lane `lane` holds chunks lane + 32 u of its warp's row, all loaded (with their
 // scales) before pdl_wait(), so the weights stream in while the previous kernel finishes.
 template <int MAXM, int CPL, bool NORM, bool GATED, Act A, class O>

@@ -25,6 +25,7 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemv_common.cuh"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/mma.cuh"
 
@@ -83,7 +84,7 @@ template <bool NORM, bool GATED>
 __device__ __forceinline__ void chunk_mma(const bf16* __restrict__ x, const bf16* __restrict__ g, int m, int k,
                                           int k0, int r, const uint4& wq, const uint4& uq, float (&tmp)[4],
                                           float (&tmpu)[4], float (&ss)[2]) {
-  uint32_t x0[8], x1[8], l0[8], l1[8];
+  uint32_t x0[8], x1[8], l0[8] = {}, l1[8] = {};  // l: NORM only
   load_x16(x, r, m, k, k0, x0);
   load_x16(x, r + 8, m, k, k0, x1);
   if constexpr (NORM) {
@@ -98,25 +99,20 @@ __device__ __forceinline__ void chunk_mma(const bf16* __restrict__ x, const bf16
 #pragma unroll
   for (int s = 0; s < 4; ++s) {
     const uint32_t a[4] = {x0[2 * s], x1[2 * s], x0[2 * s + 1], x1[2 * s + 1]};
-    const uint32_t b0 = e4m3x2_to_bf16x2(wv[s]), b1 = e4m3x2_to_bf16x2(wv[s] >> 16);
-    mma_bf16(tmp, a, b0, b1);
-    if constexpr (NORM) {
-      const uint32_t al[4] = {l0[2 * s], l1[2 * s], l0[2 * s + 1], l1[2 * s + 1]};
-      mma_bf16(tmp, al, b0, b1);
-    }
-    if constexpr (GATED) {
-      const uint32_t c0 = e4m3x2_to_bf16x2(uv[s]), c1 = e4m3x2_to_bf16x2(uv[s] >> 16);
-      mma_bf16(tmpu, a, c0, c1);
-      if constexpr (NORM) {
-        const uint32_t al[4] = {l0[2 * s], l1[2 * s], l0[2 * s + 1], l1[2 * s + 1]};
-        mma_bf16(tmpu, al, c0, c1);
-      }
-    }
+    const uint32_t al[4] = {l0[2 * s], l1[2 * s], l0[2 * s + 1], l1[2 * s + 1]};  // NORM only
+    // The step's products of one B fragment's 8 columns (the weights' word s) into t.
+    auto step = [&](float (&t)[4], uint32_t word) {
+      const uint32_t b0 = e4m3x2_to_bf16x2(word), b1 = e4m3x2_to_bf16x2(word >> 16);
+      mma_bf16(t, a, b0, b1);
+      if constexpr (NORM) mma_bf16(t, al, b0, b1);
+    };
+    step(tmp, wv[s]);
+    if constexpr (GATED) step(tmpu, uv[s]);
   }
 }
 
-// acc += tmp times the scales of the lane's two output columns (C's columns 2c, 2c + 1) at chunk
-// column kc; tmp cleared.
+// acc += tmp times the chunk's scales of the lane's two output columns (C's columns 2c, 2c + 1);
+// tmp cleared.
 __device__ __forceinline__ void add_scaled(float (&acc)[4], float (&tmp)[4], float s0, float s1) {
   acc[0] = fmaf(tmp[0], s0, acc[0]);
   acc[1] = fmaf(tmp[1], s1, acc[1]);
@@ -127,7 +123,7 @@ __device__ __forceinline__ void add_scaled(float (&acc)[4], float (&tmp)[4], flo
 }
 
 __device__ __forceinline__ float scale_at(const Fp8Weight& w, int row, int kc) {
-  return __ldg(w.scale + (size_t)(row / w.block_rows) * w.scale_cols + kc / w.block_cols);
+  return __ldg(scale_row(w, row) + kc / w.block_cols);
 }
 
 // The block's end: the warps' sums (and squares) meet in shared memory; warp 0 holds the tile's
@@ -167,7 +163,6 @@ __device__ __forceinline__ void finish_tile(float (&acc)[4], float (&accu)[4], f
     }
   }
   const int col = col0 + 2 * c;
-  if (col >= n_out) return;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int row = r + 8 * h;
@@ -191,11 +186,10 @@ __global__ void __launch_bounds__(kWarps * 32)
 fp8_mma_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, float eps, Fp8Weight w, O* __restrict__ out,
                int m, int n, int k, bool add_out) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2, c = lane & 3;
+  // This lane's B column (a row of w) and its two C columns (their rows' scales); n_out is a
+  // multiple of 8 (fp8_mma_supported), so every tile is whole.
   const int n_out = GATED ? n / 2 : n, col0 = blockIdx.x * kCols;
-  // This lane's B column (row of w; past the end: clamped, computed and not stored) and its two
-  // C columns' rows for the scales.
-  const int wrow = min(col0 + r, n_out - 1), srow = min(col0 + 2 * c, n_out - 1);
-  const int srow1 = min(srow + 1, n_out - 1);
+  const int wrow = col0 + r, srow = col0 + 2 * c, srow1 = srow + 1;
   uint4 wq[CPW], uq[GATED ? CPW : 1];
   float sc[CPW][2], su[GATED ? CPW : 1][2];
 #pragma unroll
@@ -232,8 +226,7 @@ fp8_mma_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, floa
   pdl_wait();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2, c = lane & 3;
   const int n_out = GATED ? n / 2 : n, col0 = blockIdx.x * kCols;
-  const int wrow = min(col0 + r, n_out - 1), srow = min(col0 + 2 * c, n_out - 1);
-  const int srow1 = min(srow + 1, n_out - 1);
+  const int wrow = col0 + r, srow = col0 + 2 * c, srow1 = srow + 1;  // as fp8_mma_kernel's
   float acc[4] = {}, accu[4] = {}, tmp[4] = {}, tmpu[4] = {}, ss[2] = {};
   for (int kc = warp * kChunk; kc < k; kc += kWarps * kChunk) {
     const uint4 wq = __ldcs(reinterpret_cast<const uint4*>(w.q + (size_t)wrow * k + kc + 16 * c));
@@ -249,7 +242,7 @@ fp8_mma_loop_kernel(const bf16* __restrict__ x, const bf16* __restrict__ g, floa
 template <bool NORM, bool GATED, Act A, class O>
 void launch_mma(const void* x, const void* g, float eps, const Fp8Weight& w, O* out, int m, int n, int k, bool add,
                 cudaStream_t s) {
-  const int n_out = GATED ? n / 2 : n, blocks = (n_out + kCols - 1) / kCols;
+  const int n_out = GATED ? n / 2 : n, blocks = n_out / kCols;
   const char* op = GATED ? "norm_linear_act (FP8 mma)" : NORM ? "norm_linear (FP8 mma)" : "linear (FP8 mma)";
   auto xp = static_cast<const bf16*>(x);
   auto gp = static_cast<const bf16*>(g);
