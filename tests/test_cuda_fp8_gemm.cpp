@@ -36,7 +36,7 @@ constexpr int64_t kSkinnyMaxM = 8;
 
 // Whether m rows of x against an [n, k] weight with br x bc scale blocks take an exact path (the
 // activations not quantized): the one-warp-a-column kernel up to 8 rows, its tensor-core form
-// (gemv_fp8_mma.cu; NANOVLLM_FP8_MMA turns it on) up to 16 where it takes the shape (n: output
+// (gemv_fp8_mma.cu; on unless NANOVLLM_FP8_MMA=0) up to 16 where it takes the shape (n: output
 // columns a multiple of 8, k of 64, scales per row or in blocks of a multiple of 64 columns; the
 // tests' operands are aligned).
 bool exact_path(int64_t m, int64_t n, int64_t k, int bc) {

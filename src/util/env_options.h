@@ -12,9 +12,12 @@ struct EnvOptions {
   int decode_partition = 0;    // NANOVLLM_DECODE_PARTITION: tokens per decode split at most; 0 = the backend's
   bool pdl = true;             // NANOVLLM_PDL ("0" turns it off): CUDA kernels overlap the one before them
   bool fuse_rope = true;       // NANOVLLM_FUSE_ROPE ("0" turns it off): CUDA decode attention does the RoPE/KV store
-  // NANOVLLM_FP8_MMA: the fewest rows CUDA's FP8 weights go to tensor cores at (up to 16): unset or
-  // "0" never (the default until the kernel has run on a GPU), "all" from 1, else from 2.
-  int fp8_mma = 0;
+  // NANOVLLM_DECODE_CLUSTER ("0" turns it off): small CUDA decode batches merge their splits in a
+  // thread block cluster
+  bool decode_cluster = true;
+  // NANOVLLM_FP8_MMA: the fewest rows CUDA's FP8 weights go to tensor cores at (up to 16): "0"
+  // never (the one-warp-a-column kernel and cuBLASLt, for A/Bs), "all" from 1, else (unset) from 2.
+  int fp8_mma = 2;
   bool gemm_tune_all = false;  // NANOVLLM_GEMM_TUNE_ALL ("1"): time GEMM candidates at every decode size
   std::string step_trace;      // NANOVLLM_STEP_TRACE: a CSV file for one line per engine step; empty = none
   std::string cpu_isa;         // NANOVLLM_CPU_ISA: the CPU kernels' instruction set, avx2 or avx512; empty = the best there is

@@ -1,8 +1,8 @@
 // Linear layers over FP8 weights (f8e4m3 with block scales, backend.h's Tensor::scale) under bf16
 // activations: out[M, N] = x[M, K] @ w[N, K]^T (or out += with `accumulate`), three ways:
 // - M = 1 (batch-1 decode): the skinny GEMM (gemv_fp8.cu), weights dequantized in registers, the
-//   activations exact; M = 2..16: its tensor-core form (gemv_fp8_mma.cu; BackendOptions::fp8_mma,
-//   off by default), as exact, where it takes the shape, else the skinny GEMM up to M = 8;
+//   activations exact; M = 2..16: its tensor-core form (gemv_fp8_mma.cu; BackendOptions::fp8_mma),
+//   as exact, where it takes the shape, else the skinny GEMM up to M = 8;
 // - larger M, weights with per-output-channel scales {1, K}: x quantized to e4m3 per row, then
 //   cuBLASLt's FP8 GEMM with outer-vector scales (A: the weight's N scales, B: x's M scales);
 // - larger M, 128 x 128 block scales: x quantized per row and 128-column group, cuBLASLt's FP8 GEMM
@@ -94,7 +94,7 @@ class Fp8Gemm {
   void report_fallback(int64_t n, int64_t k, const Fp8Weight& w, const std::string& why);
 
   Gemm& bf16_;
-  int mma_min_m_ = 0;
+  int mma_min_m_ = 2;
   AllocationTracker* tracker_;
   cublasLtHandle_t handle_ = nullptr;
   void* ws_ = nullptr;

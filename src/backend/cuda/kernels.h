@@ -103,7 +103,7 @@ void launch_gemv_fp8_norm(const void* x, const void* g, float eps, const Fp8Weig
 void launch_gemv_fp8_norm_act(const void* x, const void* g, float eps, const Fp8Weight& w, void* out, int m, int n,
                               int k, Act act, cudaStream_t s);
 // The skinny GEMM over FP8 weights on tensor cores (gemv_fp8_mma.cu), for m <= 16 (the backend
-// takes it from 2 when BackendOptions::fp8_mma says so): the same three ops and results, x read
+// takes it from BackendOptions::fp8_mma rows, 2 by default): the same three ops and results, x read
 // once a block of 8 columns. Whether it takes these operands: n output columns (the gated op's I)
 // a multiple of 8, k of 64, scales per row or in blocks of a multiple of 64 columns, x and w
 // 16-byte aligned, out 8-byte aligned.
@@ -151,10 +151,16 @@ struct PagedKVArgs {
 // split's unnormalised output rows, then their (max, sum) pairs).
 // counters (num_seqs * num_kv_heads ints, zero, left zero) let the last block of each (sequence,
 // kv head) merge in the same launch; nullptr: a second kernel merges.
+// cluster_partition > 0 (small batches): instead, kDecodeClusterSplits splits a (sequence, kv head)
+// as one thread block cluster, each of ceil(its keys / kDecodeClusterSplits) tokens (rounded up to
+// 8), at most cluster_partition (the bound's share), merged through distributed shared memory;
+// the plan above is kept for a GPU that cannot schedule such a cluster.
+constexpr int kDecodeClusterSplits = 16;
 struct DecodeSplits {
   int num_splits, partition;
   float* workspace;
   int* counters;
+  int cluster_partition = 0;
 };
 // rope (decode only): the step's qk_norm_rope_store done by the attention blocks (one launch fewer;
 // the same bits), q then unused; it must be fusable.
