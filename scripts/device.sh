@@ -12,9 +12,6 @@
 # fp8mma (the FP8 tensor-core skinny GEMM, on from M = 2 by default: its op tests with
 # NANOVLLM_FP8_MMA=1 and =all, under memcheck and racecheck, gemm-stack-fp8 and the engine at batch
 # 1-16 and on the workload with FP8 weights, on against off),
-# cluster (the small-batch decode attention's cluster merge: its tests under memcheck and
-# racecheck, the engine at batch 1 and 2 (bf16 and FP8 weights and caches, short and long
-# contexts) and the workload, against NANOVLLM_DECODE_CLUSTER=0),
 # tp2 (tensor parallelism on a two-GPU machine: its tests, TP 1 vs 2 on the workload and batch 1,
 # memcheck over both ranks). On one GPU the tensor-parallel path is covered by `tests` (a one-rank
 # NCCL group inside a captured graph) and `base` (TP 1 against a build from before it).
@@ -348,40 +345,6 @@ for step in "${STEPS[@]}"; do
         done
       done
       $BIN/bench_cuda_ops --quick decode 2>&1 | tee "$OUT/fuse-ops.log" | grep -E "ctx=100" | tee -a "$SUMMARY"
-      ;;
-    cluster)  # the decode attention's cluster merge at small batches against NANOVLLM_DECODE_CLUSTER=0
-      F='AttentionOps.DecodeSmallBatchCluster:AttentionOps.DecodeClusterGraphReplay:AttentionOps.DecodeFusedRope'
-      $BIN/nanovllm_cuda_tests --gtest_filter="$F" >"$OUT/cluster-tests.log" 2>&1
-      note "cluster tests: rc=$? $(grep -E '^\[  (PASSED|FAILED)' "$OUT/cluster-tests.log" | tr '\n' ' ')"
-      if [[ -n $SAN ]]; then
-        for tool in memcheck racecheck; do
-          $SAN --tool $tool --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter="$F" >>"$OUT/cluster-sanitize.log" 2>&1
-          note "cluster $tool: rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/cluster-sanitize.log" | tail -1)"
-        done
-      fi
-      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/cluster.log" 2>&1
-      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/cluster.log" 2>&1
-      short="--min-input 128 --max-input 128 --min-output 512 --max-output 512"
-      long="--min-input 3800 --max-input 3800 --min-output 256 --max-output 256"
-      for round in 1 2; do
-        for args in "--model /tmp/m06fp8" "--model /tmp/m06" "--model /tmp/m06fp8 --kv-cache-dtype fp8"; do
-          for n in 1 2; do
-            for v in 1 0; do
-              r=$(NANOVLLM_DECODE_CLUSTER=$v $BIN/nanovllm bench --device cuda --num-seqs $n $short $args 2>&1 |
-                  tee -a "$OUT/cluster.log" | grep -E '^TPOT' | tr -s ' ')
-              note "cluster=$v batch $n [$args]: $r"
-            done
-          done
-        done
-      done
-      for v in 1 0; do
-        r=$(NANOVLLM_DECODE_CLUSTER=$v $BIN/nanovllm bench --device cuda --num-seqs 1 $long --model /tmp/m06fp8 2>&1 |
-            tee -a "$OUT/cluster.log" | grep -E '^TPOT' | tr -s ' ')
-        note "cluster=$v batch 1, 3,800-token prompt [FP8 checkpoint]: $r"
-        r=$(NANOVLLM_DECODE_CLUSTER=$v $BIN/nanovllm bench --device cuda --model /tmp/m06 --kv-cache-dtype fp8 2>&1 |
-            tee -a "$OUT/cluster.log" | grep -E 'Throughput')
-        note "cluster=$v workload [FP8 KV]: $r"
-      done
       ;;
     *) echo "unknown step $step" ;;
   esac

@@ -646,9 +646,8 @@ class AttentionOps : public BackendOps {
   }
 
   // The case on the CPU, then on the GPU once per decode partition in `partitions` (0: the
-  // default backend; kNoCluster: one with BackendOptions::decode_cluster off; others: one with
-  // BackendOptions::decode_partition set), each against the CPU's output.
-  static constexpr int kNoCluster = -1;
+  // default backend; others: a backend with BackendOptions::decode_partition set), each against
+  // the CPU's output.
   void run(const AttnCase& ac, const std::vector<int>& partitions = {0}) {
     SCOPED_TRACE(ac.name);
     Inputs in = prepare(ac);
@@ -661,19 +660,17 @@ class AttentionOps : public BackendOps {
       be.attention(in.q.g, in.gpu_cache(), in.gpu_meta, in.opts, in.o.g);
       be.synchronize();
       // FP8 caches: achieved up to 1.7e-3; windows and softcap up to 2.2e-3.
-      const std::string how = p == kNoCluster ? " no cluster" : p ? " partition " + std::to_string(p) : "";
-      expect_close(host(in.o.c), download(in.o.g), kBf16Chain, "attention " + ac.name + how);
+      expect_close(host(in.o.c), download(in.o.g), kBf16Chain,
+                   "attention " + ac.name + (p ? " partition " + std::to_string(p) : ""));
     }
   }
 
-  // A second CUDA backend on the same device whose decode splits hold at most `partition` tokens
-  // (kNoCluster: the default splits, never a cluster).
+  // A second CUDA backend on the same device whose decode splits hold at most `partition` tokens.
   Backend& backend_with_partition(int partition) {
     auto& be = by_partition_[partition];
     if (!be) {
       BackendOptions o = BackendOptions{}.with_env(env_options());
-      if (partition == kNoCluster) o.decode_cluster = false;
-      else o.decode_partition = partition;
+      o.decode_partition = partition;
       be = make_backend(DeviceKind::cuda, o);
     }
     return *be;
@@ -816,71 +813,6 @@ TEST_F(AttentionOps, DecodeLargeBatch) {
                      1024, 30.f, 2.f),
        })
     run(ac);
-}
-
-// Small decode batches (up to 16 (sequence, kv head) pairs): the splits of a (sequence, kv head)
-// are one 16-block cluster, each a 16th of the real length (rounded up to 8 tokens), merged through
-// distributed shared memory. Against the CPU with the cluster (the default) and without: lengths
-// below, at and past 16 splits' rounding, past the rows a split loads before it waits (64 at D =
-// 128), under a graph-like bound of 4,096 and at the largest a cluster takes (16,384); two
-// sequences; windows and soft-capping; head_dim 64 and 256; 1, 2, 5 and 8 query heads a kv head;
-// FP8 caches (the tensor-core kernel's cluster form).
-TEST_F(AttentionOps, DecodeSmallBatchCluster) {
-  std::vector<AttnCase> cases;
-  for (int k : {1, 2, 8, 9, 16, 17, 100, 128, 129, 640, 1025, 4000})
-    cases.push_back({"qwen3-0.6b batch 1 k " + std::to_string(k), 16, 8, 128, 16, false, dec({k}), 4096 - k});
-  const AttnCase one{"qwen3-0.6b batch 1", 16, 8, 128, 16, false, dec({1000})};
-  const std::vector<AttnCase> more = {
-      {"batch 1 no bound", 16, 8, 128, 16, false, dec({8000})},
-      {"batch 1 at the cluster's limit", 16, 8, 128, 256, false, dec({16384})},
-      {"two seqs", 16, 8, 128, 16, false, dec({5, 3000}), 1000},
-      with_opts(one, 100),
-      with_opts(one, 999),
-      with_opts(one, 0, 30.f, 2.f),
-      with_opts(one, 300, 50.f),
-      {"mha d64 bs16", 8, 8, 64, 16, false, dec({3, 1500})},
-      {"gemma3-1b d256 16 seqs", 4, 1, 256, 16, false, dec({1, 2, 17, 64, 65, 100, 256, 257, 300, 511, 512, 513,
-                                                              1000, 1500, 2000, 3000})},
-      {"gqa 8 d128 two seqs", 64, 8, 128, 16, false, dec({333, 2})},
-      {"gqa 5 d64 four seqs", 10, 2, 64, 64, false, dec({63, 64, 65, 1000})},
-  };
-  cases.insert(cases.end(), more.begin(), more.end());
-  for (DType kv : {DType::f8e4m3, DType::f8e5m2}) {
-    cases.push_back(with_kv({"qwen3-0.6b batch 1", 16, 8, 128, 16, false, dec({700}), 3396}, kv));
-    cases.push_back(with_kv({"two seqs", 16, 8, 128, 16, false, dec({5, 3000})}, kv));
-    cases.push_back(with_kv(with_opts(one, 257, 30.f, 2.f), kv));
-    cases.push_back(with_kv({"gemma3-1b d256", 4, 1, 256, 16, false, dec({1, 257, 1000})}, kv));
-    cases.push_back(with_kv({"mha d64", 8, 8, 64, 16, false, dec({3, 1500})}, kv));
-  }
-  for (const AttnCase& ac : cases) run(ac, {0, kNoCluster});
-}
-
-// A batch-1 and a batch-2 decode captured in a graph under a 4,096 bound replay with other lengths,
-// read from the device array the graph holds: the cluster's splits follow them.
-TEST_F(AttentionOps, DecodeClusterGraphReplay) {
-  for (int B : {1, 2}) {
-    for (DType kv : {DType::bf16, DType::f8e4m3}) {
-      SCOPED_TRACE("batch " + std::to_string(B) + " kv " + dtype_name(kv));
-      Inputs in = prepare(with_kv({"graph", 16, 8, 128, 16, false, dec(std::vector<int>(B, 4096))}, kv));
-      int32_t* dev_lens = const_cast<int32_t*>(in.gpu_meta.seqlens_k);
-      auto call = [&] { gpu_->attention(in.q.g, in.gpu_cache(), in.gpu_meta, in.opts, in.o.g); };
-      call();
-      gpu_->synchronize();
-      const int handle = gpu_->capture_graph(call);
-      ASSERT_GE(handle, 0);
-      std::uniform_int_distribution<int> len(1, 4096);
-      const int firsts[] = {1, 17, 4096};
-      for (int round = 0; round < 5; ++round) {
-        for (int i = 0; i < B; ++i) in.seqlens[i] = round < 3 && i == 0 ? firsts[round] : len(rng_);
-        gpu_->copy_to_device(dev_lens, in.seqlens.data(), B * sizeof(int32_t));
-        std::vector<uint8_t> ff(in.o.g.nbytes(), 0xff);
-        gpu_->copy_to_device(in.o.g.data, ff.data(), ff.size());
-        gpu_->replay_graph(handle);
-        cpu_->attention(in.q.c, {in.kc.c, in.vc.c}, in.cpu_meta, in.opts, in.o.c);
-        expect_close(host(in.o.c), download(in.o.g), kBf16Chain, "graph replay round " + std::to_string(round));
-      }
-    }
-  }
 }
 
 // More (sequence, kv head) pairs than the split counters hold (65,536): the splits are merged by

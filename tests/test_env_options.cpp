@@ -68,26 +68,17 @@ TEST_F(EnvOptionsTest, DefaultsWhenUnsetOrOff) {
   EXPECT_EQ(o.step_trace, "");
 }
 
-// The CUDA kernel switches: the FP8 tensor-core GEMM from 2 rows unless "0" ("all": from 1); the
-// decode attention's cluster merge on unless "0"; both reach BackendOptions.
-TEST_F(EnvOptionsTest, ReadsTheKernelSwitches) {
+// NANOVLLM_FP8_MMA: the FP8 tensor-core GEMM from 2 rows unless "0" ("all": from 1), into
+// BackendOptions.
+TEST_F(EnvOptionsTest, ReadsTheFp8MmaSwitch) {
   const std::pair<const char*, int> mma[] = {{"", 2}, {"0", 0}, {"all", 1}, {"1", 2}};
   for (auto [value, want] : mma) {
     set("NANOVLLM_FP8_MMA", value);
     EXPECT_EQ(read_env_options().fp8_mma, want) << "NANOVLLM_FP8_MMA=" << value;
   }
-  const std::pair<const char*, bool> cluster[] = {{"", true}, {"0", false}, {"1", true}};
-  for (auto [value, want] : cluster) {
-    set("NANOVLLM_DECODE_CLUSTER", value);
-    EXPECT_EQ(read_env_options().decode_cluster, want) << "NANOVLLM_DECODE_CLUSTER=" << value;
-  }
   set("NANOVLLM_FP8_MMA", "0");
-  set("NANOVLLM_DECODE_CLUSTER", "0");
-  const BackendOptions b = BackendOptions{}.with_env(read_env_options());
-  EXPECT_EQ(b.fp8_mma, 0);
-  EXPECT_FALSE(b.decode_cluster);
+  EXPECT_EQ(BackendOptions{}.with_env(read_env_options()).fp8_mma, 0);
   EXPECT_EQ(BackendOptions{}.fp8_mma, 2);
-  EXPECT_TRUE(BackendOptions{}.decode_cluster);
 }
 
 TEST_F(EnvOptionsTest, RejectsABadNumberNamingTheVariable) {

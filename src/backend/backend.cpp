@@ -35,7 +35,6 @@ BackendOptions BackendOptions::with_env(const EnvOptions& env) const {
   o.pdl = env.pdl;
   o.fuse_rope = env.fuse_rope;
   o.fp8_mma = env.fp8_mma;
-  o.decode_cluster = env.decode_cluster;
   o.gemm_tune_all = env.gemm_tune_all;
   o.cpu_isa = env.cpu_isa;
   return o;

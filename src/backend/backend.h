@@ -381,7 +381,6 @@ struct BackendOptions {
   bool pdl = true;             // kernels may start while the one before them finishes
   bool fuse_rope = true;       // CUDA: a decode step's rope_attention is one kernel (false: two, for A/Bs)
   int fp8_mma = 2;             // CUDA: FP8 weights at fp8_mma..16 rows on tensor cores (0: never)
-  bool decode_cluster = true;  // CUDA: small decode batches merge attention splits in a cluster
   bool gemm_tune_all = false;  // time GEMM candidates at every decode batch size, not powers of two only
   // CPU: weights quantized to int8 at load, per output channel (--quantization int8).
   bool int8_weights = false;

@@ -37,8 +37,6 @@ EnvOptions read_env_options() {
   o.pdl = !(pdl && std::strcmp(pdl, "0") == 0);
   const char* fuse = get("NANOVLLM_FUSE_ROPE");
   o.fuse_rope = !(fuse && std::strcmp(fuse, "0") == 0);
-  const char* cluster = get("NANOVLLM_DECODE_CLUSTER");
-  o.decode_cluster = !(cluster && std::strcmp(cluster, "0") == 0);
   const char* mma = get("NANOVLLM_FP8_MMA");
   o.fp8_mma = !mma ? 2 : std::strcmp(mma, "0") == 0 ? 0 : std::strcmp(mma, "all") == 0 ? 1 : 2;
   const char* all = get("NANOVLLM_GEMM_TUNE_ALL");

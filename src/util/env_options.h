@@ -12,9 +12,6 @@ struct EnvOptions {
   int decode_partition = 0;    // NANOVLLM_DECODE_PARTITION: tokens per decode split at most; 0 = the backend's
   bool pdl = true;             // NANOVLLM_PDL ("0" turns it off): CUDA kernels overlap the one before them
   bool fuse_rope = true;       // NANOVLLM_FUSE_ROPE ("0" turns it off): CUDA decode attention does the RoPE/KV store
-  // NANOVLLM_DECODE_CLUSTER ("0" turns it off): small CUDA decode batches merge their splits in a
-  // thread block cluster
-  bool decode_cluster = true;
   // NANOVLLM_FP8_MMA: the fewest rows CUDA's FP8 weights go to tensor cores at (up to 16): "0"
   // never (the one-warp-a-column kernel and cuBLASLt, for A/Bs), "all" from 1, else (unset) from 2.
   int fp8_mma = 2;

@@ -23,8 +23,6 @@
 // not read back through the cache's read-only path). Every value is computed as
 // qk_norm_rope_store computes it (rope.cuh), q rounded to bf16, so the output and the cache are
 // the same bits either way.
-#include <cooperative_groups.h>
-
 #include <stdexcept>
 #include <string>
 
@@ -36,7 +34,6 @@
 
 namespace nanovllm::cuda {
 namespace {
-namespace cg = cooperative_groups;
 
 constexpr int kWarps = 4;
 constexpr int kUnroll = 4;  // tokens per lane group in flight: 4 independent 16-byte loads
@@ -226,45 +223,6 @@ __device__ void finish_splits(Partials pt, int* counters, int b, int h, int hq, 
   merge_splits<D>(pt, (size_t)b * hq + h * G, G, num_splits, used, sm.scores, sm.stats, sm.red, out);
 }
 
-// CL: the splits of a (sequence, kv head) are one thread block cluster, and each leaves its partial
-// in its own shared memory: o [G][D] unnormalised (times the V scale) over sm.red's first G D
-// floats, (max, sum) in sm.stats. After the cluster barrier every block merges its share of the G D
-// outputs, reading the `used` splits' partials through distributed shared memory in one round (no
-// workspace, counter or global round trip); the second barrier keeps each block's shared memory
-// until the others have read it. Every block of the cluster calls it, idle splits too.
-template <int D>
-__device__ __noinline__ void cluster_merge(DecodeSmem sm, int G, int used, size_t qrow0, bf16* out) {
-  cg::cluster_group cl = cg::this_cluster();
-  cl.sync();
-  const int S = static_cast<int>(cl.num_blocks()), n = G * D, share = (n + S - 1) / S;
-  const int i0 = static_cast<int>(cl.block_rank()) * share, i1 = min(n, i0 + share);
-  for (int i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
-    const int g = i / D;
-    float m[kDecodeClusterSplits], l[kDecodeClusterSplits], o[kDecodeClusterSplits];
-#pragma unroll
-    for (int s = 0; s < kDecodeClusterSplits; ++s) {
-      if (s < used) {
-        const float* st = cl.map_shared_rank(sm.stats, s);
-        m[s] = st[2 * g], l[s] = st[2 * g + 1], o[s] = cl.map_shared_rank(sm.red, s)[i];
-      }
-    }
-    float M = -INFINITY;
-#pragma unroll
-    for (int s = 0; s < kDecodeClusterSplits; ++s)
-      if (s < used) M = fmaxf(M, m[s]);
-    float num = 0.f, den = 0.f;
-#pragma unroll
-    for (int s = 0; s < kDecodeClusterSplits; ++s) {
-      if (s < used) {
-        const float w = exp2f(m[s] - M);
-        num += w * o[s], den += w * l[s];
-      }
-    }
-    out[qrow0 * D + i] = from_f<bf16>(used > 0 ? num / den : 0.f);
-  }
-  cl.sync();
-}
-
 // The first key a decode query of a sequence with `seqlen` tokens sees: its window's start, or 0.
 template <bool WINDOW>
 __device__ __forceinline__ int first_key(int seqlen, int window) {
@@ -274,36 +232,26 @@ __device__ __forceinline__ int first_key(int seqlen, int window) {
 
 // A block's split: tokens [start, end) of its sequence, `used` the splits that hold any (those
 // from lo = first_key, the window's start); direct: a sequence of one used split writes its output
-// itself (when the merge is in-launch). CL (a cluster a (sequence, kv head)): the num_splits splits
-// share this sequence's keys, ceil(keys / num_splits) rounded up to 8 tokens each (at most
-// `partition`, the host's bound), and always merge.
+// itself (when the merge is in-launch).
 struct SplitRange {
   int used, start, end;
   bool direct;
 };
-template <bool WINDOW, bool CL>
+template <bool WINDOW>
 __device__ __forceinline__ SplitRange split_range(int seqlen, int window, int split, int num_splits, int partition,
                                                   const int* counters) {
   const int lo = first_key<WINDOW>(seqlen, window);
-  if constexpr (CL) partition = max(8, ((seqlen - lo + num_splits - 1) / num_splits + 7) / 8 * 8);
   const int used = min(num_splits, (seqlen - lo + partition - 1) / partition);
   const int start = lo + split * partition;
-  return {used, start, min(start + partition, seqlen), !CL && (num_splits == 1 || (used == 1 && counters))};
+  return {used, start, min(start + partition, seqlen), num_splits == 1 || (used == 1 && counters)};
 }
 
 // Splits past the sequence's end (the grid is sized for the longest one, under a graph for
 // max_model_len) leave at once and take no part in the merge count; split 0 of an empty sequence
 // writes zeros rather than leave garbage. True when this block has nothing more to do.
-// CL: an idle split still takes its part in the cluster's merge.
-template <int D, bool CL>
-__device__ __forceinline__ bool past_end(int split, int used, int G, int b, int h, int hq, bf16* out,
-                                         DecodeSmem sm) {
+template <int D>
+__device__ __forceinline__ bool past_end(int split, int used, int G, int b, int h, int hq, bf16* out) {
   if (split < used) return false;
-  if constexpr (CL) {
-    pdl_wait();
-    cluster_merge<D>(sm, G, used, (size_t)b * hq + h * G, out);
-    return true;
-  }
   if (split == 0) {
     pdl_wait();
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) out[((size_t)b * hq + h * G) * D + i] = from_f<bf16>(0.f);
@@ -333,13 +281,11 @@ __device__ __forceinline__ void scores_to_weights(float* scores, float* stats, i
 // The end: the warps' partial outputs red [kWarps][G][D] summed and times the V scale, written to
 // out (a sequence of one split) or as the split's partial, the last block of the (sequence, kv
 // head) merging them.
-// CL: the partial stays in shared memory (red's first G D floats: each is read and rewritten by the
-// same thread) for cluster_merge.
-template <int D, bool CL>
+template <int D>
 __device__ __forceinline__ void write_split(DecodeSmem sm, float v_scale, int G, int b, int h, int hq, int hkv,
                                             int split, int num_splits, int used, bool direct, float* workspace,
                                             int* counters, bf16* out) {
-  float *red = sm.red, *stats = sm.stats;
+  const float *red = sm.red, *stats = sm.stats;
   const Partials pt = partials<D>(workspace, gridDim.z, hq, num_splits);
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, d = i % D;
@@ -347,10 +293,6 @@ __device__ __forceinline__ void write_split(DecodeSmem sm, float v_scale, int G,
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) o += red[(w * G + g) * D + d];
     o *= v_scale;
-    if constexpr (CL) {
-      red[i] = o;
-      continue;
-    }
     const size_t qrow = (size_t)b * hq + h * G + g;
     if (direct) {
       out[qrow * D + d] = from_f<bf16>(o / stats[2 * g + 1]);
@@ -360,8 +302,8 @@ __device__ __forceinline__ void write_split(DecodeSmem sm, float v_scale, int G,
       if (d == 0) pt.st[row] = make_float2(stats[2 * g], stats[2 * g + 1]);
     }
   }
-  if constexpr (CL) cluster_merge<D>(sm, G, used, (size_t)b * hq + h * G, out);
-  else if (!direct && counters) finish_splits<D>(pt, counters, b, h, hq, hkv, G, num_splits, used, sm, out);
+  if (!direct && counters)
+    finish_splits<D>(pt, counters, b, h, hq, hkv, G, num_splits, used, sm, out);
 }
 
 // A token's head row of D elements is read by LPT = D/8 lanes, 8 elements each; a warp covers
@@ -371,10 +313,8 @@ __device__ __forceinline__ void write_split(DecodeSmem sm, float v_scale, int G,
 // q_scale: what q is multiplied by (scale log2(e); with SOFTCAP scale / softcap; times the K
 // scale of an FP8 cache); v_scale: the V scale of an FP8 cache (1 else); cap_log2: softcap
 // log2(e) (SOFTCAP only); window: the window (WINDOW only); rope: the fused RoPE (rope.qkv set),
-// q then unused. CL: the splits of a (sequence, kv head) are a cluster (cluster_merge), with U = 8
-// rounds of rows in flight, not 4: each split loads a 16th of the context (64 tokens at D = 128
-// before pdl_wait()).
-template <class C, int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP, bool CL>
+// q then unused.
+template <class C, int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
 __global__ void __launch_bounds__(kWarps * 32, MAXG <= 2 && !PV ? 9 : 1)
 decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C* __restrict__ v_cache,
               const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
@@ -382,7 +322,7 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
               int partition, float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out,
               RopeIn rope) {
   using V8 = Vec8<C>;
-  constexpr int LPT = D / 8, TPW = 32 / LPT, TPI = TPW * kWarps, U = CL ? 8 : kUnroll;
+  constexpr int LPT = D / 8, TPW = 32 / LPT, TPI = TPW * kWarps;
   extern __shared__ float smem[];
   pdl_launch_dependents();
   // Before pdl_wait() (while the kernels before this one finish) only what no kernel of this
@@ -392,11 +332,11 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   const int G = hq / hkv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, li = lane % LPT, tg = lane / LPT;
   const int seqlen = seqlens_k[b];
-  const SplitRange sr = split_range<WINDOW, CL>(seqlen, window, split, num_splits, partition, counters);
-  const DecodeSmem sm = decode_smem<D>(smem, G, partition, num_splits);
-  if (past_end<D, CL>(split, sr.used, G, b, h, hq, out, sm)) return;
+  const SplitRange sr = split_range<WINDOW>(seqlen, window, split, num_splits, partition, counters);
+  if (past_end<D>(split, sr.used, G, b, h, hq, out)) return;
   const int used = sr.used, start = sr.start, end = sr.end, n = end - start;
   const bool direct = sr.direct;
+  const DecodeSmem sm = decode_smem<D>(smem, G, partition, num_splits);
   float *scores = sm.scores, *red = sm.red, *stats = sm.stats;
 
   const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
@@ -420,16 +360,16 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
     return t < cend ? *reinterpret_cast<const V8*>(v_cache + row_of(t))
                     : t < end ? *reinterpret_cast<const V8*>(vn) : V8{};
   };
-  V8 kv[U];
+  V8 kv[kUnroll];
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
+  for (int u = 0; u < kUnroll; ++u) {
     const int t = base0 + u * TPI;
     kv[u] = t < cend && t != newest ? *reinterpret_cast<const V8*>(k_cache + row_of(t)) : V8{};
   }
-  V8 vpre[PV ? U : 1];
+  V8 vpre[PV ? kUnroll : 1];
   if constexpr (PV) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       const int t = base0 + u * TPI;
       vpre[u] = t < cend && t != newest ? *reinterpret_cast<const V8*>(v_cache + row_of(t)) : V8{};
     }
@@ -439,7 +379,7 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   const bf16* qs = reinterpret_cast<const bf16*>(red);  // the fused RoPE's q (rope_heads)
   if (fused) rope_heads<D, C>(rope, at, b, h, hq, hkv, G, v_scale, sm);
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
+  for (int u = 0; u < kUnroll; ++u) {
     if (base0 + u * TPI == newest) {
       kv[u] = key(newest);
       if constexpr (PV) vpre[u] = val(newest);
@@ -458,17 +398,17 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   }
 
   // Rows stream through kv[] without a gap between rounds: as soon as row u of a round is used,
-  // row u of the next round is requested into its register, so U loads stay in flight
+  // row u of the next round is requested into its register, so kUnroll loads stay in flight
   // through the whole pass instead of draining at every round's end.
 
   // Pass 1: scores (log2 domain) of this slice's tokens (the first round's rows already loaded).
-  for (int base = base0; base - tg < end; base += TPI * U) {
+  for (int base = base0; base - tg < end; base += TPI * kUnroll) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       float kf[8];
       unpack8<C>(kv[u], kf);
       const int t = base + u * TPI;
-      kv[u] = key(t + TPI * U);
+      kv[u] = key(t + TPI * kUnroll);
 #pragma unroll
       for (int g = 0; g < MAXG; ++g) {
         if (g < G) {
@@ -485,7 +425,7 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   }
   // V's first round: in flight while the scores turn into weights (PV: loaded before the wait).
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
+  for (int u = 0; u < kUnroll; ++u) {
     if constexpr (PV) kv[u] = vpre[u];
     else kv[u] = val(base0 + u * TPI);
   }
@@ -500,13 +440,13 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   for (int g = 0; g < MAXG; ++g)
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc[g][j] = 0.f;
-  for (int base = base0; base - tg < end; base += TPI * U) {
+  for (int base = base0; base - tg < end; base += TPI * kUnroll) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       const int t = base + u * TPI;
       float vf[8];
       unpack8<C>(kv[u], vf);
-      kv[u] = val(t + TPI * U);
+      kv[u] = val(t + TPI * kUnroll);
       if (t < end) {
 #pragma unroll
         for (int g = 0; g < MAXG; ++g) {
@@ -535,7 +475,7 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
     }
   }
   __syncthreads();
-  write_split<D, CL>(sm, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters, out);
+  write_split<D>(sm, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters, out);
 }
 
 // FP8 caches on tensor cores. Per 16-token tile a warp computes S^T = K Q^T (A = 16 K rows, B = the
@@ -574,7 +514,7 @@ __device__ __forceinline__ void load_words(const void* p, uint32_t (&w)[W]) {
 // 256 sequences of `bench_cuda_ops decode` 226 against 237 us and the workload 2.4% faster (the
 // occupancy is what counts: deeper rings at 4-5 blocks an SM measured slower). D = 64 keeps KD =
 // 1 at 9 blocks an SM (56 registers; its occupancy before the ring), D = 256 KD = 1 at 3.
-template <class C, int D, bool WINDOW, bool SOFTCAP, bool CL, int KD = (D == 128 ? 2 : 1),
+template <class C, int D, bool WINDOW, bool SOFTCAP, int KD = (D == 128 ? 2 : 1),
           int MINB = (D == 128 ? 6 : D == 64 ? 9 : 1)>
 __global__ void __launch_bounds__(kWarps * 32, MINB)
 decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C* __restrict__ v_cache,
@@ -592,11 +532,11 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
   const int G = hq / hkv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2, c = lane & 3;
   const int seqlen = seqlens_k[b];
-  const SplitRange sr = split_range<WINDOW, CL>(seqlen, window, split, num_splits, partition, counters);
-  const DecodeSmem sm = decode_smem<D>(smem, G, partition, num_splits);
-  if (past_end<D, CL>(split, sr.used, G, b, h, hq, out, sm)) return;
+  const SplitRange sr = split_range<WINDOW>(seqlen, window, split, num_splits, partition, counters);
+  if (past_end<D>(split, sr.used, G, b, h, hq, out)) return;
   const int used = sr.used, start = sr.start, end = sr.end, n = end - start;
   const bool direct = sr.direct;
+  const DecodeSmem sm = decode_smem<D>(smem, G, partition, num_splits);
   float *scores = sm.scores, *red = sm.red, *stats = sm.stats;
 
   const int32_t* bt = block_tables + (size_t)b * max_num_blocks;
@@ -748,7 +688,7 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
     }
   }
   __syncthreads();
-  write_split<D, CL>(sm, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters, out);
+  write_split<D>(sm, v_scale, G, b, h, hq, hkv, split, num_splits, used, direct, workspace, counters, out);
 }
 
 // Merges the splits of one (sequence, kv head)'s G query heads (with more (sequence, kv head) pairs
@@ -779,33 +719,6 @@ void allow_smem(K kern, size_t smem, size_t& allowed) {
   allowed = smem;
 }
 
-// Whether `kern` can run in clusters of kDecodeClusterSplits blocks of `smem` bytes each (past the
-// portable 8, so allowed explicitly): a GPU that cannot schedule one takes the split-counter plan.
-template <class K>
-bool cluster_fits(K kern, dim3 grid, size_t smem, size_t& allowed) {
-  allow_smem(kern, smem, allowed);
-  if (cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
-    cudaGetLastError();  // not sticky: clear it
-    return false;
-  }
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = kDecodeClusterSplits;
-  attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = kWarps * 32;
-  cfg.dynamicSmemBytes = smem;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int clusters = 0;
-  if (cudaOccupancyMaxActiveClusters(&clusters, kern, &cfg) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return clusters > 0;
-}
-
 // A launch's arguments, handed down the template dispatch below.
 struct DecodeLaunch {
   const void* q;
@@ -820,38 +733,20 @@ template <class C, int D, int MAXG, bool PV, bool WINDOW, bool SOFTCAP>
 void launch_dgc(const DecodeLaunch& a, cudaStream_t s) {
   const AttnShape& sh = a.kv.sh;
   const int G = sh.num_q_heads / sh.num_kv_heads;
-  const float k_scale = is_fp8_kv<C> ? a.kv.k_scale : 1.f, v_scale = is_fp8_kv<C> ? a.kv.v_scale : 1.f;
-  auto go = [&](auto kern, int splits, int partition, size_t smem, int cluster) {
-    launch_clusters("attention (decode)", kern, dim3(splits, sh.num_kv_heads, a.kv.num_seqs), kWarps * 32, smem, s,
-                    cluster, static_cast<const bf16*>(a.q), static_cast<const C*>(a.kv.k),
-                    static_cast<const C*>(a.kv.v), a.kv.seqlens_k, a.kv.block_tables, a.kv.max_num_blocks,
-                    sh.num_q_heads, sh.num_kv_heads, a.log2_bs,
-                    (SOFTCAP ? sh.scale / sh.softcap : sh.scale * kLog2e) * k_scale, v_scale, sh.softcap * kLog2e,
-                    sh.window, splits, partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out), a.rope);
-  };
-  if constexpr (PV) {  // the cluster plan is for small batches, which take the PV kernels
-    if (a.sp.cluster_partition > 0) {
-      auto kern = [] {
-        if constexpr (is_fp8_kv<C>) return decode_mma_kernel<C, D, WINDOW, SOFTCAP, true>;
-        else return decode_kernel<C, D, MAXG, true, WINDOW, SOFTCAP, true>;
-      }();
-      constexpr int S = kDecodeClusterSplits;
-      const size_t smem = sizeof(float) * decode_smem_floats(G, D, a.sp.cluster_partition, S);
-      static size_t smem_allowed = 48 * 1024, asked = 0;  // per instantiation: the last size asked
-      static bool fits = false;
-      if (smem != asked) fits = cluster_fits(kern, dim3(S, sh.num_kv_heads, a.kv.num_seqs), smem, smem_allowed);
-      asked = smem;
-      if (fits) return go(kern, S, a.sp.cluster_partition, smem, S);
-    }
-  }
   const size_t smem = sizeof(float) * decode_smem_floats(G, D, a.sp.partition, a.sp.num_splits);
   auto kern = [] {
-    if constexpr (is_fp8_kv<C>) return decode_mma_kernel<C, D, WINDOW, SOFTCAP, false>;
-    else return decode_kernel<C, D, MAXG, PV, WINDOW, SOFTCAP, false>;
+    if constexpr (is_fp8_kv<C>) return decode_mma_kernel<C, D, WINDOW, SOFTCAP>;
+    else return decode_kernel<C, D, MAXG, PV, WINDOW, SOFTCAP>;
   }();
   static size_t smem_allowed = 48 * 1024;  // per instantiation
   allow_smem(kern, smem, smem_allowed);
-  go(kern, a.sp.num_splits, a.sp.partition, smem, 1);
+  dim3 grid(a.sp.num_splits, sh.num_kv_heads, a.kv.num_seqs);
+  const float k_scale = is_fp8_kv<C> ? a.kv.k_scale : 1.f, v_scale = is_fp8_kv<C> ? a.kv.v_scale : 1.f;
+  launch("attention (decode)", kern, grid, kWarps * 32, smem, s, static_cast<const bf16*>(a.q),
+         static_cast<const C*>(a.kv.k), static_cast<const C*>(a.kv.v), a.kv.seqlens_k, a.kv.block_tables,
+         a.kv.max_num_blocks, sh.num_q_heads, sh.num_kv_heads, a.log2_bs,
+         (SOFTCAP ? sh.scale / sh.softcap : sh.scale * kLog2e) * k_scale, v_scale, sh.softcap * kLog2e, sh.window,
+         a.sp.num_splits, a.sp.partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out), a.rope);
   if (a.sp.num_splits > 1 && !a.sp.counters) {
     const size_t csmem = sizeof(float) * decode_smem_floats(G, D, 0, a.sp.num_splits);
     static size_t csmem_allowed = 48 * 1024;

@@ -166,30 +166,21 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 extern bool pdl_on;  // launch_settings.cu
 inline bool pdl_enabled() { return pdl_on; }
 
-// Launches `kernel` on `s` with programmatic stream serialization allowed, in thread block clusters
-// of `cluster` blocks along x when cluster > 1; throws naming `op`.
+// Launches `kernel` on `s` with programmatic stream serialization allowed; throws naming `op`.
 template <class... Params, class... Args>
-void launch_clusters(const char* op, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-                     int cluster, Args&&... args) {
-  cudaLaunchAttribute attr[2];
+void launch(const char* op, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+            Args&&... args) {
+  cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
-  attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = static_cast<unsigned>(cluster);
-  attr[1].val.clusterDim.y = attr[1].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cfg.attrs = attr;
-  cfg.numAttrs = cluster > 1 ? 2 : 1;
+  cfg.numAttrs = 1;
   check(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(std::forward<Args>(args))...), op, "kernel launch");
-}
-template <class... Params, class... Args>
-void launch(const char* op, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-            Args&&... args) {
-  launch_clusters(op, kernel, grid, block, smem, s, 1, std::forward<Args>(args)...);
 }
 
 // Multiprocessors of the current device (asked once).

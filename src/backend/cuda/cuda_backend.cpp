@@ -42,7 +42,6 @@ class CudaBackend final : public Backend {
     }
     cuda::set_pdl_enabled(opts.pdl);
     fp8_gemm_.set_mma(opts.fp8_mma);
-    decode_cluster_ = opts.decode_cluster;
     check(cudaSetDevice(device_id_), "init", "cudaSetDevice");
     check(cudaGetDeviceProperties(&props_, device_id_), "init", "cudaGetDeviceProperties");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init", "cudaStreamCreate");
@@ -467,11 +466,6 @@ class CudaBackend final : public Backend {
   // long splits running alone at the end of the wave (the sizes measured: docs/cuda.md). BackendOptions::decode_partition overrides it for measurements.
   int max_partition_ = 256;
   bool partition_set_ = false;  // by BackendOptions::decode_partition: then FP8 caches take it as it is
-  bool decode_cluster_ = true;  // BackendOptions::decode_cluster
-  // (Sequence, kv head) pairs up to which a decode step's splits form clusters (DecodeSplits), and
-  // the keys a cluster covers at most (its splits' scores in shared memory).
-  static constexpr int kClusterPairs = 16;
-  static constexpr int kClusterMaxKeys = cuda::kDecodeClusterSplits * kMaxPartition;
   static constexpr int kSplitCounters = 1 << 16;  // (sequence, kv head) pairs a decode step may have
 
   // Splits the context so that the grid fills the GPU (8 blocks per SM) even for few sequences;
@@ -497,13 +491,7 @@ class CudaBackend final : public Backend {
       ws = static_cast<float*>(
           attn_ws_.get((size_t)meta.num_seqs * sh.num_q_heads * splits * (sh.head_dim + 2) * sizeof(float)));
     int* counters = meta.num_seqs * sh.num_kv_heads <= kSplitCounters ? split_counters_ : nullptr;
-    // Small batches (latency-bound): the splits of a (sequence, kv head) as one cluster, sized from
-    // the real length in the kernel, not from the bound (under a graph, max_model_len: 1,024
-    // blocks at batch 1, ~90 of them with keys), merged in shared memory.
-    int cluster_partition = 0;
-    if (decode_cluster_ && !partition_set_ && ctas <= kClusterPairs && maxk <= kClusterMaxKeys)
-      cluster_partition = ((maxk + cuda::kDecodeClusterSplits - 1) / cuda::kDecodeClusterSplits + 7) / 8 * 8;
-    return {splits, partition, ws, counters, cluster_partition};
+    return {splits, partition, ws, counters};
   }
 
   // A scaled FP8 weight matrix for the kernels (Tensor::scale, scale_block).

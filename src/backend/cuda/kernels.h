@@ -151,16 +151,10 @@ struct PagedKVArgs {
 // split's unnormalised output rows, then their (max, sum) pairs).
 // counters (num_seqs * num_kv_heads ints, zero, left zero) let the last block of each (sequence,
 // kv head) merge in the same launch; nullptr: a second kernel merges.
-// cluster_partition > 0 (small batches): instead, kDecodeClusterSplits splits a (sequence, kv head)
-// as one thread block cluster, each of ceil(its keys / kDecodeClusterSplits) tokens (rounded up to
-// 8), at most cluster_partition (the bound's share), merged through distributed shared memory;
-// the plan above is kept for a GPU that cannot schedule such a cluster.
-constexpr int kDecodeClusterSplits = 16;
 struct DecodeSplits {
   int num_splits, partition;
   float* workspace;
   int* counters;
-  int cluster_partition = 0;
 };
 // rope (decode only): the step's qk_norm_rope_store done by the attention blocks (one launch fewer;
 // the same bits), q then unused; it must be fusable.
