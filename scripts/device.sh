@@ -12,10 +12,12 @@
 # fp8mma (the FP8 tensor-core skinny GEMM, on from M = 2 by default: its op tests with
 # NANOVLLM_FP8_MMA=1 and =all, under memcheck and racecheck, gemm-stack-fp8 and the engine at batch
 # 1-16 and on the workload with FP8 weights, on against off),
+# profile (each kernel's own time at batch 1 under Nsight Compute, by kernel, a step: the FP8
+# checkpoint and bf16, scripts/ncu_kernels.py),
 # tp2 (tensor parallelism on a two-GPU machine: its tests, TP 1 vs 2 on the workload and batch 1,
 # memcheck over both ranks). On one GPU the tensor-parallel path is covered by `tests` (a one-rank
 # NCCL group inside a captured graph) and `base` (TP 1 against a build from before it).
-# (No profiler step: on the H200 machine nsys recorded but could not import its report, run 34.)
+# (No nsys step: on the H200 machine nsys recorded but could not import its report, run 34.)
 # base: the bench.py workload and batch 1 again with an older build for an A/B on one machine,
 # alternating (BASE_BUNDLE, default .devbin/base.tar.xz: a bundle from `pack`, copied there);
 # BASE_OPS=1 adds both builds' decode attention (`bench_cuda_ops --quick decode`). The two bundles
@@ -345,6 +347,20 @@ for step in "${STEPS[@]}"; do
         done
       done
       $BIN/bench_cuda_ops --quick decode 2>&1 | tee "$OUT/fuse-ops.log" | grep -E "ctx=100" | tee -a "$SUMMARY"
+      ;;
+    profile)  # each kernel's own time in batch-1 decode steps (ncu runs them one at a time, no PDL)
+      NCU=$(command -v ncu || find / -name ncu -type f -perm -u+x 2>/dev/null | head -1)
+      [[ -n $NCU ]] || { note "profile: no ncu"; continue; }
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/profile.log" 2>&1
+      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/profile.log" 2>&1
+      for m in m06fp8 m06; do
+        # 4,000 launches in (prefill, capture and warm-up behind), ~2 decode steps of ~145 kernels
+        timeout 300 "$NCU" --graph-profiling node --print-kernel-base function --metrics gpu__time_duration.sum \
+          --launch-skip 4000 --launch-count 320 --csv $BIN/nanovllm bench --model /tmp/$m --device cuda --num-seqs 1 \
+          --min-input 128 --max-input 128 --min-output 64 --max-output 64 >"$OUT/profile-$m.csv" 2>>"$OUT/profile.log"
+        note "profile, batch 1, /tmp/$m (rc=$?):"
+        python3 scripts/ncu_kernels.py "$OUT/profile-$m.csv" 2>&1 | tee -a "$SUMMARY"
+      done
       ;;
     *) echo "unknown step $step" ;;
   esac
