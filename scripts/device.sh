@@ -354,10 +354,11 @@ for step in "${STEPS[@]}"; do
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/profile.log" 2>&1
       [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/profile.log" 2>&1
       for m in m06fp8 m06; do
-        # 4,000 launches in (prefill, capture and warm-up behind), ~2 decode steps of ~145 kernels
-        timeout 300 "$NCU" --graph-profiling node --print-kernel-base function --metrics gpu__time_duration.sum \
-          --launch-skip 4000 --launch-count 320 --csv $BIN/nanovllm bench --model /tmp/$m --device cuda --num-seqs 1 \
-          --min-input 128 --max-input 128 --min-output 64 --max-output 64 >"$OUT/profile-$m.csv" 2>>"$OUT/profile.log"
+        # the timed run only (bench --profile): 16 steps of one sequence, ~145 kernels each
+        timeout 300 "$NCU" --profile-from-start off --graph-profiling node --print-kernel-base function \
+          --metrics gpu__time_duration.sum --csv $BIN/nanovllm bench --profile --model /tmp/$m --device cuda \
+          --num-seqs 1 --min-input 128 --max-input 128 --min-output 16 --max-output 16 \
+          >"$OUT/profile-$m.csv" 2>>"$OUT/profile.log"
         note "profile, batch 1, /tmp/$m (rc=$?):"
         python3 scripts/ncu_kernels.py "$OUT/profile-$m.csv" 2>&1 | tee -a "$SUMMARY"
       done

@@ -138,6 +138,9 @@ TEST(BenchCli, BadArgumentsFailWithAMessage) {
   r = run_cli("bench --online --repeat 2");
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.err.find("--repeat"), std::string::npos) << r.err;
+  r = run_cli("bench --online --profile");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("--profile"), std::string::npos) << r.err;
   r = run_cli("bench --model " + tiny_model() + " --sweep no_such_field=1,2");
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.err.find("no_such_field"), std::string::npos) << r.err;
@@ -148,6 +151,10 @@ TEST(BenchCli, BadArgumentsFailWithAMessage) {
 
 TEST(BenchCli, TinyModelRunJsonIsCompleteAndConsistent) {
   CliResult r = run_cli("bench --model " + tiny_model() + " --device cpu " + kSmall + " --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  expect_consistent_run(nlohmann::json::parse(r.out), make_workload(small_spec()));
+  // --profile (the profiler range; nothing to open on the CPU) runs the same workload.
+  r = run_cli("bench --model " + tiny_model() + " --device cpu " + kSmall + " --profile --json");
   ASSERT_EQ(r.rc, 0) << r.err;
   expect_consistent_run(nlohmann::json::parse(r.out), make_workload(small_spec()));
 }

@@ -52,7 +52,9 @@ class EngineCuda : public ::testing::TestWithParam<std::string> {
     c.gpu_memory_utilization = 0.3f;  // sized from memory: exercises the warm-up rule
     return c;
   }
-  void run_all(const EngineConfig& c, const std::string& what, EngineStats* stats = nullptr) {
+  // profile: the generate inside LLM::start_profile / stop_profile (no profiler attached, so the
+  // range is opened and closed for nothing) must leave the tokens as they are.
+  void run_all(const EngineConfig& c, const std::string& what, EngineStats* stats = nullptr, bool profile = false) {
     auto cases = load_cases(GetParam());
     LLM llm(model_dir(GetParam()), c);
     std::vector<std::vector<int32_t>> prompts;
@@ -61,7 +63,9 @@ class EngineCuda : public ::testing::TestWithParam<std::string> {
     p.temperature = 0;
     p.max_tokens = static_cast<int>(cases[0].greedy.size());
     p.ignore_eos = true;
+    if (profile) llm.start_profile();
     auto outs = llm.generate(prompts, p, false);
+    if (profile) llm.stop_profile();
     ASSERT_EQ(outs.size(), cases.size());
     size_t matched = 0, floor = 0;
     for (size_t i = 0; i < cases.size(); ++i) {
@@ -79,7 +83,7 @@ class EngineCuda : public ::testing::TestWithParam<std::string> {
 
 TEST_P(EngineCuda, GraphsAndMemorySizedCache) {
   EngineStats s;
-  run_all(config(), "graphs", &s);
+  run_all(config(), "graphs", &s, true);
   EXPECT_GT(s.num_kvcache_blocks, 16);
   EXPECT_GT(s.kvcache_bytes, 0);
   EXPECT_GT(s.peak_device_bytes, 0);

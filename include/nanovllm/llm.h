@@ -77,6 +77,11 @@ class LLM {
   const EngineConfig& config() const;       // as resolved (device, max_model_len, blocks)
   int vocab_size() const;                   // the model's (config.json); token ids must be below it
   EngineStats stats() const;
+  // vLLM's names: what runs between them is what a profiler started with collection off records
+  // (CUDA: `ncu --profile-from-start off`, `nsys profile --capture-range=cudaProfilerApi`; with
+  // tensor parallelism, rank 0's GPU). No effect on the CPU.
+  void start_profile();
+  void stop_profile();
 
  private:
   std::unique_ptr<LLMEngine> engine_;

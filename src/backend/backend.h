@@ -201,6 +201,10 @@ class Backend {
   virtual void host_free(void* p) = 0;
   // Seconds this backend has spent choosing kernels by timing them (the CUDA GEMM tuning).
   virtual double tuning_seconds() const { return 0; }
+  // Opens (true) or closes the range a profiler started with collection off records (CUDA:
+  // cudaProfilerStart/Stop after the stream's work, for `ncu --profile-from-start off` and
+  // `nsys --capture-range=cudaProfilerApi`; the CPU backend has none).
+  virtual void profile(bool on) { (void)on; }
 
   // ---- CUDA graphs (the CPU backend has none) ----
   virtual bool supports_graphs() const { return false; }

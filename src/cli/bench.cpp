@@ -31,6 +31,8 @@ void run(EngineConfig config, BenchOptions opts) {
   if (opts.repeat < 1) throw std::invalid_argument("--repeat must be >= 1, got " + std::to_string(opts.repeat));
   if (opts.online && (opts.repeat > 1 || !opts.sweep.empty()))
     throw std::invalid_argument("--online runs once against a running server: --repeat and --sweep are offline only");
+  if (opts.profile && (opts.online || !opts.sweep.empty()))
+    throw std::invalid_argument("--profile profiles this process's offline run: not with --online or --sweep");
   const Workload workload = make_workload(opts.workload);
   if (opts.dry_run) return print_dry_run(opts.workload, workload, opts.json);
 
@@ -85,6 +87,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--dry-run", opts->dry_run, "print the workload's totals; load no model");
   cmd->add_option("--repeat", opts->repeat, "timed runs (after one warm-up); reports medians and spread")
       ->check(kPositive);
+  cmd->add_flag("--profile", opts->profile,
+                "open a profiler range around the timed runs only (ncu --profile-from-start off; "
+                "nsys --capture-range=cudaProfilerApi)");
   cmd->add_option("--sweep", opts->sweep, "FIELD=V1,V2,...: a fresh engine per EngineConfig value");
   cmd->add_option("--out-prefix", opts->out_prefix, "sweep: write PREFIX.csv and PREFIX.svg");
   cmd->add_flag("--online", opts->online, "benchmark a running `nanovllm serve` over HTTP");

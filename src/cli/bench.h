@@ -19,6 +19,7 @@ struct BenchOptions {
   int top_k = 0;
   int logprobs = -1;  // -1: none
   int repeat = 1;
+  bool profile = false;  // the timed runs inside LLM::start_profile / stop_profile
   bool json = false, dry_run = false;
   std::string sweep;                       // "field=v1,v2,..."
   std::string out_prefix = "bench-sweep";  // sweep writes PREFIX.csv and PREFIX.svg

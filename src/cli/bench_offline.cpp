@@ -84,6 +84,7 @@ nlohmann::json run_offline(const EngineConfig& config, const Workload& workload,
     params[i].ignore_eos = true;  // every request runs to max_tokens, as in bench.py
   }
   warm_up(llm);
+  if (opts.profile) llm.start_profile();
   std::vector<nlohmann::json> runs;
   for (int i = 0; i < opts.repeat; ++i) {
     runs.push_back(timed_run(llm, workload, params));
@@ -91,6 +92,7 @@ nlohmann::json run_offline(const EngineConfig& config, const Workload& workload,
       std::fprintf(stderr, "run %d/%d: %s\n", i + 1, opts.repeat,
                    bench_py_line(runs.back()["output_tokens"].get<int64_t>(), runs.back()["time_s"].get<double>()).c_str());
   }
+  if (opts.profile) llm.stop_profile();
   nlohmann::json result = runs.size() == 1 ? runs[0] : combine_runs(runs);
   if (runs.size() > 1) result["runs"] = runs;
   const EngineStats stats = llm.stats();

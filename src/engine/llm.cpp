@@ -72,6 +72,8 @@ std::string LLM::apply_chat_template(const std::vector<ChatMessage>& messages, b
 SamplingParams LLM::default_sampling_params() const { return engine_->default_sampling_params(); }
 const EngineConfig& LLM::config() const { return engine_->config(); }
 EngineStats LLM::stats() const { return engine_->stats(); }
+void LLM::start_profile() { engine_->profile(true); }
+void LLM::stop_profile() { engine_->profile(false); }
 int LLM::vocab_size() const { return engine_->model_config().vocab_size; }
 
 }  // namespace nanovllm

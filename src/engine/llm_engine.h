@@ -56,6 +56,8 @@ class LLMEngine {
   std::vector<int> worker_pids() const { return runner_->worker_pids(); }
   const ModelConfig& model_config() const { return model_config_; }
   EngineStats stats() const;
+  // LLM::start_profile / stop_profile: the profiler range on rank 0's backend.
+  void profile(bool on) { runner_->backend().profile(on); }
   // Throws std::invalid_argument for what add_request would refuse; reads only the configuration.
   void validate(const std::vector<int32_t>& prompt, const SamplingParams& params) const;
 

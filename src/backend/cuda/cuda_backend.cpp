@@ -3,6 +3,7 @@
 // GEMMs go to cuBLASLt, everything else to our kernels (kernels.h).
 #include "backend/cuda/cuda_backend.h"
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -106,6 +107,11 @@ class CudaBackend final : public Backend {
     if (bytes) check(cudaMemsetAsync(dst, 0, bytes, stream_), "fill_zero", "cudaMemsetAsync");
   }
   void synchronize() override { check(cudaStreamSynchronize(stream_), "synchronize", "cudaStreamSynchronize"); }
+  void profile(bool on) override {
+    synchronize();  // the range holds only what is issued inside it
+    if (on) check(cudaProfilerStart(), "profile", "cudaProfilerStart");
+    else check(cudaProfilerStop(), "profile", "cudaProfilerStop");
+  }
   void memory_info(size_t* free_bytes, size_t* total_bytes) override {
     check(cudaMemGetInfo(free_bytes, total_bytes), "memory_info", "cudaMemGetInfo");
   }
