@@ -138,6 +138,15 @@ class LLM:
         generate() uses without sampling_params. A new object each call."""
         return SamplingParams._from_core(self._engine.default_sampling_params())
 
+    def start_profile(self) -> None:
+        """vLLM's: what runs until stop_profile() is what a profiler started with collection off
+        records (CUDA: ncu --profile-from-start off, nsys --capture-range=cudaProfilerApi; with
+        tensor parallelism, rank 0's GPU). Nothing on the CPU."""
+        self._engine.start_profile()
+
+    def stop_profile(self) -> None:
+        self._engine.stop_profile()
+
     def get_tokenizer(self) -> Tokenizer:
         if not self._engine.has_tokenizer():
             raise RuntimeError("the model directory has no tokenizer.json")

@@ -215,6 +215,8 @@ PYBIND11_MODULE(_core, m) {
              return llm.apply_chat_template(msgs, add_generation_prompt, enable_thinking);
            })
       .def("vocab_size", &LLM::vocab_size)
+      .def("start_profile", &LLM::start_profile)
+      .def("stop_profile", &LLM::stop_profile)
       .def("config", [](const LLM& llm) { return llm.config(); })
       .def("stats", [](const LLM& llm) {
         const EngineStats s = llm.stats();

@@ -135,6 +135,13 @@ class Generate(unittest.TestCase):
         self.assertGreater(steps[0], 0)  # a prefill: its prompt tokens
         self.assertEqual(steps[-1], -2)  # a decode of two sequences
 
+    def test_profile_range_leaves_the_tokens(self):
+        g = SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
+        self.llm.start_profile()
+        out = self.llm.generate([self.prompts[0]["ids"]], g, use_tqdm=False)
+        self.llm.stop_profile()
+        self.assertEqual(out[0]["token_ids"], self.prompts[0]["greedy"][:5])
+
     def test_priority(self):
         g = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
         ids = [self.prompts[i]["ids"] for i in range(3)]
