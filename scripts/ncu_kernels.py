@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Per-kernel time of a profiled window, from Nsight Compute's CSV.
 
-    ncu --graph-profiling node --print-kernel-base function --metrics gpu__time_duration.sum \
-        --launch-skip S --launch-count N --csv <command> > ncu.csv
+    ncu --profile-from-start off --graph-profiling node --print-kernel-base function \
+        --metrics gpu__time_duration.sum --csv nanovllm bench --profile ... > ncu.csv
     python3 scripts/ncu_kernels.py ncu.csv [--marker sample_finish_kernel]
 
 ncu runs every kernel alone (no PDL overlap, caches as the replay leaves them), so the times are
 each kernel's own, not its share of a step in the graph; the sum is an upper bound on the step's
-device time. The marker kernel runs once a decode step (the sampler's last kernel): the window's
-steps are its count, and each kernel's count and time are given per step.
+device time. The marker kernel runs once a step (the sampler's last kernel): the window's steps
+are its count, and each kernel's count and time are given per step.
 """
 import argparse
 import collections
