@@ -14,6 +14,7 @@
 # 1-16 and on the workload with FP8 weights, on against off),
 # profile (each kernel's own time at batch 1 under Nsight Compute, by kernel, a step: the FP8
 # checkpoint and bf16, scripts/ncu_kernels.py),
+# split (batch 1 against the decode split size, NANOVLLM_DECODE_PARTITION),
 # tp2 (tensor parallelism on a two-GPU machine: its tests, TP 1 vs 2 on the workload and batch 1,
 # memcheck over both ranks). On one GPU the tensor-parallel path is covered by `tests` (a one-rank
 # NCCL group inside a captured graph) and `base` (TP 1 against a build from before it).
@@ -363,6 +364,20 @@ for step in "${STEPS[@]}"; do
           >"$OUT/profile-$m.csv" 2>>"$OUT/profile.log"
         note "profile, batch 1, /tmp/$m (rc=$?):"
         python3 scripts/ncu_kernels.py "$OUT/profile-$m.csv" 2>&1 | tee -a "$SUMMARY"
+      done
+      ;;
+    split)  # batch 1 against the decode split size (NANOVLLM_DECODE_PARTITION fixes it; unset: the
+            # backend's, 32 tokens at batch 1), FP8 checkpoint and bf16, two rounds alternating
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/split.log" 2>&1
+      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/split.log" 2>&1
+      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      for round in 1 2; do
+        for m in m06fp8 m06; do
+          for p in "" 64 128 256 1024; do
+            NANOVLLM_DECODE_PARTITION=$p $BIN/nanovllm bench --device cuda --model /tmp/$m $B1 >>"$OUT/split.log" 2>&1
+            note "split [$m, partition ${p:-default}]: $(grep -E '^TPOT' "$OUT/split.log" | tail -1)"
+          done
+        done
       done
       ;;
     *) echo "unknown step $step" ;;

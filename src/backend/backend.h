@@ -381,7 +381,7 @@ struct BackendOptions {
   int device_id = 0;     // CUDA
   // Measurement and debugging switches (EnvOptions has the variables that set them).
   bool cuda_sync = false;      // every op waits for its kernels, so a fault is reported by its op
-  int decode_partition = 0;    // tokens per decode-attention split at most; 0 = the backend's default
+  int decode_partition = 0;    // tokens per decode-attention split (at any batch); 0 = the backend's choice
   bool pdl = true;             // kernels may start while the one before them finishes
   bool fuse_rope = true;       // CUDA: a decode step's rope_attention is one kernel (false: two, for A/Bs)
   int fp8_mma = 2;             // CUDA: FP8 weights at fp8_mma..16 rows on tensor cores (0: never)

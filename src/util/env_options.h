@@ -9,7 +9,7 @@ namespace nanovllm {
 
 struct EnvOptions {
   bool cuda_sync = false;      // NANOVLLM_CUDA_SYNC (set, not "0"): every CUDA op waits for its kernels
-  int decode_partition = 0;    // NANOVLLM_DECODE_PARTITION: tokens per decode split at most; 0 = the backend's
+  int decode_partition = 0;    // NANOVLLM_DECODE_PARTITION: tokens per decode split; 0 = the backend's
   bool pdl = true;             // NANOVLLM_PDL ("0" turns it off): CUDA kernels overlap the one before them
   bool fuse_rope = true;       // NANOVLLM_FUSE_ROPE ("0" turns it off): CUDA decode attention does the RoPE/KV store
   // NANOVLLM_FP8_MMA: the fewest rows CUDA's FP8 weights go to tensor cores at (up to 16): "0"
