@@ -14,7 +14,8 @@
 # 1-16 and on the workload with FP8 weights, on against off),
 # profile (each kernel's own time at batch 1 under Nsight Compute, by kernel, a step: the FP8
 # checkpoint and bf16, scripts/ncu_kernels.py),
-# split (batch 1 against the decode split size, NANOVLLM_DECODE_PARTITION),
+# split (batch 1 against the decode split size, NANOVLLM_DECODE_PARTITION), ab1 (batch 1 and the
+# e4m3-KV workload, an older build packed with PACK_BASE against this one),
 # tp2 (tensor parallelism on a two-GPU machine: its tests, TP 1 vs 2 on the workload and batch 1,
 # memcheck over both ranks). On one GPU the tensor-parallel path is covered by `tests` (a one-rank
 # NCCL group inside a captured graph) and `base` (TP 1 against a build from before it).
@@ -57,6 +58,9 @@ if [[ "${1:-}" == "pack" ]]; then
       $(pkg-config --libs libpcre2-8 libutf8proc libxxhash openblas) -fopenmp -L/usr/local/cuda/lib64 \
       -lcudart_static -lrt -ldl -lpthread && strip ".devbin/stage/python/nanovllm/_core$suf"
   fi
+  # PACK_BASE=dir: an older build's stripped nanovllm (and its commit.txt) into base/, for the `ab1`
+  # step; in one archive with this build's binaries it adds little (xz finds the shared code).
+  if [[ -n ${PACK_BASE:-} ]]; then mkdir -p .devbin/stage/base && cp "$PACK_BASE"/nanovllm "$PACK_BASE"/commit.txt .devbin/stage/base/; fi
   git rev-parse HEAD >.devbin/stage/commit.txt
   git status --short -- src/backend/cuda tests/test_backend_ops.cpp bench scripts >>.devbin/stage/commit.txt
   XZ_OPT="-9 -T2" tar -C .devbin/stage -cJf .devbin/bundle.tar.xz . && rm -rf .devbin/stage
@@ -364,6 +368,24 @@ for step in "${STEPS[@]}"; do
           >"$OUT/profile-$m.csv" 2>>"$OUT/profile.log"
         note "profile, batch 1, /tmp/$m (rc=$?):"
         python3 scripts/ncu_kernels.py "$OUT/profile-$m.csv" 2>&1 | tee -a "$SUMMARY"
+      done
+      ;;
+    ab1)  # batch 1 (FP8 checkpoint and bf16) and the workload with an e4m3 cache, the build packed
+          # with PACK_BASE (base/) against this one, alternating, two rounds
+      [[ -x $BIN/base/nanovllm ]] || { note "ab1: no base/ in the bundle (pack with PACK_BASE)"; continue; }
+      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/ab1.log" 2>&1
+      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/ab1.log" 2>&1
+      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      for round in 1 2; do
+        for d in $BIN/base $BIN; do
+          c=$(head -1 $d/commit.txt | cut -c1-7)
+          for m in m06fp8 m06; do
+            $d/nanovllm bench --device cuda --model /tmp/$m $B1 >>"$OUT/ab1.log" 2>&1
+            note "ab1 $c batch 1 [$m]: $(grep -E '^TPOT' "$OUT/ab1.log" | tail -1)"
+          done
+          $d/nanovllm bench --device cuda --model /tmp/m06 --kv-cache-dtype fp8 >>"$OUT/ab1.log" 2>&1
+          note "ab1 $c workload [m06, e4m3 KV]: $(grep -E 'Throughput' "$OUT/ab1.log" | tail -1)"
+        done
       done
       ;;
     split)  # batch 1 against the decode split size (NANOVLLM_DECODE_PARTITION fixes it; unset: the
