@@ -360,7 +360,7 @@ for step in "${STEPS[@]}"; do
       [[ -n $NCU ]] || { note "profile: no ncu"; continue; }
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/profile.log" 2>&1
       [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/profile.log" 2>&1
-      for m in m06fp8 m06; do
+      for m in ${PROFILE_MODELS:-m06fp8 m06}; do
         # the timed run only (bench --profile): 16 steps of one sequence, ~145 kernels each
         timeout 300 "$NCU" --profile-from-start off --graph-profiling node --print-kernel-base function \
           --metrics gpu__time_duration.sum --csv $BIN/nanovllm bench --profile --model /tmp/$m --device cuda \
@@ -393,9 +393,9 @@ for step in "${STEPS[@]}"; do
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/split.log" 2>&1
       [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/split.log" 2>&1
       B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
-      for round in 1 2; do
-        for m in m06fp8 m06; do
-          for p in "" 64 128 256 1024; do
+      for round in $(seq ${SPLIT_ROUNDS:-2}); do
+        for m in ${SPLIT_MODELS:-m06fp8 m06}; do
+          for p in "" ${SPLIT_SIZES:-64 128 256 1024}; do
             NANOVLLM_DECODE_PARTITION=$p $BIN/nanovllm bench --device cuda --model /tmp/$m $B1 >>"$OUT/split.log" 2>&1
             note "split [$m, partition ${p:-default}]: $(grep -E '^TPOT' "$OUT/split.log" | tail -1)"
           done
