@@ -376,7 +376,7 @@ for step in "${STEPS[@]}"; do
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/ab1.log" 2>&1
       [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/ab1.log" 2>&1
       B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
-      for round in 1 2; do
+      for round in $(seq ${AB_ROUNDS:-2}); do
         for d in $BIN/base $BIN; do
           c=$(head -1 $d/commit.txt | cut -c1-7)
           for m in m06fp8 m06; do
