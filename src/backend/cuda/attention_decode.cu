@@ -153,23 +153,6 @@ template <int D>
 __device__ __noinline__ void merge_splits(Partials pt, size_t qrow0, int G, int num_splits, int used, float* w,
                                           float* mi, float* red, bf16* out) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  constexpr int C = D / 4;  // float4 columns a head
-  const int cols = G * C, P = max(1, min(kWarps, (int)blockDim.x / cols));  // P threads share a column's splits
-  auto source = [&](int i) {
-    const int col = i % cols;
-    return reinterpret_cast<const float4*>(pt.o + (qrow0 + col / C) * num_splits * D) + col % C;
-  };
-  // The thread's first round of partial outputs does not depend on the (max, sum) pairs: its loads
-  // are in flight while the warps read those, one round trip to L2 instead of two (small batches,
-  // whose merge is on the step's critical path).
-  float4 first[kMergeLoads];
-  if (threadIdx.x < P * cols) {
-    const float4* src = source(threadIdx.x);
-    const int p = threadIdx.x / cols;
-#pragma unroll
-    for (int u = 0; u < kMergeLoads; ++u)
-      first[u] = p + u * P < used ? __ldcg(src + (size_t)(p + u * P) * C) : make_float4(0.f, 0.f, 0.f, 0.f);
-  }
   for (int g = warp; g < G; g += nwarps) {
     const float2* st = pt.st + (qrow0 + g) * num_splits;
     float m = -INFINITY, l = 0.f;  // this lane's splits, online
@@ -184,21 +167,17 @@ __device__ __noinline__ void merge_splits(Partials pt, size_t qrow0, int G, int 
     if (lane == 0) mi[g] = 1.f / l, mi[G + g] = M;
   }
   __syncthreads();
+  constexpr int C = D / 4;  // float4 columns a head
+  const int cols = G * C, P = max(1, min(kWarps, (int)blockDim.x / cols));  // P threads share a column's splits
   float4* r4 = reinterpret_cast<float4*>(red);
   for (int i = threadIdx.x; i < P * cols; i += blockDim.x) {
     const int p = i / cols, col = i % cols, g = col / C;
-    const float4* src = source(i);
+    const float4* src = reinterpret_cast<const float4*>(pt.o + (qrow0 + g) * num_splits * D) + col % C;
     const float* wg = w + g * used;
     const float M = mi[G + g];
     float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
     auto add = [&](float x, float4 v) { a.x += x * v.x, a.y += x * v.y, a.z += x * v.z, a.w += x * v.w; };
     int s = p;
-    if (i == threadIdx.x) {  // the round loaded above
-#pragma unroll
-      for (int u = 0; u < kMergeLoads; ++u)
-        if (s + u * P < used) add(exp2f(wg[s + u * P] - M), first[u]);
-      s += kMergeLoads * P;
-    }
     for (; s + (kMergeLoads - 1) * P < used; s += kMergeLoads * P) {
       float4 v[kMergeLoads];
 #pragma unroll
