@@ -84,6 +84,13 @@ SUMMARY=$OUT/summary.txt
 STEPS=("$@")
 [[ ${#STEPS[@]} -eq 0 ]] && STEPS=(env tests bench e2e sanitize)
 note() { echo "$*" | tee -a "$SUMMARY"; }
+# The qwen3-0.6b preset in bf16 (/tmp/m06) and as a Qwen3-FP8-style checkpoint (/tmp/m06fp8), made
+# once a machine; make-model's output appended to $1.
+models() {
+  [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$1" 2>&1
+  [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$1" 2>&1
+}
+B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"  # batch 1's bench flags
 
 for step in "${STEPS[@]}"; do
   case $step in
@@ -214,7 +221,6 @@ for step in "${STEPS[@]}"; do
       ;;
     sampling)  # what sampling settings cost: the workload and batch 1 plain, with Qwen3's settings, with logprobs
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >"$OUT/sampling.log" 2>&1
-      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
       for round in 1 2; do  # alternating, in one call
         for args in "" "--top-p 0.95 --top-k 20" "--logprobs 5" "--top-p 0.95"; do
           $BIN/nanovllm bench --model /tmp/m06 --device cuda $args 2>&1 | tee -a "$OUT/sampling.log" | tail -2
@@ -227,7 +233,6 @@ for step in "${STEPS[@]}"; do
       done
       ;;
     families)  # the bench.py workload and batch 1 on the other families' real shapes (random weights)
-      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
       for p in ${FAMILY_PRESETS:-llama3.2-1b gemma3-1b qwen2.5-0.5b}; do
         [[ -d /tmp/$p ]] || $BIN/nanovllm make-model --preset $p --out /tmp/$p >>"$OUT/families.log" 2>&1
         $BIN/nanovllm bench --model /tmp/$p --device cuda 2>&1 | tee -a "$OUT/families.log" | tail -3
@@ -259,7 +264,6 @@ for step in "${STEPS[@]}"; do
       $BIN/nanovllm_cuda_tests --gtest_filter='*TensorParallel*' 2>&1 | tee "$OUT/tp2-tests.log" | tail -5
       note "tp2 tests: $(grep -E '^\[  (PASSED|FAILED)|SKIPPED' "$OUT/tp2-tests.log" | tr '\n' ' ')"
       [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/tp2.log" 2>&1
-      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
       for round in 1 2; do
         for tp in 1 2; do
           $BIN/nanovllm bench --model /tmp/m06 --device cuda --tp $tp 2>&1 | tee -a "$OUT/tp2.log" | tail -2
@@ -320,9 +324,7 @@ for step in "${STEPS[@]}"; do
         $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.PrefillFp8:AttentionOps.DecodeFp8' >>"$OUT/fp8-sanitize.log" 2>&1
         note "fp8 racecheck: rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/fp8-sanitize.log" | tail -1)"
       fi
-      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/fp8.log" 2>&1
-      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/fp8.log" 2>&1
-      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      models "$OUT/fp8.log"
       for round in 1 2; do  # alternating, in one call
         for args in "--model /tmp/m06" "--model /tmp/m06 --kv-cache-dtype fp8" ${FP8_WEIGHTS_RUNS:-"--model /tmp/m06fp8" "--model /tmp/m06fp8 --kv-cache-dtype fp8"}; do
           $BIN/nanovllm bench --device cuda $args 2>&1 | tee -a "$OUT/fp8.log" | tail -2
@@ -338,9 +340,7 @@ for step in "${STEPS[@]}"; do
     fuse)  # the decode RoPE/KV store fused into the attention: NANOVLLM_FUSE_ROPE=0 (two kernels)
            # against the default, alternating in one call: the workload (bf16 and FP8 KV) and batch 1
            # (bf16 and a Qwen3-FP8-style checkpoint); then the ops (decode section, quick)
-      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/fuse.log" 2>&1
-      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/fuse.log" 2>&1
-      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      models "$OUT/fuse.log"
       for round in ${FUSE_ROUNDS:-1 2}; do
         for fuse in 0 1; do
           for args in "--model /tmp/m06" "--model /tmp/m06 --kv-cache-dtype fp8"; do
@@ -358,8 +358,7 @@ for step in "${STEPS[@]}"; do
     profile)  # each kernel's own time in batch-1 decode steps (ncu runs them one at a time, no PDL)
       NCU=$(command -v ncu || find / -name ncu -type f -perm -u+x 2>/dev/null | head -1)
       [[ -n $NCU ]] || { note "profile: no ncu"; continue; }
-      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/profile.log" 2>&1
-      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/profile.log" 2>&1
+      models "$OUT/profile.log"
       for m in ${PROFILE_MODELS:-m06fp8 m06}; do
         # the timed run only (bench --profile): 16 steps of one sequence, ~145 kernels each
         timeout 300 "$NCU" --profile-from-start off --graph-profiling node --print-kernel-base function \
@@ -373,9 +372,7 @@ for step in "${STEPS[@]}"; do
     ab1)  # batch 1 (FP8 checkpoint and bf16) and the workload with an e4m3 cache, the build packed
           # with PACK_BASE (base/) against this one, alternating, two rounds
       [[ -x $BIN/base/nanovllm ]] || { note "ab1: no base/ in the bundle (pack with PACK_BASE)"; continue; }
-      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/ab1.log" 2>&1
-      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/ab1.log" 2>&1
-      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      models "$OUT/ab1.log"
       for round in $(seq ${AB_ROUNDS:-2}); do
         for d in $BIN/base $BIN; do
           c=$(head -1 $d/commit.txt | cut -c1-7)
@@ -390,9 +387,7 @@ for step in "${STEPS[@]}"; do
       ;;
     split)  # batch 1 against the decode split size (NANOVLLM_DECODE_PARTITION fixes it; unset: the
             # backend's, 32 tokens at batch 1), FP8 checkpoint and bf16, two rounds alternating
-      [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$OUT/split.log" 2>&1
-      [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$OUT/split.log" 2>&1
-      B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"
+      models "$OUT/split.log"
       for round in $(seq ${SPLIT_ROUNDS:-2}); do
         for m in ${SPLIT_MODELS:-m06fp8 m06}; do
           for p in "" ${SPLIT_SIZES:-64 128 256 1024}; do

@@ -469,7 +469,8 @@ class CudaBackend final : public Backend {
   static constexpr int kMinPartition = 32;
   static constexpr int kMaxPartition = 1024;  // scores of a split's tokens fit in shared memory
   // 256, not 1024: under a graph the bound is max_model_len, and contexts of uneven length leave
-  // long splits running alone at the end of the wave (the sizes measured: docs/cuda.md). BackendOptions::decode_partition overrides it for measurements.
+  // long splits running alone at the end of the wave (the sizes measured: docs/cuda.md).
+  // BackendOptions::decode_partition sets it instead, for measurements.
   int max_partition_ = 256;
   bool partition_set_ = false;  // by BackendOptions::decode_partition: the split size at any batch, FP8 too
   static constexpr int kSplitCounters = 1 << 16;  // (sequence, kv head) pairs a decode step may have
@@ -487,9 +488,8 @@ class CudaBackend final : public Backend {
     const int maxk = std::max(1, sh.window > 0 ? std::min(meta.max_seqlen_k, sh.window) : meta.max_seqlen_k);
     const int ctas = meta.num_seqs * sh.num_kv_heads;
     const int want = (8 * props_.multiProcessorCount + ctas - 1) / ctas;
-    const int min_partition = partition_set_ ? max_partition : kMinPartition;  // set: every split that size
-    int splits = std::min(want, (maxk + min_partition - 1) / min_partition);
-    splits = std::max({splits, (maxk + max_partition - 1) / max_partition, 1});
+    int splits = (maxk + max_partition - 1) / max_partition;  // set by decode_partition: exactly these
+    if (!partition_set_) splits = std::max({std::min(want, (maxk + kMinPartition - 1) / kMinPartition), splits, 1});
     int partition = (maxk + splits - 1) / splits;
     partition = (partition + 31) / 32 * 32;
     splits = (maxk + partition - 1) / partition;
