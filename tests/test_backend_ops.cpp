@@ -348,10 +348,12 @@ TEST_F(BackendOps, NormLinear) {
     for (auto& g : gv) g = round_bf16(g + 1.f);
     Both g = make({cs.k}, gv);
     Both w = make({cs.n, cs.k}, randn(size_t(cs.n) * cs.k, 0.05f));
-    Both o = out({cs.m, cs.n}, DType::bf16), normed = out({cs.m, cs.k}, DType::bf16);
-    cpu_->norm_linear(x.c, g.c, 1e-6f, w.c, o.c, normed.c);
-    gpu_->norm_linear(x.g, g.g, 1e-6f, w.g, o.g, normed.g);
-    expect_close(host(o.c), download(o.g), kBf16Chain, "norm_linear");
+    for (DType ot : {DType::bf16, DType::f32}) {  // f32: the final norm and lm_head of a decode step
+      Both o = out({cs.m, cs.n}, ot), normed = out({cs.m, cs.k}, DType::bf16);
+      cpu_->norm_linear(x.c, g.c, 1e-6f, w.c, o.c, normed.c);
+      gpu_->norm_linear(x.g, g.g, 1e-6f, w.g, o.g, normed.g);
+      expect_close(host(o.c), download(o.g), kBf16Chain, std::string("norm_linear to ") + dtype_name(ot));
+    }
   }
 }
 

@@ -586,11 +586,17 @@ void DecoderModel::forward(const ForwardInputs& in, KVCache& kv, Tensor& logits)
     }
     add_output(act, L.down_proj, L.down_bias, L.mlp_out_norm);
   }
-  backend_.rms_norm(residual, final_norm_, eps, normed);
   if (!in.meta.is_prefill && B == T) {  // decode: every row is a sequence's last token
+    if (shard_.world == 1) {  // the final norm inside lm_head's skinny GEMM where it takes them
+      backend_.norm_linear(residual, final_norm_, eps, lm_head_, logits, normed);
+      if (c.final_logit_softcapping > 0) backend_.softcap(logits, c.final_logit_softcapping);
+      return;
+    }
+    backend_.rms_norm(residual, final_norm_, eps, normed);
     lm_head(normed, logits);
     return;
   }
+  backend_.rms_norm(residual, final_norm_, eps, normed);
   backend_.gather_rows(normed, in.last_token_indices, last);
   lm_head(last, logits);
 }

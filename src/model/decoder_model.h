@@ -57,7 +57,8 @@ class DecoderModel {
   void forward(const ForwardInputs& in, KVCache& kv, Tensor& logits);
 
   // The logits (f32 [R, vocab]) of rows `token_rows` (i32 [R], R <= max_num_seqs) of the hidden
-  // states the last forward() computed: the final norm's output of every token of that batch.
+  // states the last forward() computed: the final norm's output of every token of that batch, which
+  // a prefill forward leaves (a decode step's final norm may run inside lm_head's kernel).
   void logits_of(const Tensor& token_rows, Tensor& logits);
 
   const ModelConfig& config() const { return config_; }

@@ -259,11 +259,13 @@ class CudaBackend final : public Backend {
   // Whether the skinny GEMM's norm variants (norm_linear, norm_linear_act) take these operands:
   // a bf16 norm weight and output, and FP8 weights at up to 8 rows of x (any shape: gemv_fp8.cu has
   // a per-element path) or up to 16 where the tensor-core form takes them (n_out: the output's
-  // columns), or bf16 weights gemv_supported takes (up to 8 rows). Beyond, rms_norm into `normed`,
-  // then the linear (cuBLASLt, or the FP8 GEMM).
+  // columns), or bf16 weights gemv_supported takes (up to 8 rows; these an f32 output too: the
+  // final norm and lm_head). Beyond, rms_norm into `normed`, then the linear (cuBLASLt, or the FP8
+  // GEMM).
   bool skinny_norm(const Tensor& x, const Tensor& norm_w, const Tensor& w, const Tensor& out) const {
     const int64_t M = rows_of(x);
-    if (norm_w.dtype != DType::bf16 || out.dtype != DType::bf16 || M < 1) return false;
+    if (norm_w.dtype != DType::bf16 || M < 1) return false;
+    if (out.dtype != DType::bf16 && !(out.dtype == DType::f32 && w.dtype == DType::bf16)) return false;
     if (w.dtype == DType::f8e4m3) return fp8_gemm_.exact(x.data, fp8_weight(w), out.data, M, cols_of(out), cols_of(x));
     return w.dtype == DType::bf16 && cuda::gemv_supported(x.data, w.data, x.dtype, out.dtype, M, cols_of(x));
   }
@@ -279,7 +281,7 @@ class CudaBackend final : public Backend {
       cuda::launch_gemv_fp8_norm(x.data, norm_w.data, eps, fp8_weight(w), out.data, M, N, K, stream_);
       debug_sync("norm_linear (FP8)");
     } else {
-      cuda::launch_gemv_norm(x.data, norm_w.data, eps, w.data, out.data, M, N, K, stream_);
+      cuda::launch_gemv_norm(x.data, norm_w.data, eps, w.data, out.data, out.dtype, M, N, K, stream_);
       debug_sync("norm_linear");
     }
   }
@@ -288,7 +290,7 @@ class CudaBackend final : public Backend {
   // class's norm_linear then act_mul.
   void do_norm_linear_act(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, Activation act,
                           Tensor& out, Tensor& gate_up, Tensor& normed) override {
-    if (!skinny_norm(x, norm_w, w, out))
+    if (out.dtype != DType::bf16 || !skinny_norm(x, norm_w, w, out))
       return Backend::do_norm_linear_act(x, norm_w, eps, w, act, out, gate_up, normed);
     const int M = (int)rows_of(x), N = (int)w.size(0), K = (int)cols_of(x);
     const cuda::Act a = act == Activation::gelu_tanh ? cuda::Act::gelu_tanh : cuda::Act::silu;

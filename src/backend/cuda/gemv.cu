@@ -120,10 +120,11 @@ void launch_m(const void* x, const void* w, void* out, DType out_t, int m, int n
 }
 
 template <int MAXM>
-void launch_norm_m(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
+void launch_norm_m(const void* x, const void* g, float eps, const void* w, void* out, DType out_t, int m, int n, int k,
                    cudaStream_t s) {
-  launch_mo<MAXM, true>(static_cast<const bf16*>(x), static_cast<const bf16*>(g), eps, static_cast<const bf16*>(w),
-                        static_cast<bf16*>(out), m, n, k, false, s);
+  auto xp = static_cast<const bf16*>(x), gp = static_cast<const bf16*>(g), wp = static_cast<const bf16*>(w);
+  if (out_t == DType::bf16) launch_mo<MAXM, true>(xp, gp, eps, wp, static_cast<bf16*>(out), m, n, k, false, s);
+  else launch_mo<MAXM, true>(xp, gp, eps, wp, static_cast<float*>(out), m, n, k, false, s);
 }
 
 template <int MAXM>
@@ -149,9 +150,9 @@ void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, in
   with_max_rows(m, [&](auto r) { launch_m<decltype(r)::value>(x, w, out, out_t, m, n, k, accumulate, s); });
 }
 
-void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
-                      cudaStream_t s) {
-  with_max_rows(m, [&](auto r) { launch_norm_m<decltype(r)::value>(x, g, eps, w, out, m, n, k, s); });
+void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, void* out, DType out_t, int m, int n,
+                      int k, cudaStream_t s) {
+  with_max_rows(m, [&](auto r) { launch_norm_m<decltype(r)::value>(x, g, eps, w, out, out_t, m, n, k, s); });
 }
 
 void launch_gemv_norm_act(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,

@@ -76,10 +76,10 @@ void launch_qk_norm_rope_store(const RopeStoreArgs& a, cudaStream_t s);
 bool gemv_supported(const void* x, const void* w, DType in_t, DType out_t, int64_t m, int64_t k);
 void launch_gemv(const void* x, const void* w, void* out, DType out_t, int m, int n, int k, bool accumulate,
                  cudaStream_t s);
-// The same with an RMSNorm of x's rows first (bf16 out): out[m, n] = (x[m] / rms(x[m]) * g) . w[n],
-// the norm in float32 inside the kernel (norm_linear).
-void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
-                      cudaStream_t s);
+// The same with an RMSNorm of x's rows first (bf16 or f32 out): out[m, n] = (x[m] / rms(x[m]) * g)
+// . w[n], the norm in float32 inside the kernel (norm_linear; f32 out: the final norm and lm_head).
+void launch_gemv_norm(const void* x, const void* g, float eps, const void* w, void* out, DType out_t, int m, int n,
+                      int k, cudaStream_t s);
 // The MLP's gated input side in one kernel: out[m, j] = act(y[m, j]) * y[m, I + j], y = the above
 // over the fused gate/up weight w [2I, K] (n = 2I, out [m, I] bf16); y is never rounded.
 void launch_gemv_norm_act(const void* x, const void* g, float eps, const void* w, void* out, int m, int n, int k,
