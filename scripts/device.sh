@@ -60,7 +60,11 @@ if [[ "${1:-}" == "pack" ]]; then
   fi
   # PACK_BASE=dir: an older build's stripped nanovllm (and its commit.txt) into base/, for the `ab1`
   # step; in one archive with this build's binaries it adds little (xz finds the shared code).
-  if [[ -n ${PACK_BASE:-} ]]; then mkdir -p .devbin/stage/base && cp "$PACK_BASE"/nanovllm "$PACK_BASE"/commit.txt .devbin/stage/base/; fi
+  # With its bench_cuda_ops too when PACK_BASE has one (ab1's AB_OPS).
+  if [[ -n ${PACK_BASE:-} ]]; then
+    mkdir -p .devbin/stage/base && cp "$PACK_BASE"/nanovllm "$PACK_BASE"/commit.txt .devbin/stage/base/
+    [[ -x $PACK_BASE/bench_cuda_ops ]] && cp "$PACK_BASE"/bench_cuda_ops .devbin/stage/base/
+  fi
   git rev-parse HEAD >.devbin/stage/commit.txt
   git status --short -- src/backend/cuda tests/test_backend_ops.cpp bench scripts >>.devbin/stage/commit.txt
   XZ_OPT="-9 -T2" tar -C .devbin/stage -cJf .devbin/bundle.tar.xz . && rm -rf .devbin/stage
@@ -90,6 +94,8 @@ models() {
   [[ -d /tmp/m06 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --out /tmp/m06 >>"$1" 2>&1
   [[ -d /tmp/m06fp8 ]] || $BIN/nanovllm make-model --preset qwen3-0.6b --quantize fp8 --out /tmp/m06fp8 >>"$1" 2>&1
 }
+# A batch-1 run's TPOT and its decode rate (tok/s, finer than TPOT's two decimals) from log $1.
+tpot() { echo "$(grep -E '^TPOT' "$1" | tail -1 | tr -s ' '); $(grep -oE 'Decode: [0-9.]+tok/s' "$1" | tail -1)"; }
 B1="--num-seqs 1 --min-input 128 --max-input 128 --min-output 512 --max-output 512"  # batch 1's bench flags
 
 for step in "${STEPS[@]}"; do
@@ -144,7 +150,7 @@ for step in "${STEPS[@]}"; do
       # Batch-1 decode latency.
       $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
         --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -8
-      note "e2e batch 1: $(grep -E '^TPOT' "$OUT/e2e.log" | tail -1)"
+      note "e2e batch 1: $(tpot "$OUT/e2e.log")"
       for env in ${BENCH_ENV_SWEEP:-}; do  # the same workload under each NAME=VALUE given
         env "$env" $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/e2e.log" | tail -3
         note "e2e bench.py workload, $env: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
@@ -152,7 +158,7 @@ for step in "${STEPS[@]}"; do
       if [[ -n ${PDL_AB:-} ]]; then  # the same without programmatic dependent launch
         NANOVLLM_PDL=0 $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
           --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -3
-        note "e2e batch 1, NANOVLLM_PDL=0: $(grep -E '^TPOT' "$OUT/e2e.log" | tail -1)"
+        note "e2e batch 1, NANOVLLM_PDL=0: $(tpot "$OUT/e2e.log")"
       fi
       ;;
     base)
@@ -168,10 +174,10 @@ for step in "${STEPS[@]}"; do
       done
       LD_LIBRARY_PATH=$BASE/lib:$LD_LIBRARY_PATH $BASE/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 \
         --min-input 128 --max-input 128 --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/base.log" | tail -3
-      note "base batch 1: $(grep -E '^TPOT' "$OUT/base.log" | tail -1)"
+      note "base batch 1: $(tpot "$OUT/base.log")"
       $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
         --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -3
-      note "this build batch 1: $(grep -E '^TPOT' "$OUT/e2e.log" | tail -1)"
+      note "this build batch 1: $(tpot "$OUT/e2e.log")"
       if [[ -n ${BASE_OPS:-} ]]; then  # decode attention, the older build then this one
         for d in $BASE $BIN; do
           echo "== $(head -1 $d/commit.txt | cut -c1-7)" >>"$OUT/base-ops.log"
@@ -228,7 +234,7 @@ for step in "${STEPS[@]}"; do
         done
         for args in "" "--top-p 0.95 --top-k 20"; do
           $BIN/nanovllm bench --model /tmp/m06 --device cuda $B1 $args 2>&1 | tee -a "$OUT/sampling.log" | tail -2
-          note "sampling batch 1 [${args:-temperature only}]: $(grep -E '^TPOT' "$OUT/sampling.log" | tail -1)"
+          note "sampling batch 1 [${args:-temperature only}]: $(tpot "$OUT/sampling.log")"
         done
       done
       ;;
@@ -238,7 +244,7 @@ for step in "${STEPS[@]}"; do
         $BIN/nanovllm bench --model /tmp/$p --device cuda 2>&1 | tee -a "$OUT/families.log" | tail -3
         note "family $p bench.py workload: $(grep -E 'Throughput' "$OUT/families.log" | tail -1)"
         $BIN/nanovllm bench --model /tmp/$p --device cuda $B1 2>&1 | tee -a "$OUT/families.log" | tail -3
-        note "family $p batch 1: $(grep -E '^TPOT' "$OUT/families.log" | tail -1)"
+        note "family $p batch 1: $(tpot "$OUT/families.log")"
       done
       grep -E "KV cache|start-up" "$OUT/families.log" | tee -a "$SUMMARY"
       ;;
@@ -269,7 +275,7 @@ for step in "${STEPS[@]}"; do
           $BIN/nanovllm bench --model /tmp/m06 --device cuda --tp $tp 2>&1 | tee -a "$OUT/tp2.log" | tail -2
           note "tp $tp bench.py workload: $(grep -E 'Throughput' "$OUT/tp2.log" | tail -1)"
           $BIN/nanovllm bench --model /tmp/m06 --device cuda --tp $tp $B1 2>&1 | tee -a "$OUT/tp2.log" | tail -2
-          note "tp $tp batch 1: $(grep -E '^TPOT' "$OUT/tp2.log" | tail -1)"
+          note "tp $tp batch 1: $(tpot "$OUT/tp2.log")"
         done
       done
       grep -E 'tensor-parallel rank|start-up' "$OUT/tp2.log" | tail -3 | tee -a "$SUMMARY"
@@ -332,7 +338,7 @@ for step in "${STEPS[@]}"; do
         done
         for args in "--model /tmp/m06" ${FP8_WEIGHTS_RUNS:-"--model /tmp/m06fp8" "--model /tmp/m06 --quantization fp8"}; do
           $BIN/nanovllm bench --device cuda $B1 $args 2>&1 | tee -a "$OUT/fp8.log" | tail -2
-          note "fp8 batch 1 [$args]: $(grep -E '^TPOT' "$OUT/fp8.log" | tail -1)"
+          note "fp8 batch 1 [$args]: $(tpot "$OUT/fp8.log")"
         done
       done
       grep -E "KV cache|start-up" "$OUT/fp8.log" | sort | uniq | head -12 | tee -a "$SUMMARY"
@@ -349,7 +355,7 @@ for step in "${STEPS[@]}"; do
           done
           for args in "--model /tmp/m06" "--model /tmp/m06fp8"; do
             NANOVLLM_FUSE_ROPE=$fuse $BIN/nanovllm bench --device cuda $B1 $args 2>&1 | tee -a "$OUT/fuse.log" | tail -1
-            note "fuse=$fuse batch 1 [$args]: $(grep -E '^TPOT' "$OUT/fuse.log" | tail -1)"
+            note "fuse=$fuse batch 1 [$args]: $(tpot "$OUT/fuse.log")"
           done
         done
       done
@@ -370,18 +376,24 @@ for step in "${STEPS[@]}"; do
       done
       ;;
     ab1)  # batch 1 (FP8 checkpoint and bf16) and the workload with an e4m3 cache, the build packed
-          # with PACK_BASE (base/) against this one, alternating, two rounds
+          # with PACK_BASE (base/) against this one, alternating, AB_ROUNDS rounds (2)
       [[ -x $BIN/base/nanovllm ]] || { note "ab1: no base/ in the bundle (pack with PACK_BASE)"; continue; }
       models "$OUT/ab1.log"
       for round in $(seq ${AB_ROUNDS:-2}); do
         for d in $BIN/base $BIN; do
           c=$(head -1 $d/commit.txt | cut -c1-7)
           for m in m06fp8 m06; do
-            $d/nanovllm bench --device cuda --model /tmp/$m $B1 >>"$OUT/ab1.log" 2>&1
-            note "ab1 $c batch 1 [$m]: $(grep -E '^TPOT' "$OUT/ab1.log" | tail -1)"
+            for x in "" ${AB_B1_EXTRA:+"$AB_B1_EXTRA"}; do  # AB_B1_EXTRA: batch 1 also with these flags
+              $d/nanovllm bench --device cuda --model /tmp/$m $B1 $x >>"$OUT/ab1.log" 2>&1
+              note "ab1 $c batch 1 [$m${x:+ $x}]: $(tpot "$OUT/ab1.log")"
+            done
           done
           $d/nanovllm bench --device cuda --model /tmp/m06 --kv-cache-dtype fp8 >>"$OUT/ab1.log" 2>&1
           note "ab1 $c workload [m06, e4m3 KV]: $(grep -E 'Throughput' "$OUT/ab1.log" | tail -1)"
+          if [[ -n ${AB_OPS:-} && -x $d/bench_cuda_ops ]]; then  # both builds' decode attention, small batches
+            $d/bench_cuda_ops --quick decode >"$OUT/ab1-ops-$c.log" 2>&1
+            grep -E "B=(1|16) " "$OUT/ab1-ops-$c.log" | sed "s/^/ab1 $c ops: /" | tee -a "$SUMMARY"
+          fi
         done
       done
       ;;
@@ -392,7 +404,7 @@ for step in "${STEPS[@]}"; do
         for m in ${SPLIT_MODELS:-m06fp8 m06}; do
           for p in "" ${SPLIT_SIZES:-64 128 256 1024}; do
             NANOVLLM_DECODE_PARTITION=$p $BIN/nanovllm bench --device cuda --model /tmp/$m $B1 >>"$OUT/split.log" 2>&1
-            note "split [$m, partition ${p:-default}]: $(grep -E '^TPOT' "$OUT/split.log" | tail -1)"
+            note "split [$m, partition ${p:-default}]: $(tpot "$OUT/split.log")"
           done
         done
       done
