@@ -388,9 +388,12 @@ for step in "${STEPS[@]}"; do
               note "ab1 $c batch 1 [$m${x:+ $x}]: $(tpot "$OUT/ab1.log")"
             done
           done
-          $d/nanovllm bench --device cuda --model /tmp/m06 --kv-cache-dtype fp8 >>"$OUT/ab1.log" 2>&1
-          note "ab1 $c workload [m06, e4m3 KV]: $(grep -E 'Throughput' "$OUT/ab1.log" | tail -1)"
-          if [[ -n ${AB_OPS:-} && -x $d/bench_cuda_ops ]]; then  # both builds' decode attention, small batches
+          for x in "--kv-cache-dtype fp8" ${AB_BF16:+""}; do  # AB_BF16=1: the bf16-KV workload too
+            $d/nanovllm bench --device cuda --model /tmp/m06 $x >>"$OUT/ab1.log" 2>&1
+            note "ab1 $c workload [m06${x:+, e4m3 KV}]: $(grep -E 'Throughput' "$OUT/ab1.log" | tail -1)"
+          done
+          # AB_OPS=1: both builds' decode attention at small batches, in the first round
+          if [[ -n ${AB_OPS:-} && $round == 1 && -x $d/bench_cuda_ops ]]; then
             $d/bench_cuda_ops --quick decode >"$OUT/ab1-ops-$c.log" 2>&1
             grep -E "B=(1|16) " "$OUT/ab1-ops-$c.log" | sed "s/^/ab1 $c ops: /" | tee -a "$SUMMARY"
           fi
