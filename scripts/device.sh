@@ -119,6 +119,15 @@ for step in "${STEPS[@]}"; do
     sanitize)
       # memcheck over every op test; racecheck over the attention kernels (shared-memory users).
       # (ClearErrors is left out: its deliberate 1 PiB cudaMalloc would count as an API error.)
+      # SANITIZE_FILTER=gtest-filter: memcheck and racecheck over those op tests only, no engine run.
+      if [[ -n ${SANITIZE_FILTER:-} ]]; then
+        for tool in memcheck racecheck; do
+          $SAN --tool $tool --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter="$SANITIZE_FILTER" \
+            >>"$OUT/sanitize.log" 2>&1
+          note "$tool ($SANITIZE_FILTER): rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
+        done
+        continue
+      fi
       $SAN --tool memcheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter=-BackendOps.ClearErrors >"$OUT/sanitize.log" 2>&1
       note "memcheck (op tests): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
       $SAN --tool racecheck --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter='AttentionOps.Prefill:AttentionOps.Decode:AttentionOps.DecodeFusedRope:BackendOps.RmsNorm:BackendOps.SiluMul:BackendOps.QkNormRopeStore:CudaSampling.*' >>"$OUT/sanitize.log" 2>&1
