@@ -119,9 +119,9 @@ for step in "${STEPS[@]}"; do
     sanitize)
       # memcheck over every op test; racecheck over the attention kernels (shared-memory users).
       # (ClearErrors is left out: its deliberate 1 PiB cudaMalloc would count as an API error.)
-      # SANITIZE_FILTER=gtest-filter: memcheck and racecheck over those op tests only, no engine run.
+      # SANITIZE_FILTER=gtest-filter: memcheck and racecheck (SANITIZE_TOOLS) over those op tests only.
       if [[ -n ${SANITIZE_FILTER:-} ]]; then
-        for tool in memcheck racecheck; do
+        for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
           $SAN --tool $tool --error-exitcode 3 $BIN/nanovllm_cuda_tests --gtest_filter="$SANITIZE_FILTER" \
             >>"$OUT/sanitize.log" 2>&1
           note "$tool ($SANITIZE_FILTER): rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)"
