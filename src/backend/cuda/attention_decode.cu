@@ -320,7 +320,7 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
               const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
               int hq, int hkv, int log2_bs, float q_scale, float v_scale, float cap_log2, int window, int num_splits,
               int partition, float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out,
-              RopeIn rope) {
+              RopeIn rope, bool heads_first) {
   using V8 = Vec8<C>;
   constexpr int LPT = D / 8, TPW = 32 / LPT, TPI = TPW * kWarps;
   extern __shared__ float smem[];
@@ -328,7 +328,7 @@ decode_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, const C
   // Before pdl_wait() (while the kernels before this one finish) only what no kernel of this
   // forward writes is read: the lengths, block tables, positions and slots (the host's copy before
   // the forward), the RoPE table, and K rows other than the newest, which earlier steps stored.
-  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int split = heads_first ? blockIdx.y : blockIdx.x, h = heads_first ? blockIdx.x : blockIdx.y, b = blockIdx.z;
   const int G = hq / hkv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, li = lane % LPT, tg = lane / LPT;
   const int seqlen = seqlens_k[b];
@@ -521,14 +521,14 @@ decode_mma_kernel(const bf16* __restrict__ q, const C* __restrict__ k_cache, con
                   const int32_t* __restrict__ seqlens_k, const int32_t* __restrict__ block_tables, int max_num_blocks,
                   int hq, int hkv, int log2_bs, float q_scale, float v_scale, float cap_log2, int window, int num_splits,
                   int partition, float* __restrict__ workspace, int* __restrict__ counters, bf16* __restrict__ out,
-                  RopeIn rope) {
+                  RopeIn rope, bool heads_first) {
   static_assert(is_fp8_kv<C>, "FP8 caches");
   constexpr int KW = D / 16;  // K: words a row a lane = k-steps; also V's m-blocks
   constexpr int VW = D / 32;  // V: words a token row a lane
   constexpr int kTile = 16;
   extern __shared__ float smem[];
   pdl_launch_dependents();
-  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int split = heads_first ? blockIdx.y : blockIdx.x, h = heads_first ? blockIdx.x : blockIdx.y, b = blockIdx.z;
   const int G = hq / hkv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2, c = lane & 3;
   const int seqlen = seqlens_k[b];
@@ -740,13 +740,16 @@ void launch_dgc(const DecodeLaunch& a, cudaStream_t s) {
   }();
   static size_t smem_allowed = 48 * 1024;  // per instantiation
   allow_smem(kern, smem, smem_allowed);
-  dim3 grid(a.sp.num_splits, sh.num_kv_heads, a.kv.num_seqs);
+  // Small batches (PV) lay the grid heads first: a graph's grid is sized for its length bound, and
+  // the blocks holding keys (every kv head's low splits) are dispatched before the empty ones.
+  const dim3 grid = PV ? dim3(sh.num_kv_heads, a.sp.num_splits, a.kv.num_seqs)
+                       : dim3(a.sp.num_splits, sh.num_kv_heads, a.kv.num_seqs);
   const float k_scale = is_fp8_kv<C> ? a.kv.k_scale : 1.f, v_scale = is_fp8_kv<C> ? a.kv.v_scale : 1.f;
   launch("attention (decode)", kern, grid, kWarps * 32, smem, s, static_cast<const bf16*>(a.q),
          static_cast<const C*>(a.kv.k), static_cast<const C*>(a.kv.v), a.kv.seqlens_k, a.kv.block_tables,
          a.kv.max_num_blocks, sh.num_q_heads, sh.num_kv_heads, a.log2_bs,
          (SOFTCAP ? sh.scale / sh.softcap : sh.scale * kLog2e) * k_scale, v_scale, sh.softcap * kLog2e, sh.window,
-         a.sp.num_splits, a.sp.partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out), a.rope);
+         a.sp.num_splits, a.sp.partition, a.sp.workspace, a.sp.counters, static_cast<bf16*>(a.out), a.rope, PV);
   if (a.sp.num_splits > 1 && !a.sp.counters) {
     const size_t csmem = sizeof(float) * decode_smem_floats(G, D, 0, a.sp.num_splits);
     static size_t csmem_allowed = 48 * 1024;
