@@ -4,7 +4,9 @@
 // memory, pass 2 turns them into exp weights, pass 3 accumulates V; with more than one split the
 // last block to finish for a (sequence, kv head) merges the splits by their (max, sum).
 // Graph-safe: lengths come from device arrays, the grid from host upper bounds (blocks past a
-// sequence's end exit at once).
+// sequence's end exit at once). Small batches (PV) lay the grid heads first, blockIdx (kv head,
+// split, sequence): the splits holding keys, every head's first ones, are dispatched before the
+// empty ones (batch 1 2.6-4.2% faster on an H100); large batches keep (split, kv head, sequence).
 // Options (AttentionOptions), template arguments so that the plain instantiation is the kernel as
 // it was: WINDOW, the query (position seqlen - 1) sees keys [lo, seqlen), lo = max(0, seqlen -
 // window), and the splits are laid from lo, not from 0: no block reads a key before the window and
