@@ -106,7 +106,7 @@ for step in "${STEPS[@]}"; do
       note "nccl: ${NANOVLLM_NCCL_LIBRARY:-not found}"
       ;;
     tests)
-      $BIN/nanovllm_cuda_tests 2>&1 | tee "$OUT/tests.log" | tail -25
+      $BIN/nanovllm_cuda_tests ${TESTS_FILTER:+--gtest_filter="$TESTS_FILTER"} 2>&1 | tee "$OUT/tests.log" | tail -25
       note "tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests.log" | tr '\n' ' ')"
       grep -E '^\[achieved\]' "$OUT/tests.log" >"$OUT/achieved.txt"  # each op's error beside its tolerance
       ;;
