@@ -157,16 +157,14 @@ for step in "${STEPS[@]}"; do
       note "e2e bench.py workload: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
       python3 scripts/fit_steps.py "$OUT/steps.csv" 2>&1 | tee -a "$SUMMARY"  # where the time went
       # Batch-1 decode latency.
-      $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
-        --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -8
+      $BIN/nanovllm bench --model /tmp/m06 --device cuda $B1 2>&1 | tee -a "$OUT/e2e.log" | tail -8
       note "e2e batch 1: $(tpot "$OUT/e2e.log")"
       for env in ${BENCH_ENV_SWEEP:-}; do  # the same workload under each NAME=VALUE given
         env "$env" $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/e2e.log" | tail -3
         note "e2e bench.py workload, $env: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
       done
       if [[ -n ${PDL_AB:-} ]]; then  # the same without programmatic dependent launch
-        NANOVLLM_PDL=0 $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
-          --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -3
+        NANOVLLM_PDL=0 $BIN/nanovllm bench --model /tmp/m06 --device cuda $B1 2>&1 | tee -a "$OUT/e2e.log" | tail -3
         note "e2e batch 1, NANOVLLM_PDL=0: $(tpot "$OUT/e2e.log")"
       fi
       ;;
@@ -181,11 +179,10 @@ for step in "${STEPS[@]}"; do
         $BIN/nanovllm bench --model /tmp/m06 --device cuda ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/e2e.log" | tail -3
         note "this build bench.py workload: $(grep -E 'Throughput' "$OUT/e2e.log" | tail -1)"
       done
-      LD_LIBRARY_PATH=$BASE/lib:$LD_LIBRARY_PATH $BASE/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 \
-        --min-input 128 --max-input 128 --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/base.log" | tail -3
+      LD_LIBRARY_PATH=$BASE/lib:$LD_LIBRARY_PATH $BASE/nanovllm bench --model /tmp/m06 --device cuda $B1 2>&1 |
+        tee -a "$OUT/base.log" | tail -3
       note "base batch 1: $(tpot "$OUT/base.log")"
-      $BIN/nanovllm bench --model /tmp/m06 --device cuda --num-seqs 1 --min-input 128 --max-input 128 \
-        --min-output 512 --max-output 512 2>&1 | tee -a "$OUT/e2e.log" | tail -3
+      $BIN/nanovllm bench --model /tmp/m06 --device cuda $B1 2>&1 | tee -a "$OUT/e2e.log" | tail -3
       note "this build batch 1: $(tpot "$OUT/e2e.log")"
       if [[ -n ${BASE_OPS:-} ]]; then  # decode attention, the older build then this one
         for d in $BASE $BIN; do
